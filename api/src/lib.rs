@@ -1,0 +1,17 @@
+//! Parallax's shared vocabulary: the model catalog, parameter validation and the wire
+//! types of the public API. Serde only, no I/O: the edge validates with it, the app
+//! renders its form from it, and both agree on every byte of JSON.
+
+pub mod control;
+pub mod error;
+pub mod id;
+pub mod models;
+pub mod params;
+pub mod wire;
+
+pub use control::ControlImage;
+pub use error::{ErrorBody, ErrorCode, FieldError};
+pub use id::RequestId;
+pub use models::{Model, ParamKind, ParamSpec};
+pub use params::{Params, Validated, validate, validate_value};
+pub use wire::{JobResult, JobStatus, Metrics, StatusResponse, SubmitResponse};

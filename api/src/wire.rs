@@ -1,0 +1,86 @@
+//! The v2 API's response bodies, as Segmind's clients (and its Python SDK) expect them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorCode;
+use crate::id::RequestId;
+use crate::params::Params;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobStatus {
+    Queued,
+    Processing,
+    Completed,
+    Failed,
+}
+
+impl JobStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "QUEUED",
+            Self::Processing => "PROCESSING",
+            Self::Completed => "COMPLETED",
+            Self::Failed => "FAILED",
+        }
+    }
+}
+
+/// `POST /v2/{model}`: the job was accepted. Every URL is absolute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmitResponse {
+    pub request_id: RequestId,
+    pub status: JobStatus,
+    pub poll_url: String,
+    pub status_url: String,
+    pub response_url: String,
+}
+
+/// Timings of a job, in seconds, and which upstream served it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Metrics {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_time: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference_time: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_time: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+}
+
+/// `GET /v2/requests/{id}/status`. A FAILED job is served as 422 with `error` and
+/// `code: job_failed`, so the body is both a status and an error body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusResponse {
+    pub request_id: RequestId,
+    pub status: JobStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorCode>,
+    pub metrics: Metrics,
+}
+
+/// `GET /v2/requests/{id}`: the job with its output URLs (on this edge, non-expiring
+/// for the retention period). `error` is always present, `null` unless FAILED.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    pub request_id: RequestId,
+    pub model: crate::models::Model,
+    pub status: JobStatus,
+    pub output: Vec<String>,
+    pub seed: Option<u32>,
+    pub params: Params,
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorCode>,
+    pub metrics: Metrics,
+    /// Unix seconds.
+    pub created_at: u64,
+}
