@@ -1,1 +1,88 @@
-fn main() {}
+//! `parallax-sim`: stands in for the upstream providers' servers on loopback, speaking
+//! their documented wire protocols, so development and tests run the edge's real
+//! adapters without internet. Never deployed.
+//!
+//! Usage: `parallax-sim [--port 8790] [--queue-ms 400] [--process-ms 1800] [--expiry-s 3600]`
+
+mod jobs;
+mod render;
+mod segmind;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jobs::{Jobs, Timing};
+
+#[derive(Debug)]
+struct Args {
+    port: u16,
+    timing: Timing,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        port: 8790,
+        timing: Timing {
+            queue: Duration::from_millis(400),
+            process: Duration::from_millis(1800),
+            expiry: Duration::from_secs(3600),
+        },
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| format!("{flag} needs a value"))
+                .and_then(|v| v.parse::<u64>().map_err(|e| format!("{flag}: {e}")))
+        };
+        match flag.as_str() {
+            "--port" => args.port = u16::try_from(value()?).map_err(|e| e.to_string())?,
+            "--queue-ms" => args.timing.queue = Duration::from_millis(value()?),
+            "--process-ms" => args.timing.process = Duration::from_millis(value()?),
+            "--expiry-s" => args.timing.expiry = Duration::from_secs(value()?),
+            "-h" | "--help" => {
+                println!(
+                    "parallax-sim [--port 8790] [--queue-ms 400] [--process-ms 1800] [--expiry-s 3600]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(args)
+}
+
+#[tokio::main]
+async fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("parallax-sim: {e}");
+            std::process::exit(2);
+        }
+    };
+    // Loopback only: this server exists for local development and tests.
+    let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
+    let base = format!("http://{addr}");
+    let jobs = Arc::new(Jobs::new(args.timing, base.clone()));
+    let app = segmind::router(jobs);
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("parallax-sim: cannot listen on {addr}: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("parallax-sim: Segmind v2 protocol on {base}");
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        eprintln!("parallax-sim: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,128 @@
+//! The sim's job table: each job's life is a function of the time since submission
+//! (QUEUED, then PROCESSING, then COMPLETED or FAILED, then gone after expiry), so
+//! behaviour is realistic without background tasks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::render::{self, Rendered, RenderSpec};
+
+/// How long each phase lasts.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub queue: Duration,
+    pub process: Duration,
+    pub expiry: Duration,
+}
+
+/// A job's phase at some instant.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    Queued,
+    Processing,
+    Completed,
+    Failed(String),
+}
+
+#[derive(Debug)]
+pub struct Job {
+    pub id: String,
+    pub submitted: Instant,
+    /// Set when the job will fail (bad input, or a fault requested by the prompt).
+    pub failure: Option<String>,
+    pub spec: RenderSpec,
+    outputs: OnceLock<Arc<Vec<Rendered>>>,
+}
+
+impl Job {
+    pub fn outputs(&self) -> Arc<Vec<Rendered>> {
+        self.outputs
+            .get_or_init(|| Arc::new(render::render_all(&self.spec)))
+            .clone()
+    }
+}
+
+#[derive(Debug)]
+pub struct Jobs {
+    pub timing: Timing,
+    /// This server's own base URL, for output links.
+    pub base: String,
+    table: Mutex<HashMap<String, Arc<Job>>>,
+    counter: Mutex<u64>,
+}
+
+impl Jobs {
+    pub fn new(timing: Timing, base: String) -> Self {
+        Self {
+            timing,
+            base,
+            table: Mutex::new(HashMap::new()),
+            counter: Mutex::new(0),
+        }
+    }
+
+    pub fn insert(&self, failure: Option<String>, spec: RenderSpec) -> Arc<Job> {
+        let n = {
+            let mut c = self.counter.lock().unwrap_or_else(|e| e.into_inner());
+            *c += 1;
+            *c
+        };
+        let id = uuid_like(n, &spec);
+        let job = Arc::new(Job {
+            id: id.clone(),
+            submitted: Instant::now(),
+            failure,
+            spec,
+            outputs: OnceLock::new(),
+        });
+        self.lock().insert(id, job.clone());
+        job
+    }
+
+    /// The job, unless unknown or expired (expired jobs are dropped).
+    pub fn get(&self, id: &str) -> Option<Arc<Job>> {
+        let mut table = self.lock();
+        let job = table.get(id)?.clone();
+        if job.submitted.elapsed() > self.timing.expiry {
+            table.remove(id);
+            return None;
+        }
+        Some(job)
+    }
+
+    pub fn phase(&self, job: &Job) -> Phase {
+        let t = job.submitted.elapsed();
+        if t < self.timing.queue {
+            Phase::Queued
+        } else if t < self.timing.queue + self.timing.process {
+            Phase::Processing
+        } else if let Some(reason) = &job.failure {
+            Phase::Failed(reason.clone())
+        } else {
+            Phase::Completed
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Job>>> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A request id shaped like Segmind's (a UUID), unique per sim process.
+fn uuid_like(n: u64, spec: &RenderSpec) -> String {
+    let h = render::fnv1a(&[&n.to_le_bytes(), spec.prompt.as_bytes()]);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let hex = format!("{h:016x}{:016x}", nanos ^ n.rotate_left(32));
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
+}
