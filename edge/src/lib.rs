@@ -1,1 +1,33 @@
-//! stub
+//! parallax-edge: the Cloudflare Worker. It keeps provider keys secret, speaks the
+//! Segmind-compatible API, runs every job in a [`runner::JobRunner`] Durable Object
+//! that submits to and polls an upstream, copies results into R2 before it reports
+//! COMPLETED, and serves the playground's static files.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod config;
+pub mod error;
+pub mod handlers;
+pub mod http;
+pub mod input;
+pub mod job;
+pub mod providers;
+pub mod router;
+pub mod runner;
+pub mod storage;
+
+pub use runner::JobRunner;
+
+#[worker::event(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
+
+#[worker::event(fetch)]
+async fn fetch(
+    req: worker::Request,
+    env: worker::Env,
+    _ctx: worker::Context,
+) -> worker::Result<worker::Response> {
+    router::handle(req, env).await
+}

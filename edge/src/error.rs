@@ -1,0 +1,140 @@
+//! `EdgeError`, the one error type of every handler, and the one place it becomes the
+//! JSON error body. 5xx bodies never carry internals: the log gets the detail.
+
+use parallax_api::{ErrorBody, ErrorCode, FieldError};
+use worker::Response;
+
+use crate::http;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        fields: Vec<FieldError>,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: &'static str },
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UpstreamFailed(String),
+    #[error("{0}")]
+    UpstreamTimeout(String),
+    /// Logged in full, answered as a bare 500.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl EdgeError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            message: message.into(),
+            fields: Vec::new(),
+        }
+    }
+
+    /// A 400 naming one field.
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self::BadRequest {
+            message: format!("{field} {message}"),
+            fields: vec![FieldError::new(field, message)],
+        }
+    }
+
+    /// A 400 listing every invalid field.
+    pub fn fields(fields: Vec<FieldError>) -> Self {
+        let message = match fields.as_slice() {
+            [one] => format!("{} {}", one.field, one.message),
+            many => format!("{} fields are invalid", many.len()),
+        };
+        Self::BadRequest { message, fields }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::BadRequest { .. } => ErrorCode::BadRequest,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
+            Self::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            Self::UpstreamFailed(_) => ErrorCode::UpstreamFailed,
+            Self::UpstreamTimeout(_) => ErrorCode::UpstreamTimeout,
+            Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The wire body: what a client may see.
+    pub fn body(&self) -> ErrorBody {
+        let (error, fields) = match self {
+            Self::BadRequest { message, fields } => (
+                message.clone(),
+                (!fields.is_empty()).then(|| fields.clone()),
+            ),
+            Self::MethodNotAllowed { allow } => {
+                (format!("Method not allowed; use {allow}"), None)
+            }
+            Self::Internal(_) => ("Internal error; please retry".to_string(), None),
+            other => (other.to_string(), None),
+        };
+        ErrorBody {
+            error,
+            code: self.code(),
+            fields,
+        }
+    }
+
+    pub fn into_response(self) -> Response {
+        if let Self::Internal(detail) = &self {
+            worker::console_error!("internal error: {detail}");
+        }
+        let status = self.code().http_status();
+        let mut resp = http::json(&self.body(), status);
+        if let Self::MethodNotAllowed { allow } = self {
+            let _ = resp.headers_mut().set("allow", allow);
+        }
+        resp
+    }
+}
+
+impl From<worker::Error> for EdgeError {
+    fn from(e: worker::Error) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<worker::KvError> for EdgeError {
+    fn from(e: worker::KvError) -> Self {
+        Self::Internal(format!("kv: {e}"))
+    }
+}
+
+pub type EdgeResult<T> = Result<T, EdgeError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_never_show_their_detail() {
+        let body = EdgeError::Internal("SEGMIND_API_KEY=sk-secret at line 3".into()).body();
+        assert_eq!(body.error, "Internal error; please retry");
+        assert_eq!(body.code, ErrorCode::Internal);
+    }
+
+    #[test]
+    fn field_errors_are_listed_and_summarised() {
+        let body = EdgeError::fields(vec![
+            FieldError::new("steps", "must be between 15 and 50"),
+            FieldError::new("prompt", "is required"),
+        ])
+        .body();
+        assert_eq!(body.error, "2 fields are invalid");
+        assert_eq!(body.fields.map(|f| f.len()), Some(2));
+        let one = EdgeError::field("prompt", "is required").body();
+        assert_eq!(one.error, "prompt is required");
+    }
+}

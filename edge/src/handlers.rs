@@ -1,0 +1,6 @@
+//! Request handlers, one file per resource. Each returns `EdgeResult<Response>`.
+
+pub mod health;
+pub mod jobs;
+pub mod results;
+pub mod submit;

@@ -1,0 +1,65 @@
+//! `GET /results/{id}/{n}.{ext}`: output bytes from R2, immutable, with an ETag.
+
+use parallax_api::RequestId;
+use worker::{Env, Headers, Request, Response};
+
+use crate::error::{EdgeError, EdgeResult};
+use crate::input::image::ImageFormat;
+use crate::storage::{self, keys};
+
+fn not_found() -> EdgeError {
+    EdgeError::NotFound("No such result (unknown or expired)".into())
+}
+
+/// Parses `{n}.{ext}` with n in 0..4 and a known image extension.
+pub fn parse_file(file: &str) -> Option<(usize, ImageFormat)> {
+    let (digits, ext) = file.split_once('.')?;
+    let n: usize = digits.parse().ok()?;
+    if n >= 4 || n.to_string() != digits {
+        return None;
+    }
+    let format = ImageFormat::from_ext(ext).filter(|f| f.ext() == ext)?;
+    Some((n, format))
+}
+
+pub async fn get_output(req: &Request, env: &Env, id: &str, file: &str) -> EdgeResult<Response> {
+    let id = RequestId::parse(id).ok_or_else(not_found)?;
+    let (n, format) = parse_file(file).ok_or_else(not_found)?;
+    let object = storage::media(env)?
+        .get(keys::output(&id, n, format.ext()))
+        .execute()
+        .await?
+        .ok_or_else(not_found)?;
+    let etag = object.http_etag();
+    let headers = Headers::new();
+    headers.set("content-type", format.media_type())?;
+    headers.set("cache-control", "public, max-age=31536000, immutable")?;
+    headers.set("etag", &etag)?;
+    headers.set("x-content-type-options", "nosniff")?;
+    headers.set(
+        "content-disposition",
+        &format!("inline; filename=\"parallax-{id}-{n}.{}\"", format.ext()),
+    )?;
+    if req.headers().get("if-none-match")?.as_deref() == Some(etag.as_str()) {
+        return Ok(Response::builder()
+            .with_status(304)
+            .with_headers(headers)
+            .empty());
+    }
+    let body = object.body().ok_or_else(not_found)?;
+    Ok(Response::from_body(body.response_body()?)?.with_headers(headers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_canonical_output_names_are_accepted() {
+        assert_eq!(parse_file("0.jpg"), Some((0, ImageFormat::Jpeg)));
+        assert_eq!(parse_file("3.webp"), Some((3, ImageFormat::Webp)));
+        for bad in ["4.jpg", "00.jpg", "0.jpeg", "0.gif", "../0.jpg", "0", "-1.png", "0.png.png"] {
+            assert_eq!(parse_file(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Checks on a control image's bytes before anything decodes it: the format by magic
+//! bytes (not by what the client claims), and the pixel size from the header, so a
+//! small file claiming 60 000×60 000 pixels is refused before it can explode.
+
+/// Largest control image, in bytes.
+pub const MAX_IMAGE_BYTES: usize = 10 * 1024 * 1024;
+/// Longest side and largest area accepted.
+pub const MAX_SIDE: u32 = 8192;
+pub const MAX_PIXELS: u64 = 40_000_000;
+pub const MIN_SIDE: u32 = 16;
+
+/// An accepted image format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageFormat {
+    Jpeg,
+    Png,
+    Webp,
+}
+
+impl ImageFormat {
+    pub fn sniff(bytes: &[u8]) -> Option<Self> {
+        if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
+            Some(Self::Jpeg)
+        } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+            Some(Self::Png)
+        } else if bytes.len() >= 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+            Some(Self::Webp)
+        } else {
+            None
+        }
+    }
+
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Self::Jpeg => "image/jpeg",
+            Self::Png => "image/png",
+            Self::Webp => "image/webp",
+        }
+    }
+
+    /// The file extension used in output URLs (`jpg`, as in the API's `output_format`).
+    pub fn ext(self) -> &'static str {
+        match self {
+            Self::Jpeg => "jpg",
+            Self::Png => "png",
+            Self::Webp => "webp",
+        }
+    }
+
+    pub fn from_ext(ext: &str) -> Option<Self> {
+        match ext {
+            "jpg" | "jpeg" => Some(Self::Jpeg),
+            "png" => Some(Self::Png),
+            "webp" => Some(Self::Webp),
+            _ => None,
+        }
+    }
+}
+
+/// What we know about an accepted image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImageInfo {
+    pub format: ImageFormat,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Checks size, format and dimensions; the message is for the `control_image` field.
+pub fn inspect(bytes: &[u8]) -> Result<ImageInfo, String> {
+    if bytes.is_empty() {
+        return Err("is empty".into());
+    }
+    if bytes.len() > MAX_IMAGE_BYTES {
+        return Err(format!(
+            "is {:.1} MB; the limit is {} MB",
+            bytes.len() as f64 / 1_048_576.0,
+            MAX_IMAGE_BYTES / 1_048_576
+        ));
+    }
+    let format = ImageFormat::sniff(bytes).ok_or("is not a JPEG, PNG or WebP image")?;
+    let size = imagesize::blob_size(bytes)
+        .map_err(|_| format!("is a truncated or corrupt {} file", format.ext()))?;
+    let (w, h) = (
+        u32::try_from(size.width).unwrap_or(u32::MAX),
+        u32::try_from(size.height).unwrap_or(u32::MAX),
+    );
+    if w < MIN_SIDE || h < MIN_SIDE {
+        return Err(format!("is {w}×{h} pixels; each side must be at least {MIN_SIDE}"));
+    }
+    if w > MAX_SIDE || h > MAX_SIDE || u64::from(w) * u64::from(h) > MAX_PIXELS {
+        return Err(format!(
+            "is {w}×{h} pixels; the limit is {MAX_SIDE} per side and {} megapixels",
+            MAX_PIXELS / 1_000_000
+        ));
+    }
+    Ok(ImageInfo {
+        format,
+        width: w,
+        height: h,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png_header(w: u32, h: u32) -> Vec<u8> {
+        let mut b = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+        b.extend_from_slice(&w.to_be_bytes());
+        b.extend_from_slice(&h.to_be_bytes());
+        b.extend_from_slice(&[8, 2, 0, 0, 0, 0, 0, 0, 0]);
+        b
+    }
+
+    #[test]
+    fn real_samples_are_accepted_with_their_dimensions() {
+        let jpg = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../public/samples/chelsea.jpg"))
+            .unwrap();
+        assert_eq!(
+            inspect(&jpg),
+            Ok(ImageInfo {
+                format: ImageFormat::Jpeg,
+                width: 451,
+                height: 300
+            })
+        );
+        assert_eq!(inspect(&png_header(640, 480)).map(|i| i.format), Ok(ImageFormat::Png));
+    }
+
+    #[test]
+    fn decompression_bombs_are_refused_from_the_header() {
+        let err = inspect(&png_header(60_000, 60_000)).unwrap_err();
+        assert!(err.contains("60000×60000"), "{err}");
+        assert!(inspect(&png_header(8, 8)).is_err());
+    }
+
+    #[test]
+    fn non_images_and_truncated_files_are_refused() {
+        assert_eq!(inspect(b"GIF89a....").unwrap_err(), "is not a JPEG, PNG or WebP image");
+        assert!(inspect(b"\x89PNG\r\n\x1a\n\x00").unwrap_err().contains("truncated"));
+        assert_eq!(inspect(b"").unwrap_err(), "is empty");
+    }
+}
+
+/// Whether a downloaded image is whole: a JPEG ends with EOI, a PNG with its IEND
+/// chunk, a WebP's RIFF size matches its length. Catches truncated downloads that a
+/// header-only check would pass.
+pub fn is_complete(bytes: &[u8], format: ImageFormat) -> bool {
+    match format {
+        ImageFormat::Jpeg => {
+            let trimmed = bytes
+                .iter()
+                .rposition(|&b| b != 0)
+                .map_or(&bytes[..0], |i| &bytes[..=i]);
+            trimmed.ends_with(&[0xff, 0xd9])
+        }
+        ImageFormat::Png => bytes.len() >= 12 && bytes[bytes.len() - 8..bytes.len() - 4] == *b"IEND",
+        ImageFormat::Webp => {
+            bytes.len() >= 12
+                && u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize + 8
+                    == bytes.len()
+        }
+    }
+}
+
+#[cfg(test)]
+mod completeness_tests {
+    use super::*;
+
+    #[test]
+    fn truncated_downloads_are_detected() {
+        let jpg = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../public/samples/coffee.jpg"))
+            .unwrap();
+        assert!(is_complete(&jpg, ImageFormat::Jpeg));
+        assert!(!is_complete(&jpg[..jpg.len() / 2], ImageFormat::Jpeg));
+        let mut webp = b"RIFF\x04\x00\x00\x00WEBP".to_vec();
+        assert!(is_complete(&webp, ImageFormat::Webp));
+        webp.push(0);
+        assert!(!is_complete(&webp, ImageFormat::Webp));
+    }
+}

@@ -1,0 +1,232 @@
+//! A job's record, owned by its `JobRunner` Durable Object, and the pure rules of its
+//! life: state changes, backoff, deadline, and how it looks on the wire.
+
+use parallax_api::{ErrorCode, JobResult, JobStatus, Metrics, Model, Params, RequestId, StatusResponse};
+use serde::{Deserialize, Serialize};
+
+use crate::input::image::ImageInfo;
+use crate::providers::Submitted;
+use crate::storage::keys;
+
+/// One stored output image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredOutput {
+    pub ext: String,
+    pub content_type: String,
+    pub bytes: u64,
+}
+
+/// Everything the runner knows about a job. Times are Unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: RequestId,
+    pub model: Model,
+    pub params: Params,
+    pub input: ImageInfo,
+    pub status: JobStatus,
+    pub error: Option<String>,
+    pub created_ms: u64,
+    pub started_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+    pub deadline_ms: u64,
+    pub provider: String,
+    pub upstream: Option<Submitted>,
+    /// Consecutive transient failures, for backoff.
+    pub retries: u32,
+    /// The last transient problem, reported if the deadline passes.
+    pub last_problem: Option<String>,
+    pub outputs: Vec<StoredOutput>,
+}
+
+/// First poll delay and cap, in milliseconds.
+pub const POLL_MIN_MS: u64 = 500;
+pub const POLL_MAX_MS: u64 = 10_000;
+
+impl JobRecord {
+    pub fn new(
+        id: RequestId,
+        model: Model,
+        params: Params,
+        input: ImageInfo,
+        now_ms: u64,
+        deadline_secs: u64,
+        provider: &str,
+    ) -> Self {
+        Self {
+            id,
+            model,
+            params,
+            input,
+            status: JobStatus::Queued,
+            error: None,
+            created_ms: now_ms,
+            started_ms: None,
+            finished_ms: None,
+            deadline_ms: now_ms + deadline_secs * 1000,
+            provider: provider.to_owned(),
+            upstream: None,
+            retries: 0,
+            last_problem: None,
+            outputs: Vec::new(),
+        }
+    }
+
+    pub fn mark_processing(&mut self, now_ms: u64) {
+        if self.status == JobStatus::Queued {
+            self.status = JobStatus::Processing;
+        }
+        self.started_ms.get_or_insert(now_ms);
+    }
+
+    pub fn complete(&mut self, outputs: Vec<StoredOutput>, now_ms: u64) {
+        self.started_ms.get_or_insert(now_ms);
+        self.outputs = outputs;
+        self.status = JobStatus::Completed;
+        self.finished_ms = Some(now_ms);
+        self.error = None;
+    }
+
+    pub fn fail(&mut self, reason: impl Into<String>, now_ms: u64) {
+        self.status = JobStatus::Failed;
+        self.error = Some(reason.into());
+        self.finished_ms = Some(now_ms);
+    }
+
+    /// Delay before the next poll while the upstream works: starts at
+    /// [`POLL_MIN_MS`] and grows with the job's age, so long jobs are polled less.
+    pub fn poll_delay_ms(&self, now_ms: u64) -> u64 {
+        let age = now_ms.saturating_sub(self.created_ms);
+        (POLL_MIN_MS + age / 8).clamp(POLL_MIN_MS, POLL_MAX_MS)
+    }
+
+    /// Delay after a transient failure: exponential from 1 s, capped at 60 s, with
+    /// jitter in 0..=25 %; an upstream's `Retry-After` wins when longer.
+    pub fn retry_delay_ms(&self, retry_after_secs: Option<u64>, jitter: f64) -> u64 {
+        let exp = 1000u64.saturating_mul(1 << self.retries.min(6)).min(60_000);
+        let jittered = exp + (exp as f64 * 0.25 * jitter.clamp(0.0, 1.0)) as u64;
+        jittered.max(retry_after_secs.unwrap_or(0) * 1000)
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        let secs = |a: u64, b: u64| Some(b.saturating_sub(a) as f64 / 1000.0);
+        let started = self.started_ms;
+        let finished = self.finished_ms;
+        Metrics {
+            queue_time: started.and_then(|s| secs(self.created_ms, s)),
+            inference_time: match (started, finished) {
+                (Some(s), Some(f)) => secs(s, f),
+                _ => None,
+            },
+            total_time: finished.and_then(|f| secs(self.created_ms, f)),
+            provider: Some(self.provider.clone()),
+        }
+    }
+
+    fn failure_code(&self) -> Option<ErrorCode> {
+        (self.status == JobStatus::Failed).then_some(ErrorCode::JobFailed)
+    }
+
+    pub fn status_response(&self) -> StatusResponse {
+        StatusResponse {
+            request_id: self.id.clone(),
+            status: self.status,
+            error: self.error.clone(),
+            code: self.failure_code(),
+            metrics: self.metrics(),
+        }
+    }
+
+    /// The result body, with output URLs on `origin`.
+    pub fn result(&self, origin: &str) -> JobResult {
+        JobResult {
+            request_id: self.id.clone(),
+            model: self.model,
+            status: self.status,
+            output: self
+                .outputs
+                .iter()
+                .enumerate()
+                .map(|(n, o)| format!("{origin}{}", keys::output_path(&self.id, n, &o.ext)))
+                .collect(),
+            seed: self.params.seed(),
+            params: self.params.clone(),
+            error: self.error.clone(),
+            code: self.failure_code(),
+            metrics: self.metrics(),
+            created_at: self.created_ms / 1000,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::image::ImageFormat;
+
+    fn job() -> JobRecord {
+        let mut params = Params::default();
+        params.set_seed(42);
+        JobRecord::new(
+            RequestId::parse("2c7f59ea-13f1-402c-9353-915a2b5a2124").unwrap(),
+            Model::FluxDepthPro,
+            params,
+            ImageInfo {
+                format: ImageFormat::Jpeg,
+                width: 640,
+                height: 480,
+            },
+            1_000_000,
+            900,
+            "segmind",
+        )
+    }
+
+    #[test]
+    fn a_completed_job_reports_timings_and_absolute_output_urls() {
+        let mut j = job();
+        j.mark_processing(1_000_500);
+        j.complete(
+            vec![StoredOutput {
+                ext: "jpg".into(),
+                content_type: "image/jpeg".into(),
+                bytes: 10,
+            }],
+            1_002_500,
+        );
+        let r = j.result("http://127.0.0.1:8787");
+        assert_eq!(r.status, JobStatus::Completed);
+        assert_eq!(
+            r.output,
+            vec!["http://127.0.0.1:8787/results/2c7f59ea-13f1-402c-9353-915a2b5a2124/0.jpg"]
+        );
+        assert_eq!(r.seed, Some(42));
+        assert_eq!(r.metrics.queue_time, Some(0.5));
+        assert_eq!(r.metrics.inference_time, Some(2.0));
+        assert_eq!(r.metrics.total_time, Some(2.5));
+        assert_eq!(r.code, None);
+    }
+
+    #[test]
+    fn a_failed_job_carries_its_reason_and_code() {
+        let mut j = job();
+        j.fail("Content moderated", 1_001_000);
+        let s = j.status_response();
+        assert_eq!(s.status, JobStatus::Failed);
+        assert_eq!(s.error.as_deref(), Some("Content moderated"));
+        assert_eq!(s.code, Some(ErrorCode::JobFailed));
+    }
+
+    #[test]
+    fn polling_slows_with_age_and_retries_back_off_with_retry_after() {
+        let mut j = job();
+        assert_eq!(j.poll_delay_ms(1_000_000), POLL_MIN_MS);
+        assert_eq!(j.poll_delay_ms(1_000_000 + 3_600_000), POLL_MAX_MS);
+        assert_eq!(j.retry_delay_ms(None, 0.0), 1000);
+        j.retries = 3;
+        assert_eq!(j.retry_delay_ms(None, 0.0), 8000);
+        assert_eq!(j.retry_delay_ms(None, 1.0), 10_000);
+        assert_eq!(j.retry_delay_ms(Some(30), 0.0), 30_000);
+        j.retries = 40;
+        assert_eq!(j.retry_delay_ms(None, 0.0), 60_000);
+    }
+}

@@ -1,0 +1,289 @@
+//! Segmind's v2 queue API: `POST /v2/{model}` with `x-api-key` → `request_id` and
+//! absolute `status_url` / `response_url`; status `QUEUED|PROCESSING|COMPLETED|FAILED`
+//! (FAILED is HTTP 422 with `error`); the result's `output` is a URL (or a list);
+//! records expire after an hour (then 404).
+
+use parallax_api::{Model, Params};
+use serde_json::{Map, Value};
+
+use super::{
+    HttpMethod, Submitted, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamState,
+    error_detail,
+};
+use crate::config::SegmindConfig;
+
+pub const NAME: &str = "segmind";
+
+fn headers(cfg: &SegmindConfig) -> Vec<(&'static str, String)> {
+    let mut h = vec![("accept", "application/json".to_owned())];
+    if let Some(key) = &cfg.api_key {
+        h.push(("x-api-key", key.expose().to_owned()));
+    }
+    h
+}
+
+/// The submit request. Our parameter names are Segmind's own; each is copied by name
+/// from the catalog, and the control image is sent as base64.
+pub fn build_submit(
+    cfg: &SegmindConfig,
+    model: Model,
+    params: &Params,
+    image_base64: &str,
+) -> UpstreamRequest {
+    let mut body = Map::new();
+    for spec in model.params() {
+        if spec.name == "control_image" {
+            body.insert(spec.name.into(), Value::from(image_base64));
+        } else if let Some(v) = params.get(spec.name) {
+            body.insert(spec.name.into(), v.clone());
+        }
+    }
+    let mut headers = headers(cfg);
+    headers.push(("content-type", "application/json".to_owned()));
+    UpstreamRequest {
+        method: HttpMethod::Post,
+        url: format!("{}/v2/{}", cfg.base_url, model.slug()),
+        headers,
+        body: Some(Value::Object(body).to_string()),
+    }
+}
+
+fn json(body: &[u8]) -> Option<Value> {
+    serde_json::from_slice(body).ok()
+}
+
+pub fn parse_submit(cfg: &SegmindConfig, resp: &UpstreamResponse) -> Result<Submitted, UpstreamError> {
+    if resp.status != 200 && resp.status != 201 && resp.status != 202 {
+        return Err(UpstreamError::from_status(
+            NAME,
+            resp.status,
+            resp.retry_after,
+            &error_detail(&resp.body),
+        ));
+    }
+    let v = json(&resp.body).ok_or_else(|| UpstreamError::Transient {
+        reason: "segmind answered submit with malformed JSON".into(),
+        retry_after: None,
+    })?;
+    let id = v
+        .get("request_id")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| UpstreamError::Permanent("segmind answered submit without a request_id".into()))?;
+    let url = |k: &str, fallback: String| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+            .map_or(fallback, str::to_owned)
+    };
+    Ok(Submitted {
+        upstream_id: id.to_owned(),
+        status_url: url("status_url", format!("{}/v2/requests/{id}/status", cfg.base_url)),
+        result_url: url("response_url", format!("{}/v2/requests/{id}", cfg.base_url)),
+    })
+}
+
+pub fn build_get(cfg: &SegmindConfig, url: &str) -> UpstreamRequest {
+    UpstreamRequest {
+        method: HttpMethod::Get,
+        url: url.to_owned(),
+        headers: headers(cfg),
+        body: None,
+    }
+}
+
+/// Parses a status or result body. Both carry `status`; a COMPLETED result carries
+/// `output`. A COMPLETED status without outputs answers `Completed(vec![])`, meaning
+/// "fetch the result".
+pub fn parse_state(resp: &UpstreamResponse) -> Result<UpstreamState, UpstreamError> {
+    let v = json(&resp.body);
+    let status = v
+        .as_ref()
+        .and_then(|v| v.get("status"))
+        .and_then(Value::as_str)
+        .map(str::to_ascii_uppercase);
+    if resp.status == 404 {
+        return Err(UpstreamError::Permanent(
+            "segmind no longer knows this job (expired or lost)".into(),
+        ));
+    }
+    // FAILED comes as 422, but a FAILED body is accepted whatever the code.
+    if status.as_deref() == Some("FAILED") {
+        let reason = v
+            .as_ref()
+            .and_then(|v| v.get("error"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .unwrap_or("the provider reported the job as failed");
+        return Ok(UpstreamState::Failed(reason.chars().take(500).collect()));
+    }
+    if !(200..300).contains(&resp.status) {
+        return Err(UpstreamError::from_status(
+            NAME,
+            resp.status,
+            resp.retry_after,
+            &error_detail(&resp.body),
+        ));
+    }
+    let Some(v) = v else {
+        return Err(UpstreamError::Transient {
+            reason: "segmind answered with malformed JSON".into(),
+            retry_after: None,
+        });
+    };
+    match status.as_deref() {
+        Some("QUEUED") => Ok(UpstreamState::Queued),
+        Some("PROCESSING") => Ok(UpstreamState::Processing),
+        Some("COMPLETED") => Ok(UpstreamState::Completed(outputs(v.get("output")))),
+        Some(other) => Err(UpstreamError::Transient {
+            reason: format!(
+                "segmind answered an unknown status `{}`",
+                other.chars().take(40).collect::<String>()
+            ),
+            retry_after: None,
+        }),
+        None => Err(UpstreamError::Transient {
+            reason: "segmind answered without a status".into(),
+            retry_after: None,
+        }),
+    }
+}
+
+/// `output` is one URL, a list of URLs, or (for some models) objects with `url`.
+fn outputs(v: Option<&Value>) -> Vec<String> {
+    let one = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("url").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    };
+    match v {
+        Some(Value::Array(items)) => items.iter().filter_map(one).collect(),
+        Some(v) => one(v).into_iter().collect(),
+        None => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::Secret;
+
+    fn cfg() -> SegmindConfig {
+        SegmindConfig {
+            base_url: "https://api.segmind.com".into(),
+            api_key: Some(Secret::new("SG_test")),
+        }
+    }
+
+    fn resp(status: u16, body: Value) -> UpstreamResponse {
+        UpstreamResponse {
+            status,
+            retry_after: None,
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    #[test]
+    fn submit_sends_the_documented_body_with_the_key_header() {
+        let fields = json!({"prompt": "a house", "control_image": "https://x.test/a.jpg", "seed": 96522});
+        let v = parallax_api::validate(Model::FluxDepthPro, fields.as_object().unwrap(), false).unwrap();
+        let req = build_submit(&cfg(), Model::FluxDepthPro, &v.params, "QUJD");
+        assert_eq!(req.url, "https://api.segmind.com/v2/flux-depth-pro");
+        assert_eq!(req.method, HttpMethod::Post);
+        assert!(req.headers.contains(&("x-api-key", "SG_test".into())));
+        let body: Value = serde_json::from_str(req.body.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            body,
+            json!({"prompt": "a house", "control_image": "QUJD", "seed": 96522, "steps": 40,
+                   "guidance": 7.0, "output_format": "jpg", "safety_tolerance": 2,
+                   "prompt_upsampling": false})
+        );
+    }
+
+    #[test]
+    fn submit_response_from_the_docs_gives_absolute_poll_urls() {
+        let r = resp(
+            200,
+            json!({"request_id":"2c7f59ea-13f1-402c-9353-915a2b5a2124","status":"QUEUED",
+                   "poll_url":"https://api.segmind.com/v1/requests/2c7f59ea-13f1-402c-9353-915a2b5a2124",
+                   "status_url":"https://api.segmind.com/v2/requests/2c7f59ea-13f1-402c-9353-915a2b5a2124/status",
+                   "response_url":"https://api.segmind.com/v2/requests/2c7f59ea-13f1-402c-9353-915a2b5a2124"}),
+        );
+        let s = parse_submit(&cfg(), &r).unwrap();
+        assert_eq!(s.upstream_id, "2c7f59ea-13f1-402c-9353-915a2b5a2124");
+        assert!(s.status_url.ends_with("/status"));
+        let no_urls = resp(200, json!({"request_id": "abc"}));
+        assert_eq!(
+            parse_submit(&cfg(), &no_urls).unwrap().result_url,
+            "https://api.segmind.com/v2/requests/abc"
+        );
+    }
+
+    #[test]
+    fn submit_errors_are_classified() {
+        let unauthorized = resp(401, json!({"error": "Unauthorized. API key is invalid"}));
+        assert!(matches!(parse_submit(&cfg(), &unauthorized), Err(UpstreamError::Permanent(m)) if m.contains("API key is invalid")));
+        let limited = UpstreamResponse {
+            status: 429,
+            retry_after: Some(12),
+            body: Vec::new(),
+        };
+        assert!(matches!(
+            parse_submit(&cfg(), &limited),
+            Err(UpstreamError::Transient {
+                retry_after: Some(12),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn statuses_from_the_docs_map_to_ours() {
+        assert_eq!(
+            parse_state(&resp(200, json!({"status":"QUEUED","request_id":"a","metrics":{}}))),
+            Ok(UpstreamState::Queued)
+        );
+        assert_eq!(
+            parse_state(&resp(200, json!({"status":"PROCESSING","request_id":"a"}))),
+            Ok(UpstreamState::Processing)
+        );
+        assert_eq!(
+            parse_state(&resp(
+                422,
+                json!({"status":"FAILED","error":"Validation error in prompt","metrics":{"inference_time":0.008},"request_id":"a"})
+            )),
+            Ok(UpstreamState::Failed("Validation error in prompt".into()))
+        );
+        assert_eq!(
+            parse_state(&resp(
+                200,
+                json!({"status":"COMPLETED","error":null,"metrics":{"inference_time":2.0,"cost":0.05},"output":"https://images.segmind.com/generations/x.jpeg"})
+            )),
+            Ok(UpstreamState::Completed(vec!["https://images.segmind.com/generations/x.jpeg".into()]))
+        );
+        assert_eq!(
+            parse_state(&resp(200, json!({"status":"COMPLETED","output":["https://a/0.webp", {"url": "https://a/1.webp"}]}))),
+            Ok(UpstreamState::Completed(vec!["https://a/0.webp".into(), "https://a/1.webp".into()]))
+        );
+    }
+
+    #[test]
+    fn expiry_and_garbage_are_not_hangs() {
+        assert!(matches!(
+            parse_state(&resp(404, json!({"error":"Request a not found"}))),
+            Err(UpstreamError::Permanent(_))
+        ));
+        let garbage = UpstreamResponse {
+            status: 200,
+            retry_after: None,
+            body: b"<html>".to_vec(),
+        };
+        assert!(matches!(parse_state(&garbage), Err(UpstreamError::Transient { .. })));
+        assert!(matches!(
+            parse_state(&resp(502, json!({"error":"bad gateway"}))),
+            Err(UpstreamError::Transient { .. })
+        ));
+    }
+}

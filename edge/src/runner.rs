@@ -1,0 +1,268 @@
+//! `JobRunner`: one Durable Object per job. It holds the job's live record, submits to
+//! the upstream and polls it from alarms (so a job finishes with no client watching),
+//! copies every output into R2, and only then says COMPLETED.
+//!
+//! Internal protocol (only the Worker reaches it): `POST /start` with a
+//! [`JobRecord`], `GET /state`.
+
+use base64::Engine;
+use worker::{DurableObject, Env, Method, Request, Response, State, durable_object};
+
+use crate::config::{Config, bindings};
+use crate::http;
+use crate::input::image::{ImageFormat, is_complete};
+use crate::job::{JobRecord, StoredOutput};
+use crate::providers::{self, UpstreamError, UpstreamState, segmind};
+use crate::storage::{self, keys};
+
+const RECORD: &str = "job";
+const SUBMIT_TIMEOUT_MS: u32 = 30_000;
+const POLL_TIMEOUT_MS: u32 = 15_000;
+const DOWNLOAD_TIMEOUT_MS: u32 = 60_000;
+
+#[durable_object(alarm)]
+pub struct JobRunner {
+    state: State,
+    env: Env,
+}
+
+impl std::fmt::Debug for JobRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JobRunner")
+    }
+}
+
+fn now_ms() -> u64 {
+    worker::Date::now().as_millis()
+}
+
+/// What a step decided about the next alarm.
+enum Next {
+    In(u64),
+    Done,
+}
+
+impl DurableObject for JobRunner {
+    fn new(state: State, env: Env) -> Self {
+        Self { state, env }
+    }
+
+    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        let storage = self.state.storage();
+        match (req.method(), req.path().as_str()) {
+            (Method::Post, "/start") => {
+                if storage.get::<JobRecord>(RECORD).await?.is_some() {
+                    return Ok(http::json(&"already started", 409));
+                }
+                let record: JobRecord = req.json().await?;
+                storage.put(RECORD, &record).await?;
+                storage.set_alarm(0).await?;
+                Ok(http::json(&record, 201))
+            }
+            (Method::Get, "/state") => match storage.get::<JobRecord>(RECORD).await? {
+                Some(record) => Ok(http::json(&record, 200)),
+                None => Ok(http::json(&"no such job", 404)),
+            },
+            _ => Ok(http::json(&"unknown runner route", 404)),
+        }
+    }
+
+    async fn alarm(&self) -> worker::Result<Response> {
+        let storage = self.state.storage();
+        let Some(mut job) = storage.get::<JobRecord>(RECORD).await? else {
+            return Response::ok("no job");
+        };
+        if job.status.is_terminal() {
+            return Response::ok("done");
+        }
+        let next = self.step(&mut job).await;
+        storage.put(RECORD, &job).await?;
+        if job.status.is_terminal() {
+            self.finish(&job).await;
+        } else if let Next::In(ms) = next {
+            let until_deadline = job.deadline_ms.saturating_sub(now_ms());
+            storage
+                .set_alarm(i64::try_from(ms.min(until_deadline)).unwrap_or(i64::MAX))
+                .await?;
+        }
+        Response::ok("stepped")
+    }
+}
+
+impl JobRunner {
+    /// Advances the job by one upstream call and says when to come back.
+    async fn step(&self, job: &mut JobRecord) -> Next {
+        let now = now_ms();
+        if now >= job.deadline_ms {
+            let why = job
+                .last_problem
+                .clone()
+                .map(|p| format!(" (last problem: {p})"))
+                .unwrap_or_default();
+            job.fail(
+                format!("The job did not finish before its deadline{why}"),
+                now,
+            );
+            return Next::Done;
+        }
+        let outcome = match job.upstream.clone() {
+            None => self.submit(job).await,
+            Some(sub) => self.poll(job, &sub.status_url, &sub.result_url).await,
+        };
+        match outcome {
+            Ok(next) => {
+                job.retries = 0;
+                next
+            }
+            Err(UpstreamError::Transient {
+                reason,
+                retry_after,
+            }) => {
+                worker::console_warn!("job {}: transient upstream problem: {reason}", job.id);
+                let delay = job.retry_delay_ms(retry_after, js_sys::Math::random());
+                job.retries += 1;
+                job.last_problem = Some(reason);
+                Next::In(delay)
+            }
+            Err(UpstreamError::Permanent(reason)) => {
+                job.fail(reason, now_ms());
+                Next::Done
+            }
+        }
+    }
+
+    fn config(&self) -> Config {
+        Config::from_env(&self.env)
+    }
+
+    async fn submit(&self, job: &mut JobRecord) -> Result<Next, UpstreamError> {
+        let internal = |e: worker::Error| UpstreamError::Transient {
+            reason: format!("storage: {e}"),
+            retry_after: None,
+        };
+        let bucket = storage::media(&self.env).map_err(|e| UpstreamError::Transient {
+            reason: e.to_string(),
+            retry_after: None,
+        })?;
+        let object = bucket
+            .get(keys::input(&job.id))
+            .execute()
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| UpstreamError::Permanent("the control image is missing".into()))?;
+        let body = object
+            .body()
+            .ok_or_else(|| UpstreamError::Permanent("the control image is empty".into()))?;
+        let bytes = body.bytes().await.map_err(internal)?;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let cfg = self.config().segmind;
+        let req = segmind::build_submit(&cfg, job.model, &job.params, &b64);
+        let resp = providers::send(segmind::NAME, &req, SUBMIT_TIMEOUT_MS).await?;
+        let submitted = segmind::parse_submit(&cfg, &resp)?;
+        job.upstream = Some(submitted);
+        Ok(Next::In(job.poll_delay_ms(now_ms())))
+    }
+
+    async fn poll(
+        &self,
+        job: &mut JobRecord,
+        status_url: &str,
+        result_url: &str,
+    ) -> Result<Next, UpstreamError> {
+        let cfg = self.config().segmind;
+        let resp =
+            providers::send(segmind::NAME, &segmind::build_get(&cfg, status_url), POLL_TIMEOUT_MS)
+                .await?;
+        let mut state = segmind::parse_state(&resp)?;
+        if state == UpstreamState::Completed(Vec::new()) {
+            let resp =
+                providers::send(segmind::NAME, &segmind::build_get(&cfg, result_url), POLL_TIMEOUT_MS)
+                    .await?;
+            state = segmind::parse_state(&resp)?;
+        }
+        let now = now_ms();
+        match state {
+            UpstreamState::Queued => Ok(Next::In(job.poll_delay_ms(now))),
+            UpstreamState::Processing => {
+                job.mark_processing(now);
+                Ok(Next::In(job.poll_delay_ms(now)))
+            }
+            UpstreamState::Failed(reason) => {
+                job.fail(reason, now);
+                Ok(Next::Done)
+            }
+            UpstreamState::Completed(urls) if urls.is_empty() => Err(UpstreamError::Transient {
+                reason: "segmind reported COMPLETED without outputs".into(),
+                retry_after: None,
+            }),
+            UpstreamState::Completed(urls) => {
+                let outputs = self.store_outputs(job, &urls).await?;
+                job.complete(outputs, now_ms());
+                Ok(Next::Done)
+            }
+        }
+    }
+
+    /// Downloads every output at once (provider URLs expire) and writes it to R2.
+    async fn store_outputs(
+        &self,
+        job: &JobRecord,
+        urls: &[String],
+    ) -> Result<Vec<StoredOutput>, UpstreamError> {
+        let bucket = storage::media(&self.env).map_err(|e| UpstreamError::Transient {
+            reason: e.to_string(),
+            retry_after: None,
+        })?;
+        let mut stored = Vec::with_capacity(urls.len());
+        for (n, url) in urls.iter().enumerate().take(4) {
+            let bytes = providers::download(url, DOWNLOAD_TIMEOUT_MS).await?;
+            let format = ImageFormat::sniff(&bytes).ok_or_else(|| UpstreamError::Transient {
+                reason: format!("output {n} is not an image"),
+                retry_after: None,
+            })?;
+            if !is_complete(&bytes, format) {
+                return Err(UpstreamError::Transient {
+                    reason: format!("output {n} was truncated"),
+                    retry_after: None,
+                });
+            }
+            let size = bytes.len() as u64;
+            storage::put_image(
+                &bucket,
+                &keys::output(&job.id, n, format.ext()),
+                bytes,
+                format.media_type(),
+                job.id.as_str(),
+            )
+            .await
+            .map_err(|e| UpstreamError::Transient {
+                reason: format!("storing output {n}: {e}"),
+                retry_after: None,
+            })?;
+            stored.push(StoredOutput {
+                ext: format.ext().to_owned(),
+                content_type: format.media_type().to_owned(),
+                bytes: size,
+            });
+        }
+        Ok(stored)
+    }
+
+    /// Writes the finished record to KV (for history and share pages).
+    async fn finish(&self, job: &JobRecord) {
+        let ttl = self.config().retention_days.max(1) * 86_400;
+        let result = async {
+            self.env
+                .kv(bindings::JOBS_KV)?
+                .put(&keys::job_record(&job.id), job)?
+                .expiration_ttl(ttl)
+                .execute()
+                .await?;
+            Ok::<(), worker::Error>(())
+        }
+        .await;
+        if let Err(e) = result {
+            worker::console_error!("job {}: writing the finished record failed: {e}", job.id);
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! Every R2 and KV key, built in exactly one place.
+
+use parallax_api::RequestId;
+
+/// R2: the control image a job was submitted with.
+pub fn input(id: &RequestId) -> String {
+    format!("inputs/{id}")
+}
+
+/// R2: output `n` of a job.
+pub fn output(id: &RequestId, n: usize, ext: &str) -> String {
+    format!("results/{id}/{n}.{ext}")
+}
+
+/// KV: the finished record of a job.
+pub fn job_record(id: &RequestId) -> String {
+    format!("job:{id}")
+}
+
+/// Public path of output `n` on this edge.
+pub fn output_path(id: &RequestId, n: usize, ext: &str) -> String {
+    format!("/results/{id}/{n}.{ext}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_namespaced_by_kind_and_job() {
+        let id = RequestId::parse("2c7f59ea-13f1-402c-9353-915a2b5a2124").unwrap();
+        assert_eq!(input(&id), "inputs/2c7f59ea-13f1-402c-9353-915a2b5a2124");
+        assert_eq!(
+            output(&id, 2, "webp"),
+            "results/2c7f59ea-13f1-402c-9353-915a2b5a2124/2.webp"
+        );
+        assert_eq!(output_path(&id, 0, "jpg"), format!("/{}", output(&id, 0, "jpg")));
+        assert_eq!(job_record(&id), "job:2c7f59ea-13f1-402c-9353-915a2b5a2124");
+    }
+}
