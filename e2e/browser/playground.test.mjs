@@ -1,0 +1,91 @@
+// Browser test of the playground in Debian's headless Chromium: pick an image, write a
+// prompt, Generate, and watch QUEUED → PROCESSING → the image; then a job that fails.
+// Needs the stack running (cargo xtask test starts it) at PARALLAX_BASE_URL.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '../..');
+const base = process.env.PARALLAX_BASE_URL ?? 'http://127.0.0.1:8787';
+const shots = path.join(root, 'target', 'screenshots');
+const sample = path.join(root, 'public', 'samples', 'chelsea.jpg');
+mkdirSync(shots, { recursive: true });
+
+let browser;
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM_BIN ?? '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
+  });
+});
+after(async () => { await browser?.close(); });
+
+async function openPlayground(viewport) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(base + '/');
+  await page.getByTestId('generate').waitFor();
+  return { page, context, errors };
+}
+
+test('a job travels from the form to a generated image', async () => {
+  const { page, context, errors } = await openPlayground({ width: 1280, height: 860 });
+  await page.getByTestId('control-image').setInputFiles(sample);
+  await page.getByTestId('prompt').fill('a lighthouse on a cliff at dusk');
+  await page.getByTestId('generate').click();
+
+  const status = page.getByTestId('job-status').first();
+  const seen = new Set();
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    const s = (await status.textContent())?.trim();
+    if (s) seen.add(s);
+    if (s === 'Done' || s === 'Failed') break;
+    await page.waitForTimeout(100);
+  }
+  assert.equal((await status.textContent()).trim(), 'Done', `statuses seen: ${[...seen]}`);
+  assert.ok(seen.has('Queued') || seen.has('Generating…'), `statuses seen: ${[...seen]}`);
+
+  const img = page.getByTestId('job-output').first();
+  await img.waitFor();
+  const src = await img.getAttribute('src');
+  assert.match(src, /\/results\/[0-9a-f-]{36}\/0\.jpg$/);
+  const size = await img.evaluate(async (el) => {
+    if (!el.complete) await new Promise((r) => el.addEventListener('load', r, { once: true }));
+    return [el.naturalWidth, el.naturalHeight];
+  });
+  assert.ok(size[0] > 100 && size[1] > 100, `decoded image size ${size}`);
+  await page.screenshot({ path: path.join(shots, 'playground-desktop.png'), fullPage: true });
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('a failing job shows its reason, on a phone-sized screen', async () => {
+  const { page, context, errors } = await openPlayground({ width: 390, height: 844 });
+  await page.getByTestId('control-image').setInputFiles(sample);
+  await page.getByTestId('prompt').fill('this one is blocked [sim:fail]');
+  await page.getByTestId('generate').click();
+  const err = page.getByTestId('job-error').first();
+  await err.waitFor({ timeout: 60_000 });
+  assert.match(await err.textContent(), /moderated/i);
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
+  assert.equal(overflow, false, 'no horizontal scroll at 390 px');
+  await page.screenshot({ path: path.join(shots, 'playground-phone-failed.png'), fullPage: true });
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('submitting without an image explains what is missing', async () => {
+  const { page, context } = await openPlayground({ width: 1280, height: 860 });
+  await page.getByTestId('prompt').fill('no image');
+  await page.getByTestId('generate').click();
+  await page.getByText('Choose a control image first.').waitFor();
+  await context.close();
+});
