@@ -1,1 +1,107 @@
-//! HTTP tests live in tests/.
+//! Helpers for the HTTP tests in `tests/`, which run against the built Worker in
+//! `wrangler dev` with `sim` (started by `cargo xtask test`, which sets
+//! `PARALLAX_BASE_URL`). Without the stack they are `#[ignore]`d, so a plain
+//! `cargo test` skips them visibly rather than failing.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Where the stack listens.
+pub fn base() -> String {
+    std::env::var("PARALLAX_BASE_URL").unwrap_or_else(|_| "http://127.0.0.1:8787".into())
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("http client")
+}
+
+/// A sample photo from `public/samples`.
+pub fn sample(name: &str) -> Vec<u8> {
+    let path = format!("{}/../public/samples/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The sample re-encoded as a real PNG.
+pub fn sample_png(name: &str) -> Vec<u8> {
+    let img = image::load_from_memory(&sample(name)).expect("decode sample");
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).expect("encode png");
+    out.into_inner()
+}
+
+/// A response's status, headers (lowercased names) and JSON body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub text: String,
+}
+
+impl Answer {
+    pub fn from(resp: reqwest::blocking::Response) -> Self {
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let text = resp.text().unwrap_or_default();
+        let answer = Self {
+            status,
+            headers,
+            text,
+        };
+        answer.assert_no_secret();
+        answer
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The provider key the stack was started with must never reach a client.
+    fn assert_no_secret(&self) {
+        if let Ok(key) = std::env::var("PARALLAX_SECRET_PROBE") {
+            assert!(!self.text.contains(&key), "provider key in a response body");
+            assert!(
+                !self.headers.iter().any(|(_, v)| v.contains(&key)),
+                "provider key in a response header"
+            );
+        }
+    }
+}
+
+pub fn get(url: &str) -> Answer {
+    Answer::from(client().get(url).send().expect("GET"))
+}
+
+/// Polls a status URL until COMPLETED or FAILED (or panics after `limit`).
+pub fn wait_terminal(status_url: &str, limit: Duration) -> Answer {
+    let start = Instant::now();
+    loop {
+        let a = get(status_url);
+        let status = a.json()["status"].as_str().unwrap_or("").to_owned();
+        if status == "COMPLETED" || status == "FAILED" {
+            return a;
+        }
+        assert!(
+            matches!(status.as_str(), "QUEUED" | "PROCESSING"),
+            "unexpected status body: {}",
+            a.text
+        );
+        assert!(start.elapsed() < limit, "still {status} after {limit:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

@@ -1,1 +1,41 @@
-fn main() {}
+//! Project automation. `cargo xtask <command>`:
+//!
+//! - `setup`: install what is missing (wasm32 target, trunk, worker-build,
+//!   wasm-bindgen-cli, npm packages, Chromium with `--browser`), skipping what is
+//!   already there at the pinned version.
+//! - `build`: the SPA (trunk) into `dist/` and the Worker (worker-build).
+//! - `dev`: setup + build, then `sim` and `wrangler dev` on http://127.0.0.1:8787.
+//! - `test`: setup + fmt, clippy (host and wasm32), native tests, then the HTTP and
+//!   browser tests against the built Worker in `wrangler dev` with `sim`, and a
+//!   `wrangler deploy --dry-run` of the production bundle.
+
+mod build;
+mod cmd;
+mod dev;
+mod setup;
+mod stack;
+mod test;
+mod tools;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup::run(args.iter().any(|a| a == "--browser")),
+        Some("build") => setup::run(false).and_then(|()| build::all()),
+        Some("dev") => dev::run(),
+        Some("test") => test::run(),
+        _ => {
+            eprintln!("usage: cargo xtask <setup [--browser] | build | dev | test>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\nxtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

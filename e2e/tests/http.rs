@@ -1,0 +1,258 @@
+//! The slice end to end over HTTP: client → Worker → JobRunner DO → sim (Segmind
+//! protocol) → R2 → client. Run by `cargo xtask test` against `wrangler dev`.
+
+use std::time::Duration;
+
+use parallax_e2e::{Answer, base, client, get, sample, sample_png, wait_terminal};
+use reqwest::blocking::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+const STACK: &str = "needs the running stack: cargo xtask test";
+
+fn submit_form(model: &str, form: Form) -> Answer {
+    Answer::from(
+        client()
+            .post(format!("{}/v2/{model}", base()))
+            .multipart(form)
+            .send()
+            .expect("POST"),
+    )
+}
+
+fn submit_json(model: &str, body: &Value) -> Answer {
+    Answer::from(
+        client()
+            .post(format!("{}/v2/{model}", base()))
+            .json(body)
+            .send()
+            .expect("POST"),
+    )
+}
+
+fn png_form(prompt: &str) -> Form {
+    Form::new().text("prompt", prompt.to_owned()).part(
+        "control_image",
+        Part::bytes(sample_png("chelsea.jpg"))
+            .file_name("chelsea.png")
+            .mime_str("image/png")
+            .unwrap(),
+    )
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn png_upload_completes_and_its_output_is_served_from_r2() {
+    let _ = STACK;
+    let sub = submit_form(
+        "flux-depth-pro",
+        png_form("a watercolor fox").text("output_format", "png").text("seed", "96522"),
+    );
+    assert_eq!(sub.status, 200, "{}", sub.text);
+    let body = sub.json();
+    let id = body["request_id"].as_str().unwrap().to_owned();
+    assert_eq!(body["status"], "QUEUED");
+    for key in ["status_url", "response_url", "poll_url"] {
+        assert!(
+            body[key].as_str().unwrap().starts_with(&base()),
+            "{key} must be absolute: {}",
+            body[key]
+        );
+    }
+    assert_eq!(body["status_url"], format!("{}/v2/requests/{id}/status", base()));
+
+    let done = wait_terminal(body["status_url"].as_str().unwrap(), Duration::from_secs(60));
+    assert_eq!(done.status, 200);
+    assert_eq!(done.json()["status"], "COMPLETED");
+
+    let result = get(body["response_url"].as_str().unwrap());
+    assert_eq!(result.status, 200);
+    let r = result.json();
+    assert_eq!(r["seed"], 96522);
+    assert_eq!(r["params"]["output_format"], "png");
+    assert_eq!(r["metrics"]["provider"], "segmind");
+    let outputs = r["output"].as_array().unwrap();
+    assert_eq!(outputs.len(), 1);
+    let url = outputs[0].as_str().unwrap();
+    assert_eq!(url, format!("{}/results/{id}/0.png", base()));
+
+    let resp = client().get(url).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "image/png");
+    assert!(resp.headers()["cache-control"].to_str().unwrap().contains("immutable"));
+    let etag = resp.headers()["etag"].to_str().unwrap().to_owned();
+    let bytes = resp.bytes().unwrap();
+    assert_eq!(image::guess_format(&bytes).unwrap(), image::ImageFormat::Png);
+    let img = image::load_from_memory(&bytes).expect("output decodes");
+    assert!(img.width() >= 256 && img.height() >= 256);
+
+    let again = client()
+        .get(url)
+        .header("if-none-match", &etag)
+        .send()
+        .unwrap();
+    assert_eq!(again.status(), 304);
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn json_with_a_data_url_gives_several_webp_outputs() {
+    use base64::Engine as _;
+    let data = base64::engine::general_purpose::STANDARD.encode(sample("coffee.jpg"));
+    let sub = submit_json(
+        "flux-depth-dev",
+        &json!({"prompt": "a ceramic cup on marble", "control_image": format!("data:image/jpeg;base64,{data}"),
+                "num_outputs": 2, "output_format": "webp", "megapixels": "0.25"}),
+    );
+    assert_eq!(sub.status, 200, "{}", sub.text);
+    let body = sub.json();
+    let done = wait_terminal(body["status_url"].as_str().unwrap(), Duration::from_secs(60));
+    assert_eq!(done.json()["status"], "COMPLETED", "{}", done.text);
+    let r = get(body["response_url"].as_str().unwrap()).json();
+    let outputs: Vec<&str> = r["output"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(outputs.len(), 2);
+    let mut decoded = Vec::new();
+    for url in &outputs {
+        assert!(url.ends_with(".webp"), "{url}");
+        let bytes = client().get(*url).send().unwrap().bytes().unwrap();
+        assert_eq!(image::guess_format(&bytes).unwrap(), image::ImageFormat::WebP);
+        decoded.push(image::load_from_memory(&bytes).unwrap());
+    }
+    assert_ne!(decoded[0].as_bytes(), decoded[1].as_bytes(), "two outputs must differ");
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn failed_job_is_served_as_422_with_error() {
+    let sub = submit_form("flux-depth-pro", png_form("blocked content [sim:fail]"));
+    assert_eq!(sub.status, 200, "{}", sub.text);
+    let body = sub.json();
+    let done = wait_terminal(body["status_url"].as_str().unwrap(), Duration::from_secs(60));
+    assert_eq!(done.status, 422);
+    let s = done.json();
+    assert_eq!(s["status"], "FAILED");
+    assert_eq!(s["code"], "job_failed");
+    assert!(s["error"].as_str().unwrap().contains("moderated"), "{s}");
+
+    let result = get(body["response_url"].as_str().unwrap());
+    assert_eq!(result.status, 422);
+    assert_eq!(result.json()["status"], "FAILED");
+    assert!(result.json()["error"].is_string());
+    assert_eq!(result.json()["output"], json!([]));
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn a_job_finishes_with_nobody_polling() {
+    let sub = submit_form("flux-depth-pro", png_form("nobody is watching"));
+    assert_eq!(sub.status, 200, "{}", sub.text);
+    let id = sub.json()["request_id"].as_str().unwrap().to_owned();
+    // sim takes 1.5 s here; the DO's alarms must do all the work meanwhile.
+    std::thread::sleep(Duration::from_secs(6));
+    let direct = client()
+        .get(format!("{}/results/{id}/0.jpg", base()))
+        .send()
+        .unwrap();
+    assert_eq!(direct.status(), 200, "the output must already be in R2");
+    let bytes = direct.bytes().unwrap();
+    assert_eq!(image::guess_format(&bytes).unwrap(), image::ImageFormat::Jpeg);
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn unknown_ids_models_and_routes_are_404_json() {
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    for url in [
+        format!("{}/v2/requests/{unknown}/status", base()),
+        format!("{}/v2/requests/{unknown}", base()),
+        format!("{}/v2/requests/not-an-id/status", base()),
+        format!("{}/results/{unknown}/0.jpg", base()),
+        format!("{}/results/..%2F..%2Fetc/0.jpg", base()),
+        format!("{}/v2/requests/{unknown}/status/extra", base()),
+    ] {
+        let a = get(&url);
+        assert_eq!(a.status, 404, "{url}: {}", a.text);
+        assert_eq!(a.json()["code"], "not_found", "{url}");
+        assert!(a.json()["error"].is_string());
+    }
+    let model = submit_form("flux-depth-max", png_form("x"));
+    assert_eq!(model.status, 404);
+    assert!(model.json()["error"].as_str().unwrap().contains("flux-depth-pro"));
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn wrong_methods_are_405_with_allow() {
+    let a = Answer::from(client().get(format!("{}/v2/flux-depth-pro", base())).send().unwrap());
+    assert_eq!(a.status, 405);
+    assert_eq!(a.header("allow"), Some("POST"));
+    assert_eq!(a.json()["code"], "method_not_allowed");
+    let b = Answer::from(
+        client()
+            .post(format!("{}/v2/requests/00000000-0000-4000-8000-000000000000/status", base()))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(b.status, 405);
+    assert_eq!(b.header("allow"), Some("GET"));
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn bad_input_gets_400_naming_each_field() {
+    let a = submit_json(
+        "flux-depth-pro",
+        &json!({"control_image": "https://127.0.0.1/x.png", "steps": 5, "colour": "red"}),
+    );
+    assert_eq!(a.status, 400, "{}", a.text);
+    let fields: Vec<String> = a.json()["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap().to_owned())
+        .collect();
+    for f in ["prompt", "steps", "colour"] {
+        assert!(fields.contains(&f.to_owned()), "{f} not in {fields:?}");
+    }
+
+    let ssrf = submit_json(
+        "flux-depth-pro",
+        &json!({"prompt": "x", "control_image": "https://169.254.169.254/latest/meta-data"}),
+    );
+    assert_eq!(ssrf.status, 400);
+    assert_eq!(ssrf.json()["fields"][0]["field"], "control_image");
+
+    let not_image = submit_form(
+        "flux-depth-pro",
+        Form::new()
+            .text("prompt", "x")
+            .part("control_image", Part::bytes(b"GIF89a not really".to_vec()).file_name("a.gif")),
+    );
+    assert_eq!(not_image.status, 400);
+    assert!(not_image.json()["error"].as_str().unwrap().contains("JPEG, PNG or WebP"));
+
+    let malformed = Answer::from(
+        client()
+            .post(format!("{}/v2/flux-depth-pro", base()))
+            .header("content-type", "application/json")
+            .body("{\"prompt\": ")
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(malformed.status, 400);
+    assert_eq!(malformed.json()["code"], "bad_request");
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn health_reports_providers_without_keys_and_the_spa_is_served() {
+    let h = get(&format!("{}/healthz", base()));
+    assert_eq!(h.status, 200);
+    assert_eq!(h.json()["ok"], true);
+    assert_eq!(h.json()["providers"]["segmind"]["configured"], true);
+
+    for path in ["/", "/history", "/some/deep/link"] {
+        let page = get(&format!("{}{path}", base()));
+        assert_eq!(page.status, 200, "{path}");
+        assert!(page.text.contains("<title>Parallax"), "{path} must be the SPA");
+    }
+}

@@ -1,0 +1,155 @@
+//! Starts `sim` and `wrangler dev` (the built Worker with local KV, R2 and Durable
+//! Objects), waits until both answer, and stops them when dropped.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cmd::{Result, command, exec, node_bin, root};
+
+/// How to start the stack.
+#[derive(Debug)]
+pub struct Options {
+    pub port: u16,
+    pub sim_port: u16,
+    pub inspector_port: u16,
+    pub state_dir: PathBuf,
+    pub sim_args: Vec<String>,
+    /// Secrets for the Worker (shown hidden by wrangler), e.g. provider keys.
+    pub env_file: Option<PathBuf>,
+    /// Where output goes; `None` inherits the terminal.
+    pub log: Option<PathBuf>,
+}
+
+/// The running processes; dropping this stops them.
+#[derive(Debug)]
+pub struct Stack {
+    children: Vec<(&'static str, Child)>,
+    pub base_url: String,
+}
+
+fn output_to(c: &mut Command, log: Option<&PathBuf>) -> Result {
+    if let Some(path) = log {
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("opening {}: {e}", path.display()))?;
+        let err = file.try_clone().map_err(|e| e.to_string())?;
+        c.stdout(file).stderr(err);
+    }
+    Ok(())
+}
+
+impl Stack {
+    pub fn start(opts: &Options) -> Result<Self> {
+        exec(command("cargo").args(["build", "--quiet", "-p", "parallax-sim"]))?;
+        let mut stack = Stack {
+            children: Vec::new(),
+            base_url: format!("http://127.0.0.1:{}", opts.port),
+        };
+        let managed = opts.log.is_some();
+
+        let mut sim = Command::new(root().join("target/debug/parallax-sim"));
+        sim.arg("--port")
+            .arg(opts.sim_port.to_string())
+            .args(&opts.sim_args)
+            .stdin(Stdio::null());
+        output_to(&mut sim, opts.log.as_ref())?;
+        if managed {
+            sim.process_group(0);
+        }
+        stack.spawn("sim", &mut sim)?;
+        wait_healthy(opts.sim_port, Duration::from_secs(30))?;
+
+        let mut wrangler = command(&node_bin().join("wrangler").display().to_string());
+        wrangler
+            .args(["dev", "--ip", "127.0.0.1", "--port"])
+            .arg(opts.port.to_string())
+            .arg("--inspector-port")
+            .arg(opts.inspector_port.to_string())
+            .arg("--persist-to")
+            .arg(&opts.state_dir)
+            .arg("--show-interactive-dev-session=false")
+            .arg("--var")
+            .arg(format!("SEGMIND_BASE_URL:http://127.0.0.1:{}", opts.sim_port))
+            .stdin(Stdio::null());
+        if let Some(env_file) = &opts.env_file {
+            wrangler.arg("--env-file").arg(env_file);
+        }
+        output_to(&mut wrangler, opts.log.as_ref())?;
+        if managed {
+            wrangler.process_group(0);
+        }
+        stack.spawn("wrangler", &mut wrangler)?;
+        wait_healthy(opts.port, Duration::from_secs(120))?;
+        Ok(stack)
+    }
+
+    fn spawn(&mut self, name: &'static str, c: &mut Command) -> Result {
+        let child = c.spawn().map_err(|e| format!("could not start {name}: {e}"))?;
+        self.children.push((name, child));
+        Ok(())
+    }
+
+    /// Waits for the first process to exit (used by `dev`).
+    pub fn wait(&mut self) -> Result {
+        loop {
+            for (name, child) in &mut self.children {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("{name} exited ({status})"));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for (_, child) in self.children.iter_mut().rev() {
+            // Each managed child leads its own process group: signal the whole group so
+            // workerd (wrangler's child) stops too.
+            let group = format!("-{}", child.id());
+            let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls `GET /healthz` on loopback until it answers 200.
+pub fn wait_healthy(port: u16, timeout: Duration) -> Result {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if healthz(port).unwrap_or(false) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Err(format!("nothing healthy on 127.0.0.1:{port} after {timeout:?}"))
+}
+
+fn healthz(port: u16) -> std::io::Result<bool> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut head = [0u8; 16];
+    let n = s.read(&mut head)?;
+    Ok(head[..n].starts_with(b"HTTP/1.1 200"))
+}

@@ -1,0 +1,118 @@
+//! `cargo xtask test`: the whole suite, as CI runs it.
+//!
+//! 1. setup (incl. Chromium), `cargo fmt --check`, clippy `-D warnings` on the host and
+//!    for wasm32, native tests;
+//! 2. build the SPA and the Worker, start `sim` and `wrangler dev` on test ports with
+//!    fresh local state and a random provider key given as a secret;
+//! 3. HTTP tests (`e2e/tests`) and browser tests (`e2e/browser`) against it;
+//! 4. `wrangler deploy --dry-run` of the production bundle;
+//! 5. the provider key must appear nowhere: not in `dist/`, the bundle or the logs.
+
+use std::fs;
+use std::path::Path;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::cmd::{Result, command, exec, node_bin, root, run_counted};
+use crate::stack::{Options, Stack};
+use crate::{build, setup, tools};
+
+const PORT: u16 = 8797;
+const SIM_PORT: u16 = 8798;
+const INSPECTOR_PORT: u16 = 9239;
+
+pub fn run() -> Result {
+    let started = Instant::now();
+    setup::run(true)?;
+    exec(command("cargo").args(["fmt", "--all", "--check"]))?;
+    exec(command("cargo").args([
+        "clippy", "--workspace", "--all-targets", "--", "-D", "warnings",
+    ]))?;
+    exec(command("cargo").args([
+        "clippy", "-p", "parallax-app", "-p", "parallax-edge", "-p", "parallax-api",
+        "--target", tools::WASM32, "--", "-D", "warnings",
+    ]))?;
+    let mut counts = run_counted(command("cargo").args(["test", "--workspace"]))?;
+
+    build::all()?;
+    let e2e = root().join("target/e2e");
+    let _ = fs::remove_dir_all(&e2e);
+    fs::create_dir_all(&e2e).map_err(|e| format!("creating {}: {e}", e2e.display()))?;
+    let key = probe_key();
+    let env_file = e2e.join("secrets.env");
+    fs::write(&env_file, format!("SEGMIND_API_KEY={key}\n")).map_err(|e| e.to_string())?;
+    let log = e2e.join("stack.log");
+    let stack = Stack::start(&Options {
+        port: PORT,
+        sim_port: SIM_PORT,
+        inspector_port: INSPECTOR_PORT,
+        state_dir: e2e.join("state"),
+        sim_args: ["--queue-ms", "300", "--process-ms", "1200"]
+            .map(String::from)
+            .to_vec(),
+        env_file: Some(env_file),
+        log: Some(log.clone()),
+    })
+    .map_err(|e| format!("{e} (see {})", log.display()))?;
+
+    let against_stack = |c: &mut std::process::Command| {
+        c.env("PARALLAX_BASE_URL", &stack.base_url)
+            .env("PARALLAX_SECRET_PROBE", &key);
+    };
+    let mut http = command("cargo");
+    http.args(["test", "-p", "parallax-e2e", "--", "--ignored", "--test-threads", "4"]);
+    against_stack(&mut http);
+    counts += run_counted(&mut http).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
+
+    let mut browser = command("node");
+    browser.args(["--test", "--test-reporter", "tap", "e2e/browser/"]);
+    against_stack(&mut browser);
+    counts += run_counted(&mut browser).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
+    drop(stack);
+
+    let bundle = e2e.join("deploy-dry-run");
+    exec(command(&node_bin().join("wrangler").display().to_string())
+        .args(["deploy", "--dry-run", "--env", "production", "--outdir"])
+        .arg(&bundle))?;
+
+    let mut leaks = Vec::new();
+    for place in [root().join("dist"), bundle, log] {
+        find_text(&place, &key, &mut leaks);
+    }
+    if !leaks.is_empty() {
+        return Err(format!("the provider key leaked into: {}", leaks.join(", ")));
+    }
+    counts.passed += 1;
+    println!("✓ the provider key is in no response, dist/ file, bundle file or log line");
+
+    println!(
+        "\nxtask test: all green in {:.0?}\n{} passed, {} failed",
+        started.elapsed(),
+        counts.passed,
+        counts.failed
+    );
+    Ok(())
+}
+
+/// A fresh random-looking key per run, so a leak of it cannot be a coincidence.
+fn probe_key() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("SG_probe_{:x}{:x}", nanos, std::process::id())
+}
+
+/// Records every file under `path` that contains `needle`.
+fn find_text(path: &Path, needle: &str, found: &mut Vec<String>) {
+    if path.is_dir() {
+        if let Ok(entries) = fs::read_dir(path) {
+            for entry in entries.flatten() {
+                find_text(&entry.path(), needle, found);
+            }
+        }
+    } else if let Ok(bytes) = fs::read(path) {
+        if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+            found.push(path.display().to_string());
+        }
+    }
+}
