@@ -67,15 +67,31 @@ impl Model {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ParamKind {
     /// Free text, non-empty, at most `max_chars` characters.
-    Prompt { max_chars: usize },
+    Prompt {
+        max_chars: usize,
+    },
     /// The control image: a file, an https URL, a data URL or raw base64.
     Image,
     /// 0..=4294967295; a random one is chosen (and returned) when absent.
     Seed,
-    Integer { min: i64, max: i64, default: i64 },
-    Number { min: f64, max: f64, default: f64, step: f64 },
-    Boolean { default: bool },
-    Choice { options: &'static [&'static str], default: &'static str },
+    Integer {
+        min: i64,
+        max: i64,
+        default: i64,
+    },
+    Number {
+        min: f64,
+        max: f64,
+        default: f64,
+        step: f64,
+    },
+    Boolean {
+        default: bool,
+    },
+    Choice {
+        options: &'static [&'static str],
+        default: &'static str,
+    },
 }
 
 /// One parameter of a model.

@@ -22,7 +22,9 @@ impl Params {
     }
 
     pub fn prompt(&self) -> &str {
-        self.get("prompt").and_then(Value::as_str).unwrap_or_default()
+        self.get("prompt")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
     }
 
     pub fn seed(&self) -> Option<u32> {
@@ -339,7 +341,10 @@ mod tests {
             assert!(fields.contains(&f), "{f} missing from {errs:?}");
         }
         assert!(errs.contains(&("steps".into(), "must be between 15 and 50".into())));
-        assert!(errs.iter().any(|(f, m)| f == "width" && m.contains("unknown field")));
+        assert!(
+            errs.iter()
+                .any(|(f, m)| f == "width" && m.contains("unknown field"))
+        );
     }
 
     #[test]

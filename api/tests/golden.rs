@@ -13,7 +13,9 @@ fn id() -> RequestId {
     RequestId::parse("2c7f59ea-13f1-402c-9353-915a2b5a2124").unwrap()
 }
 
-fn assert_golden<T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(
+fn assert_golden<
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+>(
     value: &T,
     golden: Value,
 ) {
@@ -95,7 +97,9 @@ fn completed_result_lists_outputs_seed_and_params() {
         request_id: id(),
         model: Model::FluxDepthPro,
         status: JobStatus::Completed,
-        output: vec!["http://127.0.0.1:8787/results/2c7f59ea-13f1-402c-9353-915a2b5a2124/0.jpg".into()],
+        output: vec![
+            "http://127.0.0.1:8787/results/2c7f59ea-13f1-402c-9353-915a2b5a2124/0.jpg".into(),
+        ],
         seed: Some(96522),
         params: Params(params),
         error: None,

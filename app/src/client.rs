@@ -30,7 +30,9 @@ impl ClientError {
                     .join("; "),
                 _ => body.error.clone(),
             },
-            Self::Network(_) => "Cannot reach the server. Check your connection and try again.".into(),
+            Self::Network(_) => {
+                "Cannot reach the server. Check your connection and try again.".into()
+            }
             Self::Decode(what) => format!("Unexpected answer from the server ({what})."),
         }
     }
@@ -40,7 +42,11 @@ fn js_error(e: JsValue) -> ClientError {
     ClientError::Network(e.as_string().unwrap_or_else(|| format!("{e:?}")))
 }
 
-async fn fetch(method: &str, url: &str, body: Option<&JsValue>) -> Result<(u16, String), ClientError> {
+async fn fetch(
+    method: &str,
+    url: &str,
+    body: Option<&JsValue>,
+) -> Result<(u16, String), ClientError> {
     let window = web_sys::window().ok_or_else(|| ClientError::Network("no window".into()))?;
     let init = RequestInit::new();
     init.set_method(method);
@@ -48,7 +54,9 @@ async fn fetch(method: &str, url: &str, body: Option<&JsValue>) -> Result<(u16, 
         init.set_body(body);
     }
     let req = web_sys::Request::new_with_str_and_init(url, &init).map_err(js_error)?;
-    req.headers().set("accept", "application/json").map_err(js_error)?;
+    req.headers()
+        .set("accept", "application/json")
+        .map_err(js_error)?;
     let resp: Response = JsFuture::from(window.fetch_with_request(&req))
         .await
         .map_err(js_error)?
@@ -64,7 +72,11 @@ async fn fetch(method: &str, url: &str, body: Option<&JsValue>) -> Result<(u16, 
 
 /// Decodes a success body of type `T`, or the error body.
 /// `accept_failed` lets a 422 (FAILED job) through as a normal answer.
-fn decode<T: DeserializeOwned>(status: u16, text: &str, accept_failed: bool) -> Result<T, ClientError> {
+fn decode<T: DeserializeOwned>(
+    status: u16,
+    text: &str,
+    accept_failed: bool,
+) -> Result<T, ClientError> {
     if (200..300).contains(&status) || (accept_failed && status == 422) {
         serde_json::from_str(text).map_err(|e| ClientError::Decode(e.to_string()))
     } else {
@@ -77,7 +89,12 @@ fn decode<T: DeserializeOwned>(status: u16, text: &str, accept_failed: bool) -> 
 
 /// `POST /v2/{model}` with a multipart form.
 pub async fn submit(model: Model, form: &FormData) -> Result<SubmitResponse, ClientError> {
-    let (status, text) = fetch("POST", &format!("/v2/{}", model.slug()), Some(form.as_ref())).await?;
+    let (status, text) = fetch(
+        "POST",
+        &format!("/v2/{}", model.slug()),
+        Some(form.as_ref()),
+    )
+    .await?;
     decode(status, &text, false)
 }
 
@@ -128,7 +145,11 @@ mod tests {
 
     #[test]
     fn error_bodies_decode_into_api_errors() {
-        let r = decode::<StatusResponse>(404, r#"{"error":"No such request","code":"not_found"}"#, true);
+        let r = decode::<StatusResponse>(
+            404,
+            r#"{"error":"No such request","code":"not_found"}"#,
+            true,
+        );
         assert!(matches!(r, Err(ClientError::Api { status: 404, .. })));
         let r = decode::<StatusResponse>(502, "<html>", false);
         assert_eq!(r, Err(ClientError::Decode("HTTP 502".into())));

@@ -9,8 +9,12 @@ pub enum Phase {
     Submitting,
     Queued,
     Processing,
-    Completed { outputs: Vec<String> },
-    Failed { message: String },
+    Completed {
+        outputs: Vec<String>,
+    },
+    Failed {
+        message: String,
+    },
 }
 
 impl Phase {
@@ -99,8 +103,14 @@ mod tests {
 
     #[test]
     fn completed_status_waits_for_the_result_before_showing_done() {
-        assert_eq!(Phase::from_status(&status(JobStatus::Completed, None)), Phase::Processing);
-        assert_eq!(Phase::from_status(&status(JobStatus::Queued, None)), Phase::Queued);
+        assert_eq!(
+            Phase::from_status(&status(JobStatus::Completed, None)),
+            Phase::Processing
+        );
+        assert_eq!(
+            Phase::from_status(&status(JobStatus::Queued, None)),
+            Phase::Queued
+        );
     }
 
     #[test]

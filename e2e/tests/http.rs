@@ -45,7 +45,9 @@ fn png_upload_completes_and_its_output_is_served_from_r2() {
     let _ = STACK;
     let sub = submit_form(
         "flux-depth-pro",
-        png_form("a watercolor fox").text("output_format", "png").text("seed", "96522"),
+        png_form("a watercolor fox")
+            .text("output_format", "png")
+            .text("seed", "96522"),
     );
     assert_eq!(sub.status, 200, "{}", sub.text);
     let body = sub.json();
@@ -58,9 +60,15 @@ fn png_upload_completes_and_its_output_is_served_from_r2() {
             body[key]
         );
     }
-    assert_eq!(body["status_url"], format!("{}/v2/requests/{id}/status", base()));
+    assert_eq!(
+        body["status_url"],
+        format!("{}/v2/requests/{id}/status", base())
+    );
 
-    let done = wait_terminal(body["status_url"].as_str().unwrap(), Duration::from_secs(60));
+    let done = wait_terminal(
+        body["status_url"].as_str().unwrap(),
+        Duration::from_secs(60),
+    );
     assert_eq!(done.status, 200);
     assert_eq!(done.json()["status"], "COMPLETED");
 
@@ -78,10 +86,18 @@ fn png_upload_completes_and_its_output_is_served_from_r2() {
     let resp = client().get(url).send().unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "image/png");
-    assert!(resp.headers()["cache-control"].to_str().unwrap().contains("immutable"));
+    assert!(
+        resp.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
     let etag = resp.headers()["etag"].to_str().unwrap().to_owned();
     let bytes = resp.bytes().unwrap();
-    assert_eq!(image::guess_format(&bytes).unwrap(), image::ImageFormat::Png);
+    assert_eq!(
+        image::guess_format(&bytes).unwrap(),
+        image::ImageFormat::Png
+    );
     let img = image::load_from_memory(&bytes).expect("output decodes");
     assert!(img.width() >= 256 && img.height() >= 256);
 
@@ -105,19 +121,34 @@ fn json_with_a_data_url_gives_several_webp_outputs() {
     );
     assert_eq!(sub.status, 200, "{}", sub.text);
     let body = sub.json();
-    let done = wait_terminal(body["status_url"].as_str().unwrap(), Duration::from_secs(60));
+    let done = wait_terminal(
+        body["status_url"].as_str().unwrap(),
+        Duration::from_secs(60),
+    );
     assert_eq!(done.json()["status"], "COMPLETED", "{}", done.text);
     let r = get(body["response_url"].as_str().unwrap()).json();
-    let outputs: Vec<&str> = r["output"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let outputs: Vec<&str> = r["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert_eq!(outputs.len(), 2);
     let mut decoded = Vec::new();
     for url in &outputs {
         assert!(url.ends_with(".webp"), "{url}");
         let bytes = client().get(*url).send().unwrap().bytes().unwrap();
-        assert_eq!(image::guess_format(&bytes).unwrap(), image::ImageFormat::WebP);
+        assert_eq!(
+            image::guess_format(&bytes).unwrap(),
+            image::ImageFormat::WebP
+        );
         decoded.push(image::load_from_memory(&bytes).unwrap());
     }
-    assert_ne!(decoded[0].as_bytes(), decoded[1].as_bytes(), "two outputs must differ");
+    assert_ne!(
+        decoded[0].as_bytes(),
+        decoded[1].as_bytes(),
+        "two outputs must differ"
+    );
 }
 
 #[test]
@@ -126,7 +157,10 @@ fn failed_job_is_served_as_422_with_error() {
     let sub = submit_form("flux-depth-pro", png_form("blocked content [sim:fail]"));
     assert_eq!(sub.status, 200, "{}", sub.text);
     let body = sub.json();
-    let done = wait_terminal(body["status_url"].as_str().unwrap(), Duration::from_secs(60));
+    let done = wait_terminal(
+        body["status_url"].as_str().unwrap(),
+        Duration::from_secs(60),
+    );
     assert_eq!(done.status, 422);
     let s = done.json();
     assert_eq!(s["status"], "FAILED");
@@ -154,7 +188,10 @@ fn a_job_finishes_with_nobody_polling() {
         .unwrap();
     assert_eq!(direct.status(), 200, "the output must already be in R2");
     let bytes = direct.bytes().unwrap();
-    assert_eq!(image::guess_format(&bytes).unwrap(), image::ImageFormat::Jpeg);
+    assert_eq!(
+        image::guess_format(&bytes).unwrap(),
+        image::ImageFormat::Jpeg
+    );
 }
 
 #[test]
@@ -176,19 +213,32 @@ fn unknown_ids_models_and_routes_are_404_json() {
     }
     let model = submit_form("flux-depth-max", png_form("x"));
     assert_eq!(model.status, 404);
-    assert!(model.json()["error"].as_str().unwrap().contains("flux-depth-pro"));
+    assert!(
+        model.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("flux-depth-pro")
+    );
 }
 
 #[test]
 #[ignore = "needs the running stack: cargo xtask test"]
 fn wrong_methods_are_405_with_allow() {
-    let a = Answer::from(client().get(format!("{}/v2/flux-depth-pro", base())).send().unwrap());
+    let a = Answer::from(
+        client()
+            .get(format!("{}/v2/flux-depth-pro", base()))
+            .send()
+            .unwrap(),
+    );
     assert_eq!(a.status, 405);
     assert_eq!(a.header("allow"), Some("POST"));
     assert_eq!(a.json()["code"], "method_not_allowed");
     let b = Answer::from(
         client()
-            .post(format!("{}/v2/requests/00000000-0000-4000-8000-000000000000/status", base()))
+            .post(format!(
+                "{}/v2/requests/00000000-0000-4000-8000-000000000000/status",
+                base()
+            ))
             .send()
             .unwrap(),
     );
@@ -223,12 +273,18 @@ fn bad_input_gets_400_naming_each_field() {
 
     let not_image = submit_form(
         "flux-depth-pro",
-        Form::new()
-            .text("prompt", "x")
-            .part("control_image", Part::bytes(b"GIF89a not really".to_vec()).file_name("a.gif")),
+        Form::new().text("prompt", "x").part(
+            "control_image",
+            Part::bytes(b"GIF89a not really".to_vec()).file_name("a.gif"),
+        ),
     );
     assert_eq!(not_image.status, 400);
-    assert!(not_image.json()["error"].as_str().unwrap().contains("JPEG, PNG or WebP"));
+    assert!(
+        not_image.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("JPEG, PNG or WebP")
+    );
 
     let malformed = Answer::from(
         client()
@@ -253,6 +309,9 @@ fn health_reports_providers_without_keys_and_the_spa_is_served() {
     for path in ["/", "/history", "/some/deep/link"] {
         let page = get(&format!("{}{path}", base()));
         assert_eq!(page.status, 200, "{path}");
-        assert!(page.text.contains("<title>Parallax"), "{path} must be the SPA");
+        assert!(
+            page.text.contains("<title>Parallax"),
+            "{path} must be the SPA"
+        );
     }
 }

@@ -74,9 +74,7 @@ impl EdgeError {
                 message.clone(),
                 (!fields.is_empty()).then(|| fields.clone()),
             ),
-            Self::MethodNotAllowed { allow } => {
-                (format!("Method not allowed; use {allow}"), None)
-            }
+            Self::MethodNotAllowed { allow } => (format!("Method not allowed; use {allow}"), None),
             Self::Internal(_) => ("Internal error; please retry".to_string(), None),
             other => (other.to_string(), None),
         };

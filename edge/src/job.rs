@@ -1,7 +1,9 @@
 //! A job's record, owned by its `JobRunner` Durable Object, and the pure rules of its
 //! life: state changes, backoff, deadline, and how it looks on the wire.
 
-use parallax_api::{ErrorCode, JobResult, JobStatus, Metrics, Model, Params, RequestId, StatusResponse};
+use parallax_api::{
+    ErrorCode, JobResult, JobStatus, Metrics, Model, Params, RequestId, StatusResponse,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::input::image::ImageInfo;

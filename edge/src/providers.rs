@@ -65,7 +65,12 @@ pub enum UpstreamError {
 
 impl UpstreamError {
     /// The usual classification of a non-success HTTP status.
-    pub fn from_status(provider: &str, status: u16, retry_after: Option<u64>, detail: &str) -> Self {
+    pub fn from_status(
+        provider: &str,
+        status: u16,
+        retry_after: Option<u64>,
+        detail: &str,
+    ) -> Self {
         let detail = if detail.is_empty() {
             String::new()
         } else {
@@ -128,12 +133,14 @@ pub async fn send(
     }
     let request = Request::new_with_init(&req.url, &init)
         .map_err(|_| UpstreamError::Permanent(format!("{provider}: invalid URL")))?;
-    let signal = worker::AbortSignal::from(worker::web_sys::AbortSignal::timeout_with_u32(timeout_ms));
+    let signal =
+        worker::AbortSignal::from(worker::web_sys::AbortSignal::timeout_with_u32(timeout_ms));
     let mut resp = Fetch::Request(request)
         .send_with_signal(&signal)
         .await
         .map_err(|_| transient("could not be reached (connection failed or timed out)"))?;
-    let retry_after = parse_retry_after(resp.headers().get("retry-after").ok().flatten().as_deref());
+    let retry_after =
+        parse_retry_after(resp.headers().get("retry-after").ok().flatten().as_deref());
     let body = resp
         .bytes()
         .await
@@ -193,7 +200,10 @@ mod tests {
     fn retry_after_is_seconds_and_capped() {
         assert_eq!(parse_retry_after(Some(" 7 ")), Some(7));
         assert_eq!(parse_retry_after(Some("999999")), Some(3600));
-        assert_eq!(parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+        assert_eq!(
+            parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")),
+            None
+        );
         assert_eq!(parse_retry_after(None), None);
     }
 }

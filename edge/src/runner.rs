@@ -170,14 +170,20 @@ impl JobRunner {
         result_url: &str,
     ) -> Result<Next, UpstreamError> {
         let cfg = self.config().segmind;
-        let resp =
-            providers::send(segmind::NAME, &segmind::build_get(&cfg, status_url), POLL_TIMEOUT_MS)
-                .await?;
+        let resp = providers::send(
+            segmind::NAME,
+            &segmind::build_get(&cfg, status_url),
+            POLL_TIMEOUT_MS,
+        )
+        .await?;
         let mut state = segmind::parse_state(&resp)?;
         if state == UpstreamState::Completed(Vec::new()) {
-            let resp =
-                providers::send(segmind::NAME, &segmind::build_get(&cfg, result_url), POLL_TIMEOUT_MS)
-                    .await?;
+            let resp = providers::send(
+                segmind::NAME,
+                &segmind::build_get(&cfg, result_url),
+                POLL_TIMEOUT_MS,
+            )
+            .await?;
             state = segmind::parse_state(&resp)?;
         }
         let now = now_ms();

@@ -109,7 +109,11 @@ fn render_one(spec: &RenderSpec, index: usize) -> Rendered {
         &spec.seed.to_le_bytes(),
         &(index as u64).to_le_bytes(),
     ]);
-    let palette = [color(key), color(key.rotate_left(21)), color(key.rotate_left(42))];
+    let palette = [
+        color(key),
+        color(key.rotate_left(21)),
+        color(key.rotate_left(42)),
+    ];
     let stripe = 6 + (key % 20) as u32;
     let mut out = RgbImage::new(w, h);
     for (x, y, px) in out.enumerate_pixels_mut() {
@@ -120,7 +124,7 @@ fn render_one(spec: &RenderSpec, index: usize) -> Rendered {
             (palette[1], palette[2], depth * 2.0 - 1.0)
         };
         // Faint diagonal bands make seeds distinguishable even on flat regions.
-        let band = if ((x + y) / stripe) % 2 == 0 {
+        let band = if ((x + y) / stripe).is_multiple_of(2) {
             1.0
         } else {
             0.92
@@ -137,25 +141,33 @@ fn render_one(spec: &RenderSpec, index: usize) -> Rendered {
 }
 
 fn color(h: u64) -> [u8; 3] {
-    [(h & 0xff) as u8, ((h >> 8) & 0xff) as u8, ((h >> 16) & 0xff) as u8]
+    [
+        (h & 0xff) as u8,
+        ((h >> 8) & 0xff) as u8,
+        ((h >> 16) & 0xff) as u8,
+    ]
 }
 
 fn encode(img: &RgbImage, format: Format, quality: u8) -> Vec<u8> {
     let mut buf = Cursor::new(Vec::new());
     let (w, h) = img.dimensions();
-    let result = match format {
-        Format::Jpg => JpegEncoder::new_with_quality(&mut buf, quality.clamp(1, 100))
-            .write_image(img.as_raw(), w, h, image::ExtendedColorType::Rgb8),
-        Format::Png => {
-            PngEncoder::new(&mut buf).write_image(img.as_raw(), w, h, image::ExtendedColorType::Rgb8)
-        }
-        Format::Webp => WebPEncoder::new_lossless(&mut buf).write_image(
-            img.as_raw(),
-            w,
-            h,
-            image::ExtendedColorType::Rgb8,
-        ),
-    };
+    let result =
+        match format {
+            Format::Jpg => JpegEncoder::new_with_quality(&mut buf, quality.clamp(1, 100))
+                .write_image(img.as_raw(), w, h, image::ExtendedColorType::Rgb8),
+            Format::Png => PngEncoder::new(&mut buf).write_image(
+                img.as_raw(),
+                w,
+                h,
+                image::ExtendedColorType::Rgb8,
+            ),
+            Format::Webp => WebPEncoder::new_lossless(&mut buf).write_image(
+                img.as_raw(),
+                w,
+                h,
+                image::ExtendedColorType::Rgb8,
+            ),
+        };
     // Encoding an in-memory RGB buffer cannot fail for these sizes; an empty body
     // would surface downstream as a corrupt image, which tests catch.
     if let Err(e) = result {
@@ -176,9 +188,11 @@ mod tests {
             format,
             quality: 90,
             megapixels: Some(0.25),
-            control: Some(DynamicImage::ImageRgb8(RgbImage::from_fn(120, 80, |x, _| {
-                image::Rgb([(x * 2) as u8, 0, 0])
-            }))),
+            control: Some(DynamicImage::ImageRgb8(RgbImage::from_fn(
+                120,
+                80,
+                |x, _| image::Rgb([(x * 2) as u8, 0, 0]),
+            ))),
             control_hash: 7,
         }
     }

@@ -166,7 +166,9 @@ async fn submit(
         1
     };
     let seed = num(&fields, "seed").map_or(96522, |s| s as u64);
-    let quality = num(&fields, "output_quality").unwrap_or(90.0).clamp(1.0, 100.0) as u8;
+    let quality = num(&fields, "output_quality")
+        .unwrap_or(90.0)
+        .clamp(1.0, 100.0) as u8;
 
     // Like Segmind, a body that is well-formed but unusable is accepted and fails later.
     let mut failure = injected;
@@ -227,18 +229,25 @@ async fn status(
     headers: HeaderMap,
 ) -> Response {
     if !authorized(&headers) {
-        return error(StatusCode::UNAUTHORIZED, "Missing Authorization or x-api-key in header");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Missing Authorization or x-api-key in header",
+        );
     }
     let Some(job) = jobs.get(&id) else {
         return not_found(&id);
     };
     match jobs.phase(&job) {
-        Phase::Queued => Json(json!({"status": "QUEUED", "request_id": id, "metrics": {}})).into_response(),
+        Phase::Queued => {
+            Json(json!({"status": "QUEUED", "request_id": id, "metrics": {}})).into_response()
+        }
         Phase::Processing => {
             Json(json!({"status": "PROCESSING", "request_id": id, "metrics": {}})).into_response()
         }
-        Phase::Completed => Json(json!({"status": "COMPLETED", "request_id": id, "metrics": metrics(&jobs)}))
-            .into_response(),
+        Phase::Completed => {
+            Json(json!({"status": "COMPLETED", "request_id": id, "metrics": metrics(&jobs)}))
+                .into_response()
+        }
         Phase::Failed(reason) => failed(&jobs, &id, &reason),
     }
 }
@@ -257,14 +266,21 @@ async fn result(
     headers: HeaderMap,
 ) -> Response {
     if !authorized(&headers) {
-        return error(StatusCode::UNAUTHORIZED, "Missing Authorization or x-api-key in header");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Missing Authorization or x-api-key in header",
+        );
     }
     let Some(job) = jobs.get(&id) else {
         return not_found(&id);
     };
     match jobs.phase(&job) {
         Phase::Queued | Phase::Processing => {
-            let status = if jobs.phase(&job) == Phase::Queued { "QUEUED" } else { "PROCESSING" };
+            let status = if jobs.phase(&job) == Phase::Queued {
+                "QUEUED"
+            } else {
+                "PROCESSING"
+            };
             Json(json!({"status": status, "request_id": id, "error": null, "output": null, "metrics": {}}))
                 .into_response()
         }
@@ -281,14 +297,19 @@ async fn result(
                 [one] => Value::from(one.clone()),
                 _ => Value::from(urls),
             };
-            Json(json!({"status": "COMPLETED", "request_id": id, "error": null,
-                        "output": output, "metrics": metrics(&jobs)}))
+            Json(
+                json!({"status": "COMPLETED", "request_id": id, "error": null,
+                        "output": output, "metrics": metrics(&jobs)}),
+            )
             .into_response()
         }
     }
 }
 
-async fn output(State(jobs): State<Arc<Jobs>>, Path((id, file)): Path<(String, String)>) -> Response {
+async fn output(
+    State(jobs): State<Arc<Jobs>>,
+    Path((id, file)): Path<(String, String)>,
+) -> Response {
     let Some(job) = jobs.get(&id) else {
         return not_found(&id);
     };
@@ -301,7 +322,11 @@ async fn output(State(jobs): State<Arc<Jobs>>, Path((id, file)): Path<(String, S
         .and_then(|(n, ext)| Some((n.parse::<usize>().ok()?, ext)))
         .and_then(|(n, ext)| outputs.get(n).filter(|o| o.format.ext() == ext));
     match found {
-        Some(o) => ([(header::CONTENT_TYPE, o.format.content_type())], o.bytes.clone()).into_response(),
+        Some(o) => (
+            [(header::CONTENT_TYPE, o.format.content_type())],
+            o.bytes.clone(),
+        )
+            .into_response(),
         None => error(StatusCode::NOT_FOUND, "No such output"),
     }
 }

@@ -13,10 +13,12 @@ pub fn spa() -> Result {
 }
 
 pub fn worker() -> Result {
-    exec(command("worker-build")
-        .arg("--release")
-        .current_dir(root().join("edge"))
-        .env("WASM_BINDGEN_BIN", cargo_bin().join("wasm-bindgen"))
-        .env("ESBUILD_BIN", node_bin().join("esbuild"))
-        .env("WASM_OPT_BIN", node_bin().join("wasm-opt")))
+    exec(
+        command("worker-build")
+            .arg("--release")
+            .current_dir(root().join("edge"))
+            .env("WASM_BINDGEN_BIN", cargo_bin().join("wasm-bindgen"))
+            .env("ESBUILD_BIN", node_bin().join("esbuild"))
+            .env("WASM_OPT_BIN", node_bin().join("wasm-opt")),
+    )
 }

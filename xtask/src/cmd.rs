@@ -44,7 +44,10 @@ pub fn command(program: &str) -> Command {
 }
 
 fn describe(c: &Command) -> String {
-    let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    let args: Vec<String> = c
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     format!("{} {}", c.get_program().to_string_lossy(), args.join(" "))
 }
 
@@ -113,7 +116,10 @@ pub fn run_counted(c: &mut Command) -> Result<Counts> {
         .map_err(|e| format!("could not start `{what}`: {e}"))?;
     let mut counts = Counts::default();
     if let Some(out) = child.stdout.take() {
-        for line in BufReader::new(out).lines().map_while(std::result::Result::ok) {
+        for line in BufReader::new(out)
+            .lines()
+            .map_while(std::result::Result::ok)
+        {
             println!("{line}");
             count_line(&line, &mut counts);
         }
@@ -143,6 +149,12 @@ mod tests {
         ] {
             count_line(line, &mut c);
         }
-        assert_eq!(c, Counts { passed: 17, failed: 1 });
+        assert_eq!(
+            c,
+            Counts {
+                passed: 17,
+                failed: 1
+            }
+        );
     }
 }

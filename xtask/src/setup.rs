@@ -23,8 +23,8 @@ pub fn run(browser: bool) -> Result {
 }
 
 fn ensure_target() -> Result {
-    let installed = output(command("rustup").args(["target", "list", "--installed"]))
-        .unwrap_or_default();
+    let installed =
+        output(command("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
     if installed.lines().any(|l| l.trim() == tools::WASM32) {
         return Ok(());
     }
@@ -57,8 +57,11 @@ fn ensure_npm() -> Result {
     let root = root();
     let lock = fs::read(root.join("package-lock.json"))
         .map_err(|e| format!("reading package-lock.json: {e}"))?;
-    let stamp = root.join("node_modules").join(".parallax-package-lock.json");
-    if fs::read(&stamp).is_ok_and(|s| s == lock) && root.join("node_modules/.bin/wrangler").exists() {
+    let stamp = root
+        .join("node_modules")
+        .join(".parallax-package-lock.json");
+    if fs::read(&stamp).is_ok_and(|s| s == lock) && root.join("node_modules/.bin/wrangler").exists()
+    {
         println!("✓ npm packages");
         return Ok(());
     }

@@ -76,7 +76,10 @@ impl Stack {
             .arg(&opts.state_dir)
             .arg("--show-interactive-dev-session=false")
             .arg("--var")
-            .arg(format!("SEGMIND_BASE_URL:http://127.0.0.1:{}", opts.sim_port))
+            .arg(format!(
+                "SEGMIND_BASE_URL:http://127.0.0.1:{}",
+                opts.sim_port
+            ))
             .stdin(Stdio::null());
         if let Some(env_file) = &opts.env_file {
             wrangler.arg("--env-file").arg(env_file);
@@ -91,7 +94,9 @@ impl Stack {
     }
 
     fn spawn(&mut self, name: &'static str, c: &mut Command) -> Result {
-        let child = c.spawn().map_err(|e| format!("could not start {name}: {e}"))?;
+        let child = c
+            .spawn()
+            .map_err(|e| format!("could not start {name}: {e}"))?;
         self.children.push((name, child));
         Ok(())
     }
@@ -139,7 +144,9 @@ pub fn wait_healthy(port: u16, timeout: Duration) -> Result {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    Err(format!("nothing healthy on 127.0.0.1:{port} after {timeout:?}"))
+    Err(format!(
+        "nothing healthy on 127.0.0.1:{port} after {timeout:?}"
+    ))
 }
 
 fn healthz(port: u16) -> std::io::Result<bool> {

@@ -25,11 +25,26 @@ pub fn run() -> Result {
     setup::run(true)?;
     exec(command("cargo").args(["fmt", "--all", "--check"]))?;
     exec(command("cargo").args([
-        "clippy", "--workspace", "--all-targets", "--", "-D", "warnings",
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
     ]))?;
     exec(command("cargo").args([
-        "clippy", "-p", "parallax-app", "-p", "parallax-edge", "-p", "parallax-api",
-        "--target", tools::WASM32, "--", "-D", "warnings",
+        "clippy",
+        "-p",
+        "parallax-app",
+        "-p",
+        "parallax-edge",
+        "-p",
+        "parallax-api",
+        "--target",
+        tools::WASM32,
+        "--",
+        "-D",
+        "warnings",
     ]))?;
     let mut counts = run_counted(command("cargo").args(["test", "--workspace"]))?;
 
@@ -59,27 +74,41 @@ pub fn run() -> Result {
             .env("PARALLAX_SECRET_PROBE", &key);
     };
     let mut http = command("cargo");
-    http.args(["test", "-p", "parallax-e2e", "--", "--ignored", "--test-threads", "4"]);
+    http.args([
+        "test",
+        "-p",
+        "parallax-e2e",
+        "--",
+        "--ignored",
+        "--test-threads",
+        "4",
+    ]);
     against_stack(&mut http);
     counts += run_counted(&mut http).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
 
     let mut browser = command("node");
     browser.args(["--test", "--test-reporter", "tap", "e2e/browser/"]);
     against_stack(&mut browser);
-    counts += run_counted(&mut browser).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
+    counts +=
+        run_counted(&mut browser).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
     drop(stack);
 
     let bundle = e2e.join("deploy-dry-run");
-    exec(command(&node_bin().join("wrangler").display().to_string())
-        .args(["deploy", "--dry-run", "--env", "production", "--outdir"])
-        .arg(&bundle))?;
+    exec(
+        command(&node_bin().join("wrangler").display().to_string())
+            .args(["deploy", "--dry-run", "--env", "production", "--outdir"])
+            .arg(&bundle),
+    )?;
 
     let mut leaks = Vec::new();
     for place in [root().join("dist"), bundle, log] {
         find_text(&place, &key, &mut leaks);
     }
     if !leaks.is_empty() {
-        return Err(format!("the provider key leaked into: {}", leaks.join(", ")));
+        return Err(format!(
+            "the provider key leaked into: {}",
+            leaks.join(", ")
+        ));
     }
     counts.passed += 1;
     println!("✓ the provider key is in no response, dist/ file, bundle file or log line");
@@ -110,9 +139,9 @@ fn find_text(path: &Path, needle: &str, found: &mut Vec<String>) {
                 find_text(&entry.path(), needle, found);
             }
         }
-    } else if let Ok(bytes) = fs::read(path) {
-        if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-            found.push(path.display().to_string());
-        }
+    } else if let Ok(bytes) = fs::read(path)
+        && bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+    {
+        found.push(path.display().to_string());
     }
 }

@@ -33,7 +33,10 @@ pub fn PlaygroundPage() -> impl IntoView {
     };
 
     let on_file = move |_| {
-        let file = file_input.get().and_then(|i| i.files()).and_then(|f| f.get(0));
+        let file = file_input
+            .get()
+            .and_then(|i| i.files())
+            .and_then(|f| f.get(0));
         if let Some(old) = preview.get_untracked() {
             let _ = web_sys::Url::revoke_object_url(&old);
         }
@@ -42,7 +45,10 @@ pub fn PlaygroundPage() -> impl IntoView {
     };
 
     let generate = move || {
-        let file = file_input.get().and_then(|i| i.files()).and_then(|f| f.get(0));
+        let file = file_input
+            .get()
+            .and_then(|i| i.files())
+            .and_then(|f| f.get(0));
         let text = prompt.get_untracked().trim().to_owned();
         let problem = match (&file, text.is_empty()) {
             (None, _) => Some("Choose a control image first."),
@@ -128,7 +134,11 @@ pub fn PlaygroundPage() -> impl IntoView {
 /// Submits a job and follows it to the end, updating its card.
 async fn run_job(job: RwSignal<JobView>, form: FormData) {
     let set_phase = move |phase: Phase| job.update(|j| j.phase = phase);
-    let fail = move |e: ClientError| set_phase(Phase::Failed { message: e.message() });
+    let fail = move |e: ClientError| {
+        set_phase(Phase::Failed {
+            message: e.message(),
+        })
+    };
     let model = job.with_untracked(|j| j.model);
     let submitted = match client::submit(model, &form).await {
         Ok(s) => s,

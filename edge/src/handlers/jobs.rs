@@ -35,7 +35,11 @@ pub async fn load(env: &Env, raw_id: &str) -> EdgeResult<JobRecord> {
 }
 
 fn status_code(job: &JobRecord) -> u16 {
-    if job.status == JobStatus::Failed { 422 } else { 200 }
+    if job.status == JobStatus::Failed {
+        422
+    } else {
+        200
+    }
 }
 
 pub async fn get_status(env: &Env, id: &str) -> EdgeResult<Response> {

@@ -58,7 +58,16 @@ mod tests {
     fn only_canonical_output_names_are_accepted() {
         assert_eq!(parse_file("0.jpg"), Some((0, ImageFormat::Jpeg)));
         assert_eq!(parse_file("3.webp"), Some((3, ImageFormat::Webp)));
-        for bad in ["4.jpg", "00.jpg", "0.jpeg", "0.gif", "../0.jpg", "0", "-1.png", "0.png.png"] {
+        for bad in [
+            "4.jpg",
+            "00.jpg",
+            "0.jpeg",
+            "0.gif",
+            "../0.jpg",
+            "0",
+            "-1.png",
+            "0.png.png",
+        ] {
             assert_eq!(parse_file(bad), None, "{bad}");
         }
     }

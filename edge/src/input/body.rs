@@ -88,7 +88,9 @@ fn parse_json(bytes: &[u8]) -> EdgeResult<RawSubmission> {
             upload: None,
         }),
         Ok(_) => Err(EdgeError::bad_request("Request body must be a JSON object")),
-        Err(e) => Err(EdgeError::bad_request(format!("Request body is not valid JSON: {e}"))),
+        Err(e) => Err(EdgeError::bad_request(format!(
+            "Request body is not valid JSON: {e}"
+        ))),
     }
 }
 
@@ -108,7 +110,10 @@ fn parse_form(bytes: &[u8], boundary: &str) -> EdgeResult<RawSubmission> {
             out.upload = Some(part.data);
         } else {
             let text = String::from_utf8(part.data).map_err(|_| {
-                EdgeError::field(&part.name.chars().take(64).collect::<String>(), "is not UTF-8 text")
+                EdgeError::field(
+                    &part.name.chars().take(64).collect::<String>(),
+                    "is not UTF-8 text",
+                )
             })?;
             out.fields.insert(part.name, Value::String(text));
         }

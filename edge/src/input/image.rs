@@ -86,7 +86,9 @@ pub fn inspect(bytes: &[u8]) -> Result<ImageInfo, String> {
         u32::try_from(size.height).unwrap_or(u32::MAX),
     );
     if w < MIN_SIDE || h < MIN_SIDE {
-        return Err(format!("is {w}×{h} pixels; each side must be at least {MIN_SIDE}"));
+        return Err(format!(
+            "is {w}×{h} pixels; each side must be at least {MIN_SIDE}"
+        ));
     }
     if w > MAX_SIDE || h > MAX_SIDE || u64::from(w) * u64::from(h) > MAX_PIXELS {
         return Err(format!(
@@ -115,8 +117,11 @@ mod tests {
 
     #[test]
     fn real_samples_are_accepted_with_their_dimensions() {
-        let jpg = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../public/samples/chelsea.jpg"))
-            .unwrap();
+        let jpg = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../public/samples/chelsea.jpg"
+        ))
+        .unwrap();
         assert_eq!(
             inspect(&jpg),
             Ok(ImageInfo {
@@ -125,7 +130,10 @@ mod tests {
                 height: 300
             })
         );
-        assert_eq!(inspect(&png_header(640, 480)).map(|i| i.format), Ok(ImageFormat::Png));
+        assert_eq!(
+            inspect(&png_header(640, 480)).map(|i| i.format),
+            Ok(ImageFormat::Png)
+        );
     }
 
     #[test]
@@ -137,8 +145,15 @@ mod tests {
 
     #[test]
     fn non_images_and_truncated_files_are_refused() {
-        assert_eq!(inspect(b"GIF89a....").unwrap_err(), "is not a JPEG, PNG or WebP image");
-        assert!(inspect(b"\x89PNG\r\n\x1a\n\x00").unwrap_err().contains("truncated"));
+        assert_eq!(
+            inspect(b"GIF89a....").unwrap_err(),
+            "is not a JPEG, PNG or WebP image"
+        );
+        assert!(
+            inspect(b"\x89PNG\r\n\x1a\n\x00")
+                .unwrap_err()
+                .contains("truncated")
+        );
         assert_eq!(inspect(b"").unwrap_err(), "is empty");
     }
 }
@@ -155,7 +170,9 @@ pub fn is_complete(bytes: &[u8], format: ImageFormat) -> bool {
                 .map_or(&bytes[..0], |i| &bytes[..=i]);
             trimmed.ends_with(&[0xff, 0xd9])
         }
-        ImageFormat::Png => bytes.len() >= 12 && bytes[bytes.len() - 8..bytes.len() - 4] == *b"IEND",
+        ImageFormat::Png => {
+            bytes.len() >= 12 && bytes[bytes.len() - 8..bytes.len() - 4] == *b"IEND"
+        }
         ImageFormat::Webp => {
             bytes.len() >= 12
                 && u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize + 8
@@ -170,8 +187,11 @@ mod completeness_tests {
 
     #[test]
     fn truncated_downloads_are_detected() {
-        let jpg = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../public/samples/coffee.jpg"))
-            .unwrap();
+        let jpg = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../public/samples/coffee.jpg"
+        ))
+        .unwrap();
         assert!(is_complete(&jpg, ImageFormat::Jpeg));
         assert!(!is_complete(&jpg[..jpg.len() / 2], ImageFormat::Jpeg));
         let mut webp = b"RIFF\x04\x00\x00\x00WEBP".to_vec();

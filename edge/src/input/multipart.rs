@@ -54,8 +54,8 @@ pub fn parse(body: &[u8], boundary: &str) -> Result<Vec<Part>, String> {
         let data_start = head_end + 4;
         let mut closing = b"\r\n".to_vec();
         closing.extend_from_slice(delim);
-        let data_end =
-            find(body, &closing, data_start).ok_or("multipart body is truncated (no closing boundary)")?;
+        let data_end = find(body, &closing, data_start)
+            .ok_or("multipart body is truncated (no closing boundary)")?;
         parts.push(part_from(head, body[data_start..data_end].to_vec())?);
         if parts.len() > 64 {
             return Err("multipart body has too many parts".into());
@@ -138,7 +138,11 @@ mod tests {
             b"--XyZ\r\nContent-Disposition: form-data\r\n\r\nx\r\n--XyZ--",
             b"--XyZ garbage",
         ] {
-            assert!(parse(body, "XyZ").is_err(), "{:?}", String::from_utf8_lossy(body));
+            assert!(
+                parse(body, "XyZ").is_err(),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 }

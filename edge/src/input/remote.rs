@@ -18,7 +18,10 @@ const MAX_REDIRECTS: usize = 3;
 pub fn check_url(raw: &str) -> Result<Url, String> {
     let url = Url::parse(raw).map_err(|_| "is not a valid URL".to_string())?;
     if url.scheme() != "https" {
-        return Err(format!("URL scheme `{}` is not allowed; use https", url.scheme()));
+        return Err(format!(
+            "URL scheme `{}` is not allowed; use https",
+            url.scheme()
+        ));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err("URL must not carry credentials".into());
@@ -116,7 +119,9 @@ pub async fn fetch_image(raw: &str) -> Result<Vec<u8>, String> {
             continue;
         }
         if status != 200 {
-            return Err(format!("could not be fetched: the server answered HTTP {status}"));
+            return Err(format!(
+                "could not be fetched: the server answered HTTP {status}"
+            ));
         }
         let declared = resp
             .headers()

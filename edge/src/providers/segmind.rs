@@ -52,7 +52,10 @@ fn json(body: &[u8]) -> Option<Value> {
     serde_json::from_slice(body).ok()
 }
 
-pub fn parse_submit(cfg: &SegmindConfig, resp: &UpstreamResponse) -> Result<Submitted, UpstreamError> {
+pub fn parse_submit(
+    cfg: &SegmindConfig,
+    resp: &UpstreamResponse,
+) -> Result<Submitted, UpstreamError> {
     if resp.status != 200 && resp.status != 201 && resp.status != 202 {
         return Err(UpstreamError::from_status(
             NAME,
@@ -69,7 +72,9 @@ pub fn parse_submit(cfg: &SegmindConfig, resp: &UpstreamResponse) -> Result<Subm
         .get("request_id")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| UpstreamError::Permanent("segmind answered submit without a request_id".into()))?;
+        .ok_or_else(|| {
+            UpstreamError::Permanent("segmind answered submit without a request_id".into())
+        })?;
     let url = |k: &str, fallback: String| {
         v.get(k)
             .and_then(Value::as_str)
@@ -78,7 +83,10 @@ pub fn parse_submit(cfg: &SegmindConfig, resp: &UpstreamResponse) -> Result<Subm
     };
     Ok(Submitted {
         upstream_id: id.to_owned(),
-        status_url: url("status_url", format!("{}/v2/requests/{id}/status", cfg.base_url)),
+        status_url: url(
+            "status_url",
+            format!("{}/v2/requests/{id}/status", cfg.base_url),
+        ),
         result_url: url("response_url", format!("{}/v2/requests/{id}", cfg.base_url)),
     })
 }
@@ -187,8 +195,10 @@ mod tests {
 
     #[test]
     fn submit_sends_the_documented_body_with_the_key_header() {
-        let fields = json!({"prompt": "a house", "control_image": "https://x.test/a.jpg", "seed": 96522});
-        let v = parallax_api::validate(Model::FluxDepthPro, fields.as_object().unwrap(), false).unwrap();
+        let fields =
+            json!({"prompt": "a house", "control_image": "https://x.test/a.jpg", "seed": 96522});
+        let v = parallax_api::validate(Model::FluxDepthPro, fields.as_object().unwrap(), false)
+            .unwrap();
         let req = build_submit(&cfg(), Model::FluxDepthPro, &v.params, "QUJD");
         assert_eq!(req.url, "https://api.segmind.com/v2/flux-depth-pro");
         assert_eq!(req.method, HttpMethod::Post);
@@ -224,7 +234,9 @@ mod tests {
     #[test]
     fn submit_errors_are_classified() {
         let unauthorized = resp(401, json!({"error": "Unauthorized. API key is invalid"}));
-        assert!(matches!(parse_submit(&cfg(), &unauthorized), Err(UpstreamError::Permanent(m)) if m.contains("API key is invalid")));
+        assert!(
+            matches!(parse_submit(&cfg(), &unauthorized), Err(UpstreamError::Permanent(m)) if m.contains("API key is invalid"))
+        );
         let limited = UpstreamResponse {
             status: 429,
             retry_after: Some(12),
@@ -242,7 +254,10 @@ mod tests {
     #[test]
     fn statuses_from_the_docs_map_to_ours() {
         assert_eq!(
-            parse_state(&resp(200, json!({"status":"QUEUED","request_id":"a","metrics":{}}))),
+            parse_state(&resp(
+                200,
+                json!({"status":"QUEUED","request_id":"a","metrics":{}})
+            )),
             Ok(UpstreamState::Queued)
         );
         assert_eq!(
@@ -261,11 +276,19 @@ mod tests {
                 200,
                 json!({"status":"COMPLETED","error":null,"metrics":{"inference_time":2.0,"cost":0.05},"output":"https://images.segmind.com/generations/x.jpeg"})
             )),
-            Ok(UpstreamState::Completed(vec!["https://images.segmind.com/generations/x.jpeg".into()]))
+            Ok(UpstreamState::Completed(vec![
+                "https://images.segmind.com/generations/x.jpeg".into()
+            ]))
         );
         assert_eq!(
-            parse_state(&resp(200, json!({"status":"COMPLETED","output":["https://a/0.webp", {"url": "https://a/1.webp"}]}))),
-            Ok(UpstreamState::Completed(vec!["https://a/0.webp".into(), "https://a/1.webp".into()]))
+            parse_state(&resp(
+                200,
+                json!({"status":"COMPLETED","output":["https://a/0.webp", {"url": "https://a/1.webp"}]})
+            )),
+            Ok(UpstreamState::Completed(vec![
+                "https://a/0.webp".into(),
+                "https://a/1.webp".into()
+            ]))
         );
     }
 
@@ -280,7 +303,10 @@ mod tests {
             retry_after: None,
             body: b"<html>".to_vec(),
         };
-        assert!(matches!(parse_state(&garbage), Err(UpstreamError::Transient { .. })));
+        assert!(matches!(
+            parse_state(&garbage),
+            Err(UpstreamError::Transient { .. })
+        ));
         assert!(matches!(
             parse_state(&resp(502, json!({"error":"bad gateway"}))),
             Err(UpstreamError::Transient { .. })

@@ -34,7 +34,10 @@ mod tests {
             output(&id, 2, "webp"),
             "results/2c7f59ea-13f1-402c-9353-915a2b5a2124/2.webp"
         );
-        assert_eq!(output_path(&id, 0, "jpg"), format!("/{}", output(&id, 0, "jpg")));
+        assert_eq!(
+            output_path(&id, 0, "jpg"),
+            format!("/{}", output(&id, 0, "jpg"))
+        );
         assert_eq!(job_record(&id), "job:2c7f59ea-13f1-402c-9353-915a2b5a2124");
     }
 }
