@@ -6,6 +6,7 @@ pub mod control;
 pub mod error;
 pub mod id;
 pub mod models;
+pub mod openapi;
 pub mod params;
 pub mod wire;
 

@@ -83,4 +83,6 @@ pub struct JobResult {
     pub metrics: Metrics,
     /// Unix seconds.
     pub created_at: u64,
+    /// Unix seconds after which the job and its images are gone (`null` while running).
+    pub expires_at: Option<u64>,
 }

@@ -111,6 +111,7 @@ fn completed_result_lists_outputs_seed_and_params() {
             provider: Some("segmind".into()),
         },
         created_at: 1_790_000_000,
+        expires_at: Some(1_792_592_000),
     };
     assert_golden(
         &r,
@@ -123,7 +124,8 @@ fn completed_result_lists_outputs_seed_and_params() {
             "params": {"prompt": "a cat", "seed": 96522, "steps": 40},
             "error": null,
             "metrics": {"queue_time": 0.5, "inference_time": 2.0, "total_time": 2.5, "provider": "segmind"},
-            "created_at": 1790000000u64
+            "created_at": 1790000000u64,
+            "expires_at": 1792592000u64
         }),
     );
 }

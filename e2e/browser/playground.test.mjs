@@ -89,3 +89,26 @@ test('submitting without an image explains what is missing', async () => {
   await page.getByText('Choose a control image first.').waitFor();
   await context.close();
 });
+
+test('closing the browser mid-job does not stop the job', async () => {
+  const { page, context } = await openPlayground({ width: 1280, height: 860 });
+  await page.getByTestId('control-image').setInputFiles(path.join(root, 'public', 'samples', 'rocket.jpg'));
+  await page.getByTestId('prompt').fill('a rocket made of glass');
+  await page.getByTestId('generate').click();
+  const card = page.locator('[data-testid="job"][data-request-id]').first();
+  await card.waitFor();
+  const id = await card.getAttribute('data-request-id');
+  assert.match(id, /^[0-9a-f-]{36}$/);
+  await context.close(); // every tab of this profile is gone now
+
+  const deadline = Date.now() + 60_000;
+  let res;
+  do {
+    await new Promise((r) => setTimeout(r, 500));
+    res = await fetch(`${base}/results/${id}/0.jpg`);
+  } while (res.status === 404 && Date.now() < deadline);
+  assert.equal(res.status, 200, 'the job finished server-side and its image is in R2');
+  assert.equal(res.headers.get('content-type'), 'image/jpeg');
+  const bytes = new Uint8Array(await res.arrayBuffer());
+  assert.deepEqual([...bytes.slice(0, 3)], [0xff, 0xd8, 0xff]);
+});

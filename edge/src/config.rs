@@ -34,6 +34,13 @@ pub struct SegmindConfig {
     pub api_key: Option<Secret>,
 }
 
+/// Request-rate limits per account.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub submits_per_minute: u32,
+    pub reads_per_minute: u32,
+}
+
 /// Everything the edge reads from its environment.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -42,8 +49,19 @@ pub struct Config {
     pub public_base_url: Option<String>,
     /// A job not finished by then is FAILED.
     pub job_deadline_secs: u64,
-    /// How long results and records are kept.
-    pub retention_days: u64,
+    /// How long a finished job, its record and its images are kept.
+    pub retention_secs: u64,
+    /// Credits per output image, per model.
+    pub credits_pro: u64,
+    pub credits_dev: u64,
+    /// Credits per day for callers without a key; 0 requires a key.
+    pub anon_daily_credits: u64,
+    pub limits: Limits,
+    /// How long `POST /v1/{model}` waits for the job before answering 504.
+    pub sync_wait_secs: u64,
+    /// Whether `control_image` may be an https URL the edge fetches (`REMOTE_IMAGES=off`
+    /// disables it, e.g. where outbound traffic is not allowed).
+    pub remote_images: bool,
 }
 
 /// Binding names, in one place.
@@ -52,6 +70,7 @@ pub mod bindings {
     pub const JOBS_KV: &str = "JOBS";
     pub const MEDIA: &str = "MEDIA";
     pub const ASSETS: &str = "ASSETS";
+    pub const LEDGER: &str = "LEDGER";
 }
 
 fn text(env: &Env, name: &str) -> Option<String> {
@@ -81,8 +100,30 @@ impl Config {
             },
             public_base_url: text(env, "PUBLIC_BASE_URL"),
             job_deadline_secs: number(env, "JOB_DEADLINE_SECS", 900),
-            retention_days: number(env, "RETENTION_DAYS", 7),
+            retention_secs: text(env, "RETENTION_SECS")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| number(env, "RETENTION_DAYS", 30) * 86_400),
+            credits_pro: number(env, "CREDITS_FLUX_DEPTH_PRO", 5),
+            credits_dev: number(env, "CREDITS_FLUX_DEPTH_DEV", 2),
+            anon_daily_credits: number(env, "ANON_DAILY_CREDITS", 0),
+            limits: Limits {
+                submits_per_minute: u32::try_from(number(env, "RATE_LIMIT_SUBMITS_PER_MIN", 30))
+                    .unwrap_or(u32::MAX),
+                reads_per_minute: u32::try_from(number(env, "RATE_LIMIT_READS_PER_MIN", 600))
+                    .unwrap_or(u32::MAX),
+            },
+            sync_wait_secs: number(env, "SYNC_WAIT_SECS", 300),
+            remote_images: text(env, "REMOTE_IMAGES").is_none_or(|v| v != "off"),
         }
+    }
+
+    /// What a job costs: the model's price per image times the images asked for.
+    pub fn cost(&self, model: parallax_api::Model, images: usize) -> u64 {
+        let per_image = match model {
+            parallax_api::Model::FluxDepthPro => self.credits_pro,
+            parallax_api::Model::FluxDepthDev => self.credits_dev,
+        };
+        per_image * images as u64
     }
 }
 

@@ -15,7 +15,15 @@ pub enum EdgeError {
         fields: Vec<FieldError>,
     },
     #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    InsufficientCredits(String),
+    #[error("Too many requests; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     #[error("method not allowed")]
     MethodNotAllowed { allow: &'static str },
     #[error("{0}")]
@@ -58,7 +66,11 @@ impl EdgeError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::BadRequest { .. } => ErrorCode::BadRequest,
+            Self::Unauthorized(_) => ErrorCode::Unauthorized,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::NotFound(_) => ErrorCode::NotFound,
+            Self::InsufficientCredits(_) => ErrorCode::InsufficientCredits,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             Self::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             Self::UpstreamFailed(_) => ErrorCode::UpstreamFailed,
@@ -91,8 +103,16 @@ impl EdgeError {
         }
         let status = self.code().http_status();
         let mut resp = http::json(&self.body(), status);
-        if let Self::MethodNotAllowed { allow } = self {
-            let _ = resp.headers_mut().set("allow", allow);
+        match self {
+            Self::MethodNotAllowed { allow } => {
+                let _ = resp.headers_mut().set("allow", allow);
+            }
+            Self::RateLimited { retry_after_secs } => {
+                let _ = resp
+                    .headers_mut()
+                    .set("retry-after", &retry_after_secs.to_string());
+            }
+            _ => {}
         }
         resp
     }

@@ -2,5 +2,7 @@
 
 pub mod health;
 pub mod jobs;
+pub mod openapi;
 pub mod results;
 pub mod submit;
+pub mod sync;

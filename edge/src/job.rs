@@ -18,6 +18,31 @@ pub struct StoredOutput {
     pub bytes: u64,
 }
 
+/// Why a job failed; decides how the sync API answers (422, 502 or 504).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The model refused or failed the job (moderation, unusable input).
+    Rejected,
+    /// The provider could not be used (misconfigured, gone, answered nonsense).
+    Upstream,
+    /// The deadline passed.
+    Timeout,
+    /// Its owner canceled it.
+    Canceled,
+}
+
+/// Who submitted a job, what it was charged, and when it is purged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ownership {
+    /// The account's name (see `accounts::AccountName`).
+    pub owner: String,
+    /// Credits reserved at submit (refunded if the job fails).
+    pub charged: u64,
+    /// How long after finishing the job and its images are kept.
+    pub retention_secs: u64,
+}
+
 /// Everything the runner knows about a job. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -25,8 +50,12 @@ pub struct JobRecord {
     pub model: Model,
     pub params: Params,
     pub input: ImageInfo,
+    pub ownership: Ownership,
     pub status: JobStatus,
     pub error: Option<String>,
+    pub failure: Option<FailureKind>,
+    /// When a finished job is purged; `None` while it runs.
+    pub expires_ms: Option<u64>,
     pub created_ms: u64,
     pub started_ms: Option<u64>,
     pub finished_ms: Option<u64>,
@@ -45,11 +74,13 @@ pub const POLL_MIN_MS: u64 = 500;
 pub const POLL_MAX_MS: u64 = 10_000;
 
 impl JobRecord {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: RequestId,
         model: Model,
         params: Params,
         input: ImageInfo,
+        ownership: Ownership,
         now_ms: u64,
         deadline_secs: u64,
         provider: &str,
@@ -59,8 +90,11 @@ impl JobRecord {
             model,
             params,
             input,
+            ownership,
             status: JobStatus::Queued,
             error: None,
+            failure: None,
+            expires_ms: None,
             created_ms: now_ms,
             started_ms: None,
             finished_ms: None,
@@ -84,14 +118,25 @@ impl JobRecord {
         self.started_ms.get_or_insert(now_ms);
         self.outputs = outputs;
         self.status = JobStatus::Completed;
-        self.finished_ms = Some(now_ms);
         self.error = None;
+        self.finish(now_ms);
     }
 
-    pub fn fail(&mut self, reason: impl Into<String>, now_ms: u64) {
+    pub fn fail(&mut self, kind: FailureKind, reason: impl Into<String>, now_ms: u64) {
         self.status = JobStatus::Failed;
         self.error = Some(reason.into());
+        self.failure = Some(kind);
+        self.finish(now_ms);
+    }
+
+    fn finish(&mut self, now_ms: u64) {
         self.finished_ms = Some(now_ms);
+        self.expires_ms = Some(now_ms + self.ownership.retention_secs * 1000);
+    }
+
+    /// Whether the retention period is over.
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_ms.is_some_and(|e| now_ms >= e)
     }
 
     /// Delay before the next poll while the upstream works: starts at
@@ -156,6 +201,7 @@ impl JobRecord {
             code: self.failure_code(),
             metrics: self.metrics(),
             created_at: self.created_ms / 1000,
+            expires_at: self.expires_ms.map(|e| e / 1000),
         }
     }
 }
@@ -176,6 +222,11 @@ mod tests {
                 format: ImageFormat::Jpeg,
                 width: 640,
                 height: 480,
+            },
+            Ownership {
+                owner: "key:abc".into(),
+                charged: 5,
+                retention_secs: 60,
             },
             1_000_000,
             900,
@@ -206,12 +257,15 @@ mod tests {
         assert_eq!(r.metrics.inference_time, Some(2.0));
         assert_eq!(r.metrics.total_time, Some(2.5));
         assert_eq!(r.code, None);
+        assert_eq!(r.expires_at, Some(1_062));
+        assert!(!j.is_expired(1_061_999));
+        assert!(j.is_expired(1_062_500));
     }
 
     #[test]
     fn a_failed_job_carries_its_reason_and_code() {
         let mut j = job();
-        j.fail("Content moderated", 1_001_000);
+        j.fail(FailureKind::Rejected, "Content moderated", 1_001_000);
         let s = j.status_response();
         assert_eq!(s.status, JobStatus::Failed);
         assert_eq!(s.error.as_deref(), Some("Content moderated"));

@@ -5,17 +5,20 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod accounts;
 pub mod config;
 pub mod error;
 pub mod handlers;
 pub mod http;
 pub mod input;
 pub mod job;
+pub mod ledger;
 pub mod providers;
 pub mod router;
 pub mod runner;
 pub mod storage;
 
+pub use ledger::Ledger;
 pub use runner::JobRunner;
 
 #[worker::event(start)]

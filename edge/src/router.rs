@@ -1,12 +1,14 @@
-//! The route table, and nothing else: path + method → handler. Unknown API paths get
-//! a JSON 404, known paths with the wrong method a 405 with `Allow`; everything else
-//! is the playground's static files.
+//! The route table, and nothing else: path + method → handler. API routes identify
+//! the caller first and carry `x-remaining-credits`; unknown API paths get a JSON 404,
+//! known paths with the wrong method a 405 with `Allow`; everything else is the
+//! playground's static files.
 
 use worker::{Env, Method, Request, Response};
 
-use crate::config::bindings;
+use crate::accounts::{self, Caller};
+use crate::config::{Config, bindings};
 use crate::error::{EdgeError, EdgeResult};
-use crate::handlers::{health, jobs, results, submit};
+use crate::handlers::{health, jobs, openapi, results, submit, sync};
 
 pub async fn handle(req: Request, env: Env) -> worker::Result<Response> {
     match route(req, &env).await {
@@ -15,47 +17,96 @@ pub async fn handle(req: Request, env: Env) -> worker::Result<Response> {
     }
 }
 
-fn only(method: &Method, allowed: Method, allow: &'static str) -> EdgeResult<()> {
-    if *method == allowed || (allowed == Method::Get && *method == Method::Head) {
+/// An API route that needs a caller.
+enum Api {
+    Submit(String),
+    Sync(String),
+    Status(String),
+    Result(String),
+    Delete(String),
+}
+
+fn allow(method: &Method, allowed: &[Method], header: &'static str) -> EdgeResult<()> {
+    let head_ok = *method == Method::Head && allowed.contains(&Method::Get);
+    if allowed.contains(method) || head_ok {
         Ok(())
     } else {
-        Err(EdgeError::MethodNotAllowed { allow })
+        Err(EdgeError::MethodNotAllowed { allow: header })
     }
+}
+
+fn not_found(method: &Method, path: &str) -> EdgeError {
+    EdgeError::NotFound(format!(
+        "No route for {method} {}",
+        path.chars().take(200).collect::<String>()
+    ))
 }
 
 async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
     let path = req.path();
     let method = req.method();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match segments.as_slice() {
+    let api = match segments.as_slice() {
         ["healthz"] => {
-            only(&method, Method::Get, "GET")?;
-            Ok(health::get_health(env))
+            allow(&method, &[Method::Get], "GET")?;
+            return Ok(health::get_health(env));
         }
-        ["v2", "requests", id, "status"] => {
-            only(&method, Method::Get, "GET")?;
-            jobs::get_status(env, id).await
-        }
-        ["v2", "requests", id] => {
-            only(&method, Method::Get, "GET")?;
-            jobs::get_result(&req, env, id).await
-        }
-        ["v2", model] => {
-            only(&method, Method::Post, "POST")?;
-            let model = (*model).to_owned();
-            submit::submit_job(req, env, &model).await
+        ["openapi.json"] => {
+            allow(&method, &[Method::Get], "GET")?;
+            return Ok(openapi::get_openapi(&req, env));
         }
         ["results", id, file] => {
-            only(&method, Method::Get, "GET")?;
-            results::get_output(&req, env, id, file).await
+            allow(&method, &[Method::Get], "GET")?;
+            return results::get_output(&req, env, id, file).await;
         }
-        ["v1" | "v2" | "results" | "r", ..] | ["openapi.json"] => {
-            Err(EdgeError::NotFound(format!(
-                "No route for {} {}",
-                method,
-                path.chars().take(200).collect::<String>()
-            )))
+        ["v2", "requests", id, "status"] => {
+            allow(&method, &[Method::Get], "GET")?;
+            Api::Status((*id).to_owned())
         }
-        _ => Ok(env.assets(bindings::ASSETS)?.fetch_request(req).await?),
+        ["v2", "requests", id] => {
+            allow(&method, &[Method::Get, Method::Delete], "GET, DELETE")?;
+            if method == Method::Delete {
+                Api::Delete((*id).to_owned())
+            } else {
+                Api::Result((*id).to_owned())
+            }
+        }
+        ["v2", model] => {
+            allow(&method, &[Method::Post], "POST")?;
+            Api::Submit((*model).to_owned())
+        }
+        ["v1", model] => {
+            allow(&method, &[Method::Post], "POST")?;
+            Api::Sync((*model).to_owned())
+        }
+        ["v1" | "v2" | "results", ..] => return Err(not_found(&method, &path)),
+        _ => return Ok(env.assets(bindings::ASSETS)?.fetch_request(req).await?),
+    };
+    let cfg = Config::from_env(env);
+    let caller = accounts::identify(&req, env, &cfg).await?;
+    let mut resp = match dispatch(api, req, env, &caller).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    };
+    caller.stamp(&mut resp);
+    Ok(resp)
+}
+
+async fn dispatch(api: Api, req: Request, env: &Env, caller: &Caller) -> EdgeResult<Response> {
+    match api {
+        Api::Submit(model) => submit::submit_job(req, env, caller, &model).await,
+        Api::Sync(model) => sync::run_sync(req, env, caller, &model).await,
+        Api::Status(id) => {
+            caller.touch(env).await?;
+            jobs::get_status(env, &id).await
+        }
+        Api::Result(id) => {
+            caller.touch(env).await?;
+            jobs::get_result(&req, env, &id).await
+        }
+        Api::Delete(id) => {
+            caller.touch(env).await?;
+            jobs::delete_job(env, caller, &id).await
+        }
     }
 }

@@ -2,8 +2,11 @@
 //! the upstream and polls it from alarms (so a job finishes with no client watching),
 //! copies every output into R2, and only then says COMPLETED.
 //!
+//! When the retention period is over, an alarm purges everything: the record, its KV
+//! copy and its R2 images.
+//!
 //! Internal protocol (only the Worker reaches it): `POST /start` with a
-//! [`JobRecord`], `GET /state`.
+//! [`JobRecord`], `GET /state`, `POST /cancel`, `POST /delete`.
 
 use base64::Engine;
 use worker::{DurableObject, Env, Method, Request, Response, State, durable_object};
@@ -11,7 +14,8 @@ use worker::{DurableObject, Env, Method, Request, Response, State, durable_objec
 use crate::config::{Config, bindings};
 use crate::http;
 use crate::input::image::{ImageFormat, is_complete};
-use crate::job::{JobRecord, StoredOutput};
+use crate::accounts;
+use crate::job::{FailureKind, JobRecord, StoredOutput};
 use crate::providers::{self, UpstreamError, UpstreamState, segmind};
 use crate::storage::{self, keys};
 
@@ -59,11 +63,31 @@ impl DurableObject for JobRunner {
                 storage.set_alarm(0).await?;
                 Ok(http::json(&record, 201))
             }
-            (Method::Get, "/state") => match storage.get::<JobRecord>(RECORD).await? {
-                Some(record) => Ok(http::json(&record, 200)),
-                None => Ok(http::json(&"no such job", 404)),
-            },
-            _ => Ok(http::json(&"unknown runner route", 404)),
+            (method, path) => {
+                let Some(mut job) = storage.get::<JobRecord>(RECORD).await? else {
+                    return Ok(http::json(&"no such job", 404));
+                };
+                if job.is_expired(now_ms()) {
+                    self.purge(&job).await?;
+                    return Ok(http::json(&"expired", 404));
+                }
+                match (method, path) {
+                    (Method::Get, "/state") => Ok(http::json(&job, 200)),
+                    (Method::Post, "/cancel") => {
+                        if !job.status.is_terminal() {
+                            job.fail(FailureKind::Canceled, "Canceled by its owner", now_ms());
+                            storage.put(RECORD, &job).await?;
+                            self.finish(&job).await?;
+                        }
+                        Ok(http::json(&job, 200))
+                    }
+                    (Method::Post, "/delete") => {
+                        self.purge(&job).await?;
+                        Ok(http::json(&job, 200))
+                    }
+                    _ => Ok(http::json(&"unknown runner route", 404)),
+                }
+            }
         }
     }
 
@@ -73,12 +97,18 @@ impl DurableObject for JobRunner {
             return Response::ok("no job");
         };
         if job.status.is_terminal() {
-            return Response::ok("done");
+            if job.is_expired(now_ms()) {
+                self.purge(&job).await?;
+            } else if let Some(expires) = job.expires_ms {
+                // Woken early (e.g. after a restart): sleep until the purge is due.
+                storage.set_alarm(offset_until(expires)).await?;
+            }
+            return Response::ok("finished");
         }
         let next = self.step(&mut job).await;
         storage.put(RECORD, &job).await?;
         if job.status.is_terminal() {
-            self.finish(&job).await;
+            self.finish(&job).await?;
         } else if let Next::In(ms) = next {
             let until_deadline = job.deadline_ms.saturating_sub(now_ms());
             storage
@@ -87,6 +117,11 @@ impl DurableObject for JobRunner {
         }
         Response::ok("stepped")
     }
+}
+
+/// Milliseconds from now until `at_ms`, as an alarm offset.
+fn offset_until(at_ms: u64) -> i64 {
+    i64::try_from(at_ms.saturating_sub(now_ms())).unwrap_or(i64::MAX)
 }
 
 impl JobRunner {
@@ -100,6 +135,7 @@ impl JobRunner {
                 .map(|p| format!(" (last problem: {p})"))
                 .unwrap_or_default();
             job.fail(
+                FailureKind::Timeout,
                 format!("The job did not finish before its deadline{why}"),
                 now,
             );
@@ -125,7 +161,7 @@ impl JobRunner {
                 Next::In(delay)
             }
             Err(UpstreamError::Permanent(reason)) => {
-                job.fail(reason, now_ms());
+                job.fail(FailureKind::Upstream, reason, now_ms());
                 Next::Done
             }
         }
@@ -194,7 +230,7 @@ impl JobRunner {
                 Ok(Next::In(job.poll_delay_ms(now)))
             }
             UpstreamState::Failed(reason) => {
-                job.fail(reason, now);
+                job.fail(FailureKind::Rejected, reason, now);
                 Ok(Next::Done)
             }
             UpstreamState::Completed(urls) if urls.is_empty() => Err(UpstreamError::Transient {
@@ -254,10 +290,27 @@ impl JobRunner {
         Ok(stored)
     }
 
-    /// Writes the finished record to KV (for history and share pages).
-    async fn finish(&self, job: &JobRecord) {
-        let ttl = self.config().retention_days.max(1) * 86_400;
-        let result = async {
+    /// After a job ends: refund a failure, write the finished record to KV (for
+    /// history and share pages), and set the alarm that purges it all later.
+    async fn finish(&self, job: &JobRecord) -> worker::Result<()> {
+        if job.status == parallax_api::JobStatus::Failed && job.ownership.charged > 0 {
+            let mut refunded = false;
+            for _ in 0..3 {
+                if accounts::refund_owner(&self.env, &job.ownership.owner, job.id.as_str())
+                    .await
+                    .is_ok()
+                {
+                    refunded = true;
+                    break;
+                }
+            }
+            if !refunded {
+                worker::console_error!("job {}: refund failed after 3 tries", job.id);
+            }
+        }
+        // KV needs at least 60 s of TTL; the purge alarm is what enforces retention.
+        let ttl = job.ownership.retention_secs.max(60);
+        let stored = async {
             self.env
                 .kv(bindings::JOBS_KV)?
                 .put(&keys::job_record(&job.id), job)?
@@ -267,8 +320,32 @@ impl JobRunner {
             Ok::<(), worker::Error>(())
         }
         .await;
-        if let Err(e) = result {
+        if let Err(e) = stored {
             worker::console_error!("job {}: writing the finished record failed: {e}", job.id);
         }
+        if let Some(expires) = job.expires_ms {
+            self.state.storage().set_alarm(offset_until(expires)).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes everything the job left: R2 images, the KV record, this object's state.
+    async fn purge(&self, job: &JobRecord) -> worker::Result<()> {
+        let mut objects = vec![keys::input(&job.id)];
+        objects.extend(
+            job.outputs
+                .iter()
+                .enumerate()
+                .map(|(n, o)| keys::output(&job.id, n, &o.ext)),
+        );
+        self.env.bucket(bindings::MEDIA)?.delete_multiple(objects).await?;
+        self.env
+            .kv(bindings::JOBS_KV)?
+            .delete(&keys::job_record(&job.id))
+            .await?;
+        let storage = self.state.storage();
+        storage.delete_alarm().await?;
+        storage.delete_all().await?;
+        Ok(())
     }
 }

@@ -17,6 +17,7 @@ pub fn run() -> Result {
         inspector_port: 9229,
         state_dir: root().join(".wrangler/state"),
         sim_args: Vec::new(),
+        vars: Vec::new(),
         env_file: None,
         log: None,
     };

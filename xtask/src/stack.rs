@@ -19,6 +19,8 @@ pub struct Options {
     pub inspector_port: u16,
     pub state_dir: PathBuf,
     pub sim_args: Vec<String>,
+    /// Extra wrangler vars (`--var NAME:VALUE`).
+    pub vars: Vec<(String, String)>,
     /// Secrets for the Worker (shown hidden by wrangler), e.g. provider keys.
     pub env_file: Option<PathBuf>,
     /// Where output goes; `None` inherits the terminal.
@@ -81,6 +83,9 @@ impl Stack {
                 opts.sim_port
             ))
             .stdin(Stdio::null());
+        for (name, value) in &opts.vars {
+            wrangler.arg("--var").arg(format!("{name}:{value}"));
+        }
         if let Some(env_file) = &opts.env_file {
             wrangler.arg("--env-file").arg(env_file);
         }

@@ -14,7 +14,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::cmd::{Result, command, exec, node_bin, root, run_counted};
 use crate::stack::{Options, Stack};
-use crate::{build, setup, tools};
+use crate::{build, keys, setup, tools};
 
 const PORT: u16 = 8797;
 const SIM_PORT: u16 = 8798;
@@ -56,14 +56,37 @@ pub fn run() -> Result {
     let env_file = e2e.join("secrets.env");
     fs::write(&env_file, format!("SEGMIND_API_KEY={key}\n")).map_err(|e| e.to_string())?;
     let log = e2e.join("stack.log");
+    let state = e2e.join("state");
+    let mut test_keys = Vec::new();
+    for (name, credits, per_minute) in [
+        ("rich", 100_000, None),
+        ("other", 100_000, None),
+        ("poor", 7, None),
+        ("limited", 100_000, Some(2)),
+    ] {
+        let key = keys::create(&keys::Target::Local(&state), name, credits, per_minute)?;
+        test_keys.push(format!("{name}={key}"));
+    }
     let stack = Stack::start(&Options {
         port: PORT,
         sim_port: SIM_PORT,
         inspector_port: INSPECTOR_PORT,
-        state_dir: e2e.join("state"),
+        state_dir: state,
         sim_args: ["--queue-ms", "300", "--process-ms", "1200"]
             .map(String::from)
             .to_vec(),
+        // Anonymous use stays on (the playground needs it) with room for the suite;
+        // retention is short so expiry is observable; the edge fetches no URLs here
+        // (fuzzers must not make it reach outside this machine).
+        vars: [
+            ("ANON_DAILY_CREDITS", "1000000"),
+            ("RATE_LIMIT_SUBMITS_PER_MIN", "100000"),
+            ("RATE_LIMIT_READS_PER_MIN", "1000000"),
+            ("RETENTION_SECS", "25"),
+            ("REMOTE_IMAGES", "off"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .to_vec(),
         env_file: Some(env_file),
         log: Some(log.clone()),
     })
@@ -71,7 +94,8 @@ pub fn run() -> Result {
 
     let against_stack = |c: &mut std::process::Command| {
         c.env("PARALLAX_BASE_URL", &stack.base_url)
-            .env("PARALLAX_SECRET_PROBE", &key);
+            .env("PARALLAX_SECRET_PROBE", &key)
+            .env("PARALLAX_TEST_KEYS", test_keys.join(","));
     };
     let mut http = command("cargo");
     http.args([

@@ -12,7 +12,7 @@ pub fn JobCard(
 ) -> impl IntoView {
     let phase = move || job.with(|j| j.phase.clone());
     view! {
-        <article class="job" data-testid="job">
+        <article class="job" data-testid="job" data-request-id=move || job.with(|j| j.request_id.clone())>
             <header>
                 <span class=move || format!("badge {}", phase().class()) data-testid="job-status" aria-live="polite">
                     {move || phase().label()}

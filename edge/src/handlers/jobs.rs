@@ -1,9 +1,12 @@
-//! `GET /v2/requests/{id}/status` and `GET /v2/requests/{id}`: answered from the job's
-//! `JobRunner` (strongly consistent), never from the upstream.
+//! `GET /v2/requests/{id}/status`, `GET /v2/requests/{id}` and
+//! `DELETE /v2/requests/{id}`: answered by the job's `JobRunner` (strongly
+//! consistent), never by the upstream.
 
 use parallax_api::{JobStatus, RequestId};
+use serde_json::json;
 use worker::{Env, Request, Response, Stub};
 
+use crate::accounts::Caller;
 use crate::config::{Config, bindings};
 use crate::error::{EdgeError, EdgeResult};
 use crate::handlers::submit::internal_request;
@@ -21,12 +24,14 @@ fn not_found() -> EdgeError {
     EdgeError::NotFound("No such request (unknown or expired id)".into())
 }
 
-/// Loads a job's live record, or 404.
-pub async fn load(env: &Env, raw_id: &str) -> EdgeResult<JobRecord> {
-    let id = RequestId::parse(raw_id).ok_or_else(not_found)?;
-    let mut resp = runner_stub(env, &id)?
-        .fetch_with_request(internal_request::<()>("/state", None)?)
-        .await?;
+/// Sends an internal request to a job's runner and decodes its record, or 404.
+async fn runner_call(env: &Env, id: &RequestId, path: &str, post: bool) -> EdgeResult<JobRecord> {
+    let req = if post {
+        internal_request(path, Some(&()))?
+    } else {
+        internal_request::<()>(path, None)?
+    };
+    let mut resp = runner_stub(env, id)?.fetch_with_request(req).await?;
     match resp.status_code() {
         200 => Ok(resp.json::<JobRecord>().await?),
         404 => Err(not_found()),
@@ -34,12 +39,14 @@ pub async fn load(env: &Env, raw_id: &str) -> EdgeResult<JobRecord> {
     }
 }
 
+/// Loads a job's live record, or 404 (unknown, malformed or expired id).
+pub async fn load(env: &Env, raw_id: &str) -> EdgeResult<JobRecord> {
+    let id = RequestId::parse(raw_id).ok_or_else(not_found)?;
+    runner_call(env, &id, "/state", false).await
+}
+
 fn status_code(job: &JobRecord) -> u16 {
-    if job.status == JobStatus::Failed {
-        422
-    } else {
-        200
-    }
+    if job.status == JobStatus::Failed { 422 } else { 200 }
 }
 
 pub async fn get_status(env: &Env, id: &str) -> EdgeResult<Response> {
@@ -51,4 +58,25 @@ pub async fn get_result(req: &Request, env: &Env, id: &str) -> EdgeResult<Respon
     let job = load(env, id).await?;
     let origin = http::origin(req, Config::from_env(env).public_base_url.as_deref());
     Ok(http::json(&job.result(&origin), status_code(&job)))
+}
+
+/// Cancels a running job (refunding it) or deletes a finished one with its images.
+/// Only the account that submitted it may.
+pub async fn delete_job(env: &Env, caller: &Caller, raw_id: &str) -> EdgeResult<Response> {
+    let job = load(env, raw_id).await?;
+    if job.ownership.owner != caller.account {
+        return Err(EdgeError::Forbidden(
+            "This request belongs to another API key".into(),
+        ));
+    }
+    if job.status.is_terminal() {
+        runner_call(env, &job.id, "/delete", true).await?;
+        Ok(http::json(
+            &json!({"request_id": job.id, "deleted": true}),
+            200,
+        ))
+    } else {
+        let canceled = runner_call(env, &job.id, "/cancel", true).await?;
+        Ok(http::json(&canceled.status_response(), 200))
+    }
 }

@@ -1,20 +1,21 @@
-//! `POST /v2/{model}`: validate, store the control image, hand the job to its
-//! `JobRunner`, answer with absolute poll URLs.
+//! `POST /v2/{model}`: validate, reserve credits (once per `Idempotency-Key`), store
+//! the control image, hand the job to its `JobRunner`, answer with absolute poll URLs.
 
 use parallax_api::{JobStatus, Model, RequestId, SubmitResponse};
 use worker::{Env, Request, Response};
 
+use crate::accounts::Caller;
 use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
 use crate::handlers::jobs::runner_stub;
 use crate::http;
 use crate::input::body;
-use crate::job::JobRecord;
+use crate::job::{JobRecord, Ownership};
 use crate::providers::segmind;
 use crate::storage::{self, keys};
 
 /// Fills 16 bytes from the platform's CSPRNG (`crypto.getRandomValues`).
-fn random_bytes() -> EdgeResult<[u8; 16]> {
+pub fn random_bytes() -> EdgeResult<[u8; 16]> {
     use worker::wasm_bindgen::JsCast;
     let global = js_sys::global();
     let crypto = js_sys::Reflect::get(&global, &"crypto".into())
@@ -42,11 +43,28 @@ pub fn find_model(slug: &str) -> EdgeResult<Model> {
     })
 }
 
-pub async fn submit_job(mut req: Request, env: &Env, slug: &str) -> EdgeResult<Response> {
-    let model = find_model(slug)?;
-    let cfg = Config::from_env(env);
-    let raw = body::read(&mut req).await?;
-    let mut submission = body::resolve(model, raw).await?;
+fn idempotency_key(req: &Request) -> EdgeResult<Option<String>> {
+    match req.headers().get("idempotency-key")? {
+        None => Ok(None),
+        Some(k) if k.is_empty() || k.len() > 255 || !k.is_ascii() => Err(EdgeError::bad_request(
+            "Idempotency-Key must be 1 to 255 ASCII characters",
+        )),
+        Some(k) => Ok(Some(k)),
+    }
+}
+
+/// Creates a job (or finds the one an idempotency key already created) and returns
+/// its id.
+pub async fn create_job(
+    req: &mut Request,
+    env: &Env,
+    cfg: &Config,
+    caller: &Caller,
+    model: Model,
+) -> EdgeResult<RequestId> {
+    let idem = idempotency_key(req)?;
+    let raw = body::read(req).await?;
+    let mut submission = body::resolve(model, raw, cfg.remote_images).await?;
 
     let random = random_bytes()?;
     if submission.params.seed().is_none() {
@@ -54,35 +72,62 @@ pub async fn submit_job(mut req: Request, env: &Env, slug: &str) -> EdgeResult<R
         submission.params.set_seed(seed);
     }
     let id = RequestId::from_random(random_bytes()?);
-
-    storage::put_image(
-        &storage::media(env)?,
-        &keys::input(&id),
-        submission.image,
-        submission.info.format.media_type(),
-        id.as_str(),
-    )
-    .await?;
+    let cost = cfg.cost(model, submission.params.num_outputs());
+    if let Some(existing) = caller.reserve(env, id.as_str(), cost, idem).await? {
+        return RequestId::parse(&existing)
+            .ok_or_else(|| EdgeError::Internal("ledger replayed a malformed id".into()));
+    }
 
     let record = JobRecord::new(
         id.clone(),
         model,
         submission.params,
         submission.info,
+        Ownership {
+            owner: caller.account.clone(),
+            charged: cost,
+            retention_secs: cfg.retention_secs,
+        },
         worker::Date::now().as_millis(),
         cfg.job_deadline_secs,
         segmind::NAME,
     );
-    let resp = runner_stub(env, &id)?
-        .fetch_with_request(internal_request("/start", Some(&record))?)
-        .await?;
-    if resp.status_code() != 201 {
-        return Err(EdgeError::Internal(format!(
-            "runner refused start: {}",
-            resp.status_code()
-        )));
+    let started = start(env, &record, submission.image).await;
+    if let Err(e) = started {
+        // Nothing was started: the reservation must not stick.
+        let _ = caller.refund(env, id.as_str()).await;
+        return Err(e);
     }
+    Ok(id)
+}
 
+async fn start(env: &Env, record: &JobRecord, image: Vec<u8>) -> EdgeResult<()> {
+    storage::put_image(
+        &storage::media(env)?,
+        &keys::input(&record.id),
+        image,
+        record.input.format.media_type(),
+        record.id.as_str(),
+    )
+    .await?;
+    let resp = runner_stub(env, &record.id)?
+        .fetch_with_request(internal_request("/start", Some(record))?)
+        .await?;
+    match resp.status_code() {
+        201 => Ok(()),
+        other => Err(EdgeError::Internal(format!("runner refused start: {other}"))),
+    }
+}
+
+pub async fn submit_job(
+    mut req: Request,
+    env: &Env,
+    caller: &Caller,
+    slug: &str,
+) -> EdgeResult<Response> {
+    let model = find_model(slug)?;
+    let cfg = Config::from_env(env);
+    let id = create_job(&mut req, env, &cfg, caller, model).await?;
     let origin = http::origin(&req, cfg.public_base_url.as_deref());
     let status_url = format!("{origin}/v2/requests/{id}/status");
     let response_url = format!("{origin}/v2/requests/{id}");

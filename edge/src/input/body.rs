@@ -122,13 +122,19 @@ fn parse_form(bytes: &[u8], boundary: &str) -> EdgeResult<RawSubmission> {
 }
 
 /// Validates the fields and obtains the control image's bytes from wherever it is.
-pub async fn resolve(model: Model, raw: RawSubmission) -> EdgeResult<Submission> {
+pub async fn resolve(model: Model, raw: RawSubmission, remote_images: bool) -> EdgeResult<Submission> {
     let validated = parallax_api::validate(model, &raw.fields, raw.upload.is_some())
         .map_err(EdgeError::fields)?;
     let image = match validated.control_image {
         ControlImage::Upload => raw.upload.unwrap_or_default(),
         ControlImage::Base64 { data, .. } => decode_base64(&data)
             .ok_or_else(|| EdgeError::field("control_image", "is not valid base64"))?,
+        ControlImage::Url(_) if !remote_images => {
+            return Err(EdgeError::field(
+                "control_image",
+                "URLs are not fetched on this deployment; send the image as a file, data URL or base64",
+            ));
+        }
         ControlImage::Url(url) => remote::fetch_image(&url)
             .await
             .map_err(|e| EdgeError::field("control_image", e))?,

@@ -17,6 +17,11 @@ pub fn job_record(id: &RequestId) -> String {
     format!("job:{id}")
 }
 
+/// KV: an API key's record, by the key's SHA-256 (the key itself is never stored).
+pub fn api_key(hash: &str) -> String {
+    format!("apikey:{hash}")
+}
+
 /// Public path of output `n` on this edge.
 pub fn output_path(id: &RequestId, n: usize, ext: &str) -> String {
     format!("/results/{id}/{n}.{ext}")

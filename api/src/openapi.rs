@@ -1,0 +1,350 @@
+//! The OpenAPI 3.1 document, generated from the catalog and the wire types' shapes, so
+//! the documented parameters, ranges and defaults are the validated ones.
+
+use serde_json::{Map, Value, json};
+
+use crate::models::{Model, ParamKind, ParamSpec};
+use crate::params::default_value;
+
+fn param_schema(spec: &ParamSpec, multipart: bool) -> Value {
+    let mut schema = match spec.kind {
+        ParamKind::Prompt { max_chars } => json!({"type": "string", "minLength": 1, "maxLength": max_chars}),
+        ParamKind::Image if multipart => json!({"type": "string", "format": "binary"}),
+        ParamKind::Image => json!({
+            "type": "string",
+            "description": "An https URL, a data URL (data:image/png;base64,…) or raw base64 of a JPEG, PNG or WebP image."
+        }),
+        ParamKind::Seed => json!({"type": "integer", "minimum": 0, "maximum": u32::MAX}),
+        ParamKind::Integer { min, max, .. } => json!({"type": "integer", "minimum": min, "maximum": max}),
+        ParamKind::Number { min, max, .. } => json!({"type": "number", "minimum": min, "maximum": max}),
+        ParamKind::Boolean { .. } => json!({"type": "boolean"}),
+        ParamKind::Choice { options, .. } => json!({"type": "string", "enum": options}),
+    };
+    if multipart && !matches!(spec.kind, ParamKind::Image | ParamKind::Prompt { .. }) {
+        // Form values arrive as strings ("7", "False") and are parsed as the type above.
+        schema = json!({"anyOf": [schema, {"type": "string"}]});
+    }
+    let obj = schema.as_object_mut().expect("schemas are objects");
+    let description = match obj.get("description").and_then(Value::as_str) {
+        Some(extra) => format!("{} {extra}", spec.help),
+        None => spec.help.to_owned(),
+    };
+    obj.insert("description".into(), Value::from(description));
+    if let Some(default) = default_value(spec) {
+        obj.insert("default".into(), default);
+    }
+    schema
+}
+
+fn input_schema(model: Model, multipart: bool) -> Value {
+    let mut properties = Map::new();
+    let mut required = Vec::new();
+    for spec in model.params() {
+        properties.insert(spec.name.into(), param_schema(spec, multipart));
+        if spec.required {
+            required.push(spec.name);
+        }
+    }
+    json!({
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": false
+    })
+}
+
+fn error_response(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}})
+}
+
+fn errors(codes: &[u16]) -> Map<String, Value> {
+    codes
+        .iter()
+        .map(|code| {
+            let text = match code {
+                400 => "Invalid input; `fields` names each problem",
+                401 => "Missing or invalid API key",
+                403 => "The request belongs to another API key",
+                404 => "Unknown model, route or request (or expired)",
+                405 => "Method not allowed (see the Allow header)",
+                406 => "Not enough credits",
+                413 => "Request body too large",
+                422 => "The job FAILED",
+                429 => "Rate limited (see the Retry-After header)",
+                500 => "Internal error",
+                502 => "The upstream provider failed",
+                504 => "The upstream provider timed out",
+                _ => "Error",
+            };
+            let mut resp = error_response(text);
+            if *code == 429 {
+                resp["headers"] = json!({"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait"}});
+            }
+            (code.to_string(), resp)
+        })
+        .collect()
+}
+
+fn credits_header() -> Value {
+    json!({"x-remaining-credits": {"schema": {"type": "integer"}, "description": "Credits left on the calling account"}})
+}
+
+fn json_ok(description: &str, schema: &str) -> Value {
+    json!({
+        "description": description,
+        "headers": credits_header(),
+        "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
+    })
+}
+
+fn request_id_param() -> Value {
+    json!({"name": "request_id", "in": "path", "required": true,
+           "schema": {"type": "string", "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"}})
+}
+
+fn body_for(model: Model) -> Value {
+    let name = schema_name(model);
+    json!({
+        "required": true,
+        "content": {
+            "application/json": {"schema": {"$ref": format!("#/components/schemas/{name}Input")}},
+            "multipart/form-data": {"schema": {"$ref": format!("#/components/schemas/{name}Form")}}
+        }
+    })
+}
+
+fn schema_name(model: Model) -> &'static str {
+    match model {
+        Model::FluxDepthPro => "FluxDepthPro",
+        Model::FluxDepthDev => "FluxDepthDev",
+    }
+}
+
+/// The whole document, with `origin` as the server URL.
+pub fn document(origin: &str) -> Value {
+    let mut paths = Map::new();
+    let mut schemas = Map::new();
+    for model in Model::ALL {
+        let name = schema_name(model);
+        schemas.insert(format!("{name}Input"), input_schema(model, false));
+        schemas.insert(format!("{name}Form"), input_schema(model, true));
+
+        let mut submit = Map::new();
+        submit.insert("200".into(), json_ok("Accepted; poll status_url", "SubmitResponse"));
+        submit.extend(errors(&[400, 401, 404, 406, 413, 429, 500]));
+        paths.insert(
+            format!("/v2/{}", model.slug()),
+            json!({"post": {
+                "operationId": format!("submit_{}", model.slug().replace('-', "_")),
+                "summary": format!("Submit a {} job (async)", model.title()),
+                "description": model.summary(),
+                "parameters": [{"name": "Idempotency-Key", "in": "header", "required": false,
+                                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                                "description": "Retrying with the same key returns the same request_id and charges once."}],
+                "requestBody": body_for(model),
+                "responses": submit
+            }}),
+        );
+
+        let mut sync = Map::new();
+        sync.insert(
+            "200".into(),
+            json!({
+                "description": "The first generated image (or, with Accept: application/json, the result)",
+                "headers": credits_header(),
+                "content": {
+                    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                    "image/png": {"schema": {"type": "string", "format": "binary"}},
+                    "image/webp": {"schema": {"type": "string", "format": "binary"}},
+                    "application/json": {"schema": {"$ref": "#/components/schemas/JobResult"}}
+                }
+            }),
+        );
+        sync.extend(errors(&[400, 401, 404, 406, 413, 422, 429, 500, 502, 504]));
+        paths.insert(
+            format!("/v1/{}", model.slug()),
+            json!({"post": {
+                "operationId": format!("run_{}", model.slug().replace('-', "_")),
+                "summary": format!("Run a {} job and wait for the image (sync)", model.title()),
+                "requestBody": body_for(model),
+                "responses": sync
+            }}),
+        );
+    }
+
+    let mut status = Map::new();
+    status.insert("200".into(), json_ok("QUEUED, PROCESSING or COMPLETED", "StatusResponse"));
+    status.insert("422".into(), json_ok("FAILED, with error", "StatusResponse"));
+    status.extend(errors(&[401, 404, 429, 500]));
+    paths.insert(
+        "/v2/requests/{request_id}/status".into(),
+        json!({"get": {"operationId": "get_status", "summary": "A job's status",
+                       "parameters": [request_id_param()], "responses": status}}),
+    );
+
+    let mut result = Map::new();
+    result.insert("200".into(), json_ok("The job, with output URLs when COMPLETED", "JobResult"));
+    result.insert("422".into(), json_ok("The FAILED job, with error", "JobResult"));
+    result.extend(errors(&[401, 404, 429, 500]));
+    let mut delete = Map::new();
+    delete.insert(
+        "200".into(),
+        json!({"description": "Canceled (a running job, refunded) or deleted (a finished job and its images)",
+               "headers": credits_header(),
+               "content": {"application/json": {"schema": {"type": "object"}}}}),
+    );
+    delete.extend(errors(&[401, 403, 404, 429, 500]));
+    paths.insert(
+        "/v2/requests/{request_id}".into(),
+        json!({
+            "get": {"operationId": "get_result", "summary": "A job's result",
+                    "parameters": [request_id_param()], "responses": result},
+            "delete": {"operationId": "delete_request", "summary": "Cancel a running job or delete a finished one",
+                       "parameters": [request_id_param()], "responses": delete}
+        }),
+    );
+
+    let mut output = Map::new();
+    output.insert(
+        "200".into(),
+        json!({"description": "The image", "content": {
+            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+            "image/webp": {"schema": {"type": "string", "format": "binary"}}}}),
+    );
+    output.insert("304".into(), json!({"description": "Not modified (If-None-Match)"}));
+    output.extend(errors(&[404, 500]));
+    paths.insert(
+        "/results/{request_id}/{file}".into(),
+        json!({"get": {"operationId": "get_output", "summary": "An output image, kept for the retention period",
+                       "security": [],
+                       "parameters": [request_id_param(),
+                           {"name": "file", "in": "path", "required": true,
+                            "schema": {"type": "string", "pattern": "^[0-3]\\.(jpg|png|webp)$"}}],
+                       "responses": output}}),
+    );
+    paths.insert(
+        "/healthz".into(),
+        json!({"get": {"operationId": "get_health", "summary": "Liveness and configured providers", "security": [],
+                       "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}}}}),
+    );
+    paths.insert(
+        "/openapi.json".into(),
+        json!({"get": {"operationId": "get_openapi", "summary": "This document", "security": [],
+                       "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}}}}),
+    );
+
+    schemas.extend(wire_schemas());
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Parallax API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Depth-aware image generation with FLUX.1 Depth, compatible with Segmind's v1 (sync) and v2 (async) APIs. Authenticate with the x-api-key header."
+        },
+        "servers": [{"url": origin}],
+        "security": [{"ApiKey": []}, {}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}},
+            "schemas": schemas
+        }
+    })
+}
+
+fn wire_schemas() -> Map<String, Value> {
+    let id = json!({"type": "string", "format": "uuid"});
+    let status = json!({"type": "string", "enum": ["QUEUED", "PROCESSING", "COMPLETED", "FAILED"]});
+    let codes: Vec<Value> = [
+        "bad_request", "unauthorized", "forbidden", "not_found", "method_not_allowed",
+        "insufficient_credits", "payload_too_large", "job_failed", "rate_limited", "internal",
+        "upstream_failed", "upstream_timeout",
+    ]
+    .into_iter()
+    .map(Value::from)
+    .collect();
+    let seconds = json!({"type": "number", "minimum": 0});
+    let mut m = Map::new();
+    m.insert("ErrorCode".into(), json!({"type": "string", "enum": codes}));
+    m.insert(
+        "ErrorBody".into(),
+        json!({"type": "object", "required": ["error", "code"],
+               "properties": {
+                   "error": {"type": "string"},
+                   "code": {"$ref": "#/components/schemas/ErrorCode"},
+                   "fields": {"type": "array", "items": {"type": "object", "required": ["field", "message"],
+                              "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}}
+               }}),
+    );
+    m.insert(
+        "SubmitResponse".into(),
+        json!({"type": "object", "required": ["request_id", "status", "poll_url", "status_url", "response_url"],
+               "properties": {"request_id": id, "status": status,
+                   "poll_url": {"type": "string", "format": "uri"},
+                   "status_url": {"type": "string", "format": "uri"},
+                   "response_url": {"type": "string", "format": "uri"}}}),
+    );
+    m.insert(
+        "Metrics".into(),
+        json!({"type": "object", "properties": {
+            "queue_time": seconds, "inference_time": seconds, "total_time": seconds,
+            "provider": {"type": "string"}}}),
+    );
+    m.insert(
+        "StatusResponse".into(),
+        json!({"type": "object", "required": ["request_id", "status", "metrics"],
+               "properties": {"request_id": id, "status": status,
+                   "error": {"type": "string"}, "code": {"$ref": "#/components/schemas/ErrorCode"},
+                   "metrics": {"$ref": "#/components/schemas/Metrics"}}}),
+    );
+    m.insert(
+        "JobResult".into(),
+        json!({"type": "object",
+               "required": ["request_id", "model", "status", "output", "seed", "params", "error", "metrics", "created_at", "expires_at"],
+               "properties": {"request_id": id,
+                   "model": {"type": "string", "enum": Model::ALL.iter().map(|m| m.slug()).collect::<Vec<_>>()},
+                   "status": status,
+                   "output": {"type": "array", "items": {"type": "string", "format": "uri"}, "maxItems": 4},
+                   "seed": {"type": ["integer", "null"]},
+                   "params": {"type": "object"},
+                   "error": {"type": ["string", "null"]},
+                   "code": {"$ref": "#/components/schemas/ErrorCode"},
+                   "metrics": {"$ref": "#/components/schemas/Metrics"},
+                   "created_at": {"type": "integer"},
+                   "expires_at": {"type": ["integer", "null"]}}}),
+    );
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_catalog_parameter_is_documented_with_its_range_and_default() {
+        let doc = document("http://127.0.0.1:8787");
+        assert_eq!(doc["openapi"], "3.1.0");
+        for model in Model::ALL {
+            let name = schema_name(model);
+            let props = &doc["components"]["schemas"][format!("{name}Input")]["properties"];
+            for spec in model.params() {
+                assert!(props[spec.name].is_object(), "{} {}", model.slug(), spec.name);
+            }
+            assert!(doc["paths"][format!("/v2/{}", model.slug())]["post"].is_object());
+            assert!(doc["paths"][format!("/v1/{}", model.slug())]["post"].is_object());
+        }
+        let steps = &doc["components"]["schemas"]["FluxDepthProInput"]["properties"]["steps"];
+        assert_eq!(steps["minimum"], 15);
+        assert_eq!(steps["maximum"], 50);
+        assert_eq!(steps["default"], 40);
+        let form_steps = &doc["components"]["schemas"]["FluxDepthDevForm"]["properties"]["num_outputs"];
+        assert!(form_steps["anyOf"].is_array(), "form values may be strings");
+    }
+
+    #[test]
+    fn every_error_code_is_in_the_schema() {
+        let doc = document("");
+        let codes = doc["components"]["schemas"]["ErrorCode"]["enum"].as_array().unwrap().len();
+        assert_eq!(codes, 12);
+    }
+}

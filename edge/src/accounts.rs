@@ -1,0 +1,266 @@
+//! Who is calling: an API key (looked up by its SHA-256 in KV, never stored in clear)
+//! or, when the operator allows it, an anonymous client with a daily allowance per IP.
+//! Each account's balance and rate limits live in its [`crate::ledger::Ledger`].
+
+use std::cell::Cell;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use worker::{Env, Request, Response};
+
+use crate::config::{Config, bindings};
+use crate::error::{EdgeError, EdgeResult};
+use crate::ledger::{Funding, Grant, LedgerReply, LedgerRequest, Limit, Op, Outcome};
+use crate::storage::keys;
+
+/// An API key's record in KV (under `keys::api_key(hash)`), written by the operator
+/// (`cargo xtask keys create`, or `wrangler kv key put`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub name: String,
+    pub created_at: u64,
+    #[serde(default)]
+    pub grants: Vec<Grant>,
+    #[serde(default)]
+    pub disabled: bool,
+    /// Overrides the deployment's submit rate limit for this key.
+    #[serde(default)]
+    pub submits_per_minute: Option<u32>,
+}
+
+/// Lowercase hex SHA-256 of an API key: how keys are stored and looked up.
+pub fn key_hash(key: &str) -> String {
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The authenticated (or anonymous) caller of one request.
+#[derive(Debug)]
+pub struct Caller {
+    /// `key:<hash prefix>` or `anon:<ip>`; owns jobs and names the ledger.
+    pub account: String,
+    pub keyed: bool,
+    funding: Funding,
+    submits_per_minute: u32,
+    reads_per_minute: u32,
+    /// The balance as of this request's ledger call, for `x-remaining-credits`.
+    balance: Cell<Option<u64>>,
+}
+
+/// The key from `x-api-key` (Segmind's header) or `Authorization: Bearer`.
+fn presented_key(req: &Request) -> EdgeResult<Option<String>> {
+    if let Some(k) = req.headers().get("x-api-key")? {
+        return Ok(Some(k.trim().to_owned()));
+    }
+    Ok(req
+        .headers()
+        .get("authorization")?
+        .and_then(|v| v.strip_prefix("Bearer ").map(|k| k.trim().to_owned())))
+}
+
+fn today() -> String {
+    let iso: String = js_sys::Date::new_0().to_iso_string().into();
+    iso.chars().take(10).collect()
+}
+
+pub async fn identify(req: &Request, env: &Env, cfg: &Config) -> EdgeResult<Caller> {
+    match presented_key(req)? {
+        Some(key) if !key.is_empty() => {
+            let hash = key_hash(&key);
+            let record: Option<KeyRecord> = env
+                .kv(bindings::JOBS_KV)?
+                .get(&keys::api_key(&hash))
+                .json()
+                .await?;
+            let record = record
+                .filter(|r| !r.disabled)
+                .ok_or_else(|| EdgeError::Unauthorized("API key is invalid".into()))?;
+            Ok(Caller {
+                account: format!("key:{}", &hash[..32]),
+                keyed: true,
+                funding: Funding::Grants {
+                    grants: record.grants,
+                },
+                submits_per_minute: record
+                    .submits_per_minute
+                    .unwrap_or(cfg.limits.submits_per_minute),
+                reads_per_minute: cfg.limits.reads_per_minute,
+                balance: Cell::new(None),
+            })
+        }
+        _ if cfg.anon_daily_credits > 0 => {
+            let ip = req
+                .headers()
+                .get("cf-connecting-ip")?
+                .unwrap_or_else(|| "unknown".into());
+            Ok(Caller {
+                account: format!("anon:{}", ip.chars().take(45).collect::<String>()),
+                keyed: false,
+                funding: Funding::Daily {
+                    day: today(),
+                    allowance: cfg.anon_daily_credits,
+                },
+                submits_per_minute: cfg.limits.submits_per_minute,
+                reads_per_minute: cfg.limits.reads_per_minute,
+                balance: Cell::new(None),
+            })
+        }
+        _ => Err(EdgeError::Unauthorized(
+            "Missing x-api-key header".into(),
+        )),
+    }
+}
+
+/// Sends one operation to an account's ledger.
+pub async fn ledger_call(
+    env: &Env,
+    account: &str,
+    funding: Funding,
+    op: Op,
+    limit: Option<Limit>,
+) -> EdgeResult<LedgerReply> {
+    let stub = env
+        .durable_object(bindings::LEDGER)?
+        .id_from_name(account)?
+        .get_stub()?;
+    let body = LedgerRequest {
+        funding,
+        op,
+        limit,
+        now_ms: worker::Date::now().as_millis(),
+    };
+    let text = serde_json::to_string(&body).map_err(|e| EdgeError::Internal(e.to_string()))?;
+    let mut init = worker::RequestInit::new();
+    init.with_method(worker::Method::Post)
+        .with_body(Some(text.into()));
+    let req = Request::new_with_init("https://ledger/op", &init)?;
+    let mut resp = stub.fetch_with_request(req).await?;
+    Ok(resp.json::<LedgerReply>().await?)
+}
+
+impl Caller {
+    async fn call(&self, env: &Env, op: Op, limit: Limit) -> EdgeResult<Outcome> {
+        let reply = ledger_call(env, &self.account, self.funding.clone(), op, Some(limit)).await?;
+        self.balance.set(Some(reply.balance));
+        match reply.outcome {
+            Outcome::RateLimited { retry_after_secs } => Err(EdgeError::RateLimited {
+                retry_after_secs,
+            }),
+            other => Ok(other),
+        }
+    }
+
+    /// Counts a read request against the rate limit and learns the balance.
+    pub async fn touch(&self, env: &Env) -> EdgeResult<()> {
+        let limit = Limit {
+            bucket: "read".into(),
+            per_minute: self.reads_per_minute,
+        };
+        self.call(env, Op::Touch, limit).await.map(|_| ())
+    }
+
+    /// Reserves credits for a new job. `Ok(Some(id))` when the idempotency key
+    /// replays an earlier job.
+    pub async fn reserve(
+        &self,
+        env: &Env,
+        job_id: &str,
+        amount: u64,
+        idempotency_key: Option<String>,
+    ) -> EdgeResult<Option<String>> {
+        let limit = Limit {
+            bucket: "submit".into(),
+            per_minute: self.submits_per_minute,
+        };
+        let op = Op::Reserve {
+            job_id: job_id.to_owned(),
+            amount,
+            idempotency_key,
+        };
+        match self.call(env, op, limit).await? {
+            Outcome::Ok => Ok(None),
+            Outcome::Replay { job_id } => Ok(Some(job_id)),
+            Outcome::Insufficient { needed } => Err(EdgeError::InsufficientCredits(format!(
+                "Not enough credits: this job costs {needed}, {} remaining",
+                self.balance.get().unwrap_or(0)
+            ))),
+            Outcome::RateLimited { retry_after_secs } => {
+                Err(EdgeError::RateLimited { retry_after_secs })
+            }
+        }
+    }
+
+    /// Gives a job's credits back (used when a submit fails after reserving).
+    pub async fn refund(&self, env: &Env, job_id: &str) -> EdgeResult<()> {
+        let reply = ledger_call(
+            env,
+            &self.account,
+            self.funding.clone(),
+            Op::Refund {
+                job_id: job_id.to_owned(),
+            },
+            None,
+        )
+        .await?;
+        self.balance.set(Some(reply.balance));
+        Ok(())
+    }
+
+    /// Sets `x-remaining-credits` when this request learned the balance.
+    pub fn stamp(&self, resp: &mut Response) {
+        if let Some(b) = self.balance.get() {
+            let _ = resp
+                .headers_mut()
+                .set("x-remaining-credits", &b.to_string());
+        }
+    }
+}
+
+/// Refunds a job's owner from the runner (no caller at hand). Grants are not needed
+/// for a refund, so the funding is empty.
+pub async fn refund_owner(env: &Env, account: &str, job_id: &str) -> EdgeResult<()> {
+    let funding = if account.starts_with("anon:") {
+        Funding::Daily {
+            day: today(),
+            allowance: Config::from_env(env).anon_daily_credits,
+        }
+    } else {
+        Funding::Grants { grants: Vec::new() }
+    };
+    ledger_call(
+        env,
+        account,
+        funding,
+        Op::Refund {
+            job_id: job_id.to_owned(),
+        },
+        None,
+    )
+    .await
+    .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_stored_as_sha256_hex() {
+        assert_eq!(
+            key_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn key_records_accept_the_minimal_operator_json() {
+        let r: KeyRecord =
+            serde_json::from_str(r#"{"name":"ci","created_at":1,"grants":[{"id":"g1","credits":100}]}"#)
+                .unwrap();
+        assert_eq!(r.grants[0].credits, 100);
+        assert!(!r.disabled);
+        assert_eq!(r.submits_per_minute, None);
+    }
+}

@@ -1,0 +1,101 @@
+//! `POST /v1/{model}`: Segmind's synchronous API. The job runs exactly like a v2 job
+//! (so it survives a dropped connection); this request waits for it and answers the
+//! first image's bytes, or with `Accept: application/json` the JSON result.
+
+use std::time::Duration;
+
+use parallax_api::{ErrorBody, ErrorCode, JobStatus};
+use worker::{Delay, Env, Headers, Request, Response};
+
+use crate::accounts::Caller;
+use crate::config::Config;
+use crate::error::{EdgeError, EdgeResult};
+use crate::handlers::jobs::load;
+use crate::handlers::submit::{create_job, find_model};
+use crate::http;
+use crate::job::{FailureKind, JobRecord};
+use crate::storage::{self, keys};
+
+const POLL_MS: u64 = 400;
+
+pub async fn run_sync(mut req: Request, env: &Env, caller: &Caller, slug: &str) -> EdgeResult<Response> {
+    let model = find_model(slug)?;
+    let cfg = Config::from_env(env);
+    let wants_json = req
+        .headers()
+        .get("accept")?
+        .is_some_and(|a| a.contains("application/json"));
+    let id = create_job(&mut req, env, &cfg, caller, model).await?;
+    let origin = http::origin(&req, cfg.public_base_url.as_deref());
+
+    let waited = Duration::from_secs(cfg.sync_wait_secs);
+    let started = worker::Date::now().as_millis();
+    let job = loop {
+        let job = load(env, id.as_str()).await?;
+        if job.status.is_terminal() {
+            break job;
+        }
+        if worker::Date::now().as_millis() - started > waited.as_millis() as u64 {
+            return Err(EdgeError::UpstreamTimeout(format!(
+                "The job is still running after {} s; follow it at {origin}/v2/requests/{id}/status",
+                waited.as_secs()
+            )));
+        }
+        Delay::from(Duration::from_millis(POLL_MS)).await;
+    };
+
+    if job.status == JobStatus::Failed {
+        return Ok(failed(&job));
+    }
+    let mut resp = if wants_json {
+        http::json(&job.result(&origin), 200)
+    } else {
+        first_image(env, &job).await?
+    };
+    let headers = resp.headers_mut();
+    headers.set("x-request-id", id.as_str())?;
+    if let Some(seed) = job.params.seed() {
+        headers.set("x-seed-value", &seed.to_string())?;
+    }
+    if let Some(t) = job.metrics().inference_time {
+        headers.set("x-generation-time", &format!("{t:.3}"))?;
+    }
+    Ok(resp)
+}
+
+async fn first_image(env: &Env, job: &JobRecord) -> EdgeResult<Response> {
+    let out = job
+        .outputs
+        .first()
+        .ok_or_else(|| EdgeError::Internal("completed job without outputs".into()))?;
+    let object = storage::media(env)?
+        .get(keys::output(&job.id, 0, &out.ext))
+        .execute()
+        .await?
+        .ok_or_else(|| EdgeError::Internal("output missing from R2".into()))?;
+    let body = object
+        .body()
+        .ok_or_else(|| EdgeError::Internal("output without body".into()))?;
+    let headers = Headers::new();
+    headers.set("content-type", &out.content_type)?;
+    headers.set("cache-control", "no-store")?;
+    Ok(Response::from_body(body.response_body()?)?.with_headers(headers))
+}
+
+/// A FAILED job: 422 when the model refused it, 502 when the provider failed, 504 when
+/// it ran out of time. The body is the error shape plus the request id.
+fn failed(job: &JobRecord) -> Response {
+    let code = match job.failure {
+        Some(FailureKind::Upstream) => ErrorCode::UpstreamFailed,
+        Some(FailureKind::Timeout) => ErrorCode::UpstreamTimeout,
+        _ => ErrorCode::JobFailed,
+    };
+    let body = ErrorBody {
+        error: job.error.clone().unwrap_or_else(|| "The job failed".into()),
+        code,
+        fields: None,
+    };
+    let mut resp = http::json(&body, code.http_status());
+    let _ = resp.headers_mut().set("x-request-id", job.id.as_str());
+    resp
+}

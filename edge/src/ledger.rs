@@ -1,0 +1,342 @@
+//! `Ledger`: one Durable Object per account (an API key, or an anonymous client IP).
+//! It is the only place balances live (KV is eventually consistent and would allow
+//! double spending): it applies credit grants, reserves credits at submit, refunds a
+//! failed or canceled job once, remembers idempotency keys, and rate-limits.
+//!
+//! Internal protocol: `POST /op` with a [`LedgerRequest`] → [`LedgerReply`].
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use worker::{DurableObject, Env, Request, Response, State, durable_object};
+
+use crate::http;
+
+/// A credit grant issued by the operator (stored with the key in KV, applied once).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub id: String,
+    pub credits: u64,
+}
+
+/// Where an account's credits come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Funding {
+    /// An API key: the operator's grants.
+    Grants { grants: Vec<Grant> },
+    /// An anonymous client: a fresh allowance every UTC day.
+    Daily { day: String, allowance: u64 },
+}
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Reserve `amount` credits for a new job (once per idempotency key).
+    Reserve {
+        job_id: String,
+        amount: u64,
+        idempotency_key: Option<String>,
+    },
+    /// Give a job's credits back (at most once).
+    Refund { job_id: String },
+    /// Just count a request and report the balance.
+    Touch,
+}
+
+/// A request-rate limit: at most `per_minute` in each minute, per bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limit {
+    pub bucket: String,
+    pub per_minute: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerRequest {
+    pub funding: Funding,
+    pub op: Op,
+    pub limit: Option<Limit>,
+    pub now_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    /// The idempotency key was seen: this is the job it created.
+    Replay { job_id: String },
+    Insufficient { needed: u64 },
+    RateLimited { retry_after_secs: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerReply {
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    pub balance: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+struct Charge {
+    amount: u64,
+    refunded: bool,
+}
+
+/// How long an idempotency key is remembered.
+pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 3600 * 1000;
+
+/// The account's persistent state and its pure rules.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LedgerState {
+    balance: u64,
+    applied_grants: Vec<String>,
+    day: Option<String>,
+    charges: BTreeMap<String, Charge>,
+    /// idempotency key → (job id, when)
+    idempotency: BTreeMap<String, (String, u64)>,
+}
+
+impl LedgerState {
+    pub fn balance(&self) -> u64 {
+        self.balance
+    }
+
+    /// Applies grants not applied yet, or starts a new day's allowance.
+    pub fn fund(&mut self, funding: &Funding) {
+        match funding {
+            Funding::Grants { grants } => {
+                for g in grants {
+                    if !self.applied_grants.contains(&g.id) {
+                        self.applied_grants.push(g.id.clone());
+                        self.balance += g.credits;
+                    }
+                }
+            }
+            Funding::Daily { day, allowance } => {
+                if self.day.as_deref() != Some(day.as_str()) {
+                    self.day = Some(day.clone());
+                    self.balance = *allowance;
+                }
+            }
+        }
+    }
+
+    pub fn apply(&mut self, op: &Op, now_ms: u64) -> Outcome {
+        match op {
+            Op::Touch => Outcome::Ok,
+            Op::Reserve {
+                job_id,
+                amount,
+                idempotency_key,
+            } => {
+                self.idempotency
+                    .retain(|_, (_, at)| now_ms.saturating_sub(*at) < IDEMPOTENCY_TTL_MS);
+                if let Some(key) = idempotency_key
+                    && let Some((job, _)) = self.idempotency.get(key)
+                {
+                    return Outcome::Replay {
+                        job_id: job.clone(),
+                    };
+                }
+                if self.charges.contains_key(job_id) {
+                    return Outcome::Ok;
+                }
+                if self.balance < *amount {
+                    return Outcome::Insufficient { needed: *amount };
+                }
+                self.balance -= amount;
+                self.charges.insert(
+                    job_id.clone(),
+                    Charge {
+                        amount: *amount,
+                        refunded: false,
+                    },
+                );
+                if let Some(key) = idempotency_key {
+                    self.idempotency
+                        .insert(key.clone(), (job_id.clone(), now_ms));
+                }
+                Outcome::Ok
+            }
+            Op::Refund { job_id } => {
+                if let Some(c) = self.charges.get_mut(job_id)
+                    && !c.refunded
+                {
+                    c.refunded = true;
+                    self.balance += c.amount;
+                }
+                Outcome::Ok
+            }
+        }
+    }
+}
+
+/// Fixed one-minute windows per bucket. Kept in memory: if the object is evicted the
+/// window restarts, which only ever errs towards letting a request through.
+#[derive(Debug, Default)]
+pub struct RateWindows {
+    windows: HashMap<String, (u64, u32)>,
+}
+
+impl RateWindows {
+    /// Counts a request; `Err(retry_after_secs)` when over the limit.
+    pub fn check(&mut self, limit: &Limit, now_ms: u64) -> Result<(), u64> {
+        let minute = now_ms / 60_000;
+        let entry = self.windows.entry(limit.bucket.clone()).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        if entry.1 >= limit.per_minute {
+            let retry = 60 - (now_ms % 60_000) / 1000;
+            return Err(retry.max(1));
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+}
+
+const STATE: &str = "ledger";
+
+#[durable_object]
+pub struct Ledger {
+    state: State,
+    windows: RefCell<RateWindows>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ledger")
+    }
+}
+
+impl DurableObject for Ledger {
+    fn new(state: State, _env: Env) -> Self {
+        Self {
+            state,
+            windows: RefCell::new(RateWindows::default()),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        let request: LedgerRequest = req.json().await?;
+        let storage = self.state.storage();
+        let mut ledger = storage
+            .get::<LedgerState>(STATE)
+            .await?
+            .unwrap_or_default();
+        ledger.fund(&request.funding);
+        let limited = request.limit.as_ref().and_then(|limit| {
+            self.windows
+                .borrow_mut()
+                .check(limit, request.now_ms)
+                .err()
+        });
+        let outcome = match limited {
+            Some(retry_after_secs) => Outcome::RateLimited { retry_after_secs },
+            None => ledger.apply(&request.op, request.now_ms),
+        };
+        storage.put(STATE, &ledger).await?;
+        Ok(http::json(
+            &LedgerReply {
+                outcome,
+                balance: ledger.balance(),
+            },
+            200,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grants(list: &[(&str, u64)]) -> Funding {
+        Funding::Grants {
+            grants: list
+                .iter()
+                .map(|(id, credits)| Grant {
+                    id: (*id).into(),
+                    credits: *credits,
+                })
+                .collect(),
+        }
+    }
+
+    fn reserve(job: &str, amount: u64, idem: Option<&str>) -> Op {
+        Op::Reserve {
+            job_id: job.into(),
+            amount,
+            idempotency_key: idem.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn grants_apply_once_each() {
+        let mut l = LedgerState::default();
+        l.fund(&grants(&[("g1", 10)]));
+        l.fund(&grants(&[("g1", 10)]));
+        assert_eq!(l.balance(), 10);
+        l.fund(&grants(&[("g1", 10), ("g2", 5)]));
+        assert_eq!(l.balance(), 15);
+    }
+
+    #[test]
+    fn reserve_refund_is_exact_and_never_doubles() {
+        let mut l = LedgerState::default();
+        l.fund(&grants(&[("g", 10)]));
+        assert_eq!(l.apply(&reserve("a", 4, None), 0), Outcome::Ok);
+        assert_eq!(l.apply(&reserve("a", 4, None), 0), Outcome::Ok, "same job charged once");
+        assert_eq!(l.balance(), 6);
+        assert_eq!(l.apply(&reserve("b", 7, None), 0), Outcome::Insufficient { needed: 7 });
+        assert_eq!(l.balance(), 6);
+        l.apply(&Op::Refund { job_id: "a".into() }, 0);
+        l.apply(&Op::Refund { job_id: "a".into() }, 0);
+        l.apply(&Op::Refund { job_id: "never-charged".into() }, 0);
+        assert_eq!(l.balance(), 10);
+    }
+
+    #[test]
+    fn an_idempotency_key_replays_its_job_for_a_day() {
+        let mut l = LedgerState::default();
+        l.fund(&grants(&[("g", 10)]));
+        assert_eq!(l.apply(&reserve("a", 4, Some("k")), 0), Outcome::Ok);
+        assert_eq!(
+            l.apply(&reserve("b", 4, Some("k")), 1000),
+            Outcome::Replay { job_id: "a".into() }
+        );
+        assert_eq!(l.balance(), 6);
+        assert_eq!(l.apply(&reserve("c", 4, Some("k")), IDEMPOTENCY_TTL_MS + 1), Outcome::Ok);
+        assert_eq!(l.balance(), 2);
+    }
+
+    #[test]
+    fn the_daily_allowance_resets_each_day() {
+        let mut l = LedgerState::default();
+        let day = |d: &str| Funding::Daily {
+            day: d.into(),
+            allowance: 10,
+        };
+        l.fund(&day("2026-11-21"));
+        l.apply(&reserve("a", 8, None), 0);
+        l.fund(&day("2026-11-21"));
+        assert_eq!(l.balance(), 2);
+        l.fund(&day("2026-11-22"));
+        assert_eq!(l.balance(), 10);
+    }
+
+    #[test]
+    fn rate_windows_limit_per_minute_and_say_when_to_retry() {
+        let mut w = RateWindows::default();
+        let limit = Limit {
+            bucket: "submit".into(),
+            per_minute: 2,
+        };
+        let t = 120_000 + 15_000;
+        assert_eq!(w.check(&limit, t), Ok(()));
+        assert_eq!(w.check(&limit, t), Ok(()));
+        assert_eq!(w.check(&limit, t), Err(45));
+        assert_eq!(w.check(&limit, 180_000), Ok(()), "next minute");
+    }
+}
