@@ -8,15 +8,22 @@ use crate::params::default_value;
 
 fn param_schema(spec: &ParamSpec, multipart: bool) -> Value {
     let mut schema = match spec.kind {
-        ParamKind::Prompt { max_chars } => json!({"type": "string", "minLength": 1, "maxLength": max_chars}),
+        ParamKind::Prompt { max_chars } => {
+            json!({"type": "string", "minLength": 1, "maxLength": max_chars})
+        }
         ParamKind::Image if multipart => json!({"type": "string", "format": "binary"}),
         ParamKind::Image => json!({
             "type": "string",
+            "minLength": 1,
             "description": "An https URL, a data URL (data:image/png;base64,…) or raw base64 of a JPEG, PNG or WebP image."
         }),
         ParamKind::Seed => json!({"type": "integer", "minimum": 0, "maximum": u32::MAX}),
-        ParamKind::Integer { min, max, .. } => json!({"type": "integer", "minimum": min, "maximum": max}),
-        ParamKind::Number { min, max, .. } => json!({"type": "number", "minimum": min, "maximum": max}),
+        ParamKind::Integer { min, max, .. } => {
+            json!({"type": "integer", "minimum": min, "maximum": max})
+        }
+        ParamKind::Number { min, max, .. } => {
+            json!({"type": "number", "minimum": min, "maximum": max})
+        }
         ParamKind::Boolean { .. } => json!({"type": "boolean"}),
         ParamKind::Choice { options, .. } => json!({"type": "string", "enum": options}),
     };
@@ -130,7 +137,10 @@ pub fn document(origin: &str) -> Value {
         schemas.insert(format!("{name}Form"), input_schema(model, true));
 
         let mut submit = Map::new();
-        submit.insert("200".into(), json_ok("Accepted; poll status_url", "SubmitResponse"));
+        submit.insert(
+            "200".into(),
+            json_ok("Accepted; poll status_url", "SubmitResponse"),
+        );
         submit.extend(errors(&[400, 401, 404, 406, 413, 429, 500]));
         paths.insert(
             format!("/v2/{}", model.slug()),
@@ -173,8 +183,14 @@ pub fn document(origin: &str) -> Value {
     }
 
     let mut status = Map::new();
-    status.insert("200".into(), json_ok("QUEUED, PROCESSING or COMPLETED", "StatusResponse"));
-    status.insert("422".into(), json_ok("FAILED, with error", "StatusResponse"));
+    status.insert(
+        "200".into(),
+        json_ok("QUEUED, PROCESSING or COMPLETED", "StatusResponse"),
+    );
+    status.insert(
+        "422".into(),
+        json_ok("FAILED, with error", "StatusResponse"),
+    );
     status.extend(errors(&[401, 404, 429, 500]));
     paths.insert(
         "/v2/requests/{request_id}/status".into(),
@@ -183,8 +199,14 @@ pub fn document(origin: &str) -> Value {
     );
 
     let mut result = Map::new();
-    result.insert("200".into(), json_ok("The job, with output URLs when COMPLETED", "JobResult"));
-    result.insert("422".into(), json_ok("The FAILED job, with error", "JobResult"));
+    result.insert(
+        "200".into(),
+        json_ok("The job, with output URLs when COMPLETED", "JobResult"),
+    );
+    result.insert(
+        "422".into(),
+        json_ok("The FAILED job, with error", "JobResult"),
+    );
     result.extend(errors(&[401, 404, 429, 500]));
     let mut delete = Map::new();
     delete.insert(
@@ -212,7 +234,10 @@ pub fn document(origin: &str) -> Value {
             "image/png": {"schema": {"type": "string", "format": "binary"}},
             "image/webp": {"schema": {"type": "string", "format": "binary"}}}}),
     );
-    output.insert("304".into(), json!({"description": "Not modified (If-None-Match)"}));
+    output.insert(
+        "304".into(),
+        json!({"description": "Not modified (If-None-Match)"}),
+    );
     output.extend(errors(&[404, 500]));
     paths.insert(
         "/results/{request_id}/{file}".into(),
@@ -256,9 +281,18 @@ fn wire_schemas() -> Map<String, Value> {
     let id = json!({"type": "string", "format": "uuid"});
     let status = json!({"type": "string", "enum": ["QUEUED", "PROCESSING", "COMPLETED", "FAILED"]});
     let codes: Vec<Value> = [
-        "bad_request", "unauthorized", "forbidden", "not_found", "method_not_allowed",
-        "insufficient_credits", "payload_too_large", "job_failed", "rate_limited", "internal",
-        "upstream_failed", "upstream_timeout",
+        "bad_request",
+        "unauthorized",
+        "forbidden",
+        "not_found",
+        "method_not_allowed",
+        "insufficient_credits",
+        "payload_too_large",
+        "job_failed",
+        "rate_limited",
+        "internal",
+        "upstream_failed",
+        "upstream_timeout",
     ]
     .into_iter()
     .map(Value::from)
@@ -328,7 +362,12 @@ mod tests {
             let name = schema_name(model);
             let props = &doc["components"]["schemas"][format!("{name}Input")]["properties"];
             for spec in model.params() {
-                assert!(props[spec.name].is_object(), "{} {}", model.slug(), spec.name);
+                assert!(
+                    props[spec.name].is_object(),
+                    "{} {}",
+                    model.slug(),
+                    spec.name
+                );
             }
             assert!(doc["paths"][format!("/v2/{}", model.slug())]["post"].is_object());
             assert!(doc["paths"][format!("/v1/{}", model.slug())]["post"].is_object());
@@ -337,14 +376,18 @@ mod tests {
         assert_eq!(steps["minimum"], 15);
         assert_eq!(steps["maximum"], 50);
         assert_eq!(steps["default"], 40);
-        let form_steps = &doc["components"]["schemas"]["FluxDepthDevForm"]["properties"]["num_outputs"];
+        let form_steps =
+            &doc["components"]["schemas"]["FluxDepthDevForm"]["properties"]["num_outputs"];
         assert!(form_steps["anyOf"].is_array(), "form values may be strings");
     }
 
     #[test]
     fn every_error_code_is_in_the_schema() {
         let doc = document("");
-        let codes = doc["components"]["schemas"]["ErrorCode"]["enum"].as_array().unwrap().len();
+        let codes = doc["components"]["schemas"]["ErrorCode"]["enum"]
+            .as_array()
+            .unwrap()
+            .len();
         assert_eq!(codes, 12);
     }
 }

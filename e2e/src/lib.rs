@@ -105,3 +105,19 @@ pub fn wait_terminal(status_url: &str, limit: Duration) -> Answer {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// A test API key created by `cargo xtask test` (`rich`, `other`, `poor`, `limited`).
+pub fn test_key(name: &str) -> String {
+    let all = std::env::var("PARALLAX_TEST_KEYS").unwrap_or_default();
+    all.split(',')
+        .find_map(|pair| pair.strip_prefix(&format!("{name}=")))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("PARALLAX_TEST_KEYS has no key {name:?}"))
+}
+
+/// The `x-remaining-credits` of an answer.
+pub fn credits(a: &Answer) -> u64 {
+    a.header("x-remaining-credits")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no x-remaining-credits on {} {}", a.status, a.text))
+}

@@ -107,9 +107,7 @@ pub async fn identify(req: &Request, env: &Env, cfg: &Config) -> EdgeResult<Call
                 balance: Cell::new(None),
             })
         }
-        _ => Err(EdgeError::Unauthorized(
-            "Missing x-api-key header".into(),
-        )),
+        _ => Err(EdgeError::Unauthorized("Missing x-api-key header".into())),
     }
 }
 
@@ -145,9 +143,9 @@ impl Caller {
         let reply = ledger_call(env, &self.account, self.funding.clone(), op, Some(limit)).await?;
         self.balance.set(Some(reply.balance));
         match reply.outcome {
-            Outcome::RateLimited { retry_after_secs } => Err(EdgeError::RateLimited {
-                retry_after_secs,
-            }),
+            Outcome::RateLimited { retry_after_secs } => {
+                Err(EdgeError::RateLimited { retry_after_secs })
+            }
             other => Ok(other),
         }
     }
@@ -194,16 +192,22 @@ impl Caller {
 
     /// Gives a job's credits back (used when a submit fails after reserving).
     pub async fn refund(&self, env: &Env, job_id: &str) -> EdgeResult<()> {
-        let reply = ledger_call(
+        self.unlimited(
             env,
-            &self.account,
-            self.funding.clone(),
             Op::Refund {
                 job_id: job_id.to_owned(),
             },
-            None,
         )
-        .await?;
+        .await
+    }
+
+    /// Re-reads the balance (after something else changed it, e.g. a cancel's refund).
+    pub async fn refresh(&self, env: &Env) -> EdgeResult<()> {
+        self.unlimited(env, Op::Touch).await
+    }
+
+    async fn unlimited(&self, env: &Env, op: Op) -> EdgeResult<()> {
+        let reply = ledger_call(env, &self.account, self.funding.clone(), op, None).await?;
         self.balance.set(Some(reply.balance));
         Ok(())
     }
@@ -256,9 +260,10 @@ mod tests {
 
     #[test]
     fn key_records_accept_the_minimal_operator_json() {
-        let r: KeyRecord =
-            serde_json::from_str(r#"{"name":"ci","created_at":1,"grants":[{"id":"g1","credits":100}]}"#)
-                .unwrap();
+        let r: KeyRecord = serde_json::from_str(
+            r#"{"name":"ci","created_at":1,"grants":[{"id":"g1","credits":100}]}"#,
+        )
+        .unwrap();
         assert_eq!(r.grants[0].credits, 100);
         assert!(!r.disabled);
         assert_eq!(r.submits_per_minute, None);

@@ -66,9 +66,15 @@ pub struct LedgerRequest {
 pub enum Outcome {
     Ok,
     /// The idempotency key was seen: this is the job it created.
-    Replay { job_id: String },
-    Insufficient { needed: u64 },
-    RateLimited { retry_after_secs: u64 },
+    Replay {
+        job_id: String,
+    },
+    Insufficient {
+        needed: u64,
+    },
+    RateLimited {
+        retry_after_secs: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,7 +190,10 @@ impl RateWindows {
     /// Counts a request; `Err(retry_after_secs)` when over the limit.
     pub fn check(&mut self, limit: &Limit, now_ms: u64) -> Result<(), u64> {
         let minute = now_ms / 60_000;
-        let entry = self.windows.entry(limit.bucket.clone()).or_insert((minute, 0));
+        let entry = self
+            .windows
+            .entry(limit.bucket.clone())
+            .or_insert((minute, 0));
         if entry.0 != minute {
             *entry = (minute, 0);
         }
@@ -222,17 +231,12 @@ impl DurableObject for Ledger {
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
         let request: LedgerRequest = req.json().await?;
         let storage = self.state.storage();
-        let mut ledger = storage
-            .get::<LedgerState>(STATE)
-            .await?
-            .unwrap_or_default();
+        let mut ledger = storage.get::<LedgerState>(STATE).await?.unwrap_or_default();
         ledger.fund(&request.funding);
-        let limited = request.limit.as_ref().and_then(|limit| {
-            self.windows
-                .borrow_mut()
-                .check(limit, request.now_ms)
-                .err()
-        });
+        let limited = request
+            .limit
+            .as_ref()
+            .and_then(|limit| self.windows.borrow_mut().check(limit, request.now_ms).err());
         let outcome = match limited {
             Some(retry_after_secs) => Outcome::RateLimited { retry_after_secs },
             None => ledger.apply(&request.op, request.now_ms),
@@ -287,13 +291,25 @@ mod tests {
         let mut l = LedgerState::default();
         l.fund(&grants(&[("g", 10)]));
         assert_eq!(l.apply(&reserve("a", 4, None), 0), Outcome::Ok);
-        assert_eq!(l.apply(&reserve("a", 4, None), 0), Outcome::Ok, "same job charged once");
+        assert_eq!(
+            l.apply(&reserve("a", 4, None), 0),
+            Outcome::Ok,
+            "same job charged once"
+        );
         assert_eq!(l.balance(), 6);
-        assert_eq!(l.apply(&reserve("b", 7, None), 0), Outcome::Insufficient { needed: 7 });
+        assert_eq!(
+            l.apply(&reserve("b", 7, None), 0),
+            Outcome::Insufficient { needed: 7 }
+        );
         assert_eq!(l.balance(), 6);
         l.apply(&Op::Refund { job_id: "a".into() }, 0);
         l.apply(&Op::Refund { job_id: "a".into() }, 0);
-        l.apply(&Op::Refund { job_id: "never-charged".into() }, 0);
+        l.apply(
+            &Op::Refund {
+                job_id: "never-charged".into(),
+            },
+            0,
+        );
         assert_eq!(l.balance(), 10);
     }
 
@@ -307,7 +323,10 @@ mod tests {
             Outcome::Replay { job_id: "a".into() }
         );
         assert_eq!(l.balance(), 6);
-        assert_eq!(l.apply(&reserve("c", 4, Some("k")), IDEMPOTENCY_TTL_MS + 1), Outcome::Ok);
+        assert_eq!(
+            l.apply(&reserve("c", 4, Some("k")), IDEMPOTENCY_TTL_MS + 1),
+            Outcome::Ok
+        );
         assert_eq!(l.balance(), 2);
     }
 

@@ -3,7 +3,7 @@
 //! known paths with the wrong method a 405 with `Allow`; everything else is the
 //! playground's static files.
 
-use worker::{Env, Method, Request, Response};
+use worker::{Env, Request, Response};
 
 use crate::accounts::{self, Caller};
 use crate::config::{Config, bindings};
@@ -26,16 +26,16 @@ enum Api {
     Delete(String),
 }
 
-fn allow(method: &Method, allowed: &[Method], header: &'static str) -> EdgeResult<()> {
-    let head_ok = *method == Method::Head && allowed.contains(&Method::Get);
-    if allowed.contains(method) || head_ok {
+fn allow(method: &str, allowed: &[&str], header: &'static str) -> EdgeResult<()> {
+    let head_ok = method == "HEAD" && allowed.contains(&"GET");
+    if allowed.contains(&method) || head_ok {
         Ok(())
     } else {
         Err(EdgeError::MethodNotAllowed { allow: header })
     }
 }
 
-fn not_found(method: &Method, path: &str) -> EdgeError {
+fn not_found(method: &str, path: &str) -> EdgeError {
     EdgeError::NotFound(format!(
         "No route for {method} {}",
         path.chars().take(200).collect::<String>()
@@ -44,42 +44,44 @@ fn not_found(method: &Method, path: &str) -> EdgeError {
 
 async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
     let path = req.path();
-    let method = req.method();
+    // The raw method: worker's `Method` maps unknown verbs (e.g. QUERY) to GET.
+    let method = req.inner().method().to_ascii_uppercase();
+    let method = method.as_str();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let api = match segments.as_slice() {
         ["healthz"] => {
-            allow(&method, &[Method::Get], "GET")?;
+            allow(method, &["GET"], "GET")?;
             return Ok(health::get_health(env));
         }
         ["openapi.json"] => {
-            allow(&method, &[Method::Get], "GET")?;
+            allow(method, &["GET"], "GET")?;
             return Ok(openapi::get_openapi(&req, env));
         }
         ["results", id, file] => {
-            allow(&method, &[Method::Get], "GET")?;
+            allow(method, &["GET"], "GET")?;
             return results::get_output(&req, env, id, file).await;
         }
         ["v2", "requests", id, "status"] => {
-            allow(&method, &[Method::Get], "GET")?;
+            allow(method, &["GET"], "GET")?;
             Api::Status((*id).to_owned())
         }
         ["v2", "requests", id] => {
-            allow(&method, &[Method::Get, Method::Delete], "GET, DELETE")?;
-            if method == Method::Delete {
+            allow(method, &["GET", "DELETE"], "GET, DELETE")?;
+            if method == "DELETE" {
                 Api::Delete((*id).to_owned())
             } else {
                 Api::Result((*id).to_owned())
             }
         }
         ["v2", model] => {
-            allow(&method, &[Method::Post], "POST")?;
+            allow(method, &["POST"], "POST")?;
             Api::Submit((*model).to_owned())
         }
         ["v1", model] => {
-            allow(&method, &[Method::Post], "POST")?;
+            allow(method, &["POST"], "POST")?;
             Api::Sync((*model).to_owned())
         }
-        ["v1" | "v2" | "results", ..] => return Err(not_found(&method, &path)),
+        ["v1" | "v2" | "results", ..] => return Err(not_found(method, &path)),
         _ => return Ok(env.assets(bindings::ASSETS)?.fetch_request(req).await?),
     };
     let cfg = Config::from_env(env);

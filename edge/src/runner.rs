@@ -11,10 +11,10 @@
 use base64::Engine;
 use worker::{DurableObject, Env, Method, Request, Response, State, durable_object};
 
+use crate::accounts;
 use crate::config::{Config, bindings};
 use crate::http;
 use crate::input::image::{ImageFormat, is_complete};
-use crate::accounts;
 use crate::job::{FailureKind, JobRecord, StoredOutput};
 use crate::providers::{self, UpstreamError, UpstreamState, segmind};
 use crate::storage::{self, keys};
@@ -106,6 +106,12 @@ impl DurableObject for JobRunner {
             return Response::ok("finished");
         }
         let next = self.step(&mut job).await;
+        // The step awaited the network, so a cancel or delete may have landed
+        // meanwhile: the stored record then wins over this stale copy.
+        match storage.get::<JobRecord>(RECORD).await? {
+            Some(current) if !current.status.is_terminal() => {}
+            _ => return Response::ok("superseded"),
+        }
         storage.put(RECORD, &job).await?;
         if job.status.is_terminal() {
             self.finish(&job).await?;
@@ -324,7 +330,10 @@ impl JobRunner {
             worker::console_error!("job {}: writing the finished record failed: {e}", job.id);
         }
         if let Some(expires) = job.expires_ms {
-            self.state.storage().set_alarm(offset_until(expires)).await?;
+            self.state
+                .storage()
+                .set_alarm(offset_until(expires))
+                .await?;
         }
         Ok(())
     }
@@ -338,7 +347,10 @@ impl JobRunner {
                 .enumerate()
                 .map(|(n, o)| keys::output(&job.id, n, &o.ext)),
         );
-        self.env.bucket(bindings::MEDIA)?.delete_multiple(objects).await?;
+        self.env
+            .bucket(bindings::MEDIA)?
+            .delete_multiple(objects)
+            .await?;
         self.env
             .kv(bindings::JOBS_KV)?
             .delete(&keys::job_record(&job.id))

@@ -31,6 +31,8 @@ pub struct Job {
     pub submitted: Instant,
     /// Set when the job will fail (bad input, or a fault requested by the prompt).
     pub failure: Option<String>,
+    /// Processing takes ten times longer.
+    pub slow: bool,
     pub spec: RenderSpec,
     outputs: OnceLock<Arc<Vec<Rendered>>>,
 }
@@ -62,7 +64,7 @@ impl Jobs {
         }
     }
 
-    pub fn insert(&self, failure: Option<String>, spec: RenderSpec) -> Arc<Job> {
+    pub fn insert(&self, failure: Option<String>, spec: RenderSpec, slow: bool) -> Arc<Job> {
         let n = {
             let mut c = self.counter.lock().unwrap_or_else(|e| e.into_inner());
             *c += 1;
@@ -73,6 +75,7 @@ impl Jobs {
             id: id.clone(),
             submitted: Instant::now(),
             failure,
+            slow,
             spec,
             outputs: OnceLock::new(),
         });
@@ -93,9 +96,14 @@ impl Jobs {
 
     pub fn phase(&self, job: &Job) -> Phase {
         let t = job.submitted.elapsed();
+        let process = if job.slow {
+            self.timing.process * 10
+        } else {
+            self.timing.process
+        };
         if t < self.timing.queue {
             Phase::Queued
-        } else if t < self.timing.queue + self.timing.process {
+        } else if t < self.timing.queue + process {
             Phase::Processing
         } else if let Some(reason) = &job.failure {
             Phase::Failed(reason.clone())

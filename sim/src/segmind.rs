@@ -4,8 +4,9 @@
 //! `GET /v2/requests/{id}` answers the result with `output`; unknown or expired ids
 //! answer 404 `{"error": "Request <id> not found"}`. Requests need `x-api-key`.
 //!
-//! Fault injection: a prompt containing `[sim:fail]` (or an `x-sim-fail: <reason>`
-//! header on submit) makes the job end FAILED, like a content block.
+//! Fault injection, by prompt: `[sim:fail]` (or an `x-sim-fail: <reason>` header on
+//! submit) ends the job FAILED like a content block; `[sim:reject]` refuses the submit
+//! with HTTP 400; `[sim:slow]` makes processing ten times longer.
 
 use std::sync::Arc;
 
@@ -148,6 +149,13 @@ async fn submit(
     if prompt.trim().is_empty() {
         return error(StatusCode::BAD_REQUEST, "prompt is required");
     }
+    if prompt.contains("[sim:reject]") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Invalid request: rejected by the provider (sim)",
+        );
+    }
+    let slow = prompt.contains("[sim:slow]");
     let format = text(&fields, "output_format")
         .and_then(|f| Format::parse(&f))
         .unwrap_or(if dev { Format::Webp } else { Format::Jpg });
@@ -200,7 +208,7 @@ async fn submit(
         control,
         control_hash,
     };
-    let job = jobs.insert(failure, spec);
+    let job = jobs.insert(failure, spec, slow);
     let id = &job.id;
     let base = &jobs.base;
     Json(json!({

@@ -98,11 +98,33 @@ pub fn count_line(line: &str, counts: &mut Counts) {
     if line.starts_with("test result:") {
         counts.passed += number_before("passed").unwrap_or(0);
         counts.failed += number_before("failed").unwrap_or(0);
+    } else if let Some(summary) = pytest_summary(line) {
+        // pytest: "===== 9 passed, 1 failed in 3.21s =====" (or without the rules, -q)
+        let words: Vec<&str> = summary
+            .split([' ', ','])
+            .filter(|w| !w.is_empty())
+            .collect();
+        for pair in words.windows(2) {
+            if let Ok(n) = pair[0].parse::<u64>() {
+                match pair[1] {
+                    "passed" => counts.passed += n,
+                    "failed" => counts.failed += n,
+                    _ => {}
+                }
+            }
+        }
     } else if let Some(n) = line.strip_prefix("# pass ") {
         counts.passed += n.trim().parse::<u64>().unwrap_or(0);
     } else if let Some(n) = line.strip_prefix("# fail ") {
         counts.failed += n.trim().parse::<u64>().unwrap_or(0);
     }
+}
+
+fn pytest_summary(line: &str) -> Option<&str> {
+    let t = line.trim_matches(|c| c == '=' || c == ' ');
+    let starts_with_count = t.chars().next().is_some_and(|c| c.is_ascii_digit());
+    (starts_with_count && (t.contains(" passed") || t.contains(" failed")) && t.contains(" in "))
+        .then_some(t)
 }
 
 /// Runs with stdout echoed line by line and test summary lines counted.
@@ -146,14 +168,16 @@ mod tests {
             "# fail 0",
             "# tests 3",
             "passed in 3s",
+            "========== 9 passed, 2 failed, 1 skipped in 3.21s ==========",
+            "4 passed, 1 error in 2.00s",
         ] {
             count_line(line, &mut c);
         }
         assert_eq!(
             c,
             Counts {
-                passed: 17,
-                failed: 1
+                passed: 30,
+                failed: 3
             }
         );
     }

@@ -43,9 +43,17 @@ pub fn run(args: &[String]) -> Result {
     match args.first().map(String::as_str) {
         Some("create") => {
             let per_minute = flag(args, "--submits-per-minute")
-                .map(|v| v.parse::<u32>().map_err(|_| "--submits-per-minute must be a number"))
+                .map(|v| {
+                    v.parse::<u32>()
+                        .map_err(|_| "--submits-per-minute must be a number")
+                })
                 .transpose()?;
-            let key = create(&target, flag(args, "--name").unwrap_or("api key"), credits, per_minute)?;
+            let key = create(
+                &target,
+                flag(args, "--name").unwrap_or("api key"),
+                credits,
+                per_minute,
+            )?;
             println!("\n  API key (shown once; only its hash is stored):\n\n  {key}\n");
             Ok(())
         }
@@ -105,9 +113,15 @@ fn wrangler_kv(target: &Target<'_>, args: &[&str]) -> std::process::Command {
 }
 
 /// Creates a key with `credits` and returns it.
-pub fn create(target: &Target<'_>, name: &str, credits: u64, submits_per_minute: Option<u32>) -> Result<String> {
+pub fn create(
+    target: &Target<'_>,
+    name: &str,
+    credits: u64,
+    submits_per_minute: Option<u32>,
+) -> Result<String> {
     let key = format!("px_{}", random_hex(20)?);
-    let limit = submits_per_minute.map_or(String::new(), |n| format!(r#","submits_per_minute":{n}"#));
+    let limit =
+        submits_per_minute.map_or(String::new(), |n| format!(r#","submits_per_minute":{n}"#));
     let name = name.replace(['"', '\\'], "");
     let record = format!(
         r#"{{"name":"{name}","created_at":{},"grants":[{}]{limit}}}"#,
@@ -126,8 +140,16 @@ pub fn grant(target: &Target<'_>, key: &str, credits: u64) -> Result {
         .filter(|t| t.trim_start().starts_with('{'))
         .ok_or("no such key")?;
     let current = current.trim();
-    let grants_at = current.find(r#""grants":["#).ok_or("key record has no grants list")? + 10;
-    let record = format!("{}{},{}", &current[..grants_at], grant_json(credits)?, &current[grants_at..]);
+    let grants_at = current
+        .find(r#""grants":["#)
+        .ok_or("key record has no grants list")?
+        + 10;
+    let record = format!(
+        "{}{},{}",
+        &current[..grants_at],
+        grant_json(credits)?,
+        &current[grants_at..]
+    );
     exec(&mut wrangler_kv(target, &["put", &kv_key, &record]))
 }
 

@@ -30,7 +30,9 @@ fn main() -> ExitCode {
         Some("test") => test::run(),
         Some("keys") => setup::run(false).and_then(|()| keys::run(&args[1..])),
         _ => {
-            eprintln!("usage: cargo xtask <setup [--browser] | build | dev | test | keys create --credits N>");
+            eprintln!(
+                "usage: cargo xtask <setup [--browser] | build | dev | test | keys create --credits N>"
+            );
             return ExitCode::from(2);
         }
     };

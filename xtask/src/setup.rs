@@ -18,8 +18,31 @@ pub fn run(browser: bool) -> Result {
     ensure_npm()?;
     if browser {
         ensure_chromium()?;
+        ensure_python()?;
     }
     Ok(())
+}
+
+/// The Python virtualenv for the client tests (Segmind SDK, requests, pytest,
+/// schemathesis), at `target/py`, from the pinned `e2e/python/requirements.txt`.
+pub fn ensure_python() -> Result {
+    let root = root();
+    let reqs = fs::read(root.join("e2e/python/requirements.txt"))
+        .map_err(|e| format!("reading requirements.txt: {e}"))?;
+    let venv = root.join("target/py");
+    let stamp = venv.join(".parallax-requirements.txt");
+    if fs::read(&stamp).is_ok_and(|s| s == reqs) && venv.join("bin/pytest").exists() {
+        println!("✓ python test tools");
+        return Ok(());
+    }
+    exec(command("python3").args(["-m", "venv"]).arg(&venv))?;
+    exec(command(&venv.join("bin/pip").display().to_string()).args([
+        "install",
+        "--quiet",
+        "-r",
+        "e2e/python/requirements.txt",
+    ]))?;
+    fs::write(&stamp, reqs).map_err(|e| format!("writing {}: {e}", stamp.display()))
 }
 
 fn ensure_target() -> Result {

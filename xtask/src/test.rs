@@ -61,6 +61,8 @@ pub fn run() -> Result {
     for (name, credits, per_minute) in [
         ("rich", 100_000, None),
         ("other", 100_000, None),
+        ("idem", 1_000, None),
+        ("canceler", 1_000, None),
         ("poor", 7, None),
         ("limited", 100_000, Some(2)),
     ] {
@@ -84,6 +86,7 @@ pub fn run() -> Result {
             ("RATE_LIMIT_READS_PER_MIN", "1000000"),
             ("RETENTION_SECS", "25"),
             ("REMOTE_IMAGES", "off"),
+            ("SYNC_WAIT_SECS", "5"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .to_vec(),
@@ -109,6 +112,29 @@ pub fn run() -> Result {
     ]);
     against_stack(&mut http);
     counts += run_counted(&mut http).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
+
+    let mut python = command(&root().join("target/py/bin/pytest").display().to_string());
+    python.args(["-q", "-p", "no:cacheprovider", "e2e/python"]);
+    against_stack(&mut python);
+    counts +=
+        run_counted(&mut python).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
+
+    let mut fuzz = command(
+        &root()
+            .join("target/py/bin/schemathesis")
+            .display()
+            .to_string(),
+    );
+    fuzz.args(["run", &format!("{}/openapi.json", stack.base_url)])
+        .args(["--checks", "all", "--max-examples", "20", "--seed", "1"])
+        // A schema cannot say "the bytes must be a real image of at least 16×16", so
+        // schema-valid random control images are rightly refused with 400.
+        .args(["--exclude-checks", "positive_data_acceptance"])
+        .args(["--header", &format!("x-api-key: {}", rich_key(&test_keys))])
+        .env("SCHEMATHESIS_HOOKS", "")
+        .env("NO_COLOR", "1");
+    exec(&mut fuzz).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
+    counts.passed += 1;
 
     let mut browser = command("node");
     browser.args(["--test", "--test-reporter", "tap", "e2e/browser/"]);
@@ -144,6 +170,13 @@ pub fn run() -> Result {
         counts.failed
     );
     Ok(())
+}
+
+fn rich_key(keys: &[String]) -> String {
+    keys.iter()
+        .find_map(|k| k.strip_prefix("rich="))
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// A fresh random-looking key per run, so a leak of it cannot be a coincidence.

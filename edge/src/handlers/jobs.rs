@@ -46,7 +46,11 @@ pub async fn load(env: &Env, raw_id: &str) -> EdgeResult<JobRecord> {
 }
 
 fn status_code(job: &JobRecord) -> u16 {
-    if job.status == JobStatus::Failed { 422 } else { 200 }
+    if job.status == JobStatus::Failed {
+        422
+    } else {
+        200
+    }
 }
 
 pub async fn get_status(env: &Env, id: &str) -> EdgeResult<Response> {
@@ -77,6 +81,7 @@ pub async fn delete_job(env: &Env, caller: &Caller, raw_id: &str) -> EdgeResult<
         ))
     } else {
         let canceled = runner_call(env, &job.id, "/cancel", true).await?;
+        caller.refresh(env).await?;
         Ok(http::json(&canceled.status_response(), 200))
     }
 }

@@ -115,7 +115,9 @@ async fn start(env: &Env, record: &JobRecord, image: Vec<u8>) -> EdgeResult<()> 
         .await?;
     match resp.status_code() {
         201 => Ok(()),
-        other => Err(EdgeError::Internal(format!("runner refused start: {other}"))),
+        other => Err(EdgeError::Internal(format!(
+            "runner refused start: {other}"
+        ))),
     }
 }
 

@@ -18,7 +18,12 @@ use crate::storage::{self, keys};
 
 const POLL_MS: u64 = 400;
 
-pub async fn run_sync(mut req: Request, env: &Env, caller: &Caller, slug: &str) -> EdgeResult<Response> {
+pub async fn run_sync(
+    mut req: Request,
+    env: &Env,
+    caller: &Caller,
+    slug: &str,
+) -> EdgeResult<Response> {
     let model = find_model(slug)?;
     let cfg = Config::from_env(env);
     let wants_json = req

@@ -122,7 +122,11 @@ fn parse_form(bytes: &[u8], boundary: &str) -> EdgeResult<RawSubmission> {
 }
 
 /// Validates the fields and obtains the control image's bytes from wherever it is.
-pub async fn resolve(model: Model, raw: RawSubmission, remote_images: bool) -> EdgeResult<Submission> {
+pub async fn resolve(
+    model: Model,
+    raw: RawSubmission,
+    remote_images: bool,
+) -> EdgeResult<Submission> {
     let validated = parallax_api::validate(model, &raw.fields, raw.upload.is_some())
         .map_err(EdgeError::fields)?;
     let image = match validated.control_image {
