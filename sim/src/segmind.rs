@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
-use crate::jobs::{Jobs, Phase};
+use crate::jobs::{Job, Jobs, Phase};
 use crate::render::{self, Format, RenderSpec};
 
 pub fn router(jobs: Arc<Jobs>) -> Router {
@@ -231,19 +231,25 @@ fn metrics(jobs: &Jobs) -> Value {
     json!({"queue_time": q, "inference_time": p, "total_time": q + p})
 }
 
+/// The job a status or result request names, or the error answer (401, 404).
+fn find_job(jobs: &Jobs, headers: &HeaderMap, id: &str) -> Result<Arc<Job>, Response> {
+    if !authorized(headers) {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "Missing Authorization or x-api-key in header",
+        ));
+    }
+    jobs.get(id).ok_or_else(|| not_found(id))
+}
+
 async fn status(
     State(jobs): State<Arc<Jobs>>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if !authorized(&headers) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "Missing Authorization or x-api-key in header",
-        );
-    }
-    let Some(job) = jobs.get(&id) else {
-        return not_found(&id);
+    let job = match find_job(&jobs, &headers, &id) {
+        Ok(job) => job,
+        Err(resp) => return resp,
     };
     match jobs.phase(&job) {
         Phase::Queued => {
@@ -273,14 +279,9 @@ async fn result(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if !authorized(&headers) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "Missing Authorization or x-api-key in header",
-        );
-    }
-    let Some(job) = jobs.get(&id) else {
-        return not_found(&id);
+    let job = match find_job(&jobs, &headers, &id) {
+        Ok(job) => job,
+        Err(resp) => return resp,
     };
     match jobs.phase(&job) {
         Phase::Queued | Phase::Processing => {
