@@ -304,7 +304,9 @@ fn health_reports_providers_without_keys_and_the_spa_is_served() {
     let h = get(&format!("{}/healthz", base()));
     assert_eq!(h.status, 200);
     assert_eq!(h.json()["ok"], true);
-    assert_eq!(h.json()["providers"]["segmind"]["configured"], true);
+    let pro = &h.json()["models"]["flux-depth-pro"];
+    assert_eq!(pro[0]["name"], "segmind");
+    assert_eq!(pro[0]["configured"], true);
 
     for path in ["/", "/history", "/some/deep/link"] {
         let page = get(&format!("{}{path}", base()));

@@ -3,7 +3,10 @@
 
 use std::fmt;
 
+use parallax_api::Model;
 use worker::Env;
+
+use crate::providers::Kind;
 
 /// A secret string (a provider API key). Never printed, never serialised.
 #[derive(Clone, PartialEq, Eq)]
@@ -26,12 +29,20 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Where the Segmind adapter sends jobs.
+/// One configured upstream.
 #[derive(Debug, Clone)]
-pub struct SegmindConfig {
+pub struct Provider {
+    pub kind: Kind,
     /// e.g. `https://api.segmind.com`, or `sim` on loopback in development.
     pub base_url: String,
     pub api_key: Option<Secret>,
+}
+
+impl Provider {
+    /// Usable: it has a base URL, and a key where the provider needs one.
+    pub fn is_ready(&self) -> bool {
+        !self.base_url.is_empty() && (self.api_key.is_some() || !self.kind.needs_key())
+    }
 }
 
 /// Request-rate limits per account.
@@ -44,7 +55,10 @@ pub struct Limits {
 /// Everything the edge reads from its environment.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub segmind: SegmindConfig,
+    /// Every provider with a base URL (configured or the public default).
+    pub providers: Vec<Provider>,
+    /// Per model, the providers to try, in order (`PROVIDERS_FLUX_DEPTH_PRO = "segmind, replicate"`).
+    pub routes: Vec<(Model, Vec<Kind>)>,
     /// Overrides the request's origin in absolute URLs (set behind a proxy).
     pub public_base_url: Option<String>,
     /// A job not finished by then is FAILED.
@@ -59,6 +73,8 @@ pub struct Config {
     pub limits: Limits,
     /// How long `POST /v1/{model}` waits for the job before answering 504.
     pub sync_wait_secs: u64,
+    /// Timeout of one upstream call (submit or poll), in seconds.
+    pub upstream_timeout_secs: u64,
     /// Whether `control_image` may be an https URL the edge fetches (`REMOTE_IMAGES=off`
     /// disables it, e.g. where outbound traffic is not allowed).
     pub remote_images: bool,
@@ -90,14 +106,35 @@ fn number(env: &Env, name: &str, default: u64) -> u64 {
 
 impl Config {
     pub fn from_env(env: &Env) -> Self {
+        let providers = Kind::ALL
+            .into_iter()
+            .filter_map(|kind| {
+                let prefix = kind.env_prefix();
+                let base_url = text(env, &format!("{prefix}_BASE_URL"))
+                    .or_else(|| kind.default_base_url().map(str::to_owned))?;
+                Some(Provider {
+                    kind,
+                    base_url: base_url.trim_end_matches('/').to_owned(),
+                    api_key: text(env, &format!("{prefix}_API_KEY")).map(Secret::new),
+                })
+            })
+            .collect();
+        let routes = Model::ALL
+            .into_iter()
+            .map(|m| {
+                let var = format!(
+                    "PROVIDERS_{}",
+                    m.slug().replace('-', "_").to_ascii_uppercase()
+                );
+                (
+                    m,
+                    parse_route(text(env, &var).as_deref().unwrap_or("segmind")),
+                )
+            })
+            .collect();
         Self {
-            segmind: SegmindConfig {
-                base_url: text(env, "SEGMIND_BASE_URL")
-                    .unwrap_or_else(|| "https://api.segmind.com".into())
-                    .trim_end_matches('/')
-                    .to_owned(),
-                api_key: text(env, "SEGMIND_API_KEY").map(Secret::new),
-            },
+            providers,
+            routes,
             public_base_url: text(env, "PUBLIC_BASE_URL"),
             job_deadline_secs: number(env, "JOB_DEADLINE_SECS", 900),
             retention_secs: text(env, "RETENTION_SECS")
@@ -113,18 +150,48 @@ impl Config {
                     .unwrap_or(u32::MAX),
             },
             sync_wait_secs: number(env, "SYNC_WAIT_SECS", 300),
+            upstream_timeout_secs: number(env, "UPSTREAM_TIMEOUT_SECS", 30),
             remote_images: text(env, "REMOTE_IMAGES").is_none_or(|v| v != "off"),
         }
     }
 
+    pub fn provider(&self, kind: Kind) -> Option<&Provider> {
+        self.providers.iter().find(|p| p.kind == kind)
+    }
+
+    /// The providers configured for `model`, in order.
+    pub fn route(&self, model: Model) -> &[Kind] {
+        self.routes
+            .iter()
+            .find(|(m, _)| *m == model)
+            .map_or(&[], |(_, r)| r.as_slice())
+    }
+
     /// What a job costs: the model's price per image times the images asked for.
-    pub fn cost(&self, model: parallax_api::Model, images: usize) -> u64 {
+    pub fn cost(&self, model: Model, images: usize) -> u64 {
         let per_image = match model {
-            parallax_api::Model::FluxDepthPro => self.credits_pro,
-            parallax_api::Model::FluxDepthDev => self.credits_dev,
+            Model::FluxDepthPro => self.credits_pro,
+            Model::FluxDepthDev => self.credits_dev,
         };
         per_image * images as u64
     }
+}
+
+/// `"segmind, replicate"` → the known provider kinds, in order, without repeats.
+pub fn parse_route(list: &str) -> Vec<Kind> {
+    let mut out = Vec::new();
+    for name in list
+        .split([',', ' '])
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        match Kind::from_name(&name.to_ascii_lowercase()) {
+            Some(k) if !out.contains(&k) => out.push(k),
+            Some(_) => {}
+            None => worker::console_warn!("unknown provider `{name}` in a PROVIDERS_* var"),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -132,8 +199,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn routes_are_ordered_known_and_unique() {
+        assert_eq!(
+            parse_route("segmind, replicate ,segmind comfyui"),
+            vec![Kind::Segmind, Kind::Replicate, Kind::ComfyUi]
+        );
+        assert!(parse_route("").is_empty());
+    }
+
+    #[test]
     fn secrets_do_not_debug_print() {
-        let cfg = SegmindConfig {
+        let cfg = Provider {
+            kind: Kind::Segmind,
             base_url: "https://api.segmind.com".into(),
             api_key: Some(Secret::new("SG_live_123")),
         };

@@ -7,7 +7,7 @@ use parallax_api::{
 use serde::{Deserialize, Serialize};
 
 use crate::input::image::ImageInfo;
-use crate::providers::Submitted;
+use crate::providers::{Submitted, UpstreamError};
 use crate::storage::keys;
 
 /// One stored output image.
@@ -60,13 +60,34 @@ pub struct JobRecord {
     pub started_ms: Option<u64>,
     pub finished_ms: Option<u64>,
     pub deadline_ms: u64,
+    /// The provider serving the job (the one it was submitted to), or the one being
+    /// tried.
     pub provider: String,
+    /// Providers to try, in order (those of the model's route that can honour the job).
+    pub candidates: Vec<String>,
+    /// Index into `candidates` of the one being tried.
+    pub candidate: usize,
+    /// Why each provider of the current round refused the submit.
+    pub round_failures: Vec<String>,
+    /// Whether any refusal of this round is worth retrying.
+    pub round_transient: bool,
     pub upstream: Option<Submitted>,
     /// Consecutive transient failures, for backoff.
     pub retries: u32,
     /// The last transient problem, reported if the deadline passes.
     pub last_problem: Option<String>,
     pub outputs: Vec<StoredOutput>,
+}
+
+/// What to do after a refused submit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailoverStep {
+    /// Try the next provider right away.
+    Now,
+    /// Start a new round after this many milliseconds.
+    After(u64),
+    /// Every provider refused for good; the job is FAILED.
+    Failed,
 }
 
 /// First poll delay and cap, in milliseconds.
@@ -83,7 +104,7 @@ impl JobRecord {
         ownership: Ownership,
         now_ms: u64,
         deadline_secs: u64,
-        provider: &str,
+        candidates: Vec<String>,
     ) -> Self {
         Self {
             id,
@@ -99,7 +120,11 @@ impl JobRecord {
             started_ms: None,
             finished_ms: None,
             deadline_ms: now_ms + deadline_secs * 1000,
-            provider: provider.to_owned(),
+            provider: candidates.first().cloned().unwrap_or_default(),
+            candidates,
+            candidate: 0,
+            round_failures: Vec::new(),
+            round_transient: false,
             upstream: None,
             retries: 0,
             last_problem: None,
@@ -137,6 +162,55 @@ impl JobRecord {
     /// Whether the retention period is over.
     pub fn is_expired(&self, now_ms: u64) -> bool {
         self.expires_ms.is_some_and(|e| now_ms >= e)
+    }
+
+    /// The upstream accepted the job.
+    pub fn submitted(&mut self, sub: Submitted) {
+        self.upstream = Some(sub);
+        self.round_failures.clear();
+        self.round_transient = false;
+    }
+
+    /// A provider refused (or could not take) the submit: fail over to the next
+    /// candidate at once; after a full round, retry later if any refusal was
+    /// transient, else fail with every provider's reason.
+    pub fn submit_failed(
+        &mut self,
+        error: UpstreamError,
+        now_ms: u64,
+        jitter: f64,
+    ) -> FailoverStep {
+        let (reason, transient, retry_after) = match error {
+            UpstreamError::Transient {
+                reason,
+                retry_after,
+            } => (reason, true, retry_after),
+            UpstreamError::Permanent(reason) => (reason, false, None),
+        };
+        self.round_failures
+            .push(format!("{}: {reason}", self.provider));
+        self.round_transient |= transient;
+        self.last_problem = Some(reason);
+        if self.candidate + 1 < self.candidates.len() {
+            self.candidate += 1;
+            self.provider = self.candidates[self.candidate].clone();
+            return FailoverStep::Now;
+        }
+        if !self.round_transient {
+            let reason = format!(
+                "Every provider refused the job ({})",
+                self.round_failures.join("; ")
+            );
+            self.fail(FailureKind::Upstream, reason, now_ms);
+            return FailoverStep::Failed;
+        }
+        let delay = self.retry_delay_ms(retry_after, jitter);
+        self.retries += 1;
+        self.candidate = 0;
+        self.provider = self.candidates.first().cloned().unwrap_or_default();
+        self.round_failures.clear();
+        self.round_transient = false;
+        FailoverStep::After(delay)
     }
 
     /// Delay before the next poll while the upstream works: starts at
@@ -230,7 +304,7 @@ mod tests {
             },
             1_000_000,
             900,
-            "segmind",
+            vec!["segmind".into(), "replicate".into()],
         )
     }
 
@@ -270,6 +344,38 @@ mod tests {
         assert_eq!(s.status, JobStatus::Failed);
         assert_eq!(s.error.as_deref(), Some("Content moderated"));
         assert_eq!(s.code, Some(ErrorCode::JobFailed));
+    }
+
+    #[test]
+    fn submit_fails_over_in_order_then_retries_or_gives_up() {
+        let transient = || UpstreamError::Transient {
+            reason: "HTTP 503".into(),
+            retry_after: None,
+        };
+        let mut j = job();
+        assert_eq!(j.provider, "segmind");
+        assert_eq!(j.submit_failed(transient(), 0, 0.0), FailoverStep::Now);
+        assert_eq!(j.provider, "replicate");
+        assert_eq!(
+            j.submit_failed(UpstreamError::Permanent("HTTP 401".into()), 0, 0.0),
+            FailoverStep::After(1000)
+        );
+        assert_eq!(j.provider, "segmind", "a new round starts from the first");
+        assert_eq!(j.status, JobStatus::Queued);
+
+        let mut k = job();
+        k.submit_failed(UpstreamError::Permanent("HTTP 400: bad".into()), 0, 0.0);
+        assert_eq!(
+            k.submit_failed(UpstreamError::Permanent("HTTP 404".into()), 5, 0.0),
+            FailoverStep::Failed
+        );
+        assert_eq!(k.status, JobStatus::Failed);
+        assert_eq!(k.failure, Some(FailureKind::Upstream));
+        let e = k.error.unwrap();
+        assert!(
+            e.contains("segmind: HTTP 400: bad") && e.contains("replicate: HTTP 404"),
+            "{e}"
+        );
     }
 
     #[test]

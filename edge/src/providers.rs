@@ -1,9 +1,18 @@
 //! Upstream adapters. Each is pure request building and response parsing (tested on
 //! fixtures shaped like the provider's documented examples) plus this module's thin
 //! [`send`]. Status and errors are normalised into [`UpstreamState`] and
-//! [`UpstreamError`] so the job runner is provider-agnostic.
+//! [`UpstreamError`] so the job runner is provider-agnostic; [`submit`] and [`poll`]
+//! dispatch on the provider's kind.
 
+pub mod bfl;
+pub mod comfyui;
+pub mod replicate;
 pub mod segmind;
+
+use parallax_api::{FieldError, Model, Params};
+
+use crate::config::Provider;
+use crate::job::JobRecord;
 
 use serde::{Deserialize, Serialize};
 use worker::{Fetch, Headers, Method, Request, RequestInit};
@@ -15,7 +24,33 @@ pub struct UpstreamRequest {
     pub url: String,
     /// Header values may hold secrets: never log this struct's headers.
     pub headers: Vec<(&'static str, String)>,
-    pub body: Option<String>,
+    pub body: Option<Vec<u8>>,
+}
+
+impl UpstreamRequest {
+    pub fn get(url: impl Into<String>, headers: Vec<(&'static str, String)>) -> Self {
+        Self {
+            method: HttpMethod::Get,
+            url: url.into(),
+            headers,
+            body: None,
+        }
+    }
+
+    /// A JSON POST (adds the content type).
+    pub fn post_json(
+        url: impl Into<String>,
+        mut headers: Vec<(&'static str, String)>,
+        body: &serde_json::Value,
+    ) -> Self {
+        headers.push(("content-type", "application/json".to_owned()));
+        Self {
+            method: HttpMethod::Post,
+            url: url.into(),
+            headers,
+            body: Some(body.to_string().into_bytes()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +73,10 @@ pub struct UpstreamResponse {
 pub struct Submitted {
     pub upstream_id: String,
     pub status_url: String,
+    /// Where the result is (Segmind), or the queue to ask (ComfyUI).
     pub result_url: String,
+    #[serde(default)]
+    pub cancel_url: Option<String>,
 }
 
 /// A job's state at the upstream.
@@ -129,7 +167,10 @@ pub async fn send(
     })
     .with_headers(headers);
     if let Some(body) = &req.body {
-        init.with_body(Some(body.clone().into()));
+        let array =
+            js_sys::Uint8Array::new_with_length(u32::try_from(body.len()).unwrap_or(u32::MAX));
+        array.copy_from(body);
+        init.with_body(Some(array.into()));
     }
     let request = Request::new_with_init(&req.url, &init)
         .map_err(|_| UpstreamError::Permanent(format!("{provider}: invalid URL")))?;
@@ -150,6 +191,204 @@ pub async fn send(
         retry_after,
         body,
     })
+}
+
+/// Whether `provider` can do what `params` ask for `model`; the error names the field.
+pub fn check(kind: Kind, model: Model, params: &Params) -> Result<(), FieldError> {
+    if !kind.serves(model) {
+        return Err(FieldError::new(
+            "model",
+            format!("{} does not serve {}", kind.name(), model.slug()),
+        ));
+    }
+    match kind {
+        Kind::Replicate => replicate::check(model, params),
+        Kind::ComfyUi => comfyui::check(params),
+        Kind::Segmind | Kind::Parallax | Kind::Bfl => Ok(()),
+    }
+}
+
+/// Submits a job to `provider`.
+pub async fn submit(
+    provider: &Provider,
+    job: &JobRecord,
+    image: &[u8],
+    timeout_ms: u32,
+) -> Result<Submitted, UpstreamError> {
+    let name = provider.kind.name();
+    match provider.kind {
+        Kind::Segmind | Kind::Parallax => {
+            let req = segmind::build_submit(provider, job.model, &job.params, image);
+            segmind::parse_submit(provider, &send(name, &req, timeout_ms).await?)
+        }
+        Kind::Replicate => {
+            let req = replicate::build_submit(
+                provider,
+                job.model,
+                &job.params,
+                image,
+                job.input.format.media_type(),
+            );
+            replicate::parse_prediction_urls(&send(name, &req, timeout_ms).await?)
+        }
+        Kind::Bfl => {
+            let req = bfl::build_submit(provider, &job.params, image);
+            bfl::parse_submit(&send(name, &req, timeout_ms).await?)
+        }
+        Kind::ComfyUi => {
+            let file = format!("parallax-{}.{}", job.id, job.input.format.ext());
+            let upload =
+                comfyui::build_upload(provider, &file, image, job.input.format.media_type());
+            let uploaded = comfyui::parse_upload(&send(name, &upload, timeout_ms).await?)?;
+            let req = comfyui::build_prompt(provider, job, &uploaded);
+            comfyui::parse_prompt(provider, &send(name, &req, timeout_ms).await?)
+        }
+    }
+}
+
+/// Asks `provider` where a submitted job is.
+pub async fn poll(
+    provider: &Provider,
+    sub: &Submitted,
+    timeout_ms: u32,
+) -> Result<UpstreamState, UpstreamError> {
+    let name = provider.kind.name();
+    match provider.kind {
+        Kind::Segmind | Kind::Parallax => {
+            let resp = send(
+                name,
+                &segmind::build_get(provider, &sub.status_url),
+                timeout_ms,
+            )
+            .await?;
+            let state = segmind::parse_state(&resp)?;
+            if state != UpstreamState::Completed(Vec::new()) {
+                return Ok(state);
+            }
+            let resp = send(
+                name,
+                &segmind::build_get(provider, &sub.result_url),
+                timeout_ms,
+            )
+            .await?;
+            segmind::parse_state(&resp)
+        }
+        Kind::Replicate => {
+            let resp = send(
+                name,
+                &replicate::build_get(provider, &sub.status_url),
+                timeout_ms,
+            )
+            .await?;
+            replicate::parse_state(&resp)
+        }
+        Kind::Bfl => {
+            let resp = send(name, &bfl::build_get(provider, &sub.status_url), timeout_ms).await?;
+            bfl::parse_state(&resp)
+        }
+        Kind::ComfyUi => {
+            let resp = send(
+                name,
+                &comfyui::build_get(provider, &sub.status_url),
+                timeout_ms,
+            )
+            .await?;
+            match comfyui::parse_history(provider, &sub.upstream_id, &resp)? {
+                Some(state) => Ok(state),
+                None => {
+                    let resp = send(
+                        name,
+                        &comfyui::build_get(provider, &sub.result_url),
+                        timeout_ms,
+                    )
+                    .await?;
+                    comfyui::parse_queue(&sub.upstream_id, &resp)
+                }
+            }
+        }
+    }
+}
+
+/// Asks the provider to stop a job, where its protocol allows (best effort).
+pub async fn cancel(provider: &Provider, sub: &Submitted) {
+    if let (Kind::Replicate, Some(url)) = (provider.kind, &sub.cancel_url) {
+        let _ = send(
+            provider.kind.name(),
+            &replicate::build_cancel(provider, url),
+            10_000,
+        )
+        .await;
+    }
+}
+
+/// The kinds of upstream Parallax can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Segmind,
+    Replicate,
+    ComfyUi,
+    /// Another server speaking this project's v2 API (Segmind-compatible).
+    Parallax,
+    Bfl,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::Segmind,
+        Kind::Replicate,
+        Kind::ComfyUi,
+        Kind::Parallax,
+        Kind::Bfl,
+    ];
+
+    /// The name used in configuration and in a job's `metrics.provider`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Segmind => "segmind",
+            Self::Replicate => "replicate",
+            Self::ComfyUi => "comfyui",
+            Self::Parallax => "parallax",
+            Self::Bfl => "bfl",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Prefix of its wrangler vars: `<PREFIX>_BASE_URL`, `<PREFIX>_API_KEY`.
+    pub fn env_prefix(self) -> &'static str {
+        match self {
+            Self::Segmind => "SEGMIND",
+            Self::Replicate => "REPLICATE",
+            Self::ComfyUi => "COMFYUI",
+            Self::Parallax => "PARALLAX_UPSTREAM",
+            Self::Bfl => "BFL",
+        }
+    }
+
+    /// The public endpoint, for cloud providers.
+    pub fn default_base_url(self) -> Option<&'static str> {
+        match self {
+            Self::Segmind => Some("https://api.segmind.com"),
+            Self::Replicate => Some("https://api.replicate.com"),
+            Self::Bfl => Some("https://api.bfl.ai"),
+            Self::ComfyUi | Self::Parallax => None,
+        }
+    }
+
+    /// Whether it needs a key to work at all.
+    pub fn needs_key(self) -> bool {
+        !matches!(self, Self::ComfyUi)
+    }
+
+    pub fn serves(self, model: Model) -> bool {
+        match self {
+            Self::Segmind | Self::Replicate | Self::Parallax => true,
+            Self::ComfyUi => model == Model::FluxDepthDev,
+            Self::Bfl => model == Model::FluxDepthPro,
+        }
+    }
 }
 
 /// Downloads one output file.

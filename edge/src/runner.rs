@@ -8,20 +8,17 @@
 //! Internal protocol (only the Worker reaches it): `POST /start` with a
 //! [`JobRecord`], `GET /state`, `POST /cancel`, `POST /delete`.
 
-use base64::Engine;
 use worker::{DurableObject, Env, Method, Request, Response, State, durable_object};
 
 use crate::accounts;
 use crate::config::{Config, bindings};
 use crate::http;
 use crate::input::image::{ImageFormat, is_complete};
-use crate::job::{FailureKind, JobRecord, StoredOutput};
-use crate::providers::{self, UpstreamError, UpstreamState, segmind};
+use crate::job::{FailoverStep, FailureKind, JobRecord, StoredOutput};
+use crate::providers::{self, Kind, UpstreamError, UpstreamState};
 use crate::storage::{self, keys};
 
 const RECORD: &str = "job";
-const SUBMIT_TIMEOUT_MS: u32 = 30_000;
-const POLL_TIMEOUT_MS: u32 = 15_000;
 const DOWNLOAD_TIMEOUT_MS: u32 = 60_000;
 
 #[durable_object(alarm)]
@@ -74,6 +71,11 @@ impl DurableObject for JobRunner {
                 match (method, path) {
                     (Method::Get, "/state") => Ok(http::json(&job, 200)),
                     (Method::Post, "/cancel") => {
+                        if let (Some(sub), Ok(provider)) =
+                            (&job.upstream, self.provider(&job.provider))
+                        {
+                            providers::cancel(&provider, sub).await;
+                        }
                         if !job.status.is_terminal() {
                             job.fail(FailureKind::Canceled, "Canceled by its owner", now_ms());
                             storage.put(RECORD, &job).await?;
@@ -147,9 +149,9 @@ impl JobRunner {
             );
             return Next::Done;
         }
-        let outcome = match job.upstream.clone() {
+        let outcome = match job.upstream {
             None => self.submit(job).await,
-            Some(sub) => self.poll(job, &sub.status_url, &sub.result_url).await,
+            Some(_) => self.poll(job).await,
         };
         match outcome {
             Ok(next) => {
@@ -167,7 +169,11 @@ impl JobRunner {
                 Next::In(delay)
             }
             Err(UpstreamError::Permanent(reason)) => {
-                job.fail(FailureKind::Upstream, reason, now_ms());
+                job.fail(
+                    FailureKind::Upstream,
+                    format!("{}: {reason}", job.provider),
+                    now_ms(),
+                );
                 Next::Done
             }
         }
@@ -177,6 +183,22 @@ impl JobRunner {
         Config::from_env(&self.env)
     }
 
+    /// The configured provider named `name`.
+    fn provider(&self, name: &str) -> Result<crate::config::Provider, UpstreamError> {
+        let cfg = self.config();
+        Kind::from_name(name)
+            .and_then(|k| cfg.provider(k).cloned())
+            .ok_or_else(|| {
+                UpstreamError::Permanent(format!("provider {name} is no longer configured"))
+            })
+    }
+
+    fn timeout_ms(&self) -> u32 {
+        u32::try_from(self.config().upstream_timeout_secs * 1000).unwrap_or(u32::MAX)
+    }
+
+    /// Submits to the current candidate; on refusal, fails over (see
+    /// [`JobRecord::submit_failed`]).
     async fn submit(&self, job: &mut JobRecord) -> Result<Next, UpstreamError> {
         let internal = |e: worker::Error| UpstreamError::Transient {
             reason: format!("storage: {e}"),
@@ -196,38 +218,34 @@ impl JobRunner {
             .body()
             .ok_or_else(|| UpstreamError::Permanent("the control image is empty".into()))?;
         let bytes = body.bytes().await.map_err(internal)?;
-        let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
-        let cfg = self.config().segmind;
-        let req = segmind::build_submit(&cfg, job.model, &job.params, &b64);
-        let resp = providers::send(segmind::NAME, &req, SUBMIT_TIMEOUT_MS).await?;
-        let submitted = segmind::parse_submit(&cfg, &resp)?;
-        job.upstream = Some(submitted);
-        Ok(Next::In(job.poll_delay_ms(now_ms())))
+        let attempt = match self.provider(&job.provider) {
+            Ok(provider) => providers::submit(&provider, job, &bytes, self.timeout_ms()).await,
+            Err(e) => Err(e),
+        };
+        match attempt {
+            Ok(submitted) => {
+                job.submitted(submitted);
+                Ok(Next::In(job.poll_delay_ms(now_ms())))
+            }
+            Err(e) => {
+                worker::console_warn!("job {}: submit to {} failed: {e:?}", job.id, job.provider);
+                Ok(
+                    match job.submit_failed(e, now_ms(), js_sys::Math::random()) {
+                        FailoverStep::Now => Next::In(0),
+                        FailoverStep::After(ms) => Next::In(ms),
+                        FailoverStep::Failed => Next::Done,
+                    },
+                )
+            }
+        }
     }
 
-    async fn poll(
-        &self,
-        job: &mut JobRecord,
-        status_url: &str,
-        result_url: &str,
-    ) -> Result<Next, UpstreamError> {
-        let cfg = self.config().segmind;
-        let resp = providers::send(
-            segmind::NAME,
-            &segmind::build_get(&cfg, status_url),
-            POLL_TIMEOUT_MS,
-        )
-        .await?;
-        let mut state = segmind::parse_state(&resp)?;
-        if state == UpstreamState::Completed(Vec::new()) {
-            let resp = providers::send(
-                segmind::NAME,
-                &segmind::build_get(&cfg, result_url),
-                POLL_TIMEOUT_MS,
-            )
-            .await?;
-            state = segmind::parse_state(&resp)?;
-        }
+    async fn poll(&self, job: &mut JobRecord) -> Result<Next, UpstreamError> {
+        let provider = self.provider(&job.provider)?;
+        let Some(sub) = job.upstream.clone() else {
+            return Ok(Next::In(0));
+        };
+        let state = providers::poll(&provider, &sub, self.timeout_ms()).await?;
         let now = now_ms();
         match state {
             UpstreamState::Queued => Ok(Next::In(job.poll_delay_ms(now))),
@@ -240,7 +258,7 @@ impl JobRunner {
                 Ok(Next::Done)
             }
             UpstreamState::Completed(urls) if urls.is_empty() => Err(UpstreamError::Transient {
-                reason: "segmind reported COMPLETED without outputs".into(),
+                reason: format!("{} reported COMPLETED without outputs", job.provider),
                 retry_after: None,
             }),
             UpstreamState::Completed(urls) => {

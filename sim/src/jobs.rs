@@ -31,9 +31,13 @@ pub struct Job {
     pub submitted: Instant,
     /// Set when the job will fail (bad input, or a fault requested by the prompt).
     pub failure: Option<String>,
+    /// The model slug the job was submitted for.
+    pub model: String,
     /// Processing takes ten times longer.
     pub slow: bool,
     pub spec: RenderSpec,
+    /// Canceled by the client (Replicate's cancel).
+    pub canceled: std::sync::atomic::AtomicBool,
     outputs: OnceLock<Arc<Vec<Rendered>>>,
 }
 
@@ -48,23 +52,26 @@ impl Job {
 #[derive(Debug)]
 pub struct Jobs {
     pub timing: Timing,
-    /// This server's own base URL, for output links.
-    pub base: String,
     table: Mutex<HashMap<String, Arc<Job>>>,
     counter: Mutex<u64>,
 }
 
 impl Jobs {
-    pub fn new(timing: Timing, base: String) -> Self {
+    pub fn new(timing: Timing) -> Self {
         Self {
             timing,
-            base,
             table: Mutex::new(HashMap::new()),
             counter: Mutex::new(0),
         }
     }
 
-    pub fn insert(&self, failure: Option<String>, spec: RenderSpec, slow: bool) -> Arc<Job> {
+    pub fn insert(
+        &self,
+        model: &str,
+        failure: Option<String>,
+        spec: RenderSpec,
+        slow: bool,
+    ) -> Arc<Job> {
         let n = {
             let mut c = self.counter.lock().unwrap_or_else(|e| e.into_inner());
             *c += 1;
@@ -75,8 +82,10 @@ impl Jobs {
             id: id.clone(),
             submitted: Instant::now(),
             failure,
+            model: model.to_owned(),
             slow,
             spec,
+            canceled: std::sync::atomic::AtomicBool::new(false),
             outputs: OnceLock::new(),
         });
         self.lock().insert(id, job.clone());
@@ -94,7 +103,25 @@ impl Jobs {
         Some(job)
     }
 
+    /// Ids of live jobs split by `f`: `Some(true)` first list, `Some(false)` second.
+    pub fn partition(&self, f: impl Fn(&Job) -> Option<bool>) -> (Vec<String>, Vec<String>) {
+        let table = self.lock();
+        let mut yes = Vec::new();
+        let mut no = Vec::new();
+        for job in table.values() {
+            match f(job) {
+                Some(true) => yes.push(job.id.clone()),
+                Some(false) => no.push(job.id.clone()),
+                None => {}
+            }
+        }
+        (yes, no)
+    }
+
     pub fn phase(&self, job: &Job) -> Phase {
+        if job.canceled.load(std::sync::atomic::Ordering::Relaxed) {
+            return Phase::Failed("Prediction was canceled".into());
+        }
         let t = job.submitted.elapsed();
         let process = if job.slow {
             self.timing.process * 10

@@ -2,10 +2,19 @@
 //! their documented wire protocols, so development and tests run the edge's real
 //! adapters without internet. Never deployed.
 //!
+//! Each protocol lives under its own prefix, as if on its own host.
+//!
 //! Usage: `parallax-sim [--port 8790] [--queue-ms 400] [--process-ms 1800] [--expiry-s 3600]`
 
+// Handlers pass ready-made error responses around; boxing them buys nothing here.
+#![allow(clippy::result_large_err)]
+
+mod bfl;
+mod comfyui;
+mod common;
 mod jobs;
 mod render;
+mod replicate;
 mod segmind;
 
 use std::net::SocketAddr;
@@ -65,8 +74,18 @@ async fn main() {
     // Loopback only: this server exists for local development and tests.
     let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
     let base = format!("http://{addr}");
-    let jobs = Arc::new(Jobs::new(args.timing, base.clone()));
-    let app = segmind::router(jobs);
+    let sim = Arc::new(common::Sim::new(Jobs::new(args.timing), base.clone()));
+    let app = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route("/outputs/{id}/{file}", axum::routing::get(common::output))
+        .nest("/segmind", segmind::router("segmind"))
+        .nest("/parallax", segmind::router("parallax"))
+        .nest("/replicate", replicate::router())
+        .nest("/comfyui", comfyui::router())
+        .nest("/bfl", bfl::router())
+        .with_state(sim)
+        // Generous: base64 control images of a few MB.
+        .layer(axum::extract::DefaultBodyLimit::max(40 * 1024 * 1024));
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -74,7 +93,9 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    println!("parallax-sim: Segmind v2 protocol on {base}");
+    println!(
+        "parallax-sim on {base}: /segmind and /parallax (Segmind v2), /replicate, /comfyui, /bfl"
+    );
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };

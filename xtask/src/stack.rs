@@ -11,6 +11,15 @@ use std::time::{Duration, Instant};
 
 use crate::cmd::{Result, command, exec, node_bin, root};
 
+/// Provider var prefixes and the sim path that speaks their protocol.
+pub const SIM_PROVIDERS: [(&str, &str); 5] = [
+    ("SEGMIND", "segmind"),
+    ("REPLICATE", "replicate"),
+    ("BFL", "bfl"),
+    ("COMFYUI", "comfyui"),
+    ("PARALLAX_UPSTREAM", "parallax"),
+];
+
 /// How to start the stack.
 #[derive(Debug)]
 pub struct Options {
@@ -77,12 +86,14 @@ impl Stack {
             .arg("--persist-to")
             .arg(&opts.state_dir)
             .arg("--show-interactive-dev-session=false")
-            .arg("--var")
-            .arg(format!(
-                "SEGMIND_BASE_URL:http://127.0.0.1:{}",
-                opts.sim_port
-            ))
             .stdin(Stdio::null());
+        // Every provider's protocol is served by sim under its own prefix.
+        for (prefix, path) in SIM_PROVIDERS {
+            wrangler.arg("--var").arg(format!(
+                "{prefix}_BASE_URL:http://127.0.0.1:{}/{path}",
+                opts.sim_port
+            ));
+        }
         for (name, value) in &opts.vars {
             wrangler.arg("--var").arg(format!("{name}:{value}"));
         }

@@ -54,7 +54,11 @@ pub fn run() -> Result {
     fs::create_dir_all(&e2e).map_err(|e| format!("creating {}: {e}", e2e.display()))?;
     let key = probe_key();
     let env_file = e2e.join("secrets.env");
-    fs::write(&env_file, format!("SEGMIND_API_KEY={key}\n")).map_err(|e| e.to_string())?;
+    let secrets: String = ["SEGMIND", "REPLICATE", "BFL", "PARALLAX_UPSTREAM"]
+        .iter()
+        .map(|p| format!("{p}_API_KEY={key}\n"))
+        .collect();
+    fs::write(&env_file, secrets).map_err(|e| e.to_string())?;
     let log = e2e.join("stack.log");
     let state = e2e.join("state");
     let mut test_keys = Vec::new();
@@ -63,6 +67,7 @@ pub fn run() -> Result {
         ("other", 100_000, None),
         ("idem", 1_000, None),
         ("canceler", 1_000, None),
+        ("faults", 1_000, None),
         ("poor", 7, None),
         ("limited", 100_000, Some(2)),
     ] {
@@ -87,6 +92,8 @@ pub fn run() -> Result {
             ("RETENTION_SECS", "25"),
             ("REMOTE_IMAGES", "off"),
             ("SYNC_WAIT_SECS", "5"),
+            ("UPSTREAM_TIMEOUT_SECS", "3"),
+            ("JOB_DEADLINE_SECS", "30"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .to_vec(),

@@ -1,6 +1,7 @@
-//! `GET /healthz`: liveness, and which providers are configured (never their keys).
+//! `GET /healthz`: liveness, and per model which providers are configured, in
+//! failover order (never their keys).
 
-use serde_json::json;
+use serde_json::{Map, Value, json};
 use worker::{Env, Response};
 
 use crate::config::Config;
@@ -8,17 +9,26 @@ use crate::http;
 
 pub fn get_health(env: &Env) -> Response {
     let cfg = Config::from_env(env);
-    let host = worker::Url::parse(&cfg.segmind.base_url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_owned));
+    let mut models = Map::new();
+    for (model, route) in &cfg.routes {
+        let providers: Vec<Value> = route
+            .iter()
+            .map(|kind| {
+                let provider = cfg.provider(*kind);
+                let host = provider
+                    .and_then(|p| worker::Url::parse(&p.base_url).ok())
+                    .and_then(|u| u.host_str().map(str::to_owned));
+                json!({
+                    "name": kind.name(),
+                    "configured": provider.is_some_and(|p| p.is_ready()),
+                    "host": host,
+                })
+            })
+            .collect();
+        models.insert(model.slug().to_owned(), Value::from(providers));
+    }
     http::json(
-        &json!({
-            "ok": true,
-            "version": env!("CARGO_PKG_VERSION"),
-            "providers": {
-                "segmind": {"configured": cfg.segmind.api_key.is_some(), "host": host}
-            }
-        }),
+        &json!({"ok": true, "version": env!("CARGO_PKG_VERSION"), "models": models}),
         200,
     )
 }

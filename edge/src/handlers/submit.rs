@@ -11,7 +11,7 @@ use crate::handlers::jobs::runner_stub;
 use crate::http;
 use crate::input::body;
 use crate::job::{JobRecord, Ownership};
-use crate::providers::segmind;
+use crate::providers;
 use crate::storage::{self, keys};
 
 /// Fills 16 bytes from the platform's CSPRNG (`crypto.getRandomValues`).
@@ -71,6 +71,7 @@ pub async fn create_job(
         let seed = u32::from_le_bytes([random[0], random[5], random[10], random[15]]);
         submission.params.set_seed(seed);
     }
+    let candidates = candidates(cfg, model, &submission.params)?;
     let id = RequestId::from_random(random_bytes()?);
     let cost = cfg.cost(model, submission.params.num_outputs());
     if let Some(existing) = caller.reserve(env, id.as_str(), cost, idem).await? {
@@ -90,7 +91,7 @@ pub async fn create_job(
         },
         worker::Date::now().as_millis(),
         cfg.job_deadline_secs,
-        segmind::NAME,
+        candidates,
     );
     let started = start(env, &record, submission.image).await;
     if let Err(e) = started {
@@ -99,6 +100,39 @@ pub async fn create_job(
         return Err(e);
     }
     Ok(id)
+}
+
+/// The providers of the model's route that are ready and can honour these
+/// parameters. None ready: 502. Ready ones all unable: 400 naming the parameter.
+fn candidates(
+    cfg: &Config,
+    model: Model,
+    params: &parallax_api::Params,
+) -> EdgeResult<Vec<String>> {
+    let ready: Vec<_> = cfg
+        .route(model)
+        .iter()
+        .filter(|k| cfg.provider(**k).is_some_and(|p| p.is_ready()))
+        .copied()
+        .collect();
+    if ready.is_empty() {
+        return Err(EdgeError::UpstreamFailed(format!(
+            "No provider is configured for {}",
+            model.slug()
+        )));
+    }
+    let mut refusals = Vec::new();
+    let mut able = Vec::new();
+    for kind in ready {
+        match providers::check(kind, model, params) {
+            Ok(()) => able.push(kind.name().to_owned()),
+            Err(e) => refusals.push(e),
+        }
+    }
+    if able.is_empty() {
+        return Err(EdgeError::fields(refusals));
+    }
+    Ok(able)
 }
 
 async fn start(env: &Env, record: &JobRecord, image: Vec<u8>) -> EdgeResult<()> {
@@ -157,4 +191,87 @@ pub fn internal_request<T: serde::Serialize>(path: &str, body: Option<&T>) -> Ed
         &format!("https://runner{path}"),
         &init,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::{Limits, Provider};
+    use crate::providers::Kind;
+
+    fn config(dev_route: Vec<Kind>) -> Config {
+        Config {
+            providers: [Kind::Segmind, Kind::ComfyUi]
+                .into_iter()
+                .map(|kind| Provider {
+                    kind,
+                    base_url: "http://sim".into(),
+                    api_key: Some(crate::config::Secret::new("k")),
+                })
+                .collect(),
+            routes: vec![(Model::FluxDepthDev, dev_route)],
+            public_base_url: None,
+            job_deadline_secs: 900,
+            retention_secs: 60,
+            credits_pro: 5,
+            credits_dev: 2,
+            anon_daily_credits: 0,
+            limits: Limits {
+                submits_per_minute: 1,
+                reads_per_minute: 1,
+            },
+            sync_wait_secs: 1,
+            upstream_timeout_secs: 1,
+            remote_images: false,
+        }
+    }
+
+    fn params(fields: serde_json::Value) -> parallax_api::Params {
+        parallax_api::validate(Model::FluxDepthDev, fields.as_object().unwrap(), true)
+            .unwrap()
+            .params
+    }
+
+    #[test]
+    fn candidates_keep_route_order_and_skip_providers_that_cannot_honour_the_job() {
+        let cfg = config(vec![Kind::ComfyUi, Kind::Segmind, Kind::Replicate]);
+        assert_eq!(
+            candidates(
+                &cfg,
+                Model::FluxDepthDev,
+                &params(json!({"prompt": "x", "output_format": "png"}))
+            )
+            .unwrap(),
+            vec!["comfyui", "segmind"],
+            "replicate has no base URL here"
+        );
+        assert_eq!(
+            candidates(&cfg, Model::FluxDepthDev, &params(json!({"prompt": "x"}))).unwrap(),
+            vec!["segmind"],
+            "comfyui writes no jpg"
+        );
+    }
+
+    #[test]
+    fn a_parameter_no_provider_can_honour_is_a_400_naming_it() {
+        let cfg = config(vec![Kind::ComfyUi]);
+        let err = candidates(
+            &cfg,
+            Model::FluxDepthDev,
+            &params(json!({"prompt": "x", "output_format": "jpg"})),
+        )
+        .unwrap_err();
+        let body = err.body();
+        assert_eq!(body.code, parallax_api::ErrorCode::BadRequest);
+        assert_eq!(body.fields.unwrap()[0].field, "output_format");
+        let none = candidates(
+            &config(vec![]),
+            Model::FluxDepthDev,
+            &params(json!({"prompt": "x"})),
+        )
+        .unwrap_err();
+        assert_eq!(none.code(), parallax_api::ErrorCode::UpstreamFailed);
+    }
 }

@@ -1,20 +1,20 @@
 //! Segmind's v2 queue API: `POST /v2/{model}` with `x-api-key` → `request_id` and
 //! absolute `status_url` / `response_url`; status `QUEUED|PROCESSING|COMPLETED|FAILED`
 //! (FAILED is HTTP 422 with `error`); the result's `output` is a URL (or a list);
-//! records expire after an hour (then 404).
+//! records expire after an hour (then 404). A self-hosted Parallax speaks the same
+//! protocol, so the `parallax` provider uses this adapter too.
 
 use parallax_api::{Model, Params};
 use serde_json::{Map, Value};
 
 use super::{
-    HttpMethod, Submitted, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamState,
-    error_detail,
+    Submitted, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamState, error_detail,
 };
-use crate::config::SegmindConfig;
+use base64::Engine;
 
-pub const NAME: &str = "segmind";
+use crate::config::Provider;
 
-fn headers(cfg: &SegmindConfig) -> Vec<(&'static str, String)> {
+fn headers(cfg: &Provider) -> Vec<(&'static str, String)> {
     let mut h = vec![("accept", "application/json".to_owned())];
     if let Some(key) = &cfg.api_key {
         h.push(("x-api-key", key.expose().to_owned()));
@@ -25,47 +25,43 @@ fn headers(cfg: &SegmindConfig) -> Vec<(&'static str, String)> {
 /// The submit request. Our parameter names are Segmind's own; each is copied by name
 /// from the catalog, and the control image is sent as base64.
 pub fn build_submit(
-    cfg: &SegmindConfig,
+    cfg: &Provider,
     model: Model,
     params: &Params,
-    image_base64: &str,
+    image: &[u8],
 ) -> UpstreamRequest {
     let mut body = Map::new();
     for spec in model.params() {
         if spec.name == "control_image" {
-            body.insert(spec.name.into(), Value::from(image_base64));
+            let b64 = base64::engine::general_purpose::STANDARD.encode(image);
+            body.insert(spec.name.into(), Value::from(b64));
         } else if let Some(v) = params.get(spec.name) {
             body.insert(spec.name.into(), v.clone());
         }
     }
-    let mut headers = headers(cfg);
-    headers.push(("content-type", "application/json".to_owned()));
-    UpstreamRequest {
-        method: HttpMethod::Post,
-        url: format!("{}/v2/{}", cfg.base_url, model.slug()),
-        headers,
-        body: Some(Value::Object(body).to_string()),
-    }
+    UpstreamRequest::post_json(
+        format!("{}/v2/{}", cfg.base_url, model.slug()),
+        headers(cfg),
+        &Value::Object(body),
+    )
 }
 
 fn json(body: &[u8]) -> Option<Value> {
     serde_json::from_slice(body).ok()
 }
 
-pub fn parse_submit(
-    cfg: &SegmindConfig,
-    resp: &UpstreamResponse,
-) -> Result<Submitted, UpstreamError> {
+pub fn parse_submit(cfg: &Provider, resp: &UpstreamResponse) -> Result<Submitted, UpstreamError> {
+    let name = cfg.kind.name();
     if resp.status != 200 && resp.status != 201 && resp.status != 202 {
         return Err(UpstreamError::from_status(
-            NAME,
+            name,
             resp.status,
             resp.retry_after,
             &error_detail(&resp.body),
         ));
     }
     let v = json(&resp.body).ok_or_else(|| UpstreamError::Transient {
-        reason: "segmind answered submit with malformed JSON".into(),
+        reason: format!("{name} answered submit with malformed JSON"),
         retry_after: None,
     })?;
     let id = v
@@ -73,7 +69,7 @@ pub fn parse_submit(
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .ok_or_else(|| {
-            UpstreamError::Permanent("segmind answered submit without a request_id".into())
+            UpstreamError::Permanent(format!("{name} answered submit without a request_id"))
         })?;
     let url = |k: &str, fallback: String| {
         v.get(k)
@@ -88,16 +84,12 @@ pub fn parse_submit(
             format!("{}/v2/requests/{id}/status", cfg.base_url),
         ),
         result_url: url("response_url", format!("{}/v2/requests/{id}", cfg.base_url)),
+        cancel_url: None,
     })
 }
 
-pub fn build_get(cfg: &SegmindConfig, url: &str) -> UpstreamRequest {
-    UpstreamRequest {
-        method: HttpMethod::Get,
-        url: url.to_owned(),
-        headers: headers(cfg),
-        body: None,
-    }
+pub fn build_get(cfg: &Provider, url: &str) -> UpstreamRequest {
+    UpstreamRequest::get(url, headers(cfg))
 }
 
 /// Parses a status or result body. Both carry `status`; a COMPLETED result carries
@@ -127,7 +119,7 @@ pub fn parse_state(resp: &UpstreamResponse) -> Result<UpstreamState, UpstreamErr
     }
     if !(200..300).contains(&resp.status) {
         return Err(UpstreamError::from_status(
-            NAME,
+            "the provider",
             resp.status,
             resp.retry_after,
             &error_detail(&resp.body),
@@ -177,9 +169,11 @@ mod tests {
 
     use super::*;
     use crate::config::Secret;
+    use crate::providers::{HttpMethod, Kind};
 
-    fn cfg() -> SegmindConfig {
-        SegmindConfig {
+    fn cfg() -> Provider {
+        Provider {
+            kind: Kind::Segmind,
             base_url: "https://api.segmind.com".into(),
             api_key: Some(Secret::new("SG_test")),
         }
@@ -199,11 +193,11 @@ mod tests {
             json!({"prompt": "a house", "control_image": "https://x.test/a.jpg", "seed": 96522});
         let v = parallax_api::validate(Model::FluxDepthPro, fields.as_object().unwrap(), false)
             .unwrap();
-        let req = build_submit(&cfg(), Model::FluxDepthPro, &v.params, "QUJD");
+        let req = build_submit(&cfg(), Model::FluxDepthPro, &v.params, b"ABC");
         assert_eq!(req.url, "https://api.segmind.com/v2/flux-depth-pro");
         assert_eq!(req.method, HttpMethod::Post);
         assert!(req.headers.contains(&("x-api-key", "SG_test".into())));
-        let body: Value = serde_json::from_str(req.body.as_deref().unwrap()).unwrap();
+        let body: Value = serde_json::from_slice(req.body.as_deref().unwrap()).unwrap();
         assert_eq!(
             body,
             json!({"prompt": "a house", "control_image": "QUJD", "seed": 96522, "steps": 40,

@@ -1,0 +1,183 @@
+//! Black Forest Labs direct: `POST /v1/flux-pro-1.0-depth` (`x-key`) → `{id,
+//! polling_url}`; GET the `polling_url` verbatim: `Pending` → `Ready` with
+//! `result.sample` (valid ~10 minutes), or `Error`, `Request/Content Moderated`,
+//! `Task not found`. BFL took this endpoint out of its public API, so it stays
+//! behind configuration, and a 404/410 is a clear error rather than a hang.
+
+use base64::Engine;
+use parallax_api::Params;
+use serde_json::{Map, Value};
+
+use super::{
+    Submitted, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamState, error_detail,
+};
+use crate::config::Provider;
+
+fn headers(cfg: &Provider) -> Vec<(&'static str, String)> {
+    let mut h = vec![("accept", "application/json".to_owned())];
+    if let Some(key) = &cfg.api_key {
+        h.push(("x-key", key.expose().to_owned()));
+    }
+    h
+}
+
+/// BFL takes every pro parameter; `jpg` is spelled `jpeg` there.
+pub fn build_submit(cfg: &Provider, params: &Params, image: &[u8]) -> UpstreamRequest {
+    let mut body = Map::new();
+    for name in [
+        "prompt",
+        "seed",
+        "steps",
+        "guidance",
+        "safety_tolerance",
+        "prompt_upsampling",
+    ] {
+        if let Some(v) = params.get(name) {
+            body.insert(name.into(), v.clone());
+        }
+    }
+    let format = match params.output_format() {
+        "jpg" => "jpeg",
+        other => other,
+    };
+    body.insert("output_format".into(), Value::from(format));
+    body.insert(
+        "control_image".into(),
+        Value::from(base64::engine::general_purpose::STANDARD.encode(image)),
+    );
+    UpstreamRequest::post_json(
+        format!("{}/v1/flux-pro-1.0-depth", cfg.base_url),
+        headers(cfg),
+        &Value::Object(body),
+    )
+}
+
+pub fn build_get(cfg: &Provider, url: &str) -> UpstreamRequest {
+    UpstreamRequest::get(url, headers(cfg))
+}
+
+fn json(resp: &UpstreamResponse) -> Result<Value, UpstreamError> {
+    if resp.status == 404 || resp.status == 410 {
+        return Err(UpstreamError::Permanent(format!(
+            "bfl answered HTTP {}: the flux-pro-1.0-depth endpoint is not available (BFL retired it from its public API)",
+            resp.status
+        )));
+    }
+    if !(200..300).contains(&resp.status) {
+        return Err(UpstreamError::from_status(
+            "bfl",
+            resp.status,
+            resp.retry_after,
+            &error_detail(&resp.body),
+        ));
+    }
+    serde_json::from_slice(&resp.body).map_err(|_| UpstreamError::Transient {
+        reason: "bfl answered with malformed JSON".into(),
+        retry_after: None,
+    })
+}
+
+pub fn parse_submit(resp: &UpstreamResponse) -> Result<Submitted, UpstreamError> {
+    let v = json(resp)?;
+    match (v["id"].as_str(), v["polling_url"].as_str()) {
+        (Some(id), Some(url)) => Ok(Submitted {
+            upstream_id: id.to_owned(),
+            status_url: url.to_owned(),
+            result_url: url.to_owned(),
+            cancel_url: None,
+        }),
+        _ => Err(UpstreamError::Permanent(
+            "bfl answered without id and polling_url".into(),
+        )),
+    }
+}
+
+pub fn parse_state(resp: &UpstreamResponse) -> Result<UpstreamState, UpstreamError> {
+    let v = json(resp)?;
+    match v["status"].as_str() {
+        Some("Pending") => {
+            let progress = v["progress"].as_f64().unwrap_or(0.0);
+            Ok(if progress > 0.0 {
+                UpstreamState::Processing
+            } else {
+                UpstreamState::Queued
+            })
+        }
+        Some("Ready") => match v["result"]["sample"].as_str() {
+            Some(url) => Ok(UpstreamState::Completed(vec![url.to_owned()])),
+            None => Ok(UpstreamState::Failed(
+                "bfl was Ready without a sample".into(),
+            )),
+        },
+        Some(s @ ("Request Moderated" | "Content Moderated")) => Ok(UpstreamState::Failed(
+            format!("{s}: the provider's safety filter blocked this job"),
+        )),
+        Some("Task not found") => Err(UpstreamError::Permanent(
+            "bfl no longer knows this task".into(),
+        )),
+        Some(other) => Ok(UpstreamState::Failed(format!(
+            "bfl reported `{}`",
+            other.chars().take(40).collect::<String>()
+        ))),
+        None => Err(UpstreamError::Transient {
+            reason: "bfl answered without a status".into(),
+            retry_after: None,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn resp(status: u16, body: Value) -> UpstreamResponse {
+        UpstreamResponse {
+            status,
+            retry_after: None,
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    #[test]
+    fn results_from_the_openapi_map_to_ours() {
+        let s = parse_submit(&resp(200, json!({"id": "t1", "polling_url": "https://api.bfl.ai/v1/get_result?id=t1", "cost": 2.5}))).unwrap();
+        assert_eq!(s.status_url, "https://api.bfl.ai/v1/get_result?id=t1");
+        assert_eq!(
+            parse_state(&resp(
+                200,
+                json!({"id": "t1", "status": "Pending", "progress": null})
+            )),
+            Ok(UpstreamState::Queued)
+        );
+        assert_eq!(
+            parse_state(&resp(
+                200,
+                json!({"id": "t1", "status": "Pending", "progress": 0.4})
+            )),
+            Ok(UpstreamState::Processing)
+        );
+        assert_eq!(
+            parse_state(&resp(
+                200,
+                json!({"id": "t1", "status": "Ready", "result": {"sample": "https://bfldeliveryprod.blob.core.windows.net/x.jpg"}})
+            )),
+            Ok(UpstreamState::Completed(vec![
+                "https://bfldeliveryprod.blob.core.windows.net/x.jpg".into()
+            ]))
+        );
+        assert!(
+            matches!(parse_state(&resp(200, json!({"status": "Content Moderated"}))), Ok(UpstreamState::Failed(m)) if m.contains("Moderated"))
+        );
+    }
+
+    #[test]
+    fn a_retired_endpoint_is_a_clear_permanent_error() {
+        for status in [404, 410] {
+            assert!(
+                matches!(parse_submit(&resp(status, json!({"detail": "Not Found"}))), Err(UpstreamError::Permanent(m)) if m.contains("retired"))
+            );
+        }
+    }
+}

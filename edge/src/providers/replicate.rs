@@ -1,0 +1,300 @@
+//! Replicate's predictions API: `POST /v1/models/black-forest-labs/{model}/predictions`
+//! (`Authorization: Bearer`) with `{"input": {...}}`; poll the prediction's
+//! `urls.get`; `starting | processing | succeeded | failed | canceled | aborted`;
+//! cancel via `urls.cancel`. Outputs are deleted after an hour: download at once.
+
+use base64::Engine;
+use parallax_api::{FieldError, Model, Params};
+use serde_json::{Map, Value, json};
+
+use super::{
+    Submitted, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamState, error_detail,
+};
+use crate::config::Provider;
+
+/// Input names per model; ours are Replicate's own for both models.
+const PRO_INPUTS: &[&str] = &[
+    "prompt",
+    "seed",
+    "steps",
+    "guidance",
+    "safety_tolerance",
+    "prompt_upsampling",
+    "output_format",
+];
+const DEV_INPUTS: &[&str] = &[
+    "prompt",
+    "seed",
+    "guidance",
+    "megapixels",
+    "num_outputs",
+    "num_inference_steps",
+    "output_format",
+    "output_quality",
+    "disable_safety_checker",
+];
+
+/// Replicate's flux-depth-pro writes only JPEG and PNG.
+pub fn check(model: Model, params: &Params) -> Result<(), FieldError> {
+    if model == Model::FluxDepthPro && params.output_format() == "webp" {
+        return Err(FieldError::new(
+            "output_format",
+            "webp is not available from replicate for flux-depth-pro; use jpg or png",
+        ));
+    }
+    Ok(())
+}
+
+fn headers(cfg: &Provider) -> Vec<(&'static str, String)> {
+    let mut h = vec![("accept", "application/json".to_owned())];
+    if let Some(key) = &cfg.api_key {
+        h.push(("authorization", format!("Bearer {}", key.expose())));
+    }
+    h
+}
+
+pub fn build_submit(
+    cfg: &Provider,
+    model: Model,
+    params: &Params,
+    image: &[u8],
+    media_type: &str,
+) -> UpstreamRequest {
+    let names = match model {
+        Model::FluxDepthPro => PRO_INPUTS,
+        Model::FluxDepthDev => DEV_INPUTS,
+    };
+    let mut input = Map::new();
+    for name in names {
+        if let Some(v) = params.get(name) {
+            input.insert((*name).to_owned(), v.clone());
+        }
+    }
+    let b64 = base64::engine::general_purpose::STANDARD.encode(image);
+    input.insert(
+        "control_image".into(),
+        Value::from(format!("data:{media_type};base64,{b64}")),
+    );
+    UpstreamRequest::post_json(
+        format!(
+            "{}/v1/models/black-forest-labs/{}/predictions",
+            cfg.base_url,
+            model.slug()
+        ),
+        headers(cfg),
+        &json!({"input": input}),
+    )
+}
+
+pub fn build_get(cfg: &Provider, url: &str) -> UpstreamRequest {
+    UpstreamRequest::get(url, headers(cfg))
+}
+
+pub fn build_cancel(cfg: &Provider, url: &str) -> UpstreamRequest {
+    let mut req = UpstreamRequest::post_json(url, headers(cfg), &json!({}));
+    req.body = None;
+    req
+}
+
+fn prediction(resp: &UpstreamResponse) -> Result<Value, UpstreamError> {
+    if !(200..300).contains(&resp.status) {
+        return Err(UpstreamError::from_status(
+            "replicate",
+            resp.status,
+            resp.retry_after,
+            &error_detail(&resp.body),
+        ));
+    }
+    serde_json::from_slice(&resp.body).map_err(|_| UpstreamError::Transient {
+        reason: "replicate answered with malformed JSON".into(),
+        retry_after: None,
+    })
+}
+
+pub fn parse_prediction_urls(resp: &UpstreamResponse) -> Result<Submitted, UpstreamError> {
+    let p = prediction(resp)?;
+    let id = p["id"].as_str().unwrap_or_default().to_owned();
+    let get = p["urls"]["get"].as_str().map(str::to_owned);
+    match (id.is_empty(), get) {
+        (false, Some(get)) => Ok(Submitted {
+            upstream_id: id,
+            status_url: get.clone(),
+            result_url: get,
+            cancel_url: p["urls"]["cancel"].as_str().map(str::to_owned),
+        }),
+        _ => Err(UpstreamError::Permanent(
+            "replicate answered without a prediction id and urls.get".into(),
+        )),
+    }
+}
+
+pub fn parse_state(resp: &UpstreamResponse) -> Result<UpstreamState, UpstreamError> {
+    if resp.status == 404 {
+        return Err(UpstreamError::Permanent(
+            "replicate no longer knows this prediction".into(),
+        ));
+    }
+    let p = prediction(resp)?;
+    match p["status"].as_str() {
+        Some("starting") => Ok(UpstreamState::Queued),
+        Some("processing") => Ok(UpstreamState::Processing),
+        Some("succeeded") => {
+            let outputs: Vec<String> = match &p["output"] {
+                Value::String(s) => vec![s.clone()],
+                Value::Array(items) => items
+                    .iter()
+                    .filter_map(|i| i.as_str().map(str::to_owned))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if outputs.is_empty() {
+                Ok(UpstreamState::Failed(
+                    "replicate succeeded without any output".into(),
+                ))
+            } else {
+                Ok(UpstreamState::Completed(outputs))
+            }
+        }
+        Some(status @ ("failed" | "canceled" | "aborted")) => Ok(UpstreamState::Failed(
+            p["error"]
+                .as_str()
+                .map_or_else(|| format!("the prediction was {status}"), str::to_owned),
+        )),
+        other => Err(UpstreamError::Transient {
+            reason: format!("replicate answered an unknown status {other:?}"),
+            retry_after: None,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use crate::providers::Kind;
+
+    fn cfg() -> Provider {
+        Provider {
+            kind: Kind::Replicate,
+            base_url: "https://api.replicate.com".into(),
+            api_key: Some(Secret::new("r8_test")),
+        }
+    }
+
+    fn resp(status: u16, body: Value) -> UpstreamResponse {
+        UpstreamResponse {
+            status,
+            retry_after: None,
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    #[test]
+    fn submit_uses_the_official_model_route_bearer_auth_and_a_data_url() {
+        let fields =
+            json!({"prompt": "a house", "control_image": "https://x.test/a.jpg", "num_outputs": 2});
+        let v = parallax_api::validate(Model::FluxDepthDev, fields.as_object().unwrap(), false)
+            .unwrap();
+        let req = build_submit(
+            &cfg(),
+            Model::FluxDepthDev,
+            &v.params,
+            b"\\xff\\xd8",
+            "image/jpeg",
+        );
+        assert_eq!(
+            req.url,
+            "https://api.replicate.com/v1/models/black-forest-labs/flux-depth-dev/predictions"
+        );
+        assert!(
+            req.headers
+                .contains(&("authorization", "Bearer r8_test".into()))
+        );
+        let body: Value = serde_json::from_slice(req.body.as_deref().unwrap()).unwrap();
+        assert_eq!(body["input"]["num_outputs"], 2);
+        assert_eq!(body["input"]["num_inference_steps"], 28);
+        assert!(
+            body["input"]["control_image"]
+                .as_str()
+                .unwrap()
+                .starts_with("data:image/jpeg;base64,")
+        );
+        assert!(body["input"].get("steps").is_none());
+    }
+
+    #[test]
+    fn prediction_states_from_the_docs_map_to_ours() {
+        let created = resp(
+            201,
+            json!({"id": "abc", "status": "starting", "urls": {"get": "https://api.replicate.com/v1/predictions/abc", "cancel": "https://api.replicate.com/v1/predictions/abc/cancel"}}),
+        );
+        let s = parse_prediction_urls(&created).unwrap();
+        assert_eq!(s.status_url, "https://api.replicate.com/v1/predictions/abc");
+        assert_eq!(
+            s.cancel_url.as_deref(),
+            Some("https://api.replicate.com/v1/predictions/abc/cancel")
+        );
+        assert_eq!(parse_state(&created), Ok(UpstreamState::Queued));
+        assert_eq!(
+            parse_state(&resp(200, json!({"status": "processing"}))),
+            Ok(UpstreamState::Processing)
+        );
+        assert_eq!(
+            parse_state(&resp(
+                200,
+                json!({"status": "succeeded", "output": "https://replicate.delivery/x/out.jpg"})
+            )),
+            Ok(UpstreamState::Completed(vec![
+                "https://replicate.delivery/x/out.jpg".into()
+            ]))
+        );
+        assert_eq!(
+            parse_state(&resp(
+                200,
+                json!({"status": "failed", "error": "All generated images contained NSFW content."})
+            )),
+            Ok(UpstreamState::Failed(
+                "All generated images contained NSFW content.".into()
+            ))
+        );
+        assert!(matches!(
+            parse_state(&resp(200, json!({"status": "canceled"}))),
+            Ok(UpstreamState::Failed(_))
+        ));
+    }
+
+    #[test]
+    fn throttling_is_transient_and_billing_is_permanent() {
+        let throttled = UpstreamResponse {
+            status: 429,
+            retry_after: Some(30),
+            body: br#"{"detail":"Request was throttled. Your rate limit resets in ~30s."}"#
+                .to_vec(),
+        };
+        assert!(matches!(
+            parse_prediction_urls(&throttled),
+            Err(UpstreamError::Transient {
+                retry_after: Some(30),
+                ..
+            })
+        ));
+        let billing = resp(
+            402,
+            json!({"title": "Billing required", "detail": "You need to set up billing", "status": 402}),
+        );
+        assert!(
+            matches!(parse_prediction_urls(&billing), Err(UpstreamError::Permanent(m)) if m.contains("billing"))
+        );
+    }
+
+    #[test]
+    fn pro_cannot_write_webp_here() {
+        let fields = json!({"prompt": "x", "control_image": "https://x.test/a.jpg", "output_format": "webp"});
+        let v = parallax_api::validate(Model::FluxDepthPro, fields.as_object().unwrap(), false)
+            .unwrap();
+        assert_eq!(
+            check(Model::FluxDepthPro, &v.params).unwrap_err().field,
+            "output_format"
+        );
+    }
+}

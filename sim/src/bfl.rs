@@ -1,0 +1,106 @@
+//! Black Forest Labs' API for `flux-pro-1.0-depth`: `POST /v1/flux-pro-1.0-depth`
+//! (`x-key`) with the inputs as JSON answers `{id, polling_url}`; `GET
+//! /v1/get_result?id=` answers `Pending` (with `progress`), then `Ready` with
+//! `result.sample` (a short-lived URL), or `Error` / `Content Moderated` /
+//! `Task not found`. A `[sim:bfl:410!]` prompt plays the retired endpoint.
+
+use std::collections::HashMap;
+
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use crate::common::{
+    Ask, Shared, create_job, decode_control, has_header, num, output_urls, read_fields, text,
+};
+use crate::jobs::Phase;
+use crate::render::Format;
+
+pub fn router() -> Router<Shared> {
+    Router::new()
+        .route("/v1/flux-pro-1.0-depth", post(submit))
+        .route("/v1/get_result", get(get_result))
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"detail": "Not authenticated"})),
+    )
+        .into_response()
+}
+
+async fn submit(State(sim): State<Shared>, req: Request) -> Response {
+    if !has_header(req.headers(), "x-key") {
+        return unauthorized();
+    }
+    let body = match read_fields(req).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let prompt = text(&body, "prompt").unwrap_or_default();
+    if let Some(fault) = sim.submit_fault("bfl", &prompt).await {
+        return fault;
+    }
+    let format = text(&body, "output_format").unwrap_or_else(|| "jpeg".into());
+    let Some(format) = Format::parse(&format) else {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"detail": [{"loc": ["body", "output_format"], "msg": "Input should be 'jpeg', 'png' or 'webp'", "type": "enum"}]})),
+        )
+            .into_response();
+    };
+    let ask = Ask {
+        model: "flux-depth-pro",
+        seed: num(&body, "seed").map_or(0, |s| s as u64),
+        count: 1,
+        format,
+        quality: 90,
+        megapixels: Some(1.0),
+        image: decode_control(text(&body, "control_image")),
+        prompt,
+    };
+    let job = create_job(&sim, ask);
+    Json(json!({
+        "id": job.id,
+        "polling_url": format!("{}/bfl/v1/get_result?id={}", sim.base, job.id),
+        "cost": 2.5, "input_mp": 1.0, "output_mp": 1.0
+    }))
+    .into_response()
+}
+
+async fn get_result(
+    State(sim): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if !has_header(&headers, "x-key") {
+        return unauthorized();
+    }
+    let id = q.get("id").cloned().unwrap_or_default();
+    let Some(job) = sim.jobs.get(&id) else {
+        return Json(json!({"id": id, "status": "Task not found", "result": null, "progress": null, "details": null})).into_response();
+    };
+    let body = match sim.jobs.phase(&job) {
+        Phase::Queued => {
+            json!({"id": id, "status": "Pending", "result": null, "progress": 0.0, "details": null})
+        }
+        Phase::Processing => {
+            json!({"id": id, "status": "Pending", "result": null, "progress": 0.5, "details": null})
+        }
+        Phase::Completed => {
+            let sample = output_urls(&sim, &job).into_iter().next();
+            json!({"id": id, "status": "Ready", "result": {"sample": sample, "prompt": job.spec.prompt, "seed": job.spec.seed}, "progress": 1.0, "details": null})
+        }
+        Phase::Failed(reason) if reason.contains("moderated") => {
+            json!({"id": id, "status": "Content Moderated", "result": null, "progress": null, "details": {"moderation_reasons": ["sim"]}})
+        }
+        Phase::Failed(reason) => {
+            json!({"id": id, "status": "Error", "result": null, "progress": null, "details": {"error": reason}})
+        }
+    };
+    Json::<Value>(body).into_response()
+}

@@ -1,0 +1,335 @@
+//! What every protocol of the sim shares: the server state (jobs, fault counters, base
+//! URL), reading bodies, turning parameters into a render, fault injection, and the
+//! output "CDN" that serves generated images.
+//!
+//! Fault injection is driven by the prompt, so each test controls its own job:
+//! - `[sim:fail]` the job ends FAILED as a moderation/content block;
+//! - `[sim:reject]` the submit is refused with HTTP 400;
+//! - `[sim:slow]` processing takes ten times longer;
+//! - `[sim:FAULT]` or `[sim:PROTOCOL:FAULT]` (PROTOCOL = segmind, replicate, comfyui,
+//!   bfl, parallax) with FAULT one of `429` (with Retry-After), `500`, `502`, `503`,
+//!   `404`, `410` (a retired endpoint), `hang` (no answer for two minutes), `badjson`:
+//!   the first two submits fail that way, then it works; a trailing `!` (e.g.
+//!   `[sim:segmind:503!]`) makes it permanent;
+//! - `[sim:output404]`, `[sim:slowdownload]` (3 s per output), `[sim:truncate]` (the
+//!   first two downloads are cut short).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde_json::{Map, Value, json};
+
+use crate::jobs::{Job, Jobs, Phase};
+use crate::render::{self, Format, RenderSpec};
+
+/// The sim's shared state.
+#[derive(Debug)]
+pub struct Sim {
+    pub jobs: Jobs,
+    /// This server's base URL (no trailing slash).
+    pub base: String,
+    /// (prompt, scope, fault) → times served.
+    faults: Mutex<HashMap<(String, String, String), u32>>,
+    /// ComfyUI uploads: name → bytes.
+    pub uploads: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+pub type Shared = Arc<Sim>;
+
+impl Sim {
+    pub fn new(jobs: Jobs, base: String) -> Self {
+        Self {
+            jobs,
+            base,
+            faults: Mutex::new(HashMap::new()),
+            uploads: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one occurrence of `fault` for this prompt and scope; true while it should
+    /// still fire (twice, or always with `!`).
+    fn fires(&self, prompt: &str, scope: &str, fault: &str, always: bool) -> bool {
+        let mut map = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map
+            .entry((prompt.to_owned(), scope.to_owned(), fault.to_owned()))
+            .or_insert(0);
+        *n += 1;
+        always || *n <= 2
+    }
+
+    /// The fault response a submit to `scope` gets for this prompt, if any.
+    pub async fn submit_fault(&self, scope: &str, prompt: &str) -> Option<Response> {
+        if prompt.contains("[sim:reject]") {
+            return Some(error(
+                StatusCode::BAD_REQUEST,
+                "Invalid request: rejected by the provider (sim)",
+            ));
+        }
+        for (fault, always) in requested_faults(prompt, scope) {
+            let status = match fault.as_str() {
+                "429" => StatusCode::TOO_MANY_REQUESTS,
+                "500" => StatusCode::INTERNAL_SERVER_ERROR,
+                "502" => StatusCode::BAD_GATEWAY,
+                "503" => StatusCode::SERVICE_UNAVAILABLE,
+                "404" => StatusCode::NOT_FOUND,
+                "410" => StatusCode::GONE,
+                "hang" | "badjson" => StatusCode::OK,
+                _ => continue,
+            };
+            if !self.fires(prompt, scope, &fault, always) {
+                continue;
+            }
+            return Some(match fault.as_str() {
+                "hang" => {
+                    tokio::time::sleep(Duration::from_secs(120)).await;
+                    error(StatusCode::GATEWAY_TIMEOUT, "hung")
+                }
+                "badjson" => (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    "{\"status\": \"QUEUED\", \"request_id\": ",
+                )
+                    .into_response(),
+                "429" => (
+                    status,
+                    [(header::RETRY_AFTER, "1")],
+                    Json(json!({"error": "Too many requests (sim)", "detail": "Request was throttled. Your rate limit resets in ~1s."})),
+                )
+                    .into_response(),
+                _ => error(status, format!("Upstream error {} (sim)", status.as_u16())),
+            });
+        }
+        None
+    }
+}
+
+/// `[sim:FAULT]` and `[sim:SCOPE:FAULT]` tokens for `scope`, with their `!` flag.
+fn requested_faults(prompt: &str, scope: &str) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    let mut rest = prompt;
+    while let Some(start) = rest.find("[sim:") {
+        let after = &rest[start + 5..];
+        let Some(end) = after.find(']') else { break };
+        let token = &after[..end];
+        let (token_scope, fault) = match token.split_once(':') {
+            Some((s, f)) => (Some(s), f),
+            None => (None, token),
+        };
+        if token_scope.is_none_or(|s| s == scope) {
+            let always = fault.ends_with('!');
+            out.push((fault.trim_end_matches('!').to_owned(), always));
+        }
+        rest = &after[end..];
+    }
+    out
+}
+
+pub fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": msg.into() }))).into_response()
+}
+
+/// The submit body as a flat field map; a multipart file part is base64-encoded into it.
+pub async fn read_fields(req: Request) -> Result<Map<String, Value>, Response> {
+    let is_multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    if is_multipart {
+        let mut mp = Multipart::from_request(req, &())
+            .await
+            .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
+        let mut fields = Map::new();
+        while let Some(field) = mp
+            .next_field()
+            .await
+            .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?
+        {
+            let name = field.name().unwrap_or_default().to_owned();
+            let is_file = field.file_name().is_some();
+            let data = field
+                .bytes()
+                .await
+                .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
+            let value = if is_file {
+                base64::engine::general_purpose::STANDARD.encode(&data)
+            } else {
+                String::from_utf8_lossy(&data).into_owned()
+            };
+            fields.insert(name, Value::String(value));
+        }
+        Ok(fields)
+    } else {
+        let body = Bytes::from_request(req, &())
+            .await
+            .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(map)) => Ok(map),
+            _ => Err(error(StatusCode::BAD_REQUEST, "Body must be a JSON object")),
+        }
+    }
+}
+
+pub fn num(fields: &Map<String, Value>, name: &str) -> Option<f64> {
+    match fields.get(name)? {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+pub fn text(fields: &Map<String, Value>, name: &str) -> Option<String> {
+    match fields.get(name)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Decodes raw base64 or a data URL. URLs cannot be fetched: the sim has no network,
+/// and the edge always sends the bytes.
+pub fn decode_control(value: Option<String>) -> Result<Vec<u8>, String> {
+    let value = value.ok_or("control_image is required")?;
+    let data = match value.split_once(";base64,") {
+        Some((head, data)) if head.starts_with("data:") => data.to_owned(),
+        _ if value.contains("://") => {
+            return Err("Failed to fetch control_image from URL (sim has no network)".into());
+        }
+        _ => value,
+    };
+    let data: String = data.split_ascii_whitespace().collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(data.as_bytes())
+        .map_err(|_| "control_image is not valid base64".to_string())
+}
+
+/// What a submit asks for, protocol-neutral.
+#[derive(Debug)]
+pub struct Ask {
+    pub model: &'static str,
+    pub prompt: String,
+    pub seed: u64,
+    pub count: usize,
+    pub format: Format,
+    pub quality: u8,
+    pub megapixels: Option<f64>,
+    pub image: Result<Vec<u8>, String>,
+}
+
+/// Registers a job for `ask`; it will fail if the image is unusable or the prompt
+/// asks for a content block.
+pub fn create_job(sim: &Sim, ask: Ask) -> Arc<Job> {
+    let mut failure = None;
+    let (control, control_hash) = match ask.image {
+        Ok(bytes) => match image::load_from_memory(&bytes) {
+            Ok(img) => (Some(img), render::fnv1a(&[&bytes])),
+            Err(e) => {
+                failure = Some(format!("control_image could not be decoded: {e}"));
+                (None, 0)
+            }
+        },
+        Err(e) => {
+            failure = Some(e);
+            (None, 0)
+        }
+    };
+    if ask.prompt.contains("[sim:fail]") {
+        failure.get_or_insert(
+            "Content moderated: the prompt was flagged by the safety filter".to_string(),
+        );
+    }
+    let slow = ask.prompt.contains("[sim:slow]");
+    let model = ask.model;
+    let spec = RenderSpec {
+        prompt: ask.prompt,
+        seed: ask.seed,
+        count: ask.count,
+        format: ask.format,
+        quality: ask.quality,
+        megapixels: ask.megapixels,
+        control,
+        control_hash,
+    };
+    sim.jobs.insert(model, failure, spec, slow)
+}
+
+/// Output URLs of a completed job, on this server's CDN route.
+pub fn output_urls(sim: &Sim, job: &Job) -> Vec<String> {
+    job.outputs()
+        .iter()
+        .enumerate()
+        .map(|(n, o)| format!("{}/outputs/{}/{n}.{}", sim.base, job.id, o.format.ext()))
+        .collect()
+}
+
+/// Timings in Segmind's metric names.
+pub fn metrics(jobs: &Jobs) -> Value {
+    let q = jobs.timing.queue.as_secs_f64();
+    let p = jobs.timing.process.as_secs_f64();
+    json!({"queue_time": q, "inference_time": p, "total_time": q + p})
+}
+
+/// Whether the caller sent some credentials in `header` (any non-empty value).
+pub fn has_header(headers: &HeaderMap, name: &str) -> bool {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !v.trim().is_empty())
+}
+
+/// `GET /outputs/{id}/{n}.{ext}`: the CDN, with the download faults.
+pub async fn output(
+    State(sim): State<Shared>,
+    Path((id, file)): Path<(String, String)>,
+) -> Response {
+    let not_found = || error(StatusCode::NOT_FOUND, "No such output");
+    let Some(job) = sim.jobs.get(&id) else {
+        return not_found();
+    };
+    if sim.jobs.phase(&job) != Phase::Completed || job.spec.prompt.contains("[sim:output404]") {
+        return not_found();
+    }
+    let outputs = job.outputs();
+    let found = file
+        .split_once('.')
+        .and_then(|(n, ext)| Some((n.parse::<usize>().ok()?, ext)))
+        .and_then(|(n, ext)| outputs.get(n).filter(|o| o.format.ext() == ext));
+    let Some(o) = found else {
+        return not_found();
+    };
+    if job.spec.prompt.contains("[sim:slowdownload]") {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let mut bytes = o.bytes.clone();
+    if job.spec.prompt.contains("[sim:truncate]")
+        && sim.fires(&job.spec.prompt, "cdn", &file, false)
+    {
+        bytes.truncate(bytes.len() / 2);
+    }
+    ([(header::CONTENT_TYPE, o.format.content_type())], bytes).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_tokens_are_scoped_by_protocol() {
+        let p = "a cat [sim:segmind:503!] [sim:429] [sim:replicate:hang]";
+        assert_eq!(
+            requested_faults(p, "segmind"),
+            vec![("503".to_string(), true), ("429".to_string(), false)]
+        );
+        assert_eq!(
+            requested_faults(p, "replicate"),
+            vec![("429".to_string(), false), ("hang".to_string(), false)]
+        );
+        assert!(requested_faults("plain", "bfl").is_empty());
+    }
+}

@@ -1,0 +1,214 @@
+//! Replicate's predictions API for the official FLUX depth models:
+//! `POST /v1/models/black-forest-labs/{model}/predictions` (`Authorization: Bearer`)
+//! with `{"input": {...}}` answers a prediction (`status: starting`, `urls.get`,
+//! `urls.cancel`); `GET /v1/predictions/{id}` moves through `processing` to
+//! `succeeded` (pro: `output` is one URL; dev: a list) or `failed`/`canceled`;
+//! `POST /v1/predictions/{id}/cancel` cancels.
+
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Map, Value, json};
+
+use crate::common::{Ask, Shared, create_job, decode_control, num, output_urls, read_fields, text};
+use crate::jobs::{Job, Phase};
+use crate::render::Format;
+
+pub fn router() -> Router<Shared> {
+    Router::new()
+        .route(
+            "/v1/models/black-forest-labs/{model}/predictions",
+            post(create),
+        )
+        .route("/v1/predictions/{id}", get(get_prediction))
+        .route("/v1/predictions/{id}/cancel", post(cancel))
+}
+
+fn problem(status: StatusCode, title: &str, detail: &str) -> Response {
+    (
+        status,
+        Json(json!({"title": title, "detail": detail, "status": status.as_u16()})),
+    )
+        .into_response()
+}
+
+fn authorized(headers: &HeaderMap) -> bool {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| !t.trim().is_empty())
+}
+
+fn unauthenticated() -> Response {
+    problem(
+        StatusCode::UNAUTHORIZED,
+        "Unauthenticated",
+        "You did not pass a valid authentication token",
+    )
+}
+
+async fn create(State(sim): State<Shared>, Path(model): Path<String>, req: Request) -> Response {
+    if !authorized(req.headers()) {
+        return unauthenticated();
+    }
+    let dev = match model.as_str() {
+        "flux-depth-pro" => false,
+        "flux-depth-dev" => true,
+        _ => {
+            return problem(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "The requested resource could not be found.",
+            );
+        }
+    };
+    let body = match read_fields(req).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let Some(Value::Object(input)) = body.get("input").cloned() else {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Input validation failed",
+            "- input: input is required",
+        );
+    };
+    let prompt = text(&input, "prompt").unwrap_or_default();
+    if let Some(fault) = sim.submit_fault("replicate", &prompt).await {
+        return fault;
+    }
+    let format =
+        text(&input, "output_format").unwrap_or_else(|| if dev { "webp" } else { "jpg" }.into());
+    let allowed: &[&str] = if dev {
+        &["webp", "jpg", "png"]
+    } else {
+        &["jpg", "png"]
+    };
+    if !allowed.contains(&format.as_str()) {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Input validation failed",
+            &format!(
+                "- input.output_format: output_format must be one of the following: {}",
+                allowed.join(", ")
+            ),
+        );
+    }
+    let steps_key = if dev { "num_inference_steps" } else { "steps" };
+    if num(&input, steps_key).is_some_and(|s| !(1.0..=50.0).contains(&s)) {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Input validation failed",
+            &format!("- input.{steps_key}: out of range"),
+        );
+    }
+    let ask = Ask {
+        model: if dev {
+            "flux-depth-dev"
+        } else {
+            "flux-depth-pro"
+        },
+        seed: num(&input, "seed").map_or(42, |s| s as u64),
+        count: if dev {
+            num(&input, "num_outputs").unwrap_or(1.0).clamp(1.0, 4.0) as usize
+        } else {
+            1
+        },
+        format: Format::parse(&format).unwrap_or(Format::Jpg),
+        quality: num(&input, "output_quality")
+            .unwrap_or(80.0)
+            .clamp(1.0, 100.0) as u8,
+        megapixels: match text(&input, "megapixels").as_deref() {
+            Some("match_input") if dev => None,
+            Some("0.25") if dev => Some(0.25),
+            _ => Some(1.0),
+        },
+        image: decode_control(text(&input, "control_image")),
+        prompt,
+    };
+    let job = create_job(&sim, ask);
+    (StatusCode::CREATED, Json(prediction(&sim, &job, &input))).into_response()
+}
+
+fn prediction(sim: &Shared, job: &Job, input: &Map<String, Value>) -> Value {
+    let dev = job.model == "flux-depth-dev";
+    let base = format!("{}/replicate/v1/predictions/{}", sim.base, job.id);
+    let (status, output, error) = match sim.jobs.phase(job) {
+        Phase::Queued => ("starting", Value::Null, Value::Null),
+        Phase::Processing => ("processing", Value::Null, Value::Null),
+        Phase::Completed => {
+            let urls = output_urls(sim, job);
+            let output = if dev {
+                json!(urls)
+            } else {
+                json!(urls.first())
+            };
+            ("succeeded", output, Value::Null)
+        }
+        Phase::Failed(reason) if reason.contains("canceled") => {
+            ("canceled", Value::Null, Value::Null)
+        }
+        Phase::Failed(reason) if reason.contains("moderated") => (
+            "failed",
+            Value::Null,
+            json!(
+                "All generated images contained NSFW content. Try running it again with a different prompt."
+            ),
+        ),
+        Phase::Failed(reason) => ("failed", Value::Null, json!(reason)),
+    };
+    json!({
+        "id": job.id,
+        "model": format!("black-forest-labs/{}", job.model),
+        "version": "hidden",
+        "input": input,
+        "output": output,
+        "error": error,
+        "logs": "",
+        "status": status,
+        "data_removed": false,
+        "urls": {"get": base, "cancel": format!("{base}/cancel"), "stream": format!("{base}/stream")},
+        "metrics": {"predict_time": sim.jobs.timing.process.as_secs_f64(), "image_count": job.spec.count}
+    })
+}
+
+async fn get_prediction(
+    State(sim): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&headers) {
+        return unauthenticated();
+    }
+    match sim.jobs.get(&id) {
+        Some(job) => Json(prediction(&sim, &job, &Map::new())).into_response(),
+        None => problem(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "The requested resource could not be found.",
+        ),
+    }
+}
+
+async fn cancel(State(sim): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if !authorized(&headers) {
+        return unauthenticated();
+    }
+    match sim.jobs.get(&id) {
+        Some(job) => {
+            if !matches!(sim.jobs.phase(&job), Phase::Completed | Phase::Failed(_)) {
+                job.canceled
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            Json(prediction(&sim, &job, &Map::new())).into_response()
+        }
+        None => problem(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "The requested resource could not be found.",
+        ),
+    }
+}
