@@ -1,7 +1,7 @@
 //! All HTTP the app does: submit a job, read its status and result. Errors become a
 //! [`ClientError`] carrying the API's error body when there is one.
 
-use parallax_api::{ErrorBody, JobResult, Model, StatusResponse, SubmitResponse};
+use parallax_api::{ErrorBody, ErrorCode, JobResult, Model, StatusResponse, SubmitResponse};
 use serde::de::DeserializeOwned;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -22,6 +22,18 @@ impl ClientError {
     /// One readable line for the user.
     pub fn message(&self) -> String {
         match self {
+            Self::Api { body, .. } if body.code == ErrorCode::Unauthorized => {
+                format!("{} — add a valid access key in Settings.", body.error)
+            }
+            Self::Api { body, .. } if body.code == ErrorCode::InsufficientCredits => {
+                format!(
+                    "{} Add credits to your key, or use fewer images.",
+                    body.error
+                )
+            }
+            Self::Api { body, .. } if body.code == ErrorCode::RateLimited => {
+                "Too many requests right now; wait a moment and try again.".into()
+            }
             Self::Api { body, .. } => match &body.fields {
                 Some(fields) if !fields.is_empty() => fields
                     .iter()
@@ -57,11 +69,23 @@ async fn fetch(
     req.headers()
         .set("accept", "application/json")
         .map_err(js_error)?;
+    if let Some(key) = crate::session::api_key() {
+        req.headers().set("x-api-key", &key).map_err(js_error)?;
+    }
     let resp: Response = JsFuture::from(window.fetch_with_request(&req))
         .await
         .map_err(js_error)?
         .dyn_into()
         .map_err(js_error)?;
+    if let Some(n) = resp
+        .headers()
+        .get("x-remaining-credits")
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse().ok())
+    {
+        crate::session::saw_credits(n);
+    }
     let text = JsFuture::from(resp.text().map_err(js_error)?)
         .await
         .map_err(js_error)?
@@ -98,6 +122,12 @@ pub async fn submit(model: Model, form: &FormData) -> Result<SubmitResponse, Cli
     decode(status, &text, false)
 }
 
+/// `DELETE /v2/requests/{id}`: cancels a running job (refunded).
+pub async fn cancel(response_url: &str) -> Result<StatusResponse, ClientError> {
+    let (status, text) = fetch("DELETE", response_url, None).await?;
+    decode(status, &text, true)
+}
+
 pub async fn status(url: &str) -> Result<StatusResponse, ClientError> {
     let (status, text) = fetch("GET", url, None).await?;
     decode(status, &text, true)
@@ -108,19 +138,33 @@ pub async fn result(url: &str) -> Result<JobResult, ClientError> {
     decode(status, &text, true)
 }
 
-/// Resolves after `ms` milliseconds.
+thread_local! {
+    /// Resolvers of pending [`sleep`]s, woken early by [`wake_all`].
+    static SLEEPERS: std::cell::RefCell<Vec<js_sys::Function>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Resolves after `ms` milliseconds, or earlier on [`wake_all`] (a phone bringing the
+/// tab back), so polling resumes at once instead of after a throttled timer.
 pub async fn sleep(ms: i32) {
     let promise = js_sys::Promise::new(&mut |resolve, _| {
         if let Some(w) = web_sys::window() {
             let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
         }
+        SLEEPERS.with(|s| s.borrow_mut().push(resolve));
     });
     let _ = JsFuture::from(promise).await;
 }
 
+/// Wakes every pending [`sleep`].
+pub fn wake_all() {
+    for resolve in SLEEPERS.with(|s| std::mem::take(&mut *s.borrow_mut())) {
+        let _ = resolve.call0(&JsValue::NULL);
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use parallax_api::{ErrorCode, FieldError};
+    use parallax_api::FieldError;
 
     use super::*;
 
@@ -141,6 +185,37 @@ mod tests {
             e.message(),
             "prompt: is required; control_image: is not a JPEG, PNG or WebP image"
         );
+    }
+
+    #[test]
+    fn key_credit_and_rate_problems_say_what_to_do() {
+        let e = |code, error: &str| ClientError::Api {
+            status: code_status(code),
+            body: ErrorBody {
+                error: error.into(),
+                code,
+                fields: None,
+            },
+        };
+        assert!(
+            e(ErrorCode::Unauthorized, "API key is invalid")
+                .message()
+                .contains("Settings")
+        );
+        assert!(
+            e(ErrorCode::InsufficientCredits, "Not enough credits")
+                .message()
+                .contains("Add credits")
+        );
+        assert!(
+            e(ErrorCode::RateLimited, "x")
+                .message()
+                .contains("wait a moment")
+        );
+    }
+
+    fn code_status(code: ErrorCode) -> u16 {
+        code.http_status()
     }
 
     #[test]

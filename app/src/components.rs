@@ -1,3 +1,8 @@
 //! Reusable view components.
 
+pub mod compare;
+pub mod image_input;
 pub mod job_card;
+pub mod param_field;
+pub mod settings_panel;
+pub mod snippets_panel;

@@ -2,6 +2,11 @@
 
 use parallax_api::{JobResult, JobStatus, Model, StatusResponse};
 
+/// Whether the phase is final.
+pub fn is_final(phase: &Phase) -> bool {
+    matches!(phase, Phase::Completed { .. } | Phase::Failed { .. })
+}
+
 /// Where a job is, from the browser's point of view.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Phase {
@@ -72,7 +77,18 @@ pub struct JobView {
     pub model: Model,
     pub prompt: String,
     pub request_id: Option<String>,
+    /// Where to GET the result and DELETE (cancel) the job.
+    pub response_url: Option<String>,
     pub phase: Phase,
+    /// Browser clock (ms) at submit and at the end.
+    pub started_ms: f64,
+    pub finished_ms: Option<f64>,
+    /// Expected duration in seconds, from this device's recent jobs.
+    pub expected_secs: f64,
+    /// The control image as uploaded (an object URL), for the compare slider.
+    pub control_url: Option<String>,
+    /// The finished job, for Remix.
+    pub result: Option<JobResult>,
 }
 
 /// Milliseconds before status poll number `attempt` (0-based): quick at first, then

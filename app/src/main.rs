@@ -3,8 +3,11 @@
 mod app;
 mod client;
 mod components;
+mod image;
 mod jobs;
+mod logic;
 mod pages;
+mod session;
 
 fn main() {
     console_error_panic_hook::set_once();

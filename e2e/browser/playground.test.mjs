@@ -3,26 +3,12 @@
 // Needs the stack running (cargo xtask test starts it) at PARALLAX_BASE_URL.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { launch, base, shots, sample as samplePath, root } from './helpers.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const root = path.resolve(here, '../..');
-const base = process.env.PARALLAX_BASE_URL ?? 'http://127.0.0.1:8787';
-const shots = path.join(root, 'target', 'screenshots');
-const sample = path.join(root, 'public', 'samples', 'chelsea.jpg');
-mkdirSync(shots, { recursive: true });
-
+const sample = samplePath('chelsea.jpg');
 let browser;
-before(async () => {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_BIN ?? '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
-  });
-});
+before(async () => { browser = await launch(); });
 after(async () => { await browser?.close(); });
 
 async function openPlayground(viewport) {

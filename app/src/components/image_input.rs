@@ -1,0 +1,98 @@
+//! Where a control image comes from: drag and drop, the file picker, the phone's
+//! camera, pasting from the clipboard, or an https URL (fetched by the server).
+
+use leptos::ev;
+use leptos::prelude::*;
+use web_sys::File;
+
+use crate::image::ACCEPT;
+
+/// What the user picked.
+#[derive(Debug, Clone)]
+pub enum Picked {
+    File(File),
+    Url(String),
+}
+
+fn first_file(list: Option<web_sys::FileList>) -> Option<File> {
+    list.and_then(|l| l.get(0))
+}
+
+#[component]
+pub fn ImageInput(
+    /// Called with each pick.
+    on_pick: Callback<Picked>,
+    /// Preview URL of the current control image.
+    preview: Signal<Option<String>>,
+    /// Set while the image is being prepared.
+    busy: Signal<bool>,
+    /// What went wrong with the last pick.
+    error: Signal<Option<String>>,
+    /// A line about the prepared upload ("1024×683, 180 KB").
+    info: Signal<Option<String>>,
+) -> impl IntoView {
+    let dragging = RwSignal::new(false);
+    let url = RwSignal::new(String::new());
+    let pick_file = move |f: Option<File>| {
+        if let Some(f) = f {
+            on_pick.run(Picked::File(f));
+        }
+    };
+    let _paste = window_event_listener(ev::paste, move |ev: web_sys::ClipboardEvent| {
+        if let Some(f) = first_file(ev.clipboard_data().and_then(|d| d.files())) {
+            ev.prevent_default();
+            pick_file(Some(f));
+        }
+    });
+    let from_input = move |ev: ev::Event| {
+        let input: web_sys::HtmlInputElement = event_target(&ev);
+        pick_file(first_file(input.files()));
+        input.set_value("");
+    };
+    view! {
+        <div class="image-input">
+            <span class="field-label" id="control-label">"Control image"</span>
+            <div class=move || if dragging.get() { "drop dragging" } else { "drop" }
+                data-testid="drop-zone"
+                on:dragover=move |ev: web_sys::DragEvent| { ev.prevent_default(); dragging.set(true); }
+                on:dragleave=move |_| dragging.set(false)
+                on:drop=move |ev: web_sys::DragEvent| {
+                    ev.prevent_default();
+                    dragging.set(false);
+                    pick_file(first_file(ev.data_transfer().and_then(|d| d.files())));
+                }>
+                {move || match preview.get() {
+                    Some(src) => view! { <img class="preview" src=src alt="Control image preview" /> }.into_any(),
+                    None => view! {
+                        <p class="drop-hint">"Drop a photo here, paste one, or choose below. Its depth (layout) is kept."</p>
+                    }.into_any(),
+                }}
+                <Show when=move || busy.get()>
+                    <p class="busy" role="status">"Preparing image…"</p>
+                </Show>
+            </div>
+            <div class="pick-row">
+                <label class="button">
+                    "Choose image"
+                    <input type="file" class="visually-hidden" accept=ACCEPT data-testid="control-image"
+                        aria-describedby="control-info" on:change=from_input />
+                </label>
+                <label class="button">
+                    "Take photo"
+                    <input type="file" class="visually-hidden" accept=ACCEPT capture="environment" on:change=from_input />
+                </label>
+            </div>
+            <div class="url-row">
+                <label for="control-url" class="visually-hidden">"Image URL"</label>
+                <input id="control-url" type="url" inputmode="url" placeholder="or an https:// image URL"
+                    prop:value=move || url.get() on:input=move |ev| url.set(event_target_value(&ev)) />
+                <button type="button" class="button" on:click=move |_| {
+                    let u = url.get_untracked().trim().to_owned();
+                    if !u.is_empty() { on_pick.run(Picked::Url(u)); }
+                }>"Use URL"</button>
+            </div>
+            <p id="control-info" class="help">{move || info.get()}</p>
+            <p class="field-error" role="alert" data-testid="image-error">{move || error.get()}</p>
+        </div>
+    }
+}

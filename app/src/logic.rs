@@ -1,0 +1,5 @@
+//! The app's logic, kept out of `view!` and tested natively.
+
+pub mod eta;
+pub mod form;
+pub mod snippets;
