@@ -226,6 +226,31 @@ pub fn document(origin: &str) -> Value {
         }),
     );
 
+    let mut list = Map::new();
+    list.insert(
+        "200".into(),
+        json!({"description": "The calling key's requests, newest first", "headers": credits_header(),
+               "content": {"application/json": {"schema": {"type": "object", "required": ["requests", "next_cursor"],
+                   "properties": {"requests": {"type": "array", "items": {"$ref": "#/components/schemas/JobResult"}},
+                                  "next_cursor": {"type": ["string", "null"]}}}}}}),
+    );
+    list.extend(errors(&[400, 401, 429, 500]));
+    paths.insert(
+        "/v2/requests".into(),
+        json!({"get": {"operationId": "list_requests", "summary": "List your requests (API keys only)",
+                       "parameters": [
+                           {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
+                           {"name": "cursor", "in": "query", "required": false, "schema": {"type": "string"}, "description": "next_cursor of the previous page"}],
+                       "responses": list}}),
+    );
+    paths.insert(
+        "/r/{request_id}".into(),
+        json!({"get": {"operationId": "share_page", "summary": "A result's share page (HTML with Open Graph tags)", "security": [],
+                       "parameters": [request_id_param()],
+                       "responses": {"200": {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}},
+                                     "404": {"description": "Unknown or expired", "content": {"text/html": {"schema": {"type": "string"}}}}}}}),
+    );
+
     let mut output = Map::new();
     output.insert(
         "200".into(),
@@ -245,7 +270,7 @@ pub fn document(origin: &str) -> Value {
                        "security": [],
                        "parameters": [request_id_param(),
                            {"name": "file", "in": "path", "required": true,
-                            "schema": {"type": "string", "pattern": "^[0-3]\\.(jpg|png|webp)$"}}],
+                            "schema": {"type": "string", "pattern": "^([0-3]\\.(jpg|png|webp)|control)$"}}],
                        "responses": output}}),
     );
     paths.insert(
@@ -334,7 +359,7 @@ fn wire_schemas() -> Map<String, Value> {
     m.insert(
         "JobResult".into(),
         json!({"type": "object",
-               "required": ["request_id", "model", "status", "output", "seed", "params", "error", "metrics", "created_at", "expires_at"],
+               "required": ["request_id", "model", "status", "output", "seed", "params", "error", "metrics", "created_at", "expires_at", "control_image"],
                "properties": {"request_id": id,
                    "model": {"type": "string", "enum": Model::ALL.iter().map(|m| m.slug()).collect::<Vec<_>>()},
                    "status": status,
@@ -345,7 +370,8 @@ fn wire_schemas() -> Map<String, Value> {
                    "code": {"$ref": "#/components/schemas/ErrorCode"},
                    "metrics": {"$ref": "#/components/schemas/Metrics"},
                    "created_at": {"type": "integer"},
-                   "expires_at": {"type": ["integer", "null"]}}}),
+                   "expires_at": {"type": ["integer", "null"]},
+                   "control_image": {"type": "string", "format": "uri"}}}),
     );
     m
 }

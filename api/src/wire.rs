@@ -85,4 +85,6 @@ pub struct JobResult {
     pub created_at: u64,
     /// Unix seconds after which the job and its images are gone (`null` while running).
     pub expires_at: Option<u64>,
+    /// The control image the job was submitted with, on this edge.
+    pub control_image: String,
 }

@@ -112,6 +112,8 @@ fn completed_result_lists_outputs_seed_and_params() {
         },
         created_at: 1_790_000_000,
         expires_at: Some(1_792_592_000),
+        control_image: "http://127.0.0.1:8787/results/2c7f59ea-13f1-402c-9353-915a2b5a2124/control"
+            .into(),
     };
     assert_golden(
         &r,
@@ -125,7 +127,8 @@ fn completed_result_lists_outputs_seed_and_params() {
             "error": null,
             "metrics": {"queue_time": 0.5, "inference_time": 2.0, "total_time": 2.5, "provider": "segmind"},
             "created_at": 1790000000u64,
-            "expires_at": 1792592000u64
+            "expires_at": 1792592000u64,
+            "control_image": "http://127.0.0.1:8787/results/2c7f59ea-13f1-402c-9353-915a2b5a2124/control"
         }),
     );
 }

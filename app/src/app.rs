@@ -6,12 +6,16 @@ use leptos::prelude::*;
 
 use crate::client;
 use crate::components::settings_panel::SettingsPanel;
+use crate::pages::Route;
+use crate::pages::history::HistoryPage;
 use crate::pages::playground::PlaygroundPage;
+use crate::pages::share::SharePage;
 use crate::session;
 
 #[component]
 pub fn App() -> impl IntoView {
     session::provide();
+    let route = Route::parse(&window().location().pathname().unwrap_or_default());
     let now = RwSignal::new(js_sys::Date::now());
     let tick = set_interval_with_handle(
         move || now.set(js_sys::Date::now()),
@@ -33,10 +37,18 @@ pub fn App() -> impl IntoView {
                 "Parallax"
             </a>
             <span class="tagline">"Keep the layout. Change everything else."</span>
+            <nav class="nav" aria-label="Pages">
+                <a href="/" aria-current=(route == Route::Playground).then_some("page")>"Studio"</a>
+                <a href="/history" aria-current=(route == Route::History).then_some("page") data-testid="nav-history">"History"</a>
+            </nav>
             <SettingsPanel />
         </header>
         <main>
-            <PlaygroundPage now=now.into() />
+            {match route.clone() {
+                Route::Playground => view! { <PlaygroundPage now=now.into() /> }.into_any(),
+                Route::History => view! { <HistoryPage /> }.into_any(),
+                Route::Share(id) => view! { <SharePage id=id /> }.into_any(),
+            }}
         </main>
     }
 }

@@ -122,6 +122,55 @@ pub async fn submit(model: Model, form: &FormData) -> Result<SubmitResponse, Cli
     decode(status, &text, false)
 }
 
+/// A page of the key's jobs from `GET /v2/requests`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ListPage {
+    pub requests: Vec<JobResult>,
+    pub next_cursor: Option<String>,
+}
+
+pub async fn list(cursor: Option<&str>) -> Result<ListPage, ClientError> {
+    let url = match cursor {
+        Some(c) => format!("/v2/requests?limit=50&cursor={c}"),
+        None => "/v2/requests?limit=50".to_owned(),
+    };
+    let (status, text) = fetch("GET", &url, None).await?;
+    decode(status, &text, false)
+}
+
+/// `DELETE /v2/requests/{id}` of a finished job: deletes it and its images.
+pub async fn delete(response_url: &str) -> Result<(), ClientError> {
+    let (status, text) = fetch("DELETE", response_url, None).await?;
+    decode::<serde_json::Value>(status, &text, false).map(|_| ())
+}
+
+/// Polls a job until it ends and returns its result; `on_status` sees every status.
+pub async fn follow(
+    status_url: &str,
+    response_url: &str,
+    on_status: impl Fn(&StatusResponse),
+) -> Result<JobResult, ClientError> {
+    let mut errors = 0;
+    for attempt in 0.. {
+        sleep(crate::jobs::poll_delay_ms(attempt)).await;
+        match status(status_url).await {
+            Ok(s) if s.status.is_terminal() => break,
+            Ok(s) => {
+                errors = 0;
+                on_status(&s);
+            }
+            Err(e) if matches!(e, ClientError::Api { .. }) || errors >= MAX_POLL_ERRORS => {
+                return Err(e);
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    result(response_url).await
+}
+
+/// Status polls that may fail in a row (network blips) before giving up.
+const MAX_POLL_ERRORS: u32 = 5;
+
 /// `DELETE /v2/requests/{id}`: cancels a running job (refunded).
 pub async fn cancel(response_url: &str) -> Result<StatusResponse, ClientError> {
     let (status, text) = fetch("DELETE", response_url, None).await?;

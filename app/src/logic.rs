@@ -2,4 +2,5 @@
 
 pub mod eta;
 pub mod form;
+pub mod history;
 pub mod snippets;

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use leptos::prelude::*;
 use parallax_api::Model;
 
-use crate::logic::eta;
+use crate::logic::{eta, history};
 
 const KEY: &str = "parallax.key";
 const THEME: &str = "parallax.theme";
@@ -139,4 +139,24 @@ pub fn record_duration(model: Model, seconds: f64) {
         &eta_key(model),
         &serde_json::to_string(&history).unwrap_or_default(),
     );
+}
+
+const HISTORY: &str = "parallax.history";
+
+/// This browser's job history, newest first.
+pub fn load_history() -> Vec<history::Entry> {
+    load(HISTORY)
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default()
+}
+
+pub fn save_history(list: &[history::Entry]) {
+    save(HISTORY, &serde_json::to_string(list).unwrap_or_default());
+}
+
+/// Records one job's latest state in the history.
+pub fn remember(entry: history::Entry) {
+    let mut list = load_history();
+    history::upsert(&mut list, entry);
+    save_history(&list);
 }

@@ -111,6 +111,22 @@ pub async fn identify(req: &Request, env: &Env, cfg: &Config) -> EdgeResult<Call
     }
 }
 
+/// For reads of a job by its id (the id is the capability, as for share links): a
+/// presented key must be valid, but without one the read is public when anonymous
+/// use is off, so a shared result opens for anyone.
+pub async fn identify_for_read(
+    req: &Request,
+    env: &Env,
+    cfg: &Config,
+) -> EdgeResult<Option<Caller>> {
+    let has_key = presented_key(req)?.is_some_and(|k| !k.is_empty());
+    if has_key || cfg.anon_daily_credits > 0 {
+        identify(req, env, cfg).await.map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 /// Sends one operation to an account's ledger.
 pub async fn ledger_call(
     env: &Env,
@@ -195,6 +211,45 @@ impl Caller {
         self.unlimited(
             env,
             Op::Refund {
+                job_id: job_id.to_owned(),
+            },
+        )
+        .await
+    }
+
+    /// A page of this account's job ids, newest first, and the next cursor.
+    pub async fn list(
+        &self,
+        env: &Env,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> EdgeResult<(Vec<String>, Option<String>)> {
+        let limit_rule = Limit {
+            bucket: "read".into(),
+            per_minute: self.reads_per_minute,
+        };
+        let reply = ledger_call(
+            env,
+            &self.account,
+            self.funding.clone(),
+            Op::List { cursor, limit },
+            Some(limit_rule),
+        )
+        .await?;
+        self.balance.set(Some(reply.balance));
+        match reply.outcome {
+            Outcome::RateLimited { retry_after_secs } => {
+                Err(EdgeError::RateLimited { retry_after_secs })
+            }
+            _ => Ok((reply.jobs, reply.next_cursor)),
+        }
+    }
+
+    /// Drops a deleted job from this account's list.
+    pub async fn forget(&self, env: &Env, job_id: &str) -> EdgeResult<()> {
+        self.unlimited(
+            env,
+            Op::Forget {
                 job_id: job_id.to_owned(),
             },
         )

@@ -4,5 +4,6 @@ pub mod health;
 pub mod jobs;
 pub mod openapi;
 pub mod results;
+pub mod share;
 pub mod submit;
 pub mod sync;

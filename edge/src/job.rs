@@ -16,6 +16,10 @@ pub struct StoredOutput {
     pub ext: String,
     pub content_type: String,
     pub bytes: u64,
+    #[serde(default)]
+    pub width: u32,
+    #[serde(default)]
+    pub height: u32,
 }
 
 /// Why a job failed; decides how the sync API answers (422, 502 or 504).
@@ -276,6 +280,7 @@ impl JobRecord {
             metrics: self.metrics(),
             created_at: self.created_ms / 1000,
             expires_at: self.expires_ms.map(|e| e / 1000),
+            control_image: format!("{origin}{}", keys::control_path(&self.id)),
         }
     }
 }
@@ -317,6 +322,8 @@ mod tests {
                 ext: "jpg".into(),
                 content_type: "image/jpeg".into(),
                 bytes: 10,
+                width: 64,
+                height: 48,
             }],
             1_002_500,
         );

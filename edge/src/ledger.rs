@@ -44,6 +44,13 @@ pub enum Op {
     Refund { job_id: String },
     /// Just count a request and report the balance.
     Touch,
+    /// A page of the account's jobs, newest first, after `cursor` (a job id).
+    List {
+        cursor: Option<String>,
+        limit: usize,
+    },
+    /// Drop a deleted job from the account's list.
+    Forget { job_id: String },
 }
 
 /// A request-rate limit: at most `per_minute` in each minute, per bucket.
@@ -82,7 +89,15 @@ pub struct LedgerReply {
     #[serde(flatten)]
     pub outcome: Outcome,
     pub balance: u64,
+    /// For [`Op::List`]: job ids, newest first, and the cursor of the next page.
+    #[serde(default)]
+    pub jobs: Vec<String>,
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
+
+/// Most jobs an account's list remembers (older ones have expired by then).
+pub const MAX_LISTED: usize = 5_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 struct Charge {
@@ -102,11 +117,29 @@ pub struct LedgerState {
     charges: BTreeMap<String, Charge>,
     /// idempotency key → (job id, when)
     idempotency: BTreeMap<String, (String, u64)>,
+    /// The account's jobs, oldest first.
+    #[serde(default)]
+    jobs: Vec<String>,
 }
 
 impl LedgerState {
     pub fn balance(&self) -> u64 {
         self.balance
+    }
+
+    /// Up to `limit` job ids, newest first, after `cursor`; and the next cursor.
+    pub fn page(&self, cursor: Option<&str>, limit: usize) -> (Vec<String>, Option<String>) {
+        let newest_first = self.jobs.iter().rev();
+        let rest: Vec<&String> = match cursor {
+            Some(c) => newest_first
+                .skip_while(|j| j.as_str() != c)
+                .skip(1)
+                .collect(),
+            None => newest_first.collect(),
+        };
+        let page: Vec<String> = rest.iter().take(limit).map(|j| (*j).clone()).collect();
+        let next = (rest.len() > limit).then(|| page.last().cloned()).flatten();
+        (page, next)
     }
 
     /// Applies grants not applied yet, or starts a new day's allowance.
@@ -153,6 +186,10 @@ impl LedgerState {
                     return Outcome::Insufficient { needed: *amount };
                 }
                 self.balance -= amount;
+                self.jobs.push(job_id.clone());
+                if self.jobs.len() > MAX_LISTED {
+                    self.jobs.remove(0);
+                }
                 self.charges.insert(
                     job_id.clone(),
                     Charge {
@@ -164,6 +201,11 @@ impl LedgerState {
                     self.idempotency
                         .insert(key.clone(), (job_id.clone(), now_ms));
                 }
+                Outcome::Ok
+            }
+            Op::List { .. } => Outcome::Ok,
+            Op::Forget { job_id } => {
+                self.jobs.retain(|j| j != job_id);
                 Outcome::Ok
             }
             Op::Refund { job_id } => {
@@ -241,11 +283,19 @@ impl DurableObject for Ledger {
             Some(retry_after_secs) => Outcome::RateLimited { retry_after_secs },
             None => ledger.apply(&request.op, request.now_ms),
         };
+        let (jobs, next_cursor) = match &request.op {
+            Op::List { cursor, limit } if outcome == Outcome::Ok => {
+                ledger.page(cursor.as_deref(), *limit)
+            }
+            _ => (Vec::new(), None),
+        };
         storage.put(STATE, &ledger).await?;
         Ok(http::json(
             &LedgerReply {
                 outcome,
                 balance: ledger.balance(),
+                jobs,
+                next_cursor,
             },
             200,
         ))
@@ -343,6 +393,30 @@ mod tests {
         assert_eq!(l.balance(), 2);
         l.fund(&day("2026-11-22"));
         assert_eq!(l.balance(), 10);
+    }
+
+    #[test]
+    fn jobs_are_listed_newest_first_in_pages() {
+        let mut l = LedgerState::default();
+        l.fund(&grants(&[("g", 100)]));
+        for id in ["a", "b", "c", "d", "e"] {
+            l.apply(&reserve(id, 1, None), 0);
+        }
+        assert_eq!(
+            l.page(None, 2),
+            (vec!["e".into(), "d".into()], Some("d".into()))
+        );
+        assert_eq!(
+            l.page(Some("d"), 2),
+            (vec!["c".into(), "b".into()], Some("b".into()))
+        );
+        assert_eq!(l.page(Some("b"), 2), (vec!["a".into()], None));
+        l.apply(&Op::Forget { job_id: "c".into() }, 0);
+        assert_eq!(
+            l.page(Some("d"), 2).0,
+            vec!["b".to_string(), "a".to_string()]
+        );
+        assert_eq!(l.page(Some("unknown"), 2).0, Vec::<String>::new());
     }
 
     #[test]

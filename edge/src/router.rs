@@ -8,7 +8,7 @@ use worker::{Env, Request, Response};
 use crate::accounts::{self, Caller};
 use crate::config::{Config, bindings};
 use crate::error::{EdgeError, EdgeResult};
-use crate::handlers::{health, jobs, openapi, results, submit, sync};
+use crate::handlers::{health, jobs, openapi, results, share, submit, sync};
 
 pub async fn handle(req: Request, env: Env) -> worker::Result<Response> {
     match route(req, &env).await {
@@ -24,6 +24,7 @@ enum Api {
     Status(String),
     Result(String),
     Delete(String),
+    List,
 }
 
 fn allow(method: &str, allowed: &[&str], header: &'static str) -> EdgeResult<()> {
@@ -61,6 +62,14 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
             allow(method, &["GET"], "GET")?;
             return results::get_output(&req, env, id, file).await;
         }
+        ["r", id] => {
+            allow(method, &["GET"], "GET")?;
+            return share::get_share_page(&req, env, id).await;
+        }
+        ["v2", "requests"] => {
+            allow(method, &["GET"], "GET")?;
+            Api::List
+        }
         ["v2", "requests", id, "status"] => {
             allow(method, &["GET"], "GET")?;
             Api::Status((*id).to_owned())
@@ -81,11 +90,24 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
             allow(method, &["POST"], "POST")?;
             Api::Sync((*model).to_owned())
         }
-        ["v1" | "v2" | "results", ..] => return Err(not_found(method, &path)),
+        ["v1" | "v2" | "results" | "r", ..] => return Err(not_found(method, &path)),
         _ => return Ok(env.assets(bindings::ASSETS)?.fetch_request(req).await?),
     };
     let cfg = Config::from_env(env);
-    let caller = accounts::identify(&req, env, &cfg).await?;
+    let caller = match &api {
+        Api::Status(_) | Api::Result(_) => accounts::identify_for_read(&req, env, &cfg).await?,
+        _ => Some(accounts::identify(&req, env, &cfg).await?),
+    };
+    let Some(caller) = caller else {
+        // A public read by id (a share link opened by anyone).
+        return match &api {
+            Api::Status(id) => jobs::get_status(env, id).await,
+            Api::Result(id) => jobs::get_result(&req, env, id).await,
+            _ => Err(EdgeError::Internal(
+                "public read of a non-read route".into(),
+            )),
+        };
+    };
     let mut resp = match dispatch(api, req, env, &caller).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
@@ -110,5 +132,6 @@ async fn dispatch(api: Api, req: Request, env: &Env, caller: &Caller) -> EdgeRes
             caller.touch(env).await?;
             jobs::delete_job(env, caller, &id).await
         }
+        Api::List => jobs::list_jobs(&req, env, caller).await,
     }
 }

@@ -293,6 +293,14 @@ impl JobRunner {
                 });
             }
             let size = bytes.len() as u64;
+            let (width, height) = imagesize::blob_size(&bytes)
+                .map(|s| {
+                    (
+                        u32::try_from(s.width).unwrap_or(0),
+                        u32::try_from(s.height).unwrap_or(0),
+                    )
+                })
+                .unwrap_or((0, 0));
             storage::put_image(
                 &bucket,
                 &keys::output(&job.id, n, format.ext()),
@@ -309,6 +317,8 @@ impl JobRunner {
                 ext: format.ext().to_owned(),
                 content_type: format.media_type().to_owned(),
                 bytes: size,
+                width,
+                height,
             });
         }
         Ok(stored)

@@ -68,6 +68,8 @@ pub fn run() -> Result {
         ("idem", 1_000, None),
         ("canceler", 1_000, None),
         ("faults", 1_000, None),
+        ("history", 1_000, None),
+        ("lister", 1_000, None),
         ("poor", 7, None),
         ("limited", 100_000, Some(2)),
     ] {

@@ -7,19 +7,17 @@ use parallax_api::{JobStatus, Model};
 use wasm_bindgen::JsCast;
 use web_sys::FormData;
 
-use crate::client::{self, ClientError};
+use crate::client;
 use crate::components::image_input::{ImageInput, Picked};
 use crate::components::job_card::{CardActions, JobCard};
 use crate::components::param_field::ParamField;
 use crate::components::snippets_panel::SnippetsPanel;
 use crate::image::{self, Prepared};
-use crate::jobs::{JobView, Phase, poll_delay_ms};
-use crate::logic::eta;
+use crate::jobs::{JobView, Phase};
 use crate::logic::form::{FormState, target_megapixels};
+use crate::logic::{eta, history};
 use crate::session;
 
-/// Status polls that may fail in a row (network blips) before the card gives up.
-const MAX_POLL_ERRORS: u32 = 5;
 /// ETA before this device has finished a job of the model.
 const DEFAULT_EXPECTED_SECS: f64 = 20.0;
 
@@ -182,6 +180,19 @@ pub fn PlaygroundPage(
         }),
     };
 
+    // `/?remix=<id>` (from a share page): load that job's parameters and image.
+    let remix_id = web_sys::Url::new(&window().location().href().unwrap_or_default())
+        .ok()
+        .and_then(|u| u.search_params().get("remix"));
+    if let Some(id) = remix_id {
+        spawn_local(async move {
+            if let Ok(r) = client::result(&format!("/v2/requests/{id}")).await {
+                form.update(|f| f.load(r.model, &r.params));
+                reuse_control(r.control_image.clone(), prepare);
+            }
+        });
+    }
+
     let model = move || form.with(|f| f.model);
     view! {
         <section class="studio">
@@ -285,9 +296,8 @@ fn reuse_control(url: String, prepare: impl Fn(web_sys::Blob) + 'static) {
     });
 }
 
-/// Submits a job and follows it to the end, updating its card.
+/// Submits a job and follows it to the end, updating its card and the history.
 async fn run_job(job: RwSignal<JobView>, form: FormData) {
-    let set_phase = move |phase: Phase| job.update(|j| j.phase = phase);
     let finish = move |phase: Phase| {
         job.update(|j| {
             j.phase = phase;
@@ -308,34 +318,35 @@ async fn run_job(job: RwSignal<JobView>, form: FormData) {
         j.response_url = Some(submitted.response_url.clone());
         j.phase = Phase::Queued;
     });
-    let mut errors = 0;
-    for attempt in 0.. {
-        client::sleep(poll_delay_ms(attempt)).await;
-        match client::status(&submitted.status_url).await {
-            Ok(s) if s.status.is_terminal() => break,
-            Ok(s) => {
-                errors = 0;
-                set_phase(Phase::from_status(&s));
-            }
-            Err(e) if matches!(e, ClientError::Api { .. }) || errors >= MAX_POLL_ERRORS => {
-                return finish(Phase::Failed {
-                    message: e.message(),
-                });
-            }
-            Err(_) => errors += 1,
-        }
-    }
-    match client::result(&submitted.response_url).await {
+    session::remember(history::Entry {
+        id: submitted.request_id.to_string(),
+        model: model.slug().to_owned(),
+        prompt: job.with_untracked(|j| j.prompt.clone()),
+        status: JobStatus::Queued,
+        created_ms: job.with_untracked(|j| j.started_ms),
+        outputs: Vec::new(),
+        control_image: None,
+        expires_at: None,
+        error: None,
+        response_url: submitted.response_url.clone(),
+        params: parallax_api::Params::default(),
+    });
+    let followed = client::follow(&submitted.status_url, &submitted.response_url, |s| {
+        job.update(|j| j.phase = Phase::from_status(s));
+    })
+    .await;
+    match followed {
         Ok(r) if r.status == JobStatus::Completed || r.status == JobStatus::Failed => {
             if r.status == JobStatus::Completed {
                 let started = job.with_untracked(|j| j.started_ms);
                 session::record_duration(model, (now_ms() - started) / 1000.0);
             }
+            session::remember(history::Entry::from_result(&r, &submitted.response_url));
             let phase = Phase::from_result(&r);
             job.update(|j| j.result = Some(r));
             finish(phase);
         }
-        Ok(_) => set_phase(Phase::Processing),
+        Ok(_) => job.update(|j| j.phase = Phase::Processing),
         Err(e) => finish(Phase::Failed {
             message: e.message(),
         }),

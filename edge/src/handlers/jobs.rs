@@ -75,6 +75,7 @@ pub async fn delete_job(env: &Env, caller: &Caller, raw_id: &str) -> EdgeResult<
     }
     if job.status.is_terminal() {
         runner_call(env, &job.id, "/delete", true).await?;
+        caller.forget(env, job.id.as_str()).await?;
         Ok(http::json(
             &json!({"request_id": job.id, "deleted": true}),
             200,
@@ -84,4 +85,53 @@ pub async fn delete_job(env: &Env, caller: &Caller, raw_id: &str) -> EdgeResult<
         caller.refresh(env).await?;
         Ok(http::json(&canceled.status_response(), 200))
     }
+}
+
+/// Query of `GET /v2/requests`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /v2/requests?limit=&cursor=`: the calling key's jobs, newest first. Only
+/// keys have a list (an IP is no identity), and only their own jobs are in it.
+pub async fn list_jobs(req: &Request, env: &Env, caller: &Caller) -> EdgeResult<Response> {
+    if !caller.keyed {
+        return Err(EdgeError::Unauthorized(
+            "Listing requests needs an API key (x-api-key)".into(),
+        ));
+    }
+    let query: ListQuery = req
+        .query()
+        .map_err(|_| EdgeError::bad_request("Invalid query string"))?;
+    let limit = match query.limit.as_deref() {
+        None | Some("") => 20,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| EdgeError::field("limit", "must be a whole number from 1 to 100"))?,
+    };
+    let cursor = match query.cursor.filter(|c| !c.is_empty()) {
+        Some(c) => Some(
+            RequestId::parse(&c)
+                .ok_or_else(|| EdgeError::field("cursor", "is not a cursor this API gave out"))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let (ids, next_cursor) = caller.list(env, cursor, limit).await?;
+    let origin = http::origin(req, Config::from_env(env).public_base_url.as_deref());
+    let mut requests = Vec::with_capacity(ids.len());
+    for id in ids.iter().filter_map(|i| RequestId::parse(i)) {
+        // Deleted or expired jobs are simply not listed.
+        if let Ok(job) = runner_call(env, &id, "/state", false).await {
+            requests.push(job.result(&origin));
+        }
+    }
+    Ok(http::json(
+        &json!({"requests": requests, "next_cursor": next_cursor}),
+        200,
+    ))
 }

@@ -22,23 +22,38 @@ pub fn parse_file(file: &str) -> Option<(usize, ImageFormat)> {
     Some((n, format))
 }
 
+/// `GET /results/{id}/{n}.{ext}` (an output) or `GET /results/{id}/control` (the
+/// control image it was made from).
 pub async fn get_output(req: &Request, env: &Env, id: &str, file: &str) -> EdgeResult<Response> {
     let id = RequestId::parse(id).ok_or_else(not_found)?;
-    let (n, format) = parse_file(file).ok_or_else(not_found)?;
+    let (key, download_name) = if file == "control" {
+        (keys::input(&id), format!("parallax-{id}-control"))
+    } else {
+        let (n, format) = parse_file(file).ok_or_else(not_found)?;
+        (
+            keys::output(&id, n, format.ext()),
+            format!("parallax-{id}-{n}.{}", format.ext()),
+        )
+    };
     let object = storage::media(env)?
-        .get(keys::output(&id, n, format.ext()))
+        .get(key)
         .execute()
         .await?
         .ok_or_else(not_found)?;
+    let content_type = object
+        .http_metadata()
+        .content_type
+        .filter(|t| t.starts_with("image/"))
+        .ok_or_else(not_found)?;
     let etag = object.http_etag();
     let headers = Headers::new();
-    headers.set("content-type", format.media_type())?;
+    headers.set("content-type", &content_type)?;
     headers.set("cache-control", "public, max-age=31536000, immutable")?;
     headers.set("etag", &etag)?;
     headers.set("x-content-type-options", "nosniff")?;
     headers.set(
         "content-disposition",
-        &format!("inline; filename=\"parallax-{id}-{n}.{}\"", format.ext()),
+        &format!("inline; filename=\"{download_name}\""),
     )?;
     if req.headers().get("if-none-match")?.as_deref() == Some(etag.as_str()) {
         return Ok(Response::builder()

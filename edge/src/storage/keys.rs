@@ -22,6 +22,16 @@ pub fn api_key(hash: &str) -> String {
     format!("apikey:{hash}")
 }
 
+/// Public path of a job's control image on this edge.
+pub fn control_path(id: &RequestId) -> String {
+    format!("/results/{id}/control")
+}
+
+/// Public path of a job's share page.
+pub fn share_path(id: &RequestId) -> String {
+    format!("/r/{id}")
+}
+
 /// Public path of output `n` on this edge.
 pub fn output_path(id: &RequestId, n: usize, ext: &str) -> String {
     format!("/results/{id}/{n}.{ext}")

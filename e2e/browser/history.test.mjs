@@ -1,0 +1,105 @@
+// History and share links (issue 6): jobs survive a closed tab, the same key shows
+// the same history on another browser profile, and a share link works for a
+// stranger on a phone.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { launch, base, shots, sample, waitForEnd, noHorizontalScroll, DESKTOP, PHONE } from './helpers.mjs';
+
+let browser;
+before(async () => { browser = await launch(); });
+after(async () => { await browser?.close(); });
+
+const key = () => Object.fromEntries((process.env.PARALLAX_TEST_KEYS ?? '').split(',').map((p) => p.split('=')))['history'];
+
+async function withKey(context) {
+  await context.addInitScript((k) => localStorage.setItem('parallax.key', k), key());
+}
+
+test('a job submitted before the tab closed finishes in history, and another profile sees it', async () => {
+  // Profile 1: submit a slowish job, close the page while it runs.
+  const one = await browser.newContext(DESKTOP);
+  await withKey(one);
+  let page = await one.newPage();
+  await page.goto(base + '/');
+  await page.getByTestId('control-image').setInputFiles(sample('rocket.jpg'));
+  await page.getByText(/Will upload/).waitFor();
+  const prompt = `history survives a closed tab ${Date.now()}`;
+  await page.getByTestId('prompt').fill(prompt);
+  await page.getByTestId('generate').click();
+  const card = page.locator('[data-testid="job"][data-request-id]').first();
+  await card.waitFor();
+  const id = await card.getAttribute('data-request-id');
+  await page.close();
+
+  // Reopen the app in the same profile: the job is in history and finishes there.
+  page = await one.newPage();
+  await page.goto(base + '/history');
+  const item = page.locator(`[data-testid="history-item"][data-request-id="${id}"]`);
+  await item.waitFor();
+  await item.getByTestId('history-status').filter({ hasText: 'COMPLETED' }).waitFor({ timeout: 60_000 });
+  const thumb = item.getByTestId('history-thumb');
+  await thumb.waitFor();
+  assert.match(await thumb.getAttribute('src'), new RegExp(`/results/${id}/0\\.jpg$`));
+  await page.screenshot({ path: path.join(shots, 'history-desktop.png'), fullPage: true });
+  await one.close();
+
+  // Profile 2, same key, empty storage: the server's list brings the job.
+  const two = await browser.newContext(PHONE);
+  await withKey(two);
+  const other = await two.newPage();
+  await other.goto(base + '/history');
+  const same = other.locator(`[data-testid="history-item"][data-request-id="${id}"]`);
+  await same.waitFor({ timeout: 20_000 });
+  assert.match(await same.textContent(), /history survives a closed tab/);
+  assert.equal(await noHorizontalScroll(other), true);
+  await other.screenshot({ path: path.join(shots, 'history-phone.png'), fullPage: true });
+  await two.close();
+});
+
+test('a share link opens for a stranger on a phone, with the compare slider and remix', async () => {
+  // Make a result (anonymous).
+  const maker = await browser.newContext(DESKTOP);
+  const page = await maker.newPage();
+  await page.goto(base + '/');
+  await page.getByTestId('control-image').setInputFiles(sample('coffee.jpg'));
+  await page.getByText(/Will upload/).waitFor();
+  await page.getByTestId('prompt').fill('a coffee cup carved from jade');
+  await page.getByTestId('generate').click();
+  assert.equal(await waitForEnd(page), 'Done');
+  const id = await page.locator('[data-testid="job"][data-request-id]').first().getAttribute('data-request-id');
+  await maker.close();
+
+  const stranger = await browser.newContext(PHONE);
+  const share = await stranger.newPage();
+  const errors = [];
+  share.on('pageerror', (e) => errors.push(String(e)));
+  const resp = await share.goto(`${base}/r/${id}`);
+  assert.equal(resp.status(), 200);
+  await share.getByTestId('share-prompt').filter({ hasText: 'jade' }).waitFor();
+  const range = share.getByTestId('compare-range').first();
+  await range.scrollIntoViewIfNeeded();
+  const box = await range.boundingBox();
+  await share.touchscreen.tap(box.x + box.width * 0.25, box.y + box.height / 2);
+  assert.ok(Number(await range.inputValue()) < 40, 'the slider follows a tap');
+  assert.equal(await noHorizontalScroll(share), true);
+  await share.screenshot({ path: path.join(shots, 'share-phone.png'), fullPage: true });
+
+  await share.getByTestId('share-remix').click();
+  await share.waitForURL(/\?remix=/);
+  await share.getByTestId('prompt').and(share.locator(':not(:placeholder-shown)')).waitFor();
+  assert.equal(await share.getByTestId('prompt').inputValue(), 'a coffee cup carved from jade');
+  await share.getByText(/Will upload \d+×\d+ JPEG/).waitFor();
+  assert.deepEqual(errors, []);
+  await stranger.close();
+});
+
+test('an unknown share link says so', async () => {
+  const ctx = await browser.newContext(PHONE);
+  const page = await ctx.newPage();
+  const resp = await page.goto(`${base}/r/00000000-0000-4000-8000-000000000000`);
+  assert.equal(resp.status(), 404);
+  await page.getByTestId('share-error').waitFor();
+  assert.match(await page.getByTestId('share-error').textContent(), /expired/);
+  await ctx.close();
+});

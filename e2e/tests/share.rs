@@ -1,0 +1,156 @@
+//! Share links and cross-device history (issue 6): `/r/{id}` previews for crawlers that
+//! run no JavaScript, and `GET /v2/requests` listing only the caller's jobs.
+
+use std::time::Duration;
+
+use parallax_e2e::{Answer, base, client, get, sample, test_key, wait_terminal};
+use reqwest::blocking::multipart::{Form, Part};
+
+fn submit(prompt: &str, key: Option<&str>) -> Answer {
+    let form = Form::new().text("prompt", prompt.to_owned()).part(
+        "control_image",
+        Part::bytes(sample("astronaut.jpg"))
+            .file_name("a.jpg")
+            .mime_str("image/jpeg")
+            .unwrap(),
+    );
+    let mut req = client()
+        .post(format!("{}/v2/flux-depth-pro", base()))
+        .multipart(form);
+    if let Some(k) = key {
+        req = req.header("x-api-key", test_key(k));
+    }
+    let a = Answer::from(req.send().unwrap());
+    assert_eq!(a.status, 200, "{}", a.text);
+    a
+}
+
+fn meta<'a>(html: &'a str, attr: &str, name: &str) -> Option<&'a str> {
+    let needle = format!("<meta {attr}=\"{name}\" content=\"");
+    let start = html.find(&needle)? + needle.len();
+    let end = html[start..].find('"')? + start;
+    Some(&html[start..end])
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn share_pages_carry_escaped_open_graph_tags_for_crawlers() {
+    let hostile = r#"a barn"><script>alert(1)</script>"#;
+    let sub = submit(hostile, None).json();
+    let id = sub["request_id"].as_str().unwrap().to_owned();
+    wait_terminal(sub["status_url"].as_str().unwrap(), Duration::from_secs(60));
+
+    let page = get(&format!("{}/r/{id}", base()));
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = &page.text;
+    let image = meta(html, "property", "og:image").expect("og:image");
+    assert_eq!(image, format!("{}/results/{id}/0.jpg", base()));
+    assert_eq!(
+        get(image).status,
+        200,
+        "og:image is a live, non-expiring URL"
+    );
+    assert!(
+        meta(html, "property", "og:image:width").is_some_and(|w| w.parse::<u32>().unwrap() > 0)
+    );
+    assert_eq!(
+        meta(html, "name", "twitter:card"),
+        Some("summary_large_image")
+    );
+    assert_eq!(
+        meta(html, "property", "og:url"),
+        Some(format!("{}/r/{id}", base()).as_str())
+    );
+    let title = meta(html, "property", "og:title").expect("og:title");
+    assert!(title.contains("a barn&quot;&gt;&lt;script&gt;"), "{title}");
+    assert!(
+        !html.contains("<script>alert(1)"),
+        "the prompt is escaped in the page too"
+    );
+    assert!(
+        html.contains("<noscript><main class=\"share-static\">"),
+        "a no-JS body"
+    );
+    assert_eq!(html.matches("<title>").count(), 1, "one title");
+
+    let missing = get(&format!(
+        "{}/r/00000000-0000-4000-8000-000000000000",
+        base()
+    ));
+    assert_eq!(missing.status, 404);
+    assert!(missing.text.contains("does not exist or has expired"));
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn a_key_lists_only_its_own_jobs_in_pages() {
+    let ids: Vec<String> = (0..3)
+        .map(|n| {
+            submit(&format!("listed {n}"), Some("lister")).json()["request_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let list = |key: &str, query: &str| {
+        Answer::from(
+            client()
+                .get(format!("{}/v2/requests{query}", base()))
+                .header("x-api-key", test_key(key))
+                .send()
+                .unwrap(),
+        )
+    };
+    let first = list("lister", "?limit=2");
+    assert_eq!(first.status, 200, "{}", first.text);
+    let page = first.json();
+    let got: Vec<&str> = page["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, [ids[2].as_str(), ids[1].as_str()], "newest first");
+    let cursor = page["next_cursor"].as_str().expect("a next page");
+    let second = list("lister", &format!("?limit=2&cursor={cursor}")).json();
+    assert_eq!(second["requests"][0]["request_id"], ids[0].as_str());
+    assert!(second["next_cursor"].is_null());
+
+    let others = list("other", "?limit=100").json();
+    assert!(
+        !others["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| ids.contains(&r["request_id"].as_str().unwrap().to_owned())),
+        "another key sees none of them"
+    );
+    let anonymous = Answer::from(
+        client()
+            .get(format!("{}/v2/requests", base()))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(list("lister", "?limit=0").status, 400);
+    assert_eq!(list("lister", "?cursor=../../x").status, 400);
+
+    let done = wait_terminal(
+        &format!("{}/v2/requests/{}/status", base(), ids[0]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(done.status, 200);
+    let stranger_delete = Answer::from(
+        client()
+            .delete(format!("{}/v2/requests/{}", base(), ids[0]))
+            .header("x-api-key", test_key("other"))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(stranger_delete.status, 403);
+}
