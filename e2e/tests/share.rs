@@ -154,3 +154,33 @@ fn a_key_lists_only_its_own_jobs_in_pages() {
     );
     assert_eq!(stranger_delete.status, 403);
 }
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn html_is_served_with_a_strict_content_security_policy() {
+    for path in ["/", "/history", "/r/00000000-0000-4000-8000-000000000000"] {
+        let page = get(&format!("{}{path}", base()));
+        let csp = page
+            .header("content-security-policy")
+            .unwrap_or_else(|| panic!("{path}: no CSP"));
+        let scripts = csp
+            .split(';')
+            .find(|d| d.trim().starts_with("script-src"))
+            .unwrap();
+        assert!(
+            scripts.contains("'wasm-unsafe-eval'") && scripts.contains("'sha256-"),
+            "{path}: {scripts}"
+        );
+        assert!(
+            !scripts.contains("unsafe-inline"),
+            "{path}: no inline scripts beyond the hashed one"
+        );
+        assert!(csp.contains("frame-ancestors 'none'"));
+        assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(
+            page.header("referrer-policy"),
+            Some("strict-origin-when-cross-origin")
+        );
+        assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    }
+}

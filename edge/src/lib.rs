@@ -16,6 +16,7 @@ pub mod ledger;
 pub mod providers;
 pub mod router;
 pub mod runner;
+pub mod security;
 pub mod storage;
 
 pub use ledger::Ledger;

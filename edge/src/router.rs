@@ -91,7 +91,7 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
             Api::Sync((*model).to_owned())
         }
         ["v1" | "v2" | "results" | "r", ..] => return Err(not_found(method, &path)),
-        _ => return Ok(env.assets(bindings::ASSETS)?.fetch_request(req).await?),
+        _ => return static_file(req, env).await,
     };
     let cfg = Config::from_env(env);
     let caller = match &api {
@@ -134,4 +134,24 @@ async fn dispatch(api: Api, req: Request, env: &Env, caller: &Caller) -> EdgeRes
         }
         Api::List => jobs::list_jobs(&req, env, caller).await,
     }
+}
+
+/// The playground's files; HTML gets the security headers.
+async fn static_file(req: Request, env: &Env) -> EdgeResult<Response> {
+    let mut resp = env.assets(bindings::ASSETS)?.fetch_request(req).await?;
+    let is_html = resp
+        .headers()
+        .get("content-type")?
+        .is_some_and(|t| t.starts_with("text/html"));
+    if !is_html {
+        return Ok(resp);
+    }
+    let status = resp.status_code();
+    let headers = resp.headers().clone();
+    let html = resp.text().await?;
+    crate::security::set_html_headers(&headers, &html)?;
+    Ok(Response::builder()
+        .with_status(status)
+        .with_headers(headers)
+        .fixed(html.into_bytes()))
 }

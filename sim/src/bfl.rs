@@ -17,7 +17,7 @@ use crate::common::{
     Ask, Shared, create_job, decode_control, has_header, num, output_urls, read_fields, text,
 };
 use crate::jobs::Phase;
-use crate::render::Format;
+use parallax_sim::render::Format;
 
 pub fn router() -> Router<Shared> {
     Router::new()

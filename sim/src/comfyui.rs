@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 
 use crate::common::{Ask, Shared, create_job, error};
 use crate::jobs::Phase;
-use crate::render::Format;
+use parallax_sim::render::Format;
 
 pub fn router() -> Router<Shared> {
     Router::new()

@@ -27,7 +27,7 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 
 use crate::jobs::{Job, Jobs, Phase};
-use crate::render::{self, Format, RenderSpec};
+use parallax_sim::render::{self, Format, RenderSpec};
 
 /// The sim's shared state.
 #[derive(Debug)]

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::render::{self, RenderSpec, Rendered};
+use parallax_sim::render::{self, RenderSpec, Rendered};
 
 /// How long each phase lasts.
 #[derive(Debug, Clone, Copy)]

@@ -13,7 +13,6 @@ mod bfl;
 mod comfyui;
 mod common;
 mod jobs;
-mod render;
 mod replicate;
 mod segmind;
 

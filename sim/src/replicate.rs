@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 use crate::common::{Ask, Shared, create_job, decode_control, num, output_urls, read_fields, text};
 use crate::jobs::{Job, Phase};
-use crate::render::Format;
+use parallax_sim::render::Format;
 
 pub fn router() -> Router<Shared> {
     Router::new()

@@ -19,7 +19,7 @@ use crate::common::{
     read_fields, text,
 };
 use crate::jobs::{Job, Phase};
-use crate::render::Format;
+use parallax_sim::render::Format;
 
 /// The protocol under `/{scope}` (`segmind` or `parallax`).
 pub fn router(scope: &'static str) -> Router<Shared> {

@@ -70,6 +70,7 @@ pub fn run() -> Result {
         ("faults", 1_000, None),
         ("history", 1_000, None),
         ("lister", 1_000, None),
+        ("load", 10_000_000, None),
         ("poor", 7, None),
         ("limited", 100_000, Some(2)),
     ] {
@@ -94,7 +95,7 @@ pub fn run() -> Result {
             ("RETENTION_SECS", "25"),
             ("REMOTE_IMAGES", "off"),
             ("SYNC_WAIT_SECS", "5"),
-            ("UPSTREAM_TIMEOUT_SECS", "3"),
+            ("UPSTREAM_TIMEOUT_SECS", "8"),
             ("JOB_DEADLINE_SECS", "30"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -172,6 +173,11 @@ pub fn run() -> Result {
     counts.passed += 1;
     println!("✓ the provider key is in no response, dist/ file, bundle file or log line");
 
+    if let Ok(figures) = fs::read_to_string(e2e.join("reliability.json")) {
+        println!(
+            "\nReliability (load through the Worker, from target/e2e/reliability.json):\n{figures}"
+        );
+    }
     println!(
         "\nxtask test: all green in {:.0?}\n{} passed, {} failed",
         started.elapsed(),

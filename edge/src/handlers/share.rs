@@ -136,7 +136,7 @@ pub async fn get_share_page(req: &Request, env: &Env, id: &str) -> EdgeResult<Re
     let headers = Headers::new();
     headers.set("content-type", "text/html; charset=utf-8")?;
     headers.set("cache-control", "public, max-age=60")?;
-    headers.set("x-content-type-options", "nosniff")?;
+    crate::security::set_html_headers(&headers, &html)?;
     Ok(Response::builder()
         .with_status(status)
         .with_headers(headers)

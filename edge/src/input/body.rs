@@ -3,6 +3,7 @@
 //! `parallax_api::validate` plus the uploaded file, if any.
 
 use base64::Engine;
+use futures_util::StreamExt;
 use parallax_api::{ControlImage, Model, Params};
 use serde_json::{Map, Value};
 use worker::Request;
@@ -37,12 +38,17 @@ pub async fn read(req: &mut Request) -> EdgeResult<RawSubmission> {
         return Err(too_large());
     }
     let content_type = req.headers().get("content-type")?.unwrap_or_default();
-    let bytes = req
-        .bytes()
-        .await
+    // Without a declared length (chunked), stop reading as soon as it is too big.
+    let mut stream = req
+        .stream()
         .map_err(|_| EdgeError::bad_request("request body could not be read"))?;
-    if bytes.len() > MAX_BODY_BYTES {
-        return Err(too_large());
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| EdgeError::bad_request("request body could not be read"))?;
+        if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
     }
     parse(&content_type, &bytes)
 }
@@ -133,7 +139,9 @@ pub async fn resolve(
         ControlImage::Upload => raw.upload.unwrap_or_default(),
         ControlImage::Base64 { data, .. } => decode_base64(&data)
             .ok_or_else(|| EdgeError::field("control_image", "is not valid base64"))?,
-        ControlImage::Url(_) if !remote_images => {
+        ControlImage::Url(url) if !remote_images => {
+            // The address rules first, so a refused address says why.
+            remote::check_url(&url).map_err(|e| EdgeError::field("control_image", e))?;
             return Err(EdgeError::field(
                 "control_image",
                 "URLs are not fetched on this deployment; send the image as a file, data URL or base64",
