@@ -119,7 +119,7 @@ async fn create(State(sim): State<Shared>, Path(model): Path<String>, req: Reque
         },
         format: Format::parse(&format).unwrap_or(Format::Jpg),
         quality: num(&input, "output_quality")
-            .unwrap_or(80.0)
+            .unwrap_or(90.0)
             .clamp(1.0, 100.0) as u8,
         megapixels: match text(&input, "megapixels").as_deref() {
             Some("match_input") if dev => None,
