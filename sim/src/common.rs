@@ -39,6 +39,8 @@ pub struct Sim {
     faults: Mutex<HashMap<(String, String, String), u32>>,
     /// ComfyUI uploads: name → bytes.
     pub uploads: Mutex<HashMap<String, Vec<u8>>>,
+    /// Accepted submissions per prompt (to detect duplicate upstream submits).
+    submissions: Mutex<HashMap<String, u32>>,
 }
 
 pub type Shared = Arc<Sim>;
@@ -50,7 +52,16 @@ impl Sim {
             base,
             faults: Mutex::new(HashMap::new()),
             uploads: Mutex::new(HashMap::new()),
+            submissions: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Accepted submissions per prompt so far.
+    pub fn submissions(&self) -> HashMap<String, u32> {
+        self.submissions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Counts one occurrence of `fault` for this prompt and scope; true while it should
@@ -225,6 +236,11 @@ pub struct Ask {
 /// Registers a job for `ask`; it will fail if the image is unusable or the prompt
 /// asks for a content block.
 pub fn create_job(sim: &Sim, ask: Ask) -> Arc<Job> {
+    *sim.submissions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(ask.prompt.clone())
+        .or_insert(0) += 1;
     let mut failure = None;
     let (control, control_hash) = match ask.image {
         Ok(bytes) => match image::load_from_memory(&bytes) {
@@ -281,6 +297,12 @@ pub fn has_header(headers: &HeaderMap, name: &str) -> bool {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| !v.trim().is_empty())
+}
+
+/// `GET /debug/submissions`: accepted submissions per prompt (tests only; the sim
+/// is never deployed).
+pub async fn submissions(State(sim): State<Shared>) -> Response {
+    Json(json!(sim.submissions())).into_response()
 }
 
 /// `GET /outputs/{id}/{n}.{ext}`: the CDN, with the download faults.

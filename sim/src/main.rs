@@ -77,6 +77,10 @@ async fn main() {
     let app = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .route("/outputs/{id}/{file}", axum::routing::get(common::output))
+        .route(
+            "/debug/submissions",
+            axum::routing::get(common::submissions),
+        )
         .nest("/segmind", segmind::router("segmind"))
         .nest("/parallax", segmind::router("parallax"))
         .nest("/replicate", replicate::router())

@@ -20,6 +20,7 @@ pub fn run() -> Result {
         vars: Vec::new(),
         env_file: None,
         log: None,
+        with_sim: true,
     };
     let mut stack = Stack::start(&opts)?;
     std::thread::sleep(Duration::from_millis(200));

@@ -34,6 +34,8 @@ pub struct Options {
     pub env_file: Option<PathBuf>,
     /// Where output goes; `None` inherits the terminal.
     pub log: Option<PathBuf>,
+    /// Start sim too (false: it is already running, e.g. across a Worker restart).
+    pub with_sim: bool,
 }
 
 /// The running processes; dropping this stops them.
@@ -65,16 +67,18 @@ impl Stack {
         };
         let managed = opts.log.is_some();
 
-        let mut sim = Command::new(root().join("target/debug/parallax-sim"));
-        sim.arg("--port")
-            .arg(opts.sim_port.to_string())
-            .args(&opts.sim_args)
-            .stdin(Stdio::null());
-        output_to(&mut sim, opts.log.as_ref())?;
-        if managed {
-            sim.process_group(0);
+        if opts.with_sim {
+            let mut sim = Command::new(root().join("target/debug/parallax-sim"));
+            sim.arg("--port")
+                .arg(opts.sim_port.to_string())
+                .args(&opts.sim_args)
+                .stdin(Stdio::null());
+            output_to(&mut sim, opts.log.as_ref())?;
+            if managed {
+                sim.process_group(0);
+            }
+            stack.spawn("sim", &mut sim)?;
         }
-        stack.spawn("sim", &mut sim)?;
         wait_healthy(opts.sim_port, Duration::from_secs(30))?;
 
         let mut wrangler = command(&node_bin().join("wrangler").display().to_string());
@@ -115,6 +119,22 @@ impl Stack {
             .map_err(|e| format!("could not start {name}: {e}"))?;
         self.children.push((name, child));
         Ok(())
+    }
+
+    /// Stops the Worker only (SIGKILL, like a crash), leaving sim running.
+    pub fn kill_worker(&mut self) {
+        if let Some(pos) = self.children.iter().position(|(n, _)| *n == "wrangler") {
+            let (_, mut child) = self.children.remove(pos);
+            let group = format!("-{}", child.id());
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Takes over another stack's processes (so one drop stops them all).
+    pub fn adopt(&mut self, mut other: Stack) {
+        self.children.append(&mut other.children);
     }
 
     /// Waits for the first process to exit (used by `dev`).

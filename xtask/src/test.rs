@@ -9,10 +9,10 @@
 //! 5. the provider key must appear nowhere: not in `dist/`, the bundle or the logs.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::cmd::{Result, command, exec, node_bin, root, run_counted};
+use crate::cmd::{Counts, Result, command, exec, node_bin, root, run_counted};
 use crate::stack::{Options, Stack};
 use crate::{build, keys, setup, tools};
 
@@ -77,32 +77,12 @@ pub fn run() -> Result {
         let key = keys::create(&keys::Target::Local(&state), name, credits, per_minute)?;
         test_keys.push(format!("{name}={key}"));
     }
-    let stack = Stack::start(&Options {
-        port: PORT,
-        sim_port: SIM_PORT,
-        inspector_port: INSPECTOR_PORT,
-        state_dir: state,
-        sim_args: ["--queue-ms", "300", "--process-ms", "1200"]
-            .map(String::from)
-            .to_vec(),
-        // Anonymous use stays on (the playground needs it) with room for the suite;
-        // retention is short so expiry is observable; the edge fetches no URLs here
-        // (fuzzers must not make it reach outside this machine).
-        vars: [
-            ("ANON_DAILY_CREDITS", "1000000"),
-            ("RATE_LIMIT_SUBMITS_PER_MIN", "100000"),
-            ("RATE_LIMIT_READS_PER_MIN", "1000000"),
-            ("RETENTION_SECS", "25"),
-            ("REMOTE_IMAGES", "off"),
-            ("SYNC_WAIT_SECS", "5"),
-            ("UPSTREAM_TIMEOUT_SECS", "8"),
-            ("JOB_DEADLINE_SECS", "30"),
-        ]
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .to_vec(),
-        env_file: Some(env_file),
-        log: Some(log.clone()),
-    })
+    let stack = Stack::start(&stack_options(
+        state,
+        Some(env_file.clone()),
+        log.clone(),
+        true,
+    ))
     .map_err(|e| format!("{e} (see {})", log.display()))?;
 
     let against_stack = |c: &mut std::process::Command| {
@@ -119,6 +99,9 @@ pub fn run() -> Result {
         "--ignored",
         "--test-threads",
         "4",
+        // Those run later, around a crash of the Worker.
+        "--skip",
+        "restart_phase",
     ]);
     against_stack(&mut http);
     counts += run_counted(&mut http).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
@@ -153,6 +136,8 @@ pub fn run() -> Result {
         run_counted(&mut browser).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
     drop(stack);
 
+    counts += restart_survival(&e2e, &env_file, &key)?;
+
     let bundle = e2e.join("deploy-dry-run");
     exec(
         command(&node_bin().join("wrangler").display().to_string())
@@ -185,6 +170,87 @@ pub fn run() -> Result {
         counts.failed
     );
     Ok(())
+}
+
+/// The test stack: sim on test ports with short timings, the Worker with test vars.
+fn stack_options(
+    state: PathBuf,
+    env_file: Option<PathBuf>,
+    log: PathBuf,
+    with_sim: bool,
+) -> Options {
+    Options {
+        port: PORT,
+        sim_port: SIM_PORT,
+        inspector_port: INSPECTOR_PORT,
+        state_dir: state,
+        sim_args: ["--queue-ms", "300", "--process-ms", "1200"]
+            .map(String::from)
+            .to_vec(),
+        // Anonymous use stays on (the playground needs it) with room for the suite;
+        // retention is short so expiry is observable; the edge fetches no URLs here
+        // (fuzzers must not make it reach outside this machine).
+        vars: [
+            ("ANON_DAILY_CREDITS", "1000000"),
+            ("RATE_LIMIT_SUBMITS_PER_MIN", "100000"),
+            ("RATE_LIMIT_READS_PER_MIN", "1000000"),
+            ("RETENTION_SECS", "25"),
+            ("REMOTE_IMAGES", "off"),
+            ("SYNC_WAIT_SECS", "5"),
+            ("UPSTREAM_TIMEOUT_SECS", "8"),
+            ("JOB_DEADLINE_SECS", "30"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .to_vec(),
+        env_file,
+        log: Some(log),
+        with_sim,
+    }
+}
+
+/// Crashes the Worker while jobs are in flight and restarts it on the same state:
+/// every job must still complete, charged once, submitted upstream once.
+fn restart_survival(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
+    let state = e2e.join("restart-state");
+    let log = e2e.join("restart.log");
+    let key = keys::create(&keys::Target::Local(&state), "restart", 1_000, None)?;
+    let phase = |name: &str| {
+        let mut c = command("cargo");
+        c.args([
+            "test",
+            "-p",
+            "parallax-e2e",
+            "--test",
+            "restart",
+            "--",
+            "--ignored",
+            "--exact",
+            name,
+        ])
+        .env("PARALLAX_BASE_URL", format!("http://127.0.0.1:{PORT}"))
+        .env("PARALLAX_SIM_URL", format!("http://127.0.0.1:{SIM_PORT}"))
+        .env("PARALLAX_SECRET_PROBE", probe)
+        .env("PARALLAX_TEST_KEYS", format!("restart={key}"));
+        run_counted(&mut c).map_err(|e| format!("{e} (see {})", log.display()))
+    };
+    let mut stack = Stack::start(&stack_options(
+        state.clone(),
+        Some(env_file.to_owned()),
+        log.clone(),
+        true,
+    ))?;
+    let mut counts = phase("restart_phase_submit")?;
+    stack.kill_worker();
+    println!("✗ wrangler dev killed with jobs in flight; restarting on the same state");
+    let again = Stack::start(&stack_options(
+        state,
+        Some(env_file.to_owned()),
+        log.clone(),
+        false,
+    ))?;
+    stack.adopt(again);
+    counts += phase("restart_phase_verify")?;
+    Ok(counts)
 }
 
 fn rich_key(keys: &[String]) -> String {
