@@ -4,22 +4,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { launch, base, shots, sample as samplePath, root } from './helpers.mjs';
+import { launch, base, shots, sample as samplePath, root, openPlayground as open } from './helpers.mjs';
 
 const sample = samplePath('chelsea.jpg');
 let browser;
 before(async () => { browser = await launch(); });
 after(async () => { await browser?.close(); });
 
-async function openPlayground(viewport) {
-  const context = await browser.newContext({ viewport });
-  const page = await context.newPage();
-  const errors = [];
-  page.on('pageerror', (e) => errors.push(String(e)));
-  await page.goto(base + '/');
-  await page.getByTestId('generate').waitFor();
-  return { page, context, errors };
-}
+const openPlayground = (viewport) => open(browser, { viewport });
 
 test('a job travels from the form to a generated image', async () => {
   const { page, context, errors } = await openPlayground({ width: 1280, height: 860 });

@@ -121,3 +121,18 @@ pub fn credits(a: &Answer) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no x-remaining-credits on {} {}", a.status, a.text))
 }
+
+/// The balance of the account behind `key`, as `x-remaining-credits` reports it on a
+/// read (of an id that does not exist, so nothing else happens).
+pub fn balance_of(key: &str) -> u64 {
+    credits(&Answer::from(
+        client()
+            .get(format!(
+                "{}/v2/requests/00000000-0000-4000-8000-000000000000",
+                base()
+            ))
+            .header("x-api-key", key)
+            .send()
+            .expect("GET"),
+    ))
+}

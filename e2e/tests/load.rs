@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use parallax_e2e::{Answer, base, client, credits, sample, test_key};
+use parallax_e2e::{balance_of, base, client, sample, test_key};
 use parallax_sim::render::{self, Format, RenderSpec};
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::json;
@@ -84,18 +84,7 @@ fn many_concurrent_jobs_complete_with_every_image_intact_and_exact_credits() {
         .unwrap()
         .as_millis();
     let key = test_key("load");
-    let balance = || {
-        credits(&Answer::from(
-            client()
-                .get(format!(
-                    "{}/v2/requests/00000000-0000-4000-8000-000000000000",
-                    base()
-                ))
-                .header("x-api-key", &key)
-                .send()
-                .unwrap(),
-        ))
-    };
+    let balance = || balance_of(&key);
     let before = balance();
     let next = Arc::new(AtomicUsize::new(0));
     let tally = Arc::new(Mutex::new(Tally::default()));

@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use parallax_e2e::{Answer, base, client, credits, get, sample, test_key, wait_terminal};
+use parallax_e2e::{
+    Answer, balance_of, base, client, credits, get, sample, test_key, wait_terminal,
+};
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::Value;
 
@@ -199,18 +201,7 @@ fn a_hanging_provider_times_out_and_the_next_one_serves() {
 #[ignore = "needs the running stack: cargo xtask test"]
 fn permanent_faults_end_failed_with_a_reason_and_a_refund() {
     let key = test_key("faults");
-    let balance = || {
-        credits(&Answer::from(
-            client()
-                .get(format!(
-                    "{}/v2/requests/00000000-0000-4000-8000-000000000000",
-                    base()
-                ))
-                .header("x-api-key", &key)
-                .send()
-                .unwrap(),
-        ))
-    };
+    let balance = || balance_of(&key);
     let start = balance();
     let cases = [
         ("moderated [sim:fail]", "moderated"),

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use parallax_e2e::{Answer, base, client, credits, get, sample, test_key};
+use parallax_e2e::{Answer, balance_of, base, client, get, sample, test_key};
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::{Value, json};
 
@@ -27,24 +27,11 @@ fn sim_submissions() -> Value {
         .unwrap()
 }
 
-fn balance(key: &str) -> u64 {
-    credits(&Answer::from(
-        client()
-            .get(format!(
-                "{}/v2/requests/00000000-0000-4000-8000-000000000000",
-                base()
-            ))
-            .header("x-api-key", key)
-            .send()
-            .unwrap(),
-    ))
-}
-
 #[test]
 #[ignore = "run by cargo xtask test around a Worker restart"]
 fn restart_phase_submit() {
     let key = test_key("restart");
-    let before = balance(&key);
+    let before = balance_of(&key);
     let run = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -138,7 +125,7 @@ fn restart_phase_verify() {
     }
     let before = state["before"].as_u64().unwrap();
     assert_eq!(
-        balance(&key),
+        balance_of(&key),
         before - 5 * jobs.len() as u64,
         "each job charged exactly once"
     );

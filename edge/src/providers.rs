@@ -193,6 +193,16 @@ pub async fn send(
     })
 }
 
+/// A provider answer with a JSON body, for the adapters' fixture tests.
+#[cfg(test)]
+pub fn test_response(status: u16, body: serde_json::Value) -> UpstreamResponse {
+    UpstreamResponse {
+        status,
+        retry_after: None,
+        body: body.to_string().into_bytes(),
+    }
+}
+
 /// Whether `provider` can do what `params` ask for `model`; the error names the field.
 pub fn check(kind: Kind, model: Model, params: &Params) -> Result<(), FieldError> {
     if !kind.serves(model) {

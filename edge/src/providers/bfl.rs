@@ -132,13 +132,7 @@ mod tests {
 
     use super::*;
 
-    fn resp(status: u16, body: Value) -> UpstreamResponse {
-        UpstreamResponse {
-            status,
-            retry_after: None,
-            body: body.to_string().into_bytes(),
-        }
-    }
+    use crate::providers::test_response as resp;
 
     #[test]
     fn results_from_the_openapi_map_to_ours() {

@@ -181,13 +181,7 @@ mod tests {
         }
     }
 
-    fn resp(status: u16, body: Value) -> UpstreamResponse {
-        UpstreamResponse {
-            status,
-            retry_after: None,
-            body: body.to_string().into_bytes(),
-        }
-    }
+    use crate::providers::test_response as resp;
 
     #[test]
     fn submit_uses_the_official_model_route_bearer_auth_and_a_data_url() {

@@ -179,13 +179,7 @@ mod tests {
         }
     }
 
-    fn resp(status: u16, body: Value) -> UpstreamResponse {
-        UpstreamResponse {
-            status,
-            retry_after: None,
-            body: body.to_string().into_bytes(),
-        }
-    }
+    use crate::providers::test_response as resp;
 
     #[test]
     fn submit_sends_the_documented_body_with_the_key_header() {
