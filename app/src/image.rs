@@ -60,9 +60,30 @@ fn js_err(e: JsValue) -> String {
         .unwrap_or_else(|| "the image could not be read".into())
 }
 
-/// Decodes `blob` upright, scales it to `megapixels`, and encodes it as JPEG.
+/// The User Timing names around [`prepare`], read by `cargo xtask bench`.
+const MARK: &str = "parallax:prepare:start";
+const MEASURE: &str = "parallax:prepare";
+
+/// Decodes `blob` upright, scales it to `megapixels`, and encodes it as JPEG; the time
+/// it took is recorded as the `parallax:prepare` performance measure.
 pub async fn prepare(blob: &Blob, megapixels: f64) -> Result<Prepared, String> {
     let window = web_sys::window().ok_or("no window")?;
+    let perf = window.performance();
+    if let Some(p) = &perf {
+        let _ = p.mark(MARK);
+    }
+    let prepared = encode(&window, blob, megapixels).await;
+    if let Some(p) = &perf {
+        let _ = p.measure_with_start_mark(MEASURE, MARK);
+    }
+    prepared
+}
+
+async fn encode(
+    window: &web_sys::Window,
+    blob: &Blob,
+    megapixels: f64,
+) -> Result<Prepared, String> {
     let opts = ImageBitmapOptions::new();
     opts.set_image_orientation(ImageOrientation::FromImage);
     let bitmap: ImageBitmap = JsFuture::from(

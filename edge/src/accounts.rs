@@ -2,7 +2,8 @@
 //! or, when the operator allows it, an anonymous client with a daily allowance per IP.
 //! Each account's balance and rate limits live in its [`crate::ledger::Ledger`].
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -49,6 +50,49 @@ pub struct Caller {
     balance: Cell<Option<u64>>,
 }
 
+/// How long an isolate keeps a key's record after reading it from KV.
+const KEY_CACHE_MS: u64 = 30_000;
+/// Most records an isolate keeps (then it starts over).
+const KEY_CACHE_MAX: usize = 1_000;
+
+thread_local! {
+    /// Valid keys' records recently read from KV, by hash, with when they were read.
+    /// KV may itself serve a read up to 60 s stale, so holding a record here for
+    /// [`KEY_CACHE_MS`] weakens no guarantee (a disabled key or a new grant takes
+    /// effect within that time) and saves a KV read on nearly every request.
+    static KEY_CACHE: RefCell<HashMap<String, (u64, KeyRecord)>> = RefCell::new(HashMap::new());
+}
+
+/// A key's record, from this isolate's cache or KV. Unknown keys are not cached, so
+/// a key works as soon as it is created.
+async fn key_record(env: &Env, hash: &str) -> EdgeResult<Option<KeyRecord>> {
+    let now = worker::Date::now().as_millis();
+    let cached = KEY_CACHE.with(|c| {
+        c.borrow()
+            .get(hash)
+            .filter(|(at, _)| now.saturating_sub(*at) < KEY_CACHE_MS)
+            .map(|(_, record)| record.clone())
+    });
+    if cached.is_some() {
+        return Ok(cached);
+    }
+    let record: Option<KeyRecord> = env
+        .kv(bindings::JOBS_KV)?
+        .get(&keys::api_key(hash))
+        .json()
+        .await?;
+    if let Some(r) = &record {
+        KEY_CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.len() >= KEY_CACHE_MAX {
+                c.clear();
+            }
+            c.insert(hash.to_owned(), (now, r.clone()));
+        });
+    }
+    Ok(record)
+}
+
 /// The key from `x-api-key` (Segmind's header) or `Authorization: Bearer`.
 fn presented_key(req: &Request) -> EdgeResult<Option<String>> {
     if let Some(k) = req.headers().get("x-api-key")? {
@@ -69,11 +113,7 @@ pub async fn identify(req: &Request, env: &Env, cfg: &Config) -> EdgeResult<Call
     match presented_key(req)? {
         Some(key) if !key.is_empty() => {
             let hash = key_hash(&key);
-            let record: Option<KeyRecord> = env
-                .kv(bindings::JOBS_KV)?
-                .get(&keys::api_key(&hash))
-                .json()
-                .await?;
+            let record = key_record(env, &hash).await?;
             let record = record
                 .filter(|r| !r.disabled)
                 .ok_or_else(|| EdgeError::Unauthorized("API key is invalid".into()))?;

@@ -81,6 +81,12 @@ pub struct JobRecord {
     /// The last transient problem, reported if the deadline passes.
     pub last_problem: Option<String>,
     pub outputs: Vec<StoredOutput>,
+    /// When the current upstream accepted the job, and how often it was polled since:
+    /// the poll schedule's budget.
+    #[serde(default)]
+    pub submitted_ms: Option<u64>,
+    #[serde(default)]
+    pub polls: u32,
 }
 
 /// What to do after a refused submit.
@@ -94,8 +100,14 @@ pub enum FailoverStep {
     Failed,
 }
 
-/// First poll delay and cap, in milliseconds.
-pub const POLL_MIN_MS: u64 = 500;
+/// The first poll comes this soon after the upstream accepted a job, so a fast
+/// upstream (a warm self-hosted GPU, a cached result) finishes as fast as it can.
+pub const FIRST_POLL_MS: u64 = 0;
+/// After the first poll, poll `n` waits until `(n + 1) × 2 s` into the upstream job:
+/// with the submit and the result fetch Segmind needs after COMPLETED, a job seen
+/// finished at `t` seconds cost at most `1 + t / 2` upstream requests.
+pub const POLL_BUDGET_MS: u64 = 2_000;
+/// The longest gap between polls (long jobs are polled every eighth of their age).
 pub const POLL_MAX_MS: u64 = 10_000;
 
 impl JobRecord {
@@ -133,6 +145,8 @@ impl JobRecord {
             retries: 0,
             last_problem: None,
             outputs: Vec::new(),
+            submitted_ms: None,
+            polls: 0,
         }
     }
 
@@ -169,8 +183,10 @@ impl JobRecord {
     }
 
     /// The upstream accepted the job.
-    pub fn submitted(&mut self, sub: Submitted) {
+    pub fn submitted(&mut self, sub: Submitted, now_ms: u64) {
         self.upstream = Some(sub);
+        self.submitted_ms = Some(now_ms);
+        self.polls = 0;
         self.round_failures.clear();
         self.round_transient = false;
     }
@@ -217,11 +233,24 @@ impl JobRecord {
         FailoverStep::After(delay)
     }
 
-    /// Delay before the next poll while the upstream works: starts at
-    /// [`POLL_MIN_MS`] and grows with the job's age, so long jobs are polled less.
+    /// Delay before the next poll while the upstream works: one quick look after
+    /// [`FIRST_POLL_MS`], then the budget of [`POLL_BUDGET_MS`], and never more often
+    /// than every eighth of the job's age (capped at [`POLL_MAX_MS`]), so long jobs
+    /// cost little.
     pub fn poll_delay_ms(&self, now_ms: u64) -> u64 {
-        let age = now_ms.saturating_sub(self.created_ms);
-        (POLL_MIN_MS + age / 8).clamp(POLL_MIN_MS, POLL_MAX_MS)
+        let since = self.submitted_ms.unwrap_or(self.created_ms);
+        let age = now_ms.saturating_sub(since);
+        if self.polls == 0 {
+            return FIRST_POLL_MS.saturating_sub(age);
+        }
+        let budget = (u64::from(self.polls) + 2) * POLL_BUDGET_MS;
+        let gap = (age / 8).min(POLL_MAX_MS);
+        budget.saturating_sub(age).max(gap)
+    }
+
+    /// One more upstream poll was made.
+    pub fn polled(&mut self) {
+        self.polls = self.polls.saturating_add(1);
     }
 
     /// Delay after a transient failure: exponential from 1 s, capped at 60 s, with
@@ -386,10 +415,39 @@ mod tests {
     }
 
     #[test]
-    fn polling_slows_with_age_and_retries_back_off_with_retry_after() {
+    fn polling_looks_once_quickly_then_keeps_within_one_request_per_two_seconds() {
         let mut j = job();
-        assert_eq!(j.poll_delay_ms(1_000_000), POLL_MIN_MS);
-        assert_eq!(j.poll_delay_ms(1_000_000 + 3_600_000), POLL_MAX_MS);
+        let t0 = 2_000_000;
+        j.submitted(
+            Submitted {
+                upstream_id: "u".into(),
+                status_url: "s".into(),
+                result_url: "r".into(),
+                cancel_url: None,
+            },
+            t0,
+        );
+        assert_eq!(j.poll_delay_ms(t0), FIRST_POLL_MS);
+        // Simulate the schedule: every poll lands when the previous delay says.
+        let mut now = t0 + FIRST_POLL_MS;
+        let mut ages = Vec::new();
+        for _ in 0..12 {
+            j.polled();
+            ages.push(now - t0);
+            now += j.poll_delay_ms(now);
+        }
+        assert_eq!(&ages[..5], &[0, 6_000, 8_000, 10_000, 12_000]);
+        for (n, age) in ages.iter().enumerate().skip(1) {
+            // The submit, n + 1 polls, and a result fetch after the last.
+            let requests = 1 + (n as u64 + 1) + 1;
+            assert!(
+                requests * 2_000 <= 2_000 + age,
+                "poll {n} at {age} ms makes {requests} requests"
+            );
+        }
+        // A long job is polled every eighth of its age, at most every 10 s.
+        assert_eq!(j.poll_delay_ms(t0 + 48_000), 6_000);
+        assert_eq!(j.poll_delay_ms(t0 + 3_600_000), POLL_MAX_MS);
         assert_eq!(j.retry_delay_ms(None, 0.0), 1000);
         j.retries = 3;
         assert_eq!(j.retry_delay_ms(None, 0.0), 8000);

@@ -144,6 +144,26 @@ pub fn error_detail(body: &[u8]) -> String {
     text.chars().take(300).collect()
 }
 
+/// The JSON body of a 2xx answer; other statuses are classified for retry, and a
+/// body that is not JSON is transient (a proxy's error page, a cut-off answer).
+pub fn success_json(
+    provider: &str,
+    resp: &UpstreamResponse,
+) -> Result<serde_json::Value, UpstreamError> {
+    if !(200..300).contains(&resp.status) {
+        return Err(UpstreamError::from_status(
+            provider,
+            resp.status,
+            resp.retry_after,
+            &error_detail(&resp.body),
+        ));
+    }
+    serde_json::from_slice(&resp.body).map_err(|_| UpstreamError::Transient {
+        reason: format!("{provider} answered with malformed JSON"),
+        retry_after: None,
+    })
+}
+
 /// Sends a request with a timeout. Connection failures and timeouts are transient.
 pub async fn send(
     provider: &str,

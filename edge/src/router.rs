@@ -3,6 +3,7 @@
 //! known paths with the wrong method a 405 with `Allow`; everything else is the
 //! playground's static files.
 
+use futures_util::future::join;
 use worker::{Env, Request, Response};
 
 use crate::accounts::{self, Caller};
@@ -120,13 +121,18 @@ async fn dispatch(api: Api, req: Request, env: &Env, caller: &Caller) -> EdgeRes
     match api {
         Api::Submit(model) => submit::submit_job(req, env, caller, &model).await,
         Api::Sync(model) => sync::run_sync(req, env, caller, &model).await,
+        // Reads count against the rate limit (the account's Ledger) and are answered
+        // by the job's runner: two Durable Objects, asked at once. A refused read is
+        // still refused.
         Api::Status(id) => {
-            caller.touch(env).await?;
-            jobs::get_status(env, &id).await
+            let (touched, status) = join(caller.touch(env), jobs::get_status(env, &id)).await;
+            touched?;
+            status
         }
         Api::Result(id) => {
-            caller.touch(env).await?;
-            jobs::get_result(&req, env, &id).await
+            let (touched, result) = join(caller.touch(env), jobs::get_result(&req, env, &id)).await;
+            touched?;
+            result
         }
         Api::Delete(id) => {
             caller.touch(env).await?;

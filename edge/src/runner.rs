@@ -224,7 +224,7 @@ impl JobRunner {
         };
         match attempt {
             Ok(submitted) => {
-                job.submitted(submitted);
+                job.submitted(submitted, now_ms());
                 Ok(Next::In(job.poll_delay_ms(now_ms())))
             }
             Err(e) => {
@@ -245,6 +245,7 @@ impl JobRunner {
         let Some(sub) = job.upstream.clone() else {
             return Ok(Next::In(0));
         };
+        job.polled();
         let state = providers::poll(&provider, &sub, self.timeout_ms()).await?;
         let now = now_ms();
         match state {

@@ -5,7 +5,7 @@
 //! Fault injection is driven by the prompt, so each test controls its own job:
 //! - `[sim:fail]` the job ends FAILED as a moderation/content block;
 //! - `[sim:reject]` the submit is refused with HTTP 400;
-//! - `[sim:slow]` processing takes ten times longer;
+//! - `[sim:slow]` processing takes ten times longer; `[sim:process=8.5]` takes 8.5 s;
 //! - `[sim:FAULT]` or `[sim:PROTOCOL:FAULT]` (PROTOCOL = segmind, replicate, comfyui,
 //!   bfl, parallax) with FAULT one of `429` (with Retry-After), `500`, `502`, `503`,
 //!   `404`, `410` (a retired endpoint), `hang` (no answer for two minutes), `badjson`:
@@ -41,6 +41,8 @@ pub struct Sim {
     pub uploads: Mutex<HashMap<String, Vec<u8>>>,
     /// Accepted submissions per prompt (to detect duplicate upstream submits).
     submissions: Mutex<HashMap<String, u32>>,
+    /// Later requests naming a job, per prompt: (polls and other API calls, downloads).
+    requests: Mutex<HashMap<String, (u32, u32)>>,
 }
 
 pub type Shared = Arc<Sim>;
@@ -53,6 +55,29 @@ impl Sim {
             faults: Mutex::new(HashMap::new()),
             uploads: Mutex::new(HashMap::new()),
             submissions: Mutex::new(HashMap::new()),
+            requests: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a request against the job its path or query names, if any: a download
+    /// when it fetches an output, else a poll (or another API call about the job).
+    pub fn count_request(&self, path: &str, query: &str) {
+        let named = path
+            .split('/')
+            .chain(
+                query
+                    .split('&')
+                    .filter_map(|kv| kv.split_once('=').map(|(_, v)| v)),
+            )
+            .find_map(|part| self.jobs.get(part));
+        let Some(job) = named else { return };
+        let download = path.starts_with("/outputs/") || path.ends_with("/view");
+        let mut map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = map.entry(job.spec.prompt.clone()).or_insert((0, 0));
+        if download {
+            entry.1 += 1;
+        } else {
+            entry.0 += 1;
         }
     }
 
@@ -260,7 +285,11 @@ pub fn create_job(sim: &Sim, ask: Ask) -> Arc<Job> {
             "Content moderated: the prompt was flagged by the safety filter".to_string(),
         );
     }
-    let slow = ask.prompt.contains("[sim:slow]");
+    let process = if ask.prompt.contains("[sim:slow]") {
+        Some(sim.jobs.timing.process * 10)
+    } else {
+        requested_process(&ask.prompt)
+    };
     let model = ask.model;
     let spec = RenderSpec {
         prompt: ask.prompt,
@@ -272,7 +301,15 @@ pub fn create_job(sim: &Sim, ask: Ask) -> Arc<Job> {
         control,
         control_hash,
     };
-    sim.jobs.insert(model, failure, spec, slow)
+    sim.jobs.insert(model, failure, spec, process)
+}
+
+/// The processing time a `[sim:process=SECONDS]` token asks for.
+fn requested_process(prompt: &str) -> Option<Duration> {
+    let start = prompt.find("[sim:process=")? + "[sim:process=".len();
+    let end = prompt[start..].find(']')? + start;
+    let secs: f64 = prompt[start..end].trim().parse().ok()?;
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 /// Output URLs of a completed job, on this server's CDN route.
@@ -303,6 +340,42 @@ pub fn has_header(headers: &HeaderMap, name: &str) -> bool {
 /// is never deployed).
 pub async fn submissions(State(sim): State<Shared>) -> Response {
     Json(json!(sim.submissions())).into_response()
+}
+
+/// Middleware: counts every request that names a job (see [`Sim::count_request`]).
+pub async fn count_requests(
+    State(sim): State<Shared>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    let resp = next.run(req).await;
+    sim.count_request(&path, &query);
+    resp
+}
+
+/// `GET /debug/requests`: per prompt, upstream requests the sim served for it
+/// (`submits`, `polls`, `downloads`), so tests and benchmarks can count the edge's
+/// polling cost.
+pub async fn requests(State(sim): State<Shared>) -> Response {
+    let submits = sim.submissions();
+    let polls = sim
+        .requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let out: Map<String, Value> = submits
+        .iter()
+        .map(|(prompt, n)| {
+            let (p, d) = polls.get(prompt).copied().unwrap_or((0, 0));
+            (
+                prompt.clone(),
+                json!({"submits": n, "polls": p, "downloads": d}),
+            )
+        })
+        .collect();
+    Json(Value::Object(out)).into_response()
 }
 
 /// `GET /outputs/{id}/{n}.{ext}`: the CDN, with the download faults.

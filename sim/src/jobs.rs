@@ -33,8 +33,8 @@ pub struct Job {
     pub failure: Option<String>,
     /// The model slug the job was submitted for.
     pub model: String,
-    /// Processing takes ten times longer.
-    pub slow: bool,
+    /// How long processing takes (the server's default, or what the prompt asked).
+    pub process: Duration,
     pub spec: RenderSpec,
     /// Canceled by the client (Replicate's cancel).
     pub canceled: std::sync::atomic::AtomicBool,
@@ -70,7 +70,7 @@ impl Jobs {
         model: &str,
         failure: Option<String>,
         spec: RenderSpec,
-        slow: bool,
+        process: Option<Duration>,
     ) -> Arc<Job> {
         let n = {
             let mut c = self.counter.lock().unwrap_or_else(|e| e.into_inner());
@@ -83,7 +83,7 @@ impl Jobs {
             submitted: Instant::now(),
             failure,
             model: model.to_owned(),
-            slow,
+            process: process.unwrap_or(self.timing.process),
             spec,
             canceled: std::sync::atomic::AtomicBool::new(false),
             outputs: OnceLock::new(),
@@ -123,11 +123,7 @@ impl Jobs {
             return Phase::Failed("Prediction was canceled".into());
         }
         let t = job.submitted.elapsed();
-        let process = if job.slow {
-            self.timing.process * 10
-        } else {
-            self.timing.process
-        };
+        let process = job.process;
         if t < self.timing.queue {
             Phase::Queued
         } else if t < self.timing.queue + process {

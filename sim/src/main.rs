@@ -4,6 +4,8 @@
 //!
 //! Each protocol lives under its own prefix, as if on its own host.
 //!
+//! `/debug/submissions` and `/debug/requests` count what the edge asked, per prompt.
+//!
 //! Usage: `parallax-sim [--port 8790] [--queue-ms 400] [--process-ms 1800] [--expiry-s 3600]`
 
 // Handlers pass ready-made error responses around; boxing them buys nothing here.
@@ -81,11 +83,16 @@ async fn main() {
             "/debug/submissions",
             axum::routing::get(common::submissions),
         )
+        .route("/debug/requests", axum::routing::get(common::requests))
         .nest("/segmind", segmind::router("segmind"))
         .nest("/parallax", segmind::router("parallax"))
         .nest("/replicate", replicate::router())
         .nest("/comfyui", comfyui::router())
         .nest("/bfl", bfl::router())
+        .layer(axum::middleware::from_fn_with_state(
+            sim.clone(),
+            common::count_requests,
+        ))
         .with_state(sim)
         // Generous: base64 control images of a few MB.
         .layer(axum::extract::DefaultBodyLimit::max(40 * 1024 * 1024));

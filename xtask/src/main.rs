@@ -5,11 +5,14 @@
 //!   already there at the pinned version.
 //! - `build`: the SPA (trunk) into `dist/` and the Worker (worker-build).
 //! - `dev`: setup + build, then `sim` and `wrangler dev` on http://127.0.0.1:8787.
+//! - `bench`: setup + build, then measures the gateway's overhead, polling cost, the
+//!   playground's weight and the Worker's size against their targets (`bench.rs`).
 //! - `keys create --credits N`: issue an API key (see `keys.rs`).
 //! - `test`: setup + fmt, clippy (host and wasm32), native tests, then the HTTP and
 //!   browser tests against the built Worker in `wrangler dev` with `sim`, and a
 //!   `wrangler deploy --dry-run` of the production bundle.
 
+mod bench;
 mod build;
 mod cmd;
 mod dev;
@@ -28,10 +31,11 @@ fn main() -> ExitCode {
         Some("build") => setup::run(false).and_then(|()| build::all()),
         Some("dev") => dev::run(),
         Some("test") => test::run(),
+        Some("bench") => bench::run(),
         Some("keys") => setup::run(false).and_then(|()| keys::run(&args[1..])),
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup [--browser] | build | dev | test | keys create --credits N>"
+                "usage: cargo xtask <setup [--browser] | build | dev | test | bench | keys create --credits N>"
             );
             return ExitCode::from(2);
         }

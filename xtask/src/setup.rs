@@ -93,12 +93,17 @@ fn ensure_npm() -> Result {
 }
 
 fn ensure_chromium() -> Result {
-    if Path::new("/usr/bin/chromium").exists() {
-        println!("✓ chromium");
+    ensure_apt("chromium", "/usr/bin/chromium")
+}
+
+/// Installs a Debian package unless `binary` is already there.
+pub fn ensure_apt(package: &str, binary: &str) -> Result {
+    if Path::new(binary).exists() {
+        println!("✓ {package}");
         return Ok(());
     }
     exec(command("apt-get").arg("update"))?;
-    exec(command("apt-get").args(["install", "-y", "--no-install-recommends", "chromium"]))
+    exec(command("apt-get").args(["install", "-y", "--no-install-recommends", package]))
 }
 
 #[cfg(test)]

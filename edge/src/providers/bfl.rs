@@ -8,9 +8,7 @@ use base64::Engine;
 use parallax_api::Params;
 use serde_json::{Map, Value};
 
-use super::{
-    Submitted, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamState, error_detail,
-};
+use super::{Submitted, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamState};
 use crate::config::Provider;
 
 fn headers(cfg: &Provider) -> Vec<(&'static str, String)> {
@@ -63,18 +61,7 @@ fn json(resp: &UpstreamResponse) -> Result<Value, UpstreamError> {
             resp.status
         )));
     }
-    if !(200..300).contains(&resp.status) {
-        return Err(UpstreamError::from_status(
-            "bfl",
-            resp.status,
-            resp.retry_after,
-            &error_detail(&resp.body),
-        ));
-    }
-    serde_json::from_slice(&resp.body).map_err(|_| UpstreamError::Transient {
-        reason: "bfl answered with malformed JSON".into(),
-        retry_after: None,
-    })
+    super::success_json("bfl", resp)
 }
 
 pub fn parse_submit(resp: &UpstreamResponse) -> Result<Submitted, UpstreamError> {

@@ -7,9 +7,7 @@ use base64::Engine;
 use parallax_api::{FieldError, Model, Params};
 use serde_json::{Map, Value, json};
 
-use super::{
-    Submitted, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamState, error_detail,
-};
+use super::{Submitted, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamState};
 use crate::config::Provider;
 
 /// Input names per model; ours are Replicate's own for both models.
@@ -97,18 +95,7 @@ pub fn build_cancel(cfg: &Provider, url: &str) -> UpstreamRequest {
 }
 
 fn prediction(resp: &UpstreamResponse) -> Result<Value, UpstreamError> {
-    if !(200..300).contains(&resp.status) {
-        return Err(UpstreamError::from_status(
-            "replicate",
-            resp.status,
-            resp.retry_after,
-            &error_detail(&resp.body),
-        ));
-    }
-    serde_json::from_slice(&resp.body).map_err(|_| UpstreamError::Transient {
-        reason: "replicate answered with malformed JSON".into(),
-        retry_after: None,
-    })
+    super::success_json("replicate", resp)
 }
 
 pub fn parse_prediction_urls(resp: &UpstreamResponse) -> Result<Submitted, UpstreamError> {

@@ -1,0 +1,91 @@
+// Measures the playground in Debian's Chromium (`cargo xtask bench` runs it):
+// - `weight`: every file the first load of `/` fetches on a phone, with its size and
+//   its gzip size (text and wasm compress; images are counted as they are);
+// - `prepare`: a 12 MP JPEG picked in the studio, decoded upright, downscaled and
+//   re-encoded in the browser: the app's `parallax:prepare` performance measure
+//   (median of three), and the bytes the submit then uploads.
+// Usage: node bench/web.mjs <base url> <12 MP jpeg>; prints one JSON object.
+import { gzipSync } from 'node:zlib';
+import { chromium } from 'playwright-core';
+
+const [base, photo] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM_BIN ?? '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
+});
+const PHONE = { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 };
+const COMPRESSIBLE = /(javascript|css|html|wasm|json|svg|text|manifest)/;
+
+async function weight() {
+  const context = await browser.newContext(PHONE);
+  const page = await context.newPage();
+  const pending = [];
+  page.on('requestfinished', (req) => pending.push((async () => {
+    const resp = await req.response();
+    if (!resp || !req.url().startsWith(base)) return null;
+    const body = await resp.body().catch(() => Buffer.alloc(0));
+    const type = (resp.headers()['content-type'] ?? '').split(';')[0];
+    const compressible = COMPRESSIBLE.test(type);
+    return {
+      path: new URL(req.url()).pathname,
+      type,
+      bytes: body.length,
+      gzip: compressible ? gzipSync(body, { level: 6 }).length : body.length,
+      core: /(javascript|css|html|wasm)/.test(type),
+    };
+  })()));
+  await page.goto(base + '/', { waitUntil: 'networkidle' });
+  await page.getByTestId('generate').waitFor();
+  await page.waitForLoadState('networkidle');
+  const files = (await Promise.all(pending)).filter(Boolean);
+  await context.close();
+  return files;
+}
+
+async function prepare() {
+  const runs = [];
+  let info = '';
+  let uploaded = 0;
+  for (let i = 0; i < 3; i++) {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+    // The bytes of each submit as the browser sends them (a FormData body's exact
+    // multipart encoding; Playwright cannot see blob bodies).
+    await context.addInitScript(() => {
+      const original = window.fetch;
+      window.__uploads = [];
+      window.fetch = async function (input, init) {
+        if (input instanceof Request && input.method === 'POST') {
+          window.__uploads.push((await input.clone().arrayBuffer()).byteLength);
+        } else if (init?.body instanceof FormData) {
+          window.__uploads.push((await new Response(init.body).arrayBuffer()).byteLength);
+        }
+        return original.apply(this, arguments);
+      };
+    });
+    const page = await context.newPage();
+    await page.goto(base + '/');
+    await page.getByTestId('generate').waitFor();
+    await page.getByTestId('control-image').setInputFiles(photo);
+    await page.waitForFunction(() => performance.getEntriesByName('parallax:prepare').length > 0,
+      null, { timeout: 60_000 });
+    runs.push(await page.evaluate(() => performance.getEntriesByName('parallax:prepare')[0].duration));
+    info = (await page.locator('#control-info').textContent())?.trim() ?? '';
+    if (i === 0) {
+      // The real upload: the submit's body as the browser sends it.
+      await page.getByTestId('prompt').fill('bench: preprocessing upload size');
+      await page.getByTestId('generate').click();
+      await page.waitForFunction(() => window.__uploads.length > 0);
+      uploaded = await page.evaluate(() => window.__uploads[0]);
+    }
+    await context.close();
+  }
+  runs.sort((a, b) => a - b);
+  return { runs_ms: runs, median_ms: runs[1], info, uploaded_bytes: uploaded };
+}
+
+try {
+  console.log(JSON.stringify({ weight: await weight(), prepare: await prepare() }));
+} finally {
+  await browser.close();
+}
