@@ -214,6 +214,31 @@ fn gateway(report: &mut Report, sim: &Endpoint, edge: &Endpoint, dir: &Path) -> 
         }
         status.push(pair);
     }
+    // The platform's floor: a Worker route that touches no storage at all.
+    let floor_paths = dir.join("paths-floor.txt");
+    fs::write(&floor_paths, "/healthz\n").map_err(|e| e.to_string())?;
+    for connections in [1, 64] {
+        let env = [
+            ("BENCH_PATHS", floor_paths.display().to_string()),
+            ("BENCH_KEY", edge.key.clone()),
+        ];
+        let run = warm_then_run(&wrk::Load {
+            url: origin_of(&edge.base),
+            script: "status.lua",
+            connections,
+            secs: WRK_SECS,
+            env: &env,
+        })?;
+        details.insert(format!("healthz_c{connections}_worker"), run.json());
+        report.push(
+            S,
+            format!("platform floor: GET /healthz, c{connections}, worker: p50"),
+            run.p50_ms,
+            "ms",
+            None,
+            &format!("{:.0} req/s; no KV, DO or R2", run.requests_per_sec),
+        );
+    }
     let (direct, through) = (&status[0][0], &status[0][1]);
     report.target(
         S,
@@ -578,7 +603,7 @@ fn worker(report: &mut Report, dir: &Path) -> Result {
     report.add(S, "wasm module", num(&timing, "bytes") / 1024.0, "KiB");
     report.add(
         S,
-        "wasm compile (node, median of 7)",
+        "wasm compile (V8 in Chromium, median of 7)",
         num(&timing, "compile_ms"),
         "ms",
     );
