@@ -406,7 +406,7 @@ fn polling(report: &mut Report, edge: &Endpoint) -> Result {
         .sum();
     report.target(
         S,
-        &format!(
+        format!(
             "upstream requests caused by {} client reads",
             jobs.len() * 40
         ),
