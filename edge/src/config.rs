@@ -75,6 +75,10 @@ pub struct Config {
     pub sync_wait_secs: u64,
     /// Timeout of one upstream call (submit or poll), in seconds.
     pub upstream_timeout_secs: u64,
+    /// After the first quick look, at most one upstream poll per this many
+    /// milliseconds of a job's age (`POLL_EVERY_MS`, default 2000: a job of `t`
+    /// seconds costs at most `1 + t / 2` upstream requests).
+    pub poll_every_ms: u64,
     /// Whether `control_image` may be an https URL the edge fetches (`REMOTE_IMAGES=off`
     /// disables it, e.g. where outbound traffic is not allowed).
     pub remote_images: bool,
@@ -151,6 +155,7 @@ impl Config {
             },
             sync_wait_secs: number(env, "SYNC_WAIT_SECS", 300),
             upstream_timeout_secs: number(env, "UPSTREAM_TIMEOUT_SECS", 30),
+            poll_every_ms: number(env, "POLL_EVERY_MS", 2000).max(100),
             remote_images: text(env, "REMOTE_IMAGES").is_none_or(|v| v != "off"),
         }
     }

@@ -103,10 +103,6 @@ pub enum FailoverStep {
 /// The first poll comes this soon after the upstream accepted a job, so a fast
 /// upstream (a warm self-hosted GPU, a cached result) finishes as fast as it can.
 pub const FIRST_POLL_MS: u64 = 0;
-/// After the first poll, poll `n` waits until `(n + 1) × 2 s` into the upstream job:
-/// with the submit and the result fetch Segmind needs after COMPLETED, a job seen
-/// finished at `t` seconds cost at most `1 + t / 2` upstream requests.
-pub const POLL_BUDGET_MS: u64 = 2_000;
 /// The longest gap between polls (long jobs are polled every eighth of their age).
 pub const POLL_MAX_MS: u64 = 10_000;
 
@@ -234,16 +230,18 @@ impl JobRecord {
     }
 
     /// Delay before the next poll while the upstream works: one quick look after
-    /// [`FIRST_POLL_MS`], then the budget of [`POLL_BUDGET_MS`], and never more often
-    /// than every eighth of the job's age (capped at [`POLL_MAX_MS`]), so long jobs
-    /// cost little.
-    pub fn poll_delay_ms(&self, now_ms: u64) -> u64 {
+    /// [`FIRST_POLL_MS`]; then poll `n` waits until `(n + 1) × every_ms` into the
+    /// upstream job (with the submit and the result fetch Segmind needs after
+    /// COMPLETED, a job seen finished at `t` costs at most `1 + t / every` upstream
+    /// requests); and never more often than every eighth of the job's age (capped at
+    /// [`POLL_MAX_MS`]), so long jobs cost little.
+    pub fn poll_delay_ms(&self, now_ms: u64, every_ms: u64) -> u64 {
         let since = self.submitted_ms.unwrap_or(self.created_ms);
         let age = now_ms.saturating_sub(since);
         if self.polls == 0 {
             return FIRST_POLL_MS.saturating_sub(age);
         }
-        let budget = (u64::from(self.polls) + 2) * POLL_BUDGET_MS;
+        let budget = (u64::from(self.polls) + 2) * every_ms;
         let gap = (age / 8).min(POLL_MAX_MS);
         budget.saturating_sub(age).max(gap)
     }
@@ -427,14 +425,14 @@ mod tests {
             },
             t0,
         );
-        assert_eq!(j.poll_delay_ms(t0), FIRST_POLL_MS);
+        assert_eq!(j.poll_delay_ms(t0, 2_000), FIRST_POLL_MS);
         // Simulate the schedule: every poll lands when the previous delay says.
         let mut now = t0 + FIRST_POLL_MS;
         let mut ages = Vec::new();
         for _ in 0..12 {
             j.polled();
             ages.push(now - t0);
-            now += j.poll_delay_ms(now);
+            now += j.poll_delay_ms(now, 2_000);
         }
         assert_eq!(&ages[..5], &[0, 6_000, 8_000, 10_000, 12_000]);
         for (n, age) in ages.iter().enumerate().skip(1) {
@@ -446,8 +444,8 @@ mod tests {
             );
         }
         // A long job is polled every eighth of its age, at most every 10 s.
-        assert_eq!(j.poll_delay_ms(t0 + 48_000), 6_000);
-        assert_eq!(j.poll_delay_ms(t0 + 3_600_000), POLL_MAX_MS);
+        assert_eq!(j.poll_delay_ms(t0 + 48_000, 2_000), 6_000);
+        assert_eq!(j.poll_delay_ms(t0 + 3_600_000, 2_000), POLL_MAX_MS);
         assert_eq!(j.retry_delay_ms(None, 0.0), 1000);
         j.retries = 3;
         assert_eq!(j.retry_delay_ms(None, 0.0), 8000);

@@ -225,7 +225,9 @@ impl JobRunner {
         match attempt {
             Ok(submitted) => {
                 job.submitted(submitted, now_ms());
-                Ok(Next::In(job.poll_delay_ms(now_ms())))
+                Ok(Next::In(
+                    job.poll_delay_ms(now_ms(), self.config().poll_every_ms),
+                ))
             }
             Err(e) => {
                 worker::console_warn!("job {}: submit to {} failed: {e:?}", job.id, job.provider);
@@ -249,10 +251,14 @@ impl JobRunner {
         let state = providers::poll(&provider, &sub, self.timeout_ms()).await?;
         let now = now_ms();
         match state {
-            UpstreamState::Queued => Ok(Next::In(job.poll_delay_ms(now))),
+            UpstreamState::Queued => Ok(Next::In(
+                job.poll_delay_ms(now, self.config().poll_every_ms),
+            )),
             UpstreamState::Processing => {
                 job.mark_processing(now);
-                Ok(Next::In(job.poll_delay_ms(now)))
+                Ok(Next::In(
+                    job.poll_delay_ms(now, self.config().poll_every_ms),
+                ))
             }
             UpstreamState::Failed(reason) => {
                 job.fail(FailureKind::Rejected, reason, now);

@@ -224,6 +224,7 @@ mod tests {
             },
             sync_wait_secs: 1,
             upstream_timeout_secs: 1,
+            poll_every_ms: 2000,
             remote_images: false,
         }
     }
