@@ -156,6 +156,26 @@ fn warm_then_run(load: &wrk::Load<'_>) -> Result<wrk::WrkRun> {
     Ok(run)
 }
 
+/// Records one wrk run: its raw report, and its p50, p99 and throughput as figures.
+fn record(
+    report: &mut Report,
+    details: &mut serde_json::Map<String, Value>,
+    key: &str,
+    label: &str,
+    run: &wrk::WrkRun,
+) {
+    const S: &str = "Gateway overhead";
+    details.insert(key.to_owned(), run.json());
+    report.add(S, format!("{label}: p50"), run.p50_ms, "ms");
+    report.add(S, format!("{label}: p99"), run.p99_ms, "ms");
+    report.add(
+        S,
+        format!("{label}: throughput"),
+        run.requests_per_sec,
+        "req/s",
+    );
+}
+
 fn gateway(report: &mut Report, sim: &Endpoint, edge: &Endpoint, dir: &Path) -> Result {
     const S: &str = "Gateway overhead";
     let http = flows::client()?;
@@ -191,24 +211,12 @@ fn gateway(report: &mut Report, sim: &Endpoint, edge: &Endpoint, dir: &Path) -> 
                 secs: WRK_SECS,
                 env: &env,
             })?;
-            details.insert(format!("status_c{connections}_{}", ep.label), run.json());
-            report.add(
-                S,
-                format!("status poll, c{connections}, {}: p50", ep.label),
-                run.p50_ms,
-                "ms",
-            );
-            report.add(
-                S,
-                format!("status poll, c{connections}, {}: p99", ep.label),
-                run.p99_ms,
-                "ms",
-            );
-            report.add(
-                S,
-                format!("status poll, c{connections}, {}: throughput", ep.label),
-                run.requests_per_sec,
-                "req/s",
+            record(
+                report,
+                &mut details,
+                &format!("status_c{connections}_{}", ep.label),
+                &format!("status poll, c{connections}, {}", ep.label),
+                &run,
             );
             pair.push(run);
         }
@@ -294,18 +302,12 @@ fn gateway(report: &mut Report, sim: &Endpoint, edge: &Endpoint, dir: &Path) -> 
             secs: WRK_SECS,
             env: &env,
         })?;
-        details.insert(format!("submit_1mb_c1_{}", ep.label), run.json());
-        report.add(
-            S,
-            format!("submit 1 MB, c1, {}: p50", ep.label),
-            run.p50_ms,
-            "ms",
-        );
-        report.add(
-            S,
-            format!("submit 1 MB, c1, {}: p99", ep.label),
-            run.p99_ms,
-            "ms",
+        record(
+            report,
+            &mut details,
+            &format!("submit_1mb_c1_{}", ep.label),
+            &format!("submit 1 MB, c1, {}", ep.label),
+            &run,
         );
         submits.push(run);
     }
