@@ -72,7 +72,7 @@ impl DurableObject for JobRunner {
                     (Method::Get, "/state") => Ok(http::json(&job, 200)),
                     (Method::Post, "/cancel") => {
                         if let (Some(sub), Ok(provider)) =
-                            (&job.upstream, self.provider(&job.provider))
+                            (&job.upstream, provider(&self.config(), &job.provider))
                         {
                             providers::cancel(&provider, sub).await;
                         }
@@ -127,6 +127,17 @@ impl DurableObject for JobRunner {
     }
 }
 
+/// The configured provider named `name`.
+fn provider(cfg: &Config, name: &str) -> Result<crate::config::Provider, UpstreamError> {
+    Kind::from_name(name)
+        .and_then(|k| cfg.provider(k).cloned())
+        .ok_or_else(|| UpstreamError::Permanent(format!("provider {name} is no longer configured")))
+}
+
+fn timeout_ms(cfg: &Config) -> u32 {
+    u32::try_from(cfg.upstream_timeout_secs * 1000).unwrap_or(u32::MAX)
+}
+
 /// Milliseconds from now until `at_ms`, as an alarm offset.
 fn offset_until(at_ms: u64) -> i64 {
     i64::try_from(at_ms.saturating_sub(now_ms())).unwrap_or(i64::MAX)
@@ -149,9 +160,11 @@ impl JobRunner {
             );
             return Next::Done;
         }
+        // The deployment's settings, read once per step.
+        let cfg = self.config();
         let outcome = match job.upstream {
-            None => self.submit(job).await,
-            Some(_) => self.poll(job).await,
+            None => self.submit(&cfg, job).await,
+            Some(_) => self.poll(&cfg, job).await,
         };
         match outcome {
             Ok(next) => {
@@ -183,23 +196,9 @@ impl JobRunner {
         Config::from_env(&self.env)
     }
 
-    /// The configured provider named `name`.
-    fn provider(&self, name: &str) -> Result<crate::config::Provider, UpstreamError> {
-        let cfg = self.config();
-        Kind::from_name(name)
-            .and_then(|k| cfg.provider(k).cloned())
-            .ok_or_else(|| {
-                UpstreamError::Permanent(format!("provider {name} is no longer configured"))
-            })
-    }
-
-    fn timeout_ms(&self) -> u32 {
-        u32::try_from(self.config().upstream_timeout_secs * 1000).unwrap_or(u32::MAX)
-    }
-
     /// Submits to the current candidate; on refusal, fails over (see
     /// [`JobRecord::submit_failed`]).
-    async fn submit(&self, job: &mut JobRecord) -> Result<Next, UpstreamError> {
+    async fn submit(&self, cfg: &Config, job: &mut JobRecord) -> Result<Next, UpstreamError> {
         let internal = |e: worker::Error| UpstreamError::Transient {
             reason: format!("storage: {e}"),
             retry_after: None,
@@ -218,16 +217,14 @@ impl JobRunner {
             .body()
             .ok_or_else(|| UpstreamError::Permanent("the control image is empty".into()))?;
         let bytes = body.bytes().await.map_err(internal)?;
-        let attempt = match self.provider(&job.provider) {
-            Ok(provider) => providers::submit(&provider, job, &bytes, self.timeout_ms()).await,
+        let attempt = match provider(cfg, &job.provider) {
+            Ok(provider) => providers::submit(&provider, job, &bytes, timeout_ms(cfg)).await,
             Err(e) => Err(e),
         };
         match attempt {
             Ok(submitted) => {
                 job.submitted(submitted, now_ms());
-                Ok(Next::In(
-                    job.poll_delay_ms(now_ms(), self.config().poll_every_ms),
-                ))
+                Ok(Next::In(job.poll_delay_ms(now_ms(), cfg.poll_every_ms)))
             }
             Err(e) => {
                 worker::console_warn!("job {}: submit to {} failed: {e:?}", job.id, job.provider);
@@ -242,23 +239,19 @@ impl JobRunner {
         }
     }
 
-    async fn poll(&self, job: &mut JobRecord) -> Result<Next, UpstreamError> {
-        let provider = self.provider(&job.provider)?;
+    async fn poll(&self, cfg: &Config, job: &mut JobRecord) -> Result<Next, UpstreamError> {
+        let provider = provider(cfg, &job.provider)?;
         let Some(sub) = job.upstream.clone() else {
             return Ok(Next::In(0));
         };
         job.polled();
-        let state = providers::poll(&provider, &sub, self.timeout_ms()).await?;
+        let state = providers::poll(&provider, &sub, timeout_ms(cfg)).await?;
         let now = now_ms();
         match state {
-            UpstreamState::Queued => Ok(Next::In(
-                job.poll_delay_ms(now, self.config().poll_every_ms),
-            )),
+            UpstreamState::Queued => Ok(Next::In(job.poll_delay_ms(now, cfg.poll_every_ms))),
             UpstreamState::Processing => {
                 job.mark_processing(now);
-                Ok(Next::In(
-                    job.poll_delay_ms(now, self.config().poll_every_ms),
-                ))
+                Ok(Next::In(job.poll_delay_ms(now, cfg.poll_every_ms)))
             }
             UpstreamState::Failed(reason) => {
                 job.fail(FailureKind::Rejected, reason, now);

@@ -156,6 +156,21 @@ fn warm_then_run(load: &wrk::Load<'_>) -> Result<wrk::WrkRun> {
     Ok(run)
 }
 
+/// wrk GETs round-robin over the paths listed in `paths`, against `ep`'s origin.
+fn get_load(ep: &Endpoint, paths: &Path, connections: u32) -> Result<wrk::WrkRun> {
+    let env = [
+        ("BENCH_PATHS", paths.display().to_string()),
+        ("BENCH_KEY", ep.key.clone()),
+    ];
+    warm_then_run(&wrk::Load {
+        url: origin_of(&ep.base),
+        script: "status.lua",
+        connections,
+        secs: WRK_SECS,
+        env: &env,
+    })
+}
+
 /// Records one wrk run: its raw report, and its p50, p99 and throughput as figures.
 fn record(
     report: &mut Report,
@@ -200,17 +215,7 @@ fn gateway(report: &mut Report, sim: &Endpoint, edge: &Endpoint, dir: &Path) -> 
     for connections in [1, 64] {
         let mut pair = Vec::new();
         for (ep, paths) in [sim, edge].iter().zip(&lists) {
-            let env = [
-                ("BENCH_PATHS", paths.display().to_string()),
-                ("BENCH_KEY", ep.key.clone()),
-            ];
-            let run = warm_then_run(&wrk::Load {
-                url: origin_of(&ep.base),
-                script: "status.lua",
-                connections,
-                secs: WRK_SECS,
-                env: &env,
-            })?;
+            let run = get_load(ep, paths, connections)?;
             record(
                 report,
                 &mut details,
@@ -226,17 +231,7 @@ fn gateway(report: &mut Report, sim: &Endpoint, edge: &Endpoint, dir: &Path) -> 
     let floor_paths = dir.join("paths-floor.txt");
     fs::write(&floor_paths, "/healthz\n").map_err(|e| e.to_string())?;
     for connections in [1, 64] {
-        let env = [
-            ("BENCH_PATHS", floor_paths.display().to_string()),
-            ("BENCH_KEY", edge.key.clone()),
-        ];
-        let run = warm_then_run(&wrk::Load {
-            url: origin_of(&edge.base),
-            script: "status.lua",
-            connections,
-            secs: WRK_SECS,
-            env: &env,
-        })?;
+        let run = get_load(edge, &floor_paths, connections)?;
         details.insert(format!("healthz_c{connections}_worker"), run.json());
         report.push(
             S,
