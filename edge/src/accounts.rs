@@ -43,6 +43,9 @@ pub struct Caller {
     /// `key:<hash prefix>` or `anon:<ip>`; owns jobs and names the ledger.
     pub account: String,
     pub keyed: bool,
+    /// SHA-256 (hex) of the presented API key: it signs webhooks whose caller gave no
+    /// `webhook_secret` (the caller can compute it; it is no credential).
+    pub key_hash: Option<String>,
     funding: Funding,
     submits_per_minute: u32,
     reads_per_minute: u32,
@@ -93,10 +96,13 @@ async fn key_record(env: &Env, hash: &str) -> EdgeResult<Option<KeyRecord>> {
     Ok(record)
 }
 
-/// The key from `x-api-key` (Segmind's header) or `Authorization: Bearer`.
+/// The key from `x-api-key` (Segmind's and Eachlabs' header), `API-KEY` (1min.ai's)
+/// or `Authorization: Bearer`.
 fn presented_key(req: &Request) -> EdgeResult<Option<String>> {
-    if let Some(k) = req.headers().get("x-api-key")? {
-        return Ok(Some(k.trim().to_owned()));
+    for header in ["x-api-key", "api-key"] {
+        if let Some(k) = req.headers().get(header)? {
+            return Ok(Some(k.trim().to_owned()));
+        }
     }
     Ok(req
         .headers()
@@ -120,6 +126,7 @@ pub async fn identify(req: &Request, env: &Env, cfg: &Config) -> EdgeResult<Call
             Ok(Caller {
                 account: format!("key:{}", &hash[..32]),
                 keyed: true,
+                key_hash: Some(hash.clone()),
                 funding: Funding::Grants {
                     grants: record.grants,
                 },
@@ -138,6 +145,7 @@ pub async fn identify(req: &Request, env: &Env, cfg: &Config) -> EdgeResult<Call
             Ok(Caller {
                 account: format!("anon:{}", ip.chars().take(45).collect::<String>()),
                 keyed: false,
+                key_hash: None,
                 funding: Funding::Daily {
                     day: today(),
                     allowance: cfg.anon_daily_credits,
@@ -147,7 +155,9 @@ pub async fn identify(req: &Request, env: &Env, cfg: &Config) -> EdgeResult<Call
                 balance: Cell::new(None),
             })
         }
-        _ => Err(EdgeError::Unauthorized("Missing x-api-key header".into())),
+        _ => Err(EdgeError::Unauthorized(
+            "Missing API key (x-api-key, API-KEY or Authorization: Bearer)".into(),
+        )),
     }
 }
 

@@ -82,6 +82,9 @@ pub struct Config {
     /// Whether `control_image` may be an https URL the edge fetches (`REMOTE_IMAGES=off`
     /// disables it, e.g. where outbound traffic is not allowed).
     pub remote_images: bool,
+    /// Lets webhooks go to `http://127.0.0.1` (`WEBHOOK_LOOPBACK=on`, the test stack
+    /// only: production webhooks go to public https hosts).
+    pub webhook_loopback: bool,
 }
 
 /// Binding names, in one place.
@@ -157,6 +160,7 @@ impl Config {
             upstream_timeout_secs: number(env, "UPSTREAM_TIMEOUT_SECS", 30),
             poll_every_ms: number(env, "POLL_EVERY_MS", 2000).max(100),
             remote_images: text(env, "REMOTE_IMAGES").is_none_or(|v| v != "off"),
+            webhook_loopback: text(env, "WEBHOOK_LOOPBACK").is_some_and(|v| v == "on"),
         }
     }
 

@@ -63,6 +63,15 @@ impl EdgeError {
         Self::BadRequest { message, fields }
     }
 
+    /// Renames the fields of a 400 (for an API that names its parameters differently);
+    /// any other error is unchanged.
+    pub fn map_fields(self, rename: impl FnOnce(Vec<FieldError>) -> Vec<FieldError>) -> Self {
+        match self {
+            Self::BadRequest { fields, .. } if !fields.is_empty() => Self::fields(rename(fields)),
+            other => other,
+        }
+    }
+
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::BadRequest { .. } => ErrorCode::BadRequest,

@@ -1,7 +1,9 @@
 //! Request handlers, one file per resource. Each returns `EdgeResult<Response>`.
 
+pub mod eachlabs;
 pub mod health;
 pub mod jobs;
+pub mod onemin;
 pub mod openapi;
 pub mod results;
 pub mod share;

@@ -89,6 +89,14 @@ pub struct JobRecord {
     pub polls: u32,
 }
 
+/// The runner's `/start` body: the job, and where to deliver it when it ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Start {
+    pub job: JobRecord,
+    #[serde(default)]
+    pub webhook: Option<crate::webhook::Target>,
+}
+
 /// What to do after a refused submit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailoverStep {
@@ -313,11 +321,12 @@ impl JobRecord {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::input::image::ImageFormat;
 
-    fn job() -> JobRecord {
+    /// A queued pro job with seed 42, as tests of the API shapes start from.
+    pub fn job() -> JobRecord {
         let mut params = Params::default();
         params.set_seed(42);
         JobRecord::new(
@@ -338,6 +347,21 @@ mod tests {
             900,
             vec!["segmind".into(), "replicate".into()],
         )
+    }
+
+    /// A job completed with `n` JPEG outputs.
+    pub fn completed(n: usize) -> JobRecord {
+        let mut j = job();
+        j.mark_processing(1_000_500);
+        let out = StoredOutput {
+            ext: "jpg".into(),
+            content_type: "image/jpeg".into(),
+            bytes: 10,
+            width: 64,
+            height: 48,
+        };
+        j.complete(vec![out; n], 1_002_500);
+        j
     }
 
     #[test]

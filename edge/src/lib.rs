@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod accounts;
+pub mod compat;
 pub mod config;
 pub mod error;
 pub mod handlers;
@@ -18,6 +19,7 @@ pub mod router;
 pub mod runner;
 pub mod security;
 pub mod storage;
+pub mod webhook;
 
 pub use ledger::Ledger;
 pub use runner::JobRunner;

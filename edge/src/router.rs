@@ -9,7 +9,7 @@ use worker::{Env, Request, Response};
 use crate::accounts::{self, Caller};
 use crate::config::{Config, bindings};
 use crate::error::{EdgeError, EdgeResult};
-use crate::handlers::{health, jobs, openapi, results, share, submit, sync};
+use crate::handlers::{eachlabs, health, jobs, onemin, openapi, results, share, submit, sync};
 
 pub async fn handle(req: Request, env: Env) -> worker::Result<Response> {
     match route(req, &env).await {
@@ -26,6 +26,12 @@ enum Api {
     Result(String),
     Delete(String),
     List,
+    /// Eachlabs: `POST /v1/prediction/`, `GET /v1/prediction/{id}`.
+    CreatePrediction,
+    Prediction(String),
+    /// 1min.ai: `POST /api/features`, `POST /api/assets`.
+    Feature,
+    UploadAsset,
 }
 
 fn allow(method: &str, allowed: &[&str], header: &'static str) -> EdgeResult<()> {
@@ -83,6 +89,26 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
                 Api::Result((*id).to_owned())
             }
         }
+        ["v1", "prediction"] | ["v1", "prediction", ""] => {
+            allow(method, &["POST"], "POST")?;
+            Api::CreatePrediction
+        }
+        ["v1", "prediction", id] | ["v1", "prediction", id, ""] => {
+            allow(method, &["GET"], "GET")?;
+            Api::Prediction((*id).to_owned())
+        }
+        ["api", "features"] => {
+            allow(method, &["POST"], "POST")?;
+            Api::Feature
+        }
+        ["api", "assets"] => {
+            allow(method, &["POST"], "POST")?;
+            Api::UploadAsset
+        }
+        ["api", "assets", file] => {
+            allow(method, &["GET"], "GET")?;
+            return onemin::get_asset(&req, env, file).await;
+        }
         ["v2", model] => {
             allow(method, &["POST"], "POST")?;
             Api::Submit((*model).to_owned())
@@ -91,12 +117,14 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
             allow(method, &["POST"], "POST")?;
             Api::Sync((*model).to_owned())
         }
-        ["v1" | "v2" | "results" | "r", ..] => return Err(not_found(method, &path)),
+        ["v1" | "v2" | "api" | "results" | "r", ..] => return Err(not_found(method, &path)),
         _ => return static_file(req, env).await,
     };
     let cfg = Config::from_env(env);
     let caller = match &api {
-        Api::Status(_) | Api::Result(_) => accounts::identify_for_read(&req, env, &cfg).await?,
+        Api::Status(_) | Api::Result(_) | Api::Prediction(_) => {
+            accounts::identify_for_read(&req, env, &cfg).await?
+        }
         _ => Some(accounts::identify(&req, env, &cfg).await?),
     };
     let Some(caller) = caller else {
@@ -104,6 +132,7 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
         return match &api {
             Api::Status(id) => jobs::get_status(env, id).await,
             Api::Result(id) => jobs::get_result(&req, env, id).await,
+            Api::Prediction(id) => eachlabs::get_prediction(&req, env, id).await,
             _ => Err(EdgeError::Internal(
                 "public read of a non-read route".into(),
             )),
@@ -134,6 +163,15 @@ async fn dispatch(api: Api, req: Request, env: &Env, caller: &Caller) -> EdgeRes
             touched?;
             result
         }
+        Api::Prediction(id) => {
+            let (touched, prediction) =
+                join(caller.touch(env), eachlabs::get_prediction(&req, env, &id)).await;
+            touched?;
+            prediction
+        }
+        Api::CreatePrediction => eachlabs::create_prediction(req, env, caller).await,
+        Api::Feature => onemin::run_feature(req, env, caller).await,
+        Api::UploadAsset => onemin::upload_asset(req, env, caller).await,
         Api::Delete(id) => {
             caller.touch(env).await?;
             jobs::delete_job(env, caller, &id).await

@@ -5,20 +5,27 @@
 //! When the retention period is over, an alarm purges everything: the record, its KV
 //! copy and its R2 images.
 //!
-//! Internal protocol (only the Worker reaches it): `POST /start` with a
-//! [`JobRecord`], `GET /state`, `POST /cancel`, `POST /delete`.
+//! A job given a webhook has its [`Delivery`] stored beside the record; when the job
+//! ends (completed or failed, not canceled) the alarm delivers it, retrying with
+//! backoff, before it sleeps until the purge.
+//!
+//! Internal protocol (only the Worker reaches it): `POST /start` with a [`Start`],
+//! `GET /state`, `POST /cancel`, `POST /delete`.
 
 use worker::{DurableObject, Env, Method, Request, Response, State, durable_object};
 
 use crate::accounts;
+use crate::compat;
 use crate::config::{Config, bindings};
 use crate::http;
 use crate::input::image::{ImageFormat, is_complete};
-use crate::job::{FailoverStep, FailureKind, JobRecord, StoredOutput};
+use crate::job::{FailoverStep, FailureKind, JobRecord, Start, StoredOutput};
 use crate::providers::{self, Kind, UpstreamError, UpstreamState};
 use crate::storage::{self, keys};
+use crate::webhook::{self, Delivery};
 
 const RECORD: &str = "job";
+const WEBHOOK: &str = "webhook";
 const DOWNLOAD_TIMEOUT_MS: u32 = 60_000;
 
 #[durable_object(alarm)]
@@ -55,10 +62,13 @@ impl DurableObject for JobRunner {
                 if storage.get::<JobRecord>(RECORD).await?.is_some() {
                     return Ok(http::json(&"already started", 409));
                 }
-                let record: JobRecord = req.json().await?;
-                storage.put(RECORD, &record).await?;
+                let start: Start = req.json().await?;
+                if let Some(target) = start.webhook {
+                    storage.put(WEBHOOK, &Delivery::new(target)).await?;
+                }
+                storage.put(RECORD, &start.job).await?;
                 storage.set_alarm(0).await?;
-                Ok(http::json(&record, 201))
+                Ok(http::json(&start.job, 201))
             }
             (method, path) => {
                 let Some(mut job) = storage.get::<JobRecord>(RECORD).await? else {
@@ -101,9 +111,9 @@ impl DurableObject for JobRunner {
         if job.status.is_terminal() {
             if job.is_expired(now_ms()) {
                 self.purge(&job).await?;
-            } else if let Some(expires) = job.expires_ms {
-                // Woken early (e.g. after a restart): sleep until the purge is due.
-                storage.set_alarm(offset_until(expires)).await?;
+            } else {
+                self.deliver_webhook(&job).await?;
+                self.sleep_until_due(&job).await?;
             }
             return Response::ok("finished");
         }
@@ -357,13 +367,61 @@ impl JobRunner {
         if let Err(e) = stored {
             worker::console_error!("job {}: writing the finished record failed: {e}", job.id);
         }
-        if let Some(expires) = job.expires_ms {
-            self.state
-                .storage()
-                .set_alarm(offset_until(expires))
-                .await?;
+        self.sleep_until_due(job).await
+    }
+
+    /// Sets the alarm for what is due next on a finished job: a webhook attempt, else
+    /// the purge.
+    async fn sleep_until_due(&self, job: &JobRecord) -> worker::Result<()> {
+        let storage = self.state.storage();
+        let mut delivery = storage.get::<Delivery>(WEBHOOK).await?;
+        if job.failure == Some(FailureKind::Canceled)
+            && let Some(d) = delivery.as_mut().filter(|d| !d.done)
+        {
+            // Like Eachlabs: a canceled prediction sends no webhook.
+            d.done = true;
+            storage.put(WEBHOOK, &*d).await?;
+        }
+        let webhook_at = delivery.filter(|d| !d.done).map(|d| d.next_ms);
+        let at = match (webhook_at, job.expires_ms) {
+            (Some(w), Some(e)) => Some(w.min(e)),
+            (w, e) => w.or(e),
+        };
+        if let Some(at) = at {
+            storage.set_alarm(offset_until(at)).await?;
         }
         Ok(())
+    }
+
+    /// Makes the webhook attempt that is due, if any, and records its outcome.
+    async fn deliver_webhook(&self, job: &JobRecord) -> worker::Result<()> {
+        let storage = self.state.storage();
+        let Some(mut delivery) = storage.get::<Delivery>(WEBHOOK).await? else {
+            return Ok(());
+        };
+        if !delivery.is_due(now_ms()) {
+            return Ok(());
+        }
+        let body = match delivery.body.clone() {
+            Some(body) => body,
+            None => {
+                let body = compat::eachlabs::webhook_body(job, &delivery.target.origin);
+                delivery.body = Some(body.clone());
+                body
+            }
+        };
+        let timestamp = *delivery.timestamp.get_or_insert(now_ms() / 1000);
+        let loopback = self.config().webhook_loopback;
+        let sent = webhook::send(&delivery.target, loopback, timestamp, &body).await;
+        if let Err(why) = &sent {
+            worker::console_warn!(
+                "job {}: webhook attempt {} failed: {why}",
+                job.id,
+                delivery.attempts + 1
+            );
+        }
+        delivery.attempted(sent.is_ok(), now_ms());
+        storage.put(WEBHOOK, &delivery).await
     }
 
     /// Deletes everything the job left: R2 images, the KV record, this object's state.

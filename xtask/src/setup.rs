@@ -18,6 +18,8 @@ pub fn run(browser: bool) -> Result {
     ensure_npm()?;
     if browser {
         ensure_chromium()?;
+        // The compatibility tests run the APIs' documented curl examples as written.
+        ensure_apt("curl", "/usr/bin/curl")?;
         ensure_python()?;
     }
     Ok(())

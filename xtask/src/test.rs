@@ -4,7 +4,8 @@
 //!    for wasm32, native tests;
 //! 2. build the SPA and the Worker, start `sim` and `wrangler dev` on test ports with
 //!    fresh local state and a random provider key given as a secret;
-//! 3. HTTP tests (`e2e/tests`) and browser tests (`e2e/browser`) against it;
+//! 3. HTTP tests (`e2e/tests`), client tests (`e2e/python`, `e2e/node`) and browser
+//!    tests (`e2e/browser`) against it;
 //! 4. `wrangler deploy --dry-run` of the production bundle;
 //! 5. the provider key must appear nowhere: not in `dist/`, the bundle or the logs.
 
@@ -130,7 +131,13 @@ pub fn run() -> Result {
     counts.passed += 1;
 
     let mut browser = command("node");
-    browser.args(["--test", "--test-reporter", "tap", "e2e/browser/"]);
+    browser.args([
+        "--test",
+        "--test-reporter",
+        "tap",
+        "e2e/browser/",
+        "e2e/node/",
+    ]);
     against_stack(&mut browser);
     counts +=
         run_counted(&mut browser).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
@@ -201,6 +208,8 @@ fn stack_options(
             ("JOB_DEADLINE_SECS", "30"),
             // Test jobs take 1.5 s; production's 2 s poll budget would triple that.
             ("POLL_EVERY_MS", "250"),
+            // The webhook tests' receiver listens on http://127.0.0.1.
+            ("WEBHOOK_LOOPBACK", "on"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .to_vec(),

@@ -35,6 +35,16 @@ pub async fn get_output(req: &Request, env: &Env, id: &str, file: &str) -> EdgeR
             format!("parallax-{id}-{n}.{}", format.ext()),
         )
     };
+    serve_image(req, env, &key, &download_name).await
+}
+
+/// Serves the image stored at R2 `key`, immutable, with an ETag; 404 when absent.
+pub async fn serve_image(
+    req: &Request,
+    env: &Env,
+    key: &str,
+    download_name: &str,
+) -> EdgeResult<Response> {
     let object = storage::media(env)?
         .get(key)
         .execute()

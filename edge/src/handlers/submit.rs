@@ -10,7 +10,7 @@ use crate::error::{EdgeError, EdgeResult};
 use crate::handlers::jobs::runner_stub;
 use crate::http;
 use crate::input::body;
-use crate::job::{JobRecord, Ownership};
+use crate::job::{JobRecord, Ownership, Start};
 use crate::providers;
 use crate::storage::{self, keys};
 
@@ -43,7 +43,7 @@ pub fn find_model(slug: &str) -> EdgeResult<Model> {
     })
 }
 
-fn idempotency_key(req: &Request) -> EdgeResult<Option<String>> {
+pub fn idempotency_key(req: &Request) -> EdgeResult<Option<String>> {
     match req.headers().get("idempotency-key")? {
         None => Ok(None),
         Some(k) if k.is_empty() || k.len() > 255 || !k.is_ascii() => Err(EdgeError::bad_request(
@@ -53,18 +53,36 @@ fn idempotency_key(req: &Request) -> EdgeResult<Option<String>> {
     }
 }
 
+/// What a new job is made from, however the caller's API shaped it.
+#[derive(Debug, Default)]
+pub struct JobRequest {
+    /// The fields (in this API's names) and the uploaded control image, if any.
+    pub raw: body::RawSubmission,
+    /// Retries with the same key return the same job, charged once.
+    pub idempotency_key: Option<String>,
+    /// Where to POST the finished job (the Eachlabs API's `webhook_url`).
+    pub webhook: Option<crate::webhook::Target>,
+}
+
+/// Reads a Segmind-shaped submit: the body's fields and the `Idempotency-Key` header.
+pub async fn read_job_request(req: &mut Request) -> EdgeResult<JobRequest> {
+    Ok(JobRequest {
+        idempotency_key: idempotency_key(req)?,
+        raw: body::read(req).await?,
+        webhook: None,
+    })
+}
+
 /// Creates a job (or finds the one an idempotency key already created) and returns
 /// its id.
 pub async fn create_job(
-    req: &mut Request,
     env: &Env,
     cfg: &Config,
     caller: &Caller,
     model: Model,
+    request: JobRequest,
 ) -> EdgeResult<RequestId> {
-    let idem = idempotency_key(req)?;
-    let raw = body::read(req).await?;
-    let mut submission = body::resolve(model, raw, cfg.remote_images).await?;
+    let mut submission = body::resolve(model, request.raw, cfg.remote_images).await?;
 
     let random = random_bytes()?;
     if submission.params.seed().is_none() {
@@ -74,7 +92,10 @@ pub async fn create_job(
     let candidates = candidates(cfg, model, &submission.params)?;
     let id = RequestId::from_random(random_bytes()?);
     let cost = cfg.cost(model, submission.params.num_outputs());
-    if let Some(existing) = caller.reserve(env, id.as_str(), cost, idem).await? {
+    if let Some(existing) = caller
+        .reserve(env, id.as_str(), cost, request.idempotency_key)
+        .await?
+    {
         return RequestId::parse(&existing)
             .ok_or_else(|| EdgeError::Internal("ledger replayed a malformed id".into()));
     }
@@ -93,7 +114,7 @@ pub async fn create_job(
         cfg.job_deadline_secs,
         candidates,
     );
-    let started = start(env, &record, submission.image).await;
+    let started = start(env, &record, submission.image, request.webhook).await;
     if let Err(e) = started {
         // Nothing was started: the reservation must not stick.
         let _ = caller.refund(env, id.as_str()).await;
@@ -135,7 +156,12 @@ fn candidates(
     Ok(able)
 }
 
-async fn start(env: &Env, record: &JobRecord, image: Vec<u8>) -> EdgeResult<()> {
+async fn start(
+    env: &Env,
+    record: &JobRecord,
+    image: Vec<u8>,
+    webhook: Option<crate::webhook::Target>,
+) -> EdgeResult<()> {
     storage::put_image(
         &storage::media(env)?,
         &keys::input(&record.id),
@@ -145,7 +171,13 @@ async fn start(env: &Env, record: &JobRecord, image: Vec<u8>) -> EdgeResult<()> 
     )
     .await?;
     let resp = runner_stub(env, &record.id)?
-        .fetch_with_request(internal_request("/start", Some(record))?)
+        .fetch_with_request(internal_request(
+            "/start",
+            Some(&Start {
+                job: record.clone(),
+                webhook,
+            }),
+        )?)
         .await?;
     match resp.status_code() {
         201 => Ok(()),
@@ -163,7 +195,8 @@ pub async fn submit_job(
 ) -> EdgeResult<Response> {
     let model = find_model(slug)?;
     let cfg = Config::from_env(env);
-    let id = create_job(&mut req, env, &cfg, caller, model).await?;
+    let request = read_job_request(&mut req).await?;
+    let id = create_job(env, &cfg, caller, model, request).await?;
     let origin = http::origin(&req, cfg.public_base_url.as_deref());
     let status_url = format!("{origin}/v2/requests/{id}/status");
     let response_url = format!("{origin}/v2/requests/{id}");
@@ -226,6 +259,7 @@ mod tests {
             upstream_timeout_secs: 1,
             poll_every_ms: 2000,
             remote_images: false,
+            webhook_loopback: false,
         }
     }
 

@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use parallax_api::{ErrorBody, ErrorCode, JobStatus};
+use parallax_api::{ErrorBody, ErrorCode, JobStatus, RequestId};
 use worker::{Delay, Env, Headers, Request, Response};
 
 use crate::accounts::Caller;
 use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
 use crate::handlers::jobs::load;
-use crate::handlers::submit::{create_job, find_model};
+use crate::handlers::submit::{create_job, find_model, read_job_request};
 use crate::http;
 use crate::job::{FailureKind, JobRecord};
 use crate::storage::{self, keys};
@@ -30,25 +30,10 @@ pub async fn run_sync(
         .headers()
         .get("accept")?
         .is_some_and(|a| a.contains("application/json"));
-    let id = create_job(&mut req, env, &cfg, caller, model).await?;
+    let request = read_job_request(&mut req).await?;
+    let id = create_job(env, &cfg, caller, model, request).await?;
     let origin = http::origin(&req, cfg.public_base_url.as_deref());
-
-    let waited = Duration::from_secs(cfg.sync_wait_secs);
-    let started = worker::Date::now().as_millis();
-    let job = loop {
-        let job = load(env, id.as_str()).await?;
-        if job.status.is_terminal() {
-            break job;
-        }
-        if worker::Date::now().as_millis() - started > waited.as_millis() as u64 {
-            return Err(EdgeError::UpstreamTimeout(format!(
-                "The job is still running after {} s; follow it at {origin}/v2/requests/{id}/status",
-                waited.as_secs()
-            )));
-        }
-        Delay::from(Duration::from_millis(POLL_MS)).await;
-    };
-
+    let job = wait_for_end(env, &cfg, &id, &origin).await?;
     if job.status == JobStatus::Failed {
         return Ok(failed(&job));
     }
@@ -66,6 +51,31 @@ pub async fn run_sync(
         headers.set("x-generation-time", &format!("{t:.3}"))?;
     }
     Ok(resp)
+}
+
+/// Waits up to `SYNC_WAIT_SECS` for a job to end; still running then is a 504 that
+/// says where to follow it (the job goes on).
+pub async fn wait_for_end(
+    env: &Env,
+    cfg: &Config,
+    id: &RequestId,
+    origin: &str,
+) -> EdgeResult<JobRecord> {
+    let waited = Duration::from_secs(cfg.sync_wait_secs);
+    let started = worker::Date::now().as_millis();
+    loop {
+        let job = load(env, id.as_str()).await?;
+        if job.status.is_terminal() {
+            return Ok(job);
+        }
+        if worker::Date::now().as_millis() - started > waited.as_millis() as u64 {
+            return Err(EdgeError::UpstreamTimeout(format!(
+                "The job is still running after {} s; follow it at {origin}/v2/requests/{id}/status",
+                waited.as_secs()
+            )));
+        }
+        Delay::from(Duration::from_millis(POLL_MS)).await;
+    }
 }
 
 async fn first_image(env: &Env, job: &JobRecord) -> EdgeResult<Response> {
@@ -89,7 +99,7 @@ async fn first_image(env: &Env, job: &JobRecord) -> EdgeResult<Response> {
 
 /// A FAILED job: 422 when the model refused it, 502 when the provider failed, 504 when
 /// it ran out of time. The body is the error shape plus the request id.
-fn failed(job: &JobRecord) -> Response {
+pub fn failed(job: &JobRecord) -> Response {
     let code = match job.failure {
         Some(FailureKind::Upstream) => ErrorCode::UpstreamFailed,
         Some(FailureKind::Timeout) => ErrorCode::UpstreamTimeout,

@@ -27,9 +27,15 @@ pub struct Submission {
     pub info: ImageInfo,
 }
 
-/// Reads the body, refusing oversized ones before reading them when the client
-/// declares their length.
+/// Reads a submit body: JSON or a multipart form.
 pub async fn read(req: &mut Request) -> EdgeResult<RawSubmission> {
+    let (content_type, bytes) = read_bytes(req).await?;
+    parse(&content_type, &bytes)
+}
+
+/// Reads a body and its content type, refusing oversized ones before reading them
+/// when the client declares their length.
+pub async fn read_bytes(req: &mut Request) -> EdgeResult<(String, Vec<u8>)> {
     let declared = req
         .headers()
         .get("content-length")?
@@ -50,7 +56,7 @@ pub async fn read(req: &mut Request) -> EdgeResult<RawSubmission> {
         }
         bytes.extend_from_slice(&chunk);
     }
-    parse(&content_type, &bytes)
+    Ok((content_type, bytes))
 }
 
 fn too_large() -> EdgeError {

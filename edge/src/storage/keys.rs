@@ -12,6 +12,12 @@ pub fn output(id: &RequestId, n: usize, ext: &str) -> String {
     format!("results/{id}/{n}.{ext}")
 }
 
+/// R2: an image uploaded with `POST /api/assets` (1min.ai's asset API), by its random
+/// id. This is also the path callers give back as `imageUrl`.
+pub fn asset(id: &str, ext: &str) -> String {
+    format!("assets/{id}.{ext}")
+}
+
 /// KV: the finished record of a job.
 pub fn job_record(id: &RequestId) -> String {
     format!("job:{id}")

@@ -1,0 +1,87 @@
+//! The Eachlabs prediction API over the job core (shapes in `compat::eachlabs`):
+//! `POST /v1/prediction/` submits, `GET /v1/prediction/{id}` polls. A non-empty
+//! `webhook_url` gets the finished prediction POSTed to it (see `webhook`).
+
+use worker::{Env, Request, Response};
+
+use crate::accounts::Caller;
+use crate::compat::eachlabs;
+use crate::config::Config;
+use crate::error::{EdgeError, EdgeResult};
+use crate::handlers::jobs::load;
+use crate::handlers::submit::{JobRequest, create_job, idempotency_key};
+use crate::http;
+use crate::input::body::{self, RawSubmission};
+use crate::webhook::{self, Target};
+
+/// `POST /v1/prediction/`.
+pub async fn create_prediction(
+    mut req: Request,
+    env: &Env,
+    caller: &Caller,
+) -> EdgeResult<Response> {
+    let cfg = Config::from_env(env);
+    let idempotency_key = idempotency_key(&req)?;
+    let raw = json_body(&mut req).await?;
+    let create = eachlabs::parse_create(&raw.fields).map_err(EdgeError::fields)?;
+    let origin = http::origin(&req, cfg.public_base_url.as_deref());
+    let webhook = match create.webhook_url {
+        None => None,
+        Some(url) => {
+            webhook::check_url(&url, cfg.webhook_loopback)
+                .map_err(|e| EdgeError::field("webhook_url", e))?;
+            // Signed with the caller's secret, else with their key's SHA-256.
+            let secret = create
+                .webhook_secret
+                .or_else(|| caller.key_hash.clone())
+                .ok_or_else(|| {
+                    EdgeError::field(
+                        "webhook_secret",
+                        "is required with webhook_url when calling without an API key (it signs the deliveries)",
+                    )
+                })?;
+            Some(Target {
+                url,
+                secret,
+                origin: origin.clone(),
+            })
+        }
+    };
+    let request = JobRequest {
+        raw: RawSubmission {
+            fields: create.input,
+            upload: None,
+        },
+        idempotency_key,
+        webhook,
+    };
+    let id = create_job(env, &cfg, caller, create.model, request)
+        .await
+        .map_err(|e| e.map_fields(eachlabs::input_errors))?;
+    Ok(http::json(&eachlabs::created(id.as_str()), 200))
+}
+
+/// `GET /v1/prediction/{id}`: 200 in every state (a failure is `status: "error"` with
+/// the reason in `output`), 404 for an unknown or expired id.
+pub async fn get_prediction(req: &Request, env: &Env, id: &str) -> EdgeResult<Response> {
+    let job = load(env, id).await?;
+    let origin = http::origin(req, Config::from_env(env).public_base_url.as_deref());
+    Ok(http::json(&eachlabs::prediction(&job, &origin), 200))
+}
+
+/// A JSON body (these APIs take no forms).
+pub async fn json_body(req: &mut Request) -> EdgeResult<RawSubmission> {
+    let raw = body::read(req).await?;
+    if raw.upload.is_some() || !is_json(req)? {
+        return Err(EdgeError::bad_request(
+            "Send a JSON body (Content-Type: application/json)",
+        ));
+    }
+    Ok(raw)
+}
+
+fn is_json(req: &Request) -> EdgeResult<bool> {
+    let content_type = req.headers().get("content-type")?.unwrap_or_default();
+    let mime = content_type.split(';').next().unwrap_or_default().trim();
+    Ok(mime.is_empty() || mime.eq_ignore_ascii_case("application/json"))
+}
