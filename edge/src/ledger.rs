@@ -142,24 +142,35 @@ impl LedgerState {
         (page, next)
     }
 
-    /// Applies grants not applied yet, or starts a new day's allowance.
-    pub fn fund(&mut self, funding: &Funding) {
+    /// Applies grants not applied yet, or starts a new day's allowance; true when
+    /// that changed anything.
+    pub fn fund(&mut self, funding: &Funding) -> bool {
         match funding {
             Funding::Grants { grants } => {
+                let mut changed = false;
                 for g in grants {
                     if !self.applied_grants.contains(&g.id) {
                         self.applied_grants.push(g.id.clone());
                         self.balance += g.credits;
+                        changed = true;
                     }
                 }
+                changed
             }
             Funding::Daily { day, allowance } => {
-                if self.day.as_deref() != Some(day.as_str()) {
-                    self.day = Some(day.clone());
-                    self.balance = *allowance;
+                if self.day.as_deref() == Some(day.as_str()) {
+                    return false;
                 }
+                self.day = Some(day.clone());
+                self.balance = *allowance;
+                true
             }
         }
+    }
+
+    /// Whether `op` may change the state (reads need no write).
+    pub fn writes(op: &Op) -> bool {
+        !matches!(op, Op::Touch | Op::List { .. })
     }
 
     pub fn apply(&mut self, op: &Op, now_ms: u64) -> Outcome {
@@ -254,6 +265,9 @@ const STATE: &str = "ledger";
 pub struct Ledger {
     state: State,
     windows: RefCell<RateWindows>,
+    /// The stored state, loaded once: this object is its only writer, so the copy in
+    /// memory stays exact, and a read (`Touch`, `List`) costs no storage round trip.
+    ledger: RefCell<Option<LedgerState>>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -267,38 +281,55 @@ impl DurableObject for Ledger {
         Self {
             state,
             windows: RefCell::new(RateWindows::default()),
+            ledger: RefCell::new(None),
         }
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
         let request: LedgerRequest = req.json().await?;
         let storage = self.state.storage();
-        let mut ledger = storage.get::<LedgerState>(STATE).await?.unwrap_or_default();
-        ledger.fund(&request.funding);
-        let limited = request
-            .limit
-            .as_ref()
-            .and_then(|limit| self.windows.borrow_mut().check(limit, request.now_ms).err());
-        let outcome = match limited {
-            Some(retry_after_secs) => Outcome::RateLimited { retry_after_secs },
-            None => ledger.apply(&request.op, request.now_ms),
-        };
-        let (jobs, next_cursor) = match &request.op {
-            Op::List { cursor, limit } if outcome == Outcome::Ok => {
-                ledger.page(cursor.as_deref(), *limit)
-            }
-            _ => (Vec::new(), None),
-        };
-        storage.put(STATE, &ledger).await?;
-        Ok(http::json(
-            &LedgerReply {
+        if self.ledger.borrow().is_none() {
+            let stored = storage.get::<LedgerState>(STATE).await?.unwrap_or_default();
+            // A request that loaded it meanwhile may already have changed it.
+            self.ledger.borrow_mut().get_or_insert(stored);
+        }
+        // Applied in memory with no await in between, so concurrent requests see each
+        // other's changes in order.
+        let (reply, changed) = {
+            let mut slot = self.ledger.borrow_mut();
+            let ledger = slot.get_or_insert_with(LedgerState::default);
+            let funded = ledger.fund(&request.funding);
+            let limited = request
+                .limit
+                .as_ref()
+                .and_then(|limit| self.windows.borrow_mut().check(limit, request.now_ms).err());
+            let outcome = match limited {
+                Some(retry_after_secs) => Outcome::RateLimited { retry_after_secs },
+                None => ledger.apply(&request.op, request.now_ms),
+            };
+            let (jobs, next_cursor) = match &request.op {
+                Op::List { cursor, limit } if outcome == Outcome::Ok => {
+                    ledger.page(cursor.as_deref(), *limit)
+                }
+                _ => (Vec::new(), None),
+            };
+            let changed = (funded || LedgerState::writes(&request.op)).then(|| ledger.clone());
+            let reply = LedgerReply {
                 outcome,
                 balance: ledger.balance(),
                 jobs,
                 next_cursor,
-            },
-            200,
-        ))
+            };
+            (reply, changed)
+        };
+        if let Some(ledger) = changed
+            && let Err(e) = storage.put(STATE, &ledger).await
+        {
+            // Memory ran ahead of storage: forget it and reload next time.
+            self.ledger.replace(None);
+            return Err(e);
+        }
+        Ok(http::json(&reply, 200))
     }
 }
 
@@ -329,10 +360,10 @@ mod tests {
     #[test]
     fn grants_apply_once_each() {
         let mut l = LedgerState::default();
-        l.fund(&grants(&[("g1", 10)]));
-        l.fund(&grants(&[("g1", 10)]));
+        assert!(l.fund(&grants(&[("g1", 10)])));
+        assert!(!l.fund(&grants(&[("g1", 10)])), "nothing new to store");
         assert_eq!(l.balance(), 10);
-        l.fund(&grants(&[("g1", 10), ("g2", 5)]));
+        assert!(l.fund(&grants(&[("g1", 10), ("g2", 5)])));
         assert_eq!(l.balance(), 15);
     }
 
@@ -387,12 +418,24 @@ mod tests {
             day: d.into(),
             allowance: 10,
         };
-        l.fund(&day("2026-11-21"));
+        assert!(l.fund(&day("2026-11-21")));
         l.apply(&reserve("a", 8, None), 0);
-        l.fund(&day("2026-11-21"));
+        assert!(!l.fund(&day("2026-11-21")));
         assert_eq!(l.balance(), 2);
-        l.fund(&day("2026-11-22"));
+        assert!(l.fund(&day("2026-11-22")));
         assert_eq!(l.balance(), 10);
+    }
+
+    #[test]
+    fn only_changing_ops_are_written() {
+        assert!(!LedgerState::writes(&Op::Touch));
+        assert!(!LedgerState::writes(&Op::List {
+            cursor: None,
+            limit: 10
+        }));
+        assert!(LedgerState::writes(&reserve("a", 1, None)));
+        assert!(LedgerState::writes(&Op::Refund { job_id: "a".into() }));
+        assert!(LedgerState::writes(&Op::Forget { job_id: "a".into() }));
     }
 
     #[test]

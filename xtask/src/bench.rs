@@ -37,7 +37,20 @@ const SIM_KEY: &str = "sim-local-key";
 /// Seconds of each measured wrk run (after a one-second warm-up).
 const WRK_SECS: u32 = 5;
 
-pub fn run() -> Result {
+/// The sections, in order; `only` runs one of them (for iterating on it) and leaves
+/// `bench/results/latest.json` alone.
+const SECTIONS: [&str; 4] = ["gateway", "polling", "playground", "worker"];
+
+pub fn run(only: Option<&str>) -> Result {
+    if let Some(name) = only
+        && !SECTIONS.contains(&name)
+    {
+        return Err(format!(
+            "unknown bench section `{name}`; one of: {}",
+            SECTIONS.join(", ")
+        ));
+    }
+    let wanted = |name: &str| only.is_none_or(|o| o == name);
     let started = Instant::now();
     setup::run(true)?;
     setup::ensure_apt("wrk", "/usr/bin/wrk")?;
@@ -67,18 +80,35 @@ pub fn run() -> Result {
         key,
     };
     let mut report = Report::default();
-    println!("\n1. Gateway overhead (sim with no processing delay)");
-    gateway(&mut report, &sim, &edge, &dir)?;
-    println!("\n2. Polling cost");
-    polling(&mut report, &edge)?;
-    println!("\n3. Playground");
-    playground(&mut report, &stack.base_url, &dir)?;
-    lighthouse(&mut report, &stack.base_url, &dir)?;
+    if wanted("gateway") {
+        println!("\n1. Gateway overhead (sim with no processing delay)");
+        gateway(&mut report, &sim, &edge, &dir)?;
+    }
+    if wanted("polling") {
+        println!("\n2. Polling cost");
+        polling(&mut report, &edge)?;
+    }
+    if wanted("playground") {
+        println!("\n3. Playground");
+        playground(&mut report, &stack.base_url, &dir)?;
+        lighthouse(&mut report, &stack.base_url, &dir)?;
+    }
     drop(stack);
-    println!("\n4. Worker");
-    worker(&mut report, &dir)?;
+    if wanted("worker") {
+        println!("\n4. Worker");
+        worker(&mut report, &dir)?;
+    }
 
     let (met, missed) = report.tally();
+    if let Some(name) = only {
+        println!("{}", report.table());
+        println!(
+            "xtask bench {}: {met} targets met, {missed} missed, in {:.0?}",
+            name,
+            started.elapsed()
+        );
+        return Ok(());
+    }
     let results = root().join("bench/results");
     fs::create_dir_all(&results).map_err(|e| e.to_string())?;
     let json = report.json(json!({

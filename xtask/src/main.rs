@@ -31,11 +31,11 @@ fn main() -> ExitCode {
         Some("build") => setup::run(false).and_then(|()| build::all()),
         Some("dev") => dev::run(),
         Some("test") => test::run(),
-        Some("bench") => bench::run(),
+        Some("bench") => bench::run(args.get(1).map(String::as_str)),
         Some("keys") => setup::run(false).and_then(|()| keys::run(&args[1..])),
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup [--browser] | build | dev | test | bench | keys create --credits N>"
+                "usage: cargo xtask <setup [--browser] | build | dev | test | bench [gateway | polling | playground | worker] | keys create --credits N>"
             );
             return ExitCode::from(2);
         }

@@ -22,7 +22,7 @@ pub async fn create_prediction(
 ) -> EdgeResult<Response> {
     let cfg = Config::from_env(env);
     let idempotency_key = idempotency_key(&req)?;
-    let raw = json_body(&mut req).await?;
+    let raw = body::read_json(&mut req).await?;
     let create = eachlabs::parse_create(&raw.fields).map_err(EdgeError::fields)?;
     let origin = http::origin(&req, cfg.public_base_url.as_deref());
     let webhook = match create.webhook_url {
@@ -67,21 +67,4 @@ pub async fn get_prediction(req: &Request, env: &Env, id: &str) -> EdgeResult<Re
     let job = load(env, id).await?;
     let origin = http::origin(req, Config::from_env(env).public_base_url.as_deref());
     Ok(http::json(&eachlabs::prediction(&job, &origin), 200))
-}
-
-/// A JSON body (these APIs take no forms).
-pub async fn json_body(req: &mut Request) -> EdgeResult<RawSubmission> {
-    let raw = body::read(req).await?;
-    if raw.upload.is_some() || !is_json(req)? {
-        return Err(EdgeError::bad_request(
-            "Send a JSON body (Content-Type: application/json)",
-        ));
-    }
-    Ok(raw)
-}
-
-fn is_json(req: &Request) -> EdgeResult<bool> {
-    let content_type = req.headers().get("content-type")?.unwrap_or_default();
-    let mime = content_type.split(';').next().unwrap_or_default().trim();
-    Ok(mime.is_empty() || mime.eq_ignore_ascii_case("application/json"))
 }

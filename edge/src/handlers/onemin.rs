@@ -11,7 +11,6 @@ use crate::accounts::Caller;
 use crate::compat::onemin::{self, ImageSource};
 use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
-use crate::handlers::eachlabs::json_body;
 use crate::handlers::results::serve_image;
 use crate::handlers::submit::{JobRequest, create_job, idempotency_key, random_bytes};
 use crate::handlers::sync::{failed, wait_for_end};
@@ -25,7 +24,7 @@ use crate::storage::{self, keys};
 pub async fn run_feature(mut req: Request, env: &Env, caller: &Caller) -> EdgeResult<Response> {
     let cfg = Config::from_env(env);
     let idempotency_key = idempotency_key(&req)?;
-    let raw = json_body(&mut req).await?;
+    let raw = body::read_json(&mut req).await?;
     let feature = onemin::parse_feature(&raw.fields).map_err(EdgeError::fields)?;
     let mut raw = body::RawSubmission {
         fields: feature.fields,

@@ -33,6 +33,17 @@ pub async fn read(req: &mut Request) -> EdgeResult<RawSubmission> {
     parse(&content_type, &bytes)
 }
 
+/// Reads a JSON-only body (the Eachlabs and 1min.ai APIs take no forms).
+pub async fn read_json(req: &mut Request) -> EdgeResult<RawSubmission> {
+    let (content_type, bytes) = read_bytes(req).await?;
+    match mime(&content_type).as_str() {
+        "application/json" | "" => parse_json(&bytes),
+        _ => Err(EdgeError::bad_request(
+            "Send a JSON body (Content-Type: application/json)",
+        )),
+    }
+}
+
 /// Reads a body and its content type, refusing oversized ones before reading them
 /// when the client declares their length.
 pub async fn read_bytes(req: &mut Request) -> EdgeResult<(String, Vec<u8>)> {
@@ -68,13 +79,7 @@ fn too_large() -> EdgeError {
 
 /// Parses a body given its content type. Pure, tested natively.
 pub fn parse(content_type: &str, bytes: &[u8]) -> EdgeResult<RawSubmission> {
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    match mime.as_str() {
+    match mime(content_type).as_str() {
         "application/json" | "" => parse_json(bytes),
         "multipart/form-data" => {
             let boundary = multipart::boundary(content_type)
@@ -86,6 +91,16 @@ pub fn parse(content_type: &str, bytes: &[u8]) -> EdgeResult<RawSubmission> {
             other.chars().take(60).collect::<String>()
         ))),
     }
+}
+
+/// The media type of a Content-Type header, lowercased, without parameters.
+fn mime(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
 }
 
 fn parse_json(bytes: &[u8]) -> EdgeResult<RawSubmission> {
