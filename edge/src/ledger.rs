@@ -288,16 +288,19 @@ impl DurableObject for Ledger {
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
         let request: LedgerRequest = req.json().await?;
         let storage = self.state.storage();
-        if self.ledger.borrow().is_none() {
-            let stored = storage.get::<LedgerState>(STATE).await?.unwrap_or_default();
-            // A request that loaded it meanwhile may already have changed it.
-            self.ledger.borrow_mut().get_or_insert(stored);
-        }
+        // (The borrow ends before the await: another request may run meanwhile.)
+        let loaded = self.ledger.borrow().is_some();
+        let stored = if loaded {
+            None
+        } else {
+            storage.get::<LedgerState>(STATE).await?
+        };
         // Applied in memory with no await in between, so concurrent requests see each
         // other's changes in order.
         let (reply, changed) = {
             let mut slot = self.ledger.borrow_mut();
-            let ledger = slot.get_or_insert_with(LedgerState::default);
+            // A request that loaded it meanwhile may already have changed it: keep that.
+            let ledger = slot.get_or_insert_with(|| stored.unwrap_or_default());
             let funded = ledger.fund(&request.funding);
             let limited = request
                 .limit

@@ -100,34 +100,30 @@ pub fn run(only: Option<&str>) -> Result {
     }
 
     let (met, missed) = report.tally();
-    if let Some(name) = only {
-        println!("{}", report.table());
-        println!(
-            "xtask bench {}: {met} targets met, {missed} missed, in {:.0?}",
-            name,
-            started.elapsed()
-        );
-        return Ok(());
-    }
-    let results = root().join("bench/results");
-    fs::create_dir_all(&results).map_err(|e| e.to_string())?;
-    let json = report.json(json!({
-        "machine": machine(),
-        "seconds": started.elapsed().as_secs(),
-        "targets_met": met,
-        "targets_missed": missed,
-    }));
-    let latest = results.join("latest.json");
-    fs::write(
-        &latest,
-        serde_json::to_string_pretty(&json).unwrap_or_default(),
-    )
-    .map_err(|e| format!("writing {}: {e}", latest.display()))?;
+    let saved = match only {
+        Some(name) => format!("one section ({name}); latest.json left alone"),
+        None => {
+            let results = root().join("bench/results");
+            fs::create_dir_all(&results).map_err(|e| e.to_string())?;
+            let json = report.json(json!({
+                "machine": machine(),
+                "seconds": started.elapsed().as_secs(),
+                "targets_met": met,
+                "targets_missed": missed,
+            }));
+            let latest = results.join("latest.json");
+            fs::write(
+                &latest,
+                serde_json::to_string_pretty(&json).unwrap_or_default(),
+            )
+            .map_err(|e| format!("writing {}: {e}", latest.display()))?;
+            format!("figures in {}", latest.display())
+        }
+    };
     println!("{}", report.table());
     println!(
-        "xtask bench: {met} targets met, {missed} missed, in {:.0?}; figures in {}",
-        started.elapsed(),
-        latest.display()
+        "xtask bench: {met} targets met, {missed} missed, in {:.0?}; {saved}",
+        started.elapsed()
     );
     Ok(())
 }
