@@ -17,9 +17,16 @@ use crate::cmd::{Counts, Result, command, exec, node_bin, root, run_counted};
 use crate::stack::{Options, Stack};
 use crate::{build, keys, setup, tools};
 
-const PORT: u16 = 8797;
-const SIM_PORT: u16 = 8798;
-const INSPECTOR_PORT: u16 = 9239;
+/// The test stack's ports: `PARALLAX_TEST_PORT` (default 8797) for the Worker, the next
+/// one for `sim`, and that plus 442 for the inspector, so two checkouts can run their
+/// suites side by side with different bases.
+fn ports() -> (u16, u16, u16) {
+    let port = std::env::var("PARALLAX_TEST_PORT")
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(8797);
+    (port, port + 1, port + 442)
+}
 
 pub fn run() -> Result {
     let started = Instant::now();
@@ -186,10 +193,11 @@ fn stack_options(
     log: PathBuf,
     with_sim: bool,
 ) -> Options {
+    let (port, sim_port, inspector_port) = ports();
     Options {
-        port: PORT,
-        sim_port: SIM_PORT,
-        inspector_port: INSPECTOR_PORT,
+        port,
+        sim_port,
+        inspector_port,
         state_dir: state,
         sim_args: ["--queue-ms", "300", "--process-ms", "1200"]
             .map(String::from)
@@ -225,6 +233,7 @@ fn restart_survival(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> 
     let state = e2e.join("restart-state");
     let log = e2e.join("restart.log");
     let key = keys::create(&keys::Target::Local(&state), "restart", 1_000, None)?;
+    let (port, sim_port, _) = ports();
     let phase = |name: &str| {
         let mut c = command("cargo");
         c.args([
@@ -238,8 +247,8 @@ fn restart_survival(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> 
             "--exact",
             name,
         ])
-        .env("PARALLAX_BASE_URL", format!("http://127.0.0.1:{PORT}"))
-        .env("PARALLAX_SIM_URL", format!("http://127.0.0.1:{SIM_PORT}"))
+        .env("PARALLAX_BASE_URL", format!("http://127.0.0.1:{port}"))
+        .env("PARALLAX_SIM_URL", format!("http://127.0.0.1:{sim_port}"))
         .env("PARALLAX_SECRET_PROBE", probe)
         .env("PARALLAX_TEST_KEYS", format!("restart={key}"));
         run_counted(&mut c).map_err(|e| format!("{e} (see {})", log.display()))
