@@ -14,6 +14,10 @@ pub enum ErrorCode {
     InsufficientCredits,
     PayloadTooLarge,
     JobFailed,
+    /// The job already finished: a cancel changes nothing.
+    Conflict,
+    /// An `Idempotency-Key` sent again with a different request.
+    IdempotencyKeyReused,
     RateLimited,
     Internal,
     UpstreamFailed,
@@ -32,6 +36,8 @@ impl ErrorCode {
             Self::InsufficientCredits => 406,
             Self::PayloadTooLarge => 413,
             Self::JobFailed => 422,
+            Self::Conflict => 409,
+            Self::IdempotencyKeyReused => 422,
             Self::RateLimited => 429,
             Self::Internal => 500,
             Self::UpstreamFailed => 502,

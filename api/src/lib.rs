@@ -15,4 +15,4 @@ pub use error::{ErrorBody, ErrorCode, FieldError};
 pub use id::RequestId;
 pub use models::{Model, ParamKind, ParamSpec};
 pub use params::{Params, Validated, validate, validate_value};
-pub use wire::{JobResult, JobStatus, Metrics, StatusResponse, SubmitResponse};
+pub use wire::{Credits, JobResult, JobStatus, Metrics, StatusResponse, SubmitResponse};

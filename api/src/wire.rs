@@ -52,6 +52,21 @@ pub struct Metrics {
     pub total_time: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
+    /// What the job cost the caller, and what a cancel would give back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credits: Option<Credits>,
+}
+
+/// A job's credits: charged at submit, refunded on failure, on a cancel before anything
+/// was spent upstream, or for outputs that were not delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Credits {
+    pub charged: u64,
+    pub refunded: u64,
+    /// Only while the job runs: the credits a cancel sent now would refund (the whole
+    /// charge while nothing was spent upstream, else 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_on_cancel: Option<u64>,
 }
 
 /// `GET /v2/requests/{id}/status`. A FAILED job is served as 422 with `error` and

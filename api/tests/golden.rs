@@ -58,6 +58,7 @@ fn failed_status_is_both_a_status_and_an_error_body() {
             inference_time: Some(1.25),
             total_time: Some(1.75),
             provider: Some("segmind".into()),
+            credits: None,
         },
     };
     assert_golden(
@@ -109,6 +110,7 @@ fn completed_result_lists_outputs_seed_and_params() {
             inference_time: Some(2.0),
             total_time: Some(2.5),
             provider: Some("segmind".into()),
+            credits: None,
         },
         created_at: 1_790_000_000,
         expires_at: Some(1_792_592_000),

@@ -279,6 +279,7 @@ impl JobRecord {
             },
             total_time: finished.and_then(|f| secs(self.created_ms, f)),
             provider: Some(self.provider.clone()),
+            credits: None,
         }
     }
 
