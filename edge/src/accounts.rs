@@ -262,6 +262,7 @@ impl Caller {
             env,
             Op::Refund {
                 job_id: job_id.to_owned(),
+                credits: None,
             },
         )
         .await
@@ -327,9 +328,16 @@ impl Caller {
     }
 }
 
-/// Refunds a job's owner from the runner (no caller at hand). Grants are not needed
-/// for a refund, so the funding is empty.
-pub async fn refund_owner(env: &Env, account: &str, job_id: &str) -> EdgeResult<()> {
+/// Refunds a job's owner from the runner (no caller at hand): `credits` of the job's
+/// charge (`None`: all of it). Idempotent per job (the first refund wins); `Err` means
+/// not acknowledged, so the runner retries. Grants are not needed for a refund, so the
+/// funding is empty.
+pub async fn refund_owner(
+    env: &Env,
+    account: &str,
+    job_id: &str,
+    credits: Option<u64>,
+) -> EdgeResult<()> {
     let funding = if account.starts_with("anon:") {
         Funding::Daily {
             day: today(),
@@ -344,6 +352,7 @@ pub async fn refund_owner(env: &Env, account: &str, job_id: &str) -> EdgeResult<
         funding,
         Op::Refund {
             job_id: job_id.to_owned(),
+            credits,
         },
         None,
     )

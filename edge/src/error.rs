@@ -28,6 +28,9 @@ pub enum EdgeError {
     MethodNotAllowed { allow: &'static str },
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The request conflicts with the resource's state (a cancel of a finished job).
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     UpstreamFailed(String),
     #[error("{0}")]
@@ -82,6 +85,7 @@ impl EdgeError {
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             Self::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            Self::Conflict(_) => ErrorCode::Conflict,
             Self::UpstreamFailed(_) => ErrorCode::UpstreamFailed,
             Self::UpstreamTimeout(_) => ErrorCode::UpstreamTimeout,
             Self::Internal(_) => ErrorCode::Internal,

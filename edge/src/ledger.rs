@@ -41,7 +41,12 @@ pub enum Op {
         idempotency_key: Option<String>,
     },
     /// Give a job's credits back (at most once).
-    Refund { job_id: String },
+    Refund {
+        job_id: String,
+        /// How much of the charge to give back (`None`: all of it).
+        #[serde(default)]
+        credits: Option<u64>,
+    },
     /// Just count a request and report the balance.
     Touch,
     /// A page of the account's jobs, newest first, after `cursor` (a job id).
@@ -219,12 +224,12 @@ impl LedgerState {
                 self.jobs.retain(|j| j != job_id);
                 Outcome::Ok
             }
-            Op::Refund { job_id } => {
+            Op::Refund { job_id, credits } => {
                 if let Some(c) = self.charges.get_mut(job_id)
                     && !c.refunded
                 {
                     c.refunded = true;
-                    self.balance += c.amount;
+                    self.balance += credits.map_or(c.amount, |n| n.min(c.amount));
                 }
                 Outcome::Ok
             }
@@ -386,11 +391,24 @@ mod tests {
             Outcome::Insufficient { needed: 7 }
         );
         assert_eq!(l.balance(), 6);
-        l.apply(&Op::Refund { job_id: "a".into() }, 0);
-        l.apply(&Op::Refund { job_id: "a".into() }, 0);
+        l.apply(
+            &Op::Refund {
+                job_id: "a".into(),
+                credits: None,
+            },
+            0,
+        );
+        l.apply(
+            &Op::Refund {
+                job_id: "a".into(),
+                credits: None,
+            },
+            0,
+        );
         l.apply(
             &Op::Refund {
                 job_id: "never-charged".into(),
+                credits: None,
             },
             0,
         );
@@ -437,7 +455,10 @@ mod tests {
             limit: 10
         }));
         assert!(LedgerState::writes(&reserve("a", 1, None)));
-        assert!(LedgerState::writes(&Op::Refund { job_id: "a".into() }));
+        assert!(LedgerState::writes(&Op::Refund {
+            job_id: "a".into(),
+            credits: None
+        }));
         assert!(LedgerState::writes(&Op::Forget { job_id: "a".into() }));
     }
 
