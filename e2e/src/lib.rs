@@ -137,6 +137,12 @@ pub fn balance_of(key: &str) -> u64 {
     ))
 }
 
+/// The stack's `wrangler dev --persist-to` directory (set by `cargo xtask test`), for
+/// the audit's look at the local R2 store.
+pub fn state_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("PARALLAX_STATE_DIR").map(Into::into)
+}
+
 /// Where `sim` listens (set by `cargo xtask test`).
 pub fn sim_url() -> String {
     std::env::var("PARALLAX_SIM_URL").expect("PARALLAX_SIM_URL")
