@@ -128,7 +128,7 @@ pub fn run(accounts: &mut [Account], state: Option<&Path>) -> Vec<String> {
     // 1: balances, once refunds in flight have landed.
     for acc in accounts.iter_mut() {
         let mut last = (0, 0);
-        let settled = (0..150).any(|_| {
+        let settled = (0..40).any(|_| {
             for t in &mut acc.jobs {
                 refresh(t);
             }
@@ -140,7 +140,7 @@ pub fn run(accounts: &mut [Account], state: Option<&Path>) -> Vec<String> {
             if balance == expected {
                 return true;
             }
-            std::thread::sleep(Duration::from_millis(400));
+            std::thread::sleep(Duration::from_millis(500));
             false
         });
         if !settled {
