@@ -50,6 +50,10 @@ impl Provider {
 pub struct Limits {
     pub submits_per_minute: u32,
     pub reads_per_minute: u32,
+    /// Reads without a key, per client address (IPv6: per /64), also the read limit
+    /// of anonymous accounts (`RATE_LIMIT_KEYLESS_READS_PER_MIN`, default: the
+    /// keyed read limit).
+    pub keyless_reads_per_minute: u32,
 }
 
 /// Everything the edge reads from its environment.
@@ -139,6 +143,8 @@ impl Config {
                 )
             })
             .collect();
+        let reads_per_minute =
+            u32::try_from(number(env, "RATE_LIMIT_READS_PER_MIN", 600)).unwrap_or(u32::MAX);
         Self {
             providers,
             routes,
@@ -153,8 +159,13 @@ impl Config {
             limits: Limits {
                 submits_per_minute: u32::try_from(number(env, "RATE_LIMIT_SUBMITS_PER_MIN", 30))
                     .unwrap_or(u32::MAX),
-                reads_per_minute: u32::try_from(number(env, "RATE_LIMIT_READS_PER_MIN", 600))
-                    .unwrap_or(u32::MAX),
+                reads_per_minute,
+                keyless_reads_per_minute: u32::try_from(number(
+                    env,
+                    "RATE_LIMIT_KEYLESS_READS_PER_MIN",
+                    u64::from(reads_per_minute),
+                ))
+                .unwrap_or(u32::MAX),
             },
             sync_wait_secs: number(env, "SYNC_WAIT_SECS", 300),
             upstream_timeout_secs: number(env, "UPSTREAM_TIMEOUT_SECS", 30),

@@ -71,6 +71,9 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
         }
         ["r", id] => {
             allow(method, &["GET"], "GET")?;
+            // Opened without a key by anyone: limited per client address first, so a
+            // refused client wakes no runner.
+            accounts::touch_public(&req, env, &Config::from_env(env)).await?;
             return share::get_share_page(&req, env, id).await;
         }
         ["v2", "requests"] => {
@@ -117,6 +120,10 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
             allow(method, &["POST"], "POST")?;
             Api::Sync((*model).to_owned())
         }
+        ["__dev", "ledger"] if dev_ops(env) => {
+            allow(method, &["POST"], "POST")?;
+            return dev_ledger(req, env).await;
+        }
         ["v1" | "v2" | "api" | "results" | "r", ..] => return Err(not_found(method, &path)),
         _ => return static_file(req, env).await,
     };
@@ -128,7 +135,9 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
         _ => Some(accounts::identify(&req, env, &cfg).await?),
     };
     let Some(caller) = caller else {
-        // A public read by id (a share link opened by anyone).
+        // A public read by id (a share link opened by anyone), limited per client
+        // address (IPv6: per /64) first, so a refused client wakes no runner.
+        accounts::touch_public(&req, env, &cfg).await?;
         return match &api {
             Api::Status(id) => jobs::get_status(env, id).await,
             Api::Result(id) => jobs::get_result(&req, env, id).await,
@@ -178,6 +187,35 @@ async fn dispatch(api: Api, req: Request, env: &Env, caller: &Caller) -> EdgeRes
         }
         Api::List => jobs::list_jobs(&req, env, caller).await,
     }
+}
+
+/// Whether this stack serves `/__dev/ledger`: only `cargo xtask test` and `bench`
+/// set `LEDGER_DEV_OPS=on` (wrangler.toml sets it nowhere, so a deployment never
+/// has it, and the Ledger refuses dev operations without it too).
+fn dev_ops(env: &Env) -> bool {
+    env.var("LEDGER_DEV_OPS")
+        .is_ok_and(|v| v.to_string() == "on")
+}
+
+/// `POST /__dev/ledger` (dev and bench stacks only): one dev operation on the calling
+/// key's Ledger (`{"op": "dev_seed", "jobs": 100000}`, `dev_legacy`, `dev_stats`).
+async fn dev_ledger(mut req: Request, env: &Env) -> EdgeResult<Response> {
+    let cfg = Config::from_env(env);
+    let caller = accounts::identify(&req, env, &cfg).await?;
+    let op: crate::ledger::Op = req
+        .json()
+        .await
+        .map_err(|e| EdgeError::bad_request(format!("not a ledger op: {e}")))?;
+    if !matches!(
+        op,
+        crate::ledger::Op::DevSeed { .. }
+            | crate::ledger::Op::DevLegacy { .. }
+            | crate::ledger::Op::DevStats
+    ) {
+        return Err(EdgeError::bad_request("only dev_* operations"));
+    }
+    let reply = caller.dev_op(env, op).await?;
+    Ok(crate::http::json(&reply, 200))
 }
 
 /// The playground's files; HTML gets the security headers.

@@ -340,7 +340,7 @@ impl JobRunner {
         if job.status == parallax_api::JobStatus::Failed && job.ownership.charged > 0 {
             let mut refunded = false;
             for _ in 0..3 {
-                if accounts::refund_owner(&self.env, &job.ownership.owner, job.id.as_str())
+                if accounts::refund_owner(&self.env, &job.ownership.owner, job.id.as_str(), None)
                     .await
                     .is_ok()
                 {

@@ -1,5 +1,6 @@
 //! `GET /healthz`: liveness, and per model which providers are configured, in
-//! failover order (never their keys).
+//! failover order, by name only: never their keys, and never their hosts (a
+//! self-hosted ComfyUI has no authentication of its own).
 
 use serde_json::{Map, Value, json};
 use worker::{Env, Response};
@@ -15,13 +16,9 @@ pub fn get_health(env: &Env) -> Response {
             .iter()
             .map(|kind| {
                 let provider = cfg.provider(*kind);
-                let host = provider
-                    .and_then(|p| worker::Url::parse(&p.base_url).ok())
-                    .and_then(|u| u.host_str().map(str::to_owned));
                 json!({
                     "name": kind.name(),
                     "configured": provider.is_some_and(|p| p.is_ready()),
-                    "host": host,
                 })
             })
             .collect();

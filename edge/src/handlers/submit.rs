@@ -1,10 +1,12 @@
-//! `POST /v2/{model}`: validate, reserve credits (once per `Idempotency-Key`), store
-//! the control image, hand the job to its `JobRunner`, answer with absolute poll URLs.
+//! `POST /v2/{model}`: count the submit and check credits (before reading anything),
+//! validate, reserve credits (once per `Idempotency-Key`, bound to the request's
+//! fingerprint), store the control image, hand the job to its `JobRunner`, confirm the
+//! key, answer with absolute poll URLs.
 
 use parallax_api::{JobStatus, Model, RequestId, SubmitResponse};
 use worker::{Env, Request, Response};
 
-use crate::accounts::Caller;
+use crate::accounts::{Caller, Reservation};
 use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
 use crate::handlers::jobs::runner_stub;
@@ -73,8 +75,42 @@ pub async fn read_job_request(req: &mut Request) -> EdgeResult<JobRequest> {
     })
 }
 
+/// The cheapest job any model can be (what [`Caller::precheck`] asks for when the
+/// model is not known before the body, as in the Eachlabs API).
+pub fn cheapest_job(cfg: &Config) -> u64 {
+    Model::ALL
+        .iter()
+        .map(|m| cfg.cost(*m, 1))
+        .min()
+        .unwrap_or(0)
+}
+
+/// What an `Idempotency-Key` is bound to: the model, the validated parameters (in
+/// their canonical form, before a seed is drawn), the control image's bytes (however
+/// they were sent) and the webhook. SHA-256, hex.
+pub fn fingerprint(
+    model: Model,
+    params: &parallax_api::Params,
+    image: &[u8],
+    webhook: Option<&crate::webhook::Target>,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let params = serde_json::to_string(params).unwrap_or_default();
+    let mut h = Sha256::new();
+    for part in [
+        model.slug().as_bytes(),
+        params.as_bytes(),
+        &Sha256::digest(image)[..],
+        webhook.map_or(&b""[..], |w| w.url.as_bytes()),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Creates a job (or finds the one an idempotency key already created) and returns
-/// its id.
+/// its id. The caller ran [`Caller::precheck`] before reading the request.
 pub async fn create_job(
     env: &Env,
     cfg: &Config,
@@ -83,6 +119,16 @@ pub async fn create_job(
     request: JobRequest,
 ) -> EdgeResult<RequestId> {
     let mut submission = body::resolve(model, request.raw, cfg.remote_images).await?;
+    let key = request.idempotency_key;
+    let fingerprint = match key {
+        Some(_) => fingerprint(
+            model,
+            &submission.params,
+            &submission.image,
+            request.webhook.as_ref(),
+        ),
+        None => String::new(),
+    };
 
     let random = random_bytes()?;
     if submission.params.seed().is_none() {
@@ -92,8 +138,8 @@ pub async fn create_job(
     let candidates = candidates(cfg, model, &submission.params)?;
     let id = RequestId::from_random(random_bytes()?);
     let cost = cfg.cost(model, submission.params.num_outputs());
-    if let Some(existing) = caller
-        .reserve(env, id.as_str(), cost, request.idempotency_key)
+    if let Reservation::Replay(existing) = caller
+        .reserve(env, id.as_str(), cost, key.clone(), fingerprint)
         .await?
     {
         return RequestId::parse(&existing)
@@ -114,11 +160,34 @@ pub async fn create_job(
         cfg.job_deadline_secs,
         candidates,
     );
-    let started = start(env, &record, submission.image, request.webhook).await;
-    if let Err(e) = started {
-        // Nothing was started: the reservation must not stick.
-        let _ = caller.refund(env, id.as_str()).await;
-        return Err(e);
+    let started = match start(env, &record, submission.image, request.webhook).await {
+        Ok(()) => true,
+        // The start's answer may have been lost after the runner took the job: ask it.
+        Err(e) => match crate::handlers::jobs::load(env, id.as_str()).await {
+            Ok(_) => true,
+            Err(probe) => {
+                worker::console_error!("job {id}: start failed: {e}; runner: {probe}");
+                false
+            }
+        },
+    };
+    if !started {
+        // Nothing was started: the refund and the release of the key, as one ledger
+        // operation. If even that fails, the pending key lapses within a minute.
+        caller
+            .release(env, id.as_str(), key)
+            .await
+            .map_err(|e| EdgeError::Internal(format!("job {id}: release failed: {e}")))?;
+        return Err(EdgeError::Internal(format!(
+            "job {id} could not be started"
+        )));
+    }
+    if let Some(key) = key
+        && let Err(e) = caller.confirm(env, id.as_str(), &key).await
+    {
+        // The job runs and is charged; only a retry within the pending minute gets 409,
+        // after it a retry would make a second job.
+        worker::console_error!("job {id}: idempotency key not confirmed: {e}");
     }
     Ok(id)
 }
@@ -195,6 +264,7 @@ pub async fn submit_job(
 ) -> EdgeResult<Response> {
     let model = find_model(slug)?;
     let cfg = Config::from_env(env);
+    caller.precheck(env, cfg.cost(model, 1)).await?;
     let request = read_job_request(&mut req).await?;
     let id = create_job(env, &cfg, caller, model, request).await?;
     let origin = http::origin(&req, cfg.public_base_url.as_deref());
@@ -254,6 +324,7 @@ mod tests {
             limits: Limits {
                 submits_per_minute: 1,
                 reads_per_minute: 1,
+                keyless_reads_per_minute: 1,
             },
             sync_wait_secs: 1,
             upstream_timeout_secs: 1,
@@ -286,6 +357,49 @@ mod tests {
             candidates(&cfg, Model::FluxDepthDev, &params(json!({"prompt": "x"}))).unwrap(),
             vec!["segmind"],
             "comfyui writes no jpg"
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_binds_model_params_image_and_webhook() {
+        let p = params(json!({"prompt": "x"}));
+        let base = fingerprint(Model::FluxDepthDev, &p, b"img", None);
+        assert_eq!(base, fingerprint(Model::FluxDepthDev, &p, b"img", None));
+        assert_eq!(base.len(), 64);
+        assert_ne!(base, fingerprint(Model::FluxDepthPro, &p, b"img", None));
+        assert_ne!(
+            base,
+            fingerprint(
+                Model::FluxDepthDev,
+                &params(json!({"prompt": "y"})),
+                b"img",
+                None
+            )
+        );
+        assert_ne!(base, fingerprint(Model::FluxDepthDev, &p, b"img2", None));
+        let hook = crate::webhook::Target {
+            url: "https://example.com/h".into(),
+            secret: "s".into(),
+            origin: "o".into(),
+        };
+        assert_ne!(
+            base,
+            fingerprint(Model::FluxDepthDev, &p, b"img", Some(&hook))
+        );
+        // Fields in another order, or a number sent as text, are the same request.
+        assert_eq!(
+            fingerprint(
+                Model::FluxDepthDev,
+                &params(json!({"num_outputs": 2, "prompt": "x"})),
+                b"img",
+                None
+            ),
+            fingerprint(
+                Model::FluxDepthDev,
+                &params(json!({"prompt": "x", "num_outputs": "2"})),
+                b"img",
+                None
+            )
         );
     }
 

@@ -30,6 +30,7 @@ pub async fn run_sync(
         .headers()
         .get("accept")?
         .is_some_and(|a| a.contains("application/json"));
+    caller.precheck(env, cfg.cost(model, 1)).await?;
     let request = read_job_request(&mut req).await?;
     let id = create_job(env, &cfg, caller, model, request).await?;
     let origin = http::origin(&req, cfg.public_base_url.as_deref());

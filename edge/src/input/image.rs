@@ -96,6 +96,19 @@ pub fn inspect(bytes: &[u8]) -> Result<ImageInfo, String> {
             MAX_PIXELS / 1_000_000
         ));
     }
+    // A valid header with cut-off data would be charged and fail later: refuse it
+    // here, from its structure, without decoding it.
+    if !is_complete(bytes, format) {
+        return Err(format!(
+            "is a truncated {} file ({})",
+            format.ext(),
+            match format {
+                ImageFormat::Jpeg => "no end-of-image marker",
+                ImageFormat::Png => "no IEND chunk",
+                ImageFormat::Webp => "its RIFF size does not match its length",
+            }
+        ));
+    }
     Ok(ImageInfo {
         format,
         width: w,
@@ -115,6 +128,56 @@ mod tests {
         b
     }
 
+    /// A structurally whole PNG (header, then the IEND chunk).
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let mut b = png_header(w, h);
+        b.extend_from_slice(b"\x00\x00\x00\x00IEND\xae\x42\x60\x82");
+        b
+    }
+
+    /// A minimal lossy WebP: RIFF size, VP8 chunk with a keyframe header of w×h.
+    fn webp(w: u16, h: u16) -> Vec<u8> {
+        let mut vp8 = vec![0x9d, 0x01, 0x2a];
+        vp8.splice(0..0, [0x10, 0x02, 0x00]);
+        vp8.extend_from_slice(&w.to_le_bytes());
+        vp8.extend_from_slice(&h.to_le_bytes());
+        vp8.extend_from_slice(&[0; 6]);
+        let mut chunk = b"VP8 ".to_vec();
+        chunk.extend_from_slice(&(vp8.len() as u32).to_le_bytes());
+        chunk.extend_from_slice(&vp8);
+        let mut b = b"RIFF".to_vec();
+        b.extend_from_slice(&((chunk.len() + 4) as u32).to_le_bytes());
+        b.extend_from_slice(b"WEBP");
+        b.extend_from_slice(&chunk);
+        b
+    }
+
+    #[test]
+    fn truncated_images_are_refused_without_decoding() {
+        let jpg = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../public/samples/chelsea.jpg"
+        ))
+        .unwrap();
+        let cut = inspect(&jpg[..jpg.len() - 200]).unwrap_err();
+        assert!(cut.contains("truncated jpg"), "{cut}");
+        let mut padded = jpg.clone();
+        padded.extend_from_slice(&[0, 0]);
+        assert!(inspect(&padded).is_ok(), "zero padding after EOI is fine");
+
+        assert_eq!(inspect(&png(64, 64)).map(|i| i.width), Ok(64));
+        let cut = inspect(&png_header(64, 64)).unwrap_err();
+        assert!(cut.contains("no IEND"), "{cut}");
+
+        let whole = webp(64, 48);
+        assert_eq!(
+            inspect(&whole).map(|i| (i.format, i.width, i.height)),
+            Ok((ImageFormat::Webp, 64, 48))
+        );
+        let cut = inspect(&whole[..whole.len() - 2]).unwrap_err();
+        assert!(cut.contains("RIFF size"), "{cut}");
+    }
+
     #[test]
     fn real_samples_are_accepted_with_their_dimensions() {
         let jpg = std::fs::read(concat!(
@@ -131,7 +194,7 @@ mod tests {
             })
         );
         assert_eq!(
-            inspect(&png_header(640, 480)).map(|i| i.format),
+            inspect(&png(640, 480)).map(|i| i.format),
             Ok(ImageFormat::Png)
         );
     }
