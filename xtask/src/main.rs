@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         Some("keys") => setup::run(false).and_then(|()| keys::run(&args[1..])),
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup [--browser] | build | dev | test | bench [gateway | polling | playground | worker] | keys create --credits N>"
+                "usage: cargo xtask <setup [--browser] | build | dev | test | bench [gateway | polling | playground | worker | ledger] | keys create --credits N>"
             );
             return ExitCode::from(2);
         }

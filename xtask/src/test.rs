@@ -78,6 +78,8 @@ pub fn run() -> Result {
         ("faults", 1_000, None),
         ("history", 1_000, None),
         ("lister", 1_000, None),
+        ("ledger", 1_000, None),
+        ("legacy", 1_000, None),
         ("load", 10_000_000, None),
         ("poor", 7, None),
         ("limited", 100_000, Some(2)),
@@ -107,9 +109,11 @@ pub fn run() -> Result {
         "--ignored",
         "--test-threads",
         "4",
-        // Those run later, around a crash of the Worker.
+        // Those run later, around a crash of the Worker, and on the limits stack.
         "--skip",
         "restart_phase",
+        "--skip",
+        "limits_phase",
     ]);
     against_stack(&mut http);
     counts += run_counted(&mut http).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
@@ -151,6 +155,7 @@ pub fn run() -> Result {
     drop(stack);
 
     counts += restart_survival(&e2e, &env_file, &key)?;
+    counts += limits(&e2e, &env_file, &key)?;
 
     let bundle = e2e.join("deploy-dry-run");
     exec(
@@ -218,6 +223,8 @@ fn stack_options(
             ("POLL_EVERY_MS", "250"),
             // The webhook tests' receiver listens on http://127.0.0.1.
             ("WEBHOOK_LOOPBACK", "on"),
+            // `/__dev/ledger`: the migration test writes a pre-rows account state.
+            ("LEDGER_DEV_OPS", "on"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .to_vec(),
@@ -270,6 +277,41 @@ fn restart_survival(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> 
     ))?;
     stack.adopt(again);
     counts += phase("restart_phase_verify")?;
+    Ok(counts)
+}
+
+/// A stack with production's anonymous settings (every submit needs a key, reads
+/// by id are public) and a low keyless read limit: keyless reads are refused per
+/// client address once over it.
+fn limits(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
+    let state = e2e.join("limits-state");
+    let log = e2e.join("limits.log");
+    let key = keys::create(&keys::Target::Local(&state), "limits", 1_000, None)?;
+    let mut options = stack_options(state, Some(env_file.to_owned()), log.clone(), true);
+    for (name, value) in [
+        ("ANON_DAILY_CREDITS", "0"),
+        ("RATE_LIMIT_KEYLESS_READS_PER_MIN", "20"),
+    ] {
+        options.vars.retain(|(n, _)| n != name);
+        options.vars.push((name.to_owned(), value.to_owned()));
+    }
+    let stack = Stack::start(&options).map_err(|e| format!("{e} (see {})", log.display()))?;
+    let mut c = command("cargo");
+    c.args([
+        "test",
+        "-p",
+        "parallax-e2e",
+        "--test",
+        "ledger",
+        "--",
+        "--ignored",
+        "limits_phase",
+    ])
+    .env("PARALLAX_BASE_URL", &stack.base_url)
+    .env("PARALLAX_SECRET_PROBE", probe)
+    .env("PARALLAX_TEST_KEYS", format!("limits={key}"));
+    let counts = run_counted(&mut c).map_err(|e| format!("{e} (see {})", log.display()))?;
+    drop(stack);
     Ok(counts)
 }
 
