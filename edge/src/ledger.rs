@@ -223,6 +223,7 @@ impl KeyState {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRow {
+    #[serde(rename = "idem_key")]
     pub key: String,
     /// Empty for keys imported from before fingerprints: they replay any body.
     pub fingerprint: String,
@@ -470,7 +471,7 @@ const SCHEMA: [&str; 6] = [
         listed INTEGER NOT NULL DEFAULT 1)",
     "CREATE INDEX IF NOT EXISTS charges_by_age ON charges (created_ms)",
     "CREATE TABLE IF NOT EXISTS idempotency (
-        key TEXT PRIMARY KEY,
+        idem_key TEXT PRIMARY KEY,
         fingerprint TEXT NOT NULL,
         job_id TEXT NOT NULL,
         state TEXT NOT NULL,
@@ -488,13 +489,14 @@ const ADD_CHARGE: &str =
 const SET_REFUNDED: &str = "UPDATE charges SET refunded = ? WHERE job_id = ? AND refunded IS NULL";
 const UNLIST: &str = "UPDATE charges SET listed = 0 WHERE job_id = ?";
 const PUT_KEY: &str =
-    "INSERT OR REPLACE INTO idempotency (key, fingerprint, job_id, state, expires_ms)
+    "INSERT OR REPLACE INTO idempotency (idem_key, fingerprint, job_id, state, expires_ms)
      VALUES (?, ?, ?, ?, ?)";
 const CONFIRM_KEY: &str = "UPDATE idempotency SET state = 'confirmed', expires_ms = ?
-     WHERE key = ? AND job_id = ? AND state = 'pending'";
-const DROP_KEY: &str = "DELETE FROM idempotency WHERE key = ? AND job_id = ? AND state = 'pending'";
-const PRUNE_KEYS: &str = "DELETE FROM idempotency WHERE key IN
-     (SELECT key FROM idempotency WHERE expires_ms <= ? ORDER BY expires_ms LIMIT ?)";
+     WHERE idem_key = ? AND job_id = ? AND state = 'pending'";
+const DROP_KEY: &str =
+    "DELETE FROM idempotency WHERE idem_key = ? AND job_id = ? AND state = 'pending'";
+const PRUNE_KEYS: &str = "DELETE FROM idempotency WHERE idem_key IN
+     (SELECT idem_key FROM idempotency WHERE expires_ms <= ? ORDER BY expires_ms LIMIT ?)";
 const PRUNE_CHARGES: &str = "DELETE FROM charges WHERE seq IN
      (SELECT seq FROM charges WHERE created_ms < ? ORDER BY created_ms LIMIT ?)";
 const SEED: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
@@ -502,7 +504,7 @@ const SEED: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM
      SELECT printf('seed-%d-%08d', ?, i), 2, CASE WHEN i % 10 = 0 THEN 2 END, ?, 1 FROM n";
 const SEED_KEYS: &str =
     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
-     INSERT OR IGNORE INTO idempotency (key, fingerprint, job_id, state, expires_ms)
+     INSERT OR IGNORE INTO idempotency (idem_key, fingerprint, job_id, state, expires_ms)
      SELECT printf('seed-key-%d-%08d', ?, i), 'f', printf('seed-%d-%08d', ?, i), 'confirmed', ?
      FROM n";
 
@@ -559,7 +561,8 @@ impl Db {
     fn key(&self, key: &str) -> worker::Result<Option<KeyRow>> {
         Ok(self
             .rows(
-                "SELECT key, fingerprint, job_id, state, expires_ms FROM idempotency WHERE key = ?",
+                "SELECT idem_key, fingerprint, job_id, state, expires_ms FROM idempotency
+                 WHERE idem_key = ?",
                 vec![text(key)],
             )?
             .into_iter()
