@@ -2,12 +2,12 @@
 //! life: state changes, backoff, deadline, and how it looks on the wire.
 
 use parallax_api::{
-    ErrorCode, JobResult, JobStatus, Metrics, Model, Params, RequestId, StatusResponse,
+    Credits, ErrorCode, JobResult, JobStatus, Metrics, Model, Params, RequestId, StatusResponse,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::input::image::ImageInfo;
-use crate::providers::{Submitted, UpstreamError};
+use crate::providers::{CancelOutcome, Submitted, UpstreamError, UpstreamState};
 use crate::storage::keys;
 
 /// One stored output image.
@@ -87,6 +87,137 @@ pub struct JobRecord {
     pub submitted_ms: Option<u64>,
     #[serde(default)]
     pub polls: u32,
+    /// The upstream submit under way: persisted before the POST, cleared in the same
+    /// write that records its outcome. Found set at the start of a step, it is a submit
+    /// whose outcome was lost (the object was reset between the POST and our write).
+    #[serde(default)]
+    pub submitting: Option<Attempt>,
+    /// Submits started so far (numbers the attempts).
+    #[serde(default)]
+    pub attempts: u32,
+    /// When the next upstream step (submit or poll) is due; `None` once finished.
+    #[serde(default)]
+    pub next_step_ms: Option<u64>,
+    /// The refund decided for this job (`Some(0)`: none is owed); `None` while it cannot
+    /// be known yet (running, or canceled while the upstream's answer is pending).
+    #[serde(default)]
+    pub refund: Option<u64>,
+    /// Effects this record has decided and that are not yet acknowledged.
+    #[serde(default)]
+    pub outbox: Outbox,
+    /// `DELETE`d: served as unknown, purged as soon as the outbox allows.
+    #[serde(default)]
+    pub deleted: bool,
+    /// The provider's own words on a failure: for logs and operators, never served.
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+/// One upstream submit, recorded before it is sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub n: u32,
+    pub provider: String,
+    pub started_ms: u64,
+}
+
+/// Retry state of an outbox entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Retry {
+    pub tries: u32,
+    /// When the next try is due (Unix ms).
+    pub next_ms: u64,
+}
+
+impl Retry {
+    pub fn now(now_ms: u64) -> Self {
+        Self {
+            tries: 0,
+            next_ms: now_ms,
+        }
+    }
+
+    pub fn is_due(&self, now_ms: u64) -> bool {
+        now_ms >= self.next_ms
+    }
+
+    /// One more failed try: back off exponentially from 1 s, capped at 5 min, with
+    /// jitter in 0..=25 %.
+    pub fn failed(&mut self, now_ms: u64, jitter: f64) {
+        self.tries = self.tries.saturating_add(1);
+        let exp = 1000u64
+            .saturating_mul(1 << self.tries.min(9))
+            .min(OUTBOX_MAX_BACKOFF_MS);
+        self.next_ms = now_ms + exp + (exp as f64 * 0.25 * jitter.clamp(0.0, 1.0)) as u64;
+    }
+}
+
+/// An upstream job to stop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancelOrder {
+    pub provider: String,
+    pub sub: Submitted,
+    /// The owner canceled: a confirmed stop (nothing spent) refunds the job in full.
+    pub refund_if_stopped: bool,
+    pub retry: Retry,
+}
+
+/// Effects decided in the same write as the state that needs them, retried from the
+/// alarm with backoff until acknowledged (see `runner`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Outbox {
+    /// Give the decided refund (`JobRecord::refund`) back to the owner.
+    #[serde(default)]
+    pub refund: Option<Retry>,
+    /// Stop upstream jobs (canceled, timed out, superseded).
+    #[serde(default)]
+    pub cancels: Vec<CancelOrder>,
+    /// Delete every R2 object under `results/{id}/` (a failed or canceled job keeps no
+    /// output, even one written by a step that lost a race).
+    #[serde(default)]
+    pub drop_outputs: Option<Retry>,
+    /// Delete everything (R2 and this object's storage): deleted, or retention over.
+    #[serde(default)]
+    pub purge: Option<Retry>,
+}
+
+impl Outbox {
+    /// When the earliest entry is due.
+    pub fn next_due_ms(&self) -> Option<u64> {
+        self.refund
+            .iter()
+            .chain(self.cancels.iter().map(|c| &c.retry))
+            .chain(self.drop_outputs.iter())
+            .chain(self.purge.iter())
+            .map(|r| r.next_ms)
+            .min()
+    }
+
+    /// Whether the purge may run: nothing else is owed (a refund or an upstream cancel
+    /// must not be lost with the record).
+    pub fn purge_ready(&self, now_ms: u64) -> bool {
+        self.purge.is_some_and(|p| p.is_due(now_ms))
+            && self.refund.is_none()
+            && self.cancels.is_empty()
+    }
+}
+
+/// Outbox entries back off to at most this.
+pub const OUTBOX_MAX_BACKOFF_MS: u64 = 300_000;
+/// An upstream cancel is given up after this many failed tries (the upstream job ends
+/// on its own; the refund is then decided as "spent").
+pub const CANCEL_MAX_TRIES: u32 = 8;
+/// A provider's "not found" this soon after it accepted a job is a registration lag,
+/// not an answer.
+pub const NOT_FOUND_GRACE_MS: u64 = 10_000;
+
+/// What the cancel verb found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelVerdict {
+    /// The job was running and is now FAILED (canceled).
+    Canceled,
+    /// The job had already finished; nothing changed.
+    AlreadyFinished,
 }
 
 /// The runner's `/start` body: the job, and where to deliver it when it ends.
@@ -95,6 +226,30 @@ pub struct Start {
     pub job: JobRecord,
     #[serde(default)]
     pub webhook: Option<crate::webhook::Target>,
+}
+
+/// A job whose next due effect is this late has lost its alarm.
+pub const STUCK_AFTER_MS: u64 = 30_000;
+
+/// The stable category users see for a failure; the provider's text goes to logs.
+pub fn public_error(kind: FailureKind, detail: &str) -> &'static str {
+    let d = detail.to_ascii_lowercase();
+    match kind {
+        FailureKind::Canceled => "Canceled by its owner",
+        FailureKind::Timeout => "Timed out: the job did not finish before its deadline",
+        FailureKind::Rejected
+            if ["moderat", "safety", "nsfw", "flagged"]
+                .iter()
+                .any(|w| d.contains(w)) =>
+        {
+            "Rejected by the provider's safety filter (content moderated)"
+        }
+        FailureKind::Rejected => "The provider could not use the input image or parameters",
+        FailureKind::Upstream if d.starts_with("every provider refused") => {
+            "No provider accepted the job"
+        }
+        FailureKind::Upstream => "The provider failed to generate the image",
+    }
 }
 
 /// What to do after a refused submit.
@@ -151,6 +306,13 @@ impl JobRecord {
             outputs: Vec::new(),
             submitted_ms: None,
             polls: 0,
+            submitting: None,
+            attempts: 0,
+            next_step_ms: Some(now_ms),
+            refund: None,
+            outbox: Outbox::default(),
+            deleted: false,
+            detail: None,
         }
     }
 
@@ -161,23 +323,107 @@ impl JobRecord {
         self.started_ms.get_or_insert(now_ms);
     }
 
+    /// The job ends with `outputs` stored; what was asked for and not delivered is
+    /// refunded at the per-image price.
     pub fn complete(&mut self, outputs: Vec<StoredOutput>, now_ms: u64) {
         self.started_ms.get_or_insert(now_ms);
+        let requested = self.requested_outputs();
+        let short = requested.saturating_sub(outputs.len()) as u64;
+        let per_image = self.ownership.charged / requested.max(1) as u64;
         self.outputs = outputs;
         self.status = JobStatus::Completed;
         self.error = None;
+        self.decide_refund(short * per_image, now_ms);
         self.finish(now_ms);
     }
 
-    pub fn fail(&mut self, kind: FailureKind, reason: impl Into<String>, now_ms: u64) {
+    /// How many images the job asked for.
+    pub fn requested_outputs(&self) -> usize {
+        self.params.num_outputs().max(1)
+    }
+
+    /// The job fails for `kind`; `detail` (the provider's words) is kept for logs,
+    /// users see a stable category. Anything but the owner's cancel is refunded in
+    /// full; an upstream that may still be working is stopped.
+    pub fn fail(&mut self, kind: FailureKind, detail: impl Into<String>, now_ms: u64) {
+        let detail = detail.into();
         self.status = JobStatus::Failed;
-        self.error = Some(reason.into());
+        self.error = Some(public_error(kind, &detail).to_owned());
+        self.detail = Some(detail);
         self.failure = Some(kind);
+        self.outputs.clear();
+        if kind != FailureKind::Canceled {
+            self.decide_refund(self.ownership.charged, now_ms);
+        }
+        if matches!(
+            kind,
+            FailureKind::Timeout | FailureKind::Upstream | FailureKind::Canceled
+        ) && let Some(sub) = self.upstream.clone()
+        {
+            self.order_cancel(sub, kind == FailureKind::Canceled, now_ms);
+        }
+        if self.upstream.is_some() {
+            self.outbox.drop_outputs = Some(Retry::now(now_ms));
+        }
         self.finish(now_ms);
+    }
+
+    /// The owner's cancel. Refunded in full at once if nothing was sent upstream;
+    /// after an upstream cancel that the provider confirms as a stop; otherwise not.
+    pub fn cancel(&mut self, now_ms: u64) -> CancelVerdict {
+        if self.status.is_terminal() {
+            return CancelVerdict::AlreadyFinished;
+        }
+        self.fail(FailureKind::Canceled, "Canceled by its owner", now_ms);
+        if self.upstream.is_none() && self.submitting.is_none() {
+            self.decide_refund(self.ownership.charged, now_ms);
+        }
+        CancelVerdict::Canceled
+    }
+
+    /// What a cancel sent now would refund (only while the job runs).
+    pub fn refund_on_cancel(&self) -> Option<u64> {
+        if self.status.is_terminal() {
+            None
+        } else if self.upstream.is_none() && self.submitting.is_none() {
+            Some(self.ownership.charged)
+        } else {
+            Some(0)
+        }
+    }
+
+    /// Sets the refund once (later decisions are ignored) and queues it if non-zero.
+    fn decide_refund(&mut self, credits: u64, now_ms: u64) {
+        if self.refund.is_some() {
+            return;
+        }
+        let credits = credits.min(self.ownership.charged);
+        self.refund = Some(credits);
+        if credits > 0 {
+            self.outbox.refund = Some(Retry::now(now_ms));
+        }
+    }
+
+    fn order_cancel(&mut self, sub: Submitted, refund_if_stopped: bool, now_ms: u64) {
+        if self
+            .outbox
+            .cancels
+            .iter()
+            .any(|c| c.sub.upstream_id == sub.upstream_id)
+        {
+            return;
+        }
+        self.outbox.cancels.push(CancelOrder {
+            provider: self.provider.clone(),
+            sub,
+            refund_if_stopped,
+            retry: Retry::now(now_ms),
+        });
     }
 
     fn finish(&mut self, now_ms: u64) {
         self.finished_ms = Some(now_ms);
+        self.next_step_ms = None;
         self.expires_ms = Some(now_ms + self.ownership.retention_secs * 1000);
     }
 
@@ -188,11 +434,250 @@ impl JobRecord {
 
     /// The upstream accepted the job.
     pub fn submitted(&mut self, sub: Submitted, now_ms: u64) {
+        self.submitting = None;
         self.upstream = Some(sub);
         self.submitted_ms = Some(now_ms);
         self.polls = 0;
+        self.next_step_ms = Some(now_ms + FIRST_POLL_MS);
         self.round_failures.clear();
         self.round_transient = false;
+    }
+
+    /// Starts submit attempt `n + 1` to the current candidate (persist before sending).
+    pub fn begin_submit(&mut self, now_ms: u64) -> Attempt {
+        self.attempts = self.attempts.saturating_add(1);
+        let attempt = Attempt {
+            n: self.attempts,
+            provider: self.provider.clone(),
+            started_ms: now_ms,
+        };
+        self.submitting = Some(attempt.clone());
+        attempt
+    }
+
+    /// Applies the outcome of submit `attempt` to the record as it is now (it may have
+    /// been canceled, or the attempt superseded, while the POST was under way). An
+    /// upstream job nobody wants any more is ordered canceled.
+    pub fn submit_outcome(
+        &mut self,
+        attempt: &Attempt,
+        outcome: Result<Submitted, UpstreamError>,
+        now_ms: u64,
+        jitter: f64,
+    ) -> FailoverStep {
+        if self.submitting.as_ref().map(|a| a.n) != Some(attempt.n) {
+            // Superseded: this record no longer waits for that attempt.
+            if let Ok(sub) = outcome {
+                let provider = std::mem::replace(&mut self.provider, attempt.provider.clone());
+                self.order_cancel(sub, false, now_ms);
+                self.provider = provider;
+            }
+            return FailoverStep::Failed;
+        }
+        self.submitting = None;
+        if self.status.is_terminal() {
+            // Canceled while the POST was under way.
+            match outcome {
+                Ok(sub) => {
+                    self.upstream = Some(sub.clone());
+                    self.submitted_ms = Some(now_ms);
+                    let refund_if_stopped = self.failure == Some(FailureKind::Canceled);
+                    self.order_cancel(sub, refund_if_stopped, now_ms);
+                    self.outbox.drop_outputs = Some(Retry::now(now_ms));
+                }
+                // Nothing was accepted upstream: nothing spent.
+                Err(_) => self.decide_refund(self.ownership.charged, now_ms),
+            }
+            return FailoverStep::Failed;
+        }
+        match outcome {
+            Ok(sub) => {
+                self.submitted(sub, now_ms);
+                FailoverStep::Now
+            }
+            Err(e) => self.submit_failed(e, now_ms, jitter),
+        }
+    }
+
+    /// A canceled job whose submit outcome was lost (the object was reset mid-POST)
+    /// and cannot be looked up: it may be running upstream, so nothing is refunded.
+    pub fn lost_submit_after_cancel(&mut self, now_ms: u64) {
+        if self.status.is_terminal() && self.submitting.take().is_some() {
+            self.decide_refund(0, now_ms);
+        }
+    }
+
+    /// Applies a poll's answer to the record as it is now; ignored unless the job still
+    /// runs on the same upstream job. `past_deadline`: this was the last look.
+    pub fn poll_outcome(
+        &mut self,
+        upstream_id: &str,
+        outcome: Result<UpstreamState, UpstreamError>,
+        now_ms: u64,
+        every_ms: u64,
+        jitter: f64,
+        past_deadline: bool,
+    ) {
+        if !self.runs_on(upstream_id) {
+            return;
+        }
+        self.polled();
+        let young = self
+            .submitted_ms
+            .is_some_and(|s| now_ms.saturating_sub(s) < NOT_FOUND_GRACE_MS);
+        let outcome = match outcome {
+            Err(UpstreamError::Permanent(reason)) if young => Err(UpstreamError::Transient {
+                reason: format!("{reason} (just after submit: treated as a lag)"),
+                retry_after: None,
+            }),
+            other => other,
+        };
+        match outcome {
+            Ok(UpstreamState::Queued) => {
+                self.retries = 0;
+                self.next_step_ms = Some(now_ms + self.poll_delay_ms(now_ms, every_ms));
+            }
+            Ok(UpstreamState::Processing) => {
+                self.retries = 0;
+                self.mark_processing(now_ms);
+                self.next_step_ms = Some(now_ms + self.poll_delay_ms(now_ms, every_ms));
+            }
+            Ok(UpstreamState::Failed(reason)) => {
+                self.fail(FailureKind::Rejected, reason, now_ms);
+            }
+            Ok(UpstreamState::Completed(_)) => {
+                // Completed with outputs is applied by `complete` after the downloads;
+                // without outputs it is a provider glitch worth another look.
+                self.transient(
+                    format!("{} reported COMPLETED without outputs", self.provider),
+                    None,
+                    now_ms,
+                    jitter,
+                );
+            }
+            Err(UpstreamError::Transient {
+                reason,
+                retry_after,
+            }) => self.transient(reason, retry_after, now_ms, jitter),
+            Err(UpstreamError::Permanent(reason)) => {
+                let reason = format!("{}: {reason}", self.provider);
+                self.fail(FailureKind::Upstream, reason, now_ms);
+            }
+        }
+        if past_deadline {
+            self.time_out(now_ms);
+        }
+    }
+
+    /// A transient problem: retry after backoff.
+    pub fn transient(
+        &mut self,
+        reason: String,
+        retry_after: Option<u64>,
+        now_ms: u64,
+        jitter: f64,
+    ) {
+        let delay = self.retry_delay_ms(retry_after, jitter);
+        self.retries += 1;
+        self.last_problem = Some(reason);
+        self.next_step_ms = Some(now_ms + delay);
+    }
+
+    /// Whether the job still runs on upstream job `upstream_id`.
+    pub fn runs_on(&self, upstream_id: &str) -> bool {
+        !self.status.is_terminal()
+            && self
+                .upstream
+                .as_ref()
+                .is_some_and(|u| u.upstream_id == upstream_id)
+    }
+
+    /// Fails the job at its deadline (after the last poll), unless it just ended.
+    pub fn time_out(&mut self, now_ms: u64) {
+        if self.status.is_terminal() {
+            return;
+        }
+        let why = self
+            .last_problem
+            .clone()
+            .map(|p| format!(" (last problem: {p})"))
+            .unwrap_or_default();
+        self.fail(
+            FailureKind::Timeout,
+            format!("The job did not finish before its deadline{why}"),
+            now_ms,
+        );
+    }
+
+    /// An upstream cancel was answered (or given up): dropped from the outbox; for the
+    /// owner's cancel, a confirmed stop refunds in full and anything else refunds
+    /// nothing.
+    pub fn cancel_outcome(
+        &mut self,
+        upstream_id: &str,
+        outcome: Result<CancelOutcome, UpstreamError>,
+        now_ms: u64,
+        jitter: f64,
+    ) {
+        let Some(i) = self
+            .outbox
+            .cancels
+            .iter()
+            .position(|c| c.sub.upstream_id == upstream_id)
+        else {
+            return;
+        };
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(_) if self.outbox.cancels[i].retry.tries + 1 < CANCEL_MAX_TRIES => {
+                self.outbox.cancels[i].retry.failed(now_ms, jitter);
+                return;
+            }
+            // Given up: the upstream ends the job on its own, and it may have run.
+            Err(_) => CancelOutcome::Requested,
+        };
+        let order = self.outbox.cancels.remove(i);
+        if order.refund_if_stopped {
+            let stopped = outcome == CancelOutcome::Stopped;
+            self.decide_refund(if stopped { self.ownership.charged } else { 0 }, now_ms);
+        }
+    }
+
+    /// The owner deletes the job: canceled first if it runs, then purged as soon as
+    /// its refund and upstream cancels are done.
+    pub fn delete(&mut self, now_ms: u64) {
+        self.cancel(now_ms);
+        self.deleted = true;
+        self.outbox.purge.get_or_insert(Retry::now(now_ms));
+    }
+
+    /// Retention is over: purge (after anything still owed).
+    pub fn expire(&mut self, now_ms: u64) {
+        if self.is_expired(now_ms) {
+            self.outbox.purge.get_or_insert(Retry::now(now_ms));
+        }
+    }
+
+    /// When this record next needs the alarm: a step, an outbox entry, the purge.
+    pub fn next_due_ms(&self) -> Option<u64> {
+        let step = if self.status.is_terminal() {
+            None
+        } else {
+            // Never later than the deadline.
+            Some(self.next_step_ms.unwrap_or(0).min(self.deadline_ms))
+        };
+        [step, self.outbox.next_due_ms(), self.expires_ms]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Whether the alarm chain looks broken: something was due long ago.
+    pub fn is_stuck(&self, now_ms: u64) -> bool {
+        (!self.status.is_terminal() && now_ms > self.deadline_ms)
+            || self
+                .next_due_ms()
+                .is_some_and(|d| now_ms > d.saturating_add(STUCK_AFTER_MS))
     }
 
     /// A provider refused (or could not take) the submit: fail over to the next
@@ -218,6 +703,7 @@ impl JobRecord {
         if self.candidate + 1 < self.candidates.len() {
             self.candidate += 1;
             self.provider = self.candidates[self.candidate].clone();
+            self.next_step_ms = Some(now_ms);
             return FailoverStep::Now;
         }
         if !self.round_transient {
@@ -234,6 +720,7 @@ impl JobRecord {
         self.provider = self.candidates.first().cloned().unwrap_or_default();
         self.round_failures.clear();
         self.round_transient = false;
+        self.next_step_ms = Some(now_ms + delay);
         FailoverStep::After(delay)
     }
 
@@ -279,7 +766,11 @@ impl JobRecord {
             },
             total_time: finished.and_then(|f| secs(self.created_ms, f)),
             provider: Some(self.provider.clone()),
-            credits: None,
+            credits: Some(Credits {
+                charged: self.ownership.charged,
+                refunded: self.refund.unwrap_or(0),
+                refund_on_cancel: self.refund_on_cancel(),
+            }),
         }
     }
 
@@ -401,7 +892,11 @@ pub(crate) mod tests {
         j.fail(FailureKind::Rejected, "Content moderated", 1_001_000);
         let s = j.status_response();
         assert_eq!(s.status, JobStatus::Failed);
-        assert_eq!(s.error.as_deref(), Some("Content moderated"));
+        assert_eq!(
+            s.error.as_deref(),
+            Some("Rejected by the provider's safety filter (content moderated)")
+        );
+        assert_eq!(j.detail.as_deref(), Some("Content moderated"));
         assert_eq!(s.code, Some(ErrorCode::JobFailed));
     }
 
@@ -430,7 +925,8 @@ pub(crate) mod tests {
         );
         assert_eq!(k.status, JobStatus::Failed);
         assert_eq!(k.failure, Some(FailureKind::Upstream));
-        let e = k.error.unwrap();
+        assert_eq!(k.error.as_deref(), Some("No provider accepted the job"));
+        let e = k.detail.unwrap();
         assert!(
             e.contains("segmind: HTTP 400: bad") && e.contains("replicate: HTTP 404"),
             "{e}"
@@ -478,5 +974,356 @@ pub(crate) mod tests {
         assert_eq!(j.retry_delay_ms(Some(30), 0.0), 30_000);
         j.retries = 40;
         assert_eq!(j.retry_delay_ms(None, 0.0), 60_000);
+    }
+
+    fn sub(id: &str) -> Submitted {
+        Submitted {
+            upstream_id: id.into(),
+            status_url: format!("s/{id}"),
+            result_url: format!("r/{id}"),
+            cancel_url: None,
+        }
+    }
+
+    fn jpg() -> StoredOutput {
+        StoredOutput {
+            ext: "jpg".into(),
+            content_type: "image/jpeg".into(),
+            bytes: 10,
+            width: 64,
+            height: 48,
+        }
+    }
+
+    /// A job accepted upstream as `u1`.
+    fn running() -> JobRecord {
+        let mut j = job();
+        let a = j.begin_submit(1_000_100);
+        assert_eq!(
+            j.submit_outcome(&a, Ok(sub("u1")), 1_000_200, 0.0),
+            FailoverStep::Now
+        );
+        j
+    }
+
+    #[test]
+    fn a_cancel_before_anything_was_sent_refunds_in_full_at_once() {
+        let mut j = job();
+        assert_eq!(
+            j.refund_on_cancel(),
+            Some(5),
+            "the client is told before the click"
+        );
+        assert_eq!(j.cancel(1_000_050), CancelVerdict::Canceled);
+        assert_eq!(j.status, JobStatus::Failed);
+        assert_eq!(j.error.as_deref(), Some("Canceled by its owner"));
+        assert_eq!(j.refund, Some(5));
+        assert!(j.outbox.refund.is_some(), "the refund is an outbox entry");
+        assert!(j.outbox.cancels.is_empty(), "nothing to stop upstream");
+        let c = j.metrics().credits.unwrap();
+        assert_eq!((c.charged, c.refunded, c.refund_on_cancel), (5, 5, None));
+    }
+
+    #[test]
+    fn a_cancel_of_a_finished_job_changes_nothing() {
+        let mut j = completed(1);
+        let before = j.clone();
+        assert_eq!(j.cancel(1_005_000), CancelVerdict::AlreadyFinished);
+        assert_eq!(j, before);
+        let mut f = job();
+        f.fail(FailureKind::Rejected, "Content moderated", 1_001_000);
+        let before = f.clone();
+        assert_eq!(f.cancel(1_005_000), CancelVerdict::AlreadyFinished);
+        assert_eq!(f, before);
+    }
+
+    #[test]
+    fn a_cancel_after_submit_refunds_only_what_the_provider_confirms_unspent() {
+        for (outcome, refund) in [
+            (CancelOutcome::Stopped, 5),
+            (CancelOutcome::Requested, 0),
+            (CancelOutcome::Unsupported, 0),
+        ] {
+            let mut j = running();
+            assert_eq!(
+                j.refund_on_cancel(),
+                Some(0),
+                "submitted: a cancel may refund nothing"
+            );
+            j.cancel(1_000_300);
+            assert_eq!(j.refund, None, "undecided until the provider answers");
+            assert_eq!(j.outbox.cancels.len(), 1);
+            assert!(j.outbox.cancels[0].refund_if_stopped);
+            assert!(
+                j.outbox.drop_outputs.is_some(),
+                "no output of it may survive"
+            );
+            j.cancel_outcome("u1", Ok(outcome), 1_000_400, 0.0);
+            assert!(j.outbox.cancels.is_empty());
+            assert_eq!(j.refund, Some(refund), "{outcome:?}");
+            assert_eq!(j.outbox.refund.is_some(), refund > 0);
+        }
+    }
+
+    #[test]
+    fn a_failing_upstream_cancel_is_retried_with_backoff_then_counts_as_spent() {
+        let mut j = running();
+        j.cancel(1_000_300);
+        let err = || {
+            Err(UpstreamError::Transient {
+                reason: "503".into(),
+                retry_after: None,
+            })
+        };
+        let mut now = 1_000_400;
+        let mut gaps = Vec::new();
+        while !j.outbox.cancels.is_empty() {
+            j.cancel_outcome("u1", err(), now, 0.0);
+            if let Some(c) = j.outbox.cancels.first() {
+                gaps.push(c.retry.next_ms - now);
+                now = c.retry.next_ms;
+            }
+        }
+        assert_eq!(gaps.len() as u32, CANCEL_MAX_TRIES - 1);
+        assert!(gaps.windows(2).all(|w| w[0] <= w[1]), "{gaps:?}");
+        assert_eq!(j.refund, Some(0));
+    }
+
+    #[test]
+    fn a_cancel_during_the_submit_is_settled_by_the_submit_outcome() {
+        // Accepted upstream after the cancel: stopped there, refund per its answer.
+        let mut j = job();
+        let a = j.begin_submit(1_000_100);
+        assert_eq!(j.refund_on_cancel(), Some(0), "a submit is under way");
+        j.cancel(1_000_150);
+        assert_eq!(j.refund, None);
+        assert_eq!(
+            j.submit_outcome(&a, Ok(sub("u1")), 1_000_200, 0.0),
+            FailoverStep::Failed
+        );
+        assert_eq!(j.status, JobStatus::Failed, "the cancel stands");
+        assert_eq!(j.outbox.cancels.len(), 1);
+        assert_eq!(j.outbox.cancels[0].sub.upstream_id, "u1");
+        j.cancel_outcome("u1", Ok(CancelOutcome::Stopped), 1_000_300, 0.0);
+        assert_eq!(j.refund, Some(5));
+
+        // Refused upstream after the cancel: nothing was spent.
+        let mut k = job();
+        let a = k.begin_submit(1_000_100);
+        k.cancel(1_000_150);
+        k.submit_outcome(
+            &a,
+            Err(UpstreamError::Permanent("400".into())),
+            1_000_200,
+            0.0,
+        );
+        assert_eq!(k.refund, Some(5));
+        assert!(k.outbox.cancels.is_empty());
+
+        // Lost (the object was reset mid-POST) and not lookupable: it may have run.
+        let mut l = job();
+        l.begin_submit(1_000_100);
+        l.cancel(1_000_150);
+        l.lost_submit_after_cancel(1_000_200);
+        assert_eq!(l.refund, Some(0));
+        assert!(l.submitting.is_none());
+    }
+
+    #[test]
+    fn a_superseded_submit_is_canceled_upstream() {
+        let mut j = job();
+        let first = j.begin_submit(1_000_100);
+        let second = j.begin_submit(1_000_200);
+        assert_eq!(
+            j.submit_outcome(&first, Ok(sub("old")), 1_000_300, 0.0),
+            FailoverStep::Failed
+        );
+        assert_eq!(j.outbox.cancels.len(), 1);
+        assert!(!j.outbox.cancels[0].refund_if_stopped);
+        assert!(
+            j.upstream.is_none(),
+            "the record still waits for the second"
+        );
+        j.submit_outcome(&second, Ok(sub("new")), 1_000_400, 0.0);
+        assert_eq!(j.upstream.as_ref().unwrap().upstream_id, "new");
+        assert_eq!(j.status, JobStatus::Queued);
+    }
+
+    #[test]
+    fn a_poll_answer_for_a_job_that_moved_on_is_ignored() {
+        let mut j = running();
+        j.cancel(1_000_300);
+        let before = j.clone();
+        j.poll_outcome(
+            "u1",
+            Ok(UpstreamState::Failed("moderated".into())),
+            1_000_400,
+            250,
+            0.0,
+            false,
+        );
+        assert_eq!(j, before, "a canceled job stays canceled");
+        let mut k = running();
+        let before = k.clone();
+        k.poll_outcome(
+            "other",
+            Ok(UpstreamState::Processing),
+            1_000_400,
+            250,
+            0.0,
+            false,
+        );
+        assert_eq!(k, before);
+    }
+
+    #[test]
+    fn not_found_right_after_submit_is_a_lag_and_later_a_failure() {
+        let mut j = running();
+        let gone = || Err(UpstreamError::Permanent("segmind answered HTTP 404".into()));
+        j.poll_outcome("u1", gone(), 1_000_200 + 2_000, 250, 0.0, false);
+        assert_eq!(j.status, JobStatus::Queued, "retried");
+        assert!(j.next_step_ms.is_some());
+        j.poll_outcome(
+            "u1",
+            gone(),
+            1_000_200 + NOT_FOUND_GRACE_MS,
+            250,
+            0.0,
+            false,
+        );
+        assert_eq!(j.status, JobStatus::Failed);
+        assert_eq!(j.failure, Some(FailureKind::Upstream));
+        assert_eq!(j.refund, Some(5), "a failure is refunded in full");
+    }
+
+    #[test]
+    fn the_deadline_comes_after_the_last_poll_and_stops_the_upstream() {
+        let mut j = running();
+        j.poll_outcome(
+            "u1",
+            Ok(UpstreamState::Processing),
+            j.deadline_ms,
+            250,
+            0.0,
+            true,
+        );
+        assert_eq!(j.failure, Some(FailureKind::Timeout));
+        assert_eq!(
+            j.error.as_deref(),
+            Some("Timed out: the job did not finish before its deadline")
+        );
+        assert_eq!(j.refund, Some(5));
+        assert_eq!(j.outbox.cancels.len(), 1, "the upstream is told to stop");
+        assert!(!j.outbox.cancels[0].refund_if_stopped);
+
+        // A job seen finished at the deadline is completed, not thrown away.
+        let mut k = running();
+        k.complete(vec![jpg()], k.deadline_ms);
+        k.time_out(k.deadline_ms);
+        assert_eq!(k.status, JobStatus::Completed);
+    }
+
+    #[test]
+    fn a_short_delivery_refunds_the_missing_images() {
+        let mut j = job();
+        j.model = Model::FluxDepthDev;
+        j.params
+            .0
+            .insert("num_outputs".into(), serde_json::json!(4));
+        j.ownership.charged = 12;
+        j.complete(vec![jpg()], 1_002_000);
+        assert_eq!(j.refund, Some(9), "3 of 4 images missing at 3 credits each");
+        assert!(j.outbox.refund.is_some());
+        let mut again = job();
+        again.complete(vec![jpg()], 1_002_000);
+        assert_eq!(again.refund, Some(0));
+        assert!(again.outbox.refund.is_none());
+    }
+
+    #[test]
+    fn a_refund_is_decided_once() {
+        let mut j = job();
+        j.fail(FailureKind::Upstream, "x", 1_001_000);
+        assert_eq!(j.refund, Some(5));
+        j.decide_refund(0, 1_002_000);
+        assert_eq!(j.refund, Some(5));
+    }
+
+    #[test]
+    fn users_see_categories_and_logs_keep_the_provider_text() {
+        let mut j = running();
+        j.poll_outcome(
+            "u1",
+            Ok(UpstreamState::Failed(
+                "CUDA out of memory at /models/flux.safetensors".into(),
+            )),
+            1_000_500,
+            250,
+            0.0,
+            false,
+        );
+        assert_eq!(
+            j.error.as_deref(),
+            Some("The provider could not use the input image or parameters")
+        );
+        assert!(j.detail.as_deref().unwrap().contains("CUDA"));
+        let s = serde_json::to_string(&j.status_response()).unwrap();
+        assert!(!s.contains("CUDA") && !s.contains("/models"), "{s}");
+        assert_eq!(
+            public_error(FailureKind::Rejected, "Content moderated: flagged"),
+            "Rejected by the provider's safety filter (content moderated)"
+        );
+        assert_eq!(
+            public_error(
+                FailureKind::Upstream,
+                "replicate answered HTTP 402: set up billing"
+            ),
+            "The provider failed to generate the image"
+        );
+    }
+
+    #[test]
+    fn delete_waits_for_the_refund_and_the_upstream_cancel() {
+        let mut j = running();
+        j.delete(1_000_500);
+        assert!(j.deleted && j.status == JobStatus::Failed);
+        assert!(!j.outbox.purge_ready(1_000_500), "a cancel is owed first");
+        j.cancel_outcome("u1", Ok(CancelOutcome::Stopped), 1_000_600, 0.0);
+        assert!(!j.outbox.purge_ready(1_000_600), "then the refund");
+        j.outbox.refund = None;
+        assert!(j.outbox.purge_ready(1_000_700));
+    }
+
+    #[test]
+    fn the_alarm_is_due_at_the_earliest_of_step_outbox_and_purge() {
+        let mut j = running();
+        assert_eq!(j.next_due_ms(), Some(1_000_200 + FIRST_POLL_MS));
+        j.next_step_ms = Some(j.deadline_ms + 50_000);
+        assert_eq!(
+            j.next_due_ms(),
+            Some(j.deadline_ms),
+            "never past the deadline"
+        );
+        assert!(!j.is_stuck(j.deadline_ms));
+        assert!(
+            j.is_stuck(j.deadline_ms + 1),
+            "a running job past its deadline"
+        );
+        j.cancel(1_000_300);
+        assert_eq!(
+            j.next_due_ms(),
+            Some(1_000_300),
+            "the upstream cancel is due"
+        );
+        j.cancel_outcome("u1", Ok(CancelOutcome::Requested), 1_000_400, 0.0);
+        j.outbox.drop_outputs = None;
+        assert_eq!(j.next_due_ms(), j.expires_ms, "then only the purge");
+        let mut r = Retry::now(0);
+        r.failed(10, 0.0);
+        assert_eq!(r.next_ms, 2_010);
+        for _ in 0..20 {
+            r.failed(10, 0.0);
+        }
+        assert_eq!(r.next_ms, 10 + OUTBOX_MAX_BACKOFF_MS);
     }
 }

@@ -248,7 +248,13 @@ pub async fn submit(
     let name = provider.kind.name();
     match provider.kind {
         Kind::Segmind | Kind::Parallax => {
-            let req = segmind::build_submit(provider, job.model, &job.params, image);
+            let mut req = segmind::build_submit(provider, job.model, &job.params, image);
+            if provider.kind == Kind::Parallax {
+                // Our own API replays a submit with the same key: a resubmit after an
+                // ambiguous failure cannot start a second job.
+                req.headers
+                    .push(("idempotency-key", job.id.as_str().to_owned()));
+            }
             segmind::parse_submit(provider, &send(name, &req, timeout_ms).await?)
         }
         Kind::Replicate => {
@@ -339,16 +345,124 @@ pub async fn poll(
     }
 }
 
-/// Asks the provider to stop a job, where its protocol allows (best effort).
-pub async fn cancel(provider: &Provider, sub: &Submitted) {
-    if let (Kind::Replicate, Some(url)) = (provider.kind, &sub.cancel_url) {
-        let _ = send(
-            provider.kind.name(),
-            &replicate::build_cancel(provider, url),
-            10_000,
-        )
-        .await;
+/// What an upstream cancel achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The provider confirms the job never ran (removed from its queue): nothing spent.
+    Stopped,
+    /// Asked; it may have run already (spent).
+    Requested,
+    /// The protocol has no cancel.
+    Unsupported,
+}
+
+/// Asks the provider to stop a submitted job. `Err` means the answer is unknown (retry).
+pub async fn cancel(
+    provider: &Provider,
+    sub: &Submitted,
+    timeout_ms: u32,
+) -> Result<CancelOutcome, UpstreamError> {
+    let name = provider.kind.name();
+    match provider.kind {
+        // Replicate: `POST urls.cancel` answers the prediction; one canceled before it
+        // started (`started_at` null) never ran.
+        // https://replicate.com/docs/reference/http#predictions.cancel
+        Kind::Replicate => {
+            let Some(url) = &sub.cancel_url else {
+                return Ok(CancelOutcome::Unsupported);
+            };
+            let resp = send(name, &replicate::build_cancel(provider, url), timeout_ms).await?;
+            let v = success_json(name, &resp)?;
+            let never_started = v["status"] == "canceled" && v["started_at"].is_null();
+            Ok(if never_started {
+                CancelOutcome::Stopped
+            } else {
+                CancelOutcome::Requested
+            })
+        }
+        // Our own API: `POST /v2/requests/{id}/cancel` answers the status with
+        // `metrics.credits`; a full refund there means nothing was spent. A finished
+        // job answers 409 (it ran).
+        Kind::Parallax => {
+            let url = format!(
+                "{}/v2/requests/{}/cancel",
+                provider.base_url, sub.upstream_id
+            );
+            let mut req = segmind::build_get(provider, &url);
+            req.method = HttpMethod::Post;
+            let resp = send(name, &req, timeout_ms).await?;
+            if resp.status == 409 || resp.status == 404 {
+                return Ok(CancelOutcome::Requested);
+            }
+            let v = success_json(name, &resp)?;
+            let credits = &v["metrics"]["credits"];
+            let stopped = credits["charged"].as_u64().is_some_and(|c| c > 0)
+                && credits["refunded"] == credits["charged"];
+            Ok(if stopped {
+                CancelOutcome::Stopped
+            } else {
+                CancelOutcome::Requested
+            })
+        }
+        Kind::Segmind | Kind::Bfl | Kind::ComfyUi => Ok(CancelOutcome::Unsupported),
     }
+}
+
+/// Whether a provider has a job we may have submitted before our record of it was lost.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    Found(Submitted),
+    Absent,
+    /// The protocol cannot say (no lookup by our id).
+    Unsupported,
+}
+
+/// Looks up the job we submit under our own id: ComfyUI keeps it under the
+/// `prompt_id` we chose, in `/history/{id}` once done or in `/queue` before.
+pub async fn lookup(
+    provider: &Provider,
+    job: &JobRecord,
+    timeout_ms: u32,
+) -> Result<Lookup, UpstreamError> {
+    if provider.kind != Kind::ComfyUi {
+        return Ok(Lookup::Unsupported);
+    }
+    let name = provider.kind.name();
+    let id = job.id.as_str();
+    let sub = Submitted {
+        upstream_id: id.to_owned(),
+        status_url: format!("{}/history/{id}", provider.base_url),
+        result_url: format!("{}/queue", provider.base_url),
+        cancel_url: None,
+    };
+    let history = send(
+        name,
+        &comfyui::build_get(provider, &sub.status_url),
+        timeout_ms,
+    )
+    .await?;
+    if comfyui::parse_history(provider, id, &history)?.is_some() {
+        return Ok(Lookup::Found(sub));
+    }
+    let queue = send(
+        name,
+        &comfyui::build_get(provider, &sub.result_url),
+        timeout_ms,
+    )
+    .await?;
+    let v = success_json(name, &queue)?;
+    let queued = ["queue_running", "queue_pending"].iter().any(|k| {
+        v[*k]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|item| item[1] == id)
+    });
+    Ok(if queued {
+        Lookup::Found(sub)
+    } else {
+        Lookup::Absent
+    })
 }
 
 /// The kinds of upstream Parallax can drive.

@@ -25,6 +25,7 @@ enum Api {
     Status(String),
     Result(String),
     Delete(String),
+    Cancel(String),
     List,
     /// Eachlabs: `POST /v1/prediction/`, `GET /v1/prediction/{id}`.
     CreatePrediction,
@@ -83,6 +84,10 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
         ["v2", "requests", id, "status"] => {
             allow(method, &["GET"], "GET")?;
             Api::Status((*id).to_owned())
+        }
+        ["v2", "requests", id, "cancel"] => {
+            allow(method, &["POST"], "POST")?;
+            Api::Cancel((*id).to_owned())
         }
         ["v2", "requests", id] => {
             allow(method, &["GET", "DELETE"], "GET, DELETE")?;
@@ -184,6 +189,10 @@ async fn dispatch(api: Api, req: Request, env: &Env, caller: &Caller) -> EdgeRes
         Api::Delete(id) => {
             caller.touch(env).await?;
             jobs::delete_job(env, caller, &id).await
+        }
+        Api::Cancel(id) => {
+            caller.touch(env).await?;
+            jobs::cancel_job(env, caller, &id).await
         }
         Api::List => jobs::list_jobs(&req, env, caller).await,
     }

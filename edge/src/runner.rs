@@ -2,15 +2,26 @@
 //! the upstream and polls it from alarms (so a job finishes with no client watching),
 //! copies every output into R2, and only then says COMPLETED.
 //!
-//! When the retention period is over, an alarm purges everything: the record, its KV
-//! copy and its R2 images.
+//! **Every effect follows from the stored record.** The record (`JobRecord`, one
+//! storage value) is the only source of truth. Handlers and the alarm interleave at
+//! every network await (the input gate opens), so nothing is written from a copy read
+//! before an await: after each one the record is read again and the result applied to
+//! it by a pure transition of `job.rs`, which ignores results nobody waits for any more
+//! (a cancel landed, the attempt was superseded). Effects that must happen — the
+//! refund, an upstream cancel, dropping outputs, the purge — are entries of the
+//! record's outbox, decided in the same write as the state that needs them, and tried
+//! from the alarm (and inline by the handler that decided them) with backoff until
+//! acknowledged. The alarm is always set to the earliest of: the next upstream step,
+//! the next outbox retry, the next webhook attempt, the purge.
 //!
-//! A job given a webhook has its [`Delivery`] stored beside the record; when the job
-//! ends (completed or failed, not canceled) the alarm delivers it, retrying with
-//! backoff, before it sleeps until the purge.
+//! A job given a webhook has its [`Delivery`] stored beside the record (written with it
+//! at start); when the job ends (completed or failed, not canceled) the alarm delivers
+//! it, retrying with backoff.
 //!
 //! Internal protocol (only the Worker reaches it): `POST /start` with a [`Start`],
-//! `GET /state`, `POST /cancel`, `POST /delete`.
+//! `GET /state`, `POST /cancel` (409 on a finished job), `POST /delete`.
+
+use std::collections::HashMap;
 
 use worker::{DurableObject, Env, Method, Request, Response, State, durable_object};
 
@@ -19,14 +30,15 @@ use crate::compat;
 use crate::config::{Config, bindings};
 use crate::http;
 use crate::input::image::{ImageFormat, is_complete};
-use crate::job::{FailoverStep, FailureKind, JobRecord, Start, StoredOutput};
-use crate::providers::{self, Kind, UpstreamError, UpstreamState};
+use crate::job::{Attempt, CancelVerdict, JobRecord, Start, StoredOutput};
+use crate::providers::{self, Kind, Lookup, Submitted, UpstreamError, UpstreamState};
 use crate::storage::{self, keys};
 use crate::webhook::{self, Delivery};
 
 const RECORD: &str = "job";
 const WEBHOOK: &str = "webhook";
 const DOWNLOAD_TIMEOUT_MS: u32 = 60_000;
+const CANCEL_TIMEOUT_MS: u32 = 10_000;
 
 #[durable_object(alarm)]
 pub struct JobRunner {
@@ -44,10 +56,8 @@ fn now_ms() -> u64 {
     worker::Date::now().as_millis()
 }
 
-/// What a step decided about the next alarm.
-enum Next {
-    In(u64),
-    Done,
+fn jitter() -> f64 {
+    js_sys::Math::random()
 }
 
 impl DurableObject for JobRunner {
@@ -59,42 +69,55 @@ impl DurableObject for JobRunner {
         let storage = self.state.storage();
         match (req.method(), req.path().as_str()) {
             (Method::Post, "/start") => {
-                if storage.get::<JobRecord>(RECORD).await?.is_some() {
+                if self.load().await?.is_some() {
                     return Ok(http::json(&"already started", 409));
                 }
                 let start: Start = req.json().await?;
+                // The record and its webhook in one write.
+                let mut values: HashMap<&str, serde_json::Value> = HashMap::new();
+                values.insert(RECORD, serde_json::to_value(&start.job)?);
                 if let Some(target) = start.webhook {
-                    storage.put(WEBHOOK, &Delivery::new(target)).await?;
+                    values.insert(WEBHOOK, serde_json::to_value(Delivery::new(target))?);
                 }
-                storage.put(RECORD, &start.job).await?;
+                storage.put_multiple(values).await?;
                 storage.set_alarm(0).await?;
                 Ok(http::json(&start.job, 201))
             }
             (method, path) => {
-                let Some(mut job) = storage.get::<JobRecord>(RECORD).await? else {
+                let Some(job) = self.load().await? else {
                     return Ok(http::json(&"no such job", 404));
                 };
-                if job.is_expired(now_ms()) {
-                    self.purge(&job).await?;
-                    return Ok(http::json(&"expired", 404));
+                let now = now_ms();
+                if job.deleted || job.is_expired(now) {
+                    if job.is_expired(now) && job.outbox.purge.is_none() {
+                        self.update(|j| j.expire(now)).await?;
+                        storage.set_alarm(0).await?;
+                    }
+                    return Ok(http::json(&"expired or deleted", 404));
                 }
                 match (method, path) {
-                    (Method::Get, "/state") => Ok(http::json(&job, 200)),
-                    (Method::Post, "/cancel") => {
-                        if let (Some(sub), Ok(provider)) =
-                            (&job.upstream, provider(&self.config(), &job.provider))
-                        {
-                            providers::cancel(&provider, sub).await;
-                        }
-                        if !job.status.is_terminal() {
-                            job.fail(FailureKind::Canceled, "Canceled by its owner", now_ms());
-                            storage.put(RECORD, &job).await?;
-                            self.finish(&job).await?;
+                    (Method::Get, "/state") => {
+                        // The sweeper: a read of a job whose alarm chain broke re-arms it.
+                        if job.is_stuck(now) {
+                            worker::console_warn!("job {}: stuck; re-arming its alarm", job.id);
+                            storage.set_alarm(0).await?;
                         }
                         Ok(http::json(&job, 200))
                     }
+                    (Method::Post, "/cancel") => {
+                        let verdict = self.update(|j| j.cancel(now_ms())).await?;
+                        if verdict == Some(CancelVerdict::AlreadyFinished) {
+                            return Ok(http::json(&job, 409));
+                        }
+                        self.settle().await?;
+                        match self.load().await? {
+                            Some(job) => Ok(http::json(&job, 200)),
+                            None => Ok(http::json(&"no such job", 404)),
+                        }
+                    }
                     (Method::Post, "/delete") => {
-                        self.purge(&job).await?;
+                        self.update(|j| j.delete(now_ms())).await?;
+                        self.settle().await?;
                         Ok(http::json(&job, 200))
                     }
                     _ => Ok(http::json(&"unknown runner route", 404)),
@@ -104,36 +127,21 @@ impl DurableObject for JobRunner {
     }
 
     async fn alarm(&self) -> worker::Result<Response> {
-        let storage = self.state.storage();
-        let Some(mut job) = storage.get::<JobRecord>(RECORD).await? else {
+        let Some(job) = self.load().await? else {
             return Response::ok("no job");
         };
-        if job.status.is_terminal() {
-            if job.is_expired(now_ms()) {
-                self.purge(&job).await?;
-            } else {
-                self.deliver_webhook(&job).await?;
-                self.sleep_until_due(&job).await?;
-            }
-            return Response::ok("finished");
+        let now = now_ms();
+        if job.is_expired(now) && job.outbox.purge.is_none() {
+            self.update(|j| j.expire(now)).await?;
         }
-        let next = self.step(&mut job).await;
-        // The step awaited the network, so a cancel or delete may have landed
-        // meanwhile: the stored record then wins over this stale copy.
-        match storage.get::<JobRecord>(RECORD).await? {
-            Some(current) if !current.status.is_terminal() => {}
-            _ => return Response::ok("superseded"),
+        if !job.status.is_terminal() && job.next_step_ms.is_none_or(|t| t <= now) {
+            self.step().await?;
+        } else if job.status.is_terminal() && job.submitting.is_some() {
+            self.resolve_lost_submit().await?;
         }
-        storage.put(RECORD, &job).await?;
-        if job.status.is_terminal() {
-            self.finish(&job).await?;
-        } else if let Next::In(ms) = next {
-            let until_deadline = job.deadline_ms.saturating_sub(now_ms());
-            storage
-                .set_alarm(i64::try_from(ms.min(until_deadline)).unwrap_or(i64::MAX))
-                .await?;
-        }
-        Response::ok("stepped")
+        self.deliver_webhook().await?;
+        self.settle().await?;
+        Response::ok("done")
     }
 }
 
@@ -148,75 +156,254 @@ fn timeout_ms(cfg: &Config) -> u32 {
     u32::try_from(cfg.upstream_timeout_secs * 1000).unwrap_or(u32::MAX)
 }
 
-/// Milliseconds from now until `at_ms`, as an alarm offset.
-fn offset_until(at_ms: u64) -> i64 {
-    i64::try_from(at_ms.saturating_sub(now_ms())).unwrap_or(i64::MAX)
+fn transient(reason: impl Into<String>) -> UpstreamError {
+    UpstreamError::Transient {
+        reason: reason.into(),
+        retry_after: None,
+    }
 }
 
 impl JobRunner {
-    /// Advances the job by one upstream call and says when to come back.
-    async fn step(&self, job: &mut JobRecord) -> Next {
-        let now = now_ms();
-        if now >= job.deadline_ms {
-            let why = job
-                .last_problem
-                .clone()
-                .map(|p| format!(" (last problem: {p})"))
-                .unwrap_or_default();
-            job.fail(
-                FailureKind::Timeout,
-                format!("The job did not finish before its deadline{why}"),
-                now,
-            );
-            return Next::Done;
-        }
-        // The deployment's settings, read once per step.
-        let cfg = self.config();
-        let outcome = match job.upstream {
-            None => self.submit(&cfg, job).await,
-            Some(_) => self.poll(&cfg, job).await,
-        };
-        match outcome {
-            Ok(next) => {
-                job.retries = 0;
-                next
-            }
-            Err(UpstreamError::Transient {
-                reason,
-                retry_after,
-            }) => {
-                worker::console_warn!("job {}: transient upstream problem: {reason}", job.id);
-                let delay = job.retry_delay_ms(retry_after, js_sys::Math::random());
-                job.retries += 1;
-                job.last_problem = Some(reason);
-                Next::In(delay)
-            }
-            Err(UpstreamError::Permanent(reason)) => {
-                job.fail(
-                    FailureKind::Upstream,
-                    format!("{}: {reason}", job.provider),
-                    now_ms(),
-                );
-                Next::Done
-            }
-        }
-    }
-
     fn config(&self) -> Config {
         Config::from_env(&self.env)
     }
 
-    /// Submits to the current candidate; on refusal, fails over (see
-    /// [`JobRecord::submit_failed`]).
-    async fn submit(&self, cfg: &Config, job: &mut JobRecord) -> Result<Next, UpstreamError> {
-        let internal = |e: worker::Error| UpstreamError::Transient {
-            reason: format!("storage: {e}"),
-            retry_after: None,
+    async fn load(&self) -> worker::Result<Option<JobRecord>> {
+        self.state.storage().get::<JobRecord>(RECORD).await
+    }
+
+    /// Reads the record, applies `f` and writes it back, with no network await in
+    /// between (storage operations keep the input gate closed). `None`: no record.
+    async fn update<R>(&self, f: impl FnOnce(&mut JobRecord) -> R) -> worker::Result<Option<R>> {
+        let Some(mut job) = self.load().await? else {
+            return Ok(None);
         };
-        let bucket = storage::media(&self.env).map_err(|e| UpstreamError::Transient {
-            reason: e.to_string(),
-            retry_after: None,
-        })?;
+        let out = f(&mut job);
+        self.state.storage().put(RECORD, &job).await?;
+        Ok(Some(out))
+    }
+
+    /// Works off every outbox entry that is due, purges if the record allows it, and
+    /// sets the alarm for what is due next. Safe to run from a handler and the alarm
+    /// at once: every effect is idempotent and acknowledged on the current record.
+    async fn settle(&self) -> worker::Result<()> {
+        // An acknowledged cancel can decide a refund that is due at once: go round
+        // again (bounded).
+        for _ in 0..3 {
+            let Some(job) = self.load().await? else {
+                return Ok(());
+            };
+            let now = now_ms();
+            if job.outbox.purge_ready(now) {
+                return self.purge(&job).await;
+            }
+            let mut acted = false;
+            if job.outbox.refund.is_some_and(|r| r.is_due(now)) {
+                self.refund(&job).await?;
+                acted = true;
+            }
+            for order in job.outbox.cancels.iter().filter(|c| c.retry.is_due(now)) {
+                let outcome = match provider(&self.config(), &order.provider) {
+                    Ok(p) => providers::cancel(&p, &order.sub, CANCEL_TIMEOUT_MS).await,
+                    Err(_) => Ok(providers::CancelOutcome::Unsupported),
+                };
+                match &outcome {
+                    Ok(o) => worker::console_log!(
+                        "job {}: upstream cancel at {}: {o:?}",
+                        job.id,
+                        order.provider
+                    ),
+                    Err(e) => worker::console_warn!(
+                        "job {}: upstream cancel at {} failed: {e:?}",
+                        job.id,
+                        order.provider
+                    ),
+                }
+                let id = order.sub.upstream_id.clone();
+                self.update(|j| j.cancel_outcome(&id, outcome, now_ms(), jitter()))
+                    .await?;
+                acted = true;
+            }
+            if job.outbox.drop_outputs.is_some_and(|r| r.is_due(now)) {
+                let dropped = self.drop_outputs(&job.id).await;
+                if let Err(e) = &dropped {
+                    worker::console_warn!("job {}: dropping outputs failed: {e}", job.id);
+                }
+                self.update(|j| match (&dropped, j.outbox.drop_outputs.as_mut()) {
+                    (Ok(()), _) => j.outbox.drop_outputs = None,
+                    (Err(_), Some(r)) => r.failed(now_ms(), jitter()),
+                    (Err(_), None) => {}
+                })
+                .await?;
+                acted = true;
+            }
+            if !acted {
+                break;
+            }
+        }
+        self.schedule().await
+    }
+
+    /// Gives the decided refund back (idempotent per job in the Ledger).
+    async fn refund(&self, job: &JobRecord) -> worker::Result<()> {
+        let credits = job.refund.unwrap_or(0);
+        let done = accounts::refund_owner(
+            &self.env,
+            &job.ownership.owner,
+            job.id.as_str(),
+            Some(credits),
+        )
+        .await;
+        if let Err(e) = &done {
+            worker::console_warn!("job {}: refund of {credits} not acknowledged: {e}", job.id);
+        }
+        self.update(|j| match (&done, j.outbox.refund.as_mut()) {
+            (Ok(()), _) => j.outbox.refund = None,
+            (Err(_), Some(r)) => r.failed(now_ms(), jitter()),
+            (Err(_), None) => {}
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Sets the alarm to the earliest thing due (record, outbox, webhook).
+    async fn schedule(&self) -> worker::Result<()> {
+        let storage = self.state.storage();
+        let Some(job) = self.load().await? else {
+            return Ok(());
+        };
+        let mut at = job.next_due_ms();
+        if job.status.is_terminal()
+            && !job.deleted
+            && let Some(d) = storage.get::<Delivery>(WEBHOOK).await?
+            && !d.done
+        {
+            at = Some(at.map_or(d.next_ms, |a| a.min(d.next_ms)));
+        }
+        match at {
+            Some(at) => {
+                let offset = i64::try_from(at.saturating_sub(now_ms())).unwrap_or(i64::MAX);
+                storage.set_alarm(offset).await
+            }
+            None => storage.delete_alarm().await,
+        }
+    }
+
+    /// Advances a running job by one upstream call (submit or poll).
+    async fn step(&self) -> worker::Result<()> {
+        let Some(job) = self.load().await? else {
+            return Ok(());
+        };
+        let cfg = self.config();
+        let now = now_ms();
+        let past_deadline = now >= job.deadline_ms;
+        match job.upstream.clone() {
+            Some(sub) => self.poll(&cfg, &job, sub, past_deadline).await,
+            None if past_deadline => {
+                self.update(|j| j.time_out(now_ms())).await?;
+                Ok(())
+            }
+            None => self.submit(&cfg, job).await,
+        }
+    }
+
+    /// Submits to the current candidate, with the attempt recorded first. A submit
+    /// found recorded but unresolved was lost after the POST: where the provider can be
+    /// asked, it is looked up instead of sent again.
+    async fn submit(&self, cfg: &Config, job: JobRecord) -> worker::Result<()> {
+        let lost = job.submitting.clone();
+        let Some(attempt) = self.update(|j| j.begin_submit(now_ms())).await? else {
+            return Ok(());
+        };
+        let upstream = provider(cfg, &attempt.provider);
+        if let (Some(lost), Ok(p)) = (&lost, &upstream) {
+            worker::console_warn!(
+                "job {}: submit attempt {} to {} has no recorded outcome",
+                job.id,
+                lost.n,
+                lost.provider
+            );
+            if lost.provider == attempt.provider {
+                match providers::lookup(p, &job, timeout_ms(cfg)).await {
+                    Ok(Lookup::Found(sub)) => return self.submitted(&attempt, Ok(sub)).await,
+                    Ok(Lookup::Absent | Lookup::Unsupported) => {}
+                    Err(e) => return self.submitted(&attempt, Err(e)).await,
+                }
+            }
+        }
+        let outcome = match upstream {
+            Ok(p) => match self.input_image(&job).await {
+                Ok(bytes) => {
+                    let sent = providers::submit(&p, &job, &bytes, timeout_ms(cfg)).await;
+                    match sent {
+                        // An ambiguous failure: the provider may have accepted it. Ask
+                        // before moving on where it can be asked.
+                        Err(UpstreamError::Transient { .. }) if p.kind == Kind::ComfyUi => {
+                            match providers::lookup(&p, &job, timeout_ms(cfg)).await {
+                                Ok(Lookup::Found(sub)) => Ok(sub),
+                                _ => sent,
+                            }
+                        }
+                        other => other,
+                    }
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        self.submitted(&attempt, outcome).await
+    }
+
+    async fn submitted(
+        &self,
+        attempt: &Attempt,
+        outcome: Result<Submitted, UpstreamError>,
+    ) -> worker::Result<()> {
+        if let Err(e) = &outcome {
+            worker::console_warn!(
+                "submit attempt {} to {} failed: {e:?}",
+                attempt.n,
+                attempt.provider
+            );
+        }
+        self.update(|j| j.submit_outcome(attempt, outcome, now_ms(), jitter()))
+            .await?;
+        Ok(())
+    }
+
+    /// A canceled job whose submit outcome was lost: look it up where possible (then
+    /// cancel it upstream), else it may have run and nothing is refunded.
+    async fn resolve_lost_submit(&self) -> worker::Result<()> {
+        let Some(job) = self.load().await? else {
+            return Ok(());
+        };
+        let Some(attempt) = job.submitting.clone() else {
+            return Ok(());
+        };
+        let cfg = self.config();
+        let found = match provider(&cfg, &attempt.provider) {
+            Ok(p) => providers::lookup(&p, &job, timeout_ms(&cfg)).await,
+            Err(_) => Ok(Lookup::Unsupported),
+        };
+        match found {
+            Ok(Lookup::Found(sub)) => self.submitted(&attempt, Ok(sub)).await,
+            Ok(Lookup::Absent) => {
+                self.submitted(&attempt, Err(UpstreamError::Permanent("absent".into())))
+                    .await
+            }
+            Ok(Lookup::Unsupported) => {
+                self.update(|j| j.lost_submit_after_cancel(now_ms()))
+                    .await?;
+                Ok(())
+            }
+            // Retried by the next alarm.
+            Err(_) => Ok(()),
+        }
+    }
+
+    async fn input_image(&self, job: &JobRecord) -> Result<Vec<u8>, UpstreamError> {
+        let internal = |e: worker::Error| transient(format!("storage: {e}"));
+        let bucket = storage::media(&self.env).map_err(|e| transient(e.to_string()))?;
         let object = bucket
             .get(keys::input(&job.id))
             .execute()
@@ -226,81 +413,94 @@ impl JobRunner {
         let body = object
             .body()
             .ok_or_else(|| UpstreamError::Permanent("the control image is empty".into()))?;
-        let bytes = body.bytes().await.map_err(internal)?;
-        let attempt = match provider(cfg, &job.provider) {
-            Ok(provider) => providers::submit(&provider, job, &bytes, timeout_ms(cfg)).await,
+        body.bytes().await.map_err(internal)
+    }
+
+    /// One look at the upstream; on COMPLETED, the outputs are stored and only then is
+    /// the job completed, if it still runs on that upstream job.
+    async fn poll(
+        &self,
+        cfg: &Config,
+        job: &JobRecord,
+        sub: Submitted,
+        past_deadline: bool,
+    ) -> worker::Result<()> {
+        let state = match provider(cfg, &job.provider) {
+            Ok(p) => providers::poll(&p, &sub, timeout_ms(cfg)).await,
             Err(e) => Err(e),
         };
-        match attempt {
-            Ok(submitted) => {
-                job.submitted(submitted, now_ms());
-                Ok(Next::In(job.poll_delay_ms(now_ms(), cfg.poll_every_ms)))
+        let every = cfg.poll_every_ms;
+        let id = sub.upstream_id.clone();
+        let outcome = match state {
+            Ok(UpstreamState::Completed(urls)) if !urls.is_empty() => {
+                match self.store_outputs(job, &id, &urls).await? {
+                    Some(Ok(outputs)) => {
+                        let applied = self
+                            .update(|j| {
+                                if j.runs_on(&id) {
+                                    j.complete(outputs, now_ms());
+                                    true
+                                } else {
+                                    // Canceled or superseded meanwhile: what we wrote
+                                    // must not survive.
+                                    j.outbox
+                                        .drop_outputs
+                                        .get_or_insert(crate::job::Retry::now(now_ms()));
+                                    false
+                                }
+                            })
+                            .await?;
+                        if applied == Some(false) {
+                            worker::console_log!(
+                                "job {}: outputs stored too late; dropped",
+                                job.id
+                            );
+                        }
+                        return Ok(());
+                    }
+                    Some(Err(e)) => Err(e),
+                    // Stopped before writing: the record moved on.
+                    None => return Ok(()),
+                }
             }
-            Err(e) => {
-                worker::console_warn!("job {}: submit to {} failed: {e:?}", job.id, job.provider);
-                Ok(
-                    match job.submit_failed(e, now_ms(), js_sys::Math::random()) {
-                        FailoverStep::Now => Next::In(0),
-                        FailoverStep::After(ms) => Next::In(ms),
-                        FailoverStep::Failed => Next::Done,
-                    },
-                )
-            }
-        }
-    }
-
-    async fn poll(&self, cfg: &Config, job: &mut JobRecord) -> Result<Next, UpstreamError> {
-        let provider = provider(cfg, &job.provider)?;
-        let Some(sub) = job.upstream.clone() else {
-            return Ok(Next::In(0));
+            other => other,
         };
-        job.polled();
-        let state = providers::poll(&provider, &sub, timeout_ms(cfg)).await?;
-        let now = now_ms();
-        match state {
-            UpstreamState::Queued => Ok(Next::In(job.poll_delay_ms(now, cfg.poll_every_ms))),
-            UpstreamState::Processing => {
-                job.mark_processing(now);
-                Ok(Next::In(job.poll_delay_ms(now, cfg.poll_every_ms)))
-            }
-            UpstreamState::Failed(reason) => {
-                job.fail(FailureKind::Rejected, reason, now);
-                Ok(Next::Done)
-            }
-            UpstreamState::Completed(urls) if urls.is_empty() => Err(UpstreamError::Transient {
-                reason: format!("{} reported COMPLETED without outputs", job.provider),
-                retry_after: None,
-            }),
-            UpstreamState::Completed(urls) => {
-                let outputs = self.store_outputs(job, &urls).await?;
-                job.complete(outputs, now_ms());
-                Ok(Next::Done)
-            }
+        if let Err(e) = &outcome {
+            worker::console_warn!("job {}: poll of {} failed: {e:?}", job.id, job.provider);
         }
+        if let Ok(UpstreamState::Failed(reason)) = &outcome {
+            worker::console_warn!("job {}: {} failed it: {reason}", job.id, job.provider);
+        }
+        self.update(|j| j.poll_outcome(&id, outcome, now_ms(), every, jitter(), past_deadline))
+            .await?;
+        Ok(())
     }
 
-    /// Downloads every output at once (provider URLs expire) and writes it to R2.
+    /// Downloads every output (provider URLs expire) and writes it to R2, checking
+    /// before each write that the job still runs on `upstream_id` (`None`: it does
+    /// not, stop).
     async fn store_outputs(
         &self,
         job: &JobRecord,
+        upstream_id: &str,
         urls: &[String],
-    ) -> Result<Vec<StoredOutput>, UpstreamError> {
-        let bucket = storage::media(&self.env).map_err(|e| UpstreamError::Transient {
-            reason: e.to_string(),
-            retry_after: None,
-        })?;
+    ) -> worker::Result<Option<Result<Vec<StoredOutput>, UpstreamError>>> {
+        let bucket =
+            storage::media(&self.env).map_err(|e| worker::Error::RustError(e.to_string()))?;
         let mut stored = Vec::with_capacity(urls.len());
         for (n, url) in urls.iter().enumerate().take(4) {
-            let bytes = providers::download(url, DOWNLOAD_TIMEOUT_MS).await?;
-            let format = ImageFormat::sniff(&bytes).ok_or_else(|| UpstreamError::Transient {
-                reason: format!("output {n} is not an image"),
-                retry_after: None,
-            })?;
+            let bytes = match providers::download(url, DOWNLOAD_TIMEOUT_MS).await {
+                Ok(b) => b,
+                Err(e) => return Ok(Some(Err(e))),
+            };
+            let Some(format) = ImageFormat::sniff(&bytes) else {
+                return Ok(Some(Err(transient(format!("output {n} is not an image")))));
+            };
             if !is_complete(&bytes, format) {
-                return Err(UpstreamError::Transient {
-                    reason: format!("output {n} was truncated"),
-                    retry_after: None,
-                });
+                return Ok(Some(Err(transient(format!("output {n} was truncated")))));
+            }
+            if !self.load().await?.is_some_and(|j| j.runs_on(upstream_id)) {
+                return Ok(None);
             }
             let size = bytes.len() as u64;
             let (width, height) = imagesize::blob_size(&bytes)
@@ -311,18 +511,17 @@ impl JobRunner {
                     )
                 })
                 .unwrap_or((0, 0));
-            storage::put_image(
+            let put = storage::put_image(
                 &bucket,
                 &keys::output(&job.id, n, format.ext()),
                 bytes,
                 format.media_type(),
                 job.id.as_str(),
             )
-            .await
-            .map_err(|e| UpstreamError::Transient {
-                reason: format!("storing output {n}: {e}"),
-                retry_after: None,
-            })?;
+            .await;
+            if let Err(e) = put {
+                return Ok(Some(Err(transient(format!("storing output {n}: {e}")))));
+            }
             stored.push(StoredOutput {
                 ext: format.ext().to_owned(),
                 content_type: format.media_type().to_owned(),
@@ -331,81 +530,37 @@ impl JobRunner {
                 height,
             });
         }
-        Ok(stored)
+        Ok(Some(Ok(stored)))
     }
 
-    /// After a job ends: refund a failure, write the finished record to KV (for
-    /// history and share pages), and set the alarm that purges it all later.
-    async fn finish(&self, job: &JobRecord) -> worker::Result<()> {
-        if job.status == parallax_api::JobStatus::Failed && job.ownership.charged > 0 {
-            let mut refunded = false;
-            for _ in 0..3 {
-                if accounts::refund_owner(&self.env, &job.ownership.owner, job.id.as_str(), None)
-                    .await
-                    .is_ok()
-                {
-                    refunded = true;
-                    break;
-                }
-            }
-            if !refunded {
-                worker::console_error!("job {}: refund failed after 3 tries", job.id);
-            }
-        }
-        // KV needs at least 60 s of TTL; the purge alarm is what enforces retention.
-        let ttl = job.ownership.retention_secs.max(60);
-        let stored = async {
-            self.env
-                .kv(bindings::JOBS_KV)?
-                .put(&keys::job_record(&job.id), job)?
-                .expiration_ttl(ttl)
-                .execute()
-                .await?;
-            Ok::<(), worker::Error>(())
-        }
-        .await;
-        if let Err(e) = stored {
-            worker::console_error!("job {}: writing the finished record failed: {e}", job.id);
-        }
-        self.sleep_until_due(job).await
-    }
-
-    /// Sets the alarm for what is due next on a finished job: a webhook attempt, else
-    /// the purge.
-    async fn sleep_until_due(&self, job: &JobRecord) -> worker::Result<()> {
+    /// Makes the webhook attempt that is due, if any, and records its outcome unless
+    /// the job was deleted meanwhile.
+    async fn deliver_webhook(&self) -> worker::Result<()> {
         let storage = self.state.storage();
-        let mut delivery = storage.get::<Delivery>(WEBHOOK).await?;
-        if job.failure == Some(FailureKind::Canceled)
-            && let Some(d) = delivery.as_mut().filter(|d| !d.done)
-        {
-            // Like Eachlabs: a canceled prediction sends no webhook.
-            d.done = true;
-            storage.put(WEBHOOK, &*d).await?;
-        }
-        let webhook_at = delivery.filter(|d| !d.done).map(|d| d.next_ms);
-        let at = match (webhook_at, job.expires_ms) {
-            (Some(w), Some(e)) => Some(w.min(e)),
-            (w, e) => w.or(e),
+        let Some(job) = self.load().await? else {
+            return Ok(());
         };
-        if let Some(at) = at {
-            storage.set_alarm(offset_until(at)).await?;
+        if !job.status.is_terminal() || job.deleted {
+            return Ok(());
         }
-        Ok(())
-    }
-
-    /// Makes the webhook attempt that is due, if any, and records its outcome.
-    async fn deliver_webhook(&self, job: &JobRecord) -> worker::Result<()> {
-        let storage = self.state.storage();
         let Some(mut delivery) = storage.get::<Delivery>(WEBHOOK).await? else {
             return Ok(());
         };
+        if job.failure == Some(crate::job::FailureKind::Canceled) {
+            // Like Eachlabs: a canceled prediction sends no webhook.
+            if !delivery.done {
+                delivery.done = true;
+                storage.put(WEBHOOK, &delivery).await?;
+            }
+            return Ok(());
+        }
         if !delivery.is_due(now_ms()) {
             return Ok(());
         }
         let body = match delivery.body.clone() {
             Some(body) => body,
             None => {
-                let body = compat::eachlabs::webhook_body(job, &delivery.target.origin);
+                let body = compat::eachlabs::webhook_body(&job, &delivery.target.origin);
                 delivery.body = Some(body.clone());
                 body
             }
@@ -420,27 +575,55 @@ impl JobRunner {
                 delivery.attempts + 1
             );
         }
+        // A delete may have purged everything while the attempt was out.
+        if self.load().await?.is_none_or(|j| j.deleted) {
+            return Ok(());
+        }
         delivery.attempted(sent.is_ok(), now_ms());
         storage.put(WEBHOOK, &delivery).await
     }
 
-    /// Deletes everything the job left: R2 images, the KV record, this object's state.
+    /// Deletes every R2 object under `results/{id}/`.
+    async fn drop_outputs(&self, id: &parallax_api::RequestId) -> worker::Result<()> {
+        let bucket = self.env.bucket(bindings::MEDIA)?;
+        loop {
+            let listed = bucket
+                .list()
+                .prefix(keys::outputs_prefix(id))
+                .execute()
+                .await?;
+            let objects: Vec<String> = listed.objects().iter().map(|o| o.key()).collect();
+            if objects.is_empty() {
+                return Ok(());
+            }
+            bucket.delete_multiple(objects).await?;
+            if !listed.truncated() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Deletes everything the job left: its R2 images (by prefix, so an output no
+    /// record lists goes too) and this object's state.
     async fn purge(&self, job: &JobRecord) -> worker::Result<()> {
-        let mut objects = vec![keys::input(&job.id)];
-        objects.extend(
-            job.outputs
-                .iter()
-                .enumerate()
-                .map(|(n, o)| keys::output(&job.id, n, &o.ext)),
-        );
-        self.env
-            .bucket(bindings::MEDIA)?
-            .delete_multiple(objects)
+        let done = async {
+            self.env
+                .bucket(bindings::MEDIA)?
+                .delete(keys::input(&job.id))
+                .await?;
+            self.drop_outputs(&job.id).await
+        }
+        .await;
+        if let Err(e) = done {
+            worker::console_warn!("job {}: purge failed: {e}", job.id);
+            self.update(|j| {
+                if let Some(p) = j.outbox.purge.as_mut() {
+                    p.failed(now_ms(), jitter());
+                }
+            })
             .await?;
-        self.env
-            .kv(bindings::JOBS_KV)?
-            .delete(&keys::job_record(&job.id))
-            .await?;
+            return self.schedule().await;
+        }
         let storage = self.state.storage();
         storage.delete_alarm().await?;
         storage.delete_all().await?;

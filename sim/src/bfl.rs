@@ -64,6 +64,7 @@ async fn submit(State(sim): State<Shared>, req: Request) -> Response {
         prompt,
     };
     let job = create_job(&sim, ask);
+    crate::gates::hold_job(&sim, "bfl", "submit", &job).await;
     Json(json!({
         "id": job.id,
         "polling_url": format!("{}/bfl/v1/get_result?id={}", sim.base, job.id),
@@ -84,6 +85,7 @@ async fn get_result(
     let Some(job) = sim.jobs.get(&id) else {
         return Json(json!({"id": id, "status": "Task not found", "result": null, "progress": null, "details": null})).into_response();
     };
+    crate::gates::hold_job(&sim, "bfl", "poll", &job).await;
     let body = match sim.jobs.phase(&job) {
         Phase::Queued => {
             json!({"id": id, "status": "Pending", "result": null, "progress": 0.0, "details": null})

@@ -43,6 +43,10 @@ pub struct Sim {
     submissions: Mutex<HashMap<String, u32>>,
     /// Later requests naming a job, per prompt: (polls and other API calls, downloads).
     requests: Mutex<HashMap<String, (u32, u32)>>,
+    /// Gates that hold provider calls for interleaving tests.
+    pub gates: crate::gates::Gates,
+    /// Idempotency keys seen by the Parallax protocol: key → job id.
+    pub idempotency: Mutex<HashMap<String, String>>,
 }
 
 pub type Shared = Arc<Sim>;
@@ -56,6 +60,8 @@ impl Sim {
             uploads: Mutex::new(HashMap::new()),
             submissions: Mutex::new(HashMap::new()),
             requests: Mutex::new(HashMap::new()),
+            gates: crate::gates::Gates::default(),
+            idempotency: Mutex::new(HashMap::new()),
         }
     }
 
@@ -355,6 +361,27 @@ pub async fn count_requests(
     resp
 }
 
+/// `GET /debug/jobs`: every live job with its prompt, phase and whether it was
+/// canceled (the audit checks no job still runs for a finished Parallax job).
+pub async fn jobs(State(sim): State<Shared>) -> Response {
+    let (all, _) = sim.jobs.partition(|_| Some(true));
+    let out: Vec<Value> = all
+        .iter()
+        .filter_map(|id| sim.jobs.get(id))
+        .map(|job| {
+            let phase = match sim.jobs.phase(&job) {
+                Phase::Queued => "queued".to_owned(),
+                Phase::Processing => "processing".to_owned(),
+                Phase::Completed => "completed".to_owned(),
+                Phase::Failed(_) => "failed".to_owned(),
+            };
+            json!({"id": job.id, "prompt": job.spec.prompt, "phase": phase,
+                   "canceled": job.canceled.load(std::sync::atomic::Ordering::Relaxed)})
+        })
+        .collect();
+    Json(Value::from(out)).into_response()
+}
+
 /// `GET /debug/requests`: per prompt, upstream requests the sim served for it
 /// (`submits`, `polls`, `downloads`), so tests and benchmarks can count the edge's
 /// polling cost.
@@ -398,6 +425,7 @@ pub async fn output(
     let Some(o) = found else {
         return not_found();
     };
+    crate::gates::hold_job(&sim, "cdn", "download", &job).await;
     if job.spec.prompt.contains("[sim:slowdownload]") {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }

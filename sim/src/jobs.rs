@@ -38,6 +38,8 @@ pub struct Job {
     pub spec: RenderSpec,
     /// Canceled by the client (Replicate's cancel).
     pub canceled: std::sync::atomic::AtomicBool,
+    /// Canceled while still queued (it never ran).
+    pub never_started: std::sync::atomic::AtomicBool,
     outputs: OnceLock<Arc<Vec<Rendered>>>,
 }
 
@@ -86,6 +88,7 @@ impl Jobs {
             process: process.unwrap_or(self.timing.process),
             spec,
             canceled: std::sync::atomic::AtomicBool::new(false),
+            never_started: std::sync::atomic::AtomicBool::new(false),
             outputs: OnceLock::new(),
         });
         self.lock().insert(id, job.clone());

@@ -4,7 +4,8 @@
 //!
 //! Each protocol lives under its own prefix, as if on its own host.
 //!
-//! `/debug/submissions` and `/debug/requests` count what the edge asked, per prompt.
+//! `/debug/submissions` and `/debug/requests` count what the edge asked, per prompt;
+//! `/debug/jobs` lists the sim's jobs; `/debug/gates` holds calls (see `gates`).
 //!
 //! Usage: `parallax-sim [--port 8790] [--queue-ms 400] [--process-ms 1800] [--expiry-s 3600]`
 
@@ -14,6 +15,7 @@
 mod bfl;
 mod comfyui;
 mod common;
+mod gates;
 mod jobs;
 mod replicate;
 mod segmind;
@@ -84,6 +86,10 @@ async fn main() {
             axum::routing::get(common::submissions),
         )
         .route("/debug/requests", axum::routing::get(common::requests))
+        .route("/debug/jobs", axum::routing::get(common::jobs))
+        .route("/debug/gates", axum::routing::post(gates::create))
+        .route("/debug/gates/{id}/wait", axum::routing::get(gates::wait))
+        .route("/debug/gates/{id}/open", axum::routing::post(gates::open))
         .nest("/segmind", segmind::router("segmind"))
         .nest("/parallax", segmind::router("parallax"))
         .nest("/replicate", replicate::router())

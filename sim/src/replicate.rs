@@ -130,13 +130,22 @@ async fn create(State(sim): State<Shared>, Path(model): Path<String>, req: Reque
         prompt,
     };
     let job = create_job(&sim, ask);
+    crate::gates::hold_job(&sim, "replicate", "submit", &job).await;
     (StatusCode::CREATED, Json(prediction(&sim, &job, &input))).into_response()
 }
 
 fn prediction(sim: &Shared, job: &Job, input: &Map<String, Value>) -> Value {
     let dev = job.model == "flux-depth-dev";
     let base = format!("{}/replicate/v1/predictions/{}", sim.base, job.id);
-    let (status, output, error) = match sim.jobs.phase(job) {
+    let phase = sim.jobs.phase(job);
+    let never_started =
+        phase == Phase::Queued || job.never_started.load(std::sync::atomic::Ordering::Relaxed);
+    let started_at = if never_started {
+        Value::Null
+    } else {
+        json!("2026-01-01T00:00:01.000000Z")
+    };
+    let (status, output, error) = match phase {
         Phase::Queued => ("starting", Value::Null, Value::Null),
         Phase::Processing => ("processing", Value::Null, Value::Null),
         Phase::Completed => {
@@ -169,6 +178,9 @@ fn prediction(sim: &Shared, job: &Job, input: &Map<String, Value>) -> Value {
         "error": error,
         "logs": "",
         "status": status,
+        // https://replicate.com/docs/reference/http#predictions.get: null until the
+        // prediction starts running.
+        "started_at": started_at,
         "data_removed": false,
         "urls": {"get": base, "cancel": format!("{base}/cancel"), "stream": format!("{base}/stream")},
         "metrics": {"predict_time": sim.jobs.timing.process.as_secs_f64(), "image_count": job.spec.count}
@@ -184,7 +196,10 @@ async fn get_prediction(
         return unauthenticated();
     }
     match sim.jobs.get(&id) {
-        Some(job) => Json(prediction(&sim, &job, &Map::new())).into_response(),
+        Some(job) => {
+            crate::gates::hold_job(&sim, "replicate", "poll", &job).await;
+            Json(prediction(&sim, &job, &Map::new())).into_response()
+        }
         None => problem(
             StatusCode::NOT_FOUND,
             "Not found",
@@ -199,9 +214,14 @@ async fn cancel(State(sim): State<Shared>, Path(id): Path<String>, headers: Head
     }
     match sim.jobs.get(&id) {
         Some(job) => {
-            if !matches!(sim.jobs.phase(&job), Phase::Completed | Phase::Failed(_)) {
+            crate::gates::hold_job(&sim, "replicate", "cancel", &job).await;
+            let phase = sim.jobs.phase(&job);
+            if !matches!(phase, Phase::Completed | Phase::Failed(_)) {
                 job.canceled
                     .store(true, std::sync::atomic::Ordering::Relaxed);
+                // Replicate's prediction keeps `started_at` null if it never started.
+                job.never_started
+                    .store(phase == Phase::Queued, std::sync::atomic::Ordering::Relaxed);
             }
             Json(prediction(&sim, &job, &Map::new())).into_response()
         }

@@ -18,6 +18,7 @@ use crate::common::{
     Ask, Shared, create_job, decode_control, error, has_header, metrics, num, output_urls,
     read_fields, text,
 };
+use crate::gates;
 use crate::jobs::{Job, Phase};
 use parallax_sim::render::Format;
 
@@ -28,8 +29,18 @@ pub fn router(scope: &'static str) -> Router<Shared> {
             "/v2/{model}",
             post(move |s: State<Shared>, p: Path<String>, r: Request| submit(scope, s, p, r)),
         )
-        .route("/v2/requests/{id}/status", get(status))
-        .route("/v2/requests/{id}", get(result))
+        .route(
+            "/v2/requests/{id}/status",
+            get(move |s: State<Shared>, p: Path<String>, h: HeaderMap| status(scope, s, p, h)),
+        )
+        .route(
+            "/v2/requests/{id}",
+            get(move |s: State<Shared>, p: Path<String>, h: HeaderMap| result(scope, s, p, h)),
+        )
+        .route(
+            "/v2/requests/{id}/cancel",
+            post(move |s: State<Shared>, p: Path<String>, h: HeaderMap| cancel(scope, s, p, h)),
+        )
 }
 
 fn unauthorized() -> Response {
@@ -47,6 +58,20 @@ async fn submit(
 ) -> Response {
     if !has_header(req.headers(), "x-api-key") {
         return unauthorized();
+    }
+    // A Parallax upstream replays a submit with a known `Idempotency-Key` (Segmind has
+    // no such header).
+    let key = (scope == "parallax")
+        .then(|| req.headers().get("idempotency-key"))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let replayed = key.as_ref().and_then(|k| {
+        let known = sim.idempotency.lock().unwrap_or_else(|e| e.into_inner());
+        known.get(k).and_then(|id| sim.jobs.get(id))
+    });
+    if let Some(job) = replayed {
+        return accepted(&sim, scope, &job.id);
     }
     let dev = match model.as_str() {
         "flux-depth-pro" => false,
@@ -93,8 +118,19 @@ async fn submit(
     };
     // Like Segmind, a well-formed but unusable body is accepted and fails later.
     let job = create_job(&sim, ask);
+    if let Some(k) = key {
+        sim.idempotency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(k, job.id.clone());
+    }
+    gates::hold_job(&sim, scope, "submit", &job).await;
+    accepted(&sim, scope, &job.id)
+}
+
+/// The submit's answer for job `id`.
+fn accepted(sim: &Shared, scope: &str, id: &str) -> Response {
     let base = format!("{}/{scope}", sim.base);
-    let id = &job.id;
     Json(json!({
         "request_id": id,
         "status": "QUEUED",
@@ -123,11 +159,17 @@ fn failed(sim: &Shared, id: &str, reason: &str) -> Response {
         .into_response()
 }
 
-async fn status(State(sim): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn status(
+    scope: &'static str,
+    State(sim): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let job = match find_job(&sim, &headers, &id) {
         Ok(job) => job,
         Err(resp) => return resp,
     };
+    gates::hold_job(&sim, scope, "poll", &job).await;
     let (status, metrics) = match sim.jobs.phase(&job) {
         Phase::Queued => ("QUEUED", json!({})),
         Phase::Processing => ("PROCESSING", json!({})),
@@ -137,11 +179,17 @@ async fn status(State(sim): State<Shared>, Path(id): Path<String>, headers: Head
     Json(json!({"status": status, "request_id": id, "metrics": metrics})).into_response()
 }
 
-async fn result(State(sim): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn result(
+    scope: &'static str,
+    State(sim): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let job = match find_job(&sim, &headers, &id) {
         Ok(job) => job,
         Err(resp) => return resp,
     };
+    gates::hold_job(&sim, scope, "result", &job).await;
     let (status, output) = match sim.jobs.phase(&job) {
         Phase::Queued => ("QUEUED", Value::Null),
         Phase::Processing => ("PROCESSING", Value::Null),
@@ -157,5 +205,39 @@ async fn result(State(sim): State<Shared>, Path(id): Path<String>, headers: Head
         }
     };
     Json(json!({"status": status, "request_id": id, "error": null, "output": output, "metrics": metrics(&sim.jobs)}))
+        .into_response()
+}
+
+/// `POST /v2/requests/{id}/cancel` (the Parallax protocol only; Segmind has no cancel):
+/// a running job is stopped and answered as our API answers it, with `metrics.credits`
+/// refunded in full when it had not started; a finished one answers 409.
+async fn cancel(
+    scope: &'static str,
+    State(sim): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if scope != "parallax" {
+        return error(StatusCode::NOT_FOUND, "Not found");
+    }
+    let job = match find_job(&sim, &headers, &id) {
+        Ok(job) => job,
+        Err(resp) => return resp,
+    };
+    gates::hold_job(&sim, scope, "cancel", &job).await;
+    let phase = sim.jobs.phase(&job);
+    if matches!(phase, Phase::Completed | Phase::Failed(_)) {
+        return error(StatusCode::CONFLICT, "This request already finished");
+    }
+    job.canceled
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let refunded = if phase == Phase::Queued { 5 } else { 0 };
+    (
+        StatusCode::OK,
+        Json(
+            json!({"request_id": id, "status": "FAILED", "error": "Canceled by its owner",
+            "metrics": {"credits": {"charged": 5, "refunded": refunded}}}),
+        ),
+    )
         .into_response()
 }

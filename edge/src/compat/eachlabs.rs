@@ -291,7 +291,10 @@ mod tests {
         let p = prediction(&failed, "o");
         assert_eq!(p["status"], "error");
         assert_eq!(p["output"]["error_code"], "PROVIDER_REJECTED");
-        assert_eq!(p["output"]["error_message"], "Content moderated");
+        assert_eq!(
+            p["output"]["error_message"],
+            "Rejected by the provider's safety filter (content moderated)"
+        );
         let mut canceled = job();
         canceled.fail(FailureKind::Canceled, "Canceled by its owner", 1_001_000);
         assert_eq!(status(&canceled), "cancelled");

@@ -1,6 +1,6 @@
-//! `GET /v2/requests/{id}/status`, `GET /v2/requests/{id}` and
-//! `DELETE /v2/requests/{id}`: answered by the job's `JobRunner` (strongly
-//! consistent), never by the upstream.
+//! `GET /v2/requests/{id}/status`, `GET /v2/requests/{id}`,
+//! `POST /v2/requests/{id}/cancel` and `DELETE /v2/requests/{id}`: answered by the
+//! job's `JobRunner` (strongly consistent), never by the upstream.
 
 use parallax_api::{JobStatus, RequestId};
 use serde_json::json;
@@ -26,6 +26,19 @@ fn not_found() -> EdgeError {
 
 /// Sends an internal request to a job's runner and decodes its record, or 404.
 async fn runner_call(env: &Env, id: &RequestId, path: &str, post: bool) -> EdgeResult<JobRecord> {
+    match runner_answer(env, id, path, post).await? {
+        (200, job) => Ok(job),
+        (other, _) => Err(EdgeError::Internal(format!("runner answered {other}"))),
+    }
+}
+
+/// The runner's status and record (200, or 409 for a cancel of a finished job).
+async fn runner_answer(
+    env: &Env,
+    id: &RequestId,
+    path: &str,
+    post: bool,
+) -> EdgeResult<(u16, JobRecord)> {
     let req = if post {
         internal_request(path, Some(&()))?
     } else {
@@ -33,7 +46,7 @@ async fn runner_call(env: &Env, id: &RequestId, path: &str, post: bool) -> EdgeR
     };
     let mut resp = runner_stub(env, id)?.fetch_with_request(req).await?;
     match resp.status_code() {
-        200 => Ok(resp.json::<JobRecord>().await?),
+        code @ (200 | 409) => Ok((code, resp.json::<JobRecord>().await?)),
         404 => Err(not_found()),
         other => Err(EdgeError::Internal(format!("runner answered {other}"))),
     }
@@ -64,26 +77,65 @@ pub async fn get_result(req: &Request, env: &Env, id: &str) -> EdgeResult<Respon
     Ok(http::json(&job.result(&origin), status_code(&job)))
 }
 
-/// Cancels a running job (refunding it) or deletes a finished one with its images.
-/// Only the account that submitted it may.
-pub async fn delete_job(env: &Env, caller: &Caller, raw_id: &str) -> EdgeResult<Response> {
+/// The job, if `caller` submitted it (403 otherwise).
+async fn owned(env: &Env, caller: &Caller, raw_id: &str) -> EdgeResult<JobRecord> {
     let job = load(env, raw_id).await?;
     if job.ownership.owner != caller.account {
         return Err(EdgeError::Forbidden(
             "This request belongs to another API key".into(),
         ));
     }
-    if job.status.is_terminal() {
-        runner_call(env, &job.id, "/delete", true).await?;
-        caller.forget(env, job.id.as_str()).await?;
-        Ok(http::json(
+    Ok(job)
+}
+
+/// `POST /v2/requests/{id}/cancel`: stops a QUEUED or PROCESSING job and answers its
+/// status (FAILED, canceled, with `metrics.credits` saying what was refunded); a
+/// finished job answers 409 and is left as it is. Only its owner may.
+pub async fn cancel_job(env: &Env, caller: &Caller, raw_id: &str) -> EdgeResult<Response> {
+    let job = owned(env, caller, raw_id).await?;
+    match runner_answer(env, &job.id, "/cancel", true).await? {
+        (409, finished) => Err(EdgeError::Conflict {
+            message: format!(
+                "This request already finished ({}); there is nothing to cancel",
+                finished.status.as_str()
+            ),
+            retry_after_secs: None,
+        }),
+        (_, canceled) => {
+            caller.refresh(env).await?;
+            Ok(http::json(&canceled.status_response(), 200))
+        }
+    }
+}
+
+/// `DELETE /v2/requests/{id}`: removes a job and its images; a running job is canceled
+/// first (as by the cancel verb) and its status answered. Only its owner may.
+pub async fn delete_job(env: &Env, caller: &Caller, raw_id: &str) -> EdgeResult<Response> {
+    let job = owned(env, caller, raw_id).await?;
+    let finished = job.status.is_terminal();
+    let canceled = if finished {
+        None
+    } else {
+        match runner_answer(env, &job.id, "/cancel", true).await? {
+            (200, canceled) => Some(canceled),
+            // It finished meanwhile: delete it as a finished job.
+            _ => None,
+        }
+    };
+    runner_call(env, &job.id, "/delete", true).await?;
+    caller.forget(env, job.id.as_str()).await?;
+    match canceled {
+        Some(c) => {
+            caller.refresh(env).await?;
+            let mut body = serde_json::to_value(c.status_response())
+                .map_err(|e| EdgeError::Internal(e.to_string()))?;
+            body["deleted"] = json!(true);
+            Ok(http::json(&body, 200))
+        }
+        None => Ok(http::json(
             &json!({"request_id": job.id, "deleted": true}),
             200,
-        ))
-    } else {
-        let canceled = runner_call(env, &job.id, "/cancel", true).await?;
-        caller.refresh(env).await?;
-        Ok(http::json(&canceled.status_response(), 200))
+        )),
     }
 }
 

@@ -18,9 +18,10 @@ pub fn asset(id: &str, ext: &str) -> String {
     format!("assets/{id}.{ext}")
 }
 
-/// KV: the finished record of a job.
-pub fn job_record(id: &RequestId) -> String {
-    format!("job:{id}")
+/// R2: the prefix of every output of a job (purged as a whole, so an output that no
+/// record lists cannot survive).
+pub fn outputs_prefix(id: &RequestId) -> String {
+    format!("results/{id}/")
 }
 
 /// KV: an API key's record, by the key's SHA-256 (the key itself is never stored).
@@ -59,6 +60,6 @@ mod tests {
             output_path(&id, 0, "jpg"),
             format!("/{}", output(&id, 0, "jpg"))
         );
-        assert_eq!(job_record(&id), "job:2c7f59ea-13f1-402c-9353-915a2b5a2124");
+        assert!(output(&id, 3, "png").starts_with(&outputs_prefix(&id)));
     }
 }
