@@ -12,6 +12,7 @@ pub mod segmind;
 use parallax_api::{FieldError, Model, Params};
 
 use crate::config::Provider;
+use crate::input::image::ImageInfo;
 use crate::job::JobRecord;
 
 use serde::{Deserialize, Serialize};
@@ -223,8 +224,14 @@ pub fn test_response(status: u16, body: serde_json::Value) -> UpstreamResponse {
     }
 }
 
-/// Whether `provider` can do what `params` ask for `model`; the error names the field.
-pub fn check(kind: Kind, model: Model, params: &Params) -> Result<(), FieldError> {
+/// Whether `provider` can do what `params` ask for `model` with this control image;
+/// the error names the field.
+pub fn check(
+    kind: Kind,
+    model: Model,
+    params: &Params,
+    input: &ImageInfo,
+) -> Result<(), FieldError> {
     if !kind.serves(model) {
         return Err(FieldError::new(
             "model",
@@ -233,7 +240,7 @@ pub fn check(kind: Kind, model: Model, params: &Params) -> Result<(), FieldError
     }
     match kind {
         Kind::Replicate => replicate::check(model, params),
-        Kind::ComfyUi => comfyui::check(params),
+        Kind::ComfyUi => comfyui::check(params, input),
         Kind::Segmind | Kind::Parallax | Kind::Bfl => Ok(()),
     }
 }
@@ -266,14 +273,49 @@ pub async fn submit(
             bfl::parse_submit(&send(name, &req, timeout_ms).await?)
         }
         Kind::ComfyUi => {
+            // ComfyUI runs a repeated prompt again: if an earlier attempt of this job
+            // reached the server (an answer lost on the way back), follow that one.
+            let id = job.id.as_str();
+            if comfyui_lookup(provider, id, timeout_ms).await? != comfyui::Lookup::Unknown {
+                return Ok(comfyui::submitted(provider, id));
+            }
             let file = format!("parallax-{}.{}", job.id, job.input.format.ext());
-            let upload =
-                comfyui::build_upload(provider, &file, image, job.input.format.media_type());
+            let upload = comfyui::build_upload(
+                provider,
+                &comfyui::job_folder(job),
+                &file,
+                image,
+                job.input.format.media_type(),
+            );
             let uploaded = comfyui::parse_upload(&send(name, &upload, timeout_ms).await?)?;
             let req = comfyui::build_prompt(provider, job, &uploaded);
-            comfyui::parse_prompt(provider, &send(name, &req, timeout_ms).await?)
+            comfyui::parse_prompt(provider, id, &send(name, &req, timeout_ms).await?)
         }
     }
+}
+
+/// Where prompt `prompt_id` is at a ComfyUI server: its history first (finished),
+/// then its queue (running or pending), else unknown. The runner uses it before any
+/// resubmit of the same id and on cancel.
+pub async fn comfyui_lookup(
+    provider: &Provider,
+    prompt_id: &str,
+    timeout_ms: u32,
+) -> Result<comfyui::Lookup, UpstreamError> {
+    let name = provider.kind.name();
+    let history = comfyui::build_get(
+        provider,
+        &format!("{}/history/{prompt_id}", provider.base_url),
+    );
+    if let Some(state) = comfyui::parse_history(
+        provider,
+        prompt_id,
+        &send(name, &history, timeout_ms).await?,
+    )? {
+        return Ok(comfyui::Lookup::Done(state));
+    }
+    let queue = comfyui::build_get(provider, &format!("{}/queue", provider.base_url));
+    comfyui::parse_queue(prompt_id, &send(name, &queue, timeout_ms).await?)
 }
 
 /// Asks `provider` where a submitted job is.
@@ -316,38 +358,73 @@ pub async fn poll(
             let resp = send(name, &bfl::build_get(provider, &sub.status_url), timeout_ms).await?;
             bfl::parse_state(&resp)
         }
-        Kind::ComfyUi => {
-            let resp = send(
-                name,
-                &comfyui::build_get(provider, &sub.status_url),
-                timeout_ms,
-            )
-            .await?;
-            match comfyui::parse_history(provider, &sub.upstream_id, &resp)? {
-                Some(state) => Ok(state),
-                None => {
-                    let resp = send(
-                        name,
-                        &comfyui::build_get(provider, &sub.result_url),
-                        timeout_ms,
-                    )
-                    .await?;
-                    comfyui::parse_queue(&sub.upstream_id, &resp)
-                }
-            }
-        }
+        Kind::ComfyUi => match comfyui_lookup(provider, &sub.upstream_id, timeout_ms).await? {
+            comfyui::Lookup::Done(state) => Ok(state),
+            comfyui::Lookup::Running => Ok(UpstreamState::Processing),
+            comfyui::Lookup::Queued => Ok(UpstreamState::Queued),
+            // It may have finished between the two calls: look again next time, but
+            // never forever (the job's deadline ends it).
+            comfyui::Lookup::Unknown => Err(UpstreamError::Transient {
+                reason: "comfyui has the prompt neither queued nor in its history".into(),
+                retry_after: None,
+            }),
+        },
     }
 }
 
-/// Asks the provider to stop a job, where its protocol allows (best effort).
-pub async fn cancel(provider: &Provider, sub: &Submitted) {
-    if let (Kind::Replicate, Some(url)) = (provider.kind, &sub.cancel_url) {
-        let _ = send(
-            provider.kind.name(),
-            &replicate::build_cancel(provider, url),
-            10_000,
-        )
-        .await;
+/// What a cancel achieved at the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The provider confirms the job never ran (removed from its queue): nothing spent.
+    Stopped,
+    /// Asked; it may have run already (spent).
+    Requested,
+    /// The protocol has no cancel.
+    Unsupported,
+}
+
+/// Asks the provider to stop a submitted job, where its protocol allows.
+pub async fn cancel(
+    provider: &Provider,
+    sub: &Submitted,
+    timeout_ms: u32,
+) -> Result<CancelOutcome, UpstreamError> {
+    let name = provider.kind.name();
+    match provider.kind {
+        Kind::ComfyUi => {
+            let id = sub.upstream_id.as_str();
+            match comfyui_lookup(provider, id, timeout_ms).await? {
+                comfyui::Lookup::Queued => {
+                    let req = comfyui::build_queue_delete(provider, id);
+                    send(name, &req, timeout_ms).await?;
+                    // Gone from the queue and not in the history: it never ran.
+                    Ok(match comfyui_lookup(provider, id, timeout_ms).await? {
+                        comfyui::Lookup::Unknown => CancelOutcome::Stopped,
+                        comfyui::Lookup::Running => {
+                            send(name, &comfyui::build_interrupt(provider, id), timeout_ms).await?;
+                            CancelOutcome::Requested
+                        }
+                        _ => CancelOutcome::Requested,
+                    })
+                }
+                comfyui::Lookup::Running => {
+                    // Only when ours is the one running: older servers ignore the
+                    // body and interrupt whatever runs.
+                    send(name, &comfyui::build_interrupt(provider, id), timeout_ms).await?;
+                    Ok(CancelOutcome::Requested)
+                }
+                comfyui::Lookup::Done(_) => Ok(CancelOutcome::Requested),
+                comfyui::Lookup::Unknown => Ok(CancelOutcome::Stopped),
+            }
+        }
+        Kind::Replicate => match &sub.cancel_url {
+            Some(url) => {
+                send(name, &replicate::build_cancel(provider, url), timeout_ms).await?;
+                Ok(CancelOutcome::Requested)
+            }
+            None => Ok(CancelOutcome::Unsupported),
+        },
+        Kind::Segmind | Kind::Parallax | Kind::Bfl => Ok(CancelOutcome::Unsupported),
     }
 }
 
@@ -421,12 +498,17 @@ impl Kind {
     }
 }
 
-/// Downloads one output file.
-pub async fn download(url: &str, timeout_ms: u32) -> Result<Vec<u8>, UpstreamError> {
+/// Downloads one output file. A URL on the provider's own host gets the provider's
+/// auth header (ComfyUI's `/view` behind an API-key proxy); a CDN URL gets none.
+pub async fn download(
+    provider: &Provider,
+    url: &str,
+    timeout_ms: u32,
+) -> Result<Vec<u8>, UpstreamError> {
     let req = UpstreamRequest {
         method: HttpMethod::Get,
         url: url.to_owned(),
-        headers: Vec::new(),
+        headers: download_headers(provider, url),
         body: None,
     };
     let resp = send("output download", &req, timeout_ms).await?;
@@ -439,6 +521,18 @@ pub async fn download(url: &str, timeout_ms: u32) -> Result<Vec<u8>, UpstreamErr
             resp.retry_after,
             "",
         ))
+    }
+}
+
+/// The headers for downloading `url` from `provider`: its auth only on its own origin.
+pub fn download_headers(provider: &Provider, url: &str) -> Vec<(&'static str, String)> {
+    let own = !provider.base_url.is_empty()
+        && url
+            .strip_prefix(&provider.base_url)
+            .is_some_and(|rest| rest.starts_with('/'));
+    match provider.kind {
+        Kind::ComfyUi if own => comfyui::headers(provider),
+        _ => Vec::new(),
     }
 }
 
@@ -463,6 +557,26 @@ mod tests {
             UpstreamError::from_status("segmind", 401, None, "bad key"),
             UpstreamError::Permanent("segmind answered HTTP 401: bad key".into())
         );
+    }
+
+    #[test]
+    fn downloads_carry_the_key_only_to_the_providers_own_host() {
+        let comfy = Provider {
+            kind: Kind::ComfyUi,
+            base_url: "https://gpu.example.com".into(),
+            api_key: Some(crate::config::Secret::new("k")),
+        };
+        assert_eq!(
+            download_headers(&comfy, "https://gpu.example.com/view?filename=a.png"),
+            vec![("authorization", "Bearer k".to_owned())]
+        );
+        assert!(download_headers(&comfy, "https://gpu.example.com.evil/view").is_empty());
+        let replicate = Provider {
+            kind: Kind::Replicate,
+            base_url: "https://api.replicate.com".into(),
+            api_key: Some(crate::config::Secret::new("r8")),
+        };
+        assert!(download_headers(&replicate, "https://replicate.delivery/x.webp").is_empty());
     }
 
     #[test]

@@ -84,7 +84,7 @@ impl DurableObject for JobRunner {
                         if let (Some(sub), Ok(provider)) =
                             (&job.upstream, provider(&self.config(), &job.provider))
                         {
-                            providers::cancel(&provider, sub).await;
+                            let _ = providers::cancel(&provider, sub, 10_000).await;
                         }
                         if !job.status.is_terminal() {
                             job.fail(FailureKind::Canceled, "Canceled by its owner", now_ms());
@@ -272,7 +272,7 @@ impl JobRunner {
                 retry_after: None,
             }),
             UpstreamState::Completed(urls) => {
-                let outputs = self.store_outputs(job, &urls).await?;
+                let outputs = self.store_outputs(&provider, job, &urls).await?;
                 job.complete(outputs, now_ms());
                 Ok(Next::Done)
             }
@@ -282,6 +282,7 @@ impl JobRunner {
     /// Downloads every output at once (provider URLs expire) and writes it to R2.
     async fn store_outputs(
         &self,
+        provider: &crate::config::Provider,
         job: &JobRecord,
         urls: &[String],
     ) -> Result<Vec<StoredOutput>, UpstreamError> {
@@ -291,7 +292,7 @@ impl JobRunner {
         })?;
         let mut stored = Vec::with_capacity(urls.len());
         for (n, url) in urls.iter().enumerate().take(4) {
-            let bytes = providers::download(url, DOWNLOAD_TIMEOUT_MS).await?;
+            let bytes = providers::download(provider, url, DOWNLOAD_TIMEOUT_MS).await?;
             let format = ImageFormat::sniff(&bytes).ok_or_else(|| UpstreamError::Transient {
                 reason: format!("output {n} is not an image"),
                 retry_after: None,
