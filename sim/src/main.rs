@@ -87,7 +87,8 @@ async fn main() {
         .nest("/segmind", segmind::router("segmind"))
         .nest("/parallax", segmind::router("parallax"))
         .nest("/replicate", replicate::router())
-        .nest("/comfyui", comfyui::router())
+        .nest("/comfyui", comfyui::router(false))
+        .nest("/comfyui-proxy", comfyui::router(true))
         .nest("/bfl", bfl::router())
         .layer(axum::middleware::from_fn_with_state(
             sim.clone(),
@@ -104,7 +105,7 @@ async fn main() {
         }
     };
     println!(
-        "parallax-sim on {base}: /segmind and /parallax (Segmind v2), /replicate, /comfyui, /bfl"
+        "parallax-sim on {base}: /segmind and /parallax (Segmind v2), /replicate, /comfyui (and /comfyui-proxy, keyed), /bfl"
     );
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
