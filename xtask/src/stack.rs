@@ -16,7 +16,8 @@ pub const SIM_PROVIDERS: [(&str, &str); 5] = [
     ("SEGMIND", "segmind"),
     ("REPLICATE", "replicate"),
     ("BFL", "bfl"),
-    ("COMFYUI", "comfyui"),
+    // ComfyUI behind the API-key proxy: every call, `/view` included, needs the key.
+    ("COMFYUI", "comfyui-proxy"),
     ("PARALLAX_UPSTREAM", "parallax"),
 ];
 
