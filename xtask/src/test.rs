@@ -62,10 +62,16 @@ pub fn run() -> Result {
     fs::create_dir_all(&e2e).map_err(|e| format!("creating {}: {e}", e2e.display()))?;
     let key = probe_key();
     let env_file = e2e.join("secrets.env");
-    let secrets: String = ["SEGMIND", "REPLICATE", "BFL", "PARALLAX_UPSTREAM", "COMFYUI"]
-        .iter()
-        .map(|p| format!("{p}_API_KEY={key}\n"))
-        .collect();
+    let secrets: String = [
+        "SEGMIND",
+        "REPLICATE",
+        "BFL",
+        "PARALLAX_UPSTREAM",
+        "COMFYUI",
+    ]
+    .iter()
+    .map(|p| format!("{p}_API_KEY={key}\n"))
+    .collect();
     fs::write(&env_file, secrets).map_err(|e| e.to_string())?;
     let log = e2e.join("stack.log");
     let state = e2e.join("state");
