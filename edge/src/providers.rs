@@ -6,6 +6,7 @@
 
 pub mod bfl;
 pub mod comfyui;
+pub mod fal;
 pub mod replicate;
 pub mod segmind;
 
@@ -58,6 +59,7 @@ impl UpstreamRequest {
 pub enum HttpMethod {
     Get,
     Post,
+    Put,
 }
 
 /// What an upstream answered, as the pure parsers see it.
@@ -185,6 +187,7 @@ pub async fn send(
     init.with_method(match req.method {
         HttpMethod::Get => Method::Get,
         HttpMethod::Post => Method::Post,
+        HttpMethod::Put => Method::Put,
     })
     .with_headers(headers);
     if let Some(body) = &req.body {
@@ -241,6 +244,7 @@ pub fn check(
     match kind {
         Kind::Replicate => replicate::check(model, params),
         Kind::ComfyUi => comfyui::check(params, input),
+        Kind::Fal => fal::check(params),
         Kind::Segmind | Kind::Parallax | Kind::Bfl => Ok(()),
     }
 }
@@ -267,6 +271,16 @@ pub async fn submit(
                 job.input.format.media_type(),
             );
             replicate::parse_prediction_urls(&send(name, &req, timeout_ms).await?)
+        }
+        Kind::Fal => {
+            let req = fal::build_submit(
+                provider,
+                &job.params,
+                &job.input,
+                image,
+                job.input.format.media_type(),
+            );
+            fal::parse_submit(&send(name, &req, timeout_ms).await?)
         }
         Kind::Bfl => {
             let req = bfl::build_submit(provider, &job.params, image);
@@ -358,6 +372,15 @@ pub async fn poll(
             let resp = send(name, &bfl::build_get(provider, &sub.status_url), timeout_ms).await?;
             bfl::parse_state(&resp)
         }
+        Kind::Fal => {
+            let resp = send(name, &fal::build_get(provider, &sub.status_url), timeout_ms).await?;
+            let state = fal::parse_status(&resp)?;
+            if state != UpstreamState::Completed(Vec::new()) {
+                return Ok(state);
+            }
+            let resp = send(name, &fal::build_get(provider, &sub.result_url), timeout_ms).await?;
+            fal::parse_result(&resp)
+        }
         Kind::ComfyUi => match comfyui_lookup(provider, &sub.upstream_id, timeout_ms).await? {
             comfyui::Lookup::Done(state) => Ok(state),
             comfyui::Lookup::Running => Ok(UpstreamState::Processing),
@@ -424,6 +447,15 @@ pub async fn cancel(
             }
             None => Ok(CancelOutcome::Unsupported),
         },
+        Kind::Fal => match &sub.cancel_url {
+            Some(url) => {
+                fal::parse_cancel(
+                    &send(name, &fal::build_cancel(provider, url), timeout_ms).await?,
+                )?;
+                Ok(CancelOutcome::Requested)
+            }
+            None => Ok(CancelOutcome::Unsupported),
+        },
         Kind::Segmind | Kind::Parallax | Kind::Bfl => Ok(CancelOutcome::Unsupported),
     }
 }
@@ -437,15 +469,18 @@ pub enum Kind {
     /// Another server speaking this project's v2 API (Segmind-compatible).
     Parallax,
     Bfl,
+    /// fal.ai's queue (`fal-ai/flux-lora-depth`, dev only).
+    Fal,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Segmind,
         Kind::Replicate,
         Kind::ComfyUi,
         Kind::Parallax,
         Kind::Bfl,
+        Kind::Fal,
     ];
 
     /// The name used in configuration and in a job's `metrics.provider`.
@@ -456,6 +491,7 @@ impl Kind {
             Self::ComfyUi => "comfyui",
             Self::Parallax => "parallax",
             Self::Bfl => "bfl",
+            Self::Fal => "fal",
         }
     }
 
@@ -471,6 +507,7 @@ impl Kind {
             Self::ComfyUi => "COMFYUI",
             Self::Parallax => "PARALLAX_UPSTREAM",
             Self::Bfl => "BFL",
+            Self::Fal => "FAL",
         }
     }
 
@@ -480,6 +517,7 @@ impl Kind {
             Self::Segmind => Some("https://api.segmind.com"),
             Self::Replicate => Some("https://api.replicate.com"),
             Self::Bfl => Some("https://api.bfl.ai"),
+            Self::Fal => Some("https://queue.fal.run"),
             Self::ComfyUi | Self::Parallax => None,
         }
     }
@@ -492,7 +530,7 @@ impl Kind {
     pub fn serves(self, model: Model) -> bool {
         match self {
             Self::Segmind | Self::Replicate | Self::Parallax => true,
-            Self::ComfyUi => model == Model::FluxDepthDev,
+            Self::ComfyUi | Self::Fal => model == Model::FluxDepthDev,
             Self::Bfl => model == Model::FluxDepthPro,
         }
     }
