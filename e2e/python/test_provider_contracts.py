@@ -4,12 +4,15 @@ sim cannot drift from what real clients accept: submit, wait, cancel, failure, 4
 
 - `replicate` (Replicate's client, pinned in requirements.txt) against `/replicate`.
 - `segmind` (Segmind's SDK) against `/segmind` (Segmind's protocol has no cancel).
+- `fal-client` (fal's client) against `/fal`.
 """
 
 import base64
 import os
 import pathlib
 
+import fal_client
+import fal_client.client as fal_module
 import pytest
 import requests
 import replicate
@@ -105,3 +108,61 @@ def test_segmind_429(seg):
     with pytest.raises(Exception) as e:
         seg.submit_async("flux-depth-dev", prompt="contract segmind 429 [sim:segmind:429!]", control_image=data_url())
     assert "429" in str(e.value) or getattr(getattr(e.value, "response", None), "status_code", None) == 429
+
+
+# fal: the official `fal-client`, its queue URL pointed at the sim's /fal (the client
+# reads the module-level QUEUE_URL_FORMAT per call; everything after submit follows
+# the URLs the server answers).
+
+FAL_APP = "fal-ai/flux-lora-depth"
+
+
+@pytest.fixture
+def fal(monkeypatch):
+    monkeypatch.setattr(fal_module, "QUEUE_URL_FORMAT", f"{SIM}/fal/")
+    return fal_client.SyncClient(key="sim-key")
+
+
+def fal_input(prompt, **extra):
+    return {"prompt": prompt, "image_url": data_url(), **extra}
+
+
+def test_fal_submit_status_and_result(fal):
+    handle = fal.submit(FAL_APP, arguments=fal_input("contract fal", num_images=2, output_format="png",
+                                                    image_size={"width": 512, "height": 336}))
+    status = handle.status()
+    assert isinstance(status, (fal_client.Queued, fal_client.InProgress, fal_client.Completed))
+    if isinstance(status, fal_client.Queued):
+        assert status.position >= 0
+    result = handle.get()
+    assert len(result["images"]) == 2
+    assert (result["images"][0]["width"], result["images"][0]["height"]) == (512, 336)
+    assert requests.get(result["images"][0]["url"], timeout=30).content.startswith(b"\x89PNG")
+
+
+def test_fal_cancel(fal):
+    handle = fal.submit(FAL_APP, arguments=fal_input("contract fal cancel [sim:process=30]"))
+    handle.cancel()
+    status = handle.status()
+    assert isinstance(status, fal_client.Completed) and status.error
+
+
+def test_fal_cancel_after_completion_is_already_completed(fal):
+    handle = fal.submit(FAL_APP, arguments=fal_input("contract fal done"))
+    handle.get()
+    with pytest.raises(fal_client.client.FalClientHTTPError) as e:
+        handle.cancel()
+    assert e.value.status_code == 400
+
+
+def test_fal_failure_is_reported_on_completion(fal):
+    handle = fal.submit(FAL_APP, arguments=fal_input("contract fal fail [sim:fail]"))
+    with pytest.raises(fal_client.client.FalClientHTTPError):
+        handle.get()
+    assert handle.status().error
+
+
+def test_fal_429_is_retried_by_the_client(fal):
+    # Twice 429 with Retry-After, then accepted: the client's own retry carries it.
+    handle = fal.submit(FAL_APP, arguments=fal_input("contract fal throttled [sim:fal:429]"))
+    assert handle.get()["images"]

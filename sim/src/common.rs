@@ -7,7 +7,7 @@
 //! - `[sim:reject]` the submit is refused with HTTP 400;
 //! - `[sim:slow]` processing takes ten times longer; `[sim:process=8.5]` takes 8.5 s;
 //! - `[sim:FAULT]` or `[sim:PROTOCOL:FAULT]` (PROTOCOL = segmind, replicate, comfyui,
-//!   bfl, parallax) with FAULT one of `429` (with Retry-After), `500`, `502`, `503`,
+//!   bfl, parallax, fal) with FAULT one of `429` (with Retry-After), `500`, `502`, `503`,
 //!   `404`, `410` (a retired endpoint), `hang` (no answer for two minutes), `badjson`:
 //!   the first two submits fail that way, then it works; a trailing `!` (e.g.
 //!   `[sim:segmind:503!]`) makes it permanent;

@@ -14,6 +14,7 @@
 mod bfl;
 mod comfyui;
 mod common;
+mod fal;
 mod jobs;
 mod replicate;
 mod segmind;
@@ -90,6 +91,7 @@ async fn main() {
         .nest("/comfyui", comfyui::router(false))
         .nest("/comfyui-proxy", comfyui::router(true))
         .nest("/bfl", bfl::router())
+        .nest("/fal", fal::router())
         .layer(axum::middleware::from_fn_with_state(
             sim.clone(),
             common::count_requests,
@@ -105,7 +107,7 @@ async fn main() {
         }
     };
     println!(
-        "parallax-sim on {base}: /segmind and /parallax (Segmind v2), /replicate, /comfyui (and /comfyui-proxy, keyed), /bfl"
+        "parallax-sim on {base}: /segmind and /parallax (Segmind v2), /replicate, /comfyui (and /comfyui-proxy, keyed), /bfl, /fal"
     );
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
