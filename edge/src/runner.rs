@@ -425,15 +425,16 @@ impl JobRunner {
         sub: Submitted,
         past_deadline: bool,
     ) -> worker::Result<()> {
-        let state = match provider(cfg, &job.provider) {
-            Ok(p) => providers::poll(&p, &sub, timeout_ms(cfg)).await,
-            Err(e) => Err(e),
+        let upstream = provider(cfg, &job.provider);
+        let state = match &upstream {
+            Ok(p) => providers::poll(p, &sub, timeout_ms(cfg)).await,
+            Err(e) => Err(e.clone()),
         };
         let every = cfg.poll_every_ms;
         let id = sub.upstream_id.clone();
-        let outcome = match state {
-            Ok(UpstreamState::Completed(urls)) if !urls.is_empty() => {
-                match self.store_outputs(job, &id, &urls).await? {
+        let outcome = match (state, &upstream) {
+            (Ok(UpstreamState::Completed(urls)), Ok(p)) if !urls.is_empty() => {
+                match self.store_outputs(p, job, &id, &urls).await? {
                     Some(Ok(outputs)) => {
                         let applied = self
                             .update(|j| {
@@ -463,7 +464,7 @@ impl JobRunner {
                     None => return Ok(()),
                 }
             }
-            other => other,
+            (other, _) => other,
         };
         if let Err(e) = &outcome {
             worker::console_warn!("job {}: poll of {} failed: {e:?}", job.id, job.provider);
@@ -481,6 +482,7 @@ impl JobRunner {
     /// not, stop).
     async fn store_outputs(
         &self,
+        provider: &crate::config::Provider,
         job: &JobRecord,
         upstream_id: &str,
         urls: &[String],
@@ -489,7 +491,7 @@ impl JobRunner {
             storage::media(&self.env).map_err(|e| worker::Error::RustError(e.to_string()))?;
         let mut stored = Vec::with_capacity(urls.len());
         for (n, url) in urls.iter().enumerate().take(4) {
-            let bytes = match providers::download(url, DOWNLOAD_TIMEOUT_MS).await {
+            let bytes = match providers::download(provider, url, DOWNLOAD_TIMEOUT_MS).await {
                 Ok(b) => b,
                 Err(e) => return Ok(Some(Err(e))),
             };

@@ -62,10 +62,16 @@ pub fn run() -> Result {
     fs::create_dir_all(&e2e).map_err(|e| format!("creating {}: {e}", e2e.display()))?;
     let key = probe_key();
     let env_file = e2e.join("secrets.env");
-    let secrets: String = ["SEGMIND", "REPLICATE", "BFL", "PARALLAX_UPSTREAM"]
-        .iter()
-        .map(|p| format!("{p}_API_KEY={key}\n"))
-        .collect();
+    let secrets: String = [
+        "SEGMIND",
+        "REPLICATE",
+        "BFL",
+        "PARALLAX_UPSTREAM",
+        "COMFYUI",
+    ]
+    .iter()
+    .map(|p| format!("{p}_API_KEY={key}\n"))
+    .collect();
     fs::write(&env_file, secrets).map_err(|e| e.to_string())?;
     let log = e2e.join("stack.log");
     let state = e2e.join("state");
@@ -95,8 +101,18 @@ pub fn run() -> Result {
     ))
     .map_err(|e| format!("{e} (see {})", log.display()))?;
 
+    let sim_url = format!("http://127.0.0.1:{}", ports().1);
+    // The ComfyUI check, against the sim's keyed ComfyUI (the same real schemas).
+    crate::comfyui_check::run(&[
+        "--url".into(),
+        format!("{sim_url}/comfyui-proxy"),
+        "--key".into(),
+        key.clone(),
+    ])?;
+    counts.passed += 1;
     let against_stack = |c: &mut std::process::Command| {
         c.env("PARALLAX_BASE_URL", &stack.base_url)
+            .env("PARALLAX_SIM_URL", &sim_url)
             .env("PARALLAX_SECRET_PROBE", &key)
             .env("PARALLAX_TEST_KEYS", test_keys.join(","));
     };

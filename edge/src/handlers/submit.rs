@@ -135,7 +135,7 @@ pub async fn create_job(
         let seed = u32::from_le_bytes([random[0], random[5], random[10], random[15]]);
         submission.params.set_seed(seed);
     }
-    let candidates = candidates(cfg, model, &submission.params)?;
+    let candidates = candidates(cfg, model, &submission.params, &submission.info)?;
     let id = RequestId::from_random(random_bytes()?);
     let cost = cfg.cost(model, submission.params.num_outputs());
     if let Reservation::Replay(existing) = caller
@@ -198,6 +198,7 @@ fn candidates(
     cfg: &Config,
     model: Model,
     params: &parallax_api::Params,
+    input: &crate::input::image::ImageInfo,
 ) -> EdgeResult<Vec<String>> {
     let ready: Vec<_> = cfg
         .route(model)
@@ -214,7 +215,7 @@ fn candidates(
     let mut refusals = Vec::new();
     let mut able = Vec::new();
     for kind in ready {
-        match providers::check(kind, model, params) {
+        match providers::check(kind, model, params, input) {
             Ok(()) => able.push(kind.name().to_owned()),
             Err(e) => refusals.push(e),
         }
@@ -334,6 +335,12 @@ mod tests {
         }
     }
 
+    const INFO: crate::input::image::ImageInfo = crate::input::image::ImageInfo {
+        format: crate::input::image::ImageFormat::Png,
+        width: 800,
+        height: 600,
+    };
+
     fn params(fields: serde_json::Value) -> parallax_api::Params {
         parallax_api::validate(Model::FluxDepthDev, fields.as_object().unwrap(), true)
             .unwrap()
@@ -347,14 +354,21 @@ mod tests {
             candidates(
                 &cfg,
                 Model::FluxDepthDev,
-                &params(json!({"prompt": "x", "output_format": "png"}))
+                &params(json!({"prompt": "x", "output_format": "png"})),
+                &INFO
             )
             .unwrap(),
             vec!["comfyui", "segmind"],
             "replicate has no base URL here"
         );
         assert_eq!(
-            candidates(&cfg, Model::FluxDepthDev, &params(json!({"prompt": "x"}))).unwrap(),
+            candidates(
+                &cfg,
+                Model::FluxDepthDev,
+                &params(json!({"prompt": "x"})),
+                &INFO
+            )
+            .unwrap(),
             vec!["segmind"],
             "comfyui writes no jpg"
         );
@@ -410,6 +424,7 @@ mod tests {
             &cfg,
             Model::FluxDepthDev,
             &params(json!({"prompt": "x", "output_format": "jpg"})),
+            &INFO,
         )
         .unwrap_err();
         let body = err.body();
@@ -419,6 +434,7 @@ mod tests {
             &config(vec![]),
             Model::FluxDepthDev,
             &params(json!({"prompt": "x"})),
+            &INFO,
         )
         .unwrap_err();
         assert_eq!(none.code(), parallax_api::ErrorCode::UpstreamFailed);
