@@ -228,21 +228,60 @@ async fn dev_ledger(mut req: Request, env: &Env) -> EdgeResult<Response> {
 }
 
 /// The playground's files; HTML gets the security headers.
+///
+/// Revalidation is answered here, not by the assets binding: its `304` to a conditional
+/// request has no body, so a CSP computed from it would lack the inline bootstrap's
+/// hash, and the browser, which merges a 304's headers into its cached copy, would then
+/// block that script (a blank page on every return visit). So the assets are always
+/// asked unconditionally, the CSP comes from the full HTML, and a matching
+/// `If-None-Match` gets a 304 carrying that same CSP.
 async fn static_file(req: Request, env: &Env) -> EdgeResult<Response> {
-    let mut resp = env.assets(bindings::ASSETS)?.fetch_request(req).await?;
-    let is_html = resp
-        .headers()
-        .get("content-type")?
-        .is_some_and(|t| t.starts_with("text/html"));
-    if !is_html {
-        return Ok(resp);
-    }
+    let if_none_match = req.headers().get("if-none-match")?;
+    let headers = req.headers().clone();
+    headers.delete("if-none-match")?;
+    headers.delete("if-modified-since")?;
+    let mut init = worker::RequestInit::new();
+    init.with_method(req.method()).with_headers(headers);
+    let unconditional = Request::new_with_init(&req.url()?.to_string(), &init)?;
+    let mut resp = env
+        .assets(bindings::ASSETS)?
+        .fetch_request(unconditional)
+        .await?;
     let status = resp.status_code();
     let headers = resp.headers().clone();
+    let is_html = headers
+        .get("content-type")?
+        .is_some_and(|t| t.starts_with("text/html"));
+    let fresh = status == 200
+        && matches!(
+            (&if_none_match, headers.get("etag")?),
+            (Some(inm), Some(etag)) if crate::security::etag_matches(inm, &etag)
+        );
+    if !is_html {
+        if fresh {
+            return Ok(not_modified(&headers)?);
+        }
+        return Ok(resp);
+    }
     let html = resp.text().await?;
     crate::security::set_html_headers(&headers, &html)?;
+    if fresh {
+        return Ok(not_modified(&headers)?);
+    }
     Ok(Response::builder()
         .with_status(status)
         .with_headers(headers)
         .fixed(html.into_bytes()))
+}
+
+/// A `304 Not Modified` with the full response's headers (ETag, caching, and for HTML
+/// the CSP of the full page), minus those describing a body.
+fn not_modified(headers: &worker::Headers) -> worker::Result<Response> {
+    for h in ["content-length", "content-encoding"] {
+        headers.delete(h)?;
+    }
+    Ok(Response::builder()
+        .with_status(304)
+        .with_headers(headers.clone())
+        .empty())
 }
