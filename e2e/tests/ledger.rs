@@ -300,6 +300,26 @@ fn limits_phase_keyless_reads_are_limited_per_address() {
     // A key's reads are its own.
     let keyed = send(client().get(&status).header("x-api-key", &key));
     assert_eq!(keyed.status, 200, "{}", keyed.text);
+    // IPv6 clients share one bucket per /64 (`wrangler dev` passes the client's
+    // CF-Connecting-IP through, as Cloudflare's edge sets it).
+    let from = |ip: &str| {
+        send(
+            client()
+                .get(format!("{}/v2/requests/{id}/status", base()))
+                .header("cf-connecting-ip", ip),
+        )
+        .status
+    };
+    let mut n = 0;
+    while from(&format!("2001:db8:77:1:{:x}::1", n + 1)) == 200 {
+        n += 1;
+        assert!(
+            n <= 2 * KEYLESS_PER_MIN + 1,
+            "one /64, many addresses: never limited"
+        );
+    }
+    assert_eq!(from("2001:db8:77:1:ffff::9"), 429, "the same /64");
+    assert_eq!(from("2001:db8:77:2::1"), 200, "another /64");
     // Without a key nothing can be submitted here.
     let anonymous = send(
         client()

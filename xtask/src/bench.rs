@@ -32,9 +32,16 @@ use crate::{build, keys, setup};
 use flows::{Endpoint, field, median_ms};
 use report::{Report, Target};
 
-const PORT: u16 = 8807;
-const SIM_PORT: u16 = 8808;
-const INSPECTOR_PORT: u16 = 9249;
+/// The bench stack's ports: `PARALLAX_BENCH_PORT` (default 8807) for the Worker, the
+/// next one for `sim`, that plus 442 for the inspector (so a checkout can bench beside
+/// another one's stack).
+fn ports() -> (u16, u16, u16) {
+    let port = std::env::var("PARALLAX_BENCH_PORT")
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(8807);
+    (port, port + 1, port + 442)
+}
 /// The key `wrangler.toml` gives every sim provider in development.
 const SIM_KEY: &str = "sim-local-key";
 /// Seconds of each measured wrk run (after a one-second warm-up).
@@ -88,7 +95,7 @@ pub fn run(only: Option<&str>) -> Result {
 
     let sim = Endpoint {
         label: "direct",
-        base: format!("http://127.0.0.1:{SIM_PORT}/segmind"),
+        base: format!("http://127.0.0.1:{}/segmind", ports().1),
         key: SIM_KEY.into(),
     };
     let edge = Endpoint {
@@ -152,9 +159,9 @@ pub fn run(only: Option<&str>) -> Result {
 /// The bench stack: sim answers at once; limits are out of the way.
 fn options(state: PathBuf, log: PathBuf) -> Options {
     Options {
-        port: PORT,
-        sim_port: SIM_PORT,
-        inspector_port: INSPECTOR_PORT,
+        port: ports().0,
+        sim_port: ports().1,
+        inspector_port: ports().2,
         state_dir: state,
         sim_args: ["--queue-ms", "0", "--process-ms", "0"]
             .map(String::from)
@@ -573,7 +580,7 @@ fn num(v: &Value, name: &str) -> f64 {
 }
 
 fn sim_requests(http: &reqwest::blocking::Client) -> Result<Value> {
-    let url = format!("http://127.0.0.1:{SIM_PORT}/debug/requests");
+    let url = format!("http://127.0.0.1:{}/debug/requests", ports().1);
     http.get(&url)
         .send()
         .and_then(reqwest::blocking::Response::json)
