@@ -136,3 +136,106 @@ pub fn balance_of(key: &str) -> u64 {
             .expect("GET"),
     ))
 }
+
+/// The stack's `wrangler dev --persist-to` directory (set by `cargo xtask test`), for
+/// the audit's look at the local R2 store.
+pub fn state_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("PARALLAX_STATE_DIR").map(Into::into)
+}
+
+/// Where `sim` listens (set by `cargo xtask test`).
+pub fn sim_url() -> String {
+    std::env::var("PARALLAX_SIM_URL").expect("PARALLAX_SIM_URL")
+}
+
+/// A prompt no other test or run uses, so sim's per-prompt counters and gates are ours.
+pub fn unique(label: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{label} {nanos:x}")
+}
+
+/// A gate in sim holding one kind of provider call (see `sim/src/gates.rs`).
+#[derive(Debug, Clone, Copy)]
+pub struct Gate(pub u64);
+
+impl Gate {
+    /// Closes a gate for `step` calls of `provider` (any if `None`) about jobs whose
+    /// prompt or id contains `matcher`.
+    pub fn close(provider: Option<&str>, step: &str, matcher: &str) -> Self {
+        let a = Answer::from(
+            client()
+                .post(format!("{}/debug/gates", sim_url()))
+                .json(&serde_json::json!({"provider": provider, "step": step, "match": matcher}))
+                .send()
+                .expect("sim"),
+        );
+        assert_eq!(a.status, 200, "{}", a.text);
+        Self(a.json()["id"].as_u64().expect("gate id"))
+    }
+
+    /// Waits until a call is parked at the gate (panics after a minute).
+    pub fn wait_parked(self) {
+        let a = self.parked_within(60_000);
+        assert!(a, "nothing reached gate {} within a minute", self.0);
+    }
+
+    /// Whether a call reaches the gate within `ms`.
+    pub fn parked_within(self, ms: u64) -> bool {
+        let resp = client()
+            .get(format!("{}/debug/gates/{}/wait?ms={ms}", sim_url(), self.0))
+            .timeout(Duration::from_millis(ms + 30_000))
+            .send()
+            .expect("sim");
+        resp.status().as_u16() == 200
+    }
+
+    pub fn open(self) {
+        let a = Answer::from(
+            client()
+                .post(format!("{}/debug/gates/{}/open", sim_url(), self.0))
+                .send()
+                .expect("sim"),
+        );
+        assert_eq!(a.status, 200, "{}", a.text);
+    }
+}
+
+/// sim's jobs: `{id, prompt, phase, canceled}`.
+pub fn sim_jobs() -> Vec<Value> {
+    client()
+        .get(format!("{}/debug/jobs", sim_url()))
+        .send()
+        .expect("sim")
+        .json::<Value>()
+        .expect("JSON")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Accepted submissions per prompt.
+pub fn sim_submissions() -> Value {
+    client()
+        .get(format!("{}/debug/submissions", sim_url()))
+        .send()
+        .expect("sim")
+        .json()
+        .expect("JSON")
+}
+
+/// Polls `f` until it answers `Some` (panics after `limit`).
+pub fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub mod audit;

@@ -137,16 +137,26 @@ fn cancel_refunds_and_only_the_owner_may() {
     let job = submit_keyed("canceler", "a long one [sim:slow]");
     let id = job.json()["request_id"].as_str().unwrap().to_owned();
     let url = format!("{}/v2/requests/{id}", base());
-    let stranger = send(with_key(client().delete(&url), "other"));
+    let cancel_url = format!("{url}/cancel");
+    let stranger = send(with_key(client().post(&cancel_url), "other"));
     assert_eq!(stranger.status, 403);
     assert_eq!(stranger.json()["code"], "forbidden");
     let anonymous = send(client().delete(&url));
     assert_eq!(anonymous.status, 403);
 
-    let canceled = send(with_key(client().delete(&url), "canceler"));
+    let canceled = send(with_key(client().post(&cancel_url), "canceler"));
     assert_eq!(canceled.status, 200, "{}", canceled.text);
-    assert_eq!(canceled.json()["status"], "FAILED");
-    assert_eq!(credits(&canceled), credits(&job) + 5, "refunded");
+    let body = canceled.json();
+    assert_eq!(body["status"], "FAILED");
+    assert_eq!(body["error"], "Canceled by its owner");
+    // Segmind has no cancel: once submitted, the generation is spent and kept.
+    let c = &body["metrics"]["credits"];
+    assert_eq!(c["charged"], 5);
+    assert_eq!(
+        credits(&canceled),
+        credits(&job) + c["refunded"].as_u64().unwrap(),
+        "refunded what the body says"
+    );
     let status = get(&format!("{url}/status"));
     assert_eq!(status.status, 422);
     assert!(
@@ -155,6 +165,23 @@ fn cancel_refunds_and_only_the_owner_may() {
             .unwrap()
             .contains("Canceled")
     );
+    // A second cancel finds it finished.
+    let again = send(with_key(client().post(&cancel_url), "canceler"));
+    assert_eq!(again.status, 409, "{}", again.text);
+    assert_eq!(again.json()["code"], "conflict");
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn deleting_a_running_job_cancels_then_removes_it() {
+    let job = submit_keyed("canceler", "delete me while running [sim:slow]");
+    let id = job.json()["request_id"].as_str().unwrap().to_owned();
+    let url = format!("{}/v2/requests/{id}", base());
+    let deleted = send(with_key(client().delete(&url), "canceler"));
+    assert_eq!(deleted.status, 200, "{}", deleted.text);
+    assert_eq!(deleted.json()["status"], "FAILED");
+    assert_eq!(deleted.json()["deleted"], true);
+    assert_eq!(get(&format!("{url}/status")).status, 404);
 }
 
 #[test]

@@ -71,6 +71,8 @@ struct Tally {
     cost: u64,
     images: usize,
     five_xx: usize,
+    /// Every accepted job, for the audit.
+    tracked: Vec<parallax_e2e::audit::Tracked>,
 }
 
 #[test]
@@ -142,7 +144,15 @@ fn many_concurrent_jobs_complete_with_every_image_intact_and_exact_credits() {
                             continue;
                         }
                     };
-                    tally.lock().unwrap().submit_ms.push(submit_ms);
+                    {
+                        let mut t = tally.lock().unwrap();
+                        t.submit_ms.push(submit_ms);
+                        t.tracked.push(parallax_e2e::audit::Tracked {
+                            id: sub["request_id"].as_str().unwrap_or_default().to_owned(),
+                            prompt: p.prompt.clone(),
+                            ..Default::default()
+                        });
+                    }
                     let status_url = sub["status_url"].as_str().unwrap().to_owned();
                     let status = loop {
                         std::thread::sleep(Duration::from_millis(400));
@@ -251,4 +261,17 @@ fn many_concurrent_jobs_complete_with_every_image_intact_and_exact_credits() {
     assert_eq!(completed, jobs, "no job lost");
     assert_eq!(t.five_xx, 0);
     assert_eq!(before - after, t.cost, "credits exact");
+    // The global invariants after the load.
+    let mut accounts = [parallax_e2e::audit::Account {
+        key: key.clone(),
+        before,
+        jobs: std::mem::take(&mut t.tracked),
+    }];
+    let violations = parallax_e2e::audit::run(&mut accounts, parallax_e2e::state_dir().as_deref());
+    eprintln!(
+        "audit after load: {} jobs, invariant violations = {}",
+        accounts[0].jobs.len(),
+        violations.len()
+    );
+    assert!(violations.is_empty(), "{violations:#?}");
 }

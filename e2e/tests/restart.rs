@@ -4,10 +4,17 @@
 //! `restart_phase_verify` (after the restart) checks that every job completes from
 //! the Durable Objects' alarms, nothing is charged twice, and no job was submitted
 //! upstream twice.
+//!
+//! Two jobs are also held at sim gates across the crash (issue 15): one accepted by the
+//! Parallax upstream whose answer never reached the edge (killed between the
+//! provider's 200 and our write: the resubmit after the restart carries the same
+//! `Idempotency-Key`, so it is a replay, not a second job), and one canceled whose
+//! upstream cancel was out when the Worker died (killed between FAILED and the
+//! refund: the outbox entry is retried from the alarm, and the refund lands once).
 
 use std::time::{Duration, Instant};
 
-use parallax_e2e::{Answer, balance_of, base, client, get, sample, test_key};
+use parallax_e2e::{Answer, Gate, balance_of, base, client, eventually, get, sample, test_key};
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::{Value, json};
 
@@ -88,11 +95,58 @@ fn restart_phase_submit() {
         unfinished >= JOBS / 2,
         "the slow half is still running before the crash"
     );
+    // Killed between the Parallax upstream's 200 and our write.
+    let replay_prompt =
+        format!("restart {run} replay [sim:segmind:503!] [sim:replicate:503!] [sim:bfl:503!]");
+    let replay_gate = Gate::close(Some("parallax"), "submit", &replay_prompt);
+    let replay = submit(&key, &replay_prompt);
+    replay_gate.wait_parked();
+    // Killed between FAILED (canceled) and the refund: the upstream cancel is out.
+    let cancel_prompt = format!("restart {run} cancel [sim:segmind:503!] [sim:queue=120]");
+    let cancel_gate = Gate::close(Some("replicate"), "cancel", &cancel_prompt);
+    let canceled = submit(&key, &cancel_prompt);
+    eventually(
+        "the job reaching Replicate",
+        Duration::from_secs(60),
+        || {
+            let s = get(&format!("{}/v2/requests/{canceled}/status", base())).json();
+            (s["metrics"]["provider"] == "replicate"
+                && s["metrics"]["credits"]["refund_on_cancel"] == 0)
+                .then_some(())
+        },
+    );
+    let (url, k) = (
+        format!("{}/v2/requests/{canceled}/cancel", base()),
+        key.clone(),
+    );
+    // Its answer never comes: the Worker dies while the cancel is held upstream.
+    std::thread::spawn(move || client().post(url).header("x-api-key", k).send());
+    cancel_gate.wait_parked();
     std::fs::write(
         state_file(),
-        json!({"jobs": jobs, "before": before}).to_string(),
+        json!({"jobs": jobs, "before": before,
+               "replay": {"id": replay, "prompt": replay_prompt, "gate": replay_gate.0},
+               "canceled": {"id": canceled, "prompt": cancel_prompt, "gate": cancel_gate.0}})
+        .to_string(),
     )
     .unwrap();
+}
+
+fn submit(key: &str, prompt: &str) -> String {
+    let form = Form::new().text("prompt", prompt.to_owned()).part(
+        "control_image",
+        Part::bytes(sample("rocket.jpg")).file_name("r.jpg"),
+    );
+    let a = Answer::from(
+        client()
+            .post(format!("{}/v2/flux-depth-pro", base()))
+            .header("x-api-key", key)
+            .multipart(form)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(a.status, 200, "{}", a.text);
+    a.json()["request_id"].as_str().unwrap().to_owned()
 }
 
 #[test]
@@ -123,11 +177,33 @@ fn restart_phase_verify() {
             std::thread::sleep(Duration::from_millis(300));
         }
     }
+    // Release the calls held across the crash.
+    for held in ["replay", "canceled"] {
+        Gate(state[held]["gate"].as_u64().unwrap()).open();
+    }
+    let replay = state["replay"]["id"].as_str().unwrap();
+    let done = parallax_e2e::wait_terminal(
+        &format!("{}/v2/requests/{replay}/status", base()),
+        Duration::from_secs(90),
+    );
+    assert_eq!(done.json()["status"], "COMPLETED", "{}", done.text);
+    assert_eq!(done.json()["metrics"]["provider"], "parallax");
+    let canceled = state["canceled"]["id"].as_str().unwrap();
+    let c = eventually("the canceled job's refund", Duration::from_secs(90), || {
+        let r = get(&format!("{}/v2/requests/{canceled}", base())).json();
+        (r["metrics"]["credits"]["refunded"] == 5).then_some(r)
+    });
+    assert_eq!(c["status"], "FAILED", "{c}");
     let before = state["before"].as_u64().unwrap();
+    // Every job charged once; the canceled one (stopped before it ran) refunded once.
+    let expected = before - 5 * (jobs.len() as u64 + 1);
+    eventually("the balance", Duration::from_secs(30), || {
+        (balance_of(&key) == expected).then_some(())
+    });
     assert_eq!(
-        balance_of(&key),
-        before - 5 * jobs.len() as u64,
-        "each job charged exactly once"
+        sim_submissions()[state["replay"]["prompt"].as_str().unwrap()],
+        1,
+        "the resubmit after the crash was a replay"
     );
     let seen = sim_submissions();
     for job in jobs {

@@ -21,8 +21,6 @@
 //! Internal protocol (only the Worker reaches it): `POST /start` with a [`Start`],
 //! `GET /state`, `POST /cancel` (409 on a finished job), `POST /delete`.
 
-use std::collections::HashMap;
-
 use worker::{DurableObject, Env, Method, Request, Response, State, durable_object};
 
 use crate::accounts;
@@ -37,6 +35,14 @@ use crate::webhook::{self, Delivery};
 
 const RECORD: &str = "job";
 const WEBHOOK: &str = "webhook";
+
+/// What `/start` writes, at the keys [`RECORD`] and [`WEBHOOK`].
+#[derive(serde::Serialize)]
+struct Started<'a> {
+    job: &'a JobRecord,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook: Option<Delivery>,
+}
 const DOWNLOAD_TIMEOUT_MS: u32 = 60_000;
 const CANCEL_TIMEOUT_MS: u32 = 10_000;
 
@@ -73,13 +79,14 @@ impl DurableObject for JobRunner {
                     return Ok(http::json(&"already started", 409));
                 }
                 let start: Start = req.json().await?;
-                // The record and its webhook in one write.
-                let mut values: HashMap<&str, serde_json::Value> = HashMap::new();
-                values.insert(RECORD, serde_json::to_value(&start.job)?);
-                if let Some(target) = start.webhook {
-                    values.insert(WEBHOOK, serde_json::to_value(Delivery::new(target))?);
-                }
-                storage.put_multiple(values).await?;
+                // The record and its webhook in one write (a struct: its fields become
+                // the storage keys `job` and `webhook`).
+                storage
+                    .put_multiple(Started {
+                        job: &start.job,
+                        webhook: start.webhook.map(Delivery::new),
+                    })
+                    .await?;
                 storage.set_alarm(0).await?;
                 Ok(http::json(&start.job, 201))
             }

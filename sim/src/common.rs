@@ -6,6 +6,7 @@
 //! - `[sim:fail]` the job ends FAILED as a moderation/content block;
 //! - `[sim:reject]` the submit is refused with HTTP 400;
 //! - `[sim:slow]` processing takes ten times longer; `[sim:process=8.5]` takes 8.5 s;
+//!   `[sim:queue=60]` keeps the job queued for 60 s;
 //! - `[sim:FAULT]` or `[sim:PROTOCOL:FAULT]` (PROTOCOL = segmind, replicate, comfyui,
 //!   bfl, parallax, fal) with FAULT one of `429` (with Retry-After), `500`, `502`, `503`,
 //!   `404`, `410` (a retired endpoint), `hang` (no answer for two minutes), `badjson`:
@@ -312,7 +313,7 @@ pub fn create_job_as(
     let process = if ask.prompt.contains("[sim:slow]") {
         Some(sim.jobs.timing.process * 10)
     } else {
-        requested_process(&ask.prompt)
+        requested_secs(&ask.prompt, "process")
     };
     let model = ask.model;
     let spec = RenderSpec {
@@ -329,9 +330,10 @@ pub fn create_job_as(
     sim.jobs.insert(model, failure, spec, process, id)
 }
 
-/// The processing time a `[sim:process=SECONDS]` token asks for.
-fn requested_process(prompt: &str) -> Option<Duration> {
-    let start = prompt.find("[sim:process=")? + "[sim:process=".len();
+/// The time a `[sim:NAME=SECONDS]` token asks for (`process`, `queue`).
+pub fn requested_secs(prompt: &str, name: &str) -> Option<Duration> {
+    let token = format!("[sim:{name}=");
+    let start = prompt.find(&token)? + token.len();
     let end = prompt[start..].find(']')? + start;
     let secs: f64 = prompt[start..end].trim().parse().ok()?;
     Duration::try_from_secs_f64(secs).ok()
@@ -444,7 +446,14 @@ pub async fn output(
     let Some(o) = found else {
         return not_found();
     };
-    crate::gates::hold_job(&sim, "cdn", "download", &job).await;
+    // Each output can be held on its own: a gate matching `<prompt>#1` holds the
+    // second download only.
+    let nth = format!(
+        "{}#{}",
+        job.spec.prompt,
+        file.split('.').next().unwrap_or("")
+    );
+    crate::gates::hold(&sim, "cdn", "download", &[&nth, &job.id]).await;
     if job.spec.prompt.contains("[sim:slowdownload]") {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }

@@ -5,9 +5,11 @@
 //! - `POST /debug/gates {"provider": "segmind", "step": "poll", "match": "<text>"}`
 //!   closes a gate; `provider` and `match` are optional (any). `step` is one of
 //!   `submit` (held after the provider accepted the job, before it answers: "between
-//!   the provider's 200 and the edge's write"), `poll`, `result`, `download`,
-//!   `cancel`. A call matches when its job's prompt or id contains `match`. Answers
-//!   `{"id": n}`.
+//!   the provider's 200 and the edge's write"), `poll`, `result`, `download` (provider
+//!   `cdn`; `match: "<prompt>#1"` holds only the second output), `cancel` (applied on
+//!   arrival, only the answer is held). A call matches when its job's prompt or id
+//!   contains `match`. Answers `{"id": n}`. ComfyUI's module can hold its calls the
+//!   same way with [`hold_job`].
 //! - `GET /debug/gates/{id}/wait?ms=10000` answers once a call is parked there
 //!   (`{"parked": n}`), or 408 after `ms`.
 //! - `POST /debug/gates/{id}/open` lets every parked and later call through.

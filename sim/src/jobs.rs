@@ -35,6 +35,8 @@ pub struct Job {
     pub model: String,
     /// How long processing takes (the server's default, or what the prompt asked).
     pub process: Duration,
+    /// How long it stays queued (likewise).
+    pub queue: Duration,
     pub spec: RenderSpec,
     /// Canceled by the client (Replicate's cancel).
     pub canceled: std::sync::atomic::AtomicBool,
@@ -87,6 +89,8 @@ impl Jobs {
             failure,
             model: model.to_owned(),
             process: process.unwrap_or(self.timing.process),
+            queue: crate::common::requested_secs(&spec.prompt, "queue")
+                .unwrap_or(self.timing.queue),
             spec,
             canceled: std::sync::atomic::AtomicBool::new(false),
             never_started: std::sync::atomic::AtomicBool::new(false),
@@ -133,9 +137,9 @@ impl Jobs {
         }
         let t = job.submitted.elapsed();
         let process = job.process;
-        if t < self.timing.queue {
+        if t < job.queue {
             Phase::Queued
-        } else if t < self.timing.queue + process {
+        } else if t < job.queue + process {
             Phase::Processing
         } else if let Some(reason) = &job.failure {
             Phase::Failed(reason.clone())

@@ -214,7 +214,6 @@ async fn cancel(State(sim): State<Shared>, Path(id): Path<String>, headers: Head
     }
     match sim.jobs.get(&id) {
         Some(job) => {
-            crate::gates::hold_job(&sim, "replicate", "cancel", &job).await;
             let phase = sim.jobs.phase(&job);
             if !matches!(phase, Phase::Completed | Phase::Failed(_)) {
                 job.canceled
@@ -223,6 +222,8 @@ async fn cancel(State(sim): State<Shared>, Path(id): Path<String>, headers: Head
                 job.never_started
                     .store(phase == Phase::Queued, std::sync::atomic::Ordering::Relaxed);
             }
+            // Applied on arrival; a gate holds only the answer.
+            crate::gates::hold_job(&sim, "replicate", "cancel", &job).await;
             Json(prediction(&sim, &job, &Map::new())).into_response()
         }
         None => problem(

@@ -224,13 +224,14 @@ async fn cancel(
         Ok(job) => job,
         Err(resp) => return resp,
     };
-    gates::hold_job(&sim, scope, "cancel", &job).await;
     let phase = sim.jobs.phase(&job);
     if matches!(phase, Phase::Completed | Phase::Failed(_)) {
         return error(StatusCode::CONFLICT, "This request already finished");
     }
     job.canceled
         .store(true, std::sync::atomic::Ordering::Relaxed);
+    // Applied on arrival; a gate holds only the answer.
+    gates::hold_job(&sim, scope, "cancel", &job).await;
     let refunded = if phase == Phase::Queued { 5 } else { 0 };
     (
         StatusCode::OK,

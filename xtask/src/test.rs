@@ -94,7 +94,7 @@ pub fn run() -> Result {
         test_keys.push(format!("{name}={key}"));
     }
     let stack = Stack::start(&stack_options(
-        state,
+        state.clone(),
         Some(env_file.clone()),
         log.clone(),
         true,
@@ -113,6 +113,7 @@ pub fn run() -> Result {
     let against_stack = |c: &mut std::process::Command| {
         c.env("PARALLAX_BASE_URL", &stack.base_url)
             .env("PARALLAX_SIM_URL", &sim_url)
+            .env("PARALLAX_STATE_DIR", &state)
             .env("PARALLAX_SECRET_PROBE", &key)
             .env("PARALLAX_TEST_KEYS", test_keys.join(","));
     };
@@ -130,6 +131,8 @@ pub fn run() -> Result {
         "restart_phase",
         "--skip",
         "limits_phase",
+        "--skip",
+        "chaos_phase",
     ]);
     against_stack(&mut http);
     counts += run_counted(&mut http).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
@@ -251,48 +254,65 @@ fn stack_options(
 }
 
 /// Crashes the Worker while jobs are in flight and restarts it on the same state:
-/// every job must still complete, charged once, submitted upstream once.
+/// every job must still complete, charged once, submitted upstream once. The chaos
+/// run's first half runs before the crash, its second half and the audit after.
 fn restart_survival(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
     let state = e2e.join("restart-state");
     let log = e2e.join("restart.log");
     let key = keys::create(&keys::Target::Local(&state), "restart", 1_000, None)?;
+    let chaos = keys::create(&keys::Target::Local(&state), "chaos", 1_000_000, None)?;
     let (port, sim_port, _) = ports();
+    let state_dir = state.clone();
     let phase = |name: &str| {
         let mut c = command("cargo");
+        let file = if name.starts_with("chaos") {
+            "chaos"
+        } else {
+            "restart"
+        };
         c.args([
             "test",
             "-p",
             "parallax-e2e",
             "--test",
-            "restart",
+            file,
             "--",
             "--ignored",
             "--exact",
             name,
+            "--nocapture",
         ])
         .env("PARALLAX_BASE_URL", format!("http://127.0.0.1:{port}"))
         .env("PARALLAX_SIM_URL", format!("http://127.0.0.1:{sim_port}"))
         .env("PARALLAX_SECRET_PROBE", probe)
-        .env("PARALLAX_TEST_KEYS", format!("restart={key}"));
+        .env("PARALLAX_STATE_DIR", &state_dir)
+        .env("PARALLAX_TEST_KEYS", format!("restart={key},chaos={chaos}"));
         run_counted(&mut c).map_err(|e| format!("{e} (see {})", log.display()))
     };
-    let mut stack = Stack::start(&stack_options(
-        state.clone(),
-        Some(env_file.to_owned()),
-        log.clone(),
-        true,
-    ))?;
+    // The chaos audit reads every job's credits after the run: keep them that long.
+    let long_lived = |with_sim| {
+        let mut o = stack_options(
+            state.clone(),
+            Some(env_file.to_owned()),
+            log.clone(),
+            with_sim,
+        );
+        for (k, v) in &mut o.vars {
+            if k == "RETENTION_SECS" {
+                *v = "900".to_owned();
+            }
+        }
+        o
+    };
+    let mut stack = Stack::start(&long_lived(true))?;
     let mut counts = phase("restart_phase_submit")?;
+    counts += phase("chaos_phase_start")?;
     stack.kill_worker();
     println!("✗ wrangler dev killed with jobs in flight; restarting on the same state");
-    let again = Stack::start(&stack_options(
-        state,
-        Some(env_file.to_owned()),
-        log.clone(),
-        false,
-    ))?;
+    let again = Stack::start(&long_lived(false))?;
     stack.adopt(again);
     counts += phase("restart_phase_verify")?;
+    counts += phase("chaos_phase_finish")?;
     Ok(counts)
 }
 

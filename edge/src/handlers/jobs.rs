@@ -109,7 +109,8 @@ pub async fn cancel_job(env: &Env, caller: &Caller, raw_id: &str) -> EdgeResult<
 }
 
 /// `DELETE /v2/requests/{id}`: removes a job and its images; a running job is canceled
-/// first (as by the cancel verb) and its status answered. Only its owner may.
+/// first (as by the cancel verb). Answers the job's last status with `deleted: true`.
+/// Only its owner may.
 pub async fn delete_job(env: &Env, caller: &Caller, raw_id: &str) -> EdgeResult<Response> {
     let job = owned(env, caller, raw_id).await?;
     let finished = job.status.is_terminal();
@@ -122,21 +123,17 @@ pub async fn delete_job(env: &Env, caller: &Caller, raw_id: &str) -> EdgeResult<
             _ => None,
         }
     };
-    runner_call(env, &job.id, "/delete", true).await?;
+    let removed = runner_call(env, &job.id, "/delete", true).await?;
     caller.forget(env, job.id.as_str()).await?;
-    match canceled {
-        Some(c) => {
-            caller.refresh(env).await?;
-            let mut body = serde_json::to_value(c.status_response())
-                .map_err(|e| EdgeError::Internal(e.to_string()))?;
-            body["deleted"] = json!(true);
-            Ok(http::json(&body, 200))
-        }
-        None => Ok(http::json(
-            &json!({"request_id": job.id, "deleted": true}),
-            200,
-        )),
+    if canceled.is_some() {
+        caller.refresh(env).await?;
     }
+    // The job as it ended (with what it was charged and refunded), now deleted.
+    let last = canceled.unwrap_or(removed);
+    let mut body = serde_json::to_value(last.status_response())
+        .map_err(|e| EdgeError::Internal(e.to_string()))?;
+    body["deleted"] = json!(true);
+    Ok(http::json(&body, 200))
 }
 
 /// Query of `GET /v2/requests`.
