@@ -174,10 +174,10 @@ fn cancel_refunds_and_only_the_owner_may() {
 #[test]
 #[ignore = "needs the running stack: cargo xtask test"]
 fn deleting_a_running_job_cancels_then_removes_it() {
-    let job = submit_keyed("canceler", "delete me while running [sim:slow]");
+    let job = submit_keyed("rich", "delete me while running [sim:slow]");
     let id = job.json()["request_id"].as_str().unwrap().to_owned();
     let url = format!("{}/v2/requests/{id}", base());
-    let deleted = send(with_key(client().delete(&url), "canceler"));
+    let deleted = send(with_key(client().delete(&url), "rich"));
     assert_eq!(deleted.status, 200, "{}", deleted.text);
     assert_eq!(deleted.json()["status"], "FAILED");
     assert_eq!(deleted.json()["deleted"], true);

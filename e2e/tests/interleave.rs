@@ -13,9 +13,15 @@ use parallax_e2e::{
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::Value;
 
-const KEY: &str = "canceler";
+/// Tests that check a balance have a key of their own (tests run side by side).
+const KEY: &str = "rich";
+const OWN_KEY: &str = "interleave";
 
 fn submit(model: &str, prompt: &str, extra: &[(&str, &str)]) -> Value {
+    submit_as(KEY, model, prompt, extra)
+}
+
+fn submit_as(key: &str, model: &str, prompt: &str, extra: &[(&str, &str)]) -> Value {
     let mut form = Form::new().text("prompt", prompt.to_owned()).part(
         "control_image",
         Part::bytes(sample("rocket.jpg")).file_name("r.jpg"),
@@ -26,7 +32,7 @@ fn submit(model: &str, prompt: &str, extra: &[(&str, &str)]) -> Value {
     let a = Answer::from(
         client()
             .post(format!("{}/v2/{model}", base()))
-            .header("x-api-key", test_key(KEY))
+            .header("x-api-key", test_key(key))
             .multipart(form)
             .send()
             .unwrap(),
@@ -36,10 +42,14 @@ fn submit(model: &str, prompt: &str, extra: &[(&str, &str)]) -> Value {
 }
 
 fn cancel(id: &str) -> Answer {
+    cancel_as(KEY, id)
+}
+
+fn cancel_as(key: &str, id: &str) -> Answer {
     Answer::from(
         client()
             .post(format!("{}/v2/requests/{id}/cancel", base()))
-            .header("x-api-key", test_key(KEY))
+            .header("x-api-key", test_key(key))
             .send()
             .unwrap(),
     )
@@ -67,11 +77,11 @@ fn a_cancel_during_the_submit_stops_the_upstream_and_refunds_what_it_confirms() 
     // pro goes to Replicate when Segmind refuses; the job stays queued there.
     let prompt = unique("cancel in submit [sim:segmind:503!] [sim:queue=60]");
     let gate = Gate::close(Some("replicate"), "submit", &prompt);
-    let job = submit("flux-depth-pro", &prompt, &[]);
+    let job = submit_as(OWN_KEY, "flux-depth-pro", &prompt, &[]);
     let id = job["request_id"].as_str().unwrap().to_owned();
     gate.wait_parked();
-    let before = balance_of(&test_key(KEY));
-    let canceled = cancel(&id);
+    let before = balance_of(&test_key(OWN_KEY));
+    let canceled = cancel_as(OWN_KEY, &id);
     assert_eq!(canceled.status, 200, "{}", canceled.text);
     assert_eq!(canceled.json()["status"], "FAILED");
     assert_eq!(canceled.json()["error"], "Canceled by its owner");
@@ -90,7 +100,7 @@ fn a_cancel_during_the_submit_stops_the_upstream_and_refunds_what_it_confirms() 
     );
     assert_eq!(refunded["status"], "FAILED", "the cancel stands");
     eventually("the balance", Duration::from_secs(30), || {
-        (balance_of(&test_key(KEY)) == before + 5).then_some(())
+        (balance_of(&test_key(OWN_KEY)) == before + 5).then_some(())
     });
     let upstream = sim_job(&prompt).expect("sim has it");
     assert_eq!(upstream["canceled"], true, "{upstream}");

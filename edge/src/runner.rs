@@ -485,8 +485,8 @@ impl JobRunner {
     }
 
     /// Downloads every output (provider URLs expire) and writes it to R2, checking
-    /// before each write that the job still runs on `upstream_id` (`None`: it does
-    /// not, stop).
+    /// before each download and each write that the job still runs on `upstream_id`
+    /// (`None`: it does not, stop).
     async fn store_outputs(
         &self,
         provider: &crate::config::Provider,
@@ -498,6 +498,10 @@ impl JobRunner {
             storage::media(&self.env).map_err(|e| worker::Error::RustError(e.to_string()))?;
         let mut stored = Vec::with_capacity(urls.len());
         for (n, url) in urls.iter().enumerate().take(4) {
+            // Canceled while the poll (or the previous output) was out: stop here.
+            if !self.load().await?.is_some_and(|j| j.runs_on(upstream_id)) {
+                return Ok(None);
+            }
             let bytes = match providers::download(provider, url, DOWNLOAD_TIMEOUT_MS).await {
                 Ok(b) => b,
                 Err(e) => return Ok(Some(Err(e))),

@@ -81,6 +81,7 @@ pub fn run() -> Result {
         ("other", 100_000, None),
         ("idem", 1_000, None),
         ("canceler", 1_000, None),
+        ("interleave", 1_000, None),
         ("faults", 1_000, None),
         ("history", 1_000, None),
         ("lister", 1_000, None),
