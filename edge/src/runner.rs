@@ -15,6 +15,7 @@
 use worker::{DurableObject, Env, Method, Request, Response, State, durable_object};
 
 use crate::accounts;
+use crate::breaker;
 use crate::compat;
 use crate::config::{Config, bindings};
 use crate::http;
@@ -228,7 +229,21 @@ impl JobRunner {
             .ok_or_else(|| UpstreamError::Permanent("the control image is empty".into()))?;
         let bytes = body.bytes().await.map_err(internal)?;
         let attempt = match provider(cfg, &job.provider) {
-            Ok(provider) => providers::submit(&provider, job, &bytes, timeout_ms(cfg)).await,
+            // An open circuit breaker fails over at once, like a refusal.
+            Ok(_)
+                if cfg.breaker.failures > 0 && !breaker::allow(&self.env, &job.provider).await =>
+            {
+                Err(UpstreamError::Transient {
+                    reason: format!("{}: circuit breaker open", job.provider),
+                    retry_after: None,
+                })
+            }
+            Ok(provider) => {
+                let attempt = providers::submit(&provider, job, &bytes, timeout_ms(cfg)).await;
+                let signal = breaker::Signal::of(&attempt.as_ref().map(|_| ()));
+                breaker::record(&self.env, &job.provider, signal, cfg.breaker).await;
+                attempt
+            }
             Err(e) => Err(e),
         };
         match attempt {

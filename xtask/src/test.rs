@@ -234,6 +234,10 @@ fn stack_options(
             ("POLL_EVERY_MS", "250"),
             // The webhook tests' receiver listens on http://127.0.0.1.
             ("WEBHOOK_LOOPBACK", "on"),
+            // Faults are per prompt but the breaker is per provider: with the default
+            // threshold the fault tests would open it under the tests that need that
+            // provider. Every submit still goes through the breaker's Durable Object.
+            ("BREAKER_FAILURES", "1000"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .to_vec(),

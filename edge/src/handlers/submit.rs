@@ -261,6 +261,7 @@ mod tests {
             poll_every_ms: 2000,
             remote_images: false,
             webhook_loopback: false,
+            breaker: crate::breaker::Policy::default(),
         }
     }
 
