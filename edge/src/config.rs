@@ -59,6 +59,10 @@ pub struct Config {
     pub providers: Vec<Provider>,
     /// Per model, the providers to try, in order (`PROVIDERS_FLUX_DEPTH_PRO = "segmind, replicate"`).
     pub routes: Vec<(Model, Vec<Kind>)>,
+    /// Operator model fallbacks (`FALLBACK_FLUX_DEPTH_PRO = "flux-depth-dev"`; off by
+    /// default): the model to serve a request with when none of its own providers is
+    /// healthy (see `fallback.rs`).
+    pub fallbacks: Vec<(Model, Model)>,
     /// Overrides the request's origin in absolute URLs (set behind a proxy).
     pub public_base_url: Option<String>,
     /// A job not finished by then is FAILED.
@@ -143,9 +147,27 @@ impl Config {
                 )
             })
             .collect();
+        let fallbacks = Model::ALL
+            .into_iter()
+            .filter_map(|m| {
+                let var = format!(
+                    "FALLBACK_{}",
+                    m.slug().replace('-', "_").to_ascii_uppercase()
+                );
+                let to = text(env, &var)?;
+                match Model::ALL.into_iter().find(|t| t.slug() == to && *t != m) {
+                    Some(t) => Some((m, t)),
+                    None => {
+                        worker::console_warn!("{var}: unknown model `{to}`");
+                        None
+                    }
+                }
+            })
+            .collect();
         Self {
             providers,
             routes,
+            fallbacks,
             public_base_url: text(env, "PUBLIC_BASE_URL"),
             job_deadline_secs: number(env, "JOB_DEADLINE_SECS", 900),
             retention_secs: text(env, "RETENTION_SECS")
@@ -191,6 +213,14 @@ impl Config {
             .iter()
             .find(|(m, _)| *m == model)
             .map_or(&[], |(_, r)| r.as_slice())
+    }
+
+    /// The model an operator set to serve `model` when its providers are unhealthy.
+    pub fn fallback(&self, model: Model) -> Option<Model> {
+        self.fallbacks
+            .iter()
+            .find(|(m, _)| *m == model)
+            .map(|(_, to)| *to)
     }
 
     /// What a job costs: the model's price per image times the images asked for.

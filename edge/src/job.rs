@@ -87,6 +87,10 @@ pub struct JobRecord {
     pub submitted_ms: Option<u64>,
     #[serde(default)]
     pub polls: u32,
+    /// The model the client asked for, when an operator fallback serves the job with
+    /// `model` instead (`fallback.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked_model: Option<Model>,
 }
 
 /// The runner's `/start` body: the job, and where to deliver it when it ends.
@@ -151,6 +155,7 @@ impl JobRecord {
             outputs: Vec::new(),
             submitted_ms: None,
             polls: 0,
+            asked_model: None,
         }
     }
 
@@ -279,6 +284,7 @@ impl JobRecord {
             },
             total_time: finished.and_then(|f| secs(self.created_ms, f)),
             provider: Some(self.provider.clone()),
+            model: self.asked_model.map(|_| self.model.slug().to_owned()),
             credits: None,
         }
     }
@@ -301,7 +307,7 @@ impl JobRecord {
     pub fn result(&self, origin: &str) -> JobResult {
         JobResult {
             request_id: self.id.clone(),
-            model: self.model,
+            model: self.asked_model.unwrap_or(self.model),
             status: self.status,
             output: self
                 .outputs

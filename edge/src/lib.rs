@@ -10,6 +10,7 @@ pub mod breaker;
 pub mod compat;
 pub mod config;
 pub mod error;
+pub mod fallback;
 pub mod handlers;
 pub mod http;
 pub mod input;
