@@ -307,6 +307,14 @@ fn health_reports_providers_without_keys_and_the_spa_is_served() {
     let pro = &h.json()["models"]["flux-depth-pro"];
     assert_eq!(pro[0]["name"], "segmind");
     assert_eq!(pro[0]["configured"], true);
+    // The circuit breaker's state, read from its Durable Object.
+    assert!(
+        matches!(
+            pro[0]["health"].as_str(),
+            Some("closed" | "half_open" | "open")
+        ),
+        "{pro}"
+    );
 
     for path in ["/", "/history", "/some/deep/link"] {
         let page = get(&format!("{}{path}", base()));

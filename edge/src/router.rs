@@ -60,7 +60,7 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
     let api = match segments.as_slice() {
         ["healthz"] => {
             allow(method, &["GET"], "GET")?;
-            return Ok(health::get_health(env));
+            return Ok(health::get_health(env).await);
         }
         ["openapi.json"] => {
             allow(method, &["GET"], "GET")?;

@@ -24,6 +24,7 @@
 use worker::{DurableObject, Env, Method, Request, Response, State, durable_object};
 
 use crate::accounts;
+use crate::breaker;
 use crate::compat;
 use crate::config::{Config, bindings};
 use crate::http;
@@ -339,9 +340,21 @@ impl JobRunner {
             }
         }
         let outcome = match upstream {
+            // An open circuit breaker fails over at once, like a refusal.
+            Ok(_)
+                if cfg.breaker.failures > 0
+                    && !breaker::allow(&self.env, &attempt.provider).await =>
+            {
+                Err(transient(format!(
+                    "{}: circuit breaker open",
+                    attempt.provider
+                )))
+            }
             Ok(p) => match self.input_image(&job).await {
                 Ok(bytes) => {
                     let sent = providers::submit(&p, &job, &bytes, timeout_ms(cfg)).await;
+                    let signal = breaker::Signal::of(&sent.as_ref().map(|_| ()));
+                    breaker::record(&self.env, &attempt.provider, signal, cfg.breaker).await;
                     match sent {
                         // An ambiguous failure: the provider may have accepted it. Ask
                         // before moving on where it can be asked.

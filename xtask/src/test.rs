@@ -245,6 +245,10 @@ fn stack_options(
             ("WEBHOOK_LOOPBACK", "on"),
             // `/__dev/ledger`: the migration test writes a pre-rows account state.
             ("LEDGER_DEV_OPS", "on"),
+            // Faults are per prompt but the breaker is per provider: with the default
+            // threshold the fault tests would open it under the tests that need that
+            // provider. Every submit still goes through the breaker's Durable Object.
+            ("BREAKER_FAILURES", "1000"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .to_vec(),

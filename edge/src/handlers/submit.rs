@@ -135,9 +135,10 @@ pub async fn create_job(
         let seed = u32::from_le_bytes([random[0], random[5], random[10], random[15]]);
         submission.params.set_seed(seed);
     }
-    let candidates = candidates(cfg, model, &submission.params, &submission.info)?;
+    let (served, candidates) =
+        serve(env, cfg, model, &mut submission.params, &submission.info).await?;
     let id = RequestId::from_random(random_bytes()?);
-    let cost = cfg.cost(model, submission.params.num_outputs());
+    let cost = cfg.cost(served, submission.params.num_outputs());
     if let Reservation::Replay(existing) = caller
         .reserve(env, id.as_str(), cost, key.clone(), fingerprint)
         .await?
@@ -146,9 +147,9 @@ pub async fn create_job(
             .ok_or_else(|| EdgeError::Internal("ledger replayed a malformed id".into()));
     }
 
-    let record = JobRecord::new(
+    let mut record = JobRecord::new(
         id.clone(),
-        model,
+        served,
         submission.params,
         submission.info,
         Ownership {
@@ -160,6 +161,7 @@ pub async fn create_job(
         cfg.job_deadline_secs,
         candidates,
     );
+    record.asked_model = (served != model).then_some(model);
     let started = match start(env, &record, submission.image, request.webhook).await {
         Ok(()) => true,
         // The start's answer may have been lost after the runner took the job: ask it.
@@ -190,6 +192,41 @@ pub async fn create_job(
         worker::console_error!("job {id}: idempotency key not confirmed: {e}");
     }
     Ok(id)
+}
+
+/// The model to run and its candidates: the asked model's, or, when none of its
+/// providers is healthy (none ready and able, or every circuit breaker open) and the
+/// operator set `FALLBACK_FLUX_DEPTH_PRO = "flux-depth-dev"`, dev's with the parameters
+/// mapped (`fallback.rs`).
+async fn serve(
+    env: &Env,
+    cfg: &Config,
+    model: Model,
+    params: &mut parallax_api::Params,
+    input: &crate::input::image::ImageInfo,
+) -> EdgeResult<(Model, Vec<String>)> {
+    let own = candidates(cfg, model, params, input);
+    let to = match cfg.fallback(model) {
+        Some(to @ Model::FluxDepthDev) if model == Model::FluxDepthPro => to,
+        _ => return own.map(|c| (model, c)),
+    };
+    if let Ok(names) = &own {
+        for name in names {
+            if crate::breaker::allow(env, name).await {
+                return own.map(|c| (model, c));
+            }
+        }
+    }
+    let Some(mapped) = crate::fallback::dev_params(params) else {
+        return own.map(|c| (model, c));
+    };
+    match candidates(cfg, to, &mapped, input) {
+        Ok(c) => {
+            *params = mapped;
+            Ok((to, c))
+        }
+        Err(_) => own.map(|c| (model, c)),
+    }
 }
 
 /// The providers of the model's route that are ready and can honour these
@@ -332,6 +369,8 @@ mod tests {
             poll_every_ms: 2000,
             remote_images: false,
             webhook_loopback: false,
+            breaker: crate::breaker::Policy::default(),
+            fallbacks: Vec::new(),
         }
     }
 
