@@ -119,6 +119,10 @@ impl Job {
 
     /// This job after a status read (or a cancel's answer) at `now_ms`.
     pub fn with_status(&self, s: &StatusResponse, now_ms: f64) -> Self {
+        if s.status == self.status && s.metrics == self.metrics && s.error == self.error {
+            // Nothing new: the same state (so no write, no event for other tabs).
+            return self.clone();
+        }
         let mut next = self.clone();
         next.status = s.status;
         next.updated_ms = now_ms;
@@ -472,6 +476,17 @@ mod tests {
         assert!(a.has_result && !a.needs_poll());
         assert_eq!(a.model, Model::FluxDepthDev);
         assert!(m.get("b").unwrap().needs_poll(), "running jobs are resumed");
+    }
+
+    #[test]
+    fn an_unchanged_status_is_not_a_new_state() {
+        let j = job(ID, 1.0).with_status(&status(JobStatus::Processing, None), 2.0);
+        let again = j.with_status(&status(JobStatus::Processing, None), 3.0);
+        let mut list = vec![j.clone()];
+        assert!(
+            !upsert(&mut list, again),
+            "polling without news writes nothing"
+        );
     }
 
     #[test]

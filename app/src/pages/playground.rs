@@ -469,7 +469,10 @@ pub struct Clock(pub Signal<f64>);
 
 /// A submit waiting for the server (or refused by it).
 #[component]
-fn PendingCard(pending: Pending) -> impl IntoView {
+fn PendingCard(
+    /// The submit.
+    pending: Pending,
+) -> impl IntoView {
     let store = use_store();
     let key = pending.key;
     view! {
