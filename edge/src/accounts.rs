@@ -255,11 +255,19 @@ impl Caller {
 
     /// Before anything of a submit is read or fetched: counts it against the submit
     /// rate limit and checks the account can pay for the cheapest job (`amount`).
-    pub async fn precheck(&self, env: &Env, amount: u64) -> EdgeResult<()> {
-        match self
-            .call(env, Op::Precheck { amount }, self.submit_limit())
-            .await?
-        {
+    /// A retry under a known `idempotency_key` passes whatever the balance (its job is
+    /// paid for already and will be replayed).
+    pub async fn precheck(
+        &self,
+        env: &Env,
+        amount: u64,
+        idempotency_key: Option<&str>,
+    ) -> EdgeResult<()> {
+        let op = Op::Precheck {
+            amount,
+            idempotency_key: idempotency_key.map(str::to_owned),
+        };
+        match self.call(env, op, self.submit_limit()).await? {
             Outcome::Insufficient { needed } => Err(self.insufficient(needed)),
             _ => Ok(()),
         }

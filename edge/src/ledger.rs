@@ -48,7 +48,13 @@ pub enum Funding {
 pub enum Op {
     /// Before a submit's body is read: counts the submit against the rate limit and
     /// checks that the account can pay for the cheapest job (`amount`).
-    Precheck { amount: u64 },
+    /// A retry under a known `idempotency_key` is not refused for the balance: its job
+    /// is already paid for, and the reservation replays it.
+    Precheck {
+        amount: u64,
+        #[serde(default)]
+        idempotency_key: Option<String>,
+    },
     /// Reserves `amount` credits for a new job. With an idempotency key the key is
     /// stored "pending", bound to the request's `fingerprint`, until [`Op::Confirm`].
     Reserve {
@@ -832,8 +838,15 @@ impl Ledger {
         } else {
             match &request.op {
                 Op::Touch => {}
-                Op::Precheck { amount } => {
-                    if account.balance < *amount {
+                Op::Precheck {
+                    amount,
+                    idempotency_key,
+                } => {
+                    let known = match idempotency_key {
+                        Some(key) => db.key(key)?.is_some_and(|row| row.expires_ms > now),
+                        None => false,
+                    };
+                    if !known && account.balance < *amount {
                         out.outcome = Outcome::Insufficient { needed: *amount };
                     }
                 }

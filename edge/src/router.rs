@@ -242,7 +242,7 @@ async fn static_file(req: Request, env: &Env) -> EdgeResult<Response> {
     headers.delete("if-modified-since")?;
     let mut init = worker::RequestInit::new();
     init.with_method(req.method()).with_headers(headers);
-    let unconditional = Request::new_with_init(&req.url()?.to_string(), &init)?;
+    let unconditional = Request::new_with_init(req.url()?.as_ref(), &init)?;
     let mut resp = env
         .assets(bindings::ASSETS)?
         .fetch_request(unconditional)

@@ -22,7 +22,9 @@ pub async fn create_prediction(
 ) -> EdgeResult<Response> {
     let cfg = Config::from_env(env);
     let idempotency_key = idempotency_key(&req)?;
-    caller.precheck(env, cheapest_job(&cfg)).await?;
+    caller
+        .precheck(env, cheapest_job(&cfg), idempotency_key.as_deref())
+        .await?;
     let raw = body::read_json(&mut req).await?;
     let create = eachlabs::parse_create(&raw.fields).map_err(EdgeError::fields)?;
     let origin = http::origin(&req, cfg.public_base_url.as_deref());

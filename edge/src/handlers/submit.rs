@@ -85,6 +85,18 @@ pub fn cheapest_job(cfg: &Config) -> u64 {
         .unwrap_or(0)
 }
 
+/// The cheapest one-image job a request for `model` can become: its own price, or the
+/// operator's fallback model's when one is set (a pro request may be served by dev).
+pub fn cheapest_for(cfg: &Config, model: Model) -> u64 {
+    cfg.fallbacks
+        .iter()
+        .filter(|(from, _)| *from == model)
+        .map(|(_, to)| cfg.cost(*to, 1))
+        .chain([cfg.cost(model, 1)])
+        .min()
+        .unwrap_or(0)
+}
+
 /// What an `Idempotency-Key` is bound to: the model, the validated parameters (in
 /// their canonical form, before a seed is drawn), the control image's bytes (however
 /// they were sent) and the webhook. SHA-256, hex.
@@ -302,7 +314,13 @@ pub async fn submit_job(
 ) -> EdgeResult<Response> {
     let model = find_model(slug)?;
     let cfg = Config::from_env(env);
-    caller.precheck(env, cfg.cost(model, 1)).await?;
+    caller
+        .precheck(
+            env,
+            cheapest_for(&cfg, model),
+            idempotency_key(&req)?.as_deref(),
+        )
+        .await?;
     let request = read_job_request(&mut req).await?;
     let id = create_job(env, &cfg, caller, model, request).await?;
     let origin = http::origin(&req, cfg.public_base_url.as_deref());

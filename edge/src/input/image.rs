@@ -221,18 +221,12 @@ mod tests {
     }
 }
 
-/// Whether a downloaded image is whole: a JPEG ends with EOI, a PNG with its IEND
-/// chunk, a WebP's RIFF size matches its length. Catches truncated downloads that a
-/// header-only check would pass.
+/// Whether a downloaded image is whole: a JPEG has an EOI after its first scan, a PNG
+/// ends with its IEND chunk, a WebP's RIFF size matches its length. Catches truncated
+/// downloads that a header-only check would pass.
 pub fn is_complete(bytes: &[u8], format: ImageFormat) -> bool {
     match format {
-        ImageFormat::Jpeg => {
-            let trimmed = bytes
-                .iter()
-                .rposition(|&b| b != 0)
-                .map_or(&bytes[..0], |i| &bytes[..=i]);
-            trimmed.ends_with(&[0xff, 0xd9])
-        }
+        ImageFormat::Jpeg => jpeg_has_end(bytes),
         ImageFormat::Png => {
             bytes.len() >= 12 && bytes[bytes.len() - 8..bytes.len() - 4] == *b"IEND"
         }
@@ -242,6 +236,33 @@ pub fn is_complete(bytes: &[u8], format: ImageFormat) -> bool {
                     == bytes.len()
         }
     }
+}
+
+/// A JPEG's EOI (`FF D9`) after its first start-of-scan. The segments before the scan
+/// are walked by their lengths, so an EXIF thumbnail's own EOI does not count; inside
+/// entropy-coded data a `0xFF` byte is always stuffed (`FF 00`) or a restart marker,
+/// so the first `FF D9` after SOS is the image's end. Data after it is allowed: phones
+/// append trailers (Motion Photo video, vendor data) after EOI.
+fn jpeg_has_end(bytes: &[u8]) -> bool {
+    let mut i = 2; // after SOI
+    while i + 4 <= bytes.len() {
+        if bytes[i] != 0xff {
+            return false;
+        }
+        let marker = bytes[i + 1];
+        if marker == 0xff {
+            // Fill byte before a marker.
+            i += 1;
+            continue;
+        }
+        let len = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
+        if marker == 0xda {
+            let scan = i + 2 + len;
+            return scan <= bytes.len() && bytes[scan..].windows(2).any(|w| w == [0xff, 0xd9]);
+        }
+        i += 2 + len;
+    }
+    false
 }
 
 #[cfg(test)]
@@ -257,6 +278,13 @@ mod completeness_tests {
         .unwrap();
         assert!(is_complete(&jpg, ImageFormat::Jpeg));
         assert!(!is_complete(&jpg[..jpg.len() / 2], ImageFormat::Jpeg));
+        // Cut right before its EOI: still refused.
+        let end = jpg.iter().rposition(|&b| b == 0xd9).unwrap();
+        assert!(!is_complete(&jpg[..end - 1], ImageFormat::Jpeg));
+        // A trailer after EOI (a Motion Photo's video, vendor data) is not a truncation.
+        let mut motion = jpg.clone();
+        motion.extend_from_slice(b"\x00\x00\x00\x18ftypmp42 trailing video");
+        assert!(is_complete(&motion, ImageFormat::Jpeg));
         let mut webp = b"RIFF\x04\x00\x00\x00WEBP".to_vec();
         assert!(is_complete(&webp, ImageFormat::Webp));
         webp.push(0);
