@@ -52,6 +52,10 @@ pub struct Metrics {
     pub total_time: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
+    /// The model that made the images, when an operator fallback served the job with a
+    /// model other than the one asked for (e.g. `flux-depth-dev` for a pro request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// What the job cost the caller, and what a cancel would give back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credits: Option<Credits>,

@@ -58,6 +58,7 @@ fn failed_status_is_both_a_status_and_an_error_body() {
             inference_time: Some(1.25),
             total_time: Some(1.75),
             provider: Some("segmind".into()),
+            model: None,
             credits: None,
         },
     };
@@ -110,6 +111,7 @@ fn completed_result_lists_outputs_seed_and_params() {
             inference_time: Some(2.0),
             total_time: Some(2.5),
             provider: Some("segmind".into()),
+            model: None,
             credits: None,
         },
         created_at: 1_790_000_000,

@@ -1,21 +1,22 @@
-//! The app shell: header (brand, settings with key, credits and theme), the
-//! playground, and the page-wide clock and wake-ups.
+//! The app shell: the session, the job store and the studio's state (all outliving
+//! page changes), the header (brand, pages, settings), the router, and the page-wide
+//! clock. Navigation between pages is client-side: no reload, nothing forgotten.
 
-use leptos::ev;
 use leptos::prelude::*;
+use leptos_router::components::{A, Route, Router, Routes};
+use leptos_router::path;
 
-use crate::client;
 use crate::components::settings_panel::SettingsPanel;
-use crate::pages::Route;
 use crate::pages::history::HistoryPage;
-use crate::pages::playground::PlaygroundPage;
+use crate::pages::playground::{Clock, PlaygroundPage, Studio};
 use crate::pages::share::SharePage;
-use crate::session;
+use crate::{session, store};
 
 #[component]
 pub fn App() -> impl IntoView {
     session::provide();
-    let route = Route::parse(&window().location().pathname().unwrap_or_default());
+    store::provide();
+    Studio::provide();
     let now = RwSignal::new(js_sys::Date::now());
     let tick = set_interval_with_handle(
         move || now.set(js_sys::Date::now()),
@@ -26,29 +27,29 @@ pub fn App() -> impl IntoView {
             t.clear();
         }
     });
-    // Phones freeze background tabs: poll again as soon as the page is back.
-    let _visible = window_event_listener(ev::visibilitychange, move |_| client::wake_all());
-    let _shown = window_event_listener(ev::pageshow, move |_| client::wake_all());
+    provide_context(Clock(now.into()));
     view! {
-        <a class="skip" href="#prompt">"Skip to the prompt"</a>
-        <header class="top">
-            <a class="brand" href="/">
-                <span class="logo" aria-hidden="true">"◐"</span>
-                "Parallax"
-            </a>
-            <span class="tagline">"Keep the layout. Change everything else."</span>
-            <nav class="nav" aria-label="Pages">
-                <a href="/" aria-current=(route == Route::Playground).then_some("page")>"Studio"</a>
-                <a href="/history" aria-current=(route == Route::History).then_some("page") data-testid="nav-history">"History"</a>
-            </nav>
-            <SettingsPanel />
-        </header>
-        <main>
-            {match route.clone() {
-                Route::Playground => view! { <PlaygroundPage now=now.into() /> }.into_any(),
-                Route::History => view! { <HistoryPage /> }.into_any(),
-                Route::Share(id) => view! { <SharePage id=id /> }.into_any(),
-            }}
-        </main>
+        <Router>
+            <a class="skip" href="#main">"Skip to the content"</a>
+            <header class="top">
+                <a href="/" class="brand">
+                    <span class="logo" aria-hidden="true">"◐"</span>
+                    "Parallax"
+                </a>
+                <span class="tagline">"Keep the layout. Change everything else."</span>
+                <nav class="nav" aria-label="Pages">
+                    <A href="/" exact=true>"Studio"</A>
+                    <A href="/history" exact=true attr:data-testid="nav-history">"History"</A>
+                </nav>
+                <SettingsPanel />
+            </header>
+            <main id="main" tabindex="-1">
+                <Routes fallback=|| view! { <PlaygroundPage /> }>
+                    <Route path=path!("/") view=PlaygroundPage />
+                    <Route path=path!("/history") view=HistoryPage />
+                    <Route path=path!("/r/:id") view=SharePage />
+                </Routes>
+            </main>
+        </Router>
     }
 }

@@ -1,24 +1,75 @@
-//! All HTTP the app does: submit a job, read its status and result. Errors become a
-//! [`ClientError`] carrying the API's error body when there is one.
+//! All HTTP the app does, through `gloo-net`, in one place: it adds the access key
+//! (same-origin requests only), reads `x-remaining-credits`, times requests out,
+//! decodes the API's `ErrorBody`, and retries what is safe to retry (reads, and a
+//! submit carrying an `Idempotency-Key`). Whether a failure is final for a *job* is
+//! the polling policy's call (`logic::poll`), not this module's.
 
+use gloo_net::http::{Request, RequestBuilder, Response};
 use parallax_api::{ErrorBody, ErrorCode, JobResult, Model, StatusResponse, SubmitResponse};
 use serde::de::DeserializeOwned;
-use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{FormData, RequestInit, Response};
+use web_sys::FormData;
+
+use crate::logic::poll;
 
 /// Why a call failed, in a form the UI can show.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientError {
     /// The API answered with an error body.
-    Api { status: u16, body: ErrorBody },
-    /// No answer (offline, server down).
+    Api {
+        status: u16,
+        body: ErrorBody,
+        retry_after_ms: Option<f64>,
+    },
+    /// An HTTP error without an API body (a proxy's 502 page, say).
+    Http {
+        status: u16,
+        retry_after_ms: Option<f64>,
+    },
+    /// No answer (offline, server down, timed out).
     Network(String),
     /// An answer we could not read.
     Decode(String),
 }
 
 impl ClientError {
+    /// The HTTP status, 0 when there was no answer.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Api { status, .. } | Self::Http { status, .. } => *status,
+            Self::Network(_) | Self::Decode(_) => 0,
+        }
+    }
+
+    pub fn retry_after_ms(&self) -> Option<f64> {
+        match self {
+            Self::Api { retry_after_ms, .. } | Self::Http { retry_after_ms, .. } => *retry_after_ms,
+            _ => None,
+        }
+    }
+
+    /// Whether repeating the same request may succeed: no answer, a timeout, 429, 5xx.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::Network(_) => true,
+            Self::Decode(_) => false,
+            _ => matches!(self.status(), 408 | 429 | 500..=599),
+        }
+    }
+
+    /// What this error means for a status or result read.
+    pub fn read(&self) -> poll::Read {
+        poll::classify(self.status(), self.retry_after_ms())
+    }
+
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Api { body, .. } => Some(body.code),
+            _ => None,
+        }
+    }
+
     /// One readable line for the user.
     pub fn message(&self) -> String {
         match self {
@@ -42,6 +93,7 @@ impl ClientError {
                     .join("; "),
                 _ => body.error.clone(),
             },
+            Self::Http { status, .. } => format!("The server answered HTTP {status}; try again."),
             Self::Network(_) => {
                 "Cannot reach the server. Check your connection and try again.".into()
             }
@@ -50,76 +102,163 @@ impl ClientError {
     }
 }
 
-fn js_error(e: JsValue) -> ClientError {
-    ClientError::Network(e.as_string().unwrap_or_else(|| format!("{e:?}")))
+/// Longest wait for an answer before a request counts as lost.
+const TIMEOUT_MS: i32 = 20_000;
+/// Attempts of a request that is safe to repeat, when the failure is transient.
+const ATTEMPTS: u32 = 3;
+
+/// Whether `url` goes to this page's origin (the only place the key may go).
+fn same_origin(url: &str) -> bool {
+    if url.starts_with('/') && !url.starts_with("//") {
+        return true;
+    }
+    let origin = web_sys::window()
+        .and_then(|w| w.location().origin().ok())
+        .unwrap_or_default();
+    !origin.is_empty() && url.starts_with(&format!("{origin}/"))
 }
 
-async fn fetch(
-    method: &str,
-    url: &str,
-    body: Option<&JsValue>,
-) -> Result<(u16, String), ClientError> {
-    let window = web_sys::window().ok_or_else(|| ClientError::Network("no window".into()))?;
-    let init = RequestInit::new();
-    init.set_method(method);
-    if let Some(body) = body {
-        init.set_body(body);
+type Signal<'a> = Option<&'a web_sys::AbortSignal>;
+
+fn prepare(builder: RequestBuilder, url: &str, signal: Signal) -> RequestBuilder {
+    let builder = builder
+        .header("accept", "application/json")
+        .abort_signal(signal);
+    match crate::session::api_key() {
+        Some(key) if same_origin(url) => builder.header("x-api-key", &key),
+        _ => builder,
     }
-    let req = web_sys::Request::new_with_str_and_init(url, &init).map_err(js_error)?;
-    req.headers()
-        .set("accept", "application/json")
-        .map_err(js_error)?;
-    if let Some(key) = crate::session::api_key() {
-        req.headers().set("x-api-key", &key).map_err(js_error)?;
+}
+
+/// Sends one request, failing with `Network` after [`TIMEOUT_MS`].
+async fn send_once(
+    make: impl FnOnce(Signal) -> Result<Request, ClientError>,
+) -> Result<Response, ClientError> {
+    let abort = web_sys::AbortController::new().ok();
+    let signal = abort.as_ref().map(web_sys::AbortController::signal);
+    let request = make(signal.as_ref())?;
+    let timer = abort.as_ref().and_then(|a| {
+        let a = a.clone();
+        gloo_timeout(TIMEOUT_MS, move || a.abort())
+    });
+    let sent = request.send().await;
+    if let (Some(w), Some(t)) = (web_sys::window(), timer) {
+        w.clear_timeout_with_handle(t);
     }
-    let resp: Response = JsFuture::from(window.fetch_with_request(&req))
-        .await
-        .map_err(js_error)?
-        .dyn_into()
-        .map_err(js_error)?;
+    let resp = sent.map_err(|e| ClientError::Network(e.to_string()))?;
     if let Some(n) = resp
         .headers()
         .get("x-remaining-credits")
-        .ok()
-        .flatten()
         .and_then(|v| v.parse().ok())
     {
         crate::session::saw_credits(n);
     }
-    let text = JsFuture::from(resp.text().map_err(js_error)?)
-        .await
-        .map_err(js_error)?
-        .as_string()
-        .unwrap_or_default();
-    Ok((resp.status(), text))
+    Ok(resp)
+}
+
+/// Runs `f` after `ms`; returns the timer's handle.
+fn gloo_timeout(ms: i32, f: impl FnOnce() + 'static) -> Option<i32> {
+    let cb = wasm_bindgen::closure::Closure::once_into_js(f);
+    web_sys::window()?
+        .set_timeout_with_callback_and_timeout_and_arguments_0(
+            wasm_bindgen::JsCast::unchecked_ref(&cb),
+            ms,
+        )
+        .ok()
 }
 
 /// Decodes a success body of type `T`, or the error body.
 /// `accept_failed` lets a 422 (FAILED job) through as a normal answer.
-fn decode<T: DeserializeOwned>(
+async fn decode<T: DeserializeOwned>(
+    resp: Response,
+    accept_failed: bool,
+) -> Result<T, ClientError> {
+    let status = resp.status();
+    let retry_after_ms = poll::retry_after_ms(resp.headers().get("retry-after").as_deref());
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| ClientError::Network(e.to_string()))?;
+    decode_text(status, &text, accept_failed, retry_after_ms)
+}
+
+fn decode_text<T: DeserializeOwned>(
     status: u16,
     text: &str,
     accept_failed: bool,
+    retry_after_ms: Option<f64>,
 ) -> Result<T, ClientError> {
     if (200..300).contains(&status) || (accept_failed && status == 422) {
         serde_json::from_str(text).map_err(|e| ClientError::Decode(e.to_string()))
     } else {
         match serde_json::from_str::<ErrorBody>(text) {
-            Ok(body) => Err(ClientError::Api { status, body }),
-            Err(_) => Err(ClientError::Decode(format!("HTTP {status}"))),
+            Ok(body) => Err(ClientError::Api {
+                status,
+                body,
+                retry_after_ms,
+            }),
+            Err(_) => Err(ClientError::Http {
+                status,
+                retry_after_ms,
+            }),
         }
     }
 }
 
-/// `POST /v2/{model}` with a multipart form.
-pub async fn submit(model: Model, form: &FormData) -> Result<SubmitResponse, ClientError> {
-    let (status, text) = fetch(
-        "POST",
-        &format!("/v2/{}", model.slug()),
-        Some(form.as_ref()),
+/// A safe request (a read, or an idempotent submit), retried a few times on
+/// transient failures with a short pause.
+async fn with_retries<T: DeserializeOwned>(
+    make: impl Fn(Signal) -> Result<Request, ClientError>,
+    accept_failed: bool,
+) -> Result<T, ClientError> {
+    let mut last = ClientError::Network("not sent".into());
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            let wait = last
+                .retry_after_ms()
+                .unwrap_or(500.0 * f64::from(attempt))
+                .min(5_000.0);
+            sleep(wait as i32).await;
+        }
+        let result = match send_once(&make).await {
+            Ok(resp) => decode(resp, accept_failed).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Err(e) if e.retryable() => last = e,
+            other => return other,
+        }
+    }
+    Err(last)
+}
+
+fn built(r: Result<Request, gloo_net::Error>) -> Result<Request, ClientError> {
+    r.map_err(|e| ClientError::Network(e.to_string()))
+}
+
+fn get(url: &str, signal: Signal) -> Result<Request, ClientError> {
+    built(prepare(Request::get(url), url, signal).build())
+}
+
+/// `POST /v2/{model}` with a multipart form. The `Idempotency-Key` makes a retry after
+/// a lost answer safe: the server returns the job the first attempt created.
+pub async fn submit(
+    model: Model,
+    form: &FormData,
+    idempotency_key: &str,
+) -> Result<SubmitResponse, ClientError> {
+    let url = format!("/v2/{}", model.slug());
+    with_retries(
+        |signal| {
+            built(
+                prepare(Request::post(&url), &url, signal)
+                    .header("idempotency-key", idempotency_key)
+                    .body(JsValue::from(form.clone())),
+            )
+        },
+        false,
     )
-    .await?;
-    decode(status, &text, false)
+    .await
 }
 
 /// A page of the key's jobs from `GET /v2/requests`.
@@ -134,57 +273,62 @@ pub async fn list(cursor: Option<&str>) -> Result<ListPage, ClientError> {
         Some(c) => format!("/v2/requests?limit=50&cursor={c}"),
         None => "/v2/requests?limit=50".to_owned(),
     };
-    let (status, text) = fetch("GET", &url, None).await?;
-    decode(status, &text, false)
+    with_retries(|s| get(&url, s), false).await
 }
 
-/// `DELETE /v2/requests/{id}` of a finished job: deletes it and its images.
+/// `DELETE /v2/requests/{id}` of a *finished* job: deletes it and its images.
 pub async fn delete(response_url: &str) -> Result<(), ClientError> {
-    let (status, text) = fetch("DELETE", response_url, None).await?;
-    decode::<serde_json::Value>(status, &text, false).map(|_| ())
+    let resp =
+        send_once(|s| built(prepare(Request::delete(response_url), response_url, s).build()))
+            .await?;
+    decode::<serde_json::Value>(resp, false).await.map(|_| ())
 }
 
-/// Polls a job until it ends and returns its result; `on_status` sees every status.
-pub async fn follow(
-    status_url: &str,
-    response_url: &str,
-    on_status: impl Fn(&StatusResponse),
-) -> Result<JobResult, ClientError> {
-    let mut errors = 0;
-    for attempt in 0.. {
-        sleep(crate::jobs::poll_delay_ms(attempt)).await;
-        match status(status_url).await {
-            Ok(s) if s.status.is_terminal() => break,
-            Ok(s) => {
-                errors = 0;
-                on_status(&s);
-            }
-            Err(e) if matches!(e, ClientError::Api { .. }) || errors >= MAX_POLL_ERRORS => {
-                return Err(e);
-            }
-            Err(_) => errors += 1,
-        }
-    }
-    result(response_url).await
+/// `POST /v2/requests/{id}/cancel`: cancels a running job. A 409 `conflict` means it
+/// had already finished (and nothing changed). Not retried: the caller refreshes.
+pub async fn cancel(cancel_url: &str) -> Result<StatusResponse, ClientError> {
+    let resp =
+        send_once(|s| built(prepare(Request::post(cancel_url), cancel_url, s).build())).await?;
+    decode(resp, true).await
 }
 
-/// Status polls that may fail in a row (network blips) before giving up.
-const MAX_POLL_ERRORS: u32 = 5;
-
-/// `DELETE /v2/requests/{id}`: cancels a running job (refunded).
-pub async fn cancel(response_url: &str) -> Result<StatusResponse, ClientError> {
-    let (status, text) = fetch("DELETE", response_url, None).await?;
-    decode(status, &text, true)
-}
-
+/// One status read (not retried here: the scheduler owns retries and backoff).
 pub async fn status(url: &str) -> Result<StatusResponse, ClientError> {
-    let (status, text) = fetch("GET", url, None).await?;
-    decode(status, &text, true)
+    decode(send_once(|s| get(url, s)).await?, true).await
 }
 
+/// One result read (not retried here: the scheduler owns retries and backoff).
 pub async fn result(url: &str) -> Result<JobResult, ClientError> {
-    let (status, text) = fetch("GET", url, None).await?;
-    decode(status, &text, true)
+    decode(send_once(|s| get(url, s)).await?, true).await
+}
+
+/// A result read retried on transient failures (share page, Remix).
+pub async fn result_retried(url: &str) -> Result<JobResult, ClientError> {
+    with_retries(|s| get(url, s), true).await
+}
+
+/// A same-origin image (a sample, an output) as a blob.
+pub async fn blob(url: &str) -> Result<web_sys::Blob, ClientError> {
+    let resp = send_once(|s| built(Request::get(url).abort_signal(s).build())).await?;
+    if !resp.ok() {
+        return Err(ClientError::Http {
+            status: resp.status(),
+            retry_after_ms: None,
+        });
+    }
+    let media_type = resp
+        .headers()
+        .get("content-type")
+        .unwrap_or_else(|| "image/jpeg".into());
+    let bytes = resp
+        .binary()
+        .await
+        .map_err(|e| ClientError::Network(e.to_string()))?;
+    let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes.as_slice()));
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type(&media_type);
+    web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options)
+        .map_err(|_| ClientError::Decode("image".into()))
 }
 
 thread_local! {
@@ -192,8 +336,8 @@ thread_local! {
     static SLEEPERS: std::cell::RefCell<Vec<js_sys::Function>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Resolves after `ms` milliseconds, or earlier on [`wake_all`] (a phone bringing the
-/// tab back), so polling resumes at once instead of after a throttled timer.
+/// Resolves after `ms` milliseconds, or earlier on [`wake_all`] (the network back, a
+/// phone bringing the tab back), so polling resumes at once.
 pub async fn sleep(ms: i32) {
     let promise = js_sys::Promise::new(&mut |resolve, _| {
         if let Some(w) = web_sys::window() {
@@ -217,6 +361,18 @@ mod tests {
 
     use super::*;
 
+    fn api(code: ErrorCode, error: &str) -> ClientError {
+        ClientError::Api {
+            status: code.http_status(),
+            body: ErrorBody {
+                error: error.into(),
+                code,
+                fields: None,
+            },
+            retry_after_ms: None,
+        }
+    }
+
     #[test]
     fn field_errors_read_as_one_line() {
         let e = ClientError::Api {
@@ -229,6 +385,7 @@ mod tests {
                     FieldError::new("control_image", "is not a JPEG, PNG or WebP image"),
                 ]),
             },
+            retry_after_ms: None,
         };
         assert_eq!(
             e.message(),
@@ -238,44 +395,55 @@ mod tests {
 
     #[test]
     fn key_credit_and_rate_problems_say_what_to_do() {
-        let e = |code, error: &str| ClientError::Api {
-            status: code_status(code),
-            body: ErrorBody {
-                error: error.into(),
-                code,
-                fields: None,
-            },
-        };
         assert!(
-            e(ErrorCode::Unauthorized, "API key is invalid")
+            api(ErrorCode::Unauthorized, "API key is invalid")
                 .message()
                 .contains("Settings")
         );
         assert!(
-            e(ErrorCode::InsufficientCredits, "Not enough credits")
+            api(ErrorCode::InsufficientCredits, "Not enough credits")
                 .message()
                 .contains("Add credits")
         );
         assert!(
-            e(ErrorCode::RateLimited, "x")
+            api(ErrorCode::RateLimited, "x")
                 .message()
                 .contains("wait a moment")
         );
     }
 
-    fn code_status(code: ErrorCode) -> u16 {
-        code.http_status()
-    }
-
     #[test]
-    fn error_bodies_decode_into_api_errors() {
-        let r = decode::<StatusResponse>(
+    fn error_bodies_decode_into_api_errors_and_others_keep_their_status() {
+        let r = decode_text::<StatusResponse>(
             404,
             r#"{"error":"No such request","code":"not_found"}"#,
             true,
+            None,
         );
         assert!(matches!(r, Err(ClientError::Api { status: 404, .. })));
-        let r = decode::<StatusResponse>(502, "<html>", false);
-        assert_eq!(r, Err(ClientError::Decode("HTTP 502".into())));
+        assert_eq!(r.unwrap_err().read(), poll::Read::Gone);
+        let r = decode_text::<StatusResponse>(503, "<html>", false, Some(2_000.0));
+        let e = r.unwrap_err();
+        assert_eq!(
+            e,
+            ClientError::Http {
+                status: 503,
+                retry_after_ms: Some(2_000.0)
+            }
+        );
+        assert_eq!(
+            e.read(),
+            poll::Read::Transient {
+                retry_after_ms: Some(2_000.0)
+            }
+        );
+        assert!(matches!(
+            ClientError::Network("offline".into()).read(),
+            poll::Read::Transient { .. }
+        ));
+        assert_eq!(
+            api(ErrorCode::Conflict, "finished").code(),
+            Some(ErrorCode::Conflict)
+        );
     }
 }

@@ -1,150 +1,152 @@
-//! A job as the playground shows it, and the pure rules for showing and polling it.
+//! How a job reads on a card: its label, badge style, the facts line, and the Cancel
+//! button's words. Pure, tested natively.
 
-use parallax_api::{JobResult, JobStatus, Model, StatusResponse};
+use parallax_api::JobStatus;
 
-/// Whether the phase is final.
-pub fn is_final(phase: &Phase) -> bool {
-    matches!(phase, Phase::Completed { .. } | Phase::Failed { .. })
-}
+use crate::logic::eta;
+use crate::logic::form::value_text;
+use crate::logic::store::Job;
 
-/// Where a job is, from the browser's point of view.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Phase {
-    /// Uploading and waiting for the submit answer.
-    Submitting,
-    Queued,
-    Processing,
-    Completed {
-        outputs: Vec<String>,
-    },
-    Failed {
-        message: String,
-    },
-}
-
-impl Phase {
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Submitting => "Uploading…",
-            Self::Queued => "Queued",
-            Self::Processing => "Generating…",
-            Self::Completed { .. } => "Done",
-            Self::Failed { .. } => "Failed",
-        }
-    }
-
-    /// A CSS modifier for the status badge.
-    pub fn class(&self) -> &'static str {
-        match self {
-            Self::Submitting | Self::Queued => "queued",
-            Self::Processing => "processing",
-            Self::Completed { .. } => "completed",
-            Self::Failed { .. } => "failed",
-        }
-    }
-
-    /// The phase a status poll reports. COMPLETED needs the result for its outputs,
-    /// so it stays Processing until [`Phase::from_result`].
-    pub fn from_status(s: &StatusResponse) -> Self {
-        match s.status {
-            JobStatus::Queued => Self::Queued,
-            JobStatus::Processing | JobStatus::Completed => Self::Processing,
-            JobStatus::Failed => Self::Failed {
-                message: s.error.clone().unwrap_or_else(|| "The job failed.".into()),
-            },
-        }
-    }
-
-    pub fn from_result(r: &JobResult) -> Self {
-        match r.status {
-            JobStatus::Completed => Self::Completed {
-                outputs: r.output.clone(),
-            },
-            JobStatus::Failed => Self::Failed {
-                message: r.error.clone().unwrap_or_else(|| "The job failed.".into()),
-            },
-            JobStatus::Queued => Self::Queued,
-            JobStatus::Processing => Self::Processing,
-        }
+/// The badge text. A COMPLETED status whose result is still being read stays
+/// "Generating…" until the images are there.
+pub fn label(job: &Job) -> &'static str {
+    match (job.status, job.has_result) {
+        (JobStatus::Queued, _) => "Queued",
+        (JobStatus::Processing, _) | (JobStatus::Completed, false) => "Generating…",
+        (JobStatus::Completed, true) => "Done",
+        (JobStatus::Failed, _) => "Failed",
     }
 }
 
-/// One job card's data.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobView {
-    /// Local key, unique on this page.
-    pub key: u64,
-    pub model: Model,
-    pub prompt: String,
-    pub request_id: Option<String>,
-    /// Where to GET the result and DELETE (cancel) the job.
-    pub response_url: Option<String>,
-    pub phase: Phase,
-    /// Browser clock (ms) at submit and at the end.
-    pub started_ms: f64,
-    pub finished_ms: Option<f64>,
-    /// Expected duration in seconds, from this device's recent jobs.
-    pub expected_secs: f64,
-    /// The control image as uploaded (an object URL), for the compare slider.
-    pub control_url: Option<String>,
-    /// The finished job, for Remix.
-    pub result: Option<JobResult>,
+/// A CSS modifier for the badge.
+pub fn class(job: &Job) -> &'static str {
+    match (job.status, job.has_result) {
+        (JobStatus::Queued, _) => "queued",
+        (JobStatus::Processing, _) | (JobStatus::Completed, false) => "processing",
+        (JobStatus::Completed, true) => "completed",
+        (JobStatus::Failed, _) => "failed",
+    }
 }
 
-/// Milliseconds before status poll number `attempt` (0-based): quick at first, then
-/// backing off to 3 s so a long job costs few requests.
-pub fn poll_delay_ms(attempt: u32) -> i32 {
-    match attempt {
-        0..=4 => 1000,
-        5..=14 => 2000,
-        _ => 3000,
+pub fn running(job: &Job) -> bool {
+    !job.status.is_terminal()
+}
+
+/// The Cancel button's words, from what the server says a cancel would refund now.
+pub fn cancel_label(job: &Job) -> String {
+    match job.metrics.credits.and_then(|c| c.refund_on_cancel) {
+        Some(0) => "Cancel (no refund: the provider already started)".into(),
+        Some(n) => format!("Cancel (refunds {n} credits)"),
+        None => "Cancel".into(),
     }
+}
+
+/// The facts a finished card shows: seed, key parameters, provider, duration, credits.
+pub fn facts(job: &Job) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Some(seed) = job
+        .seed
+        .map(|s| s.to_string())
+        .or_else(|| job.params.get("seed").map(value_text))
+    {
+        out.push(("Seed", seed));
+    }
+    for (name, label) in [
+        ("steps", "Steps"),
+        ("guidance", "Guidance"),
+        ("megapixels", "Size"),
+        ("num_outputs", "Images"),
+    ] {
+        if let Some(v) = job.params.get(name) {
+            out.push((label, value_text(v)));
+        }
+    }
+    if let Some(p) = &job.metrics.provider {
+        out.push(("Provider", p.clone()));
+    }
+    if let Some(t) = job.metrics.total_time {
+        out.push(("Took", eta::elapsed_text(t)));
+    }
+    if let Some(c) = job.metrics.credits {
+        let credits = if c.refunded > 0 {
+            format!("{} charged, {} refunded", c.charged, c.refunded)
+        } else {
+            c.charged.to_string()
+        };
+        out.push(("Credits", credits));
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
-    use parallax_api::{ErrorCode, Metrics, RequestId};
+    use parallax_api::{Credits, Metrics, Model, Params};
 
     use super::*;
 
-    fn status(s: JobStatus, error: Option<&str>) -> StatusResponse {
-        StatusResponse {
-            request_id: RequestId::parse("2c7f59ea-13f1-402c-9353-915a2b5a2124").unwrap(),
-            status: s,
-            error: error.map(str::to_owned),
-            code: error.map(|_| ErrorCode::JobFailed),
-            metrics: Metrics::default(),
-        }
+    fn job() -> Job {
+        Job::submitted(
+            "a",
+            Model::FluxDepthPro,
+            "a red door",
+            "http://x/v2/requests/a",
+            Params::default(),
+            0.0,
+            20.0,
+        )
     }
 
     #[test]
-    fn completed_status_waits_for_the_result_before_showing_done() {
-        assert_eq!(
-            Phase::from_status(&status(JobStatus::Completed, None)),
-            Phase::Processing
-        );
-        assert_eq!(
-            Phase::from_status(&status(JobStatus::Queued, None)),
-            Phase::Queued
-        );
+    fn completed_is_done_only_with_its_result() {
+        let mut j = job();
+        assert_eq!(label(&j), "Queued");
+        j.status = JobStatus::Completed;
+        assert_eq!(label(&j), "Generating…");
+        j.has_result = true;
+        assert_eq!((label(&j), class(&j)), ("Done", "completed"));
     }
 
     #[test]
-    fn failure_shows_the_servers_reason() {
-        let p = Phase::from_status(&status(JobStatus::Failed, Some("Content moderated")));
-        assert_eq!(
-            p,
-            Phase::Failed {
-                message: "Content moderated".into()
-            }
-        );
-        assert_eq!(p.label(), "Failed");
+    fn cancel_says_whether_credits_come_back() {
+        let mut j = job();
+        assert_eq!(cancel_label(&j), "Cancel");
+        j.metrics.credits = Some(Credits {
+            charged: 5,
+            refunded: 0,
+            refund_on_cancel: Some(5),
+        });
+        assert_eq!(cancel_label(&j), "Cancel (refunds 5 credits)");
+        j.metrics.credits = Some(Credits {
+            charged: 5,
+            refunded: 0,
+            refund_on_cancel: Some(0),
+        });
+        assert!(cancel_label(&j).contains("no refund"));
     }
 
     #[test]
-    fn polling_backs_off() {
-        assert_eq!(poll_delay_ms(0), 1000);
-        assert_eq!(poll_delay_ms(10), 2000);
-        assert_eq!(poll_delay_ms(100), 3000);
+    fn facts_show_seed_params_provider_time_and_credits() {
+        let mut j = job();
+        j.params =
+            serde_json::from_value(serde_json::json!({"prompt":"x","steps":40,"guidance":7.5}))
+                .unwrap();
+        j.seed = Some(42);
+        j.metrics = Metrics {
+            total_time: Some(12.0),
+            provider: Some("segmind".into()),
+            credits: Some(Credits {
+                charged: 5,
+                refunded: 5,
+                refund_on_cancel: None,
+            }),
+            ..Metrics::default()
+        };
+        let f = facts(&j);
+        assert_eq!(f[0], ("Seed", "42".to_owned()));
+        assert!(f.contains(&("Steps", "40".to_owned())));
+        assert!(f.contains(&("Guidance", "7.5".to_owned())));
+        assert!(f.contains(&("Provider", "segmind".to_owned())));
+        assert!(f.contains(&("Credits", "5 charged, 5 refunded".to_owned())));
+        assert!(f.iter().any(|(k, _)| *k == "Took"));
     }
 }

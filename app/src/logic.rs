@@ -2,5 +2,6 @@
 
 pub mod eta;
 pub mod form;
-pub mod history;
+pub mod poll;
 pub mod snippets;
+pub mod store;

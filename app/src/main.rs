@@ -8,6 +8,7 @@ mod jobs;
 mod logic;
 mod pages;
 mod session;
+mod store;
 
 fn main() {
     console_error_panic_hook::set_once();

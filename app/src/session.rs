@@ -1,6 +1,6 @@
 //! What this browser remembers and shares across the app: the access key, the
 //! remaining credits (from `x-remaining-credits`), the theme, and recent job
-//! durations for ETAs. Persisted in localStorage.
+//! durations for ETAs. Persisted in localStorage. (Jobs are in `crate::store`.)
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -8,7 +8,7 @@ use std::rc::Rc;
 use leptos::prelude::*;
 use parallax_api::Model;
 
-use crate::logic::{eta, history};
+use crate::logic::eta;
 
 const KEY: &str = "parallax.key";
 const THEME: &str = "parallax.theme";
@@ -92,6 +92,8 @@ pub fn provide() -> Session {
         credits: RwSignal::new(None),
         theme: RwSignal::new(Theme::parse(&load(THEME).unwrap_or_default())),
     };
+    let initial = session.key.get_untracked().trim().to_owned();
+    API_KEY.with(|k| *k.borrow_mut() = (!initial.is_empty()).then_some(initial));
     let credits = session.credits;
     ON_CREDITS.with(|c| *c.borrow_mut() = Some(Rc::new(move |n| credits.set(Some(n)))));
     Effect::new(move || {
@@ -139,24 +141,4 @@ pub fn record_duration(model: Model, seconds: f64) {
         &eta_key(model),
         &serde_json::to_string(&history).unwrap_or_default(),
     );
-}
-
-const HISTORY: &str = "parallax.history";
-
-/// This browser's job history, newest first.
-pub fn load_history() -> Vec<history::Entry> {
-    load(HISTORY)
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_default()
-}
-
-pub fn save_history(list: &[history::Entry]) {
-    save(HISTORY, &serde_json::to_string(list).unwrap_or_default());
-}
-
-/// Records one job's latest state in the history.
-pub fn remember(entry: history::Entry) {
-    let mut list = load_history();
-    history::upsert(&mut list, entry);
-    save_history(&list);
 }

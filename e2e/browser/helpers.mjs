@@ -1,5 +1,6 @@
 // Shared setup for the browser tests: Debian's Chromium via playwright-core.
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
+import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
@@ -46,4 +47,37 @@ export async function waitForEnd(page, timeout = 60_000) {
 
 export async function noHorizontalScroll(page) {
   return page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth);
+}
+
+/// Runs axe-core (the npm package) on the page and fails with every violation found.
+/// Evaluated through the DevTools protocol, so the page's CSP stays as served.
+const axeSource = readFileSync(path.join(root, 'node_modules', 'axe-core', 'axe.min.js'), 'utf8');
+export async function assertAccessible(page, what) {
+  if (!(await page.evaluate(() => typeof window.axe !== 'undefined'))) await page.evaluate(axeSource);
+  const violations = await page.evaluate(async () => (await window.axe.run(document, { resultTypes: ['violations'] }))
+    .violations.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).slice(0, 5).join(', ')}`));
+  assert.deepEqual(violations, [], `axe-core on ${what}`);
+}
+
+/// A job made straight through the API (anonymous, dev model), waited until it ends.
+export async function apiJob(prompt, { wait = true } = {}) {
+  const form = new FormData();
+  form.append('prompt', prompt);
+  form.append('control_image', new Blob([readFileSync(sample('chelsea.jpg'))], { type: 'image/jpeg' }), 'chelsea.jpg');
+  const resp = await fetch(`${base}/v2/flux-depth-dev`, { method: 'POST', body: form });
+  assert.equal(resp.status, 200, await resp.clone().text());
+  const { request_id: id } = await resp.json();
+  if (wait) await serverEnds(id);
+  return id;
+}
+
+/// Polls the server itself until the job ends; returns its status.
+export async function serverEnds(id, timeout = 60_000) {
+  const deadline = Date.now() + timeout;
+  while (Date.now() < deadline) {
+    const s = (await (await fetch(`${base}/v2/requests/${id}/status`)).json()).status;
+    if (s === 'COMPLETED' || s === 'FAILED') return s;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`job ${id} did not end on the server`);
 }

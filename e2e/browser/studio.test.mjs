@@ -51,7 +51,7 @@ async function flow(options, name) {
   await cancel.waitFor();
   await cancel.click();
   assert.equal(await waitForEnd(page), 'Failed');
-  assert.match(await page.getByTestId('job-error').first().textContent(), /Canceled/);
+  assert.match(await page.getByTestId('job-error').first().textContent(), /cancel/i);
 
   assert.equal(await noHorizontalScroll(page), true, 'no horizontal scroll');
   await page.screenshot({ path: path.join(shots, `studio-${name}.png`), fullPage: true });

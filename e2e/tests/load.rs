@@ -46,6 +46,7 @@ fn expected(p: &Plan) -> Vec<Vec<u8>> {
         // pro sends no output_quality (every sim protocol then uses 90); dev sends 80
         quality: if p.dev { 80 } else { 90 },
         megapixels: Some(if p.dev { 0.25 } else { 1.0 }),
+        size: None,
         control: Some(image::load_from_memory(&bytes).unwrap()),
         control_hash: render::fnv1a(&[&bytes]),
     };

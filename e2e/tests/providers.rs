@@ -2,7 +2,7 @@
 //! submit fails over in order, and every fault ends COMPLETED or FAILED with a reason
 //! (refunded) within the deadline. The test stack routes
 //! pro → segmind, replicate, bfl, parallax and dev → segmind, replicate, comfyui,
-//! parallax; a `[sim:PROVIDER:503!]` in the prompt makes that provider refuse, which
+//! parallax, fal; a `[sim:PROVIDER:503!]` in the prompt makes that provider refuse, which
 //! is how a test steers a job to the provider it wants.
 
 use std::time::{Duration, Instant};
@@ -66,6 +66,7 @@ const SKIP_SEGMIND: &str = "[sim:segmind:503!]";
 const SKIP_REPLICATE: &str = "[sim:replicate:503!]";
 const SKIP_BFL: &str = "[sim:bfl:503!]";
 const SKIP_COMFYUI: &str = "[sim:comfyui:503!]";
+const SKIP_PARALLAX: &str = "[sim:parallax:503!]";
 
 #[test]
 #[ignore = "needs the running stack: cargo xtask test"]
@@ -137,6 +138,18 @@ fn comfyui_serves_dev_with_the_workflow_template() {
     ));
     assert_eq!(r["metrics"]["provider"], "comfyui");
     assert_outputs(&r, 1, image::ImageFormat::WebP);
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn fal_serves_dev_last_in_line() {
+    let r = finish(&submit(
+        "flux-depth-dev",
+        &format!("on fal {SKIP_SEGMIND} {SKIP_REPLICATE} {SKIP_COMFYUI} {SKIP_PARALLAX}"),
+        &[("num_outputs", "2"), ("output_format", "png")],
+    ));
+    assert_eq!(r["metrics"]["provider"], "fal");
+    assert_outputs(&r, 2, image::ImageFormat::Png);
 }
 
 #[test]

@@ -11,7 +11,7 @@ use worker::{Env, Request, Response};
 
 use crate::config::{Config, bindings};
 use crate::error::{EdgeError, EdgeResult};
-use crate::ledger::{Funding, Grant, LedgerReply, LedgerRequest, Limit, Op, Outcome};
+use crate::ledger::{ChargeInfo, Funding, Grant, LedgerReply, LedgerRequest, Limit, Op, Outcome};
 use crate::storage::keys;
 
 /// An API key's record in KV (under `keys::api_key(hash)`), written by the operator
@@ -40,7 +40,7 @@ pub fn key_hash(key: &str) -> String {
 /// The authenticated (or anonymous) caller of one request.
 #[derive(Debug)]
 pub struct Caller {
-    /// `key:<hash prefix>` or `anon:<ip>`; owns jobs and names the ledger.
+    /// `key:<hash prefix>` or `anon:<address bucket>`; owns jobs and names the ledger.
     pub account: String,
     pub keyed: bool,
     /// SHA-256 (hex) of the presented API key: it signs webhooks whose caller gave no
@@ -137,24 +137,18 @@ pub async fn identify(req: &Request, env: &Env, cfg: &Config) -> EdgeResult<Call
                 balance: Cell::new(None),
             })
         }
-        _ if cfg.anon_daily_credits > 0 => {
-            let ip = req
-                .headers()
-                .get("cf-connecting-ip")?
-                .unwrap_or_else(|| "unknown".into());
-            Ok(Caller {
-                account: format!("anon:{}", ip.chars().take(45).collect::<String>()),
-                keyed: false,
-                key_hash: None,
-                funding: Funding::Daily {
-                    day: today(),
-                    allowance: cfg.anon_daily_credits,
-                },
-                submits_per_minute: cfg.limits.submits_per_minute,
-                reads_per_minute: cfg.limits.reads_per_minute,
-                balance: Cell::new(None),
-            })
-        }
+        _ if cfg.anon_daily_credits > 0 => Ok(Caller {
+            account: anonymous_account(req)?,
+            keyed: false,
+            key_hash: None,
+            funding: Funding::Daily {
+                day: today(),
+                allowance: cfg.anon_daily_credits,
+            },
+            submits_per_minute: cfg.limits.submits_per_minute,
+            reads_per_minute: cfg.limits.keyless_reads_per_minute,
+            balance: Cell::new(None),
+        }),
         _ => Err(EdgeError::Unauthorized(
             "Missing API key (x-api-key, API-KEY or Authorization: Bearer)".into(),
         )),
@@ -177,7 +171,8 @@ pub async fn identify_for_read(
     }
 }
 
-/// Sends one operation to an account's ledger.
+/// Sends one operation to an account's ledger. `Err` unless the ledger answered (and
+/// so committed the operation).
 pub async fn ledger_call(
     env: &Env,
     account: &str,
@@ -201,7 +196,26 @@ pub async fn ledger_call(
         .with_body(Some(text.into()));
     let req = Request::new_with_init("https://ledger/op", &init)?;
     let mut resp = stub.fetch_with_request(req).await?;
+    if resp.status_code() != 200 {
+        return Err(EdgeError::Internal(format!(
+            "ledger answered {}",
+            resp.status_code()
+        )));
+    }
     Ok(resp.json::<LedgerReply>().await?)
+}
+
+/// How many times a handler tries a ledger operation that must not be lost (the
+/// request is still open, so it can wait for them).
+const INLINE_TRIES: usize = 3;
+
+/// What a reservation found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    /// Credits reserved for the new job (and its key, if any, held pending).
+    New,
+    /// The idempotency key already made this job, with the same request.
+    Replay(String),
 }
 
 impl Caller {
@@ -216,6 +230,20 @@ impl Caller {
         }
     }
 
+    fn submit_limit(&self) -> Limit {
+        Limit {
+            bucket: "submit".into(),
+            per_minute: self.submits_per_minute,
+        }
+    }
+
+    fn insufficient(&self, needed: u64) -> EdgeError {
+        EdgeError::InsufficientCredits(format!(
+            "Not enough credits: this job costs {needed}, {} remaining",
+            self.balance.get().unwrap_or(0)
+        ))
+    }
+
     /// Counts a read request against the rate limit and learns the balance.
     pub async fn touch(&self, env: &Env) -> EdgeResult<()> {
         let limit = Limit {
@@ -225,47 +253,97 @@ impl Caller {
         self.call(env, Op::Touch, limit).await.map(|_| ())
     }
 
-    /// Reserves credits for a new job. `Ok(Some(id))` when the idempotency key
-    /// replays an earlier job.
+    /// Before anything of a submit is read or fetched: counts it against the submit
+    /// rate limit and checks the account can pay for the cheapest job (`amount`).
+    /// A retry under a known `idempotency_key` passes whatever the balance (its job is
+    /// paid for already and will be replayed).
+    pub async fn precheck(
+        &self,
+        env: &Env,
+        amount: u64,
+        idempotency_key: Option<&str>,
+    ) -> EdgeResult<()> {
+        let op = Op::Precheck {
+            amount,
+            idempotency_key: idempotency_key.map(str::to_owned),
+        };
+        match self.call(env, op, self.submit_limit()).await? {
+            Outcome::Insufficient { needed } => Err(self.insufficient(needed)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts an upload (1min.ai's `/api/assets`) against the submit rate limit.
+    pub async fn count_upload(&self, env: &Env) -> EdgeResult<()> {
+        self.call(env, Op::Touch, self.submit_limit())
+            .await
+            .map(|_| ())
+    }
+
+    /// Reserves credits for a new job; the submit was already counted by
+    /// [`Caller::precheck`]. With a key: the job it made if `fingerprint` matches, 422
+    /// if it does not, 409 while that job is still being started.
     pub async fn reserve(
         &self,
         env: &Env,
         job_id: &str,
         amount: u64,
         idempotency_key: Option<String>,
-    ) -> EdgeResult<Option<String>> {
-        let limit = Limit {
-            bucket: "submit".into(),
-            per_minute: self.submits_per_minute,
-        };
+        fingerprint: String,
+    ) -> EdgeResult<Reservation> {
         let op = Op::Reserve {
             job_id: job_id.to_owned(),
             amount,
             idempotency_key,
+            fingerprint,
         };
-        match self.call(env, op, limit).await? {
-            Outcome::Ok => Ok(None),
-            Outcome::Replay { job_id } => Ok(Some(job_id)),
-            Outcome::Insufficient { needed } => Err(EdgeError::InsufficientCredits(format!(
-                "Not enough credits: this job costs {needed}, {} remaining",
-                self.balance.get().unwrap_or(0)
-            ))),
+        let reply = ledger_call(env, &self.account, self.funding.clone(), op, None).await?;
+        self.balance.set(Some(reply.balance));
+        match reply.outcome {
+            Outcome::Ok => Ok(Reservation::New),
+            Outcome::Replay { job_id } => Ok(Reservation::Replay(job_id)),
+            Outcome::KeyReused => Err(EdgeError::IdempotencyKeyReused),
+            Outcome::InProgress { retry_after_secs } => Err(EdgeError::Conflict {
+                message:
+                    "A request with this Idempotency-Key is still being processed; retry shortly"
+                        .into(),
+                retry_after_secs: Some(retry_after_secs),
+            }),
+            Outcome::Insufficient { needed } => Err(self.insufficient(needed)),
             Outcome::RateLimited { retry_after_secs } => {
                 Err(EdgeError::RateLimited { retry_after_secs })
             }
         }
     }
 
-    /// Gives a job's credits back (used when a submit fails after reserving).
-    pub async fn refund(&self, env: &Env, job_id: &str) -> EdgeResult<()> {
-        self.unlimited(
-            env,
-            Op::Refund {
-                job_id: job_id.to_owned(),
-                credits: None,
-            },
-        )
-        .await
+    /// Makes the idempotency key replay `job_id` (its runner accepted the job).
+    pub async fn confirm(&self, env: &Env, job_id: &str, key: &str) -> EdgeResult<()> {
+        let op = Op::Confirm {
+            job_id: job_id.to_owned(),
+            idempotency_key: key.to_owned(),
+        };
+        self.retried(env, op).await
+    }
+
+    /// A job that could not be started: its refund and the release of its pending
+    /// key, in one ledger operation, tried until acknowledged (a few times inline).
+    pub async fn release(&self, env: &Env, job_id: &str, key: Option<String>) -> EdgeResult<()> {
+        let op = Op::Release {
+            job_id: job_id.to_owned(),
+            idempotency_key: key,
+        };
+        self.retried(env, op).await
+    }
+
+    async fn retried(&self, env: &Env, op: Op) -> EdgeResult<()> {
+        let mut last = None;
+        for _ in 0..INLINE_TRIES {
+            match self.unlimited(env, op.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| EdgeError::Internal("ledger not reached".into())))
     }
 
     /// A page of this account's job ids, newest first, and the next cursor.
@@ -312,6 +390,11 @@ impl Caller {
         self.unlimited(env, Op::Touch).await
     }
 
+    /// A dev/bench stack's ledger operation (refused unless `LEDGER_DEV_OPS=on`).
+    pub async fn dev_op(&self, env: &Env, op: Op) -> EdgeResult<LedgerReply> {
+        ledger_call(env, &self.account, self.funding.clone(), op, None).await
+    }
+
     async fn unlimited(&self, env: &Env, op: Op) -> EdgeResult<()> {
         let reply = ledger_call(env, &self.account, self.funding.clone(), op, None).await?;
         self.balance.set(Some(reply.balance));
@@ -328,36 +411,92 @@ impl Caller {
     }
 }
 
-/// Refunds a job's owner from the runner (no caller at hand): `credits` of the job's
-/// charge (`None`: all of it). Idempotent per job (the first refund wins); `Err` means
-/// not acknowledged, so the runner retries. Grants are not needed for a refund, so the
-/// funding is empty.
-pub async fn refund_owner(
-    env: &Env,
-    account: &str,
-    job_id: &str,
-    credits: Option<u64>,
-) -> EdgeResult<()> {
-    let funding = if account.starts_with("anon:") {
+/// The funding to send with an operation that has no caller at hand (a runner's):
+/// grants are not needed to refund or read a charge.
+fn owner_funding(env: &Env, account: &str) -> Funding {
+    if account.starts_with("anon:") {
         Funding::Daily {
             day: today(),
             allowance: Config::from_env(env).anon_daily_credits,
         }
     } else {
         Funding::Grants { grants: Vec::new() }
+    }
+}
+
+/// Refunds a job's owner from the runner. Idempotent per job: the first refund returns
+/// `min(credits.unwrap_or(charged), charged)`, any later one changes nothing and still
+/// answers `Ok`. `Err` unless the Ledger acknowledged, so the caller can retry.
+pub async fn refund_owner(
+    env: &Env,
+    account: &str,
+    job_id: &str,
+    credits: Option<u64>,
+) -> EdgeResult<()> {
+    let op = Op::Refund {
+        job_id: job_id.to_owned(),
+        credits,
     };
-    ledger_call(
-        env,
-        account,
-        funding,
-        Op::Refund {
-            job_id: job_id.to_owned(),
-            credits,
-        },
-        None,
+    ledger_call(env, account, owner_funding(env, account), op, None)
+        .await
+        .map(|_| ())
+}
+
+/// A job's charge as its owner's Ledger recorded it (`None`: no charge, e.g. free or
+/// already pruned), for `metrics.credits`.
+pub async fn job_charge(env: &Env, account: &str, job_id: &str) -> EdgeResult<Option<ChargeInfo>> {
+    let op = Op::Charge {
+        job_id: job_id.to_owned(),
+    };
+    Ok(
+        ledger_call(env, account, owner_funding(env, account), op, None)
+            .await?
+            .charge,
     )
-    .await
-    .map(|_| ())
+}
+
+/// The rate-limit bucket of a client address: the address for IPv4, its /64 for
+/// IPv6 (one subscriber's allocation holds 2^64 addresses). Anything unparsable is
+/// one shared bucket.
+pub fn address_bucket(ip: &str) -> String {
+    match ip.trim().parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => v4.to_string(),
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        Err(_) => "unknown".into(),
+    }
+}
+
+/// The account (and rate-limit bucket) of a caller without a key.
+fn anonymous_account(req: &Request) -> EdgeResult<String> {
+    let ip = req.headers().get("cf-connecting-ip")?.unwrap_or_default();
+    Ok(format!("anon:{}", address_bucket(&ip)))
+}
+
+/// Counts a read without a key (a public read by id while anonymous use is off)
+/// against its address's bucket: `Err(RateLimited)` over the limit.
+pub async fn touch_public(req: &Request, env: &Env, cfg: &Config) -> EdgeResult<()> {
+    let account = anonymous_account(req)?;
+    let funding = Funding::Daily {
+        day: today(),
+        allowance: cfg.anon_daily_credits,
+    };
+    let limit = Limit {
+        bucket: "read".into(),
+        per_minute: cfg.limits.keyless_reads_per_minute,
+    };
+    let reply = ledger_call(env, &account, funding, Op::Touch, Some(limit)).await?;
+    match reply.outcome {
+        Outcome::RateLimited { retry_after_secs } => {
+            Err(EdgeError::RateLimited { retry_after_secs })
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -381,5 +520,22 @@ mod tests {
         assert_eq!(r.grants[0].credits, 100);
         assert!(!r.disabled);
         assert_eq!(r.submits_per_minute, None);
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_bucket_per_64() {
+        assert_eq!(
+            address_bucket("2001:db8:1:2:aaaa::1"),
+            address_bucket("2001:db8:1:2:ffff:ffff:ffff:ffff")
+        );
+        assert_eq!(address_bucket("2001:db8:1:2::9"), "2001:db8:1:2::/64");
+        assert_ne!(
+            address_bucket("2001:db8:1:2::1"),
+            address_bucket("2001:db8:1:3::1")
+        );
+        assert_eq!(address_bucket("203.0.113.7"), "203.0.113.7");
+        assert_eq!(address_bucket("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(address_bucket(""), "unknown");
+        assert_eq!(address_bucket("not an ip"), "unknown");
     }
 }

@@ -50,6 +50,10 @@ impl Provider {
 pub struct Limits {
     pub submits_per_minute: u32,
     pub reads_per_minute: u32,
+    /// Reads without a key, per client address (IPv6: per /64), also the read limit
+    /// of anonymous accounts (`RATE_LIMIT_KEYLESS_READS_PER_MIN`, default: the
+    /// keyed read limit).
+    pub keyless_reads_per_minute: u32,
 }
 
 /// Everything the edge reads from its environment.
@@ -59,6 +63,10 @@ pub struct Config {
     pub providers: Vec<Provider>,
     /// Per model, the providers to try, in order (`PROVIDERS_FLUX_DEPTH_PRO = "segmind, replicate"`).
     pub routes: Vec<(Model, Vec<Kind>)>,
+    /// Operator model fallbacks (`FALLBACK_FLUX_DEPTH_PRO = "flux-depth-dev"`; off by
+    /// default): the model to serve a request with when none of its own providers is
+    /// healthy (see `fallback.rs`).
+    pub fallbacks: Vec<(Model, Model)>,
     /// Overrides the request's origin in absolute URLs (set behind a proxy).
     pub public_base_url: Option<String>,
     /// A job not finished by then is FAILED.
@@ -82,6 +90,9 @@ pub struct Config {
     /// Whether `control_image` may be an https URL the edge fetches (`REMOTE_IMAGES=off`
     /// disables it, e.g. where outbound traffic is not allowed).
     pub remote_images: bool,
+    /// The per-provider circuit breaker (`BREAKER_FAILURES`, 0 = off;
+    /// `BREAKER_COOL_DOWN_SECS`).
+    pub breaker: crate::breaker::Policy,
     /// Lets webhooks go to `http://127.0.0.1` (`WEBHOOK_LOOPBACK=on`, the test stack
     /// only: production webhooks go to public https hosts).
     pub webhook_loopback: bool,
@@ -94,6 +105,7 @@ pub mod bindings {
     pub const MEDIA: &str = "MEDIA";
     pub const ASSETS: &str = "ASSETS";
     pub const LEDGER: &str = "LEDGER";
+    pub const BREAKER: &str = "BREAKER";
 }
 
 fn text(env: &Env, name: &str) -> Option<String> {
@@ -139,9 +151,29 @@ impl Config {
                 )
             })
             .collect();
+        let reads_per_minute =
+            u32::try_from(number(env, "RATE_LIMIT_READS_PER_MIN", 600)).unwrap_or(u32::MAX);
+        let fallbacks = Model::ALL
+            .into_iter()
+            .filter_map(|m| {
+                let var = format!(
+                    "FALLBACK_{}",
+                    m.slug().replace('-', "_").to_ascii_uppercase()
+                );
+                let to = text(env, &var)?;
+                match Model::ALL.into_iter().find(|t| t.slug() == to && *t != m) {
+                    Some(t) => Some((m, t)),
+                    None => {
+                        worker::console_warn!("{var}: unknown model `{to}`");
+                        None
+                    }
+                }
+            })
+            .collect();
         Self {
             providers,
             routes,
+            fallbacks,
             public_base_url: text(env, "PUBLIC_BASE_URL"),
             job_deadline_secs: number(env, "JOB_DEADLINE_SECS", 900),
             retention_secs: text(env, "RETENTION_SECS")
@@ -153,13 +185,31 @@ impl Config {
             limits: Limits {
                 submits_per_minute: u32::try_from(number(env, "RATE_LIMIT_SUBMITS_PER_MIN", 30))
                     .unwrap_or(u32::MAX),
-                reads_per_minute: u32::try_from(number(env, "RATE_LIMIT_READS_PER_MIN", 600))
-                    .unwrap_or(u32::MAX),
+                reads_per_minute,
+                keyless_reads_per_minute: u32::try_from(number(
+                    env,
+                    "RATE_LIMIT_KEYLESS_READS_PER_MIN",
+                    u64::from(reads_per_minute),
+                ))
+                .unwrap_or(u32::MAX),
             },
             sync_wait_secs: number(env, "SYNC_WAIT_SECS", 300),
             upstream_timeout_secs: number(env, "UPSTREAM_TIMEOUT_SECS", 30),
             poll_every_ms: number(env, "POLL_EVERY_MS", 2000).max(100),
             remote_images: text(env, "REMOTE_IMAGES").is_none_or(|v| v != "off"),
+            breaker: crate::breaker::Policy {
+                failures: u32::try_from(number(
+                    env,
+                    "BREAKER_FAILURES",
+                    u64::from(crate::breaker::BREAKER_THRESHOLD),
+                ))
+                .unwrap_or(u32::MAX),
+                cool_down_ms: number(
+                    env,
+                    "BREAKER_COOL_DOWN_SECS",
+                    crate::breaker::COOL_DOWN_MS / 1000,
+                ) * 1000,
+            },
             webhook_loopback: text(env, "WEBHOOK_LOOPBACK").is_some_and(|v| v == "on"),
         }
     }
@@ -174,6 +224,14 @@ impl Config {
             .iter()
             .find(|(m, _)| *m == model)
             .map_or(&[], |(_, r)| r.as_slice())
+    }
+
+    /// The model an operator set to serve `model` when its providers are unhealthy.
+    pub fn fallback(&self, model: Model) -> Option<Model> {
+        self.fallbacks
+            .iter()
+            .find(|(m, _)| *m == model)
+            .map(|(_, to)| *to)
     }
 
     /// What a job costs: the model's price per image times the images asked for.

@@ -28,9 +28,18 @@ pub enum EdgeError {
     MethodNotAllowed { allow: &'static str },
     #[error("{0}")]
     PayloadTooLarge(String),
-    /// The request conflicts with the resource's state (a cancel of a finished job).
-    #[error("{0}")]
-    Conflict(String),
+    /// 409: the request conflicts with the resource's state (e.g. a request with the
+    /// same `Idempotency-Key` is still in progress: retry after `retry_after_secs`).
+    #[error("{message}")]
+    Conflict {
+        message: String,
+        retry_after_secs: Option<u64>,
+    },
+    /// 422: the `Idempotency-Key` was used with a different request.
+    #[error(
+        "This Idempotency-Key was already used with a different request; use a new key for a new request"
+    )]
+    IdempotencyKeyReused,
     #[error("{0}")]
     UpstreamFailed(String),
     #[error("{0}")]
@@ -85,7 +94,8 @@ impl EdgeError {
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             Self::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
-            Self::Conflict(_) => ErrorCode::Conflict,
+            Self::Conflict { .. } => ErrorCode::Conflict,
+            Self::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             Self::UpstreamFailed(_) => ErrorCode::UpstreamFailed,
             Self::UpstreamTimeout(_) => ErrorCode::UpstreamTimeout,
             Self::Internal(_) => ErrorCode::Internal,
@@ -101,6 +111,13 @@ impl EdgeError {
             ),
             Self::MethodNotAllowed { allow } => (format!("Method not allowed; use {allow}"), None),
             Self::Internal(_) => ("Internal error; please retry".to_string(), None),
+            Self::IdempotencyKeyReused => (
+                self.to_string(),
+                Some(vec![FieldError::new(
+                    "Idempotency-Key",
+                    "was already used with a different request",
+                )]),
+            ),
             other => (other.to_string(), None),
         };
         ErrorBody {
@@ -120,7 +137,11 @@ impl EdgeError {
             Self::MethodNotAllowed { allow } => {
                 let _ = resp.headers_mut().set("allow", allow);
             }
-            Self::RateLimited { retry_after_secs } => {
+            Self::RateLimited { retry_after_secs }
+            | Self::Conflict {
+                retry_after_secs: Some(retry_after_secs),
+                ..
+            } => {
                 let _ = resp
                     .headers_mut()
                     .set("retry-after", &retry_after_secs.to_string());
@@ -167,5 +188,14 @@ mod tests {
         assert_eq!(body.fields.map(|f| f.len()), Some(2));
         let one = EdgeError::field("prompt", "is required").body();
         assert_eq!(one.error, "prompt is required");
+    }
+
+    #[test]
+    fn a_reused_idempotency_key_is_a_422_naming_the_header() {
+        let e = EdgeError::IdempotencyKeyReused;
+        assert_eq!(e.code().http_status(), 422);
+        let body = e.body();
+        assert_eq!(body.code, ErrorCode::IdempotencyKeyReused);
+        assert_eq!(body.fields.unwrap()[0].field, "Idempotency-Key");
     }
 }

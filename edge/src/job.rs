@@ -111,6 +111,10 @@ pub struct JobRecord {
     /// The provider's own words on a failure: for logs and operators, never served.
     #[serde(default)]
     pub detail: Option<String>,
+    /// The model the client asked for, when an operator fallback serves the job with
+    /// `model` instead (`fallback.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked_model: Option<Model>,
 }
 
 /// One upstream submit, recorded before it is sent.
@@ -313,6 +317,7 @@ impl JobRecord {
             outbox: Outbox::default(),
             deleted: false,
             detail: None,
+            asked_model: None,
         }
     }
 
@@ -766,6 +771,7 @@ impl JobRecord {
             },
             total_time: finished.and_then(|f| secs(self.created_ms, f)),
             provider: Some(self.provider.clone()),
+            model: self.asked_model.map(|_| self.model.slug().to_owned()),
             credits: Some(Credits {
                 charged: self.ownership.charged,
                 refunded: self.refund.unwrap_or(0),
@@ -792,7 +798,7 @@ impl JobRecord {
     pub fn result(&self, origin: &str) -> JobResult {
         JobResult {
             request_id: self.id.clone(),
-            model: self.model,
+            model: self.asked_model.unwrap_or(self.model),
             status: self.status,
             output: self
                 .outputs

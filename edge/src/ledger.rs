@@ -1,16 +1,28 @@
-//! `Ledger`: one Durable Object per account (an API key, or an anonymous client IP).
-//! It is the only place balances live (KV is eventually consistent and would allow
-//! double spending): it applies credit grants, reserves credits at submit, refunds a
-//! failed or canceled job once, remembers idempotency keys, and rate-limits.
+//! `Ledger`: one Durable Object per account (an API key, or an anonymous client's
+//! address block). It is the only place balances live (KV is eventually consistent
+//! and would allow double spending): it applies credit grants, reserves credits at
+//! submit, refunds a job once, binds idempotency keys to their request, lists the
+//! account's jobs, and rate-limits.
+//!
+//! Everything is kept as rows in the object's SQLite database (`ctx.storage.sql`), so
+//! an operation reads and writes only the rows it needs: a submit costs the same for
+//! an account with no past jobs and one with 100 000 (`cargo xtask bench ledger`).
+//! Charge rows (which are also the job list) are pruned once their job is past
+//! retention, expired idempotency keys as they lapse, a few rows per write. The
+//! decisions are pure functions over rows (tested natively below); [`Ledger::fetch`]
+//! reads the rows, decides, and applies the writes in one `transactionSync`.
 //!
 //! Internal protocol: `POST /op` with a [`LedgerRequest`] → [`LedgerReply`].
 
-use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
-use worker::{DurableObject, Env, Request, Response, State, durable_object};
+use worker::{
+    DurableObject, Env, Request, Response, SqlStorage, SqlStorageValue, State, durable_object,
+};
 
+use crate::config::Config;
 use crate::http;
 
 /// A credit grant issued by the operator (stored with the key in KV, applied once).
@@ -34,19 +46,44 @@ pub enum Funding {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
-    /// Reserve `amount` credits for a new job (once per idempotency key).
+    /// Before a submit's body is read: counts the submit against the rate limit and
+    /// checks that the account can pay for the cheapest job (`amount`).
+    /// A retry under a known `idempotency_key` is not refused for the balance: its job
+    /// is already paid for, and the reservation replays it.
+    Precheck {
+        amount: u64,
+        #[serde(default)]
+        idempotency_key: Option<String>,
+    },
+    /// Reserves `amount` credits for a new job. With an idempotency key the key is
+    /// stored "pending", bound to the request's `fingerprint`, until [`Op::Confirm`].
     Reserve {
         job_id: String,
         amount: u64,
         idempotency_key: Option<String>,
+        #[serde(default)]
+        fingerprint: String,
     },
-    /// Give a job's credits back (at most once).
+    /// The job exists (its runner accepted `/start`): the key now replays it.
+    Confirm {
+        job_id: String,
+        idempotency_key: String,
+    },
+    /// The job could not be started: refund it in full and drop its pending key, in
+    /// one step.
+    Release {
+        job_id: String,
+        idempotency_key: Option<String>,
+    },
+    /// Gives a job's credits back, once per job: the first refund returns
+    /// `min(credits.unwrap_or(charged), charged)`, every later one is a no-op.
     Refund {
         job_id: String,
-        /// How much of the charge to give back (`None`: all of it).
         #[serde(default)]
         credits: Option<u64>,
     },
+    /// A job's charge (for `metrics.credits`).
+    Charge { job_id: String },
     /// Just count a request and report the balance.
     Touch,
     /// A page of the account's jobs, newest first, after `cursor` (a job id).
@@ -56,6 +93,13 @@ pub enum Op {
     },
     /// Drop a deleted job from the account's list.
     Forget { job_id: String },
+    /// Dev/bench stacks only (`LEDGER_DEV_OPS=on`): adds `jobs` past charges.
+    DevSeed { jobs: u64 },
+    /// Dev/bench stacks only: replaces the account by a pre-rows (single value)
+    /// state, as accounts created before the rows were, to test their migration.
+    DevLegacy { state: LegacyState },
+    /// Dev/bench stacks only: row counts and the database's size.
+    DevStats,
 }
 
 /// A request-rate limit: at most `per_minute` in each minute, per bucket.
@@ -77,9 +121,15 @@ pub struct LedgerRequest {
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     Ok,
-    /// The idempotency key was seen: this is the job it created.
+    /// The idempotency key was seen with the same request: this is the job it made.
     Replay {
         job_id: String,
+    },
+    /// The idempotency key belongs to a request with another body.
+    KeyReused,
+    /// The idempotency key's first request is still starting its job.
+    InProgress {
+        retry_after_secs: u64,
     },
     Insufficient {
         needed: u64,
@@ -87,6 +137,24 @@ pub enum Outcome {
     RateLimited {
         retry_after_secs: u64,
     },
+}
+
+/// A job's credits as the ledger knows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChargeInfo {
+    pub charged: u64,
+    /// `None` until the job's refund (possibly of 0 credits) was recorded.
+    pub refunded: Option<u64>,
+}
+
+/// What a dev stack can see of an account's storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub size_bytes: u64,
+    pub charges: u64,
+    pub keys: u64,
+    /// The pre-rows single value is still stored (it should not be after any op).
+    pub legacy_stored: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,145 +167,253 @@ pub struct LedgerReply {
     pub jobs: Vec<String>,
     #[serde(default)]
     pub next_cursor: Option<String>,
-}
-
-/// Most jobs an account's list remembers (older ones have expired by then).
-pub const MAX_LISTED: usize = 5_000;
-
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-struct Charge {
-    amount: u64,
-    refunded: bool,
-}
-
-/// How long an idempotency key is remembered.
-pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 3600 * 1000;
-
-/// The account's persistent state and its pure rules.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct LedgerState {
-    balance: u64,
-    applied_grants: Vec<String>,
-    day: Option<String>,
-    charges: BTreeMap<String, Charge>,
-    /// idempotency key → (job id, when)
-    idempotency: BTreeMap<String, (String, u64)>,
-    /// The account's jobs, oldest first.
+    /// For [`Op::Charge`].
     #[serde(default)]
-    jobs: Vec<String>,
+    pub charge: Option<ChargeInfo>,
+    /// For [`Op::DevStats`].
+    #[serde(default)]
+    pub stats: Option<Stats>,
 }
 
-impl LedgerState {
-    pub fn balance(&self) -> u64 {
-        self.balance
-    }
+/// How long a confirmed idempotency key is remembered.
+pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 3600 * 1000;
+/// How long a pending key (a job being started) blocks its key. A start takes an R2
+/// write and one Durable Object call; if the handler dies before confirming or
+/// releasing, the key is free again after this, not after a day.
+pub const PENDING_TTL_MS: u64 = 60 * 1000;
+/// How long a concurrent duplicate is told to wait.
+pub const IN_PROGRESS_RETRY_SECS: u64 = 1;
+/// Rows pruned per write at most: the table shrinks faster than one row per job, and
+/// no single operation does unbounded work.
+pub const PRUNE_BATCH: u64 = 32;
+/// Charge rows outlive their job's retention by this much (a late refund still finds
+/// its charge; the job record itself is gone by then).
+pub const CHARGE_MARGIN_MS: u64 = 3600 * 1000;
 
-    /// Up to `limit` job ids, newest first, after `cursor`; and the next cursor.
-    pub fn page(&self, cursor: Option<&str>, limit: usize) -> (Vec<String>, Option<String>) {
-        let newest_first = self.jobs.iter().rev();
-        let rest: Vec<&String> = match cursor {
-            Some(c) => newest_first
-                .skip_while(|j| j.as_str() != c)
-                .skip(1)
-                .collect(),
-            None => newest_first.collect(),
-        };
-        let page: Vec<String> = rest.iter().take(limit).map(|j| (*j).clone()).collect();
-        let next = (rest.len() > limit).then(|| page.last().cloned()).flatten();
-        (page, next)
-    }
+// ---------------------------------------------------------------------------
+// Rows and the pure rules over them.
 
-    /// Applies grants not applied yet, or starts a new day's allowance; true when
-    /// that changed anything.
-    pub fn fund(&mut self, funding: &Funding) -> bool {
-        match funding {
-            Funding::Grants { grants } => {
-                let mut changed = false;
-                for g in grants {
-                    if !self.applied_grants.contains(&g.id) {
-                        self.applied_grants.push(g.id.clone());
-                        self.balance += g.credits;
-                        changed = true;
-                    }
-                }
-                changed
-            }
-            Funding::Daily { day, allowance } => {
-                if self.day.as_deref() == Some(day.as_str()) {
-                    return false;
-                }
-                self.day = Some(day.clone());
-                self.balance = *allowance;
-                true
-            }
-        }
-    }
+/// The account's one row.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AccountRow {
+    pub balance: u64,
+    /// For a daily allowance: the UTC day it is for, and when that day's allowance
+    /// was granted (refunds of charges from before then are not credited again).
+    pub day: Option<String>,
+    pub day_started_ms: u64,
+}
 
-    /// Whether `op` may change the state (reads need no write).
-    pub fn writes(op: &Op) -> bool {
-        !matches!(op, Op::Touch | Op::List { .. })
-    }
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChargeRow {
+    pub job_id: String,
+    pub credits: u64,
+    pub refunded: Option<u64>,
+    pub created_ms: u64,
+}
 
-    pub fn apply(&mut self, op: &Op, now_ms: u64) -> Outcome {
-        match op {
-            Op::Touch => Outcome::Ok,
-            Op::Reserve {
-                job_id,
-                amount,
-                idempotency_key,
-            } => {
-                self.idempotency
-                    .retain(|_, (_, at)| now_ms.saturating_sub(*at) < IDEMPOTENCY_TTL_MS);
-                if let Some(key) = idempotency_key
-                    && let Some((job, _)) = self.idempotency.get(key)
-                {
-                    return Outcome::Replay {
-                        job_id: job.clone(),
-                    };
-                }
-                if self.charges.contains_key(job_id) {
-                    return Outcome::Ok;
-                }
-                if self.balance < *amount {
-                    return Outcome::Insufficient { needed: *amount };
-                }
-                self.balance -= amount;
-                self.jobs.push(job_id.clone());
-                if self.jobs.len() > MAX_LISTED {
-                    self.jobs.remove(0);
-                }
-                self.charges.insert(
-                    job_id.clone(),
-                    Charge {
-                        amount: *amount,
-                        refunded: false,
-                    },
-                );
-                if let Some(key) = idempotency_key {
-                    self.idempotency
-                        .insert(key.clone(), (job_id.clone(), now_ms));
-                }
-                Outcome::Ok
-            }
-            Op::List { .. } => Outcome::Ok,
-            Op::Forget { job_id } => {
-                self.jobs.retain(|j| j != job_id);
-                Outcome::Ok
-            }
-            Op::Refund { job_id, credits } => {
-                if let Some(c) = self.charges.get_mut(job_id)
-                    && !c.refunded
-                {
-                    c.refunded = true;
-                    self.balance += credits.map_or(c.amount, |n| n.min(c.amount));
-                }
-                Outcome::Ok
-            }
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyState {
+    Pending,
+    Confirmed,
+}
+
+impl KeyState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Confirmed => "confirmed",
         }
     }
 }
 
-/// Fixed one-minute windows per bucket. Kept in memory: if the object is evicted the
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRow {
+    #[serde(rename = "idem_key")]
+    pub key: String,
+    /// Empty for keys imported from before fingerprints: they replay any body.
+    pub fingerprint: String,
+    pub job_id: String,
+    pub state: KeyState,
+    pub expires_ms: u64,
+}
+
+/// What an idempotency key says about a new request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// Unknown or expired: go ahead.
+    Fresh,
+    Replay(String),
+    InProgress,
+    Reused,
+}
+
+pub fn check_key(row: Option<&KeyRow>, fingerprint: &str, now_ms: u64) -> KeyCheck {
+    let Some(row) = row.filter(|r| r.expires_ms > now_ms) else {
+        return KeyCheck::Fresh;
+    };
+    if !row.fingerprint.is_empty() && row.fingerprint != fingerprint {
+        return KeyCheck::Reused;
+    }
+    match row.state {
+        KeyState::Pending => KeyCheck::InProgress,
+        KeyState::Confirmed => KeyCheck::Replay(row.job_id.clone()),
+    }
+}
+
+/// A refund to record: `recorded` goes on the charge, `credited` on the balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefundPlan {
+    pub recorded: u64,
+    pub credited: u64,
+}
+
+/// The first refund of a charge; `None` once one was recorded. A daily allowance
+/// that was renewed since the charge already gave the credits back, so they are
+/// recorded but not credited again.
+pub fn plan_refund(
+    charge: &ChargeRow,
+    credits: Option<u64>,
+    account: &AccountRow,
+) -> Option<RefundPlan> {
+    if charge.refunded.is_some() {
+        return None;
+    }
+    let recorded = credits.unwrap_or(charge.credits).min(charge.credits);
+    let renewed = account.day.is_some() && charge.created_ms < account.day_started_ms;
+    Some(RefundPlan {
+        recorded,
+        credited: if renewed { 0 } else { recorded },
+    })
+}
+
+/// The account after funding: new grants added, or a new day's allowance.
+pub fn fund(
+    account: &AccountRow,
+    funding: &Funding,
+    applied: &dyn Fn(&str) -> bool,
+    now_ms: u64,
+) -> (AccountRow, Vec<Grant>) {
+    match funding {
+        Funding::Grants { grants } => {
+            let mut seen = HashSet::new();
+            let new: Vec<Grant> = grants
+                .iter()
+                .filter(|g| !applied(&g.id) && seen.insert(g.id.clone()))
+                .cloned()
+                .collect();
+            let added: u64 = new.iter().map(|g| g.credits).sum();
+            (
+                AccountRow {
+                    balance: account.balance.saturating_add(added),
+                    ..account.clone()
+                },
+                new,
+            )
+        }
+        Funding::Daily { day, allowance } => {
+            if account.day.as_deref() == Some(day.as_str()) {
+                return (account.clone(), Vec::new());
+            }
+            (
+                AccountRow {
+                    balance: *allowance,
+                    day: Some(day.clone()),
+                    day_started_ms: now_ms,
+                },
+                Vec::new(),
+            )
+        }
+    }
+}
+
+/// The state accounts had before rows: one stored value (`"ledger"`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LegacyState {
+    #[serde(default)]
+    pub balance: u64,
+    #[serde(default)]
+    pub applied_grants: Vec<String>,
+    #[serde(default)]
+    pub day: Option<String>,
+    #[serde(default)]
+    pub charges: BTreeMap<String, LegacyCharge>,
+    /// idempotency key → (job id, when)
+    #[serde(default)]
+    pub idempotency: BTreeMap<String, (String, u64)>,
+    /// The account's listed jobs, oldest first.
+    #[serde(default)]
+    pub jobs: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LegacyCharge {
+    pub amount: u64,
+    pub refunded: bool,
+}
+
+/// The key under which pre-rows accounts kept their [`LegacyState`].
+pub const LEGACY_KEY: &str = "ledger";
+
+/// A legacy state as rows: (account, applied grant ids, charges oldest first with
+/// whether they are listed, idempotency keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Import {
+    pub account: AccountRow,
+    pub grants: Vec<String>,
+    pub charges: Vec<(ChargeRow, bool)>,
+    pub keys: Vec<KeyRow>,
+}
+
+/// Converts a legacy state. Its charges carry no time: they count as made `now_ms`
+/// (so they are pruned one retention period after the migration). Listed jobs keep
+/// their order; charges no longer listed come first, unlisted.
+pub fn import(legacy: LegacyState, now_ms: u64) -> Import {
+    let listed: HashSet<&String> = legacy.jobs.iter().collect();
+    let charge = |job_id: &str, c: &LegacyCharge| ChargeRow {
+        job_id: job_id.to_owned(),
+        credits: c.amount,
+        refunded: c.refunded.then_some(c.amount),
+        created_ms: now_ms,
+    };
+    let mut charges: Vec<(ChargeRow, bool)> = legacy
+        .charges
+        .iter()
+        .filter(|(id, _)| !listed.contains(id))
+        .map(|(id, c)| (charge(id, c), false))
+        .collect();
+    for id in &legacy.jobs {
+        if let Some(c) = legacy.charges.get(id) {
+            charges.push((charge(id, c), true));
+        }
+    }
+    let keys = legacy
+        .idempotency
+        .iter()
+        .map(|(key, (job_id, at))| KeyRow {
+            key: key.clone(),
+            fingerprint: String::new(),
+            job_id: job_id.clone(),
+            state: KeyState::Confirmed,
+            expires_ms: at.saturating_add(IDEMPOTENCY_TTL_MS),
+        })
+        .filter(|k| k.expires_ms > now_ms)
+        .collect();
+    Import {
+        account: AccountRow {
+            balance: legacy.balance,
+            day_started_ms: if legacy.day.is_some() { now_ms } else { 0 },
+            day: legacy.day,
+        },
+        grants: legacy.applied_grants,
+        charges,
+        keys,
+    }
+}
+
+/// Fixed one-minute windows per bucket. Kept in memory, not in rows: a persisted
+/// counter would cost a row write (billed, and awaited by the response) on every
+/// read. An object that is being hammered stays in memory; if it is evicted the
 /// window restarts, which only ever errs towards letting a request through.
 #[derive(Debug, Default)]
 pub struct RateWindows {
@@ -264,15 +440,297 @@ impl RateWindows {
     }
 }
 
-const STATE: &str = "ledger";
+// ---------------------------------------------------------------------------
+// SQL.
+
+/// One statement and its bindings.
+#[derive(Debug, Clone)]
+struct Write {
+    query: &'static str,
+    args: Vec<SqlStorageValue>,
+}
+
+fn int(n: u64) -> SqlStorageValue {
+    // Credits and milliseconds stay far below 2^53.
+    SqlStorageValue::Integer(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+fn text(s: &str) -> SqlStorageValue {
+    SqlStorageValue::String(s.to_owned())
+}
+
+const SCHEMA: [&str; 6] = [
+    "CREATE TABLE IF NOT EXISTS account (
+        id INTEGER PRIMARY KEY CHECK (id = 0),
+        balance INTEGER NOT NULL,
+        day TEXT,
+        day_started_ms INTEGER NOT NULL DEFAULT 0)",
+    "CREATE TABLE IF NOT EXISTS grants (id TEXT PRIMARY KEY, credits INTEGER NOT NULL)",
+    // `seq` orders the job list; `listed = 0` once the job was deleted (the row stays
+    // so a refund still finds it and a cursor naming it still resolves).
+    "CREATE TABLE IF NOT EXISTS charges (
+        seq INTEGER PRIMARY KEY,
+        job_id TEXT NOT NULL UNIQUE,
+        credits INTEGER NOT NULL,
+        refunded INTEGER,
+        created_ms INTEGER NOT NULL,
+        listed INTEGER NOT NULL DEFAULT 1)",
+    "CREATE INDEX IF NOT EXISTS charges_by_age ON charges (created_ms)",
+    "CREATE TABLE IF NOT EXISTS idempotency (
+        idem_key TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        job_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS idempotency_by_expiry ON idempotency (expires_ms)",
+];
+
+const SET_ACCOUNT: &str =
+    "INSERT INTO account (id, balance, day, day_started_ms) VALUES (0, ?, ?, ?)
+     ON CONFLICT (id) DO UPDATE SET balance = excluded.balance, day = excluded.day,
+     day_started_ms = excluded.day_started_ms";
+const ADD_GRANT: &str = "INSERT OR IGNORE INTO grants (id, credits) VALUES (?, ?)";
+const ADD_CHARGE: &str =
+    "INSERT INTO charges (job_id, credits, refunded, created_ms, listed) VALUES (?, ?, ?, ?, ?)";
+const SET_REFUNDED: &str = "UPDATE charges SET refunded = ? WHERE job_id = ? AND refunded IS NULL";
+const UNLIST: &str = "UPDATE charges SET listed = 0 WHERE job_id = ?";
+const PUT_KEY: &str =
+    "INSERT OR REPLACE INTO idempotency (idem_key, fingerprint, job_id, state, expires_ms)
+     VALUES (?, ?, ?, ?, ?)";
+const CONFIRM_KEY: &str = "UPDATE idempotency SET state = 'confirmed', expires_ms = ?
+     WHERE idem_key = ? AND job_id = ? AND state = 'pending'";
+const DROP_KEY: &str =
+    "DELETE FROM idempotency WHERE idem_key = ? AND job_id = ? AND state = 'pending'";
+const PRUNE_KEYS: &str = "DELETE FROM idempotency WHERE idem_key IN
+     (SELECT idem_key FROM idempotency WHERE expires_ms <= ? ORDER BY expires_ms LIMIT ?)";
+const PRUNE_CHARGES: &str = "DELETE FROM charges WHERE seq IN
+     (SELECT seq FROM charges WHERE created_ms < ? ORDER BY created_ms LIMIT ?)";
+const SEED: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+     INSERT OR IGNORE INTO charges (job_id, credits, refunded, created_ms, listed)
+     SELECT printf('seed-%d-%08d', ?, i), 2, CASE WHEN i % 10 = 0 THEN 2 END, ?, 1 FROM n";
+const SEED_KEYS: &str =
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+     INSERT OR IGNORE INTO idempotency (idem_key, fingerprint, job_id, state, expires_ms)
+     SELECT printf('seed-key-%d-%08d', ?, i), 'f', printf('seed-%d-%08d', ?, i), 'confirmed', ?
+     FROM n";
+
+#[derive(Debug, Deserialize)]
+struct JobIdRow {
+    job_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct SeqRow {
+    seq: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct CountRow {
+    n: u64,
+}
+
+/// The account's database: synchronous reads, and writes applied atomically.
+struct Db {
+    sql: SqlStorage,
+    storage: worker::Storage,
+}
+
+impl Db {
+    fn rows<T: serde::de::DeserializeOwned>(
+        &self,
+        query: &str,
+        args: Vec<SqlStorageValue>,
+    ) -> worker::Result<Vec<T>> {
+        self.sql.exec(query, args)?.to_array()
+    }
+
+    fn account(&self) -> worker::Result<Option<AccountRow>> {
+        Ok(self
+            .rows(
+                "SELECT balance, day, day_started_ms FROM account WHERE id = 0",
+                vec![],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn charge(&self, job_id: &str) -> worker::Result<Option<ChargeRow>> {
+        Ok(self
+            .rows(
+                "SELECT job_id, credits, refunded, created_ms FROM charges WHERE job_id = ?",
+                vec![text(job_id)],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn key(&self, key: &str) -> worker::Result<Option<KeyRow>> {
+        Ok(self
+            .rows(
+                "SELECT idem_key, fingerprint, job_id, state, expires_ms FROM idempotency
+                 WHERE idem_key = ?",
+                vec![text(key)],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn grant_applied(&self, id: &str) -> bool {
+        self.rows::<CountRow>(
+            "SELECT COUNT(*) AS n FROM grants WHERE id = ?",
+            vec![text(id)],
+        )
+        .ok()
+        .and_then(|r| r.first().map(|c| c.n > 0))
+        .unwrap_or(false)
+    }
+
+    fn count(&self, table: &str) -> worker::Result<u64> {
+        let query = match table {
+            "charges" => "SELECT COUNT(*) AS n FROM charges",
+            _ => "SELECT COUNT(*) AS n FROM idempotency",
+        };
+        Ok(self
+            .rows::<CountRow>(query, vec![])?
+            .first()
+            .map_or(0, |c| c.n))
+    }
+
+    /// Up to `limit` listed job ids after `cursor`, newest first, and the next cursor.
+    fn page(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> worker::Result<(Vec<String>, Option<String>)> {
+        let before = match cursor {
+            None => i64::MAX as u64,
+            Some(c) => match self
+                .rows::<SeqRow>("SELECT seq FROM charges WHERE job_id = ?", vec![text(c)])?
+                .first()
+            {
+                Some(row) => row.seq,
+                None => return Ok((Vec::new(), None)),
+            },
+        };
+        let rows: Vec<JobIdRow> = self.rows(
+            "SELECT job_id FROM charges WHERE listed = 1 AND seq < ? ORDER BY seq DESC LIMIT ?",
+            vec![int(before), int(limit as u64 + 1)],
+        )?;
+        let mut ids: Vec<String> = rows.into_iter().map(|r| r.job_id).collect();
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        let next = if more { ids.last().cloned() } else { None };
+        Ok((ids, next))
+    }
+
+    /// Runs the writes in one `transactionSync`: all of them or none.
+    fn apply(&self, writes: Vec<Write>) -> worker::Result<()> {
+        use worker::wasm_bindgen::JsCast;
+        use worker::wasm_bindgen::JsValue;
+        use worker::wasm_bindgen::closure::Closure;
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let sql = self.sql.clone();
+        let run = move || -> Result<JsValue, JsValue> {
+            for w in writes {
+                let cursor = sql
+                    .exec(w.query, w.args)
+                    .map_err(|e| JsValue::from_str(&e.to_string()))?;
+                for row in cursor.raw() {
+                    row.map_err(|e| JsValue::from_str(&e.to_string()))?;
+                }
+            }
+            Ok(JsValue::UNDEFINED)
+        };
+        let raw: &JsValue = self.storage.as_raw();
+        let transaction = js_sys::Reflect::get(raw, &JsValue::from_str("transactionSync"))
+            .ok()
+            .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+            .ok_or_else(|| worker::Error::RustError("no storage.transactionSync".into()))?;
+        transaction
+            .call1(raw, &Closure::once_into_js(run))
+            .map(|_| ())
+            .map_err(worker::Error::from)
+    }
+}
+
+/// The writes that store an imported legacy state.
+fn import_writes(import: &Import) -> Vec<Write> {
+    let mut w = vec![Write {
+        query: SET_ACCOUNT,
+        args: vec![
+            int(import.account.balance),
+            import
+                .account
+                .day
+                .as_deref()
+                .map(text)
+                .unwrap_or(SqlStorageValue::Null),
+            int(import.account.day_started_ms),
+        ],
+    }];
+    for g in &import.grants {
+        w.push(Write {
+            query: ADD_GRANT,
+            args: vec![text(g), int(0)],
+        });
+    }
+    for (c, listed) in &import.charges {
+        w.push(Write {
+            query: ADD_CHARGE,
+            args: vec![
+                text(&c.job_id),
+                int(c.credits),
+                c.refunded.map(int).unwrap_or(SqlStorageValue::Null),
+                int(c.created_ms),
+                int(u64::from(*listed)),
+            ],
+        });
+    }
+    for k in &import.keys {
+        w.push(put_key(k));
+    }
+    w
+}
+
+fn put_key(k: &KeyRow) -> Write {
+    Write {
+        query: PUT_KEY,
+        args: vec![
+            text(&k.key),
+            text(&k.fingerprint),
+            text(&k.job_id),
+            text(k.state.as_str()),
+            int(k.expires_ms),
+        ],
+    }
+}
+
+fn set_account(a: &AccountRow) -> Write {
+    Write {
+        query: SET_ACCOUNT,
+        args: vec![
+            int(a.balance),
+            a.day.as_deref().map(text).unwrap_or(SqlStorageValue::Null),
+            int(a.day_started_ms),
+        ],
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The Durable Object.
 
 #[durable_object]
 pub struct Ledger {
     state: State,
     windows: RefCell<RateWindows>,
-    /// The stored state, loaded once: this object is its only writer, so the copy in
-    /// memory stays exact, and a read (`Touch`, `List`) costs no storage round trip.
-    ledger: RefCell<Option<LedgerState>>,
+    /// The schema exists and any legacy value was imported (checked once per
+    /// instance).
+    ready: Cell<bool>,
+    /// How long a charge row is kept: the job's deadline and retention, plus a margin.
+    keep_charges_ms: u64,
+    dev_ops: bool,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -281,63 +739,308 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
+fn reply(outcome: Outcome, balance: u64) -> LedgerReply {
+    LedgerReply {
+        outcome,
+        balance,
+        jobs: Vec::new(),
+        next_cursor: None,
+        charge: None,
+        stats: None,
+    }
+}
+
 impl DurableObject for Ledger {
-    fn new(state: State, _env: Env) -> Self {
+    fn new(state: State, env: Env) -> Self {
+        let cfg = Config::from_env(&env);
+        let dev_ops = env
+            .var("LEDGER_DEV_OPS")
+            .map(|v| v.to_string() == "on")
+            .unwrap_or(false);
         Self {
             state,
             windows: RefCell::new(RateWindows::default()),
-            ledger: RefCell::new(None),
+            ready: Cell::new(false),
+            keep_charges_ms: (cfg.retention_secs + cfg.job_deadline_secs) * 1000 + CHARGE_MARGIN_MS,
+            dev_ops,
         }
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
         let request: LedgerRequest = req.json().await?;
         let storage = self.state.storage();
-        // (The borrow ends before the await: another request may run meanwhile.)
-        let loaded = self.ledger.borrow().is_some();
-        let stored = if loaded {
-            None
-        } else {
-            storage.get::<LedgerState>(STATE).await?
+        let db = Db {
+            sql: storage.sql(),
+            storage,
         };
-        // Applied in memory with no await in between, so concurrent requests see each
-        // other's changes in order.
-        let (reply, changed) = {
-            let mut slot = self.ledger.borrow_mut();
-            // A request that loaded it meanwhile may already have changed it: keep that.
-            let ledger = slot.get_or_insert_with(|| stored.unwrap_or_default());
-            let funded = ledger.fund(&request.funding);
-            let limited = request
-                .limit
-                .as_ref()
-                .and_then(|limit| self.windows.borrow_mut().check(limit, request.now_ms).err());
-            let outcome = match limited {
-                Some(retry_after_secs) => Outcome::RateLimited { retry_after_secs },
-                None => ledger.apply(&request.op, request.now_ms),
-            };
-            let (jobs, next_cursor) = match &request.op {
-                Op::List { cursor, limit } if outcome == Outcome::Ok => {
-                    ledger.page(cursor.as_deref(), *limit)
-                }
-                _ => (Vec::new(), None),
-            };
-            let changed = (funded || LedgerState::writes(&request.op)).then(|| ledger.clone());
-            let reply = LedgerReply {
-                outcome,
-                balance: ledger.balance(),
-                jobs,
-                next_cursor,
-            };
-            (reply, changed)
-        };
-        if let Some(ledger) = changed
-            && let Err(e) = storage.put(STATE, &ledger).await
-        {
-            // Memory ran ahead of storage: forget it and reload next time.
-            self.ledger.replace(None);
-            return Err(e);
+        if matches!(
+            request.op,
+            Op::DevSeed { .. } | Op::DevLegacy { .. } | Op::DevStats
+        ) {
+            if !self.dev_ops {
+                return Ok(http::json(&serde_json::json!({"error": "no dev ops"}), 404));
+            }
+            return self.dev(&db, request).await;
         }
+        if !self.ready.get() {
+            self.prepare(&db, request.now_ms).await?;
+        }
+        let reply = self.run(&db, &request)?;
         Ok(http::json(&reply, 200))
+    }
+}
+
+impl Ledger {
+    /// Creates the tables, and imports a pre-rows account once (then deletes its
+    /// value). The import's writes are one transaction; its check runs after the
+    /// only await, so two first requests cannot both import.
+    async fn prepare(&self, db: &Db, now_ms: u64) -> worker::Result<()> {
+        for statement in SCHEMA {
+            db.sql.exec(statement, None)?;
+        }
+        if db.account()?.is_some() {
+            self.ready.set(true);
+            return Ok(());
+        }
+        let legacy = db.storage.get::<LegacyState>(LEGACY_KEY).await?;
+        if db.account()?.is_none() {
+            let import = import(legacy.clone().unwrap_or_default(), now_ms);
+            db.apply(import_writes(&import))?;
+        }
+        if legacy.is_some() {
+            db.storage.delete(LEGACY_KEY).await?;
+        }
+        self.ready.set(true);
+        Ok(())
+    }
+
+    /// One operation: reads, the rules, and its writes in one transaction. No await.
+    fn run(&self, db: &Db, request: &LedgerRequest) -> worker::Result<LedgerReply> {
+        let now = request.now_ms;
+        let stored = db.account()?.unwrap_or_default();
+        let (account, new_grants) =
+            fund(&stored, &request.funding, &|id| db.grant_applied(id), now);
+        let mut writes = Vec::new();
+        for g in &new_grants {
+            writes.push(Write {
+                query: ADD_GRANT,
+                args: vec![text(&g.id), int(g.credits)],
+            });
+        }
+        let mut account = account;
+        let limited = request
+            .limit
+            .as_ref()
+            .and_then(|limit| self.windows.borrow_mut().check(limit, now).err());
+        let mut out = reply(Outcome::Ok, 0);
+        if let Some(retry_after_secs) = limited {
+            out.outcome = Outcome::RateLimited { retry_after_secs };
+        } else {
+            match &request.op {
+                Op::Touch => {}
+                Op::Precheck {
+                    amount,
+                    idempotency_key,
+                } => {
+                    let known = match idempotency_key {
+                        Some(key) => db.key(key)?.is_some_and(|row| row.expires_ms > now),
+                        None => false,
+                    };
+                    if !known && account.balance < *amount {
+                        out.outcome = Outcome::Insufficient { needed: *amount };
+                    }
+                }
+                Op::Reserve {
+                    job_id,
+                    amount,
+                    idempotency_key,
+                    fingerprint,
+                } => {
+                    let check = match idempotency_key {
+                        Some(key) => check_key(db.key(key)?.as_ref(), fingerprint, now),
+                        None => KeyCheck::Fresh,
+                    };
+                    match check {
+                        KeyCheck::Reused => out.outcome = Outcome::KeyReused,
+                        KeyCheck::InProgress => {
+                            out.outcome = Outcome::InProgress {
+                                retry_after_secs: IN_PROGRESS_RETRY_SECS,
+                            }
+                        }
+                        KeyCheck::Replay(job_id) => out.outcome = Outcome::Replay { job_id },
+                        KeyCheck::Fresh if db.charge(job_id)?.is_some() => {}
+                        KeyCheck::Fresh if account.balance < *amount => {
+                            out.outcome = Outcome::Insufficient { needed: *amount };
+                        }
+                        KeyCheck::Fresh => {
+                            account.balance -= amount;
+                            writes.push(Write {
+                                query: ADD_CHARGE,
+                                args: vec![
+                                    text(job_id),
+                                    int(*amount),
+                                    SqlStorageValue::Null,
+                                    int(now),
+                                    int(1),
+                                ],
+                            });
+                            if let Some(key) = idempotency_key {
+                                writes.push(put_key(&KeyRow {
+                                    key: key.clone(),
+                                    fingerprint: fingerprint.clone(),
+                                    job_id: job_id.clone(),
+                                    state: KeyState::Pending,
+                                    expires_ms: now + PENDING_TTL_MS,
+                                }));
+                            }
+                            writes.push(Write {
+                                query: PRUNE_KEYS,
+                                args: vec![int(now), int(PRUNE_BATCH)],
+                            });
+                            writes.push(Write {
+                                query: PRUNE_CHARGES,
+                                args: vec![
+                                    int(now.saturating_sub(self.keep_charges_ms)),
+                                    int(PRUNE_BATCH),
+                                ],
+                            });
+                        }
+                    }
+                }
+                Op::Confirm {
+                    job_id,
+                    idempotency_key,
+                } => writes.push(Write {
+                    query: CONFIRM_KEY,
+                    args: vec![
+                        int(now + IDEMPOTENCY_TTL_MS),
+                        text(idempotency_key),
+                        text(job_id),
+                    ],
+                }),
+                Op::Release {
+                    job_id,
+                    idempotency_key,
+                } => {
+                    if let Some(charge) = db.charge(job_id)?
+                        && let Some(plan) = plan_refund(&charge, None, &account)
+                    {
+                        account.balance = account.balance.saturating_add(plan.credited);
+                        writes.push(Write {
+                            query: SET_REFUNDED,
+                            args: vec![int(plan.recorded), text(job_id)],
+                        });
+                    }
+                    writes.push(Write {
+                        query: UNLIST,
+                        args: vec![text(job_id)],
+                    });
+                    if let Some(key) = idempotency_key {
+                        writes.push(Write {
+                            query: DROP_KEY,
+                            args: vec![text(key), text(job_id)],
+                        });
+                    }
+                }
+                Op::Refund { job_id, credits } => {
+                    if let Some(charge) = db.charge(job_id)?
+                        && let Some(plan) = plan_refund(&charge, *credits, &account)
+                    {
+                        account.balance = account.balance.saturating_add(plan.credited);
+                        writes.push(Write {
+                            query: SET_REFUNDED,
+                            args: vec![int(plan.recorded), text(job_id)],
+                        });
+                    }
+                }
+                Op::Charge { job_id } => {
+                    out.charge = db.charge(job_id)?.map(|c| ChargeInfo {
+                        charged: c.credits,
+                        refunded: c.refunded,
+                    });
+                }
+                Op::List { cursor, limit } => {
+                    let (jobs, next) = db.page(cursor.as_deref(), *limit)?;
+                    out.jobs = jobs;
+                    out.next_cursor = next;
+                }
+                Op::Forget { job_id } => writes.push(Write {
+                    query: UNLIST,
+                    args: vec![text(job_id)],
+                }),
+                Op::DevSeed { .. } | Op::DevLegacy { .. } | Op::DevStats => {}
+            }
+        }
+        if account != stored || db.account()?.is_none() {
+            writes.insert(0, set_account(&account));
+        }
+        db.apply(writes)?;
+        out.balance = account.balance;
+        Ok(out)
+    }
+
+    /// The dev/bench stacks' operations (`LEDGER_DEV_OPS=on` only).
+    async fn dev(&self, db: &Db, request: LedgerRequest) -> worker::Result<Response> {
+        for statement in SCHEMA {
+            db.sql.exec(statement, None)?;
+        }
+        let now = request.now_ms;
+        match request.op {
+            Op::DevSeed { jobs } => {
+                // A distinct id range per call, so seeding twice adds twice.
+                let batch = now % 1_000_000;
+                db.apply(vec![
+                    Write {
+                        query: SEED,
+                        args: vec![int(jobs), int(batch), int(now)],
+                    },
+                    Write {
+                        query: SEED_KEYS,
+                        args: vec![
+                            int(jobs),
+                            int(batch),
+                            int(batch),
+                            int(now + IDEMPOTENCY_TTL_MS),
+                        ],
+                    },
+                ])?;
+            }
+            Op::DevLegacy { mut state } => {
+                if let Funding::Grants { grants } = &request.funding {
+                    state.applied_grants = grants.iter().map(|g| g.id.clone()).collect();
+                }
+                db.apply(vec![
+                    Write {
+                        query: "DELETE FROM account",
+                        args: vec![],
+                    },
+                    Write {
+                        query: "DELETE FROM grants",
+                        args: vec![],
+                    },
+                    Write {
+                        query: "DELETE FROM charges",
+                        args: vec![],
+                    },
+                    Write {
+                        query: "DELETE FROM idempotency",
+                        args: vec![],
+                    },
+                ])?;
+                db.storage.put(LEGACY_KEY, &state).await?;
+                self.ready.set(false);
+            }
+            _ => {}
+        }
+        let legacy_stored = db.storage.get::<LegacyState>(LEGACY_KEY).await?.is_some();
+        let mut out = reply(Outcome::Ok, db.account()?.map_or(0, |a| a.balance));
+        out.stats = Some(Stats {
+            size_bytes: db.sql.database_size() as u64,
+            charges: db.count("charges")?,
+            keys: db.count("idempotency")?,
+            legacy_stored,
+        });
+        Ok(http::json(&out, 200))
     }
 }
 
@@ -357,133 +1060,197 @@ mod tests {
         }
     }
 
-    fn reserve(job: &str, amount: u64, idem: Option<&str>) -> Op {
-        Op::Reserve {
-            job_id: job.into(),
-            amount,
-            idempotency_key: idem.map(str::to_owned),
+    fn charge(credits: u64, refunded: Option<u64>, created_ms: u64) -> ChargeRow {
+        ChargeRow {
+            job_id: "j".into(),
+            credits,
+            refunded,
+            created_ms,
+        }
+    }
+
+    fn key(fingerprint: &str, state: KeyState, expires_ms: u64) -> KeyRow {
+        KeyRow {
+            key: "k".into(),
+            fingerprint: fingerprint.into(),
+            job_id: "job-1".into(),
+            state,
+            expires_ms,
         }
     }
 
     #[test]
     fn grants_apply_once_each() {
-        let mut l = LedgerState::default();
-        assert!(l.fund(&grants(&[("g1", 10)])));
-        assert!(!l.fund(&grants(&[("g1", 10)])), "nothing new to store");
-        assert_eq!(l.balance(), 10);
-        assert!(l.fund(&grants(&[("g1", 10), ("g2", 5)])));
-        assert_eq!(l.balance(), 15);
+        let applied = |id: &str| id == "g1";
+        let (a, new) = fund(
+            &AccountRow {
+                balance: 10,
+                ..AccountRow::default()
+            },
+            &grants(&[("g1", 10), ("g2", 5), ("g2", 5)]),
+            &applied,
+            0,
+        );
+        assert_eq!(a.balance, 15, "only g2, once");
+        assert_eq!(new.len(), 1);
+        let (same, none) = fund(&a, &grants(&[("g1", 10)]), &applied, 0);
+        assert_eq!((same, none), (a, vec![]));
     }
 
     #[test]
-    fn reserve_refund_is_exact_and_never_doubles() {
-        let mut l = LedgerState::default();
-        l.fund(&grants(&[("g", 10)]));
-        assert_eq!(l.apply(&reserve("a", 4, None), 0), Outcome::Ok);
-        assert_eq!(
-            l.apply(&reserve("a", 4, None), 0),
-            Outcome::Ok,
-            "same job charged once"
-        );
-        assert_eq!(l.balance(), 6);
-        assert_eq!(
-            l.apply(&reserve("b", 7, None), 0),
-            Outcome::Insufficient { needed: 7 }
-        );
-        assert_eq!(l.balance(), 6);
-        l.apply(
-            &Op::Refund {
-                job_id: "a".into(),
-                credits: None,
-            },
-            0,
-        );
-        l.apply(
-            &Op::Refund {
-                job_id: "a".into(),
-                credits: None,
-            },
-            0,
-        );
-        l.apply(
-            &Op::Refund {
-                job_id: "never-charged".into(),
-                credits: None,
-            },
-            0,
-        );
-        assert_eq!(l.balance(), 10);
-    }
-
-    #[test]
-    fn an_idempotency_key_replays_its_job_for_a_day() {
-        let mut l = LedgerState::default();
-        l.fund(&grants(&[("g", 10)]));
-        assert_eq!(l.apply(&reserve("a", 4, Some("k")), 0), Outcome::Ok);
-        assert_eq!(
-            l.apply(&reserve("b", 4, Some("k")), 1000),
-            Outcome::Replay { job_id: "a".into() }
-        );
-        assert_eq!(l.balance(), 6);
-        assert_eq!(
-            l.apply(&reserve("c", 4, Some("k")), IDEMPOTENCY_TTL_MS + 1),
-            Outcome::Ok
-        );
-        assert_eq!(l.balance(), 2);
-    }
-
-    #[test]
-    fn the_daily_allowance_resets_each_day() {
-        let mut l = LedgerState::default();
+    fn the_daily_allowance_resets_each_day_and_remembers_when() {
         let day = |d: &str| Funding::Daily {
             day: d.into(),
             allowance: 10,
         };
-        assert!(l.fund(&day("2026-11-21")));
-        l.apply(&reserve("a", 8, None), 0);
-        assert!(!l.fund(&day("2026-11-21")));
-        assert_eq!(l.balance(), 2);
-        assert!(l.fund(&day("2026-11-22")));
-        assert_eq!(l.balance(), 10);
+        let (a, _) = fund(&AccountRow::default(), &day("2026-11-21"), &|_| false, 5);
+        assert_eq!(
+            a,
+            AccountRow {
+                balance: 10,
+                day: Some("2026-11-21".into()),
+                day_started_ms: 5
+            }
+        );
+        let spent = AccountRow { balance: 2, ..a };
+        assert_eq!(fund(&spent, &day("2026-11-21"), &|_| false, 9).0, spent);
+        let next = fund(&spent, &day("2026-11-22"), &|_| false, 86_400_000).0;
+        assert_eq!((next.balance, next.day_started_ms), (10, 86_400_000));
     }
 
     #[test]
-    fn only_changing_ops_are_written() {
-        assert!(!LedgerState::writes(&Op::Touch));
-        assert!(!LedgerState::writes(&Op::List {
-            cursor: None,
-            limit: 10
-        }));
-        assert!(LedgerState::writes(&reserve("a", 1, None)));
-        assert!(LedgerState::writes(&Op::Refund {
-            job_id: "a".into(),
-            credits: None
-        }));
-        assert!(LedgerState::writes(&Op::Forget { job_id: "a".into() }));
+    fn a_refund_is_capped_at_the_charge_and_happens_once() {
+        let keyed = AccountRow::default();
+        assert_eq!(
+            plan_refund(&charge(5, None, 0), None, &keyed),
+            Some(RefundPlan {
+                recorded: 5,
+                credited: 5
+            })
+        );
+        assert_eq!(
+            plan_refund(&charge(5, None, 0), Some(2), &keyed).map(|p| p.recorded),
+            Some(2)
+        );
+        assert_eq!(
+            plan_refund(&charge(5, None, 0), Some(50), &keyed).map(|p| p.recorded),
+            Some(5),
+            "never more than charged"
+        );
+        assert_eq!(
+            plan_refund(&charge(5, Some(0), 0), None, &keyed),
+            None,
+            "a refund of 0 still counts as the job's refund"
+        );
     }
 
     #[test]
-    fn jobs_are_listed_newest_first_in_pages() {
-        let mut l = LedgerState::default();
-        l.fund(&grants(&[("g", 100)]));
-        for id in ["a", "b", "c", "d", "e"] {
-            l.apply(&reserve(id, 1, None), 0);
-        }
+    fn a_refund_after_the_allowance_was_renewed_is_not_credited_twice() {
+        let today = AccountRow {
+            balance: 10,
+            day: Some("2026-11-22".into()),
+            day_started_ms: 1_000,
+        };
         assert_eq!(
-            l.page(None, 2),
-            (vec!["e".into(), "d".into()], Some("d".into()))
+            plan_refund(&charge(4, None, 999), None, &today),
+            Some(RefundPlan {
+                recorded: 4,
+                credited: 0
+            })
         );
         assert_eq!(
-            l.page(Some("d"), 2),
-            (vec!["c".into(), "b".into()], Some("b".into()))
+            plan_refund(&charge(4, None, 1_000), None, &today).map(|p| p.credited),
+            Some(4)
         );
-        assert_eq!(l.page(Some("b"), 2), (vec!["a".into()], None));
-        l.apply(&Op::Forget { job_id: "c".into() }, 0);
+    }
+
+    #[test]
+    fn an_idempotency_key_is_bound_to_its_request_and_visible_once_confirmed() {
+        let now = 1_000;
+        assert_eq!(check_key(None, "f", now), KeyCheck::Fresh);
         assert_eq!(
-            l.page(Some("d"), 2).0,
-            vec!["b".to_string(), "a".to_string()]
+            check_key(Some(&key("f", KeyState::Pending, now + 1)), "f", now),
+            KeyCheck::InProgress
         );
-        assert_eq!(l.page(Some("unknown"), 2).0, Vec::<String>::new());
+        assert_eq!(
+            check_key(Some(&key("f", KeyState::Confirmed, now + 1)), "f", now),
+            KeyCheck::Replay("job-1".into())
+        );
+        assert_eq!(
+            check_key(Some(&key("f", KeyState::Confirmed, now + 1)), "g", now),
+            KeyCheck::Reused
+        );
+        assert_eq!(
+            check_key(Some(&key("f", KeyState::Pending, now + 1)), "g", now),
+            KeyCheck::Reused,
+            "another body is refused even while the first is starting"
+        );
+        assert_eq!(
+            check_key(Some(&key("f", KeyState::Pending, now)), "g", now),
+            KeyCheck::Fresh,
+            "an expired (e.g. abandoned pending) key is free again"
+        );
+        assert_eq!(
+            check_key(Some(&key("", KeyState::Confirmed, now + 1)), "g", now),
+            KeyCheck::Replay("job-1".into()),
+            "keys imported from before fingerprints replay any body"
+        );
+    }
+
+    #[test]
+    fn a_legacy_state_becomes_rows_in_order() {
+        let legacy: LegacyState = serde_json::from_value(serde_json::json!({
+            "balance": 7,
+            "applied_grants": ["g1"],
+            "day": null,
+            "charges": {
+                "a": {"amount": 5, "refunded": false},
+                "b": {"amount": 2, "refunded": true},
+                "gone": {"amount": 1, "refunded": false}
+            },
+            "idempotency": {"k": ["a", 1_000], "old": ["b", 0]},
+            "jobs": ["b", "a"]
+        }))
+        .unwrap();
+        let now = IDEMPOTENCY_TTL_MS + 10;
+        let rows = import(legacy, now);
+        assert_eq!(rows.account.balance, 7);
+        assert_eq!(rows.grants, vec!["g1".to_string()]);
+        let order: Vec<(&str, bool, Option<u64>)> = rows
+            .charges
+            .iter()
+            .map(|(c, listed)| (c.job_id.as_str(), *listed, c.refunded))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                ("gone", false, None),
+                ("b", true, Some(2)),
+                ("a", true, None)
+            ]
+        );
+        assert!(rows.charges.iter().all(|(c, _)| c.created_ms == now));
+        assert_eq!(rows.keys.len(), 1, "the expired key is dropped");
+        assert_eq!(rows.keys[0].key, "k");
+        assert_eq!(rows.keys[0].state, KeyState::Confirmed);
+        assert_eq!(rows.keys[0].expires_ms, 1_000 + IDEMPOTENCY_TTL_MS);
+    }
+
+    #[test]
+    fn old_clients_requests_still_parse() {
+        let op: Op = serde_json::from_str(r#"{"op":"refund","job_id":"a"}"#).unwrap();
+        assert_eq!(
+            op,
+            Op::Refund {
+                job_id: "a".into(),
+                credits: None
+            }
+        );
+        let op: Op = serde_json::from_str(
+            r#"{"op":"reserve","job_id":"a","amount":2,"idempotency_key":null}"#,
+        )
+        .unwrap();
+        assert!(matches!(op, Op::Reserve { fingerprint, .. } if fingerprint.is_empty()));
     }
 
     #[test]

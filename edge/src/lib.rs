@@ -6,9 +6,11 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod accounts;
+pub mod breaker;
 pub mod compat;
 pub mod config;
 pub mod error;
+pub mod fallback;
 pub mod handlers;
 pub mod http;
 pub mod input;

@@ -6,12 +6,14 @@
 
 pub mod bfl;
 pub mod comfyui;
+pub mod fal;
 pub mod replicate;
 pub mod segmind;
 
 use parallax_api::{FieldError, Model, Params};
 
 use crate::config::Provider;
+use crate::input::image::ImageInfo;
 use crate::job::JobRecord;
 
 use serde::{Deserialize, Serialize};
@@ -57,6 +59,7 @@ impl UpstreamRequest {
 pub enum HttpMethod {
     Get,
     Post,
+    Put,
 }
 
 /// What an upstream answered, as the pure parsers see it.
@@ -184,6 +187,7 @@ pub async fn send(
     init.with_method(match req.method {
         HttpMethod::Get => Method::Get,
         HttpMethod::Post => Method::Post,
+        HttpMethod::Put => Method::Put,
     })
     .with_headers(headers);
     if let Some(body) = &req.body {
@@ -223,8 +227,14 @@ pub fn test_response(status: u16, body: serde_json::Value) -> UpstreamResponse {
     }
 }
 
-/// Whether `provider` can do what `params` ask for `model`; the error names the field.
-pub fn check(kind: Kind, model: Model, params: &Params) -> Result<(), FieldError> {
+/// Whether `provider` can do what `params` ask for `model` with this control image;
+/// the error names the field.
+pub fn check(
+    kind: Kind,
+    model: Model,
+    params: &Params,
+    input: &ImageInfo,
+) -> Result<(), FieldError> {
     if !kind.serves(model) {
         return Err(FieldError::new(
             "model",
@@ -233,7 +243,8 @@ pub fn check(kind: Kind, model: Model, params: &Params) -> Result<(), FieldError
     }
     match kind {
         Kind::Replicate => replicate::check(model, params),
-        Kind::ComfyUi => comfyui::check(params),
+        Kind::ComfyUi => comfyui::check(params, input),
+        Kind::Fal => fal::check(params),
         Kind::Segmind | Kind::Parallax | Kind::Bfl => Ok(()),
     }
 }
@@ -267,19 +278,64 @@ pub async fn submit(
             );
             replicate::parse_prediction_urls(&send(name, &req, timeout_ms).await?)
         }
+        Kind::Fal => {
+            let req = fal::build_submit(
+                provider,
+                &job.params,
+                &job.input,
+                image,
+                job.input.format.media_type(),
+            );
+            fal::parse_submit(&send(name, &req, timeout_ms).await?)
+        }
         Kind::Bfl => {
             let req = bfl::build_submit(provider, &job.params, image);
             bfl::parse_submit(&send(name, &req, timeout_ms).await?)
         }
         Kind::ComfyUi => {
+            // ComfyUI runs a repeated prompt again: if an earlier attempt of this job
+            // reached the server (an answer lost on the way back), follow that one.
+            let id = job.id.as_str();
+            if comfyui_lookup(provider, id, timeout_ms).await? != comfyui::Lookup::Unknown {
+                return Ok(comfyui::submitted(provider, id));
+            }
             let file = format!("parallax-{}.{}", job.id, job.input.format.ext());
-            let upload =
-                comfyui::build_upload(provider, &file, image, job.input.format.media_type());
+            let upload = comfyui::build_upload(
+                provider,
+                &comfyui::job_folder(job),
+                &file,
+                image,
+                job.input.format.media_type(),
+            );
             let uploaded = comfyui::parse_upload(&send(name, &upload, timeout_ms).await?)?;
             let req = comfyui::build_prompt(provider, job, &uploaded);
-            comfyui::parse_prompt(provider, &send(name, &req, timeout_ms).await?)
+            comfyui::parse_prompt(provider, id, &send(name, &req, timeout_ms).await?)
         }
     }
+}
+
+/// Where prompt `prompt_id` is at a ComfyUI server: its history first (finished),
+/// then its queue (running or pending), else unknown. The runner uses it before any
+/// resubmit of the same id and on cancel.
+pub async fn comfyui_lookup(
+    provider: &Provider,
+    prompt_id: &str,
+    timeout_ms: u32,
+) -> Result<comfyui::Lookup, UpstreamError> {
+    let name = provider.kind.name();
+    let history = comfyui::build_get(
+        provider,
+        &format!("{}/history/{prompt_id}", provider.base_url),
+    );
+    if let Some(state) = comfyui::parse_history(
+        provider,
+        prompt_id,
+        &send(name, &history, timeout_ms).await?,
+    )? {
+        return Ok(comfyui::Lookup::Done(state));
+    }
+    let queue = comfyui::build_get(provider, &format!("{}/queue", provider.base_url));
+    comfyui::parse_queue(prompt_id, &send(name, &queue, timeout_ms).await?)
 }
 
 /// Asks `provider` where a submitted job is.
@@ -322,26 +378,26 @@ pub async fn poll(
             let resp = send(name, &bfl::build_get(provider, &sub.status_url), timeout_ms).await?;
             bfl::parse_state(&resp)
         }
-        Kind::ComfyUi => {
-            let resp = send(
-                name,
-                &comfyui::build_get(provider, &sub.status_url),
-                timeout_ms,
-            )
-            .await?;
-            match comfyui::parse_history(provider, &sub.upstream_id, &resp)? {
-                Some(state) => Ok(state),
-                None => {
-                    let resp = send(
-                        name,
-                        &comfyui::build_get(provider, &sub.result_url),
-                        timeout_ms,
-                    )
-                    .await?;
-                    comfyui::parse_queue(&sub.upstream_id, &resp)
-                }
+        Kind::Fal => {
+            let resp = send(name, &fal::build_get(provider, &sub.status_url), timeout_ms).await?;
+            let state = fal::parse_status(&resp)?;
+            if state != UpstreamState::Completed(Vec::new()) {
+                return Ok(state);
             }
+            let resp = send(name, &fal::build_get(provider, &sub.result_url), timeout_ms).await?;
+            fal::parse_result(&resp)
         }
+        Kind::ComfyUi => match comfyui_lookup(provider, &sub.upstream_id, timeout_ms).await? {
+            comfyui::Lookup::Done(state) => Ok(state),
+            comfyui::Lookup::Running => Ok(UpstreamState::Processing),
+            comfyui::Lookup::Queued => Ok(UpstreamState::Queued),
+            // It may have finished between the two calls: look again next time, but
+            // never forever (the job's deadline ends it).
+            comfyui::Lookup::Unknown => Err(UpstreamError::Transient {
+                reason: "comfyui has the prompt neither queued nor in its history".into(),
+                retry_after: None,
+            }),
+        },
     }
 }
 
@@ -404,7 +460,42 @@ pub async fn cancel(
                 CancelOutcome::Requested
             })
         }
-        Kind::Segmind | Kind::Bfl | Kind::ComfyUi => Ok(CancelOutcome::Unsupported),
+        Kind::ComfyUi => {
+            let id = sub.upstream_id.as_str();
+            match comfyui_lookup(provider, id, timeout_ms).await? {
+                comfyui::Lookup::Queued => {
+                    let req = comfyui::build_queue_delete(provider, id);
+                    send(name, &req, timeout_ms).await?;
+                    // Gone from the queue and not in the history: it never ran.
+                    Ok(match comfyui_lookup(provider, id, timeout_ms).await? {
+                        comfyui::Lookup::Unknown => CancelOutcome::Stopped,
+                        comfyui::Lookup::Running => {
+                            send(name, &comfyui::build_interrupt(provider, id), timeout_ms).await?;
+                            CancelOutcome::Requested
+                        }
+                        _ => CancelOutcome::Requested,
+                    })
+                }
+                comfyui::Lookup::Running => {
+                    // Only when ours is the one running: older servers ignore the
+                    // body and interrupt whatever runs.
+                    send(name, &comfyui::build_interrupt(provider, id), timeout_ms).await?;
+                    Ok(CancelOutcome::Requested)
+                }
+                comfyui::Lookup::Done(_) => Ok(CancelOutcome::Requested),
+                comfyui::Lookup::Unknown => Ok(CancelOutcome::Stopped),
+            }
+        }
+        Kind::Fal => match &sub.cancel_url {
+            Some(url) => {
+                fal::parse_cancel(
+                    &send(name, &fal::build_cancel(provider, url), timeout_ms).await?,
+                )?;
+                Ok(CancelOutcome::Requested)
+            }
+            None => Ok(CancelOutcome::Unsupported),
+        },
+        Kind::Segmind | Kind::Bfl => Ok(CancelOutcome::Unsupported),
     }
 }
 
@@ -427,41 +518,10 @@ pub async fn lookup(
     if provider.kind != Kind::ComfyUi {
         return Ok(Lookup::Unsupported);
     }
-    let name = provider.kind.name();
     let id = job.id.as_str();
-    let sub = Submitted {
-        upstream_id: id.to_owned(),
-        status_url: format!("{}/history/{id}", provider.base_url),
-        result_url: format!("{}/queue", provider.base_url),
-        cancel_url: None,
-    };
-    let history = send(
-        name,
-        &comfyui::build_get(provider, &sub.status_url),
-        timeout_ms,
-    )
-    .await?;
-    if comfyui::parse_history(provider, id, &history)?.is_some() {
-        return Ok(Lookup::Found(sub));
-    }
-    let queue = send(
-        name,
-        &comfyui::build_get(provider, &sub.result_url),
-        timeout_ms,
-    )
-    .await?;
-    let v = success_json(name, &queue)?;
-    let queued = ["queue_running", "queue_pending"].iter().any(|k| {
-        v[*k]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|item| item[1] == id)
-    });
-    Ok(if queued {
-        Lookup::Found(sub)
-    } else {
-        Lookup::Absent
+    Ok(match comfyui_lookup(provider, id, timeout_ms).await? {
+        comfyui::Lookup::Unknown => Lookup::Absent,
+        _ => Lookup::Found(comfyui::submitted(provider, id)),
     })
 }
 
@@ -474,15 +534,18 @@ pub enum Kind {
     /// Another server speaking this project's v2 API (Segmind-compatible).
     Parallax,
     Bfl,
+    /// fal.ai's queue (`fal-ai/flux-lora-depth`, dev only).
+    Fal,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Segmind,
         Kind::Replicate,
         Kind::ComfyUi,
         Kind::Parallax,
         Kind::Bfl,
+        Kind::Fal,
     ];
 
     /// The name used in configuration and in a job's `metrics.provider`.
@@ -493,6 +556,7 @@ impl Kind {
             Self::ComfyUi => "comfyui",
             Self::Parallax => "parallax",
             Self::Bfl => "bfl",
+            Self::Fal => "fal",
         }
     }
 
@@ -508,6 +572,7 @@ impl Kind {
             Self::ComfyUi => "COMFYUI",
             Self::Parallax => "PARALLAX_UPSTREAM",
             Self::Bfl => "BFL",
+            Self::Fal => "FAL",
         }
     }
 
@@ -517,6 +582,7 @@ impl Kind {
             Self::Segmind => Some("https://api.segmind.com"),
             Self::Replicate => Some("https://api.replicate.com"),
             Self::Bfl => Some("https://api.bfl.ai"),
+            Self::Fal => Some("https://queue.fal.run"),
             Self::ComfyUi | Self::Parallax => None,
         }
     }
@@ -529,18 +595,23 @@ impl Kind {
     pub fn serves(self, model: Model) -> bool {
         match self {
             Self::Segmind | Self::Replicate | Self::Parallax => true,
-            Self::ComfyUi => model == Model::FluxDepthDev,
+            Self::ComfyUi | Self::Fal => model == Model::FluxDepthDev,
             Self::Bfl => model == Model::FluxDepthPro,
         }
     }
 }
 
-/// Downloads one output file.
-pub async fn download(url: &str, timeout_ms: u32) -> Result<Vec<u8>, UpstreamError> {
+/// Downloads one output file. A URL on the provider's own host gets the provider's
+/// auth header (ComfyUI's `/view` behind an API-key proxy); a CDN URL gets none.
+pub async fn download(
+    provider: &Provider,
+    url: &str,
+    timeout_ms: u32,
+) -> Result<Vec<u8>, UpstreamError> {
     let req = UpstreamRequest {
         method: HttpMethod::Get,
         url: url.to_owned(),
-        headers: Vec::new(),
+        headers: download_headers(provider, url),
         body: None,
     };
     let resp = send("output download", &req, timeout_ms).await?;
@@ -553,6 +624,18 @@ pub async fn download(url: &str, timeout_ms: u32) -> Result<Vec<u8>, UpstreamErr
             resp.retry_after,
             "",
         ))
+    }
+}
+
+/// The headers for downloading `url` from `provider`: its auth only on its own origin.
+pub fn download_headers(provider: &Provider, url: &str) -> Vec<(&'static str, String)> {
+    let own = !provider.base_url.is_empty()
+        && url
+            .strip_prefix(&provider.base_url)
+            .is_some_and(|rest| rest.starts_with('/'));
+    match provider.kind {
+        Kind::ComfyUi if own => comfyui::headers(provider),
+        _ => Vec::new(),
     }
 }
 
@@ -577,6 +660,26 @@ mod tests {
             UpstreamError::from_status("segmind", 401, None, "bad key"),
             UpstreamError::Permanent("segmind answered HTTP 401: bad key".into())
         );
+    }
+
+    #[test]
+    fn downloads_carry_the_key_only_to_the_providers_own_host() {
+        let comfy = Provider {
+            kind: Kind::ComfyUi,
+            base_url: "https://gpu.example.com".into(),
+            api_key: Some(crate::config::Secret::new("k")),
+        };
+        assert_eq!(
+            download_headers(&comfy, "https://gpu.example.com/view?filename=a.png"),
+            vec![("authorization", "Bearer k".to_owned())]
+        );
+        assert!(download_headers(&comfy, "https://gpu.example.com.evil/view").is_empty());
+        let replicate = Provider {
+            kind: Kind::Replicate,
+            base_url: "https://api.replicate.com".into(),
+            api_key: Some(crate::config::Secret::new("r8")),
+        };
+        assert!(download_headers(&replicate, "https://replicate.delivery/x.webp").is_empty());
     }
 
     #[test]

@@ -60,7 +60,7 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
     let api = match segments.as_slice() {
         ["healthz"] => {
             allow(method, &["GET"], "GET")?;
-            return Ok(health::get_health(env));
+            return Ok(health::get_health(env).await);
         }
         ["openapi.json"] => {
             allow(method, &["GET"], "GET")?;
@@ -72,6 +72,9 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
         }
         ["r", id] => {
             allow(method, &["GET"], "GET")?;
+            // Opened without a key by anyone: limited per client address first, so a
+            // refused client wakes no runner.
+            accounts::touch_public(&req, env, &Config::from_env(env)).await?;
             return share::get_share_page(&req, env, id).await;
         }
         ["v2", "requests"] => {
@@ -122,6 +125,10 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
             allow(method, &["POST"], "POST")?;
             Api::Sync((*model).to_owned())
         }
+        ["__dev", "ledger"] if dev_ops(env) => {
+            allow(method, &["POST"], "POST")?;
+            return dev_ledger(req, env).await;
+        }
         ["v1" | "v2" | "api" | "results" | "r", ..] => return Err(not_found(method, &path)),
         _ => return static_file(req, env).await,
     };
@@ -133,7 +140,9 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
         _ => Some(accounts::identify(&req, env, &cfg).await?),
     };
     let Some(caller) = caller else {
-        // A public read by id (a share link opened by anyone).
+        // A public read by id (a share link opened by anyone), limited per client
+        // address (IPv6: per /64) first, so a refused client wakes no runner.
+        accounts::touch_public(&req, env, &cfg).await?;
         return match &api {
             Api::Status(id) => jobs::get_status(env, id).await,
             Api::Result(id) => jobs::get_result(&req, env, id).await,
@@ -189,22 +198,90 @@ async fn dispatch(api: Api, req: Request, env: &Env, caller: &Caller) -> EdgeRes
     }
 }
 
-/// The playground's files; HTML gets the security headers.
-async fn static_file(req: Request, env: &Env) -> EdgeResult<Response> {
-    let mut resp = env.assets(bindings::ASSETS)?.fetch_request(req).await?;
-    let is_html = resp
-        .headers()
-        .get("content-type")?
-        .is_some_and(|t| t.starts_with("text/html"));
-    if !is_html {
-        return Ok(resp);
+/// Whether this stack serves `/__dev/ledger`: only `cargo xtask test` and `bench`
+/// set `LEDGER_DEV_OPS=on` (wrangler.toml sets it nowhere, so a deployment never
+/// has it, and the Ledger refuses dev operations without it too).
+fn dev_ops(env: &Env) -> bool {
+    env.var("LEDGER_DEV_OPS")
+        .is_ok_and(|v| v.to_string() == "on")
+}
+
+/// `POST /__dev/ledger` (dev and bench stacks only): one dev operation on the calling
+/// key's Ledger (`{"op": "dev_seed", "jobs": 100000}`, `dev_legacy`, `dev_stats`).
+async fn dev_ledger(mut req: Request, env: &Env) -> EdgeResult<Response> {
+    let cfg = Config::from_env(env);
+    let caller = accounts::identify(&req, env, &cfg).await?;
+    let op: crate::ledger::Op = req
+        .json()
+        .await
+        .map_err(|e| EdgeError::bad_request(format!("not a ledger op: {e}")))?;
+    if !matches!(
+        op,
+        crate::ledger::Op::DevSeed { .. }
+            | crate::ledger::Op::DevLegacy { .. }
+            | crate::ledger::Op::DevStats
+    ) {
+        return Err(EdgeError::bad_request("only dev_* operations"));
     }
+    let reply = caller.dev_op(env, op).await?;
+    Ok(crate::http::json(&reply, 200))
+}
+
+/// The playground's files; HTML gets the security headers.
+///
+/// Revalidation is answered here, not by the assets binding: its `304` to a conditional
+/// request has no body, so a CSP computed from it would lack the inline bootstrap's
+/// hash, and the browser, which merges a 304's headers into its cached copy, would then
+/// block that script (a blank page on every return visit). So the assets are always
+/// asked unconditionally, the CSP comes from the full HTML, and a matching
+/// `If-None-Match` gets a 304 carrying that same CSP.
+async fn static_file(req: Request, env: &Env) -> EdgeResult<Response> {
+    let if_none_match = req.headers().get("if-none-match")?;
+    let headers = req.headers().clone();
+    headers.delete("if-none-match")?;
+    headers.delete("if-modified-since")?;
+    let mut init = worker::RequestInit::new();
+    init.with_method(req.method()).with_headers(headers);
+    let unconditional = Request::new_with_init(req.url()?.as_ref(), &init)?;
+    let mut resp = env
+        .assets(bindings::ASSETS)?
+        .fetch_request(unconditional)
+        .await?;
     let status = resp.status_code();
     let headers = resp.headers().clone();
+    let is_html = headers
+        .get("content-type")?
+        .is_some_and(|t| t.starts_with("text/html"));
+    let fresh = status == 200
+        && matches!(
+            (&if_none_match, headers.get("etag")?),
+            (Some(inm), Some(etag)) if crate::security::etag_matches(inm, &etag)
+        );
+    if !is_html {
+        if fresh {
+            return Ok(not_modified(&headers)?);
+        }
+        return Ok(resp);
+    }
     let html = resp.text().await?;
     crate::security::set_html_headers(&headers, &html)?;
+    if fresh {
+        return Ok(not_modified(&headers)?);
+    }
     Ok(Response::builder()
         .with_status(status)
         .with_headers(headers)
         .fixed(html.into_bytes()))
+}
+
+/// A `304 Not Modified` with the full response's headers (ETag, caching, and for HTML
+/// the CSP of the full page), minus those describing a body.
+fn not_modified(headers: &worker::Headers) -> worker::Result<Response> {
+    for h in ["content-length", "content-encoding"] {
+        headers.delete(h)?;
+    }
+    Ok(Response::builder()
+        .with_status(304)
+        .with_headers(headers.clone())
+        .empty())
 }

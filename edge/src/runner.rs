@@ -24,6 +24,7 @@
 use worker::{DurableObject, Env, Method, Request, Response, State, durable_object};
 
 use crate::accounts;
+use crate::breaker;
 use crate::compat;
 use crate::config::{Config, bindings};
 use crate::http;
@@ -339,9 +340,21 @@ impl JobRunner {
             }
         }
         let outcome = match upstream {
+            // An open circuit breaker fails over at once, like a refusal.
+            Ok(_)
+                if cfg.breaker.failures > 0
+                    && !breaker::allow(&self.env, &attempt.provider).await =>
+            {
+                Err(transient(format!(
+                    "{}: circuit breaker open",
+                    attempt.provider
+                )))
+            }
             Ok(p) => match self.input_image(&job).await {
                 Ok(bytes) => {
                     let sent = providers::submit(&p, &job, &bytes, timeout_ms(cfg)).await;
+                    let signal = breaker::Signal::of(&sent.as_ref().map(|_| ()));
+                    breaker::record(&self.env, &attempt.provider, signal, cfg.breaker).await;
                     match sent {
                         // An ambiguous failure: the provider may have accepted it. Ask
                         // before moving on where it can be asked.
@@ -432,15 +445,16 @@ impl JobRunner {
         sub: Submitted,
         past_deadline: bool,
     ) -> worker::Result<()> {
-        let state = match provider(cfg, &job.provider) {
-            Ok(p) => providers::poll(&p, &sub, timeout_ms(cfg)).await,
-            Err(e) => Err(e),
+        let upstream = provider(cfg, &job.provider);
+        let state = match &upstream {
+            Ok(p) => providers::poll(p, &sub, timeout_ms(cfg)).await,
+            Err(e) => Err(e.clone()),
         };
         let every = cfg.poll_every_ms;
         let id = sub.upstream_id.clone();
-        let outcome = match state {
-            Ok(UpstreamState::Completed(urls)) if !urls.is_empty() => {
-                match self.store_outputs(job, &id, &urls).await? {
+        let outcome = match (state, &upstream) {
+            (Ok(UpstreamState::Completed(urls)), Ok(p)) if !urls.is_empty() => {
+                match self.store_outputs(p, job, &id, &urls).await? {
                     Some(Ok(outputs)) => {
                         let applied = self
                             .update(|j| {
@@ -470,7 +484,7 @@ impl JobRunner {
                     None => return Ok(()),
                 }
             }
-            other => other,
+            (other, _) => other,
         };
         if let Err(e) = &outcome {
             worker::console_warn!("job {}: poll of {} failed: {e:?}", job.id, job.provider);
@@ -488,6 +502,7 @@ impl JobRunner {
     /// (`None`: it does not, stop).
     async fn store_outputs(
         &self,
+        provider: &crate::config::Provider,
         job: &JobRecord,
         upstream_id: &str,
         urls: &[String],
@@ -500,7 +515,7 @@ impl JobRunner {
             if !self.load().await?.is_some_and(|j| j.runs_on(upstream_id)) {
                 return Ok(None);
             }
-            let bytes = match providers::download(url, DOWNLOAD_TIMEOUT_MS).await {
+            let bytes = match providers::download(provider, url, DOWNLOAD_TIMEOUT_MS).await {
                 Ok(b) => b,
                 Err(e) => return Ok(Some(Err(e))),
             };

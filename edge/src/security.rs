@@ -58,9 +58,28 @@ pub fn set_html_headers(headers: &Headers, html: &str) -> worker::Result<()> {
     Ok(())
 }
 
+/// Whether an `If-None-Match` value names `etag` (weak comparison, RFC 9110 §13.1.2).
+pub fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    let bare = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    let etag = bare(etag);
+    if_none_match
+        .split(',')
+        .any(|t| t.trim() == "*" || bare(t) == etag)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn if_none_match_compares_weakly_and_accepts_lists() {
+        assert!(etag_matches("\"abc\"", "\"abc\""));
+        assert!(etag_matches("W/\"abc\"", "\"abc\""));
+        assert!(etag_matches("\"x\", W/\"abc\"", "W/\"abc\""));
+        assert!(etag_matches("*", "\"abc\""));
+        assert!(!etag_matches("\"abd\"", "\"abc\""));
+        assert!(!etag_matches("", "\"abc\""));
+    }
 
     #[test]
     fn only_inline_scripts_are_hashed() {

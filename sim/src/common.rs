@@ -8,7 +8,7 @@
 //! - `[sim:slow]` processing takes ten times longer; `[sim:process=8.5]` takes 8.5 s;
 //!   `[sim:queue=60]` keeps the job queued for 60 s;
 //! - `[sim:FAULT]` or `[sim:PROTOCOL:FAULT]` (PROTOCOL = segmind, replicate, comfyui,
-//!   bfl, parallax) with FAULT one of `429` (with Retry-After), `500`, `502`, `503`,
+//!   bfl, parallax, fal) with FAULT one of `429` (with Retry-After), `500`, `502`, `503`,
 //!   `404`, `410` (a retired endpoint), `hang` (no answer for two minutes), `badjson`:
 //!   the first two submits fail that way, then it works; a trailing `!` (e.g.
 //!   `[sim:segmind:503!]`) makes it permanent;
@@ -38,6 +38,10 @@ pub struct Sim {
     pub base: String,
     /// (prompt, scope, fault) → times served.
     faults: Mutex<HashMap<(String, String, String), u32>>,
+    /// ComfyUI output files: `subfolder/filename` → (job id, output index).
+    pub comfy_files: Mutex<HashMap<String, (String, usize)>>,
+    /// ComfyUI: the files each prompt's graph writes, per prompt id.
+    pub comfy_saved: Mutex<HashMap<String, Vec<crate::comfyui::graph::SavedFile>>>,
     /// ComfyUI uploads: name → bytes.
     pub uploads: Mutex<HashMap<String, Vec<u8>>>,
     /// Accepted submissions per prompt (to detect duplicate upstream submits).
@@ -59,6 +63,8 @@ impl Sim {
             base,
             faults: Mutex::new(HashMap::new()),
             uploads: Mutex::new(HashMap::new()),
+            comfy_files: Mutex::new(HashMap::new()),
+            comfy_saved: Mutex::new(HashMap::new()),
             submissions: Mutex::new(HashMap::new()),
             requests: Mutex::new(HashMap::new()),
             gates: crate::gates::Gates::default(),
@@ -74,7 +80,8 @@ impl Sim {
             .chain(
                 query
                     .split('&')
-                    .filter_map(|kv| kv.split_once('=').map(|(_, v)| v)),
+                    .filter_map(|kv| kv.split_once('=').map(|(_, v)| v))
+                    .flat_map(|v| v.split("%2F")),
             )
             .find_map(|part| self.jobs.get(part));
         let Some(job) = named else { return };
@@ -268,6 +275,17 @@ pub struct Ask {
 /// Registers a job for `ask`; it will fail if the image is unusable or the prompt
 /// asks for a content block.
 pub fn create_job(sim: &Sim, ask: Ask) -> Arc<Job> {
+    create_job_as(sim, ask, None, None)
+}
+
+/// [`create_job`] under the client's own id (ComfyUI's `prompt_id`) and with an exact
+/// output size computed from the protocol's graph.
+pub fn create_job_as(
+    sim: &Sim,
+    ask: Ask,
+    id: Option<String>,
+    size: Option<(u32, u32)>,
+) -> Arc<Job> {
     *sim.submissions
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -305,10 +323,11 @@ pub fn create_job(sim: &Sim, ask: Ask) -> Arc<Job> {
         format: ask.format,
         quality: ask.quality,
         megapixels: ask.megapixels,
+        size,
         control,
         control_hash,
     };
-    sim.jobs.insert(model, failure, spec, process)
+    sim.jobs.insert(model, failure, spec, process, id)
 }
 
 /// The time a `[sim:NAME=SECONDS]` token asks for (`process`, `queue`).

@@ -75,13 +75,14 @@ impl Jobs {
         failure: Option<String>,
         spec: RenderSpec,
         process: Option<Duration>,
+        id: Option<String>,
     ) -> Arc<Job> {
         let n = {
             let mut c = self.counter.lock().unwrap_or_else(|e| e.into_inner());
             *c += 1;
             *c
         };
-        let id = uuid_like(n, &spec);
+        let id = id.unwrap_or_else(|| uuid_like(n, &spec));
         let job = Arc::new(Job {
             id: id.clone(),
             submitted: Instant::now(),
@@ -108,6 +109,11 @@ impl Jobs {
             return None;
         }
         Some(job)
+    }
+
+    /// Forgets a job (ComfyUI's queue delete: never ran, not in the history).
+    pub fn remove(&self, id: &str) {
+        self.lock().remove(id);
     }
 
     /// Ids of live jobs split by `f`: `Some(true)` first list, `Some(false)` second.

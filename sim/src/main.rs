@@ -15,6 +15,7 @@
 mod bfl;
 mod comfyui;
 mod common;
+mod fal;
 mod gates;
 mod jobs;
 mod replicate;
@@ -93,8 +94,10 @@ async fn main() {
         .nest("/segmind", segmind::router("segmind"))
         .nest("/parallax", segmind::router("parallax"))
         .nest("/replicate", replicate::router())
-        .nest("/comfyui", comfyui::router())
+        .nest("/comfyui", comfyui::router(false))
+        .nest("/comfyui-proxy", comfyui::router(true))
         .nest("/bfl", bfl::router())
+        .nest("/fal", fal::router())
         .layer(axum::middleware::from_fn_with_state(
             sim.clone(),
             common::count_requests,
@@ -110,7 +113,7 @@ async fn main() {
         }
     };
     println!(
-        "parallax-sim on {base}: /segmind and /parallax (Segmind v2), /replicate, /comfyui, /bfl"
+        "parallax-sim on {base}: /segmind and /parallax (Segmind v2), /replicate, /comfyui (and /comfyui-proxy, keyed), /bfl, /fal"
     );
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -56,6 +56,8 @@ pub struct RenderSpec {
     pub quality: u8,
     /// Target megapixels; `None` keeps the control image's size (capped at 1440×1440).
     pub megapixels: Option<f64>,
+    /// An exact output size, when the protocol's own graph computed it (ComfyUI).
+    pub size: Option<(u32, u32)>,
     pub control: Option<DynamicImage>,
     /// Hash of the control image's bytes.
     pub control_hash: u64,
@@ -101,7 +103,9 @@ fn render_one(spec: &RenderSpec, index: usize) -> Rendered {
         .control
         .clone()
         .unwrap_or_else(|| DynamicImage::new_rgb8(64, 64));
-    let (w, h) = output_size(control.width(), control.height(), spec.megapixels);
+    let (w, h) = spec
+        .size
+        .unwrap_or_else(|| output_size(control.width(), control.height(), spec.megapixels));
     let luma = control.resize_exact(w, h, FilterType::Triangle).to_luma8();
     let key = fnv1a(&[
         &spec.control_hash.to_le_bytes(),
@@ -188,6 +192,7 @@ mod tests {
             format,
             quality: 90,
             megapixels: Some(0.25),
+            size: None,
             control: Some(DynamicImage::ImageRgb8(RgbImage::from_fn(
                 120,
                 80,

@@ -10,7 +10,10 @@
 //! 3. the playground: first-load weight per file (gzip), a 12 MP JPEG preprocessed in
 //!    Chromium, Lighthouse's mobile scores;
 //! 4. the Worker: bundle size (`wrangler deploy --dry-run`), wasm size, compile and
-//!    instantiate time.
+//!    instantiate time;
+//! 5. the Ledger: submit latency for an account with no past jobs and one with
+//!    100 000 (rows seeded through the bench stack's `/__dev/ledger`), and the size of
+//!    each account's storage.
 
 mod flows;
 mod photos;
@@ -29,9 +32,16 @@ use crate::{build, keys, setup};
 use flows::{Endpoint, field, median_ms};
 use report::{Report, Target};
 
-const PORT: u16 = 8807;
-const SIM_PORT: u16 = 8808;
-const INSPECTOR_PORT: u16 = 9249;
+/// The bench stack's ports: `PARALLAX_BENCH_PORT` (default 8807) for the Worker, the
+/// next one for `sim`, that plus 442 for the inspector (so a checkout can bench beside
+/// another one's stack).
+fn ports() -> (u16, u16, u16) {
+    let port = std::env::var("PARALLAX_BENCH_PORT")
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(8807);
+    (port, port + 1, port + 442)
+}
 /// The key `wrangler.toml` gives every sim provider in development.
 const SIM_KEY: &str = "sim-local-key";
 /// Seconds of each measured wrk run (after a one-second warm-up).
@@ -39,7 +49,9 @@ const WRK_SECS: u32 = 5;
 
 /// The sections, in order; `only` runs one of them (for iterating on it) and leaves
 /// `bench/results/latest.json` alone.
-const SECTIONS: [&str; 4] = ["gateway", "polling", "playground", "worker"];
+const SECTIONS: [&str; 5] = ["gateway", "polling", "playground", "worker", "ledger"];
+/// Past jobs seeded into the aged account of the ledger section.
+const AGED_JOBS: u64 = 100_000;
 
 pub fn run(only: Option<&str>) -> Result {
     if let Some(name) = only
@@ -65,13 +77,25 @@ pub fn run(only: Option<&str>) -> Result {
         1_000_000_000,
         Some(1_000_000),
     )?;
+    let young = keys::create(
+        &keys::Target::Local(&state),
+        "young",
+        1_000_000,
+        Some(1_000_000),
+    )?;
+    let aged = keys::create(
+        &keys::Target::Local(&state),
+        "aged",
+        1_000_000,
+        Some(1_000_000),
+    )?;
     let log = dir.join("stack.log");
     let stack = Stack::start(&options(state, log.clone()))
         .map_err(|e| format!("{e} (see {})", log.display()))?;
 
     let sim = Endpoint {
         label: "direct",
-        base: format!("http://127.0.0.1:{SIM_PORT}/segmind"),
+        base: format!("http://127.0.0.1:{}/segmind", ports().1),
         key: SIM_KEY.into(),
     };
     let edge = Endpoint {
@@ -87,6 +111,10 @@ pub fn run(only: Option<&str>) -> Result {
     if wanted("polling") {
         println!("\n2. Polling cost");
         polling(&mut report, &edge)?;
+    }
+    if wanted("ledger") {
+        println!("\n5. Ledger");
+        ledger(&mut report, &stack.base_url, &young, &aged)?;
     }
     if wanted("playground") {
         println!("\n3. Playground");
@@ -131,9 +159,9 @@ pub fn run(only: Option<&str>) -> Result {
 /// The bench stack: sim answers at once; limits are out of the way.
 fn options(state: PathBuf, log: PathBuf) -> Options {
     Options {
-        port: PORT,
-        sim_port: SIM_PORT,
-        inspector_port: INSPECTOR_PORT,
+        port: ports().0,
+        sim_port: ports().1,
+        inspector_port: ports().2,
         state_dir: state,
         sim_args: ["--queue-ms", "0", "--process-ms", "0"]
             .map(String::from)
@@ -145,6 +173,8 @@ fn options(state: PathBuf, log: PathBuf) -> Options {
             ("RATE_LIMIT_SUBMITS_PER_MIN", "1000000"),
             ("RATE_LIMIT_READS_PER_MIN", "100000000"),
             ("REMOTE_IMAGES", "off"),
+            // `/__dev/ledger`, to seed an aged account's rows (never set in wrangler.toml).
+            ("LEDGER_DEV_OPS", "on"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .to_vec(),
@@ -365,6 +395,110 @@ fn gateway(report: &mut Report, sim: &Endpoint, edge: &Endpoint, dir: &Path) -> 
     Ok(())
 }
 
+/// One dev operation on a key's Ledger (the bench stack serves `/__dev/ledger`).
+fn dev_ledger(http: &reqwest::blocking::Client, base: &str, key: &str, op: Value) -> Result<Value> {
+    let resp = http
+        .post(format!("{base}/__dev/ledger"))
+        .header("x-api-key", key)
+        .json(&op)
+        .send()
+        .map_err(|e| format!("/__dev/ledger: {e}"))?;
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().map_err(|e| format!("/__dev/ledger: {e}"))?;
+    if status != 200 {
+        return Err(format!("/__dev/ledger answered {status}: {body}"));
+    }
+    Ok(body)
+}
+
+/// Submit latency does not grow with an account's age: submits from an account with
+/// no past jobs and one with [`AGED_JOBS`] charge rows (and as many idempotency keys),
+/// alternating, each with its own `Idempotency-Key`; and each account's storage.
+fn ledger(report: &mut Report, base: &str, young: &str, aged: &str) -> Result {
+    const S: &str = "Ledger";
+    let http = flows::client()?;
+    let small = fs::read(root().join("public/samples/chelsea.jpg")).map_err(|e| e.to_string())?;
+    let seeded = Instant::now();
+    dev_ledger(
+        &http,
+        base,
+        aged,
+        json!({"op": "dev_seed", "jobs": AGED_JOBS}),
+    )?;
+    report.add(
+        S,
+        "seeding 100 000 past jobs",
+        seeded.elapsed().as_secs_f64(),
+        "s",
+    );
+    let accounts = [("0 past jobs", young), ("100 000 past jobs", aged)];
+    let mut times = [Vec::new(), Vec::new()];
+    let run = std::process::id();
+    for i in 0..25 {
+        for (n, (_, key)) in accounts.iter().enumerate() {
+            let started = Instant::now();
+            let resp = http
+                .post(format!("{base}/v2/flux-depth-pro"))
+                .header("x-api-key", *key)
+                .header("idempotency-key", format!("bench-{run}-{n}-{i}"))
+                .header(
+                    "content-type",
+                    format!("multipart/form-data; boundary={}", flows::BOUNDARY),
+                )
+                .body(flows::multipart(&format!("bench ledger {i}"), &small))
+                .send()
+                .map_err(|e| format!("ledger submit: {e}"))?;
+            let status = resp.status().as_u16();
+            let _ = resp.bytes();
+            if status != 200 {
+                return Err(format!("ledger submit answered {status}"));
+            }
+            // The first round warms both accounts' objects.
+            if i > 0 {
+                times[n].push(started.elapsed());
+            }
+        }
+    }
+    let mut details = serde_json::Map::new();
+    for (n, (label, key)) in accounts.iter().enumerate() {
+        let mut sorted = times[n].clone();
+        sorted.sort();
+        let p90 = sorted
+            .get(sorted.len() * 9 / 10)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+        report.add(
+            S,
+            format!("submit, {label}: median"),
+            median_ms(times[n].clone()),
+            "ms",
+        );
+        report.add(S, format!("submit, {label}: p90"), p90, "ms");
+        let stats = dev_ledger(&http, base, key, json!({"op": "dev_stats"}))?;
+        let size = stats["stats"]["size_bytes"].as_f64().unwrap_or(0.0);
+        report.push(
+            S,
+            format!("storage, {label}"),
+            size / 1024.0,
+            "KiB",
+            None,
+            &format!(
+                "{} charge rows, {} idempotency keys",
+                stats["stats"]["charges"], stats["stats"]["keys"]
+            ),
+        );
+        details.insert(label.to_string(), stats);
+    }
+    report.target(
+        S,
+        "submit median: 100 000 past jobs / 0",
+        median_ms(times[1].clone()) / median_ms(times[0].clone()).max(1e-9),
+        "×",
+        Target::AtMost(1.5),
+    );
+    report.detail("ledger", Value::Object(details));
+    Ok(())
+}
+
 /// Upstream requests per completed job, counted by sim; and client polls of the
 /// Worker that must reach no upstream.
 fn polling(report: &mut Report, edge: &Endpoint) -> Result {
@@ -446,7 +580,7 @@ fn num(v: &Value, name: &str) -> f64 {
 }
 
 fn sim_requests(http: &reqwest::blocking::Client) -> Result<Value> {
-    let url = format!("http://127.0.0.1:{SIM_PORT}/debug/requests");
+    let url = format!("http://127.0.0.1:{}/debug/requests", ports().1);
     http.get(&url)
         .send()
         .and_then(reqwest::blocking::Response::json)

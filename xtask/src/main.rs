@@ -8,6 +8,8 @@
 //! - `bench`: setup + build, then measures the gateway's overhead, polling cost, the
 //!   playground's weight and the Worker's size against their targets (`bench.rs`).
 //! - `keys create --credits N`: issue an API key (see `keys.rs`).
+//! - `comfyui-check --url http://gpu-box:8188 [--key KEY]`: whether a ComfyUI server
+//!   has every node and model file the workflow needs, and what to install where.
 //! - `test`: setup + fmt, clippy (host and wasm32), native tests, then the HTTP and
 //!   browser tests against the built Worker in `wrangler dev` with `sim`, and a
 //!   `wrangler deploy --dry-run` of the production bundle.
@@ -15,6 +17,7 @@
 mod bench;
 mod build;
 mod cmd;
+mod comfyui_check;
 mod dev;
 mod keys;
 mod setup;
@@ -32,10 +35,11 @@ fn main() -> ExitCode {
         Some("dev") => dev::run(),
         Some("test") => test::run(),
         Some("bench") => bench::run(args.get(1).map(String::as_str)),
+        Some("comfyui-check") => comfyui_check::run(&args[1..]),
         Some("keys") => setup::run(false).and_then(|()| keys::run(&args[1..])),
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup [--browser] | build | dev | test | bench [gateway | polling | playground | worker] | keys create --credits N>"
+                "usage: cargo xtask <setup [--browser] | build | dev | test | bench [gateway | polling | playground | worker | ledger] | keys create --credits N | comfyui-check --url URL [--key KEY]>"
             );
             return ExitCode::from(2);
         }

@@ -12,12 +12,14 @@ use std::time::{Duration, Instant};
 use crate::cmd::{Result, command, exec, node_bin, root};
 
 /// Provider var prefixes and the sim path that speaks their protocol.
-pub const SIM_PROVIDERS: [(&str, &str); 5] = [
+pub const SIM_PROVIDERS: [(&str, &str); 6] = [
     ("SEGMIND", "segmind"),
     ("REPLICATE", "replicate"),
     ("BFL", "bfl"),
-    ("COMFYUI", "comfyui"),
+    // ComfyUI behind the API-key proxy: every call, `/view` included, needs the key.
+    ("COMFYUI", "comfyui-proxy"),
     ("PARALLAX_UPSTREAM", "parallax"),
+    ("FAL", "fal"),
 ];
 
 /// How to start the stack.

@@ -62,10 +62,16 @@ pub fn run() -> Result {
     fs::create_dir_all(&e2e).map_err(|e| format!("creating {}: {e}", e2e.display()))?;
     let key = probe_key();
     let env_file = e2e.join("secrets.env");
-    let secrets: String = ["SEGMIND", "REPLICATE", "BFL", "PARALLAX_UPSTREAM"]
-        .iter()
-        .map(|p| format!("{p}_API_KEY={key}\n"))
-        .collect();
+    let secrets: String = [
+        "SEGMIND",
+        "REPLICATE",
+        "BFL",
+        "PARALLAX_UPSTREAM",
+        "COMFYUI",
+    ]
+    .iter()
+    .map(|p| format!("{p}_API_KEY={key}\n"))
+    .collect();
     fs::write(&env_file, secrets).map_err(|e| e.to_string())?;
     let log = e2e.join("stack.log");
     let state = e2e.join("state");
@@ -79,6 +85,8 @@ pub fn run() -> Result {
         ("faults", 1_000, None),
         ("history", 1_000, None),
         ("lister", 1_000, None),
+        ("ledger", 1_000, None),
+        ("legacy", 1_000, None),
         ("load", 10_000_000, None),
         ("poor", 7, None),
         ("limited", 100_000, Some(2)),
@@ -95,6 +103,14 @@ pub fn run() -> Result {
     .map_err(|e| format!("{e} (see {})", log.display()))?;
 
     let sim_url = format!("http://127.0.0.1:{}", ports().1);
+    // The ComfyUI check, against the sim's keyed ComfyUI (the same real schemas).
+    crate::comfyui_check::run(&[
+        "--url".into(),
+        format!("{sim_url}/comfyui-proxy"),
+        "--key".into(),
+        key.clone(),
+    ])?;
+    counts.passed += 1;
     let against_stack = |c: &mut std::process::Command| {
         c.env("PARALLAX_BASE_URL", &stack.base_url)
             .env("PARALLAX_SIM_URL", &sim_url)
@@ -111,9 +127,11 @@ pub fn run() -> Result {
         "--ignored",
         "--test-threads",
         "4",
-        // Those run later, around a crash of the Worker.
+        // Those run later, around a crash of the Worker, and on the limits stack.
         "--skip",
         "restart_phase",
+        "--skip",
+        "limits_phase",
         "--skip",
         "chaos_phase",
     ]);
@@ -157,6 +175,7 @@ pub fn run() -> Result {
     drop(stack);
 
     counts += restart_survival(&e2e, &env_file, &key)?;
+    counts += limits(&e2e, &env_file, &key)?;
 
     let bundle = e2e.join("deploy-dry-run");
     exec(
@@ -224,6 +243,12 @@ fn stack_options(
             ("POLL_EVERY_MS", "250"),
             // The webhook tests' receiver listens on http://127.0.0.1.
             ("WEBHOOK_LOOPBACK", "on"),
+            // `/__dev/ledger`: the migration test writes a pre-rows account state.
+            ("LEDGER_DEV_OPS", "on"),
+            // Faults are per prompt but the breaker is per provider: with the default
+            // threshold the fault tests would open it under the tests that need that
+            // provider. Every submit still goes through the breaker's Durable Object.
+            ("BREAKER_FAILURES", "1000"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .to_vec(),
@@ -293,6 +318,41 @@ fn restart_survival(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> 
     stack.adopt(again);
     counts += phase("restart_phase_verify")?;
     counts += phase("chaos_phase_finish")?;
+    Ok(counts)
+}
+
+/// A stack with production's anonymous settings (every submit needs a key, reads
+/// by id are public) and a low keyless read limit: keyless reads are refused per
+/// client address once over it.
+fn limits(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
+    let state = e2e.join("limits-state");
+    let log = e2e.join("limits.log");
+    let key = keys::create(&keys::Target::Local(&state), "limits", 1_000, None)?;
+    let mut options = stack_options(state, Some(env_file.to_owned()), log.clone(), true);
+    for (name, value) in [
+        ("ANON_DAILY_CREDITS", "0"),
+        ("RATE_LIMIT_KEYLESS_READS_PER_MIN", "20"),
+    ] {
+        options.vars.retain(|(n, _)| n != name);
+        options.vars.push((name.to_owned(), value.to_owned()));
+    }
+    let stack = Stack::start(&options).map_err(|e| format!("{e} (see {})", log.display()))?;
+    let mut c = command("cargo");
+    c.args([
+        "test",
+        "-p",
+        "parallax-e2e",
+        "--test",
+        "ledger",
+        "--",
+        "--ignored",
+        "limits_phase",
+    ])
+    .env("PARALLAX_BASE_URL", &stack.base_url)
+    .env("PARALLAX_SECRET_PROBE", probe)
+    .env("PARALLAX_TEST_KEYS", format!("limits={key}"));
+    let counts = run_counted(&mut c).map_err(|e| format!("{e} (see {})", log.display()))?;
+    drop(stack);
     Ok(counts)
 }
 

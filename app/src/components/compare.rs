@@ -1,6 +1,7 @@
 //! A before/after compare slider: the result over the control image, revealed up to
-//! a handle. The handle is a native range input, so mouse, touch and keyboard (arrow
-//! keys, Home/End) all work and screen readers announce it.
+//! a handle. Pressing anywhere on the image moves the handle; the control is a native
+//! range input *below* the image (not laid over it), so keyboard and screen readers
+//! work and a long-press or right-click on the image still offers "Save image".
 
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
@@ -17,7 +18,7 @@ pub fn CompareSlider(
     let position = RwSignal::new(50.0_f64);
     // Pointer (mouse, pen, touch) anywhere on the image moves the handle there.
     let follow = move |ev: web_sys::PointerEvent, pressed: bool| {
-        if !pressed {
+        if !pressed || ev.button() > 0 {
             return;
         }
         let Some(el) = ev
@@ -39,12 +40,14 @@ pub fn CompareSlider(
                 let pressed = ev.buttons() & 1 == 1;
                 follow(ev, pressed)
             }>
-            <img class="compare-after" src=after alt=label data-testid="job-output" />
-            <img class="compare-before" src=before alt="Control image"
+            <img class="compare-after" src=after alt=label data-testid="job-output" draggable="false" />
+            <img class="compare-before" src=before alt="Control image" draggable="false"
                 style=move || format!("clip-path: inset(0 {}% 0 0)", 100.0 - position.get()) />
             <div class="compare-handle" aria-hidden="true" style=move || format!("left: {}%", position.get())></div>
-            <input class="compare-range" type="range" min="0" max="100" step="1"
+        </div>
+        <input class="compare-range" type="range" min="0" max="100" step="1"
                 aria-label="Compare with the control image"
+                aria-valuetext=move || format!("{:.0}% control image shown", position.get())
                 data-testid="compare-range"
                 prop:value=move || position.get().to_string()
                 on:input=move |ev| {
@@ -52,6 +55,5 @@ pub fn CompareSlider(
                         position.set(v);
                     }
                 } />
-        </div>
     }
 }

@@ -1,5 +1,6 @@
 //! Where a control image comes from: drag and drop, the file picker, the phone's
-//! camera, pasting from the clipboard, or an https URL (fetched by the server).
+//! camera, pasting from the clipboard, an https URL (fetched by the server; Enter in
+//! its field uses it), or one of the shipped sample photos (one tap).
 
 use leptos::ev;
 use leptos::prelude::*;
@@ -12,7 +13,17 @@ use crate::image::ACCEPT;
 pub enum Picked {
     File(File),
     Url(String),
+    /// A sample photo shipped with the app (`/samples/…`).
+    Sample(String),
 }
+
+/// The sample photos in `public/samples/` (see its README), with what they show.
+const SAMPLES: [(&str, &str); 4] = [
+    ("/samples/chelsea.jpg", "a cat on a table"),
+    ("/samples/coffee.jpg", "a coffee cup on wood"),
+    ("/samples/rocket.jpg", "a rocket launch"),
+    ("/samples/astronaut.jpg", "an astronaut portrait"),
+];
 
 fn first_file(list: Option<web_sys::FileList>) -> Option<File> {
     list.and_then(|l| l.get(0))
@@ -38,12 +49,19 @@ pub fn ImageInput(
             on_pick.run(Picked::File(f));
         }
     };
-    let _paste = window_event_listener(ev::paste, move |ev: web_sys::ClipboardEvent| {
+    let paste = window_event_listener(ev::paste, move |ev: web_sys::ClipboardEvent| {
         if let Some(f) = first_file(ev.clipboard_data().and_then(|d| d.files())) {
             ev.prevent_default();
             pick_file(Some(f));
         }
     });
+    on_cleanup(move || paste.remove());
+    let use_url = move || {
+        let u = url.get_untracked().trim().to_owned();
+        if !u.is_empty() {
+            on_pick.run(Picked::Url(u));
+        }
+    };
     let from_input = move |ev: ev::Event| {
         let input: web_sys::HtmlInputElement = event_target(&ev);
         pick_file(first_file(input.files()));
@@ -84,12 +102,27 @@ pub fn ImageInput(
             </div>
             <div class="url-row">
                 <label for="control-url" class="visually-hidden">"Image URL"</label>
-                <input id="control-url" type="url" inputmode="url" placeholder="or an https:// image URL"
-                    prop:value=move || url.get() on:input=move |ev| url.set(event_target_value(&ev)) />
-                <button type="button" class="button" on:click=move |_| {
-                    let u = url.get_untracked().trim().to_owned();
-                    if !u.is_empty() { on_pick.run(Picked::Url(u)); }
-                }>"Use URL"</button>
+                <input id="control-url" type="url" inputmode="url" enterkeyhint="go" placeholder="or an https:// image URL"
+                    prop:value=move || url.get() on:input=move |ev| url.set(event_target_value(&ev))
+                    on:keydown=move |ev: web_sys::KeyboardEvent| {
+                        // Enter (a phone's "Go") uses the URL; it never submits the form.
+                        if ev.key() == "Enter" {
+                            ev.prevent_default();
+                            ev.stop_propagation();
+                            if !ev.repeat() { use_url(); }
+                        }
+                    } />
+                <button type="button" class="button" on:click=move |_| use_url()>"Use URL"</button>
+            </div>
+            <div class="samples" role="group" aria-labelledby="samples-label">
+                <span id="samples-label" class="help">"Or start from a sample:"</span>
+                {SAMPLES.into_iter().map(|(src, what)| view! {
+                    <button type="button" class="sample" data-testid="sample"
+                        aria-label=format!("Use the sample photo of {what}")
+                        on:click=move |_| on_pick.run(Picked::Sample(src.to_owned()))>
+                        <img src=src alt="" width="64" height="64" loading="lazy" />
+                    </button>
+                }).collect_view()}
             </div>
             <p id="control-info" class="help">{move || info.get()}</p>
             <p class="field-error" role="alert" data-testid="image-error">{move || error.get()}</p>

@@ -1,34 +1,42 @@
-//! One job: status with elapsed time, ETA and progress, Cancel while it runs; the
-//! images when done (compare slider, full size, download, copy link, share, Remix,
-//! Use as control image) or the reason when it failed.
+//! One job from the store: status with elapsed time, ETA and progress, Cancel while it
+//! runs (saying whether credits come back); when done, the images (compare slider, full
+//! size, download, copy link / share of its `/r/{id}` page, Remix, use as control
+//! image) with seed, parameters, provider, duration and credits; or the server's reason
+//! when it failed.
 
 use leptos::prelude::*;
+use leptos::task::spawn_local;
 use wasm_bindgen::JsValue;
 
 use crate::components::compare::CompareSlider;
-use crate::jobs::{JobView, Phase, is_final};
+use crate::jobs;
 use crate::logic::eta;
+use crate::logic::store::{Job, download_name};
+use crate::store::{Canceled, use_store};
 
 /// Calls `navigator.<object>.<method>(arg)` if it exists (APIs web-sys marks unstable).
-fn navigator_call(object: Option<&str>, method: &str, arg: &JsValue) {
-    let Some(w) = web_sys::window() else { return };
+fn navigator_call(object: Option<&str>, method: &str, arg: &JsValue) -> bool {
+    let Some(w) = web_sys::window() else {
+        return false;
+    };
     let mut target: JsValue = w.navigator().into();
     if let Some(name) = object {
         match js_sys::Reflect::get(&target, &name.into()) {
             Ok(o) if !o.is_undefined() => target = o,
-            _ => return,
+            _ => return false,
         }
     }
     if let Ok(f) = js_sys::Reflect::get(&target, &method.into())
         && let Some(f) = wasm_bindgen::JsCast::dyn_ref::<js_sys::Function>(&f)
     {
-        let _ = f.call1(&target, arg);
+        return f.call1(&target, arg).is_ok();
     }
+    false
 }
 
-/// Copies text to the clipboard (best effort).
-pub fn copy_text(text: &str) {
-    navigator_call(Some("clipboard"), "writeText", &JsValue::from_str(text));
+/// Copies text to the clipboard; false when the browser has no clipboard API here.
+pub fn copy_text(text: &str) -> bool {
+    navigator_call(Some("clipboard"), "writeText", &JsValue::from_str(text))
 }
 
 /// Whether the native share sheet exists here (phones).
@@ -45,130 +53,195 @@ fn share(title: &str, url: &str) {
     navigator_call(None, "share", &data);
 }
 
-fn file_name(url: &str) -> String {
-    url.rsplit('/')
-        .next()
-        .map_or_else(|| "parallax.jpg".into(), |f| format!("parallax-{f}"))
+/// The absolute `/r/{id}` page of a job (with its preview for chat apps).
+pub fn share_url(id: &str) -> String {
+    let origin = web_sys::window()
+        .and_then(|w| w.location().origin().ok())
+        .unwrap_or_default();
+    format!("{origin}/r/{id}")
+}
+
+/// A prompt shortened for a button's accessible name.
+fn short(prompt: &str) -> String {
+    if prompt.chars().count() <= 40 {
+        prompt.to_owned()
+    } else {
+        format!("{}…", prompt.chars().take(39).collect::<String>())
+    }
 }
 
 /// What the card can ask the page to do.
 #[derive(Debug, Clone, Copy)]
 pub struct CardActions {
-    pub cancel: Callback<RwSignal<JobView>>,
-    pub remix: Callback<RwSignal<JobView>>,
+    pub remix: Callback<Job>,
     pub use_as_control: Callback<String>,
 }
 
 #[component]
 pub fn JobCard(
-    /// The job, updated by its polling task.
-    job: RwSignal<JobView>,
+    /// The job's id in the store.
+    id: String,
     /// Page-level actions.
     actions: CardActions,
     /// The clock (ms), ticking once a second.
     now: Signal<f64>,
 ) -> impl IntoView {
-    let phase = move || job.with(|j| j.phase.clone());
-    let elapsed =
-        move || job.with(|j| (j.finished_ms.unwrap_or_else(|| now.get()) - j.started_ms) / 1000.0);
-    let running = move || !is_final(&phase());
+    let store = use_store();
+    let job = {
+        let id = id.clone();
+        Memo::new(move |_| store.state.with(|s| s.get(&id).cloned()))
+    };
+    let get = move || job.get();
+    let with =
+        move |f: &dyn Fn(&Job) -> String| job.with(|j| j.as_ref().map(f).unwrap_or_default());
+    let running = move || job.with(|j| j.as_ref().is_some_and(jobs::running));
+    let prompt = move || with(&|j| j.prompt.clone());
+    let elapsed = move || {
+        job.with(|j| {
+            j.as_ref()
+                .map_or(0.0, |j| match (j.metrics.total_time, j.finished_ms) {
+                    (Some(t), _) if !jobs::running(j) => t,
+                    (_, Some(end)) => (end - j.created_ms) / 1000.0,
+                    _ => ((now.get() - j.created_ms) / 1000.0).max(0.0),
+                })
+        })
+    };
+    let expected = move || job.with(|j| j.as_ref().and_then(|j| j.expected_secs).unwrap_or(20.0));
     let timing = move || {
         let e = elapsed();
         if running() {
-            let expected = job.with(|j| j.expected_secs);
             format!(
                 "{} · {}",
                 eta::elapsed_text(e),
-                eta::remaining_text(e, expected)
+                eta::remaining_text(e, expected())
             )
         } else {
             format!("took {}", eta::elapsed_text(e))
         }
     };
-    let progress = move || {
-        let expected = job.with(|j| j.expected_secs);
-        format!("width: {:.0}%", eta::progress(elapsed(), expected) * 100.0)
+    let percent = move || (eta::progress(elapsed(), expected()) * 100.0).round();
+    let outputs = move || job.with(|j| j.as_ref().map(|j| j.outputs.clone()).unwrap_or_default());
+    let failed = move || {
+        job.with(|j| {
+            j.as_ref().and_then(|j| {
+                j.status
+                    .eq(&parallax_api::JobStatus::Failed)
+                    .then(|| j.error.clone().unwrap_or_else(|| "The job failed.".into()))
+            })
+        })
     };
-    let outputs = move || match phase() {
-        Phase::Completed { outputs } => outputs,
-        _ => Vec::new(),
+    let numbered = move || outputs().into_iter().enumerate().collect::<Vec<_>>();
+    let canceling = RwSignal::new(false);
+    let notice = RwSignal::new(None::<String>);
+    let copied = RwSignal::new(None::<usize>);
+    let cancel_id = id.clone();
+    let cancel = move |_| {
+        if canceling.get_untracked() {
+            return;
+        }
+        canceling.set(true);
+        let id = cancel_id.clone();
+        spawn_local(async move {
+            let outcome = store.cancel(&id).await;
+            let _ = notice.try_set(Some(match outcome {
+                Ok(Canceled::Refunded(0)) => "Canceled. No credits were refunded.".into(),
+                Ok(Canceled::Refunded(n)) => format!("Canceled. {n} credits refunded."),
+                Ok(Canceled::AlreadyFinished) => {
+                    "It had already finished, so nothing was canceled.".into()
+                }
+                Err(e) => e,
+            }));
+            let _ = canceling.try_set(false);
+        });
     };
+    let title_id = format!("job-{id}-prompt");
+    let labelled_by = title_id.clone();
     view! {
-        <article class="job" data-testid="job" data-request-id=move || job.with(|j| j.request_id.clone())>
+        <article class="job" data-testid="job" data-request-id=id.clone() aria-labelledby=labelled_by>
             <header>
-                <span class=move || format!("badge {}", phase().class()) data-testid="job-status" role="status" aria-live="polite">
-                    {move || phase().label()}
+                <span class=move || format!("badge {}", with(&|j| jobs::class(j).to_owned()))
+                    data-testid="job-status" role="status" aria-live="polite">
+                    {move || with(&|j| jobs::label(j).to_owned())}
                 </span>
-                <span class="model">{move || job.with(|j| j.model.title())}</span>
+                <span class="model">{move || with(&|j| j.model.title().to_owned())}</span>
                 <span class="timing" data-testid="job-timing">{timing}</span>
-                <Show when=move || running() && job.with(|j| j.response_url.is_some())>
+                <Show when=running>
                     <button type="button" class="button small" data-testid="job-cancel"
-                        on:click=move |_| actions.cancel.run(job)>"Cancel"</button>
+                        prop:disabled=move || canceling.get()
+                        aria-label=move || format!("{} of “{}”", with(&jobs::cancel_label), short(&prompt()))
+                        on:click=cancel.clone()>
+                        {move || if canceling.get() { "Canceling…".to_owned() } else { with(&jobs::cancel_label) }}
+                    </button>
                 </Show>
             </header>
-            <p class="prompt">{move || job.with(|j| j.prompt.clone())}</p>
-            <Show when=running>
-                <div class="progress" role="progressbar" aria-label="Progress"><span style=progress></span></div>
+            <h2 class="prompt" id=title_id>{prompt}</h2>
+            <Show when=move || running() && store.lost.get()>
+                <p class="lost" data-testid="job-lost">"Connection lost — retrying"</p>
             </Show>
-            {move || match phase() {
-                Phase::Failed { message } => view! {
-                    <p class="error" role="alert" data-testid="job-error">{message}</p>
-                }.into_any(),
-                _ => ().into_any(),
-            }}
+            <Show when=running>
+                <div class="progress" role="progressbar" aria-label=move || format!("Progress of “{}”", short(&prompt()))
+                    aria-valuemin="0" aria-valuemax="100" aria-valuenow=percent
+                    aria-valuetext=move || eta::remaining_text(elapsed(), expected())>
+                    <span style=move || format!("width: {}%", percent())></span>
+                </div>
+            </Show>
+            {move || failed().map(|message| view! {
+                <p class="error" data-testid="job-error">{message}</p>
+            })}
+            <p class="notice" role="status" data-testid="job-notice">{move || notice.get()}</p>
             <Show when=move || !outputs().is_empty()>
                 <div class="outputs">
-                    {move || {
-                        let control = job.with(|j| j.control_url.clone());
-                        outputs().into_iter().enumerate().map(|(n, url)| {
-                            let label = format!("Generated image {}", n + 1);
-                            let image = match control.clone() {
-                                Some(before) => view! { <CompareSlider before=before after=url.clone() label=label.clone() /> }.into_any(),
-                                None => view! { <img src=url.clone() alt=label.clone() data-testid="job-output" /> }.into_any(),
+                    <For each=numbered key=|(n, url): &(usize, String)| (*n, url.clone()) let(item)>
+                        {
+                            let (n, url) = item;
+                            get().map(|j| {
+                            let what = format!("image {} of “{}”", n + 1, short(&j.prompt));
+                            let alt = format!("Generated: {}", j.prompt);
+                            let image = match j.control_image.clone() {
+                                Some(before) => view! { <CompareSlider before=before after=url.clone() label=alt /> }.into_any(),
+                                None => view! { <img src=url.clone() alt=alt data-testid="job-output" /> }.into_any(),
                             };
-                            let (open, download, copy, share_url, use_url) = (url.clone(), url.clone(), url.clone(), url.clone(), url.clone());
+                            let link = share_url(&j.id);
+                            let link2 = link.clone();
+                            let use_url = url.clone();
+                            let title = format!("“{}” — made with Parallax", short(&j.prompt));
                             view! {
                                 <figure class="output">
                                     {image}
                                     <figcaption class="actions">
-                                        <a class="button small" href=open target="_blank" rel="noopener">"Full size"</a>
-                                        <a class="button small" href=download.clone() download=file_name(&download)>"Download"</a>
-                                        <button type="button" class="button small" on:click=move |_| copy_text(&copy)>"Copy link"</button>
+                                        <a class="button small" href=url.clone() target="_blank" rel="noopener" aria-label=format!("Open {what} full size")>"Full size"</a>
+                                        <a class="button small" href=url.clone() download=download_name(&j.prompt, j.seed, n, &url)
+                                            data-testid="job-download" aria-label=format!("Download {what}")>"Download"</a>
+                                        <button type="button" class="button small" data-testid="job-copy-link"
+                                            aria-label=format!("Copy the share link of {what}")
+                                            on:click=move |_| { if copy_text(&link) { copied.set(Some(n)); } }>
+                                            {move || if copied.get() == Some(n) { "Link copied" } else { "Copy link" }}
+                                        </button>
                                         {can_share().then(|| view! {
-                                            <button type="button" class="button small" on:click=move |_| share("Made with Parallax", &share_url)>"Share"</button>
+                                            <button type="button" class="button small" aria-label=format!("Share {what}")
+                                                on:click=move |_| share(&title, &link2)>"Share"</button>
                                         })}
-                                        <button type="button" class="button small" on:click=move |_| actions.use_as_control.run(use_url.clone())>"Use as control image"</button>
+                                        <button type="button" class="button small" aria-label=format!("Use {what} as the control image")
+                                            on:click=move |_| actions.use_as_control.run(use_url.clone())>"Use as control image"</button>
                                     </figcaption>
                                 </figure>
                             }
-                        }).collect_view()
-                    }}
+                            })
+                        }
+                    </For>
                 </div>
+                <dl class="facts" data-testid="job-facts">
+                    {move || job.with(|j| j.as_ref().map(jobs::facts).unwrap_or_default()).into_iter()
+                        .map(|(k, v)| view! { <div><dt>{k}</dt><dd>{v}</dd></div> }).collect_view()}
+                </dl>
                 <div class="actions">
-                    <button type="button" class="button" data-testid="job-remix" on:click=move |_| actions.remix.run(job)>"Remix"</button>
-                    <Show when=move || { outputs().len() > 1 }>
-                        <button type="button" class="button" on:click=move |_| {
-                            for url in outputs() {
-                                download_url(&url);
-                            }
-                        }>"Download all"</button>
-                    </Show>
+                    <button type="button" class="button" data-testid="job-remix"
+                        aria-label=move || format!("Remix “{}”", short(&prompt()))
+                        on:click=move |_| { if let Some(j) = get() { actions.remix.run(j) } }>"Remix"</button>
+                    <a class="button" href=move || with(&|j| format!("/r/{}", j.id)) data-testid="job-page"
+                        aria-label=move || format!("Open the share page of “{}”", short(&prompt()))>"Share page"</a>
                 </div>
             </Show>
         </article>
-    }
-}
-
-/// Starts a download of `url` through a temporary anchor.
-fn download_url(url: &str) {
-    let Some(doc) = web_sys::window().and_then(|w| w.document()) else {
-        return;
-    };
-    if let Ok(a) = doc.create_element("a") {
-        let _ = a.set_attribute("href", url);
-        let _ = a.set_attribute("download", &file_name(url));
-        if let Ok(a) = wasm_bindgen::JsCast::dyn_into::<web_sys::HtmlElement>(a) {
-            a.click();
-        }
     }
 }

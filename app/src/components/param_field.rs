@@ -1,5 +1,7 @@
 //! One parameter's input, rendered from its catalog spec, with its help text and the
-//! validation message next to it.
+//! validation message next to it. Numbers are typed into text inputs with a numeric
+//! keyboard (`inputmode`), not `type=number`: Blink reports "7." in a number input as
+//! "" (bad input), and writing that back cleared the field, so "7.5" could not be typed.
 
 use leptos::prelude::*;
 use parallax_api::{ParamKind, ParamSpec};
@@ -45,7 +47,7 @@ pub fn ParamField(
             <div class="range-row">
                 <input type="range" min=min max=max step="1" aria-hidden="true" tabindex="-1"
                     prop:value=value on:input=move |ev| set(event_target_value(&ev)) />
-                <input id=id.clone() type="number" inputmode="numeric" min=min max=max step="1"
+                <input id=id.clone() type="text" inputmode="numeric" autocomplete="off"
                     aria-describedby=described.clone() aria-invalid=move || error().is_some().to_string()
                     prop:value=value on:input=move |ev| set(event_target_value(&ev)) />
             </div>
@@ -55,7 +57,7 @@ pub fn ParamField(
             <div class="range-row">
                 <input type="range" min=min max=max step=step aria-hidden="true" tabindex="-1"
                     prop:value=value on:input=move |ev| set(event_target_value(&ev)) />
-                <input id=id.clone() type="number" inputmode="decimal" min=min max=max step=step
+                <input id=id.clone() type="text" inputmode="decimal" autocomplete="off"
                     aria-describedby=described.clone() aria-invalid=move || error().is_some().to_string()
                     prop:value=value on:input=move |ev| set(event_target_value(&ev)) />
             </div>
@@ -63,7 +65,7 @@ pub fn ParamField(
         .into_any(),
         ParamKind::Seed => view! {
             <div class="seed-row">
-                <input id=id.clone() type="number" inputmode="numeric" min="0" max=u32::MAX placeholder="random"
+                <input id=id.clone() type="text" inputmode="numeric" autocomplete="off" placeholder="random"
                     data-testid="seed" aria-describedby=described.clone()
                     aria-invalid=move || error().is_some().to_string()
                     prop:value=value on:input=move |ev| set(event_target_value(&ev)) />

@@ -1,15 +1,18 @@
-//! History: every job submitted from this browser (and, with an access key, the
-//! key's jobs from the server, so another device shows the same list), newest first,
-//! with filters, delete and export. Jobs still running when the page opens are
-//! followed until they finish.
+//! History: every job in this browser's store (and, with an access key, the key's jobs
+//! from the server, merged into the store so other devices' jobs show too), newest
+//! first, with filters, cancel, delete (confirmed) and export. Running jobs are
+//! followed by the store's scheduler like everywhere else; nothing here writes a
+//! snapshot back, so jobs added by another tab are never lost.
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use parallax_api::{JobStatus, Model};
 
 use crate::client;
-use crate::logic::history::{self, Entry};
-use crate::session::{self, use_session};
+use crate::jobs;
+use crate::logic::store::{self, Job};
+use crate::session::use_session;
+use crate::store::{Canceled, now_ms, use_store};
 
 /// Pages of the server's list fetched at most.
 const MAX_PAGES: usize = 6;
@@ -18,56 +21,34 @@ fn now_secs() -> u64 {
     (js_sys::Date::now() / 1000.0) as u64
 }
 
+fn confirm(question: &str) -> bool {
+    window().confirm_with_message(question).unwrap_or(false)
+}
+
 #[component]
 pub fn HistoryPage() -> impl IntoView {
     let session = use_session();
-    let entries = RwSignal::new({
-        let mut list = session::load_history();
-        history::prune_expired(&mut list, now_secs());
-        list
-    });
+    let store = use_store();
     let model_filter = RwSignal::new(String::new());
     let status_filter = RwSignal::new(String::new());
     let notice = RwSignal::new(None::<String>);
-    let update = move |entry: Entry| {
-        entries.update(|l| history::upsert(l, entry));
-        session::save_history(&entries.get_untracked());
-    };
 
-    // Follow jobs that were still running (e.g. the tab was closed mid-job).
-    for entry in entries
-        .get_untracked()
-        .into_iter()
-        .filter(|e| !e.status.is_terminal())
-    {
-        spawn_local(async move {
-            let status_url = entry.status_url();
-            let running = entry.clone();
-            let followed = client::follow(&status_url, &entry.response_url, move |s| {
-                let mut e = running.clone();
-                e.status = s.status;
-                update(e);
-            })
-            .await;
-            if let Ok(r) = followed {
-                update(Entry::from_result(&r, &entry.response_url));
-            }
-        });
-    }
-    // With a key, merge in the key's jobs from the server (other devices).
-    if !session.key.get_untracked().trim().is_empty() {
+    // With a key, merge in the key's jobs from the server (other devices), once per
+    // key this page is shown with.
+    Effect::new(move || {
+        if session.key.get().trim().is_empty() {
+            return;
+        }
         spawn_local(async move {
             let mut cursor: Option<String> = None;
+            let origin = window().location().origin().unwrap_or_default();
             for _ in 0..MAX_PAGES {
                 match client::list(cursor.as_deref()).await {
                     Ok(page) => {
+                        let now = now_ms();
                         for r in &page.requests {
-                            let url = format!(
-                                "{}/v2/requests/{}",
-                                window().location().origin().unwrap_or_default(),
-                                r.request_id
-                            );
-                            update(Entry::from_result(r, &url));
+                            let url = format!("{origin}/v2/requests/{}", r.request_id);
+                            store.put(Job::from_result(r, &url, now));
                         }
                         cursor = page.next_cursor;
                         if cursor.is_none() {
@@ -75,16 +56,16 @@ pub fn HistoryPage() -> impl IntoView {
                         }
                     }
                     Err(e) => {
-                        notice.set(Some(e.message()));
+                        let _ = notice.try_set(Some(e.message()));
                         break;
                     }
                 }
             }
         });
-    }
+    });
 
     let export = move |_| {
-        let json = history::export(&entries.get_untracked());
+        let json = store.state.with_untracked(|s| store::export(&s.jobs));
         let parts = js_sys::Array::of1(&json.into());
         let options = web_sys::BlobPropertyBag::new();
         options.set_type("application/json");
@@ -97,35 +78,22 @@ pub fn HistoryPage() -> impl IntoView {
             if let Ok(a) = wasm_bindgen::JsCast::dyn_into::<web_sys::HtmlElement>(a) {
                 a.click();
             }
+            let _ = web_sys::Url::revoke_object_url(&url);
         }
     };
-    let delete = move |entry: Entry| {
-        spawn_local(async move {
-            let result = if entry.status.is_terminal() {
-                client::delete(&entry.response_url).await
-            } else {
-                client::cancel(&entry.response_url).await.map(|_| ())
-            };
-            match result {
-                Ok(()) => {}
-                // Already gone on the server: forgetting it here is what the user wants.
-                Err(client::ClientError::Api { status: 404, .. }) => {}
-                Err(e) => return notice.set(Some(e.message())),
-            }
-            entries.update(|l| history::remove(l, &entry.id));
-            session::save_history(&entries.get_untracked());
-        });
-    };
 
-    let shown = move || {
+    let shown = Memo::new(move |_| {
         let (m, s) = (model_filter.get(), status_filter.get());
-        entries.with(|l| {
-            history::filter(l, &m, &s)
+        let now = now_secs();
+        store.state.with(|st| {
+            let mut list: Vec<Job> = store::filter(&st.jobs, &m, &s)
                 .into_iter()
                 .cloned()
-                .collect::<Vec<_>>()
+                .collect();
+            store::prune_expired(&mut list, now);
+            list.into_iter().map(|j| j.id).collect::<Vec<_>>()
         })
-    };
+    });
     view! {
         <section class="history">
             <div class="history-bar panel">
@@ -144,12 +112,12 @@ pub fn HistoryPage() -> impl IntoView {
                 <button type="button" class="button" on:click=export>"Export JSON"</button>
             </div>
             <p class="form-error" role="alert">{move || notice.get()}</p>
-            <Show when=move || shown().is_empty()>
+            <Show when=move || shown.with(Vec::is_empty)>
                 <p class="empty">"No jobs yet. Generate something in the studio, or add your access key in Settings to see your key's jobs from other devices."</p>
             </Show>
             <ul class="history-list">
-                <For each=shown key=|e| (e.id.clone(), e.status.as_str(), e.outputs.len()) let(entry)>
-                    <HistoryItem entry=entry on_delete=Callback::new(delete) />
+                <For each=move || shown.get() key=|id| id.clone() let(id)>
+                    <HistoryItem id=id notice=notice />
                 </For>
             </ul>
         </section>
@@ -158,46 +126,106 @@ pub fn HistoryPage() -> impl IntoView {
 
 #[component]
 fn HistoryItem(
-    /// The job.
-    entry: Entry,
-    /// Deletes it (server and here).
-    on_delete: Callback<Entry>,
+    /// The job's id in the store.
+    id: String,
+    /// Where to say what went wrong.
+    notice: RwSignal<Option<String>>,
 ) -> impl IntoView {
-    let thumb = entry
-        .outputs
-        .first()
-        .cloned()
-        .or_else(|| entry.control_image.clone());
-    let created = js_sys::Date::new(&entry.created_ms.into());
-    let when: String = created
-        .to_locale_string("default", &js_sys::Object::new())
-        .into();
-    let expiry = history::expiry_text(entry.expires_at, now_secs());
-    let model =
-        Model::from_slug(&entry.model).map_or(entry.model.clone(), |m| m.title().to_owned());
-    let link = format!("/r/{}", entry.id);
-    let status = entry.status;
-    let for_delete = entry.clone();
+    let store = use_store();
+    let job = {
+        let id = id.clone();
+        Memo::new(move |_| store.state.with(|s| s.get(&id).cloned()))
+    };
+    let busy = RwSignal::new(false);
+    let field = move |f: fn(&Job) -> String| job.with(|j| j.as_ref().map(f).unwrap_or_default());
+    let running = move || job.with(|j| j.as_ref().is_some_and(jobs::running));
+    let link = format!("/r/{id}");
+    let act_id = id.clone();
+    let act = move |_| {
+        let Some(j) = job.get_untracked() else { return };
+        let short: String = j.prompt.chars().take(60).collect();
+        if busy.get_untracked() {
+            return;
+        }
+        if jobs::running(&j) {
+            busy.set(true);
+            let id = act_id.clone();
+            spawn_local(async move {
+                let said = match store.cancel(&id).await {
+                    Ok(Canceled::Refunded(n)) => {
+                        format!("Canceled “{short}”; {n} credits refunded.")
+                    }
+                    Ok(Canceled::AlreadyFinished) => {
+                        format!("“{short}” had already finished; nothing was canceled.")
+                    }
+                    Err(e) => e,
+                };
+                let _ = notice.try_set(Some(said));
+                let _ = busy.try_set(false);
+            });
+            return;
+        }
+        if !confirm(&format!(
+            "Delete “{short}” for good? Its images and share link stop working."
+        )) {
+            return;
+        }
+        busy.set(true);
+        let id = act_id.clone();
+        spawn_local(async move {
+            match client::delete(&j.response_url).await {
+                Ok(()) => store.remove(&id),
+                // Already gone on the server: forgetting it here is what the user wants.
+                Err(e) if e.status() == 404 => store.remove(&id),
+                Err(e) => {
+                    let _ = notice.try_set(Some(format!("Could not delete: {}", e.message())));
+                }
+            }
+            let _ = busy.try_set(false);
+        });
+    };
+    let forget_id = id.clone();
+    let forget = move |_| {
+        if confirm("Remove this job from this browser's list? It stays on the server.") {
+            store.remove(&forget_id);
+        }
+    };
     view! {
-        <li class="history-item" data-testid="history-item" data-request-id=entry.id.clone()>
-            <a href=link.clone() class="thumb">
-                {match thumb {
-                    Some(src) => view! { <img src=src alt=format!("Result of: {}", entry.prompt) loading="lazy" data-testid="history-thumb" /> }.into_any(),
-                    None => view! { <span class="thumb-empty" aria-hidden="true">"◐"</span> }.into_any(),
+        <li class="history-item" data-testid="history-item" data-request-id=id.clone()>
+            <a href=link.clone() class="thumb" tabindex="-1" aria-hidden="true">
+                {move || match job.with(|j| j.as_ref().and_then(|j| j.outputs.first().cloned().or_else(|| j.control_image.clone()))) {
+                    Some(src) => view! { <img src=src alt="" loading="lazy" data-testid="history-thumb" /> }.into_any(),
+                    None => view! { <span class="thumb-empty">"◐"</span> }.into_any(),
                 }}
             </a>
             <div class="history-text">
-                <a href=link class="history-prompt">{entry.prompt.clone()}</a>
+                <a href=link class="history-prompt">{move || field(|j| j.prompt.clone())}</a>
                 <p class="help">
-                    <span class=format!("badge {}", status.as_str().to_ascii_lowercase()) data-testid="history-status">{status.as_str()}</span>
-                    {format!(" {model} · {when}")}
-                    {expiry.map(|t| format!(" · {t}"))}
+                    <span class=move || format!("badge {}", field(|j| jobs::class(j).to_owned()))
+                        data-testid="history-status">{move || field(|j| j.status.as_str().to_owned())}</span>
+                    {move || field(|j| {
+                        let when: String = js_sys::Date::new(&j.created_ms.into())
+                            .to_locale_string("default", &js_sys::Object::new())
+                            .into();
+                        let expiry = store::expiry_text(j.expires_at, now_secs())
+                            .map(|t| format!(" · {t}"))
+                            .unwrap_or_default();
+                        format!(" {} · {when}{expiry}", j.model.title())
+                    })}
                 </p>
-                {entry.error.clone().map(|e| view! { <p class="error">{e}</p> })}
+                {move || job.with(|j| j.as_ref().and_then(|j| j.error.clone())).map(|e| view! { <p class="error">{e}</p> })}
             </div>
-            <button type="button" class="button small" on:click=move |_| on_delete.run(for_delete.clone())>
-                {if status.is_terminal() { "Delete" } else { "Cancel" }}
-            </button>
+            <div class="history-actions">
+                <button type="button" class="button small" data-testid="history-action"
+                    prop:disabled=move || busy.get()
+                    aria-label=move || format!("{} “{}”", if running() { "Cancel" } else { "Delete" }, field(|j| j.prompt.chars().take(40).collect()))
+                    on:click=act>
+                    {move || if running() { "Cancel" } else { "Delete" }}
+                </button>
+                <button type="button" class="button small"
+                    aria-label=move || format!("Remove “{}” from this list", field(|j| j.prompt.chars().take(40).collect()))
+                    on:click=forget>"Remove"</button>
+            </div>
         </li>
     }
 }

@@ -1,11 +1,18 @@
-//! The playground: the form (model, control image, prompt, parameters from the
-//! catalog), the API snippets, and the jobs with their results.
+//! The studio: the form (model, control image, prompt, parameters from the catalog),
+//! the API snippets, and the jobs from the store with their results.
+//!
+//! The form and the control image live in [`Studio`], provided by the app, so going
+//! to History and back keeps them; the jobs live in the store, so a reload keeps them
+//! and resumes the running ones. The URL carries the model (`?model=`), a job to show
+//! (`?job=`), and a job to remix (`?remix=`, from a share page).
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use parallax_api::{JobStatus, Model};
+use leptos_router::NavigateOptions;
+use leptos_router::hooks::{use_navigate, use_query_map};
+use parallax_api::{Model, Params, RequestId};
 use wasm_bindgen::JsCast;
-use web_sys::FormData;
+use web_sys::{Blob, FormData};
 
 use crate::client;
 use crate::components::image_input::{ImageInput, Picked};
@@ -13,77 +20,175 @@ use crate::components::job_card::{CardActions, JobCard};
 use crate::components::param_field::ParamField;
 use crate::components::snippets_panel::SnippetsPanel;
 use crate::image::{self, Prepared};
-use crate::jobs::{JobView, Phase};
+use crate::logic::eta;
 use crate::logic::form::{FormState, target_megapixels};
-use crate::logic::{eta, history};
+use crate::logic::store::Job;
 use crate::session;
+use crate::store::{Pending, now_ms, use_store};
 
 /// ETA before this device has finished a job of the model.
 const DEFAULT_EXPECTED_SECS: f64 = 20.0;
+/// Jobs shown in the studio (History has them all).
+const STUDIO_JOBS: usize = 24;
 
 /// The control image, ready to send.
 #[derive(Debug, Clone)]
-enum Control {
+pub enum Control {
     Prepared(Prepared),
     Url(String),
 }
 
-fn now_ms() -> f64 {
-    js_sys::Date::now()
+/// The studio's form and image, kept across page changes.
+#[derive(Debug, Clone, Copy)]
+pub struct Studio {
+    form: RwSignal<FormState>,
+    control: RwSignal<Option<Control>>,
+    /// The picked image as it came, re-prepared when the size to ask for changes.
+    source: RwSignal<Option<Blob>>,
+    preview: RwSignal<Option<String>>,
+    preparing: RwSignal<bool>,
+    /// Bumped by each prepare; only the newest one's answer is used.
+    prep_token: StoredValue<u64>,
+    image_error: RwSignal<Option<String>>,
+    form_error: RwSignal<Option<String>>,
+    show_errors: RwSignal<bool>,
+    next_key: StoredValue<u64>,
+    /// The `?remix=` id already loaded.
+    remixed: StoredValue<Option<String>>,
 }
 
-#[component]
-pub fn PlaygroundPage(
-    /// The clock (ms), ticking once a second.
-    now: Signal<f64>,
-) -> impl IntoView {
-    let form = RwSignal::new(FormState::new(Model::FluxDepthPro));
-    let control = RwSignal::new(None::<Control>);
-    let preview = RwSignal::new(None::<String>);
-    let preparing = RwSignal::new(false);
-    let image_error = RwSignal::new(None::<String>);
-    let form_error = RwSignal::new(None::<String>);
-    let jobs = RwSignal::new(Vec::<RwSignal<JobView>>::new());
-    let next_key = StoredValue::new(0u64);
-    let show_errors = RwSignal::new(false);
+impl Studio {
+    pub fn provide() {
+        provide_context(Self {
+            form: RwSignal::new(FormState::new(Model::FluxDepthPro)),
+            control: RwSignal::new(None),
+            source: RwSignal::new(None),
+            preview: RwSignal::new(None),
+            preparing: RwSignal::new(false),
+            prep_token: StoredValue::new(0),
+            image_error: RwSignal::new(None),
+            form_error: RwSignal::new(None),
+            show_errors: RwSignal::new(false),
+            next_key: StoredValue::new(0),
+            remixed: StoredValue::new(None),
+        });
+    }
 
-    let set_preview = move |url: Option<String>| {
-        if let Some(old) = preview.get_untracked()
+    fn set_preview(&self, url: Option<String>) {
+        if let Some(old) = self.preview.get_untracked()
             && old.starts_with("blob:")
-            && !jobs.with_untracked(|js| {
-                js.iter()
-                    .any(|j| j.with_untracked(|j| j.control_url.as_deref() == Some(old.as_str())))
-            })
         {
             let _ = web_sys::Url::revoke_object_url(&old);
         }
-        preview.set(url);
-    };
+        self.preview.set(url);
+    }
 
-    // Prepares a picked image (upright, downscaled, JPEG) for the current size.
-    let prepare = move |blob: web_sys::Blob| {
-        image_error.set(None);
-        preparing.set(true);
-        let megapixels = form.with_untracked(target_megapixels);
+    /// Prepares `blob` (upright, downscaled, JPEG) for the size the form asks for now.
+    fn prepare(self, blob: Blob) {
+        self.image_error.set(None);
+        self.preparing.set(true);
+        self.source.set(Some(blob.clone()));
+        let token = self.prep_token.get_value() + 1;
+        self.prep_token.set_value(token);
+        let megapixels = self.form.with_untracked(target_megapixels);
         spawn_local(async move {
-            match image::prepare(&blob, megapixels).await {
-                Ok(p) => {
-                    set_preview(web_sys::Url::create_object_url_with_blob(&p.blob).ok());
-                    control.set(Some(Control::Prepared(p)));
-                }
-                Err(e) => image_error.set(Some(e)),
+            let prepared = image::prepare(&blob, megapixels).await;
+            if self.prep_token.get_value() != token {
+                return; // a newer pick (or size) took over
             }
-            preparing.set(false);
+            match prepared {
+                Ok(p) => {
+                    self.set_preview(web_sys::Url::create_object_url_with_blob(&p.blob).ok());
+                    self.control.set(Some(Control::Prepared(p)));
+                }
+                Err(e) => self.image_error.set(Some(e)),
+            }
+            self.preparing.set(false);
         });
-    };
+    }
+
+    /// Loads an image URL (a sample, an output, a job's control image) as the control
+    /// image; says so when it cannot be fetched.
+    fn load_url(self, url: String) {
+        self.image_error.set(None);
+        self.preparing.set(true);
+        spawn_local(async move {
+            match client::blob(&url).await {
+                Ok(blob) => self.prepare(blob),
+                Err(e) => {
+                    self.preparing.set(false);
+                    self.image_error
+                        .set(Some(format!("Could not load that image: {}", e.message())));
+                }
+            }
+        });
+    }
+}
+
+/// A random Idempotency-Key for one submit.
+fn idempotency_key() -> String {
+    let r = || (js_sys::Math::random() * f64::from(u32::MAX)) as u32;
+    format!(
+        "px-{:08x}{:08x}{:08x}",
+        r(),
+        r(),
+        js_sys::Date::now() as u64 as u32
+    )
+}
+
+#[component]
+pub fn PlaygroundPage() -> impl IntoView {
+    let studio = expect_context::<Studio>();
+    let now = expect_context::<Clock>().0;
+    let store = use_store();
+    let Studio {
+        form,
+        control,
+        preview,
+        preparing,
+        image_error,
+        form_error,
+        show_errors,
+        ..
+    } = studio;
+    let query = use_query_map();
+    let navigate = use_navigate();
+
+    // The URL's model wins over the form's (a shared or reloaded link).
+    Effect::new(move || {
+        let wanted = query
+            .with(|q| q.get("model"))
+            .and_then(|m| Model::from_slug(&m));
+        if let Some(m) = wanted
+            && form.with_untracked(|f| f.model) != m
+        {
+            form.update(|f| f.switch_model(m));
+        }
+    });
+    // A size change after the pick: prepare the image again for the new size.
+    let megapixels = Memo::new(move |_| form.with(target_megapixels));
+    Effect::new(move |prev: Option<f64>| {
+        let mp = megapixels.get();
+        if prev.is_some_and(|p| p != mp)
+            && let Some(blob) = studio.source.get_untracked()
+        {
+            studio.prepare(blob);
+        }
+        mp
+    });
+
     let on_pick = Callback::new(move |picked: Picked| match picked {
         Picked::File(f) => match image::precheck(&f.type_(), f.size()) {
-            Ok(()) => prepare(f.into()),
+            Ok(()) => studio.prepare(f.into()),
             Err(e) => image_error.set(Some(e)),
         },
+        Picked::Sample(url) => studio.load_url(url),
         Picked::Url(u) if u.starts_with("https://") => {
             image_error.set(None);
-            set_preview(Some(u.clone()));
+            studio.prep_token.update_value(|t| *t += 1);
+            studio.preparing.set(false);
+            studio.source.set(None);
+            studio.set_preview(Some(u.clone()));
             control.set(Some(Control::Url(u)));
         }
         Picked::Url(_) => image_error.set(Some("Use an https:// URL".into())),
@@ -103,6 +208,10 @@ pub fn PlaygroundPage(
 
     let generate = move || {
         show_errors.set(true);
+        if preparing.get_untracked() {
+            form_error.set(Some("The image is still being prepared.".into()));
+            return;
+        }
         let Some(ctl) = control.get_untracked() else {
             form_error.set(Some("Choose a control image first.".into()));
             return;
@@ -111,111 +220,179 @@ pub fn PlaygroundPage(
         if let Some((name, e)) = state.errors().into_iter().next() {
             let label = state.model.param(name).map_or(name, |p| p.label);
             form_error.set(Some(format!("{label} {e}")));
+            focus(&format!("param-{name}"));
             return;
         }
         let Ok(data) = FormData::new() else { return };
+        let mut params = Params::default();
         for (name, value) in state.fields() {
             let _ = data.append_with_str(name, &value);
+            params.0.insert(name.to_owned(), value.into());
         }
-        let control_url = match &ctl {
+        match &ctl {
             Control::Prepared(p) => {
                 let _ = data.append_with_blob_and_filename("control_image", &p.blob, "control.jpg");
-                web_sys::Url::create_object_url_with_blob(&p.blob).ok()
             }
             Control::Url(u) => {
                 let _ = data.append_with_str("control_image", u);
-                None
             }
-        };
+        }
         form_error.set(None);
         if !state.seed_locked {
             form.update(|f| f.set("seed", String::new()));
         }
-        let key = next_key.get_value();
-        next_key.set_value(key + 1);
-        let job = RwSignal::new(JobView {
-            key,
-            model: state.model,
-            prompt: state.get("prompt").trim().to_owned(),
-            request_id: None,
-            response_url: None,
-            phase: Phase::Submitting,
-            started_ms: now_ms(),
-            finished_ms: None,
-            expected_secs: eta::expected(&session::durations(state.model), DEFAULT_EXPECTED_SECS),
-            control_url,
-            result: None,
+        let key = studio.next_key.get_value();
+        studio.next_key.set_value(key + 1);
+        let prompt = state.get("prompt").trim().to_owned();
+        let model = state.model;
+        store.pending.update(|p| {
+            p.insert(
+                0,
+                Pending {
+                    key,
+                    model,
+                    prompt: prompt.clone(),
+                    started_ms: now_ms(),
+                    error: None,
+                },
+            )
         });
-        jobs.update(|list| list.insert(0, job));
-        spawn_local(run_job(job, data));
+        scroll_to_newest_job();
+        let expected = eta::expected(&session::durations(model), DEFAULT_EXPECTED_SECS);
+        let idem = idempotency_key();
+        spawn_local(async move {
+            match client::submit(model, &data, &idem).await {
+                Ok(s) => {
+                    let started = store
+                        .pending
+                        .with_untracked(|p| p.iter().find(|p| p.key == key).map(|p| p.started_ms))
+                        .unwrap_or_else(now_ms);
+                    store.submitted(Job::submitted(
+                        &s.request_id.to_string(),
+                        model,
+                        &prompt,
+                        &s.response_url,
+                        params,
+                        started,
+                        expected,
+                    ));
+                    store.pending.update(|p| p.retain(|p| p.key != key));
+                }
+                Err(e) => store.pending.update(|p| {
+                    if let Some(p) = p.iter_mut().find(|p| p.key == key) {
+                        p.error = Some(e.message());
+                    }
+                }),
+            }
+        });
     };
 
     let actions = CardActions {
-        cancel: Callback::new(move |job: RwSignal<JobView>| {
-            if let Some(url) = job.with_untracked(|j| j.response_url.clone()) {
-                spawn_local(async move {
-                    if let Err(e) = client::cancel(&url).await {
-                        job.update(|j| {
-                            j.phase = Phase::Failed {
-                                message: e.message(),
-                            }
-                        });
-                    }
-                    client::wake_all();
-                });
+        remix: Callback::new(move |job: Job| {
+            form.update(|f| f.load(job.model, &job.params));
+            if let Some(url) = job.control_image.clone() {
+                studio.load_url(url);
             }
-        }),
-        remix: Callback::new(move |job: RwSignal<JobView>| {
-            if let Some(r) = job.with_untracked(|j| j.result.clone()) {
-                form.update(|f| f.load(r.model, &r.params));
-                if let Some(url) = job.with_untracked(|j| j.control_url.clone()) {
-                    reuse_control(url, prepare);
-                }
-                scroll_to_form();
-            }
+            scroll_to_form();
         }),
         use_as_control: Callback::new(move |url: String| {
-            reuse_control(url, prepare);
+            studio.load_url(url);
             scroll_to_form();
         }),
     };
 
     // `/?remix=<id>` (from a share page): load that job's parameters and image.
-    let remix_id = web_sys::Url::new(&window().location().href().unwrap_or_default())
-        .ok()
-        .and_then(|u| u.search_params().get("remix"));
-    if let Some(id) = remix_id {
+    Effect::new(move || {
+        let Some(id) = query.with(|q| q.get("remix")) else {
+            return;
+        };
+        if studio.remixed.get_value().as_deref() == Some(id.as_str()) {
+            return;
+        }
+        studio.remixed.set_value(Some(id.clone()));
+        let Some(id) = RequestId::parse(&id) else {
+            form_error.set(Some("That remix link is not valid.".into()));
+            return;
+        };
         spawn_local(async move {
-            if let Ok(r) = client::result(&format!("/v2/requests/{id}")).await {
-                form.update(|f| f.load(r.model, &r.params));
-                reuse_control(r.control_image.clone(), prepare);
+            match client::result_retried(&format!("/v2/requests/{id}")).await {
+                Ok(r) => {
+                    form.update(|f| f.load(r.model, &r.params));
+                    studio.load_url(r.control_image.clone());
+                }
+                Err(e) => form_error.set(Some(format!("Could not load that job: {}", e.message()))),
             }
         });
-    }
+    });
+    // `/?job=<id>`: show that job.
+    let selected = Memo::new(move |_| query.with(|q| q.get("job")));
+    Effect::new(move || {
+        if let Some(id) = selected.get() {
+            request_animation_frame(move || {
+                if let Ok(Some(el)) =
+                    document().query_selector(&format!("[data-request-id=\"{}\"]", css_id(&id)))
+                {
+                    el.scroll_into_view();
+                }
+            });
+        }
+    });
 
-    let model = move || form.with(|f| f.model);
+    let model = Memo::new(move |_| form.with(|f| f.model));
+    let switch_model = move |m: Model| {
+        form.update(|f| f.switch_model(m));
+        navigate(
+            &format!("/?model={}", m.slug()),
+            NavigateOptions {
+                replace: true,
+                scroll: false,
+                ..Default::default()
+            },
+        );
+    };
+    let job_ids = Memo::new(move |_| {
+        store.state.with(|s| {
+            s.jobs
+                .iter()
+                .take(STUDIO_JOBS)
+                .map(|j| j.id.clone())
+                .collect::<Vec<_>>()
+        })
+    });
+    let nothing = move || job_ids.with(Vec::is_empty) && store.pending.with(Vec::is_empty);
     view! {
         <section class="studio">
+            <h1 class="visually-hidden">"Studio"</h1>
             <form id="studio-form" class="panel form" novalidate
                 on:submit=move |ev| { ev.prevent_default(); generate(); }
                 on:keydown=move |ev: web_sys::KeyboardEvent| {
-                    if ev.key() == "Enter" && (ev.ctrl_key() || ev.meta_key()) {
-                        ev.prevent_default();
-                        generate();
+                    if ev.key() != "Enter" {
+                        return;
                     }
+                    if ev.ctrl_key() || ev.meta_key() {
+                        ev.prevent_default();
+                        // One job per key press: a held key repeats keydown.
+                        if !ev.repeat() { generate(); }
+                        return;
+                    }
+                    // Enter in a one-line field does not submit a paid job.
+                    let in_input = ev.target()
+                        .and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok())
+                        .is_some_and(|i| i.type_() != "submit");
+                    if in_input { ev.prevent_default(); }
                 }>
                 <fieldset class="models">
                     <legend>"Model"</legend>
-                    {Model::ALL.into_iter().map(|m| view! {
+                    {Model::ALL.into_iter().map(|m| { let switch_model = switch_model.clone(); view! {
                         <label class="model-choice">
                             <input type="radio" name="model" value=m.slug() data-testid=format!("model-{}", m.slug())
-                                prop:checked=move || model() == m
-                                on:change=move |_| form.update(|f| f.switch_model(m)) />
+                                prop:checked=move || model.get() == m
+                                on:change=move |_| switch_model(m) />
                             <span>{m.title()}</span>
                         </label>
-                    }).collect_view()}
+                    } }).collect_view()}
                 </fieldset>
-                <p class="hint">{move || model().summary()}</p>
+                <p class="hint">{move || model.get().summary()}</p>
 
                 <ImageInput on_pick=on_pick preview=preview.into() busy=preparing.into()
                     error=image_error.into() info=info />
@@ -225,7 +402,7 @@ pub fn PlaygroundPage(
                     data-testid="prompt" aria-describedby="prompt-help prompt-error" required
                     prop:value=move || form.with(|f| f.get("prompt").to_owned())
                     on:input=move |ev| form.update(|f| f.set("prompt", event_target_value(&ev)))></textarea>
-                <p id="prompt-help" class="help">"Describe the new image; the control image's layout is kept. Ctrl+Enter generates."</p>
+                <p id="prompt-help" class="help">"Describe the new image; the control image's layout is kept. Ctrl+Enter (⌘+Enter) generates."</p>
                 <p id="prompt-error" class="field-error" role="status">
                     {move || form.with(|f| {
                         let e = f.error("prompt")?;
@@ -234,7 +411,7 @@ pub fn PlaygroundPage(
                 </p>
 
                 {move || {
-                    let m = model();
+                    let m = model.get();
                     let (basic, advanced): (Vec<_>, Vec<_>) = m.params().iter()
                         .filter(|p| !matches!(p.name, "prompt" | "control_image"))
                         .partition(|p| !p.advanced);
@@ -253,21 +430,99 @@ pub fn PlaygroundPage(
 
                 <div class="generate-bar">
                     <p class="form-error" role="alert">{move || form_error.get()}</p>
-                    <button type="submit" class="generate" data-testid="generate">"Generate"</button>
+                    <button type="submit" class="generate" data-testid="generate"
+                        prop:disabled=move || preparing.get()>
+                        {move || if preparing.get() { "Preparing image…" } else { "Generate" }}
+                    </button>
                 </div>
             </form>
 
             <section class="results" aria-label="Jobs">
-                <Show when=move || jobs.with(Vec::is_empty)>
+                <Show when=nothing>
                     <p class="empty">"Your images appear here. Jobs keep running on the server even if you close this tab."</p>
                 </Show>
-                <For each=move || jobs.get() key=|job| job.with_untracked(|j| j.key) let(job)>
-                    <JobCard job=job actions=actions now=now />
+                <For each=move || store.pending.get() key=|p| (p.key, p.error.clone()) let(p)>
+                    <PendingCard pending=p />
                 </For>
+                <For each=move || job_ids.get() key=|id| id.clone() let(id)>
+                    {
+                        let mine = id.clone();
+                        view! {
+                            <div class="job-slot" class:selected=move || selected.get().as_deref() == Some(mine.as_str())>
+                                <JobCard id=id actions=actions now=now />
+                            </div>
+                        }
+                    }
+                </For>
+                <Show when=move || { store.state.with(|s| s.jobs.len()) > STUDIO_JOBS }>
+                    <a class="button" href="/history">"All jobs in History"</a>
+                </Show>
                 <SnippetsPanel form=form />
             </section>
         </section>
     }
+}
+
+/// The page-wide clock (ms), ticking once a second, provided by the app.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock(pub Signal<f64>);
+
+/// A submit waiting for the server (or refused by it).
+#[component]
+fn PendingCard(
+    /// The submit.
+    pending: Pending,
+) -> impl IntoView {
+    let store = use_store();
+    let key = pending.key;
+    view! {
+        <article class="job" data-testid="job">
+            <header>
+                <span class=if pending.error.is_some() { "badge failed" } else { "badge queued" }
+                    data-testid="job-status" role="status" aria-live="polite">
+                    {if pending.error.is_some() { "Not submitted" } else { "Uploading…" }}
+                </span>
+                <span class="model">{pending.model.title()}</span>
+            </header>
+            <h2 class="prompt">{pending.prompt.clone()}</h2>
+            {pending.error.clone().map(|e| view! {
+                <p class="error" role="alert" data-testid="job-error">{e}</p>
+                <div class="actions">
+                    <button type="button" class="button small"
+                        on:click=move |_| store.pending.update(|p| p.retain(|p| p.key != key))>"Dismiss"</button>
+                </div>
+            })}
+        </article>
+    }
+}
+
+/// `id` made safe inside a CSS attribute selector (request ids are UUIDs anyway).
+fn css_id(id: &str) -> String {
+    id.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect()
+}
+
+fn focus(id: &str) {
+    if let Some(el) = document().get_element_by_id(id) {
+        if let Some(details) = el.closest("details").ok().flatten() {
+            let _ = details.set_attribute("open", "");
+        }
+        if let Ok(el) = el.dyn_into::<web_sys::HtmlElement>() {
+            let _ = el.focus();
+        }
+    }
+}
+
+/// Brings the newest job card into view (on a phone it is below the whole form).
+fn scroll_to_newest_job() {
+    request_animation_frame(|| {
+        if let Ok(Some(el)) = document().query_selector(".results [data-testid=job]") {
+            let options = web_sys::ScrollIntoViewOptions::new();
+            options.set_block(web_sys::ScrollLogicalPosition::Nearest);
+            el.scroll_into_view_with_scroll_into_view_options(&options);
+        }
+    });
 }
 
 fn scroll_to_form() {
@@ -278,77 +533,5 @@ fn scroll_to_form() {
         && let Ok(el) = el.dyn_into::<web_sys::HtmlElement>()
     {
         let _ = el.focus();
-    }
-}
-
-/// Loads an image URL (an output, or a job's control image) as the control image.
-fn reuse_control(url: String, prepare: impl Fn(web_sys::Blob) + 'static) {
-    spawn_local(async move {
-        let Some(w) = web_sys::window() else { return };
-        let Ok(resp) = wasm_bindgen_futures::JsFuture::from(w.fetch_with_str(&url)).await else {
-            return;
-        };
-        let resp: web_sys::Response = resp.unchecked_into();
-        let Ok(promise) = resp.blob() else { return };
-        if let Ok(blob) = wasm_bindgen_futures::JsFuture::from(promise).await {
-            prepare(blob.unchecked_into());
-        }
-    });
-}
-
-/// Submits a job and follows it to the end, updating its card and the history.
-async fn run_job(job: RwSignal<JobView>, form: FormData) {
-    let finish = move |phase: Phase| {
-        job.update(|j| {
-            j.phase = phase;
-            j.finished_ms = Some(now_ms());
-        });
-    };
-    let model = job.with_untracked(|j| j.model);
-    let submitted = match client::submit(model, &form).await {
-        Ok(s) => s,
-        Err(e) => {
-            return finish(Phase::Failed {
-                message: e.message(),
-            });
-        }
-    };
-    job.update(|j| {
-        j.request_id = Some(submitted.request_id.to_string());
-        j.response_url = Some(submitted.response_url.clone());
-        j.phase = Phase::Queued;
-    });
-    session::remember(history::Entry {
-        id: submitted.request_id.to_string(),
-        model: model.slug().to_owned(),
-        prompt: job.with_untracked(|j| j.prompt.clone()),
-        status: JobStatus::Queued,
-        created_ms: job.with_untracked(|j| j.started_ms),
-        outputs: Vec::new(),
-        control_image: None,
-        expires_at: None,
-        error: None,
-        response_url: submitted.response_url.clone(),
-        params: parallax_api::Params::default(),
-    });
-    let followed = client::follow(&submitted.status_url, &submitted.response_url, |s| {
-        job.update(|j| j.phase = Phase::from_status(s));
-    })
-    .await;
-    match followed {
-        Ok(r) if r.status == JobStatus::Completed || r.status == JobStatus::Failed => {
-            if r.status == JobStatus::Completed {
-                let started = job.with_untracked(|j| j.started_ms);
-                session::record_duration(model, (now_ms() - started) / 1000.0);
-            }
-            session::remember(history::Entry::from_result(&r, &submitted.response_url));
-            let phase = Phase::from_result(&r);
-            job.update(|j| j.result = Some(r));
-            finish(phase);
-        }
-        Ok(_) => job.update(|j| j.phase = Phase::Processing),
-        Err(e) => finish(Phase::Failed {
-            message: e.message(),
-        }),
     }
 }

@@ -4,45 +4,96 @@
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use parallax_api::{JobResult, JobStatus};
+use leptos_router::hooks::use_params_map;
+use parallax_api::{JobResult, JobStatus, RequestId};
 
-use crate::client::{self, ClientError};
+use crate::client;
 use crate::components::compare::CompareSlider;
+use crate::logic::eta;
 use crate::logic::form::value_text;
-use crate::logic::{eta, history};
+use crate::logic::poll::Read;
+use crate::logic::store::{download_name, expiry_text};
+
+/// What the page shows.
+#[derive(Debug, Clone, PartialEq)]
+enum Shown {
+    Loading,
+    Job(Box<JobResult>),
+    NotFound,
+    Error(String),
+}
 
 #[component]
-pub fn SharePage(
-    /// The request id from the URL.
-    id: String,
-) -> impl IntoView {
-    let job = RwSignal::new(None::<Result<JobResult, ClientError>>);
-    let url = format!("/v2/requests/{id}");
-    spawn_local(async move {
-        let first = client::result(&url).await;
-        let running = matches!(&first, Ok(r) if !r.status.is_terminal());
-        job.set(Some(first));
-        if running {
-            let followed = client::follow(&format!("{url}/status"), &url, |_| {}).await;
-            job.set(Some(followed));
-        }
+pub fn SharePage() -> impl IntoView {
+    let params = use_params_map();
+    let shown = RwSignal::new(Shown::Loading);
+    let lost = RwSignal::new(false);
+    // A new token per id: a stale loop stops when the page moves to another job.
+    let token = StoredValue::new(0u64);
+    Effect::new(move || {
+        let raw = params.with(|p| p.get("id")).unwrap_or_default();
+        token.update_value(|t| *t += 1);
+        let mine = token.get_value();
+        let Some(id) = RequestId::parse(&raw) else {
+            shown.set(Shown::NotFound);
+            return;
+        };
+        shown.set(Shown::Loading);
+        spawn_local(async move {
+            let url = format!("/v2/requests/{id}");
+            let mut failures = 0u32;
+            loop {
+                if token.try_get_value() != Some(mine) {
+                    return;
+                }
+                let read = client::result(&url).await;
+                let next = match &read {
+                    Ok(r) => Some(Shown::Job(Box::new(r.clone()))),
+                    Err(e) => match e.read() {
+                        Read::Gone => Some(Shown::NotFound),
+                        _ if failures >= 3 && shown.get_untracked() == Shown::Loading => {
+                            Some(Shown::Error(e.message()))
+                        }
+                        _ => None,
+                    },
+                };
+                let _ = lost.try_set(read.is_err() && next.is_none());
+                failures = if read.is_err() { failures + 1 } else { 0 };
+                let running = matches!(&read, Ok(r) if !r.status.is_terminal());
+                if let Some(n) = next {
+                    let _ = shown.try_set(n);
+                }
+                if (read.is_ok() && !running) || shown.try_get_untracked() == Some(Shown::NotFound)
+                {
+                    return;
+                }
+                client::sleep(if read.is_err() { 3_000 } else { 2_000 }).await;
+            }
+        });
     });
     view! {
         <section class="share">
-            {move || match job.get() {
-                None => view! { <p class="empty" role="status">"Loading…"</p> }.into_any(),
-                Some(Err(e)) => view! {
+            {move || match shown.get() {
+                Shown::Loading => view! { <p class="empty" role="status">"Loading…"</p> }.into_any(),
+                Shown::NotFound => view! {
                     <div class="panel">
                         <h1>"Not found"</h1>
-                        <p data-testid="share-error">{match e {
-                            ClientError::Api { status: 404, .. } => "This result does not exist or has expired.".to_owned(),
-                            other => other.message(),
-                        }}</p>
+                        <p data-testid="share-error">"This result does not exist or has expired."</p>
                         <a class="button" href="/">"Open the studio"</a>
                     </div>
                 }.into_any(),
-                Some(Ok(r)) => view! { <Shared r=r /> }.into_any(),
+                Shown::Error(message) => view! {
+                    <div class="panel">
+                        <h1>"Cannot load this result"</h1>
+                        <p data-testid="share-error">{message}</p>
+                        <a class="button" href="/">"Open the studio"</a>
+                    </div>
+                }.into_any(),
+                Shown::Job(r) => view! { <Shared r=*r /> }.into_any(),
             }}
+            <Show when=move || lost.get()>
+                <p class="lost" role="status">"Connection lost — retrying"</p>
+            </Show>
         </section>
     }
 }
@@ -53,7 +104,7 @@ fn Shared(
     r: JobResult,
 ) -> impl IntoView {
     let now = (js_sys::Date::now() / 1000.0) as u64;
-    let expiry = history::expiry_text(r.expires_at, now);
+    let expiry = expiry_text(r.expires_at, now);
     let model = r.model;
     let params: Vec<(String, String)> = model
         .params()
@@ -89,10 +140,11 @@ fn Shared(
                     <div class="outputs">
                         {r.output.iter().enumerate().map(|(n, url)| view! {
                             <figure class="output">
-                                <CompareSlider before=control.clone() after=url.clone() label=format!("Generated image {}", n + 1) />
+                                <CompareSlider before=control.clone() after=url.clone() label=format!("Generated: {}", r.params.prompt()) />
                                 <figcaption class="actions">
-                                    <a class="button small" href=url.clone() target="_blank" rel="noopener">"Full size"</a>
-                                    <a class="button small" href=url.clone() download="">"Download"</a>
+                                    <a class="button small" href=url.clone() target="_blank" rel="noopener" aria-label=format!("Open image {} full size", n + 1)>"Full size"</a>
+                                    <a class="button small" href=url.clone() download=download_name(r.params.prompt(), r.seed, n, url)
+                                        aria-label=format!("Download image {}", n + 1)>"Download"</a>
                                 </figcaption>
                             </figure>
                         }).collect_view()}

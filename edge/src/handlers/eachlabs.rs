@@ -9,7 +9,7 @@ use crate::compat::eachlabs;
 use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
 use crate::handlers::jobs::load;
-use crate::handlers::submit::{JobRequest, create_job, idempotency_key};
+use crate::handlers::submit::{JobRequest, cheapest_job, create_job, idempotency_key};
 use crate::http;
 use crate::input::body::{self, RawSubmission};
 use crate::webhook::{self, Target};
@@ -22,6 +22,9 @@ pub async fn create_prediction(
 ) -> EdgeResult<Response> {
     let cfg = Config::from_env(env);
     let idempotency_key = idempotency_key(&req)?;
+    caller
+        .precheck(env, cheapest_job(&cfg), idempotency_key.as_deref())
+        .await?;
     let raw = body::read_json(&mut req).await?;
     let create = eachlabs::parse_create(&raw.fields).map_err(EdgeError::fields)?;
     let origin = http::origin(&req, cfg.public_base_url.as_deref());

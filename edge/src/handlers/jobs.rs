@@ -94,10 +94,13 @@ async fn owned(env: &Env, caller: &Caller, raw_id: &str) -> EdgeResult<JobRecord
 pub async fn cancel_job(env: &Env, caller: &Caller, raw_id: &str) -> EdgeResult<Response> {
     let job = owned(env, caller, raw_id).await?;
     match runner_answer(env, &job.id, "/cancel", true).await? {
-        (409, finished) => Err(EdgeError::Conflict(format!(
-            "This request already finished ({}); there is nothing to cancel",
-            finished.status.as_str()
-        ))),
+        (409, finished) => Err(EdgeError::Conflict {
+            message: format!(
+                "This request already finished ({}); there is nothing to cancel",
+                finished.status.as_str()
+            ),
+            retry_after_secs: None,
+        }),
         (_, canceled) => {
             caller.refresh(env).await?;
             Ok(http::json(&canceled.status_response(), 200))

@@ -12,7 +12,9 @@ use crate::compat::onemin::{self, ImageSource};
 use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
 use crate::handlers::results::serve_image;
-use crate::handlers::submit::{JobRequest, create_job, idempotency_key, random_bytes};
+use crate::handlers::submit::{
+    JobRequest, cheapest_for, create_job, idempotency_key, random_bytes,
+};
 use crate::handlers::sync::{failed, wait_for_end};
 use crate::http;
 use crate::input::image::{self, ImageFormat, MAX_IMAGE_BYTES};
@@ -24,6 +26,13 @@ use crate::storage::{self, keys};
 pub async fn run_feature(mut req: Request, env: &Env, caller: &Caller) -> EdgeResult<Response> {
     let cfg = Config::from_env(env);
     let idempotency_key = idempotency_key(&req)?;
+    caller
+        .precheck(
+            env,
+            cheapest_for(&cfg, onemin::model()),
+            idempotency_key.as_deref(),
+        )
+        .await?;
     let raw = body::read_json(&mut req).await?;
     let feature = onemin::parse_feature(&raw.fields).map_err(EdgeError::fields)?;
     let mut raw = body::RawSubmission {
@@ -75,8 +84,10 @@ async fn stored_image(env: &Env, key: &str) -> EdgeResult<Vec<u8>> {
 }
 
 /// `POST /api/assets`: a multipart form whose `asset` part is a JPEG, PNG or WebP.
+/// An upload counts against the submit rate limit (it stores up to 10 MB publicly),
+/// before its body is read.
 pub async fn upload_asset(mut req: Request, env: &Env, caller: &Caller) -> EdgeResult<Response> {
-    caller.touch(env).await?;
+    caller.count_upload(env).await?;
     let (content_type, bytes) = body::read_bytes(&mut req).await?;
     let boundary = multipart::boundary(&content_type).ok_or_else(|| {
         EdgeError::bad_request("Send a multipart/form-data body with the image as the `asset` part")

@@ -41,8 +41,11 @@ pub fn head_tags(job: &JobRecord, origin: &str) -> (String, String) {
     let title = format!("“{}” — Parallax", shorten(job.params.prompt(), 80));
     let description = match job.status {
         JobStatus::Completed => format!(
-            "Made with {} from a control image's depth. Open to compare, download or remix.",
-            job.model.title()
+            "Made with {}{} from a control image's depth. Open to compare, download or remix.",
+            job.model.title(),
+            job.asked_model
+                .map(|m| format!(" (serving a {} request)", m.title()))
+                .unwrap_or_default()
         ),
         JobStatus::Failed => "This job failed.".to_owned(),
         _ => "This image is still being generated.".to_owned(),

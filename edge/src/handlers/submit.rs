@@ -1,10 +1,12 @@
-//! `POST /v2/{model}`: validate, reserve credits (once per `Idempotency-Key`), store
-//! the control image, hand the job to its `JobRunner`, answer with absolute poll URLs.
+//! `POST /v2/{model}`: count the submit and check credits (before reading anything),
+//! validate, reserve credits (once per `Idempotency-Key`, bound to the request's
+//! fingerprint), store the control image, hand the job to its `JobRunner`, confirm the
+//! key, answer with absolute poll URLs.
 
 use parallax_api::{JobStatus, Model, RequestId, SubmitResponse};
 use worker::{Env, Request, Response};
 
-use crate::accounts::Caller;
+use crate::accounts::{Caller, Reservation};
 use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
 use crate::handlers::jobs::runner_stub;
@@ -73,8 +75,54 @@ pub async fn read_job_request(req: &mut Request) -> EdgeResult<JobRequest> {
     })
 }
 
+/// The cheapest job any model can be (what [`Caller::precheck`] asks for when the
+/// model is not known before the body, as in the Eachlabs API).
+pub fn cheapest_job(cfg: &Config) -> u64 {
+    Model::ALL
+        .iter()
+        .map(|m| cfg.cost(*m, 1))
+        .min()
+        .unwrap_or(0)
+}
+
+/// The cheapest one-image job a request for `model` can become: its own price, or the
+/// operator's fallback model's when one is set (a pro request may be served by dev).
+pub fn cheapest_for(cfg: &Config, model: Model) -> u64 {
+    cfg.fallbacks
+        .iter()
+        .filter(|(from, _)| *from == model)
+        .map(|(_, to)| cfg.cost(*to, 1))
+        .chain([cfg.cost(model, 1)])
+        .min()
+        .unwrap_or(0)
+}
+
+/// What an `Idempotency-Key` is bound to: the model, the validated parameters (in
+/// their canonical form, before a seed is drawn), the control image's bytes (however
+/// they were sent) and the webhook. SHA-256, hex.
+pub fn fingerprint(
+    model: Model,
+    params: &parallax_api::Params,
+    image: &[u8],
+    webhook: Option<&crate::webhook::Target>,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let params = serde_json::to_string(params).unwrap_or_default();
+    let mut h = Sha256::new();
+    for part in [
+        model.slug().as_bytes(),
+        params.as_bytes(),
+        &Sha256::digest(image)[..],
+        webhook.map_or(&b""[..], |w| w.url.as_bytes()),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Creates a job (or finds the one an idempotency key already created) and returns
-/// its id.
+/// its id. The caller ran [`Caller::precheck`] before reading the request.
 pub async fn create_job(
     env: &Env,
     cfg: &Config,
@@ -83,26 +131,37 @@ pub async fn create_job(
     request: JobRequest,
 ) -> EdgeResult<RequestId> {
     let mut submission = body::resolve(model, request.raw, cfg.remote_images).await?;
+    let key = request.idempotency_key;
+    let fingerprint = match key {
+        Some(_) => fingerprint(
+            model,
+            &submission.params,
+            &submission.image,
+            request.webhook.as_ref(),
+        ),
+        None => String::new(),
+    };
 
     let random = random_bytes()?;
     if submission.params.seed().is_none() {
         let seed = u32::from_le_bytes([random[0], random[5], random[10], random[15]]);
         submission.params.set_seed(seed);
     }
-    let candidates = candidates(cfg, model, &submission.params)?;
+    let (served, candidates) =
+        serve(env, cfg, model, &mut submission.params, &submission.info).await?;
     let id = RequestId::from_random(random_bytes()?);
-    let cost = cfg.cost(model, submission.params.num_outputs());
-    if let Some(existing) = caller
-        .reserve(env, id.as_str(), cost, request.idempotency_key)
+    let cost = cfg.cost(served, submission.params.num_outputs());
+    if let Reservation::Replay(existing) = caller
+        .reserve(env, id.as_str(), cost, key.clone(), fingerprint)
         .await?
     {
         return RequestId::parse(&existing)
             .ok_or_else(|| EdgeError::Internal("ledger replayed a malformed id".into()));
     }
 
-    let record = JobRecord::new(
+    let mut record = JobRecord::new(
         id.clone(),
-        model,
+        served,
         submission.params,
         submission.info,
         Ownership {
@@ -114,13 +173,72 @@ pub async fn create_job(
         cfg.job_deadline_secs,
         candidates,
     );
-    let started = start(env, &record, submission.image, request.webhook).await;
-    if let Err(e) = started {
-        // Nothing was started: the reservation must not stick.
-        let _ = caller.refund(env, id.as_str()).await;
-        return Err(e);
+    record.asked_model = (served != model).then_some(model);
+    let started = match start(env, &record, submission.image, request.webhook).await {
+        Ok(()) => true,
+        // The start's answer may have been lost after the runner took the job: ask it.
+        Err(e) => match crate::handlers::jobs::load(env, id.as_str()).await {
+            Ok(_) => true,
+            Err(probe) => {
+                worker::console_error!("job {id}: start failed: {e}; runner: {probe}");
+                false
+            }
+        },
+    };
+    if !started {
+        // Nothing was started: the refund and the release of the key, as one ledger
+        // operation. If even that fails, the pending key lapses within a minute.
+        caller
+            .release(env, id.as_str(), key)
+            .await
+            .map_err(|e| EdgeError::Internal(format!("job {id}: release failed: {e}")))?;
+        return Err(EdgeError::Internal(format!(
+            "job {id} could not be started"
+        )));
+    }
+    if let Some(key) = key
+        && let Err(e) = caller.confirm(env, id.as_str(), &key).await
+    {
+        // The job runs and is charged; only a retry within the pending minute gets 409,
+        // after it a retry would make a second job.
+        worker::console_error!("job {id}: idempotency key not confirmed: {e}");
     }
     Ok(id)
+}
+
+/// The model to run and its candidates: the asked model's, or, when none of its
+/// providers is healthy (none ready and able, or every circuit breaker open) and the
+/// operator set `FALLBACK_FLUX_DEPTH_PRO = "flux-depth-dev"`, dev's with the parameters
+/// mapped (`fallback.rs`).
+async fn serve(
+    env: &Env,
+    cfg: &Config,
+    model: Model,
+    params: &mut parallax_api::Params,
+    input: &crate::input::image::ImageInfo,
+) -> EdgeResult<(Model, Vec<String>)> {
+    let own = candidates(cfg, model, params, input);
+    let to = match cfg.fallback(model) {
+        Some(to @ Model::FluxDepthDev) if model == Model::FluxDepthPro => to,
+        _ => return own.map(|c| (model, c)),
+    };
+    if let Ok(names) = &own {
+        for name in names {
+            if crate::breaker::allow(env, name).await {
+                return own.map(|c| (model, c));
+            }
+        }
+    }
+    let Some(mapped) = crate::fallback::dev_params(params) else {
+        return own.map(|c| (model, c));
+    };
+    match candidates(cfg, to, &mapped, input) {
+        Ok(c) => {
+            *params = mapped;
+            Ok((to, c))
+        }
+        Err(_) => own.map(|c| (model, c)),
+    }
 }
 
 /// The providers of the model's route that are ready and can honour these
@@ -129,6 +247,7 @@ fn candidates(
     cfg: &Config,
     model: Model,
     params: &parallax_api::Params,
+    input: &crate::input::image::ImageInfo,
 ) -> EdgeResult<Vec<String>> {
     let ready: Vec<_> = cfg
         .route(model)
@@ -145,7 +264,7 @@ fn candidates(
     let mut refusals = Vec::new();
     let mut able = Vec::new();
     for kind in ready {
-        match providers::check(kind, model, params) {
+        match providers::check(kind, model, params, input) {
             Ok(()) => able.push(kind.name().to_owned()),
             Err(e) => refusals.push(e),
         }
@@ -195,6 +314,13 @@ pub async fn submit_job(
 ) -> EdgeResult<Response> {
     let model = find_model(slug)?;
     let cfg = Config::from_env(env);
+    caller
+        .precheck(
+            env,
+            cheapest_for(&cfg, model),
+            idempotency_key(&req)?.as_deref(),
+        )
+        .await?;
     let request = read_job_request(&mut req).await?;
     let id = create_job(env, &cfg, caller, model, request).await?;
     let origin = http::origin(&req, cfg.public_base_url.as_deref());
@@ -254,14 +380,23 @@ mod tests {
             limits: Limits {
                 submits_per_minute: 1,
                 reads_per_minute: 1,
+                keyless_reads_per_minute: 1,
             },
             sync_wait_secs: 1,
             upstream_timeout_secs: 1,
             poll_every_ms: 2000,
             remote_images: false,
             webhook_loopback: false,
+            breaker: crate::breaker::Policy::default(),
+            fallbacks: Vec::new(),
         }
     }
+
+    const INFO: crate::input::image::ImageInfo = crate::input::image::ImageInfo {
+        format: crate::input::image::ImageFormat::Png,
+        width: 800,
+        height: 600,
+    };
 
     fn params(fields: serde_json::Value) -> parallax_api::Params {
         parallax_api::validate(Model::FluxDepthDev, fields.as_object().unwrap(), true)
@@ -276,16 +411,66 @@ mod tests {
             candidates(
                 &cfg,
                 Model::FluxDepthDev,
-                &params(json!({"prompt": "x", "output_format": "png"}))
+                &params(json!({"prompt": "x", "output_format": "png"})),
+                &INFO
             )
             .unwrap(),
             vec!["comfyui", "segmind"],
             "replicate has no base URL here"
         );
         assert_eq!(
-            candidates(&cfg, Model::FluxDepthDev, &params(json!({"prompt": "x"}))).unwrap(),
+            candidates(
+                &cfg,
+                Model::FluxDepthDev,
+                &params(json!({"prompt": "x"})),
+                &INFO
+            )
+            .unwrap(),
             vec!["segmind"],
             "comfyui writes no jpg"
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_binds_model_params_image_and_webhook() {
+        let p = params(json!({"prompt": "x"}));
+        let base = fingerprint(Model::FluxDepthDev, &p, b"img", None);
+        assert_eq!(base, fingerprint(Model::FluxDepthDev, &p, b"img", None));
+        assert_eq!(base.len(), 64);
+        assert_ne!(base, fingerprint(Model::FluxDepthPro, &p, b"img", None));
+        assert_ne!(
+            base,
+            fingerprint(
+                Model::FluxDepthDev,
+                &params(json!({"prompt": "y"})),
+                b"img",
+                None
+            )
+        );
+        assert_ne!(base, fingerprint(Model::FluxDepthDev, &p, b"img2", None));
+        let hook = crate::webhook::Target {
+            url: "https://example.com/h".into(),
+            secret: "s".into(),
+            origin: "o".into(),
+        };
+        assert_ne!(
+            base,
+            fingerprint(Model::FluxDepthDev, &p, b"img", Some(&hook))
+        );
+        // Fields in another order, or a number sent as text, are the same request.
+        assert_eq!(
+            fingerprint(
+                Model::FluxDepthDev,
+                &params(json!({"num_outputs": 2, "prompt": "x"})),
+                b"img",
+                None
+            ),
+            fingerprint(
+                Model::FluxDepthDev,
+                &params(json!({"prompt": "x", "num_outputs": "2"})),
+                b"img",
+                None
+            )
         );
     }
 
@@ -296,6 +481,7 @@ mod tests {
             &cfg,
             Model::FluxDepthDev,
             &params(json!({"prompt": "x", "output_format": "jpg"})),
+            &INFO,
         )
         .unwrap_err();
         let body = err.body();
@@ -305,6 +491,7 @@ mod tests {
             &config(vec![]),
             Model::FluxDepthDev,
             &params(json!({"prompt": "x"})),
+            &INFO,
         )
         .unwrap_err();
         assert_eq!(none.code(), parallax_api::ErrorCode::UpstreamFailed);

@@ -96,6 +96,19 @@ pub fn inspect(bytes: &[u8]) -> Result<ImageInfo, String> {
             MAX_PIXELS / 1_000_000
         ));
     }
+    // A valid header with cut-off data would be charged and fail later: refuse it
+    // here, from its structure, without decoding it.
+    if !is_complete(bytes, format) {
+        return Err(format!(
+            "is a truncated {} file ({})",
+            format.ext(),
+            match format {
+                ImageFormat::Jpeg => "no end-of-image marker",
+                ImageFormat::Png => "no IEND chunk",
+                ImageFormat::Webp => "its RIFF size does not match its length",
+            }
+        ));
+    }
     Ok(ImageInfo {
         format,
         width: w,
@@ -115,6 +128,56 @@ mod tests {
         b
     }
 
+    /// A structurally whole PNG (header, then the IEND chunk).
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let mut b = png_header(w, h);
+        b.extend_from_slice(b"\x00\x00\x00\x00IEND\xae\x42\x60\x82");
+        b
+    }
+
+    /// A minimal lossy WebP: RIFF size, VP8 chunk with a keyframe header of w×h.
+    fn webp(w: u16, h: u16) -> Vec<u8> {
+        let mut vp8 = vec![0x9d, 0x01, 0x2a];
+        vp8.splice(0..0, [0x10, 0x02, 0x00]);
+        vp8.extend_from_slice(&w.to_le_bytes());
+        vp8.extend_from_slice(&h.to_le_bytes());
+        vp8.extend_from_slice(&[0; 6]);
+        let mut chunk = b"VP8 ".to_vec();
+        chunk.extend_from_slice(&(vp8.len() as u32).to_le_bytes());
+        chunk.extend_from_slice(&vp8);
+        let mut b = b"RIFF".to_vec();
+        b.extend_from_slice(&((chunk.len() + 4) as u32).to_le_bytes());
+        b.extend_from_slice(b"WEBP");
+        b.extend_from_slice(&chunk);
+        b
+    }
+
+    #[test]
+    fn truncated_images_are_refused_without_decoding() {
+        let jpg = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../public/samples/chelsea.jpg"
+        ))
+        .unwrap();
+        let cut = inspect(&jpg[..jpg.len() - 200]).unwrap_err();
+        assert!(cut.contains("truncated jpg"), "{cut}");
+        let mut padded = jpg.clone();
+        padded.extend_from_slice(&[0, 0]);
+        assert!(inspect(&padded).is_ok(), "zero padding after EOI is fine");
+
+        assert_eq!(inspect(&png(64, 64)).map(|i| i.width), Ok(64));
+        let cut = inspect(&png_header(64, 64)).unwrap_err();
+        assert!(cut.contains("no IEND"), "{cut}");
+
+        let whole = webp(64, 48);
+        assert_eq!(
+            inspect(&whole).map(|i| (i.format, i.width, i.height)),
+            Ok((ImageFormat::Webp, 64, 48))
+        );
+        let cut = inspect(&whole[..whole.len() - 2]).unwrap_err();
+        assert!(cut.contains("RIFF size"), "{cut}");
+    }
+
     #[test]
     fn real_samples_are_accepted_with_their_dimensions() {
         let jpg = std::fs::read(concat!(
@@ -131,7 +194,7 @@ mod tests {
             })
         );
         assert_eq!(
-            inspect(&png_header(640, 480)).map(|i| i.format),
+            inspect(&png(640, 480)).map(|i| i.format),
             Ok(ImageFormat::Png)
         );
     }
@@ -158,18 +221,12 @@ mod tests {
     }
 }
 
-/// Whether a downloaded image is whole: a JPEG ends with EOI, a PNG with its IEND
-/// chunk, a WebP's RIFF size matches its length. Catches truncated downloads that a
-/// header-only check would pass.
+/// Whether a downloaded image is whole: a JPEG has an EOI after its first scan, a PNG
+/// ends with its IEND chunk, a WebP's RIFF size matches its length. Catches truncated
+/// downloads that a header-only check would pass.
 pub fn is_complete(bytes: &[u8], format: ImageFormat) -> bool {
     match format {
-        ImageFormat::Jpeg => {
-            let trimmed = bytes
-                .iter()
-                .rposition(|&b| b != 0)
-                .map_or(&bytes[..0], |i| &bytes[..=i]);
-            trimmed.ends_with(&[0xff, 0xd9])
-        }
+        ImageFormat::Jpeg => jpeg_has_end(bytes),
         ImageFormat::Png => {
             bytes.len() >= 12 && bytes[bytes.len() - 8..bytes.len() - 4] == *b"IEND"
         }
@@ -179,6 +236,33 @@ pub fn is_complete(bytes: &[u8], format: ImageFormat) -> bool {
                     == bytes.len()
         }
     }
+}
+
+/// A JPEG's EOI (`FF D9`) after its first start-of-scan. The segments before the scan
+/// are walked by their lengths, so an EXIF thumbnail's own EOI does not count; inside
+/// entropy-coded data a `0xFF` byte is always stuffed (`FF 00`) or a restart marker,
+/// so the first `FF D9` after SOS is the image's end. Data after it is allowed: phones
+/// append trailers (Motion Photo video, vendor data) after EOI.
+fn jpeg_has_end(bytes: &[u8]) -> bool {
+    let mut i = 2; // after SOI
+    while i + 4 <= bytes.len() {
+        if bytes[i] != 0xff {
+            return false;
+        }
+        let marker = bytes[i + 1];
+        if marker == 0xff {
+            // Fill byte before a marker.
+            i += 1;
+            continue;
+        }
+        let len = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
+        if marker == 0xda {
+            let scan = i + 2 + len;
+            return scan <= bytes.len() && bytes[scan..].windows(2).any(|w| w == [0xff, 0xd9]);
+        }
+        i += 2 + len;
+    }
+    false
 }
 
 #[cfg(test)]
@@ -194,6 +278,13 @@ mod completeness_tests {
         .unwrap();
         assert!(is_complete(&jpg, ImageFormat::Jpeg));
         assert!(!is_complete(&jpg[..jpg.len() / 2], ImageFormat::Jpeg));
+        // Cut right before its EOI: still refused.
+        let end = jpg.iter().rposition(|&b| b == 0xd9).unwrap();
+        assert!(!is_complete(&jpg[..end - 1], ImageFormat::Jpeg));
+        // A trailer after EOI (a Motion Photo's video, vendor data) is not a truncation.
+        let mut motion = jpg.clone();
+        motion.extend_from_slice(b"\x00\x00\x00\x18ftypmp42 trailing video");
+        assert!(is_complete(&motion, ImageFormat::Jpeg));
         let mut webp = b"RIFF\x04\x00\x00\x00WEBP".to_vec();
         assert!(is_complete(&webp, ImageFormat::Webp));
         webp.push(0);

@@ -1,8 +1,11 @@
 //! Fetching a control image given as an `https` URL: only public https hosts, a size
-//! cap, a timeout, and every redirect re-checked (a public URL must not bounce the
-//! edge to a private address).
+//! cap counted on the bytes as they stream in (a chunked or compressed body declares
+//! no honest length), a timeout, and every redirect re-checked (a public URL must not
+//! bounce the edge to a private address).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use futures_util::StreamExt;
 
 use worker::url::Host;
 use worker::{Fetch, Method, Request, RequestInit, RequestRedirect, Url};
@@ -132,12 +135,27 @@ pub async fn fetch_image(raw: &str) -> Result<Vec<u8>, String> {
         if declared.is_some_and(|n| n > MAX_IMAGE_BYTES) {
             return Err(format!("is larger than {} MB", MAX_IMAGE_BYTES / 1_048_576));
         }
-        return resp
-            .bytes()
-            .await
-            .map_err(|_| "download was interrupted".to_string());
+        let mut stream = resp
+            .stream()
+            .map_err(|_| "download could not be read".to_string())?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| "download was interrupted".to_string())?;
+            append_capped(&mut bytes, &chunk, MAX_IMAGE_BYTES)?;
+        }
+        return Ok(bytes);
     }
     Err("redirected too many times".into())
+}
+
+/// Appends a downloaded chunk unless that would pass `cap` bytes: the download stops
+/// there, whatever length the server declared.
+pub fn append_capped(bytes: &mut Vec<u8>, chunk: &[u8], cap: usize) -> Result<(), String> {
+    if bytes.len().saturating_add(chunk.len()) > cap {
+        return Err(format!("is larger than {} MB", cap / 1_048_576));
+    }
+    bytes.extend_from_slice(chunk);
+    Ok(())
 }
 
 fn web_sys_timeout(ms: u32) -> worker::web_sys::AbortSignal {
@@ -157,6 +175,23 @@ mod tests {
         ] {
             assert!(check_url(ok).is_ok(), "{ok}");
         }
+    }
+
+    #[test]
+    fn a_download_stops_at_the_cap_whatever_was_declared() {
+        let mut got = Vec::new();
+        let chunk = vec![0u8; 4 * 1024 * 1024];
+        append_capped(&mut got, &chunk, MAX_IMAGE_BYTES).unwrap();
+        append_capped(&mut got, &chunk, MAX_IMAGE_BYTES).unwrap();
+        let err = append_capped(&mut got, &chunk, MAX_IMAGE_BYTES).unwrap_err();
+        assert_eq!(err, "is larger than 10 MB");
+        assert_eq!(
+            got.len(),
+            8 * 1024 * 1024,
+            "the chunk past the cap is not kept"
+        );
+        append_capped(&mut got, &vec![0; 2 * 1024 * 1024], MAX_IMAGE_BYTES)
+            .expect("exactly the cap is allowed");
     }
 
     #[test]

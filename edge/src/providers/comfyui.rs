@@ -1,10 +1,27 @@
 //! ComfyUI (the usual self-hosted GPU server): `POST /upload/image` (multipart
-//! `image`), then `POST /prompt` with the FLUX.1 Depth [dev] workflow
-//! (`comfyui_flux_depth_dev.json`, the parameters filled in), poll
-//! `/history/{prompt_id}` (`{}` until done) and `/queue` (running or pending), and
-//! fetch the outputs from `/view`. The graph needs `flux1-depth-dev.safetensors`,
-//! the FLUX text encoders and VAE, and comfyui_controlnet_aux's
-//! `DepthAnythingV2Preprocessor`.
+//! `image`, into a per-job subfolder), then `POST /prompt` with the FLUX.1 Depth [dev]
+//! workflow (`comfyui_flux_depth_dev.json`, the parameters filled in) under our own
+//! `prompt_id`, poll `/history/{prompt_id}` (`{}` until done) and `/queue` (running or
+//! pending), and fetch the outputs from `/view` with the same auth header as every
+//! other call. Cancel is `POST /queue {"delete": [id]}` while pending, else
+//! `POST /interrupt {"prompt_id": id}` while it is the one running.
+//!
+//! Checked against the real source (line numbers at these commits):
+//!
+//! | what | source |
+//! |---|---|
+//! | `ImageScaleToTotalPixels`: `megapixels` FLOAT 0.01..16 in units of 1024² px; **required** `resolution_steps` INT 1..256 (since ~Dec 2025), size `round(w·s/steps)·steps` | Comfy-Org/ComfyUI `comfy_extras/nodes_post_processing.py` @ffe7a0e4 (older: @a125cd84 l.211-241, no `resolution_steps`, `round(w·s)`) |
+//! | `DepthAnythingV2Preprocessor`: depth map rescaled so its **short side = `resolution`** | Fannovel16/comfyui_controlnet_aux @e8b689a5 `node_wrappers/depth_anything_v2.py`, `src/custom_controlnet_aux/util.py` `resize_image_with_pad` |
+//! | `InstructPixToPixConditioning`: latent size = `pixels` cropped to a multiple of 8 | ComfyUI @a125cd84 `comfy_extras/nodes_ip2p.py:28-34` |
+//! | `SaveAnimatedWEBP` writes a whole batch as ONE animated file; `RebatchImages` (list output) makes the save run once per image | ComfyUI @a125cd84 `comfy_extras/nodes_images.py:98-162`, `comfy_extras/nodes_rebatch.py:110-140` |
+//! | `/prompt` 400 `{"error": {type, message, details, extra_info}, "node_errors": {id: {errors, dependent_outputs, class_type}}}`; our `prompt_id` honoured (canonical UUID); a duplicate id is 409 on the newest server | ComfyUI `server.py` @5e14d797 `post_prompt`, `execution.py` @cb707e9c `validate_prompt` |
+//! | `POST /queue {"delete"}` removes a pending item; `POST /interrupt {"prompt_id"}` interrupts only if that prompt runs (older servers ignore the body and interrupt whatever runs, so we only call it when ours is the one running) | ComfyUI `server.py` @5e14d797 `post_queue`, `post_interrupt` |
+//!
+//! Output size: the depth preprocessor fixes the short side at its `resolution`, so the
+//! requested size is applied by a second `ImageScaleToTotalPixels` (node 15) *after*
+//! the depth map; node 5 only bounds the depth estimator's work. A control image more
+//! elongated than [`MAX_ASPECT`] is refused at submit (the depth model keeps a 518 px
+//! short side, so a 16:4096 strip runs the GPU out of memory after minutes).
 
 use parallax_api::{FieldError, Params};
 use serde_json::{Value, json};
@@ -14,33 +31,71 @@ use super::{
     error_detail,
 };
 use crate::config::Provider;
+use crate::input::image::ImageInfo;
 use crate::job::JobRecord;
 
 const WORKFLOW: &str = include_str!("comfyui_flux_depth_dev.json");
 const SAVE_NODE: &str = "14";
+/// The post-depth resize that sets the output size.
+const SIZE_NODE: &str = "15";
+/// Longest side over shortest side this provider accepts.
+pub const MAX_ASPECT: u32 = 4;
+/// `ImageScaleToTotalPixels.megapixels` range (nodes_post_processing.py).
+const MIN_MEGAPIXELS: f64 = 0.01;
+/// `match_input` is capped at 1440×1440, like Replicate's flux-depth-dev, in ComfyUI's
+/// unit (1 "megapixel" = 1024² px).
+const MAX_MATCH_MEGAPIXELS: f64 = 1440.0 * 1440.0 / (1024.0 * 1024.0);
 
-/// ComfyUI saves PNG (SaveImage) or WebP (SaveAnimatedWEBP); it has no JPEG writer.
-pub fn check(params: &Params) -> Result<(), FieldError> {
+/// What ComfyUI can do for these parameters and this control image: PNG or WebP only
+/// (core has no JPEG writer), and an aspect ratio the depth model can hold in memory.
+pub fn check(params: &Params, input: &ImageInfo) -> Result<(), FieldError> {
     if params.output_format() == "jpg" {
         return Err(FieldError::new(
             "output_format",
             "jpg is not available from the self-hosted ComfyUI server; use png or webp",
         ));
     }
+    let (long, short) = (
+        input.width.max(input.height),
+        input.width.min(input.height).max(1),
+    );
+    if long > short.saturating_mul(MAX_ASPECT) {
+        return Err(FieldError::new(
+            "control_image",
+            format!(
+                "the self-hosted ComfyUI server takes images up to {MAX_ASPECT}:1; this one is {}x{}",
+                input.width, input.height
+            ),
+        ));
+    }
     Ok(())
 }
 
-fn headers(cfg: &Provider) -> Vec<(&'static str, String)> {
-    // ComfyUI has no auth of its own; a key is for a proxy in front of it.
+/// The auth header for a proxy in front of ComfyUI (it has no auth of its own); sent
+/// on every request, `/view` downloads included.
+pub fn headers(cfg: &Provider) -> Vec<(&'static str, String)> {
     cfg.api_key
         .iter()
         .map(|k| ("authorization", format!("Bearer {}", k.expose())))
         .collect()
 }
 
-pub fn build_upload(cfg: &Provider, file: &str, image: &[u8], media_type: &str) -> UpstreamRequest {
+/// Where a job's control image goes under ComfyUI's `input/` (and its outputs under
+/// `output/`): one folder per job, so `LoadImage`'s listing of `input/` stays small and
+/// an operator can prune old jobs by folder.
+pub fn job_folder(job: &JobRecord) -> String {
+    format!("parallax/{}", job.id)
+}
+
+pub fn build_upload(
+    cfg: &Provider,
+    subfolder: &str,
+    file: &str,
+    image: &[u8],
+    media_type: &str,
+) -> UpstreamRequest {
     let boundary = "parallax-form-boundary-6f1c2e";
-    let mut body = Vec::with_capacity(image.len() + 512);
+    let mut body = Vec::with_capacity(image.len() + 640);
     body.extend_from_slice(
         format!(
             "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{file}\"\r\nContent-Type: {media_type}\r\n\r\n"
@@ -48,10 +103,15 @@ pub fn build_upload(cfg: &Provider, file: &str, image: &[u8], media_type: &str) 
         .as_bytes(),
     );
     body.extend_from_slice(image);
-    body.extend_from_slice(
-        format!("\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"overwrite\"\r\n\r\ntrue\r\n--{boundary}--\r\n")
+    for (name, value) in [("overwrite", "true"), ("subfolder", subfolder)] {
+        body.extend_from_slice(
+            format!(
+                "\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}"
+            )
             .as_bytes(),
-    );
+        );
+    }
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     let mut h = headers(cfg);
     h.push((
         "content-type",
@@ -65,12 +125,52 @@ pub fn build_upload(cfg: &Provider, file: &str, image: &[u8], media_type: &str) 
     }
 }
 
+/// The useful part of a `/prompt` refusal: the error type, its details, and each
+/// failing node's class and errors (execution.py `validate_prompt`). The generic
+/// message alone ("Prompt outputs failed validation") says nothing.
+pub fn refusal_detail(v: &Value) -> String {
+    let error = &v["error"];
+    let Some(kind) = error["type"].as_str() else {
+        return error
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| error_detail(v.to_string().as_bytes()));
+    };
+    let mut parts = vec![format!(
+        "{kind}: {}",
+        error["message"].as_str().unwrap_or_default()
+    )];
+    if let Some(d) = error["details"].as_str().filter(|d| !d.is_empty()) {
+        parts.push(d.replace('\n', "; "));
+    }
+    for (id, node) in v["node_errors"].as_object().into_iter().flatten() {
+        let errors: Vec<String> = node["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                format!(
+                    "{} ({}: {})",
+                    e["message"].as_str().unwrap_or_default(),
+                    e["type"].as_str().unwrap_or_default(),
+                    e["details"].as_str().unwrap_or_default()
+                )
+            })
+            .collect();
+        parts.push(format!(
+            "node {id} {}: {}",
+            node["class_type"].as_str().unwrap_or("?"),
+            errors.join(", ")
+        ));
+    }
+    parts.join(" | ").chars().take(600).collect()
+}
+
 fn checked(resp: &UpstreamResponse) -> Result<Value, UpstreamError> {
     if !(200..300).contains(&resp.status) {
         let detail = serde_json::from_slice::<Value>(&resp.body)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| error_detail(&resp.body));
+            .map(|v| refusal_detail(&v))
+            .unwrap_or_else(|_| error_detail(&resp.body));
         return Err(UpstreamError::from_status(
             "comfyui",
             resp.status,
@@ -96,6 +196,19 @@ pub fn parse_upload(resp: &UpstreamResponse) -> Result<String, UpstreamError> {
     })
 }
 
+/// The output size asked for, in ComfyUI's unit (1 megapixel = 1024² px), within
+/// `ImageScaleToTotalPixels`' range.
+pub fn megapixels(params: &Params, input: &ImageInfo) -> f64 {
+    match params.str("megapixels") {
+        Some("0.25") => 0.25,
+        Some("match_input") => {
+            let px = f64::from(input.width) * f64::from(input.height);
+            (px / (1024.0 * 1024.0)).clamp(MIN_MEGAPIXELS, MAX_MATCH_MEGAPIXELS)
+        }
+        _ => 1.0,
+    }
+}
+
 /// The workflow graph with the job's parameters filled in.
 pub fn workflow(job: &JobRecord, image_name: &str) -> Value {
     let mut g: Value = serde_json::from_str(WORKFLOW).unwrap_or_default();
@@ -106,19 +219,15 @@ pub fn workflow(job: &JobRecord, image_name: &str) -> Value {
     g["11"]["inputs"]["amount"] = json!(p.num_outputs());
     g["12"]["inputs"]["seed"] = json!(p.seed().unwrap_or(0));
     g["12"]["inputs"]["steps"] = p.get("num_inference_steps").cloned().unwrap_or(json!(28));
-    let megapixels = match p.str("megapixels") {
-        Some("0.25") => 0.25,
-        // match_input: the control image's own size, capped at 1440×1440.
-        Some("match_input") => {
-            let input = f64::from(job.input.width) * f64::from(job.input.height) / 1e6;
-            input.min(1440.0 * 1440.0 / 1e6)
-        }
-        _ => 1.0,
-    };
-    g["5"]["inputs"]["megapixels"] = json!(megapixels);
+    g[SIZE_NODE]["inputs"]["megapixels"] = json!(megapixels(p, &job.input));
+    let prefix = format!("{}/img", job_folder(job));
+    g[SAVE_NODE]["inputs"]["filename_prefix"] = json!(prefix);
     if p.output_format() == "webp" {
+        // SaveAnimatedWEBP writes its whole batch as one animated file; fed a list of
+        // one-image batches it runs once per image: N stills for N outputs.
+        g["16"] = json!({"class_type": "RebatchImages", "inputs": {"images": ["13", 0], "batch_size": 1}});
         g[SAVE_NODE] = json!({"class_type": "SaveAnimatedWEBP", "inputs": {
-            "images": ["13", 0], "filename_prefix": "parallax", "fps": 6.0, "lossless": false,
+            "images": ["16", 0], "filename_prefix": prefix, "fps": 6.0, "lossless": false,
             "quality": p.int("output_quality").unwrap_or(80), "method": "default"}});
     }
     g
@@ -132,21 +241,67 @@ pub fn build_prompt(cfg: &Provider, job: &JobRecord, image_name: &str) -> Upstre
     )
 }
 
-pub fn parse_prompt(cfg: &Provider, resp: &UpstreamResponse) -> Result<Submitted, UpstreamError> {
-    let v = checked(resp)?;
-    let id = v["prompt_id"]
-        .as_str()
-        .ok_or_else(|| UpstreamError::Permanent("comfyui answered without a prompt_id".into()))?;
-    Ok(Submitted {
+/// The handle on prompt `id` at this server.
+pub fn submitted(cfg: &Provider, id: &str) -> Submitted {
+    Submitted {
         upstream_id: id.to_owned(),
         status_url: format!("{}/history/{id}", cfg.base_url),
         result_url: format!("{}/queue", cfg.base_url),
         cancel_url: None,
-    })
+    }
+}
+
+/// The queued prompt; `ours` is the id we sent. The newest server answers 409 "prompt_id
+/// already exists" to a repeat, which means ours is there already. Older servers ignore
+/// our id and mint their own, which is then the one to follow.
+pub fn parse_prompt(
+    cfg: &Provider,
+    ours: &str,
+    resp: &UpstreamResponse,
+) -> Result<Submitted, UpstreamError> {
+    if resp.status == 409 {
+        return Ok(submitted(cfg, ours));
+    }
+    let v = checked(resp)?;
+    let id = v["prompt_id"]
+        .as_str()
+        .ok_or_else(|| UpstreamError::Permanent("comfyui answered without a prompt_id".into()))?;
+    Ok(submitted(cfg, id))
 }
 
 pub fn build_get(cfg: &Provider, url: &str) -> UpstreamRequest {
     UpstreamRequest::get(url, headers(cfg))
+}
+
+/// `POST /queue {"delete": [id]}`: takes a pending prompt off the queue (a no-op for a
+/// running or finished one).
+pub fn build_queue_delete(cfg: &Provider, id: &str) -> UpstreamRequest {
+    UpstreamRequest::post_json(
+        format!("{}/queue", cfg.base_url),
+        headers(cfg),
+        &json!({"delete": [id]}),
+    )
+}
+
+/// `POST /interrupt {"prompt_id": id}`.
+pub fn build_interrupt(cfg: &Provider, id: &str) -> UpstreamRequest {
+    UpstreamRequest::post_json(
+        format!("{}/interrupt", cfg.base_url),
+        headers(cfg),
+        &json!({"prompt_id": id}),
+    )
+}
+
+/// Where a prompt is at a ComfyUI server, from `/history/{id}` then `/queue`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    /// Neither in its history nor in its queue: never queued, taken off the queue,
+    /// or lost with a restart (history is in memory).
+    Unknown,
+    Queued,
+    Running,
+    /// Finished: completed (output URLs) or failed.
+    Done(UpstreamState),
 }
 
 /// `Some(state)` once the history has the prompt; `None` while it is not there yet.
@@ -161,13 +316,23 @@ pub fn parse_history(
     };
     let status = entry["status"]["status_str"].as_str().unwrap_or_default();
     if status == "error" {
-        let message = entry["status"]["messages"]
+        let messages: Vec<&Value> = entry["status"]["messages"]
             .as_array()
             .into_iter()
             .flatten()
-            .find(|m| m[0] == "execution_error")
-            .and_then(|m| m[1]["exception_message"].as_str())
-            .unwrap_or("the workflow failed");
+            .collect();
+        let message = if let Some(m) = messages.iter().find(|m| m[0] == "execution_error") {
+            let node = m[1]["node_type"].as_str().unwrap_or("a node");
+            let text = m[1]["exception_message"]
+                .as_str()
+                .unwrap_or_default()
+                .trim();
+            format!("the workflow failed in {node}: {text}")
+        } else if messages.iter().any(|m| m[0] == "execution_interrupted") {
+            "the workflow was interrupted".to_owned()
+        } else {
+            "the workflow failed".to_owned()
+        };
         return Ok(Some(UpstreamState::Failed(
             message.chars().take(500).collect(),
         )));
@@ -197,11 +362,8 @@ pub fn parse_history(
     Ok(Some(UpstreamState::Completed(urls)))
 }
 
-/// Queued or running, from `/queue`; absent from both (and from history) means lost.
-pub fn parse_queue(
-    prompt_id: &str,
-    resp: &UpstreamResponse,
-) -> Result<UpstreamState, UpstreamError> {
+/// Running, pending or absent, from `/queue` (items are `[number, prompt_id, …]`).
+pub fn parse_queue(prompt_id: &str, resp: &UpstreamResponse) -> Result<Lookup, UpstreamError> {
     let v = checked(resp)?;
     let has = |key: &str| {
         v[key]
@@ -210,18 +372,13 @@ pub fn parse_queue(
             .flatten()
             .any(|item| item[1] == prompt_id)
     };
-    if has("queue_running") {
-        Ok(UpstreamState::Processing)
+    Ok(if has("queue_running") {
+        Lookup::Running
     } else if has("queue_pending") {
-        Ok(UpstreamState::Queued)
+        Lookup::Queued
     } else {
-        // It may have finished between the two calls: look again next time, but
-        // never forever (the job's deadline ends it).
-        Err(UpstreamError::Transient {
-            reason: "comfyui has the prompt neither queued nor in its history".into(),
-            retry_after: None,
-        })
-    }
+        Lookup::Unknown
+    })
 }
 
 fn encode(s: &str) -> String {
@@ -238,11 +395,11 @@ fn encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::image::{ImageFormat, ImageInfo};
+    use crate::input::image::ImageFormat;
     use crate::job::Ownership;
     use parallax_api::{Model, RequestId};
 
-    fn job(fields: Value) -> JobRecord {
+    fn job_sized(fields: Value, width: u32, height: u32) -> JobRecord {
         let v =
             parallax_api::validate(Model::FluxDepthDev, fields.as_object().unwrap(), true).unwrap();
         let mut params = v.params;
@@ -253,8 +410,8 @@ mod tests {
             params,
             ImageInfo {
                 format: ImageFormat::Png,
-                width: 800,
-                height: 600,
+                width,
+                height,
             },
             Ownership {
                 owner: "anon:x".into(),
@@ -267,11 +424,23 @@ mod tests {
         )
     }
 
+    fn job(fields: Value) -> JobRecord {
+        job_sized(fields, 800, 600)
+    }
+
     fn cfg() -> Provider {
         Provider {
             kind: crate::providers::Kind::ComfyUi,
             base_url: "http://gpu:8188".into(),
             api_key: None,
+        }
+    }
+
+    fn r(status: u16, v: Value) -> UpstreamResponse {
+        UpstreamResponse {
+            status,
+            retry_after: None,
+            body: v.to_string().into_bytes(),
         }
     }
 
@@ -281,60 +450,207 @@ mod tests {
             json!({"prompt": "a red barn", "num_outputs": 3, "guidance": 12.5, "num_inference_steps": 30,
                            "megapixels": "0.25", "output_format": "webp", "output_quality": 70}),
         );
-        let g = workflow(&j, "parallax-x.png");
-        assert_eq!(g["4"]["inputs"]["image"], "parallax-x.png");
+        let g = workflow(&j, "parallax/x/parallax-x.png");
+        assert_eq!(g["4"]["inputs"]["image"], "parallax/x/parallax-x.png");
         assert_eq!(g["7"]["inputs"]["text"], "a red barn");
         assert_eq!(g["8"]["inputs"]["guidance"], 12.5);
         assert_eq!(g["11"]["inputs"]["amount"], 3);
         assert_eq!(g["12"]["inputs"]["seed"], 1234);
         assert_eq!(g["12"]["inputs"]["steps"], 30);
-        assert_eq!(g["5"]["inputs"]["megapixels"], 0.25);
+        // The size is set after the depth map; the pre-scale stays fixed.
+        assert_eq!(g["15"]["inputs"]["megapixels"], 0.25);
+        assert_eq!(g["15"]["inputs"]["image"], json!(["6", 0]));
+        assert_eq!(g["10"]["inputs"]["pixels"], json!(["15", 0]));
+        assert_eq!(g["5"]["inputs"]["megapixels"], 1.0);
+        // Required by ComfyUI since ~Dec 2025, ignored by older servers.
+        assert_eq!(g["5"]["inputs"]["resolution_steps"], 16);
+        assert_eq!(g["15"]["inputs"]["resolution_steps"], 16);
+        // WebP: one still per image, not one animated file.
         assert_eq!(g["14"]["class_type"], "SaveAnimatedWEBP");
+        assert_eq!(g["14"]["inputs"]["images"], json!(["16", 0]));
+        assert_eq!(g["16"]["class_type"], "RebatchImages");
+        assert_eq!(g["16"]["inputs"]["batch_size"], 1);
         assert_eq!(g["14"]["inputs"]["quality"], 70);
+        assert_eq!(
+            g["14"]["inputs"]["filename_prefix"],
+            "parallax/2c7f59ea-13f1-402c-9353-915a2b5a2124/img"
+        );
         let png = workflow(
             &job(json!({"prompt": "x", "output_format": "png", "megapixels": "match_input"})),
             "a.png",
         );
         assert_eq!(png["14"]["class_type"], "SaveImage");
-        assert_eq!(png["5"]["inputs"]["megapixels"], 0.48);
+        assert!(png.get("16").is_none());
+        // 800×600 in ComfyUI's unit (1024² px), not 10^6.
+        assert_eq!(png["15"]["inputs"]["megapixels"], 0.457763671875);
     }
 
     #[test]
-    fn history_and_queue_from_the_docs_map_to_ours() {
-        let r = |v: Value| UpstreamResponse {
-            status: 200,
-            retry_after: None,
-            body: v.to_string().into_bytes(),
+    fn match_input_stays_inside_the_node_range() {
+        let p = |w, h| {
+            let j = job_sized(
+                json!({"prompt": "x", "output_format": "png", "megapixels": "match_input"}),
+                w,
+                h,
+            );
+            megapixels(&j.params, &j.input)
         };
-        assert_eq!(parse_history(&cfg(), "p1", &r(json!({}))), Ok(None));
-        let done = json!({"p1": {"outputs": {"14": {"images": [{"filename": "ComfyUI_00001_.png", "subfolder": "", "type": "output"}]}},
-                                 "status": {"status_str": "success", "completed": true, "messages": []}}});
         assert_eq!(
-            parse_history(&cfg(), "p1", &r(done)),
-            Ok(Some(UpstreamState::Completed(vec![
-                "http://gpu:8188/view?filename=ComfyUI_00001_.png&subfolder=&type=output".into()
-            ])))
+            p(64, 64),
+            MIN_MEGAPIXELS,
+            "4096 px is below the node's 0.01 minimum"
         );
-        let failed = json!({"p1": {"outputs": {}, "status": {"status_str": "error", "messages": [["execution_error", {"exception_message": "CUDA out of memory"}]]}}});
-        assert_eq!(
-            parse_history(&cfg(), "p1", &r(failed)),
-            Ok(Some(UpstreamState::Failed("CUDA out of memory".into())))
-        );
-        let queue = json!({"queue_running": [[1, "p1", {}, {}, []]], "queue_pending": [[2, "p2", {}, {}, []]]});
-        assert_eq!(
-            parse_queue("p1", &r(queue.clone())),
-            Ok(UpstreamState::Processing)
-        );
-        assert_eq!(parse_queue("p2", &r(queue)), Ok(UpstreamState::Queued));
+        assert_eq!(p(4000, 3000), MAX_MATCH_MEGAPIXELS);
+        assert!((MAX_MATCH_MEGAPIXELS - 1.977_539_062_5).abs() < 1e-12);
     }
 
     #[test]
-    fn jpeg_is_refused_up_front() {
+    fn jpeg_and_extreme_aspect_ratios_are_refused_up_front() {
+        let png = json!({"prompt": "x", "output_format": "png"});
+        let info = |width, height| ImageInfo {
+            format: ImageFormat::Png,
+            width,
+            height,
+        };
         assert_eq!(
-            check(&job(json!({"prompt": "x"})).params)
+            check(&job(json!({"prompt": "x"})).params, &info(800, 600))
                 .unwrap_err()
                 .field,
             "output_format"
         );
+        let params = job(png).params;
+        assert!(check(&params, &info(4000, 1000)).is_ok());
+        assert!(check(&params, &info(1000, 4000)).is_ok());
+        let err = check(&params, &info(4001, 1000)).unwrap_err();
+        assert_eq!(err.field, "control_image");
+        assert!(err.message.contains("4:1"), "{}", err.message);
+        assert_eq!(
+            check(&params, &info(8192, 16)).unwrap_err().field,
+            "control_image"
+        );
+    }
+
+    #[test]
+    fn uploads_go_to_the_job_folder_with_auth() {
+        let mut c = cfg();
+        c.api_key = Some(crate::config::Secret::new("proxy-key"));
+        let j = job(json!({"prompt": "x", "output_format": "png"}));
+        let req = build_upload(&c, &job_folder(&j), "in.png", b"PNGDATA", "image/png");
+        let body = String::from_utf8_lossy(req.body.as_deref().unwrap()).into_owned();
+        assert!(body.contains(
+            "name=\"subfolder\"\r\n\r\nparallax/2c7f59ea-13f1-402c-9353-915a2b5a2124\r\n"
+        ));
+        assert!(body.contains("name=\"overwrite\"\r\n\r\ntrue\r\n"));
+        assert!(body.ends_with("--\r\n"));
+        assert!(
+            req.headers
+                .iter()
+                .any(|(k, v)| *k == "authorization" && v == "Bearer proxy-key")
+        );
+        for req in [build_queue_delete(&c, "p1"), build_interrupt(&c, "p1")] {
+            assert!(req.headers.iter().any(|(k, _)| *k == "authorization"));
+        }
+        assert_eq!(
+            parse_upload(&r(
+                200,
+                json!({"name": "in.png", "subfolder": "parallax/abc", "type": "input"})
+            )),
+            Ok("parallax/abc/in.png".into())
+        );
+    }
+
+    #[test]
+    fn a_refusal_names_the_failing_node_and_input() {
+        // The body ComfyUI (execution.py validate_prompt) sends when a required input
+        // is missing deep in the graph: the output node carries no reason of its own.
+        let body = json!({
+            "error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation",
+                      "details": "", "extra_info": {}},
+            "node_errors": {"5": {"errors": [{"type": "required_input_missing", "message": "Required input is missing",
+                                               "details": "resolution_steps", "extra_info": {"input_name": "resolution_steps"}}],
+                                  "dependent_outputs": ["14"], "class_type": "ImageScaleToTotalPixels"}}
+        });
+        let err = parse_prompt(&cfg(), "p1", &r(400, body)).unwrap_err();
+        let UpstreamError::Permanent(reason) = err else {
+            panic!("a refusal is permanent: {err:?}")
+        };
+        assert!(
+            reason.contains("prompt_outputs_failed_validation"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("node 5 ImageScaleToTotalPixels: Required input is missing (required_input_missing: resolution_steps)"),
+            "{reason}"
+        );
+        let missing = json!({"error": {"type": "missing_node_type", "message": "Node 'DepthAnythingV2Preprocessor' not found. The custom node may not be installed.",
+                                       "details": "Node ID '#6'", "extra_info": {}}, "node_errors": {}});
+        let UpstreamError::Permanent(reason) =
+            parse_prompt(&cfg(), "p1", &r(400, missing)).unwrap_err()
+        else {
+            panic!()
+        };
+        assert!(reason.contains("DepthAnythingV2Preprocessor"), "{reason}");
+        assert!(reason.contains("#6"), "{reason}");
+    }
+
+    #[test]
+    fn a_repeated_prompt_id_is_the_job_already_queued() {
+        let sub = parse_prompt(
+            &cfg(),
+            "p1",
+            &r(409, json!({"error": "prompt_id already exists"})),
+        )
+        .unwrap();
+        assert_eq!(sub.upstream_id, "p1");
+        assert_eq!(sub.status_url, "http://gpu:8188/history/p1");
+        // An older server mints its own id: that one is followed.
+        let sub = parse_prompt(
+            &cfg(),
+            "p1",
+            &r(
+                200,
+                json!({"prompt_id": "minted", "number": 3, "node_errors": {}}),
+            ),
+        )
+        .unwrap();
+        assert_eq!(sub.upstream_id, "minted");
+    }
+
+    #[test]
+    fn history_and_queue_from_the_docs_map_to_ours() {
+        let ok = |v| r(200, v);
+        assert_eq!(parse_history(&cfg(), "p1", &ok(json!({}))), Ok(None));
+        let done = json!({"p1": {"outputs": {"14": {"images": [
+                                    {"filename": "img_00001_.webp", "subfolder": "parallax/p1", "type": "output"}]},
+                                             "9": {"images": [{"filename": "x.png", "subfolder": "", "type": "temp"}]}},
+                                 "status": {"status_str": "success", "completed": true, "messages": []}}});
+        assert_eq!(
+            parse_history(&cfg(), "p1", &ok(done)),
+            Ok(Some(UpstreamState::Completed(vec![
+                "http://gpu:8188/view?filename=img_00001_.webp&subfolder=parallax%2Fp1&type=output"
+                    .into()
+            ])))
+        );
+        let failed = json!({"p1": {"outputs": {}, "status": {"status_str": "error", "messages": [
+            ["execution_start", {"prompt_id": "p1"}],
+            ["execution_error", {"node_type": "KSampler", "exception_message": "CUDA out of memory\n"}]]}}});
+        assert_eq!(
+            parse_history(&cfg(), "p1", &ok(failed)),
+            Ok(Some(UpstreamState::Failed(
+                "the workflow failed in KSampler: CUDA out of memory".into()
+            )))
+        );
+        let interrupted = json!({"p1": {"outputs": {}, "status": {"status_str": "error", "messages": [
+            ["execution_interrupted", {"prompt_id": "p1", "node_id": "12"}]]}}});
+        assert_eq!(
+            parse_history(&cfg(), "p1", &ok(interrupted)),
+            Ok(Some(UpstreamState::Failed(
+                "the workflow was interrupted".into()
+            )))
+        );
+        let queue = json!({"queue_running": [[1, "p1", {}, {}, []]], "queue_pending": [[2, "p2", {}, {}, []]]});
+        assert_eq!(parse_queue("p1", &ok(queue.clone())), Ok(Lookup::Running));
+        assert_eq!(parse_queue("p2", &ok(queue.clone())), Ok(Lookup::Queued));
+        assert_eq!(parse_queue("p3", &ok(queue)), Ok(Lookup::Unknown));
     }
 }

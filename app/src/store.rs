@@ -1,0 +1,353 @@
+//! The job store at run time: the single source of truth for the studio and History.
+//!
+//! - Persisted in localStorage (`logic::store::Stored`, versioned), read-merge-written
+//!   on every change, so a write never drops what another tab stored meanwhile.
+//! - Shared across tabs: the `storage` event brings another tab's writes, merged by
+//!   job id, newest state winning.
+//! - Restored on load, every running job resumed by the one polling scheduler, which
+//!   reads due jobs on the policy in `logic::poll` (shared backoff, `Retry-After`),
+//!   sleeps while the tab is hidden, and wakes on `online`, `visibilitychange` and
+//!   `pageshow`.
+
+use std::collections::HashMap;
+
+use leptos::ev;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use parallax_api::{ErrorCode, JobStatus, Model};
+
+use crate::client::{self, ClientError};
+use crate::logic::poll::{self, Backoff, Read};
+use crate::logic::store::{Job, LEGACY_KEY, STORAGE_KEY, Stored};
+use crate::session;
+
+/// A submit still waiting for the server's answer (only in this tab's memory: until
+/// the server answers there is no job to poll).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    pub key: u64,
+    pub model: Model,
+    pub prompt: String,
+    pub started_ms: f64,
+    pub error: Option<String>,
+}
+
+/// What a click on Cancel came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Canceled {
+    /// Canceled; this many credits came back.
+    Refunded(u64),
+    /// It had already finished: the result is kept and now shown.
+    AlreadyFinished,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct JobStore {
+    pub state: RwSignal<Stored>,
+    /// Reads are failing (offline, 5xx, 429): cards say "Connection lost — retrying".
+    pub lost: RwSignal<bool>,
+    pub pending: RwSignal<Vec<Pending>>,
+    backoff: StoredValue<Backoff>,
+    /// When each job was last read (browser clock, ms).
+    last_read: StoredValue<HashMap<String, f64>>,
+    /// Until when the server's `Retry-After` holds, even across wake-ups.
+    retry_until: StoredValue<f64>,
+}
+
+pub fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+fn storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok().flatten()
+}
+
+/// What storage holds now (this version, or version 1 migrated).
+fn load() -> Stored {
+    let Some(s) = storage() else {
+        return Stored::new();
+    };
+    match s.get_item(STORAGE_KEY).ok().flatten() {
+        Some(text) => Stored::decode(&text),
+        None => s
+            .get_item(LEGACY_KEY)
+            .ok()
+            .flatten()
+            .map(|t| Stored::from_legacy(&t))
+            .unwrap_or_default(),
+    }
+}
+
+fn hidden() -> bool {
+    document().hidden()
+}
+
+pub fn use_store() -> JobStore {
+    expect_context::<JobStore>()
+}
+
+/// Creates the store from storage, starts the scheduler and the listeners.
+pub fn provide() -> JobStore {
+    let mut stored = load();
+    if stored.version == 0 {
+        stored = Stored::new();
+    }
+    let store = JobStore {
+        state: RwSignal::new(stored),
+        lost: RwSignal::new(false),
+        pending: RwSignal::new(Vec::new()),
+        backoff: StoredValue::new(Backoff::default()),
+        last_read: StoredValue::new(HashMap::new()),
+        retry_until: StoredValue::new(0.0),
+    };
+    store.persist();
+    // Another tab wrote: merge its copy (never overwrite ours).
+    let on_storage = window_event_listener(ev::storage, move |e: web_sys::StorageEvent| {
+        if e.key().as_deref() == Some(STORAGE_KEY) {
+            let other = Stored::decode(&e.new_value().unwrap_or_default());
+            store.state.maybe_update(|s| s.merge(&other));
+            client::wake_all();
+        }
+    });
+    let wake = move || store.wake();
+    let on_online = window_event_listener(ev::online, move |_| wake());
+    let on_visible = window_event_listener(ev::visibilitychange, move |_| wake());
+    let on_show = window_event_listener(ev::pageshow, move |_| wake());
+    on_cleanup(move || {
+        on_storage.remove();
+        on_online.remove();
+        on_visible.remove();
+        on_show.remove();
+    });
+    provide_context(store);
+    spawn_local(scheduler(store));
+    store
+}
+
+impl JobStore {
+    /// Adds or updates a job, here and in storage (so in every tab).
+    pub fn put(&self, job: Job) {
+        let mut changed = false;
+        self.state.maybe_update(|s| {
+            changed = s.put(job);
+            changed
+        });
+        if changed {
+            self.persist();
+        }
+    }
+
+    /// Forgets a job here and in every tab.
+    pub fn remove(&self, id: &str) {
+        self.state.update(|s| {
+            s.remove(id);
+        });
+        self.persist();
+    }
+
+    pub fn get(&self, id: &str) -> Option<Job> {
+        self.state.with_untracked(|s| s.get(id).cloned())
+    }
+
+    /// Read storage, merge ours in, write it back, and take in what other tabs added.
+    fn persist(&self) {
+        let mut on_disk = load();
+        self.state.with_untracked(|s| on_disk.merge(s));
+        if let Some(st) = storage() {
+            let _ = st.set_item(STORAGE_KEY, &on_disk.encode());
+        }
+        self.state.maybe_update(|s| s.merge(&on_disk));
+    }
+
+    /// A just-submitted job: stored, read first after the normal interval.
+    pub fn submitted(&self, job: Job) {
+        self.last_read.update_value(|m| {
+            m.insert(job.id.clone(), now_ms());
+        });
+        self.put(job);
+        client::wake_all();
+    }
+
+    /// The network or the tab is back: read at once.
+    pub fn wake(&self) {
+        let until = self.retry_until.get_value();
+        self.backoff.update_value(|b| b.wake(now_ms(), until));
+        client::wake_all();
+    }
+
+    fn next_read(&self, job: &Job, backoff: &Backoff) -> f64 {
+        match self.last_read.with_value(|m| m.get(&job.id).copied()) {
+            None => backoff.not_before_ms,
+            Some(last) => poll::next_read_ms(last, now_ms() - job.created_ms, backoff),
+        }
+    }
+
+    /// Reads one job once: its status, and its result when it has ended.
+    async fn read(&self, job: Job) {
+        let started = now_ms();
+        self.last_read.update_value(|m| {
+            m.insert(job.id.clone(), started);
+        });
+        let outcome = if job.status.is_terminal() {
+            self.fetch_result(&job).await
+        } else {
+            match client::status(&job.status_url()).await {
+                Ok(s) => {
+                    let next = job.with_status(&s, now_ms());
+                    let ended = s.status.is_terminal() && next.needs_poll();
+                    self.put(next.clone());
+                    if ended {
+                        self.fetch_result(&next).await
+                    } else {
+                        Ok(())
+                    }
+                }
+                Err(e) => Err(e),
+            }
+        };
+        self.settle(&job, outcome);
+    }
+
+    /// Applies a read's outcome to the shared backoff (and a 404 to the job).
+    fn settle(&self, job: &Job, outcome: Result<(), ClientError>) {
+        let now = now_ms();
+        match outcome.map_err(|e| (e.read(), e)) {
+            Ok(()) => self.answered(),
+            Err((Read::Gone, _)) => {
+                if let Some(current) = self.get(&job.id) {
+                    self.put(current.gone(now));
+                }
+                self.answered();
+            }
+            Err((Read::Transient { retry_after_ms }, _)) => {
+                if let Some(ra) = retry_after_ms {
+                    self.retry_until.update_value(|u| *u = u.max(now + ra));
+                }
+                self.backoff.update_value(|b| b.failed(now, retry_after_ms));
+                self.lost.set(self.backoff.get_value().lost());
+            }
+            // A 2xx we could not read: keep trying, slowly.
+            Err((Read::Answer, _)) => {
+                self.backoff.update_value(|b| b.failed(now, None));
+                self.lost.set(true);
+            }
+        }
+    }
+
+    fn answered(&self) {
+        self.backoff.update_value(Backoff::succeeded);
+        if self.lost.get_untracked() {
+            self.lost.set(false);
+        }
+    }
+
+    async fn fetch_result(&self, job: &Job) -> Result<(), ClientError> {
+        let r = client::result(&job.response_url).await?;
+        let now = now_ms();
+        let mut next = Job::from_result(&r, &job.response_url, now);
+        next.expected_secs = job.expected_secs;
+        if let Some(current) = self.get(&job.id) {
+            next.finished_ms = current.finished_ms.or(next.finished_ms);
+        }
+        // A job submitted here teaches this device's ETA.
+        if r.status == JobStatus::Completed && job.expected_secs.is_some() && !job.has_result {
+            session::record_duration(r.model, (now - job.created_ms) / 1000.0);
+        }
+        self.put(next);
+        Ok(())
+    }
+
+    /// Re-reads a job now (Cancel does this first; a 409 does it after).
+    pub async fn refresh(&self, id: &str) {
+        if let Some(job) = self.get(id)
+            && job.needs_poll()
+        {
+            self.read(job).await;
+        }
+    }
+
+    /// Cancels a running job: refreshes it first (it may have finished meanwhile, and
+    /// then nothing is sent), then `POST …/cancel`. A 409 means it finished first: the
+    /// result is kept and read.
+    pub async fn cancel(&self, id: &str) -> Result<Canceled, String> {
+        self.refresh(id).await;
+        let Some(job) = self.get(id) else {
+            return Err("This job is no longer in this browser.".into());
+        };
+        if job.status.is_terminal() {
+            return Ok(Canceled::AlreadyFinished);
+        }
+        match client::cancel(&job.cancel_url()).await {
+            Ok(s) => {
+                let next = job.with_status(&s, now_ms());
+                let refunded = next.metrics.credits.map_or(0, |c| c.refunded);
+                let ended = next.status.is_terminal();
+                self.put(next);
+                if ended {
+                    // The outputs/error as the result has them.
+                    self.refresh(id).await;
+                    Ok(Canceled::Refunded(refunded))
+                } else {
+                    Err("The server did not cancel this job.".into())
+                }
+            }
+            Err(e) if e.status() == 409 || e.code() == Some(ErrorCode::Conflict) => {
+                self.refresh(id).await;
+                Ok(Canceled::AlreadyFinished)
+            }
+            Err(e) => {
+                self.refresh(id).await;
+                match e.status() {
+                    404 | 405 if self.get(id).is_some_and(|j| !j.status.is_terminal()) => {
+                        Err("This server cannot cancel jobs.".into())
+                    }
+                    _ => Err(format!("Could not cancel: {}", e.message())),
+                }
+            }
+        }
+    }
+}
+
+/// The one polling loop for every job in the store.
+async fn scheduler(store: JobStore) {
+    loop {
+        if hidden() {
+            // Woken by `visibilitychange`.
+            client::sleep(60_000).await;
+            continue;
+        }
+        let now = now_ms();
+        let backoff = store.backoff.get_value();
+        if !backoff.ready(now) {
+            client::sleep(((backoff.not_before_ms - now) as i32).max(50)).await;
+            continue;
+        }
+        let Some(running) = store.state.try_with_untracked(|s| {
+            s.jobs
+                .iter()
+                .filter(|j| j.needs_poll())
+                .cloned()
+                .collect::<Vec<_>>()
+        }) else {
+            return;
+        };
+        for job in running {
+            if store.next_read(&job, &backoff) <= now {
+                store.read(job).await;
+                if !store.backoff.get_value().ready(now_ms()) {
+                    break;
+                }
+            }
+        }
+        let backoff = store.backoff.get_value();
+        let next_due = store.state.with_untracked(|s| {
+            s.jobs
+                .iter()
+                .filter(|j| j.needs_poll())
+                .map(|j| store.next_read(j, &backoff))
+                .fold(now_ms() + 60_000.0, f64::min)
+        });
+        let wait = (next_due - now_ms()).clamp(50.0, 60_000.0);
+        client::sleep(wait as i32).await;
+    }
+}

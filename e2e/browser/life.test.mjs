@@ -1,0 +1,238 @@
+// The studio in real life (issue 16): coming back to every page in the same profile,
+// moving between pages, reloading mid-job, status reads failing (503, offline) for
+// seconds, a second tab, a cancel racing the end of the job, typing decimals, Enter in
+// the URL field, one job per key press, and axe-core on every page, light and dark.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { launch, base, shots, sample, waitForEnd, noHorizontalScroll, assertAccessible, apiJob, serverEnds, DESKTOP, PHONE } from './helpers.mjs';
+
+let browser;
+before(async () => { browser = await launch(); });
+after(async () => { await browser?.close(); });
+
+/// A page that records what a user would see go wrong: script errors and CSP blocks.
+async function open(context, url = base + '/') {
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  page.on('console', (m) => { if (/Content Security Policy|Refused to/.test(m.text())) errors.push(m.text()); });
+  if (url) await page.goto(url);
+  return { page, errors };
+}
+
+/// The app rendered (not a blank page): the header's navigation is there.
+async function rendered(page) {
+  await page.getByTestId('nav-history').waitFor({ timeout: 15_000 });
+}
+
+/// Picks the first sample photo (one tap) and waits until it is ready to upload.
+async function pickSample(page) {
+  await page.getByTestId('sample').first().click();
+  await page.getByText(/Will upload \d+×\d+ JPEG/).waitFor();
+}
+
+/// Submits a job from the studio and returns its card once it has a request id.
+async function submit(page, prompt) {
+  await page.getByTestId('prompt').fill(prompt);
+  await page.getByTestId('generate').click();
+  const card = page.locator(`[data-testid="job"][data-request-id]`).filter({ hasText: prompt }).first();
+  await card.waitFor();
+  return { card, id: await card.getAttribute('data-request-id') };
+}
+
+for (const [name, options] of [['desktop', DESKTOP], ['phone', PHONE]]) {
+  for (const scheme of ['light', 'dark']) {
+    test(`${name} ${scheme}: every page, visited twice in one profile, renders and passes axe-core`, async () => {
+      const id = await apiJob(`a shared page for the ${name} ${scheme} visit`);
+      const context = await browser.newContext({ ...options, colorScheme: scheme });
+      const { page, errors } = await open(context, null);
+      for (const url of ['/', '/history', `/r/${id}`, '/no/such/page']) {
+        for (let visit = 1; visit <= 2; visit++) {
+          const resp = await page.goto(base + url);
+          assert.ok([200, 304].includes(resp.status()), `${url} visit ${visit}: ${resp.status()}`);
+          await rendered(page);
+        }
+        await page.reload();
+        await rendered(page);
+        if (url.startsWith('/r/')) await page.getByTestId('share-prompt').waitFor();
+        await assertAccessible(page, `${url} (${name}, ${scheme})`);
+        assert.equal(await noHorizontalScroll(page), true, `${url}: no horizontal scroll`);
+        await page.screenshot({ path: path.join(shots, `life-${name}-${scheme}${url.replaceAll('/', '_') || '_'}.png`), fullPage: true });
+      }
+      assert.deepEqual(errors, []);
+      await context.close();
+    });
+  }
+}
+
+test('desktop: Studio → History → Studio keeps the jobs and the form, without reloading', async () => {
+  const context = await browser.newContext(DESKTOP);
+  const { page, errors } = await open(context);
+  await pickSample(page);
+  const { card, id } = await submit(page, 'a cat of blown glass');
+  assert.equal(await waitForEnd(page), 'Done');
+  await card.getByTestId('job-facts').filter({ hasText: 'Seed' }).waitFor();
+  assert.match(await card.getByTestId('job-facts').textContent(), /Credits/);
+  await assertAccessible(page, 'the studio with a finished job');
+  await page.screenshot({ path: path.join(shots, 'life-studio-done-desktop.png'), fullPage: true });
+  await page.getByTestId('prompt').fill('still here after History');
+  await page.evaluate(() => { window.__sameDocument = true; });
+
+  await page.getByTestId('nav-history').click();
+  await page.waitForURL(/\/history$/);
+  await page.locator(`[data-testid="history-item"][data-request-id="${id}"]`).waitFor();
+  await assertAccessible(page, 'History with a job');
+  await page.getByRole('link', { name: 'Studio' }).click();
+  await page.waitForURL((u) => u.pathname === '/');
+  await page.locator(`[data-testid="job"][data-request-id="${id}"]`).getByTestId('job-output').first().waitFor();
+  assert.equal(await page.getByTestId('prompt').inputValue(), 'still here after History');
+  assert.equal(await page.evaluate(() => window.__sameDocument), true, 'navigation did not reload the page');
+
+  // The card links to the job's share page, and downloads are named after prompt and seed.
+  const download = await card.getByTestId('job-download').first().getAttribute('download');
+  assert.match(download, /^a-cat-of-blown-glass-seed-\d+-1\.jpg$/);
+  await card.getByTestId('job-page').click();
+  await page.waitForURL(new RegExp(`/r/${id}$`));
+  await page.getByTestId('share-prompt').filter({ hasText: 'blown glass' }).waitFor();
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('phone: the new job scrolls into view, and a reload mid-job resumes it to the end', async () => {
+  const context = await browser.newContext(PHONE);
+  const { page, errors } = await open(context);
+  await pickSample(page);
+  const { card, id } = await submit(page, 'a slow one to reload [sim:process=4]');
+  const inView = await card.evaluate((el) => { const r = el.getBoundingClientRect(); return r.top < innerHeight && r.bottom > 0; });
+  assert.ok(inView, 'the new card is on screen after tapping Generate');
+  await page.reload();
+  const again = page.locator(`[data-testid="job"][data-request-id="${id}"]`);
+  await again.waitFor();
+  assert.equal(await waitForEnd(page), 'Done');
+  await again.getByTestId('job-output').first().waitFor();
+  await page.screenshot({ path: path.join(shots, 'life-studio-done-phone.png'), fullPage: true });
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('desktop: status reads failing (503, then offline) for seconds; the job still ends Done', async () => {
+  const context = await browser.newContext(DESKTOP);
+  const { page, errors } = await open(context);
+  const seen = new Set();
+  await pickSample(page);
+  // Every status and result read answers 503 until the server has finished the job.
+  const fail = (route) => route.fulfill({ status: 503, contentType: 'text/html', body: '<h1>503</h1>', headers: { 'retry-after': '1' } });
+  await page.route('**/v2/requests/*/status', fail);
+  await page.route('**/v2/requests/*', (route) => (route.request().method() === 'GET' ? fail(route) : route.continue()));
+  const { card, id } = await submit(page, 'through the outage [sim:process=2]');
+  await card.getByTestId('job-lost').waitFor();
+  seen.add((await card.getByTestId('job-status').textContent()).trim());
+  assert.equal(await serverEnds(id), 'COMPLETED');
+  await page.waitForTimeout(3_000); // the outage goes on after the job ended
+  seen.add((await card.getByTestId('job-status').textContent()).trim());
+  await page.unrouteAll();
+  await context.setOffline(true);
+  await page.waitForTimeout(3_000);
+  seen.add((await card.getByTestId('job-status').textContent()).trim());
+  await context.setOffline(false);
+  assert.equal(await waitForEnd(page), 'Done');
+  assert.ok(!seen.has('Failed'), `never shown as failed: ${[...seen]}`);
+  await card.getByTestId('job-lost').waitFor({ state: 'detached' });
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('desktop: a job submitted in a second tab shows in the first tab\'s History', async () => {
+  const context = await browser.newContext(DESKTOP);
+  const { page: first, errors } = await open(context, base + '/history');
+  await rendered(first);
+  const { page: second } = await open(context);
+  await pickSample(second);
+  const { id } = await submit(second, 'made in the other tab');
+  const item = first.locator(`[data-testid="history-item"][data-request-id="${id}"]`);
+  await item.waitFor();
+  await item.getByTestId('history-status').filter({ hasText: 'COMPLETED' }).waitFor({ timeout: 60_000 });
+  // And History writing its state back must not drop a job the other tab adds later.
+  const { id: later } = await submit(second, 'and another one');
+  await first.locator(`[data-testid="history-item"][data-request-id="${later}"]`).waitFor();
+  await second.reload();
+  await second.locator(`[data-testid="job"][data-request-id="${id}"]`).waitFor();
+  await second.locator(`[data-testid="job"][data-request-id="${later}"]`).waitFor();
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('desktop: a cancel clicked while the tab still shows "running" after the server finished keeps the result', async () => {
+  const context = await browser.newContext(DESKTOP);
+  const { page, errors } = await open(context);
+  await pickSample(page);
+  // Status reads hang back (503), so the card still says it is running…
+  const fail = (route) => route.fulfill({ status: 503, body: '' });
+  await page.route('**/v2/requests/*/status', fail);
+  await page.route('**/v2/requests/*', (route) => (route.request().method() === 'GET' ? fail(route) : route.continue()));
+  const { card, id } = await submit(page, 'finished before the cancel [sim:process=1]');
+  // …while the server has already finished it.
+  assert.equal(await serverEnds(id), 'COMPLETED');
+  const deletes = [];
+  page.on('request', (r) => { if (r.method() === 'DELETE') deletes.push(r.url()); });
+  const cancel = card.getByTestId('job-cancel');
+  await cancel.click();
+  // The server refuses (409: it already finished); the card says so once it can read.
+  await page.unrouteAll();
+  await card.getByTestId('job-notice').filter({ hasText: /already finished/ }).waitFor({ timeout: 20_000 });
+  assert.equal(await waitForEnd(page), 'Done');
+  await card.getByTestId('job-output').first().waitFor();
+  assert.deepEqual(deletes, [], 'Cancel never deletes');
+  const result = await (await fetch(`${base}/v2/requests/${id}`)).json();
+  assert.equal(result.status, 'COMPLETED');
+  assert.ok(result.output.length > 0, 'the result is intact on the server');
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+for (const [name, options] of [['desktop', DESKTOP], ['phone', PHONE]]) {
+  test(`${name}: decimals type naturally, Enter in the URL field uses it, one job per key press`, async () => {
+    const context = await browser.newContext(options);
+    const { page, errors } = await open(context);
+    const posts = [];
+    page.on('request', (r) => { if (r.method() === 'POST' && new URL(r.url()).pathname.startsWith('/v2/')) posts.push(r.url()); });
+
+    const guidance = page.locator('#param-guidance');
+    await guidance.fill('');
+    await guidance.pressSequentially('7.5');
+    assert.equal(await guidance.inputValue(), '7.5');
+    await page.locator('#param-guidance-error').filter({ hasText: /\S/ }).waitFor({ state: 'detached' }).catch(() => {});
+    assert.equal((await page.locator('#param-guidance-error').textContent()).trim(), '');
+
+    await page.getByTestId('prompt').fill('enter must not submit');
+    await page.locator('#control-url').fill('https://images.example/photo.jpg');
+    await page.locator('#control-url').press('Enter');
+    await page.getByText('The server will fetch this URL.').waitFor();
+    assert.equal(await page.locator('.preview').getAttribute('src'), 'https://images.example/photo.jpg');
+    assert.deepEqual(posts, [], 'Enter in the URL field submitted nothing');
+
+    if (name === 'desktop') {
+      await pickSample(page);
+      await page.getByTestId('prompt').fill('held ctrl+enter');
+      await page.getByTestId('prompt').focus();
+      await page.keyboard.down('Control');
+      for (let i = 0; i < 4; i++) await page.keyboard.down('Enter'); // auto-repeat
+      await page.keyboard.up('Enter');
+      await page.keyboard.up('Control');
+      await page.locator('[data-testid="job"][data-request-id]').first().waitFor();
+      assert.equal(await waitForEnd(page), 'Done');
+      assert.equal(posts.length, 1, `one job per key press, got ${posts.length}`);
+
+      // The file picker shows keyboard focus on its visible label.
+      const input = page.getByTestId('control-image');
+      await input.focus();
+      await page.keyboard.press('Shift+Tab');
+      await page.keyboard.press('Tab');
+      const outline = await input.evaluate((el) => getComputedStyle(el.closest('label')).outlineStyle);
+      assert.notEqual(outline, 'none', 'focus is visible on "Choose image"');
+    }
+    assert.deepEqual(errors.filter((e) => !/images\.example/.test(e)), []);
+    await context.close();
+  });
+}

@@ -1,0 +1,297 @@
+//! fal.ai's queue API for FLUX.1 Depth [dev]: `fal-ai/flux-lora-depth` (FLUX.1-dev with
+//! BFL's depth LoRA; the depth map is computed from `image_url`). fal removed
+//! `flux-pro/v1/depth` (fal-js `endpoints.ts`, commit edd6d93, 2025-12-15), so fal
+//! serves dev only.
+//!
+//! Protocol (fal docs https://docs.fal.ai/documentation/model-apis/inference/queue,
+//! https://fal.ai/docs/inference-api/queue/cancel; fal-js `libs/client/src/queue.ts`;
+//! fal_client 1.0.3 `client.py`): `POST {base}/fal-ai/flux-lora-depth` with the input
+//! as JSON and `Authorization: Key …` answers `{request_id, status_url, response_url,
+//! cancel_url, queue_position}` (absolute URLs, on the owner/app root); `GET
+//! status_url` answers `IN_QUEUE` (with `queue_position`), `IN_PROGRESS`, `COMPLETED`
+//! (with `error`/`error_type` when it failed); `GET response_url` answers the output
+//! `{images: [{url, width, height, content_type}], seed, has_nsfw_concepts, timings}`;
+//! `PUT cancel_url` answers 202 `CANCELLATION_REQUESTED` or 400 `ALREADY_COMPLETED`.
+//!
+//! Parameter mapping (our dev parameters → `FluxLoraDepthInput`, fal-js `endpoints.ts`):
+//! `prompt` → `prompt`; `control_image` → `image_url` (a data URL: fal accepts data URIs
+//! for file inputs); `num_outputs` → `num_images`; `num_inference_steps` →
+//! `num_inference_steps`; `guidance` → `guidance_scale` (the same distilled guidance
+//! FluxGuidance sets; fal's own default is 3.5, ours 10); `seed` → `seed`;
+//! `output_format` png/jpg → `png`/`jpeg` (fal writes no WebP here: refused at
+//! submit); `disable_safety_checker` → `enable_safety_checker` negated; `megapixels` →
+//! `image_size {width, height}` at the control image's aspect ratio (multiples of 16,
+//! match_input capped at 1440×1440); `output_quality` has no fal equivalent.
+//! UNVERIFIED: fal's accepted range of `guidance_scale` for this endpoint, and the
+//! exact body of a failed request's result (treated as an error status).
+
+use base64::Engine;
+use parallax_api::{FieldError, Params};
+use serde_json::{Value, json};
+
+use super::{
+    HttpMethod, Submitted, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamState,
+    success_json,
+};
+use crate::config::Provider;
+use crate::input::image::ImageInfo;
+
+/// The endpoint (owner/app) on fal's queue.
+pub const APP: &str = "fal-ai/flux-lora-depth";
+
+fn headers(cfg: &Provider) -> Vec<(&'static str, String)> {
+    cfg.api_key
+        .iter()
+        .map(|k| ("authorization", format!("Key {}", k.expose())))
+        .collect()
+}
+
+/// fal writes PNG or JPEG for this endpoint.
+pub fn check(params: &Params) -> Result<(), FieldError> {
+    if params.output_format() == "webp" {
+        return Err(FieldError::new(
+            "output_format",
+            "webp is not available from fal's flux-lora-depth; use jpg or png",
+        ));
+    }
+    Ok(())
+}
+
+/// The output size for `megapixels` at the control image's aspect ratio, in multiples
+/// of 16 (10^6 px per megapixel, like Replicate's flux-depth-dev).
+pub fn image_size(params: &Params, input: &ImageInfo) -> (u32, u32) {
+    let (w, h) = (
+        f64::from(input.width.max(1)),
+        f64::from(input.height.max(1)),
+    );
+    let scale = match params.str("megapixels") {
+        Some("0.25") => (250_000.0 / (w * h)).sqrt(),
+        Some("match_input") => (1440.0 / w).min(1440.0 / h).min(1.0),
+        _ => (1_000_000.0 / (w * h)).sqrt(),
+    };
+    let side = |x: f64| (((x * scale) / 16.0).round().max(1.0) as u32) * 16;
+    (side(w), side(h))
+}
+
+/// The request body for fal-ai/flux-lora-depth.
+pub fn input(params: &Params, info: &ImageInfo, image: &[u8], media_type: &str) -> Value {
+    let (width, height) = image_size(params, info);
+    let mut body = json!({
+        "prompt": params.prompt(),
+        "image_url": format!(
+            "data:{media_type};base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(image)
+        ),
+        "num_images": params.num_outputs(),
+        "image_size": {"width": width, "height": height},
+        "output_format": if params.output_format() == "png" { "png" } else { "jpeg" },
+        "enable_safety_checker": params.get("disable_safety_checker") != Some(&json!(true)),
+    });
+    if let Some(seed) = params.seed() {
+        body["seed"] = json!(seed);
+    }
+    for (ours, theirs) in [
+        ("num_inference_steps", "num_inference_steps"),
+        ("guidance", "guidance_scale"),
+    ] {
+        if let Some(v) = params.get(ours) {
+            body[theirs] = v.clone();
+        }
+    }
+    body
+}
+
+pub fn build_submit(
+    cfg: &Provider,
+    params: &Params,
+    info: &ImageInfo,
+    image: &[u8],
+    media_type: &str,
+) -> UpstreamRequest {
+    UpstreamRequest::post_json(
+        format!("{}/{APP}", cfg.base_url),
+        headers(cfg),
+        &input(params, info, image, media_type),
+    )
+}
+
+pub fn parse_submit(resp: &UpstreamResponse) -> Result<Submitted, UpstreamError> {
+    let v = success_json("fal", resp)?;
+    let field = |k: &str| {
+        v[k].as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| UpstreamError::Permanent(format!("fal answered without {k}")))
+    };
+    Ok(Submitted {
+        upstream_id: field("request_id")?,
+        status_url: field("status_url")?,
+        result_url: field("response_url")?,
+        cancel_url: Some(field("cancel_url")?),
+    })
+}
+
+pub fn build_get(cfg: &Provider, url: &str) -> UpstreamRequest {
+    UpstreamRequest::get(url, headers(cfg))
+}
+
+pub fn build_cancel(cfg: &Provider, url: &str) -> UpstreamRequest {
+    UpstreamRequest {
+        method: HttpMethod::Put,
+        url: url.to_owned(),
+        headers: headers(cfg),
+        body: None,
+    }
+}
+
+/// The status; `Completed(vec![])` means "done: fetch the result".
+pub fn parse_status(resp: &UpstreamResponse) -> Result<UpstreamState, UpstreamError> {
+    let v = success_json("fal", resp)?;
+    match v["status"].as_str() {
+        Some("IN_QUEUE") => Ok(UpstreamState::Queued),
+        Some("IN_PROGRESS") => Ok(UpstreamState::Processing),
+        Some("COMPLETED") => match v["error"].as_str() {
+            Some(error) => Ok(UpstreamState::Failed(error.chars().take(300).collect())),
+            None => Ok(UpstreamState::Completed(Vec::new())),
+        },
+        other => Err(UpstreamError::Transient {
+            reason: format!("fal answered an unknown status {other:?}"),
+            retry_after: None,
+        }),
+    }
+}
+
+/// The output's image URLs.
+pub fn parse_result(resp: &UpstreamResponse) -> Result<UpstreamState, UpstreamError> {
+    let v = success_json("fal", resp)?;
+    let urls: Vec<String> = v["images"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["url"].as_str().map(str::to_owned))
+        .collect();
+    if urls.is_empty() {
+        return Ok(UpstreamState::Failed("fal finished without images".into()));
+    }
+    Ok(UpstreamState::Completed(urls))
+}
+
+/// 202 `CANCELLATION_REQUESTED`: asked (the app decides; it may have run). 400
+/// `ALREADY_COMPLETED`: it ran. Either way the work may be spent.
+pub fn parse_cancel(resp: &UpstreamResponse) -> Result<(), UpstreamError> {
+    match resp.status {
+        200..=299 | 400 => Ok(()),
+        s => Err(UpstreamError::from_status("fal", s, resp.retry_after, "")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::image::ImageFormat;
+    use crate::providers::test_response;
+    use parallax_api::Model;
+
+    fn params(fields: Value) -> Params {
+        let mut p = parallax_api::validate(Model::FluxDepthDev, fields.as_object().unwrap(), true)
+            .unwrap()
+            .params;
+        p.set_seed(42);
+        p
+    }
+
+    const INFO: ImageInfo = ImageInfo {
+        format: ImageFormat::Png,
+        width: 800,
+        height: 600,
+    };
+
+    fn cfg() -> Provider {
+        Provider {
+            kind: crate::providers::Kind::Fal,
+            base_url: "https://queue.fal.run".into(),
+            api_key: Some(crate::config::Secret::new("fal-key")),
+        }
+    }
+
+    #[test]
+    fn submit_maps_every_parameter_explicitly() {
+        let p = params(
+            json!({"prompt": "a barn", "num_outputs": 2, "guidance": 12, "num_inference_steps": 30,
+                              "output_format": "png", "megapixels": "0.25", "disable_safety_checker": true}),
+        );
+        let req = build_submit(&cfg(), &p, &INFO, b"PNG", "image/png");
+        assert_eq!(req.url, "https://queue.fal.run/fal-ai/flux-lora-depth");
+        assert!(
+            req.headers
+                .contains(&("authorization", "Key fal-key".to_owned()))
+        );
+        let body: Value = serde_json::from_slice(req.body.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            body,
+            json!({"prompt": "a barn", "image_url": "data:image/png;base64,UE5H", "num_images": 2,
+                   "image_size": {"width": 576, "height": 432}, "output_format": "png",
+                   "enable_safety_checker": false, "seed": 42, "num_inference_steps": 30,
+                   "guidance_scale": 12.0})
+        );
+        assert_eq!(
+            check(&params(json!({"prompt": "x", "output_format": "webp"})))
+                .unwrap_err()
+                .field,
+            "output_format"
+        );
+    }
+
+    #[test]
+    fn queue_answers_from_the_docs_map_to_ours() {
+        let sub = parse_submit(&test_response(
+            200,
+            json!({
+            "request_id": "r1", "queue_position": 0,
+            "status_url": "https://queue.fal.run/fal-ai/flux-lora-depth/requests/r1/status",
+            "response_url": "https://queue.fal.run/fal-ai/flux-lora-depth/requests/r1",
+            "cancel_url": "https://queue.fal.run/fal-ai/flux-lora-depth/requests/r1/cancel"}),
+        ))
+        .unwrap();
+        assert_eq!(sub.upstream_id, "r1");
+        assert!(sub.cancel_url.unwrap().ends_with("/r1/cancel"));
+        let s = |v| parse_status(&test_response(200, v));
+        assert_eq!(
+            s(json!({"status": "IN_QUEUE", "queue_position": 3})),
+            Ok(UpstreamState::Queued)
+        );
+        assert_eq!(
+            s(json!({"status": "IN_PROGRESS", "logs": []})),
+            Ok(UpstreamState::Processing)
+        );
+        assert_eq!(
+            s(json!({"status": "COMPLETED", "logs": null, "metrics": {}})),
+            Ok(UpstreamState::Completed(vec![]))
+        );
+        assert_eq!(
+            s(json!({"status": "COMPLETED", "error": "NSFW", "error_type": "x"})),
+            Ok(UpstreamState::Failed("NSFW".into()))
+        );
+        assert_eq!(
+            parse_result(&test_response(
+                200,
+                json!({"images": [{"url": "https://v3.fal.media/a.png",
+                "width": 1024, "height": 768, "content_type": "image/png"}], "seed": 42})
+            )),
+            Ok(UpstreamState::Completed(vec![
+                "https://v3.fal.media/a.png".into()
+            ]))
+        );
+        assert!(
+            parse_cancel(&test_response(
+                202,
+                json!({"status": "CANCELLATION_REQUESTED"})
+            ))
+            .is_ok()
+        );
+        assert!(parse_cancel(&test_response(400, json!({"status": "ALREADY_COMPLETED"}))).is_ok());
+        assert_eq!(
+            build_cancel(&cfg(), "https://x/cancel").method,
+            HttpMethod::Put
+        );
+    }
+}

@@ -1,0 +1,445 @@
+//! ComfyUI's HTTP API (the usual self-hosted GPU server), held to the real server's
+//! contract (Comfy-Org/ComfyUI `server.py` @5e14d797, `execution.py` @cb707e9c):
+//!
+//! - `POST /upload/image` (multipart `image`, `subfolder`, `overwrite`) stores the
+//!   control image under `subfolder/name`; 400 with an empty body without `image`.
+//! - `POST /prompt` checks `prompt_id` (canonical lowercase UUID, else 400
+//!   `invalid_prompt_id`), validates the graph against the real node schemas
+//!   ([`validate`]) and answers the real refusal shapes (`no_prompt`,
+//!   `missing_node_type`, `prompt_no_outputs`, `prompt_outputs_failed_validation` with
+//!   filled `node_errors`); a `prompt_id` already known is 409. The job runs under the
+//!   client's `prompt_id`, and its files are what the graph really writes ([`graph`]):
+//!   sizes through every resize, one file per image for `SaveImage`, one (animated)
+//!   file per batch for `SaveAnimatedWEBP`.
+//! - `GET /queue`, `POST /queue {"delete"|"clear"}`, `POST /interrupt {"prompt_id"}`
+//!   (only the running prompt; none given: whatever runs), `GET /history/{id}` (`{}`
+//!   until done; `execution_interrupted` after an interrupt), `GET /view`,
+//!   `GET /object_info[/{class}]` (built from the same vendored schemas).
+//!
+//! Mounted twice: `/comfyui` as the bare server (no auth, like the real one) and
+//! `/comfyui-proxy` as ComfyUI behind the API-key proxy the README describes: every
+//! request there, `/view` included, needs `Authorization: Bearer …` or gets 401.
+//!
+//! Simplification: an animated WebP is served as a still of its first frame (the
+//! `image` crate writes no animation); its history entry says `animated: [true]` and
+//! it is one file, as on the real server.
+
+pub mod graph;
+pub mod validate;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::{Multipart, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Map, Value, json};
+
+use crate::common::{Ask, Shared, create_job_as, error};
+use crate::jobs::Phase;
+use parallax_sim::render::Format;
+
+pub fn router(keyed: bool) -> Router<Shared> {
+    let r = Router::new()
+        .route("/upload/image", post(upload))
+        .route("/prompt", post(queue_prompt))
+        .route("/queue", get(queue).post(edit_queue))
+        .route("/interrupt", post(interrupt))
+        .route("/history/{id}", get(history))
+        .route("/view", get(view))
+        .route("/object_info", get(object_info))
+        .route("/object_info/{class}", get(object_info_class));
+    if keyed {
+        r.layer(axum::middleware::from_fn(require_key))
+    } else {
+        r
+    }
+}
+
+/// The API-key proxy in front of ComfyUI.
+async fn require_key(req: Request, next: Next) -> Response {
+    let ok = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|k| !k.trim().is_empty());
+    if ok {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            "missing or bad API key (sim proxy)",
+        )
+            .into_response()
+    }
+}
+
+fn uploads(sim: &Shared) -> HashMap<String, Vec<u8>> {
+    sim.uploads
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+async fn upload(State(sim): State<Shared>, mut mp: Multipart) -> Response {
+    let mut name = None;
+    let mut data = None;
+    let mut subfolder = String::new();
+    let mut overwrite = false;
+    while let Ok(Some(field)) = mp.next_field().await {
+        match field.name() {
+            Some("image") => {
+                name = field.file_name().map(str::to_owned);
+                data = field.bytes().await.ok();
+            }
+            Some("subfolder") => subfolder = field.text().await.unwrap_or_default(),
+            Some("overwrite") => {
+                overwrite = matches!(field.text().await.as_deref(), Ok("true" | "1"));
+            }
+            _ => {}
+        }
+    }
+    let (Some(mut name), Some(data)) = (name, data) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    // server.py: the subfolder must stay inside input/.
+    if subfolder.starts_with('/') || subfolder.split('/').any(|p| p == "..") {
+        return StatusCode::BAD_REQUEST.into_response();
+    }
+    let subfolder = subfolder.trim_matches('/').to_owned();
+    let key = |n: &str| {
+        if subfolder.is_empty() {
+            n.to_owned()
+        } else {
+            format!("{subfolder}/{n}")
+        }
+    };
+    let mut files = sim.uploads.lock().unwrap_or_else(|e| e.into_inner());
+    if !overwrite && files.contains_key(&key(&name)) {
+        // server.py: a taken name becomes "name (1).ext", "name (2).ext", …
+        let (stem, ext) = name.rsplit_once('.').unwrap_or((&name, ""));
+        let (stem, ext) = (stem.to_owned(), ext.to_owned());
+        let mut i = 1;
+        while files.contains_key(&key(&format!("{stem} ({i}).{ext}"))) {
+            i += 1;
+        }
+        name = format!("{stem} ({i}).{ext}");
+    }
+    files.insert(key(&name), data.to_vec());
+    Json(json!({"name": name, "subfolder": subfolder, "type": "input"})).into_response()
+}
+
+fn refusal(error: Value, node_errors: Map<String, Value>) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": error, "node_errors": node_errors})),
+    )
+        .into_response()
+}
+
+/// server.py `validate_job_id`: a UUID in canonical lowercase hyphenated form.
+fn is_canonical_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_digit() || ('a'..='f').contains(&c),
+        })
+}
+
+static NUMBER: AtomicU64 = AtomicU64::new(0);
+
+async fn queue_prompt(State(sim): State<Shared>, Json(body): Json<Value>) -> Response {
+    let Some(prompt) = body.get("prompt") else {
+        return refusal(
+            json!({"type": "no_prompt", "message": "No prompt provided", "details": "No prompt provided", "extra_info": {}}),
+            Map::new(),
+        );
+    };
+    let id = match body.get("prompt_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if is_canonical_uuid(s) => Some(s.clone()),
+        Some(_) => {
+            return refusal(
+                json!({"type": "invalid_prompt_id", "message": "prompt_id must be a valid UUID",
+                       "details": "prompt_id must be a UUID string in canonical lowercase hyphenated form; omit it to let the server generate one",
+                       "extra_info": {}}),
+                Map::new(),
+            );
+        }
+    };
+    let Some(graph) = prompt.as_object() else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "prompt is not an object");
+    };
+    let nodes = validate::index(graph);
+    let text = nodes
+        .values()
+        .find(|(class, _)| class == "CLIPTextEncode")
+        .and_then(|(_, i)| i.get("text").and_then(Value::as_str))
+        .unwrap_or_default()
+        .to_owned();
+    if let Some(fault) = sim.submit_fault("comfyui", &text).await {
+        return fault;
+    }
+    let files = uploads(&sim);
+    let names: HashSet<String> = files.keys().cloned().collect();
+    let outputs = match validate::validate_prompt(graph, &names) {
+        Ok(outputs) => outputs,
+        Err(r) => return refusal(r.error, r.node_errors),
+    };
+    if text.contains("[sim:reject]") {
+        // A refusal of the real shape, on the prompt node.
+        let (node, _) = nodes
+            .iter()
+            .find(|(_, (class, _))| class == "CLIPTextEncode")
+            .map(|(id, n)| (id.clone(), n.clone()))
+            .unwrap_or_default();
+        let mut node_errors = Map::new();
+        node_errors.insert(node, json!({"errors": [{"type": "custom_validation_failed", "message": "Custom validation failed for node",
+            "details": "text - rejected by the provider (sim)", "extra_info": {"input_name": "text"}}],
+            "dependent_outputs": outputs, "class_type": "CLIPTextEncode"}));
+        return refusal(
+            json!({"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation", "details": "", "extra_info": {}}),
+            node_errors,
+        );
+    }
+    let id = id.unwrap_or_else(|| {
+        let n = NUMBER.load(Ordering::Relaxed);
+        format!("00000000-0000-4000-8000-{n:012x}")
+    });
+    if sim.jobs.get(&id).is_some() {
+        return (
+            StatusCode::CONFLICT,
+            Json(json!({"error": "prompt_id already exists"})),
+        )
+            .into_response();
+    }
+    let number = NUMBER.fetch_add(1, Ordering::Relaxed);
+    let (load_name, bytes) = nodes
+        .values()
+        .find(|(class, _)| class == "LoadImage")
+        .and_then(|(_, i)| i.get("image").and_then(Value::as_str))
+        .and_then(|n| Some((n.to_owned(), files.get(n)?.clone())))
+        .unwrap_or_default();
+    let loaded = image::load_from_memory(&bytes)
+        .map(|i| (i.width(), i.height()))
+        .unwrap_or((0, 0));
+    let saved = graph::saved_files(&nodes, &outputs, loaded);
+    let first = saved.first();
+    let quality = nodes
+        .values()
+        .find(|(class, _)| class == "SaveAnimatedWEBP")
+        .and_then(|(_, i)| i.get("quality").and_then(Value::as_u64))
+        .unwrap_or(80);
+    let ask = Ask {
+        model: "flux-depth-dev",
+        seed: nodes
+            .values()
+            .find(|(class, _)| class == "KSampler")
+            .and_then(|(_, i)| i.get("seed").and_then(Value::as_u64))
+            .unwrap_or(0),
+        count: saved.len().max(1),
+        format: if first.is_some_and(|f| f.webp) {
+            Format::Webp
+        } else {
+            Format::Png
+        },
+        quality: quality.clamp(1, 100) as u8,
+        megapixels: None,
+        image: if load_name.is_empty() {
+            Err("LoadImage has no image".into())
+        } else {
+            Ok(bytes)
+        },
+        prompt: text,
+    };
+    let job = create_job_as(&sim, ask, Some(id), first.map(|f| (f.width, f.height)));
+    // Register the files under the names get_save_image_path would give them.
+    let mut registry = sim.comfy_files.lock().unwrap_or_else(|e| e.into_inner());
+    let mut counters: HashMap<String, usize> = HashMap::new();
+    for (n, f) in saved.iter().enumerate() {
+        let (sub, stem) = f.prefix.rsplit_once('/').unwrap_or(("", f.prefix.as_str()));
+        let counter = counters.entry(f.prefix.clone()).or_insert(0);
+        *counter += 1;
+        let ext = if f.webp { "webp" } else { "png" };
+        let name = format!("{stem}_{:05}_.{ext}", *counter);
+        registry.insert(format!("{sub}/{name}"), (job.id.clone(), n));
+    }
+    drop(registry);
+    sim.comfy_saved
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(job.id.clone(), saved);
+    Json(json!({"prompt_id": job.id, "number": number, "node_errors": {}})).into_response()
+}
+
+async fn queue(State(sim): State<Shared>) -> Response {
+    let (running, pending) = sim.jobs.partition(|job| match sim.jobs.phase(job) {
+        Phase::Queued => Some(false),
+        Phase::Processing => Some(true),
+        _ => None,
+    });
+    let entry = |id: &String| json!([1, id, {}, {"client_id": "parallax"}, ["14"]]);
+    Json(json!({
+        "queue_running": running.iter().map(entry).collect::<Vec<_>>(),
+        "queue_pending": pending.iter().map(entry).collect::<Vec<_>>()
+    }))
+    .into_response()
+}
+
+/// `POST /queue`: `{"delete": [ids]}` takes pending prompts off the queue (a running
+/// or finished one is untouched), `{"clear": true}` empties it. 200, empty body.
+async fn edit_queue(State(sim): State<Shared>, Json(body): Json<Value>) -> Response {
+    let pending = |id: &str| {
+        sim.jobs
+            .get(id)
+            .is_some_and(|j| sim.jobs.phase(&j) == Phase::Queued)
+    };
+    if body["clear"] == true {
+        let (_, queued) = sim
+            .jobs
+            .partition(|job| (sim.jobs.phase(job) == Phase::Queued).then_some(false));
+        for id in queued {
+            sim.jobs.remove(&id);
+        }
+    }
+    for id in body["delete"].as_array().into_iter().flatten() {
+        if let Some(id) = id.as_str()
+            && pending(id)
+        {
+            sim.jobs.remove(id);
+        }
+    }
+    StatusCode::OK.into_response()
+}
+
+/// `POST /interrupt`: with a `prompt_id`, only if that prompt is the one running;
+/// without, whatever runs. 200, empty body.
+async fn interrupt(State(sim): State<Shared>, body: axum::body::Bytes) -> Response {
+    let target = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["prompt_id"].as_str().map(str::to_owned));
+    let (running, _) = sim
+        .jobs
+        .partition(|job| (sim.jobs.phase(job) == Phase::Processing).then_some(true));
+    for id in running {
+        if target.as_ref().is_none_or(|t| *t == id)
+            && let Some(job) = sim.jobs.get(&id)
+        {
+            job.canceled.store(true, Ordering::Relaxed);
+        }
+    }
+    StatusCode::OK.into_response()
+}
+
+async fn history(State(sim): State<Shared>, Path(id): Path<String>) -> Response {
+    let Some(job) = sim.jobs.get(&id) else {
+        return Json(json!({})).into_response();
+    };
+    let saved = sim
+        .comfy_saved
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&id)
+        .cloned()
+        .unwrap_or_default();
+    let started = json!(["execution_start", {"prompt_id": id, "timestamp": 0}]);
+    let status = |ok: bool, messages: Value| json!({"status_str": if ok { "success" } else { "error" }, "completed": ok, "messages": messages});
+    let entry = match sim.jobs.phase(&job) {
+        Phase::Queued | Phase::Processing => return Json(json!({})).into_response(),
+        Phase::Completed => {
+            let mut outputs = Map::new();
+            for (n, f) in saved.iter().enumerate() {
+                let (sub, stem) = f.prefix.rsplit_once('/').unwrap_or(("", f.prefix.as_str()));
+                let count = saved[..n].iter().filter(|g| g.prefix == f.prefix).count() + 1;
+                let ext = if f.webp { "webp" } else { "png" };
+                let node = outputs
+                    .entry(f.node.clone())
+                    .or_insert_with(|| json!({"images": []}));
+                if let Some(images) = node["images"].as_array_mut() {
+                    images.push(json!({"filename": format!("{stem}_{count:05}_.{ext}"), "subfolder": sub, "type": "output"}));
+                }
+                if f.webp {
+                    if node.get("animated").is_none() {
+                        node["animated"] = json!([]);
+                    }
+                    if let Some(a) = node["animated"].as_array_mut() {
+                        a.push(json!(f.frames != 1));
+                    }
+                }
+            }
+            json!({
+                "prompt": [1, id, {}, {"client_id": "parallax"}, ["14"]],
+                "outputs": outputs,
+                "status": status(true, json!([started, ["execution_success", {"prompt_id": id, "timestamp": 0}]])),
+                "meta": {}
+            })
+        }
+        Phase::Failed(_) if job.canceled.load(Ordering::Relaxed) => json!({
+            "prompt": [1, id, {}, {"client_id": "parallax"}, ["14"]],
+            "outputs": {},
+            "status": status(false, json!([started, ["execution_interrupted",
+                {"prompt_id": id, "node_id": "12", "node_type": "KSampler", "executed": [], "timestamp": 0}]])),
+            "meta": {}
+        }),
+        Phase::Failed(reason) => json!({
+            "prompt": [1, id, {}, {"client_id": "parallax"}, ["14"]],
+            "outputs": {},
+            "status": status(false, json!([started, ["execution_error", {"prompt_id": id, "node_id": "12", "node_type": "KSampler",
+                "executed": [], "exception_type": "RuntimeError", "exception_message": format!("{reason}\n"),
+                "traceback": [], "current_inputs": {}, "current_outputs": {}, "timestamp": 0}]])),
+            "meta": {}
+        }),
+    };
+    let mut map = Map::new();
+    map.insert(id, entry);
+    Json(Value::Object(map)).into_response()
+}
+
+async fn view(State(sim): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let name = q.get("filename").cloned().unwrap_or_default();
+    let sub = q.get("subfolder").cloned().unwrap_or_default();
+    if name.is_empty() || sub.split('/').any(|p| p == "..") || name.contains('/') {
+        return StatusCode::BAD_REQUEST.into_response();
+    }
+    let found = sim
+        .comfy_files
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&format!("{sub}/{name}"))
+        .cloned();
+    let Some((id, n)) = found else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let Some(job) = sim.jobs.get(&id) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if sim.jobs.phase(&job) != Phase::Completed || job.spec.prompt.contains("[sim:output404]") {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    match job.outputs().get(n) {
+        Some(o) => (
+            [(header::CONTENT_TYPE, o.format.content_type())],
+            o.bytes.clone(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn object_info(State(sim): State<Shared>) -> Response {
+    let names: Vec<String> = uploads(&sim).into_keys().collect();
+    Json(Value::Object(validate::object_info(&names))).into_response()
+}
+
+async fn object_info_class(State(sim): State<Shared>, Path(class): Path<String>) -> Response {
+    let names: Vec<String> = uploads(&sim).into_keys().collect();
+    let mut out = Map::new();
+    if let Some(info) = validate::object_info(&names).remove(&class) {
+        out.insert(class, info);
+    }
+    Json(Value::Object(out)).into_response()
+}
