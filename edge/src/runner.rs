@@ -142,7 +142,12 @@ impl DurableObject for JobRunner {
         if job.is_expired(now) && job.outbox.purge.is_none() {
             self.update(|j| j.expire(now)).await?;
         }
-        if !job.status.is_terminal() && job.next_step_ms.is_none_or(|t| t <= now) {
+        // Past the deadline a step is due whatever its backoff said: it polls once
+        // more, then times the job out (else the alarm, clamped to the deadline, would
+        // fire again and again until the backoff ends).
+        if !job.status.is_terminal()
+            && (job.next_step_ms.is_none_or(|t| t <= now) || now >= job.deadline_ms)
+        {
             self.step().await?;
         } else if job.status.is_terminal() && job.submitting.is_some() {
             self.resolve_lost_submit().await?;
