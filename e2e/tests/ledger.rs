@@ -50,7 +50,7 @@ fn unique(label: &str) -> String {
 #[test]
 #[ignore = "needs the running stack: cargo xtask test"]
 fn the_same_key_and_request_replay_the_job_even_sent_another_way() {
-    let key = test_key("ledger");
+    let key = test_key("ledger_replay");
     let idem = unique("replay");
     let first = submit(&key, Some(&idem), form("replayed"));
     assert_eq!(first.status, 200, "{}", first.text);
@@ -102,7 +102,7 @@ fn the_same_key_with_another_request_is_a_422_naming_the_header() {
 #[test]
 #[ignore = "needs the running stack: cargo xtask test"]
 fn concurrent_submits_with_one_key_make_one_job_charged_once() {
-    let key = test_key("ledger");
+    let key = test_key("ledger_concurrent");
     let idem = unique("concurrent");
     let before = balance_of(&key);
     let answers: Vec<Answer> = std::thread::scope(|s| {
@@ -218,7 +218,7 @@ fn webp(w: u16, h: u16) -> Vec<u8> {
 #[test]
 #[ignore = "needs the running stack: cargo xtask test"]
 fn a_truncated_control_image_is_a_400_naming_it_and_costs_nothing() {
-    let key = test_key("ledger");
+    let key = test_key("ledger_truncated");
     let jpg = sample("chelsea.jpg");
     let png = sample_png("chelsea.jpg");
     let webp = webp(64, 48);

@@ -85,7 +85,11 @@ pub fn run() -> Result {
         ("faults", 1_000, None),
         ("history", 1_000, None),
         ("lister", 1_000, None),
+        // Balance checks run side by side: each on a key of its own.
         ("ledger", 1_000, None),
+        ("ledger_replay", 1_000, None),
+        ("ledger_concurrent", 1_000, None),
+        ("ledger_truncated", 1_000, None),
         ("legacy", 1_000, None),
         ("load", 10_000_000, None),
         ("poor", 7, None),
