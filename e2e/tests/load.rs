@@ -215,6 +215,14 @@ fn many_concurrent_jobs_complete_with_every_image_intact_and_exact_credits() {
                         }
                     }
                     let mut t = tally.lock().unwrap();
+                    // What the server says this job cost, for the audit (the job may be
+                    // purged by then: the test stack keeps results for seconds).
+                    let id = sub["request_id"].as_str().unwrap_or_default();
+                    let credits = &result["metrics"]["credits"];
+                    if let Some(tracked) = t.tracked.iter_mut().find(|tr| tr.id == id) {
+                        tracked.charged = credits["charged"].as_u64().unwrap_or(0);
+                        tracked.refunded = credits["refunded"].as_u64().unwrap_or(0);
+                    }
                     t.complete_s.push(complete_s);
                     t.cost += if p.dev { 2 } else { 5 } * p.outputs as u64;
                     t.images += want.len();
