@@ -3,9 +3,9 @@
 //!
 //! `BREAKER_FAILURES` (default [`BREAKER_THRESHOLD`]; 0 turns the breaker off)
 //! consecutive failures (5xx, time-outs, connection failures at submit) open it for
-//! `BREAKER_COOL_DOWN_SECS` (default [`COOL_DOWN_MS`]); an answer that says the endpoint is retired
-//! (404/410 at submit, BFL's `flux-pro-1.0-depth` since 2025-10-31) opens it for
-//! [`RETIRED_COOL_DOWN_MS`]. While open, the runner skips the provider and fails over
+//! `BREAKER_COOL_DOWN_SECS` (default [`COOL_DOWN_MS`]); when the run that opens it is
+//! of answers saying the endpoint is retired (404/410 at submit, BFL's
+//! `flux-pro-1.0-depth` since 2025-10-31) it stays open for [`RETIRED_COOL_DOWN_MS`]. While open, the runner skips the provider and fails over
 //! to the next one. After the cool-down one job may try again (half-open): a success
 //! closes it, a failure reopens it at once. A rate limit (429) or a refusal of one job
 //! (400) is not the provider dying and does not count.
@@ -111,10 +111,15 @@ impl BreakerState {
         match signal {
             Signal::Ok => *self = Self::default(),
             Signal::Neutral => {}
+            // One 404 can be a load balancer's hiccup or a bad deploy of one node: a
+            // retired endpoint is believed only after the usual run of failures, then
+            // kept open for the long cool-down.
             Signal::Retired => {
-                self.consecutive_failures = self.consecutive_failures.max(policy.failures);
-                self.retired = true;
-                self.open_until_ms = now_ms + RETIRED_COOL_DOWN_MS;
+                self.consecutive_failures += 1;
+                if self.consecutive_failures >= policy.failures {
+                    self.retired = true;
+                    self.open_until_ms = now_ms + RETIRED_COOL_DOWN_MS;
+                }
             }
             Signal::Failed => {
                 self.consecutive_failures += 1;
@@ -277,6 +282,11 @@ mod tests {
     #[test]
     fn a_retired_endpoint_opens_it_for_an_hour() {
         let mut b = BreakerState::default();
+        for _ in 0..BREAKER_THRESHOLD - 1 {
+            b.record(Signal::Retired, P, 0);
+        }
+        // One stray 404 (or a few) does not take a provider out for an hour.
+        assert!(b.allows(0));
         b.record(Signal::Retired, P, 0);
         assert!(!b.allows(RETIRED_COOL_DOWN_MS - 1));
         assert!(b.retired);
