@@ -306,6 +306,25 @@ async fn start(
     }
 }
 
+/// The v1 and v2 submit: the cheap precheck before the body is read, then the job.
+pub async fn create_job_from(
+    req: &mut Request,
+    env: &Env,
+    cfg: &Config,
+    caller: &Caller,
+    model: Model,
+) -> EdgeResult<RequestId> {
+    caller
+        .precheck(
+            env,
+            cheapest_for(cfg, model),
+            idempotency_key(req)?.as_deref(),
+        )
+        .await?;
+    let request = read_job_request(req).await?;
+    create_job(env, cfg, caller, model, request).await
+}
+
 pub async fn submit_job(
     mut req: Request,
     env: &Env,
@@ -314,15 +333,7 @@ pub async fn submit_job(
 ) -> EdgeResult<Response> {
     let model = find_model(slug)?;
     let cfg = Config::from_env(env);
-    caller
-        .precheck(
-            env,
-            cheapest_for(&cfg, model),
-            idempotency_key(&req)?.as_deref(),
-        )
-        .await?;
-    let request = read_job_request(&mut req).await?;
-    let id = create_job(env, &cfg, caller, model, request).await?;
+    let id = create_job_from(&mut req, env, &cfg, caller, model).await?;
     let origin = http::origin(&req, cfg.public_base_url.as_deref());
     let status_url = format!("{origin}/v2/requests/{id}/status");
     let response_url = format!("{origin}/v2/requests/{id}");

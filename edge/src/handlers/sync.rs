@@ -11,9 +11,7 @@ use crate::accounts::Caller;
 use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
 use crate::handlers::jobs::load;
-use crate::handlers::submit::{
-    cheapest_for, create_job, find_model, idempotency_key, read_job_request,
-};
+use crate::handlers::submit::{create_job_from, find_model};
 use crate::http;
 use crate::job::{FailureKind, JobRecord};
 use crate::storage::{self, keys};
@@ -32,15 +30,7 @@ pub async fn run_sync(
         .headers()
         .get("accept")?
         .is_some_and(|a| a.contains("application/json"));
-    caller
-        .precheck(
-            env,
-            cheapest_for(&cfg, model),
-            idempotency_key(&req)?.as_deref(),
-        )
-        .await?;
-    let request = read_job_request(&mut req).await?;
-    let id = create_job(env, &cfg, caller, model, request).await?;
+    let id = create_job_from(&mut req, env, &cfg, caller, model).await?;
     let origin = http::origin(&req, cfg.public_base_url.as_deref());
     let job = wait_for_end(env, &cfg, &id, &origin).await?;
     if job.status == JobStatus::Failed {
