@@ -28,9 +28,38 @@ fn ports() -> (u16, u16, u16) {
     (port, port + 1, port + 442)
 }
 
+/// `PARALLAX_TEST_ONLY=browser,restart` runs only those phases (lint, native, http,
+/// python, fuzz, browser, restart, limits, deploy) for a quick local loop; CI sets
+/// nothing and runs them all.
+fn wanted(phase: &str) -> bool {
+    match std::env::var("PARALLAX_TEST_ONLY") {
+        Ok(only) if !only.trim().is_empty() => only.split(',').any(|p| p.trim() == phase),
+        _ => true,
+    }
+}
+
 pub fn run() -> Result {
     let started = Instant::now();
     setup::run(true)?;
+    let mut counts = Counts::default();
+    if wanted("lint") {
+        lint()?;
+    }
+    if wanted("native") {
+        counts += run_counted(command("cargo").args(["test", "--workspace"]))?;
+    }
+    if ![
+        "http", "python", "fuzz", "browser", "restart", "limits", "deploy",
+    ]
+    .iter()
+    .any(|p| wanted(p))
+    {
+        return Ok(());
+    }
+    e2e_phases(started, counts)
+}
+
+fn lint() -> Result {
     exec(command("cargo").args(["fmt", "--all", "--check"]))?;
     exec(command("cargo").args([
         "clippy",
@@ -53,9 +82,10 @@ pub fn run() -> Result {
         "--",
         "-D",
         "warnings",
-    ]))?;
-    let mut counts = run_counted(command("cargo").args(["test", "--workspace"]))?;
+    ]))
+}
 
+fn e2e_phases(started: Instant, mut counts: Counts) -> Result {
     build::all()?;
     let e2e = root().join("target/e2e");
     let _ = fs::remove_dir_all(&e2e);
@@ -98,6 +128,12 @@ pub fn run() -> Result {
         let key = keys::create(&keys::Target::Local(&state), name, credits, per_minute)?;
         test_keys.push(format!("{name}={key}"));
     }
+    if !["http", "python", "fuzz", "browser"]
+        .iter()
+        .any(|p| wanted(p))
+    {
+        return later_phases(started, counts, &e2e, &env_file, &key, &log);
+    }
     let stack = Stack::start(&stack_options(
         state.clone(),
         Some(env_file.clone()),
@@ -107,14 +143,6 @@ pub fn run() -> Result {
     .map_err(|e| format!("{e} (see {})", log.display()))?;
 
     let sim_url = format!("http://127.0.0.1:{}", ports().1);
-    // The ComfyUI check, against the sim's keyed ComfyUI (the same real schemas).
-    crate::comfyui_check::run(&[
-        "--url".into(),
-        format!("{sim_url}/comfyui-proxy"),
-        "--key".into(),
-        key.clone(),
-    ])?;
-    counts.passed += 1;
     let against_stack = |c: &mut std::process::Command| {
         c.env("PARALLAX_BASE_URL", &stack.base_url)
             .env("PARALLAX_SIM_URL", &sim_url)
@@ -122,65 +150,103 @@ pub fn run() -> Result {
             .env("PARALLAX_SECRET_PROBE", &key)
             .env("PARALLAX_TEST_KEYS", test_keys.join(","));
     };
-    let mut http = command("cargo");
-    http.args([
-        "test",
-        "-p",
-        "parallax-e2e",
-        "--",
-        "--ignored",
-        "--test-threads",
-        "4",
-        // Those run later, around a crash of the Worker, and on the limits stack.
-        "--skip",
-        "restart_phase",
-        "--skip",
-        "limits_phase",
-        "--skip",
-        "chaos_phase",
-    ]);
-    against_stack(&mut http);
-    counts += run_counted(&mut http).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
+    // The ComfyUI check, against the sim's keyed ComfyUI (the same real schemas).
+    if wanted("http") {
+        crate::comfyui_check::run(&[
+            "--url".into(),
+            format!("{sim_url}/comfyui-proxy"),
+            "--key".into(),
+            key.clone(),
+        ])?;
+        counts.passed += 1;
+        let mut http = command("cargo");
+        http.args([
+            "test",
+            "-p",
+            "parallax-e2e",
+            "--",
+            "--ignored",
+            "--test-threads",
+            "4",
+            // Those run later, around a crash of the Worker, and on the limits stack.
+            "--skip",
+            "restart_phase",
+            "--skip",
+            "limits_phase",
+            "--skip",
+            "chaos_phase",
+        ]);
+        against_stack(&mut http);
+        counts +=
+            run_counted(&mut http).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
+    }
 
-    let mut python = command(&root().join("target/py/bin/pytest").display().to_string());
-    python.args(["-q", "-p", "no:cacheprovider", "e2e/python"]);
-    against_stack(&mut python);
-    counts +=
-        run_counted(&mut python).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
+    if wanted("python") {
+        let mut python = command(&root().join("target/py/bin/pytest").display().to_string());
+        python.args(["-q", "-p", "no:cacheprovider", "e2e/python"]);
+        against_stack(&mut python);
+        counts +=
+            run_counted(&mut python).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
+    }
 
-    let mut fuzz = command(
-        &root()
-            .join("target/py/bin/schemathesis")
-            .display()
-            .to_string(),
-    );
-    fuzz.args(["run", &format!("{}/openapi.json", stack.base_url)])
-        .args(["--checks", "all", "--max-examples", "20", "--seed", "1"])
-        // A schema cannot say "the bytes must be a real image of at least 16×16", so
-        // schema-valid random control images are rightly refused with 400.
-        .args(["--exclude-checks", "positive_data_acceptance"])
-        .args(["--header", &format!("x-api-key: {}", rich_key(&test_keys))])
-        .env("SCHEMATHESIS_HOOKS", "")
-        .env("NO_COLOR", "1");
-    exec(&mut fuzz).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
-    counts.passed += 1;
+    if wanted("fuzz") {
+        let mut fuzz = command(
+            &root()
+                .join("target/py/bin/schemathesis")
+                .display()
+                .to_string(),
+        );
+        fuzz.args(["run", &format!("{}/openapi.json", stack.base_url)])
+            .args(["--checks", "all", "--max-examples", "20", "--seed", "1"])
+            // A schema cannot say "the bytes must be a real image of at least 16×16", so
+            // schema-valid random control images are rightly refused with 400.
+            .args(["--exclude-checks", "positive_data_acceptance"])
+            .args(["--header", &format!("x-api-key: {}", rich_key(&test_keys))])
+            .env("SCHEMATHESIS_HOOKS", "")
+            .env("NO_COLOR", "1");
+        exec(&mut fuzz).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
+        counts.passed += 1;
+    }
 
-    let mut browser = command("node");
-    browser.args([
-        "--test",
-        "--test-reporter",
-        "tap",
-        "e2e/browser/",
-        "e2e/node/",
-    ]);
-    against_stack(&mut browser);
-    counts +=
-        run_counted(&mut browser).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
+    if wanted("browser") {
+        let mut browser = command("node");
+        browser.args([
+            "--test",
+            "--test-reporter",
+            "tap",
+            "e2e/browser/",
+            "e2e/node/",
+        ]);
+        against_stack(&mut browser);
+        counts +=
+            run_counted(&mut browser).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
+    }
     drop(stack);
+    later_phases(started, counts, &e2e, &env_file, &key, &log)
+}
 
-    counts += restart_survival(&e2e, &env_file, &key)?;
-    counts += limits(&e2e, &env_file, &key)?;
-
+/// The Worker crash and limits stacks, the production dry-run and the leak scan.
+fn later_phases(
+    started: Instant,
+    mut counts: Counts,
+    e2e: &Path,
+    env_file: &Path,
+    key: &str,
+    log: &Path,
+) -> Result {
+    if wanted("restart") {
+        counts += restart_survival(e2e, env_file, key)?;
+    }
+    if wanted("limits") {
+        counts += limits(e2e, env_file, key)?;
+    }
+    if !wanted("deploy") {
+        println!(
+            "\nxtask test (PARALLAX_TEST_ONLY): {} passed, {} failed",
+            counts.passed, counts.failed
+        );
+        return Ok(());
+    }
     let bundle = e2e.join("deploy-dry-run");
     exec(
         command(&node_bin().join("wrangler").display().to_string())
@@ -189,8 +255,8 @@ pub fn run() -> Result {
     )?;
 
     let mut leaks = Vec::new();
-    for place in [root().join("dist"), bundle, log] {
-        find_text(&place, &key, &mut leaks);
+    for place in [root().join("dist"), bundle, log.to_owned()] {
+        find_text(&place, key, &mut leaks);
     }
     if !leaks.is_empty() {
         return Err(format!(

@@ -134,6 +134,13 @@ pub fn JobCard(
     let canceling = RwSignal::new(false);
     let notice = RwSignal::new(None::<String>);
     let copied = RwSignal::new(None::<usize>);
+    let copy_text_of = move |n: usize| {
+        if copied.get() == Some(n) {
+            "Link copied"
+        } else {
+            "Copy link"
+        }
+    };
     let cancel_id = id.clone();
     let cancel = move |_| {
         if canceling.get_untracked() {
@@ -154,6 +161,15 @@ pub fn JobCard(
             let _ = canceling.try_set(false);
         });
     };
+    // The visible text of each button starts its accessible name (WCAG 2.5.3, axe-core's
+    // label-content-name-mismatch), so a voice user can say what they see.
+    let cancel_text = move || {
+        if canceling.get() {
+            "Canceling…".to_owned()
+        } else {
+            with(&jobs::cancel_label)
+        }
+    };
     let title_id = format!("job-{id}-prompt");
     let labelled_by = title_id.clone();
     view! {
@@ -168,9 +184,9 @@ pub fn JobCard(
                 <Show when=running>
                     <button type="button" class="button small" data-testid="job-cancel"
                         prop:disabled=move || canceling.get()
-                        aria-label=move || format!("{} of “{}”", with(&jobs::cancel_label), short(&prompt()))
+                        aria-label=move || format!("{}: “{}”", cancel_text(), short(&prompt()))
                         on:click=cancel.clone()>
-                        {move || if canceling.get() { "Canceling…".to_owned() } else { with(&jobs::cancel_label) }}
+                        {cancel_text}
                     </button>
                 </Show>
             </header>
@@ -205,6 +221,7 @@ pub fn JobCard(
                             let link2 = link.clone();
                             let use_url = url.clone();
                             let title = format!("“{}” — made with Parallax", short(&j.prompt));
+                            let copy_what = what.clone();
                             view! {
                                 <figure class="output">
                                     {image}
@@ -213,15 +230,15 @@ pub fn JobCard(
                                         <a class="button small" href=url.clone() download=download_name(&j.prompt, j.seed, n, &url)
                                             data-testid="job-download" aria-label=format!("Download {what}")>"Download"</a>
                                         <button type="button" class="button small" data-testid="job-copy-link"
-                                            aria-label=format!("Copy the share link of {what}")
+                                            aria-label=move || format!("{}: share link of {copy_what}", copy_text_of(n))
                                             on:click=move |_| { if copy_text(&link) { copied.set(Some(n)); } }>
-                                            {move || if copied.get() == Some(n) { "Link copied" } else { "Copy link" }}
+                                            {move || copy_text_of(n)}
                                         </button>
                                         {can_share().then(|| view! {
                                             <button type="button" class="button small" aria-label=format!("Share {what}")
                                                 on:click=move |_| share(&title, &link2)>"Share"</button>
                                         })}
-                                        <button type="button" class="button small" aria-label=format!("Use {what} as the control image")
+                                        <button type="button" class="button small" aria-label=format!("Use as control image: {what}")
                                             on:click=move |_| actions.use_as_control.run(use_url.clone())>"Use as control image"</button>
                                     </figcaption>
                                 </figure>
