@@ -79,6 +79,7 @@ async fn key_record(env: &Env, hash: &str) -> EdgeResult<Option<KeyRecord>> {
     if cached.is_some() {
         return Ok(cached);
     }
+    crate::meter::count(crate::meter::Op::KvRead, 1);
     let record: Option<KeyRecord> = env
         .kv(bindings::JOBS_KV)?
         .get(&keys::api_key(hash))

@@ -147,11 +147,14 @@ fn now_ms() -> u64 {
 }
 
 impl DurableObject for Breaker {
-    fn new(state: State, _env: Env) -> Self {
+    fn new(state: State, env: Env) -> Self {
+        crate::meter::init(&env);
         Self { state }
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        let _request = crate::meter::DoRequest::start();
+        crate::meter::count(crate::meter::Op::RowsRead, 1);
         let storage = self.state.storage();
         let mut state = storage
             .get::<BreakerState>(STATE)
@@ -164,6 +167,7 @@ impl DurableObject for Breaker {
                 let before = state.clone();
                 state.record(record.signal, record.policy, now_ms());
                 if state != before {
+                    crate::meter::count(crate::meter::Op::RowsWritten, 1);
                     storage.put(STATE, &state).await?;
                 }
                 Ok(http::json(&state, 200))

@@ -529,6 +529,12 @@ struct CountRow {
     n: u64,
 }
 
+/// Counts a finished cursor's rows for the bench's operations meter.
+fn metered(cursor: &worker::SqlCursor) {
+    crate::meter::count(crate::meter::Op::RowsRead, cursor.rows_read());
+    crate::meter::count(crate::meter::Op::RowsWritten, cursor.rows_written());
+}
+
 /// The account's database: synchronous reads, and writes applied atomically.
 struct Db {
     sql: SqlStorage,
@@ -541,7 +547,10 @@ impl Db {
         query: &str,
         args: Vec<SqlStorageValue>,
     ) -> worker::Result<Vec<T>> {
-        self.sql.exec(query, args)?.to_array()
+        let cursor = self.sql.exec(query, args)?;
+        let rows = cursor.to_array();
+        metered(&cursor);
+        rows
     }
 
     fn account(&self) -> worker::Result<Option<AccountRow>> {
@@ -640,6 +649,7 @@ impl Db {
                 for row in cursor.raw() {
                     row.map_err(|e| JsValue::from_str(&e.to_string()))?;
                 }
+                metered(&cursor);
             }
             Ok(JsValue::UNDEFINED)
         };
@@ -752,6 +762,7 @@ fn reply(outcome: Outcome, balance: u64) -> LedgerReply {
 
 impl DurableObject for Ledger {
     fn new(state: State, env: Env) -> Self {
+        crate::meter::init(&env);
         let cfg = Config::from_env(&env);
         let dev_ops = env
             .var("LEDGER_DEV_OPS")
@@ -767,6 +778,7 @@ impl DurableObject for Ledger {
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        let _request = crate::meter::DoRequest::start();
         let request: LedgerRequest = req.json().await?;
         let storage = self.state.storage();
         let db = Db {
@@ -796,12 +808,13 @@ impl Ledger {
     /// only await, so two first requests cannot both import.
     async fn prepare(&self, db: &Db, now_ms: u64) -> worker::Result<()> {
         for statement in SCHEMA {
-            db.sql.exec(statement, None)?;
+            metered(&db.sql.exec(statement, None)?);
         }
         if db.account()?.is_some() {
             self.ready.set(true);
             return Ok(());
         }
+        crate::meter::count(crate::meter::Op::RowsRead, 1);
         let legacy = db.storage.get::<LegacyState>(LEGACY_KEY).await?;
         if db.account()?.is_none() {
             let import = import(legacy.clone().unwrap_or_default(), now_ms);

@@ -16,6 +16,7 @@ pub mod http;
 pub mod input;
 pub mod job;
 pub mod ledger;
+pub mod meter;
 pub mod providers;
 pub mod router;
 pub mod runner;
@@ -37,5 +38,7 @@ async fn fetch(
     env: worker::Env,
     _ctx: worker::Context,
 ) -> worker::Result<worker::Response> {
+    meter::init(&env);
+    meter::count(meter::Op::WorkerRequest, 1);
     router::handle(req, env).await
 }

@@ -30,6 +30,7 @@ use crate::config::{Config, bindings};
 use crate::http;
 use crate::input::image::{ImageFormat, is_complete};
 use crate::job::{Attempt, CancelVerdict, JobRecord, Start, StoredOutput};
+use crate::meter;
 use crate::providers::{self, Kind, Lookup, Submitted, UpstreamError, UpstreamState};
 use crate::storage::{self, keys};
 use crate::webhook::{self, Delivery};
@@ -69,10 +70,12 @@ fn jitter() -> f64 {
 
 impl DurableObject for JobRunner {
     fn new(state: State, env: Env) -> Self {
+        meter::init(&env);
         Self { state, env }
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        let _request = meter::DoRequest::start();
         let storage = self.state.storage();
         match (req.method(), req.path().as_str()) {
             (Method::Post, "/start") => {
@@ -82,6 +85,7 @@ impl DurableObject for JobRunner {
                 let start: Start = req.json().await?;
                 // The record and its webhook in one write (a struct: its fields become
                 // the storage keys `job` and `webhook`).
+                meter::count(meter::Op::RowsWritten, 2);
                 storage
                     .put_multiple(Started {
                         job: &start.job,
@@ -135,6 +139,7 @@ impl DurableObject for JobRunner {
     }
 
     async fn alarm(&self) -> worker::Result<Response> {
+        let _request = meter::DoRequest::start();
         let Some(job) = self.load().await? else {
             return Response::ok("no job");
         };
@@ -182,6 +187,7 @@ impl JobRunner {
     }
 
     async fn load(&self) -> worker::Result<Option<JobRecord>> {
+        meter::count(meter::Op::RowsRead, 1);
         self.state.storage().get::<JobRecord>(RECORD).await
     }
 
@@ -192,6 +198,7 @@ impl JobRunner {
             return Ok(None);
         };
         let out = f(&mut job);
+        meter::count(meter::Op::RowsWritten, 1);
         self.state.storage().put(RECORD, &job).await?;
         Ok(Some(out))
     }
@@ -288,7 +295,10 @@ impl JobRunner {
         let mut at = job.next_due_ms();
         if job.status.is_terminal()
             && !job.deleted
-            && let Some(d) = storage.get::<Delivery>(WEBHOOK).await?
+            && let Some(d) = {
+                meter::count(meter::Op::RowsRead, 1);
+                storage.get::<Delivery>(WEBHOOK).await?
+            }
             && !d.done
         {
             at = Some(at.map_or(d.next_ms, |a| a.min(d.next_ms)));
@@ -429,6 +439,7 @@ impl JobRunner {
     async fn input_image(&self, job: &JobRecord) -> Result<Vec<u8>, UpstreamError> {
         let internal = |e: worker::Error| transient(format!("storage: {e}"));
         let bucket = storage::media(&self.env).map_err(|e| transient(e.to_string()))?;
+        meter::count(meter::Op::R2ClassB, 1);
         let object = bucket
             .get(keys::input(&job.id))
             .execute()
@@ -574,6 +585,7 @@ impl JobRunner {
         if !job.status.is_terminal() || job.deleted {
             return Ok(());
         }
+        meter::count(meter::Op::RowsRead, 1);
         let Some(mut delivery) = storage.get::<Delivery>(WEBHOOK).await? else {
             return Ok(());
         };
@@ -581,6 +593,7 @@ impl JobRunner {
             // Like Eachlabs: a canceled prediction sends no webhook.
             if !delivery.done {
                 delivery.done = true;
+                meter::count(meter::Op::RowsWritten, 1);
                 storage.put(WEBHOOK, &delivery).await?;
             }
             return Ok(());
@@ -611,6 +624,7 @@ impl JobRunner {
             return Ok(());
         }
         delivery.attempted(sent.is_ok(), now_ms());
+        meter::count(meter::Op::RowsWritten, 1);
         storage.put(WEBHOOK, &delivery).await
     }
 
@@ -618,6 +632,7 @@ impl JobRunner {
     async fn drop_outputs(&self, id: &parallax_api::RequestId) -> worker::Result<()> {
         let bucket = self.env.bucket(bindings::MEDIA)?;
         loop {
+            meter::count(meter::Op::R2ClassA, 1);
             let listed = bucket
                 .list()
                 .prefix(keys::outputs_prefix(id))
@@ -657,6 +672,8 @@ impl JobRunner {
         }
         let storage = self.state.storage();
         storage.delete_alarm().await?;
+        // The record and the webhook delivery (`delete_all` removes every key).
+        meter::count(meter::Op::RowsWritten, 2);
         storage.delete_all().await?;
         Ok(())
     }

@@ -29,6 +29,7 @@ pub async fn put_image(
     };
     let mut custom = HashMap::new();
     custom.insert("job".to_owned(), job_id.to_owned());
+    crate::meter::count(crate::meter::Op::R2ClassA, 1);
     bucket
         .put(key, bytes)
         .http_metadata(meta)

@@ -13,9 +13,12 @@
 //!    instantiate time;
 //! 5. the Ledger: submit latency for an account with no past jobs and one with
 //!    100 000 (rows seeded through the bench stack's `/__dev/ledger`), and the size of
-//!    each account's storage.
+//!    each account's storage;
+//! 6. Cloudflare operations per job (metered by the Worker itself on a stack of its
+//!    own) and their price per 1 000 jobs, beside the provider's price per image.
 
 mod flows;
+mod ops;
 mod photos;
 mod report;
 mod wrk;
@@ -49,7 +52,14 @@ const WRK_SECS: u32 = 5;
 
 /// The sections, in order; `only` runs one of them (for iterating on it) and leaves
 /// `bench/results/latest.json` alone.
-const SECTIONS: [&str; 5] = ["gateway", "polling", "playground", "worker", "ledger"];
+const SECTIONS: [&str; 6] = [
+    "gateway",
+    "polling",
+    "playground",
+    "worker",
+    "ledger",
+    "ops",
+];
 /// Past jobs seeded into the aged account of the ledger section.
 const AGED_JOBS: u64 = 100_000;
 
@@ -122,6 +132,16 @@ pub fn run(only: Option<&str>) -> Result {
         lighthouse(&mut report, &stack.base_url, &dir)?;
     }
     drop(stack);
+    if wanted("ops") {
+        println!("\n6. Cloudflare operations per job");
+        let mut o = options(dir.join("ops-state"), dir.join("ops.log"));
+        o.vars.retain(|(k, _)| k != "RETENTION_SECS");
+        o.vars.extend(
+            [("OPS_METER", "on"), ("RETENTION_SECS", "6")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+        ops::run(&mut report, &o)?;
+    }
     if wanted("worker") {
         println!("\n4. Worker");
         worker(&mut report, &dir)?;

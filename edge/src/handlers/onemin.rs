@@ -74,6 +74,7 @@ async fn stored_image(env: &Env, key: &str) -> EdgeResult<Vec<u8>> {
             "names no stored image (it expired, was deleted or was never uploaded)",
         )
     };
+    crate::meter::count(crate::meter::Op::R2ClassB, 1);
     let object = storage::media(env)?
         .get(key)
         .execute()
@@ -114,6 +115,7 @@ pub async fn upload_asset(mut req: Request, env: &Env, caller: &Caller) -> EdgeR
         ..HttpMetadata::default()
     };
     let custom = HashMap::from([("owner".to_owned(), caller.account.clone())]);
+    crate::meter::count(crate::meter::Op::R2ClassA, 1);
     storage::media(env)?
         .put(&key, data)
         .http_metadata(meta)

@@ -45,6 +45,7 @@ pub async fn serve_image(
     key: &str,
     download_name: &str,
 ) -> EdgeResult<Response> {
+    crate::meter::count(crate::meter::Op::R2ClassB, 1);
     let object = storage::media(env)?
         .get(key)
         .execute()

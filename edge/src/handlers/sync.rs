@@ -82,6 +82,7 @@ async fn first_image(env: &Env, job: &JobRecord) -> EdgeResult<Response> {
         .outputs
         .first()
         .ok_or_else(|| EdgeError::Internal("completed job without outputs".into()))?;
+    crate::meter::count(crate::meter::Op::R2ClassB, 1);
     let object = storage::media(env)?
         .get(keys::output(&job.id, 0, &out.ext))
         .execute()
