@@ -78,6 +78,7 @@ pub fn count(op: Op, n: usize) {
 
 /// Counts a Durable Object request (fetch or alarm) and, when dropped at its end,
 /// the wall-clock time it took. Hold it for the whole handler.
+#[derive(Debug)]
 pub struct DoRequest(f64);
 
 impl DoRequest {

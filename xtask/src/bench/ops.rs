@@ -182,18 +182,25 @@ pub fn run(report: &mut Report, options: &crate::stack::Options) -> Result {
         None,
         &format!("${storage_usd:.5} per 1 000 jobs"),
     );
-    report.add(
+    report.push(
         S,
         "Cloudflare, all of the above",
-        per_thousand,
-        "$ per 1 000 jobs",
+        per_thousand * 1000.0,
+        "$ per million jobs",
+        None,
+        &format!("${per_thousand:.4} per 1 000 jobs"),
     );
     for (model, price) in PROVIDER_PER_IMAGE {
-        report.add(
+        report.push(
             S,
             format!("provider (Replicate) {model}, for comparison"),
             price * 1000.0,
             "$ per 1 000 images",
+            None,
+            &format!(
+                "Cloudflare adds {:.2} % to one image",
+                per_thousand / (price * 1000.0) * 100.0
+            ),
         );
     }
     details.insert("do_active_ms_per_job".into(), json!(active_ms));
