@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use parallax_e2e::audit::{self, Account, Tracked};
-use parallax_e2e::{Answer, balance_of, base, client, eventually, get, sample, test_key};
+use parallax_e2e::{
+    Answer, balance_of, base, client, eventually, get, sample, send_repeatable, test_key,
+};
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::{Value, json};
 
@@ -119,13 +121,11 @@ fn batch(key: &str, seed: u64, label: &str, n: usize) -> (Vec<Tracked>, Figures)
                     match action {
                         4 | 5 => {
                             drop(f);
-                            let c = Answer::from(
+                            let c = send_repeatable(|| {
                                 client()
                                     .post(format!("{url}/cancel"))
                                     .header("x-api-key", &key)
-                                    .send()
-                                    .expect("cancel"),
-                            );
+                            });
                             let mut f = figures.lock().unwrap();
                             match c.status {
                                 200 => f.cancels += 1,
@@ -136,13 +136,8 @@ fn batch(key: &str, seed: u64, label: &str, n: usize) -> (Vec<Tracked>, Figures)
                         6 => {
                             drop(f);
                             // What it was charged and refunded, before it is gone.
-                            let c = Answer::from(
-                                client()
-                                    .delete(&url)
-                                    .header("x-api-key", &key)
-                                    .send()
-                                    .expect("delete"),
-                            );
+                            let c =
+                                send_repeatable(|| client().delete(&url).header("x-api-key", &key));
                             assert_eq!(c.status, 200, "{}", c.text);
                             let credits = &c.json()["metrics"]["credits"];
                             t.charged = credits["charged"].as_u64().expect("credits");
