@@ -142,7 +142,7 @@ fn Shared(
                             <figure class="output">
                                 <CompareSlider before=control.clone() after=url.clone() label=format!("Generated: {}", r.params.prompt()) />
                                 <figcaption class="actions">
-                                    <a class="button small" href=url.clone() target="_blank" rel="noopener" aria-label=format!("Open image {} full size", n + 1)>"Full size"</a>
+                                    <a class="button small" href=url.clone() target="_blank" rel="noopener" aria-label=format!("Full size: image {}", n + 1)>"Full size"</a>
                                     <a class="button small" href=url.clone() download=download_name(r.params.prompt(), r.seed, n, url)
                                         aria-label=format!("Download image {}", n + 1)>"Download"</a>
                                 </figcaption>
