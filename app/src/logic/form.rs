@@ -122,8 +122,7 @@ impl FormState {
 
 /// Where the control image came from, when it can be had again after a reload
 /// (a picked file's bytes are not kept).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "url", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageSource {
     /// Fetched by the browser and prepared: a sample photo, an output, a job's input.
     Fetched(String),
@@ -139,14 +138,18 @@ impl ImageSource {
     }
 }
 
-/// The form as saved in localStorage.
+/// The form as saved in localStorage. (Plain fields, no tagged enum: serde's
+/// buffering of tagged enums costs the playground kilobytes of wasm.)
 #[derive(Debug, Serialize, Deserialize)]
 struct SavedForm {
     version: u32,
     model: String,
     values: BTreeMap<String, String>,
     seed_locked: bool,
-    image: Option<ImageSource>,
+    /// The image's URL, if it can be had again.
+    image: Option<String>,
+    /// Whether the server fetches it ([`ImageSource::Remote`]).
+    image_remote: bool,
 }
 
 /// The form (and where its image came from) as the text to save.
@@ -160,7 +163,10 @@ pub fn encode(form: &FormState, image: Option<&ImageSource>) -> String {
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
             .collect(),
         seed_locked: form.seed_locked,
-        image: image.filter(|i| i.url().len() <= MAX_SAVED_URL).cloned(),
+        image: image
+            .map(|i| i.url().to_owned())
+            .filter(|u| u.len() <= MAX_SAVED_URL),
+        image_remote: matches!(image, Some(ImageSource::Remote(_))),
     };
     serde_json::to_string(&saved).unwrap_or_default()
 }
@@ -178,7 +184,14 @@ pub fn decode(text: &str) -> Option<(FormState, Option<ImageSource>)> {
         form.set(&name, value);
     }
     form.seed_locked = saved.seed_locked;
-    Some((form, saved.image))
+    let image = saved.image.map(|u| {
+        if saved.image_remote {
+            ImageSource::Remote(u)
+        } else {
+            ImageSource::Fetched(u)
+        }
+    });
+    Some((form, image))
 }
 
 /// The megapixels the edge will produce for these values, to downscale uploads to.
@@ -273,7 +286,8 @@ mod tests {
     fn a_saved_form_keeps_only_what_its_model_has() {
         let text = json!({
             "version": SAVED_VERSION, "model": "flux-depth-pro", "seed_locked": false,
-            "values": {"prompt": "a fox", "steps": "20", "num_outputs": "3"}, "image": null,
+            "values": {"prompt": "a fox", "steps": "20", "num_outputs": "3"},
+            "image": null, "image_remote": false,
         });
         let (f, img) = decode(&text.to_string()).unwrap();
         assert_eq!(f.model, Model::FluxDepthPro);
