@@ -99,7 +99,7 @@ test('an unknown share link says so', async () => {
   const page = await ctx.newPage();
   const resp = await page.goto(`${base}/r/00000000-0000-4000-8000-000000000000`);
   assert.equal(resp.status(), 404);
-  await page.getByTestId('share-error').waitFor();
-  assert.match(await page.getByTestId('share-error').textContent(), /expired/);
+  await page.getByTestId('load-error').waitFor();
+  assert.match(await page.getByTestId('load-error').textContent(), /expired/);
   await ctx.close();
 });

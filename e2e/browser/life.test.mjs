@@ -236,3 +236,37 @@ for (const [name, options] of [['desktop', DESKTOP], ['phone', PHONE]]) {
     await context.close();
   });
 }
+
+for (const [name, options] of [['desktop', DESKTOP], ['phone', PHONE]]) {
+  test(`${name}: the form survives a reload (prompt, parameters, the picked sample), the URL's model still wins`, async () => {
+    const context = await browser.newContext(options);
+    const { page, errors } = await open(context);
+    await pickSample(page);
+    await page.getByTestId('prompt').fill('a lighthouse made of coral');
+    const guidance = page.locator('#param-guidance');
+    await guidance.fill('');
+    await guidance.pressSequentially('12.5');
+
+    await page.reload();
+    await rendered(page);
+    assert.equal(await page.getByTestId('prompt').inputValue(), 'a lighthouse made of coral');
+    assert.equal(await page.locator('#param-guidance').inputValue(), '12.5');
+    // The sample is fetched and prepared again (its bytes were not stored).
+    await page.getByText(/Will upload \d+×\d+ JPEG/).waitFor();
+    assert.match(await page.locator('.preview').getAttribute('src'), /^blob:/);
+    await page.screenshot({ path: path.join(shots, `life-form-reloaded-${name}.png`), fullPage: true });
+
+    // A link naming another model switches to it, keeping what both models share.
+    await page.goto(base + '/?model=flux-depth-dev');
+    await rendered(page);
+    assert.equal(await page.getByTestId('model-flux-depth-dev').isChecked(), true);
+    assert.equal(await page.getByTestId('prompt').inputValue(), 'a lighthouse made of coral');
+    assert.equal(await page.locator('#param-guidance').inputValue(), '12.5');
+    await page.reload();
+    await rendered(page);
+    assert.equal(await page.getByTestId('model-flux-depth-dev').isChecked(), true);
+    assert.equal(await page.getByTestId('prompt').inputValue(), 'a lighthouse made of coral');
+    assert.deepEqual(errors, []);
+    await context.close();
+  });
+}

@@ -226,7 +226,7 @@ pub fn JobCard(
                                 <figure class="output">
                                     {image}
                                     <figcaption class="actions">
-                                        <a class="button small" href=url.clone() target="_blank" rel="noopener" aria-label=format!("Open {what} full size")>"Full size"</a>
+                                        <a class="button small" href=url.clone() target="_blank" rel="noopener" aria-label=format!("Full size: {what}")>"Full size"</a>
                                         <a class="button small" href=url.clone() download=download_name(&j.prompt, j.seed, n, &url)
                                             data-testid="job-download" aria-label=format!("Download {what}")>"Download"</a>
                                         <button type="button" class="button small" data-testid="job-copy-link"
@@ -256,7 +256,7 @@ pub fn JobCard(
                         aria-label=move || format!("Remix “{}”", short(&prompt()))
                         on:click=move |_| { if let Some(j) = get() { actions.remix.run(j) } }>"Remix"</button>
                     <a class="button" href=move || with(&|j| format!("/r/{}", j.id)) data-testid="job-page"
-                        aria-label=move || format!("Open the share page of “{}”", short(&prompt()))>"Share page"</a>
+                        aria-label=move || format!("Share page of “{}”", short(&prompt()))>"Share page"</a>
                 </div>
             </Show>
         </article>

@@ -1,10 +1,19 @@
 //! The form's state: one text value per catalog parameter (what the inputs hold),
-//! validated with the same rules as the edge, and turned into request fields.
+//! validated with the same rules as the edge, and turned into request fields; and
+//! what of it this browser keeps across reloads ([`encode`] / [`decode`]).
 
 use std::collections::BTreeMap;
 
 use parallax_api::{Model, ParamKind, ParamSpec, Params, validate_value};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+/// The localStorage key of the saved form (next to the job store's `parallax.jobs`).
+pub const SAVED_KEY: &str = "parallax.studio";
+/// The saved form's schema; a saved form of another version is ignored.
+pub const SAVED_VERSION: u32 = 1;
+/// Image URLs longer than this (data URLs) are not saved: the bytes are not kept.
+const MAX_SAVED_URL: usize = 2048;
 
 /// Every parameter's current text, for one model.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,6 +120,80 @@ impl FormState {
     }
 }
 
+/// Where the control image came from, when it can be had again after a reload
+/// (a picked file's bytes are not kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    /// Fetched by the browser and prepared: a sample photo, an output, a job's input.
+    Fetched(String),
+    /// An https URL the server fetches.
+    Remote(String),
+}
+
+impl ImageSource {
+    fn url(&self) -> &str {
+        match self {
+            Self::Fetched(u) | Self::Remote(u) => u,
+        }
+    }
+}
+
+/// The form as saved in localStorage. (Plain fields, no tagged enum: serde's
+/// buffering of tagged enums costs the playground kilobytes of wasm.)
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedForm {
+    version: u32,
+    model: String,
+    values: BTreeMap<String, String>,
+    seed_locked: bool,
+    /// The image's URL, if it can be had again.
+    image: Option<String>,
+    /// Whether the server fetches it ([`ImageSource::Remote`]).
+    image_remote: bool,
+}
+
+/// The form (and where its image came from) as the text to save.
+pub fn encode(form: &FormState, image: Option<&ImageSource>) -> String {
+    let saved = SavedForm {
+        version: SAVED_VERSION,
+        model: form.model.slug().to_owned(),
+        values: form
+            .values
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+        seed_locked: form.seed_locked,
+        image: image
+            .map(|i| i.url().to_owned())
+            .filter(|u| u.len() <= MAX_SAVED_URL),
+        image_remote: matches!(image, Some(ImageSource::Remote(_))),
+    };
+    serde_json::to_string(&saved).unwrap_or_default()
+}
+
+/// A saved form back: its model's form with the saved values it has (text as typed,
+/// checked as usual when shown), and its image source. `None` for anything else
+/// (another version, an unknown model, not JSON).
+pub fn decode(text: &str) -> Option<(FormState, Option<ImageSource>)> {
+    let saved: SavedForm = serde_json::from_str(text).ok()?;
+    if saved.version != SAVED_VERSION {
+        return None;
+    }
+    let mut form = FormState::new(Model::from_slug(&saved.model)?);
+    for (name, value) in saved.values {
+        form.set(&name, value);
+    }
+    form.seed_locked = saved.seed_locked;
+    let image = saved.image.map(|u| {
+        if saved.image_remote {
+            ImageSource::Remote(u)
+        } else {
+            ImageSource::Fetched(u)
+        }
+    });
+    Some((form, image))
+}
+
 /// The megapixels the edge will produce for these values, to downscale uploads to.
 pub fn target_megapixels(state: &FormState) -> f64 {
     match (state.model, state.get("megapixels")) {
@@ -185,5 +268,54 @@ mod tests {
         assert_eq!(f.get("num_outputs"), "3");
         assert!(f.seed_locked);
         assert_eq!(target_megapixels(&f), 0.25);
+    }
+
+    #[test]
+    fn a_saved_form_comes_back_as_typed_with_its_image() {
+        let mut f = FormState::new(Model::FluxDepthDev);
+        f.set("prompt", "a red door".into());
+        f.set("guidance", "7.".into());
+        f.seed_locked = true;
+        let image = ImageSource::Fetched("/samples/coffee.jpg".into());
+        let (back, img) = decode(&encode(&f, Some(&image))).unwrap();
+        assert_eq!(back, f);
+        assert_eq!(img, Some(image));
+    }
+
+    #[test]
+    fn a_saved_form_keeps_only_what_its_model_has() {
+        let text = json!({
+            "version": SAVED_VERSION, "model": "flux-depth-pro", "seed_locked": false,
+            "values": {"prompt": "a fox", "steps": "20", "num_outputs": "3"},
+            "image": null, "image_remote": false,
+        });
+        let (f, img) = decode(&text.to_string()).unwrap();
+        assert_eq!(f.model, Model::FluxDepthPro);
+        assert_eq!(f.get("prompt"), "a fox");
+        assert_eq!(f.get("steps"), "20");
+        assert_eq!(f.get("guidance"), "7.0", "unsaved values are the defaults");
+        assert!(!f.values.contains_key("num_outputs"));
+        assert_eq!(img, None);
+    }
+
+    #[test]
+    fn other_versions_unknown_models_and_junk_are_ignored() {
+        let f = FormState::new(Model::FluxDepthPro);
+        let mut v: Value = serde_json::from_str(&encode(&f, None)).unwrap();
+        v["version"] = json!(SAVED_VERSION + 1);
+        assert!(decode(&v.to_string()).is_none());
+        v["version"] = json!(SAVED_VERSION);
+        v["model"] = json!("flux-depth-max");
+        assert!(decode(&v.to_string()).is_none());
+        assert!(decode("not json").is_none());
+    }
+
+    #[test]
+    fn long_image_urls_are_not_saved() {
+        let f = FormState::new(Model::FluxDepthPro);
+        let data = ImageSource::Fetched(format!("data:image/jpeg;base64,{}", "A".repeat(4000)));
+        assert_eq!(decode(&encode(&f, Some(&data))).unwrap().1, None);
+        let remote = ImageSource::Remote("https://example.com/a.jpg".into());
+        assert_eq!(decode(&encode(&f, Some(&remote))).unwrap().1, Some(remote));
     }
 }

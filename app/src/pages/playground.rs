@@ -2,8 +2,10 @@
 //! the API snippets, and the jobs from the store with their results.
 //!
 //! The form and the control image live in [`Studio`], provided by the app, so going
-//! to History and back keeps them; the jobs live in the store, so a reload keeps them
-//! and resumes the running ones. The URL carries the model (`?model=`), a job to show
+//! to History and back keeps them, and saved in localStorage (`parallax.studio`), so a
+//! reload keeps the prompt, the parameters and an image that can be fetched again (a
+//! sample, an output, an https URL; not a picked file's bytes). The jobs live in the
+//! store, so a reload keeps them and resumes the running ones. The URL carries the model (`?model=`), a job to show
 //! (`?job=`), and a job to remix (`?remix=`, from a share page).
 
 use leptos::prelude::*;
@@ -21,7 +23,7 @@ use crate::components::param_field::ParamField;
 use crate::components::snippets_panel::SnippetsPanel;
 use crate::image::{self, Prepared};
 use crate::logic::eta;
-use crate::logic::form::{FormState, target_megapixels};
+use crate::logic::form::{self, FormState, ImageSource, target_megapixels};
 use crate::logic::store::Job;
 use crate::session;
 use crate::store::{Pending, now_ms, use_store};
@@ -45,6 +47,8 @@ pub struct Studio {
     control: RwSignal<Option<Control>>,
     /// The picked image as it came, re-prepared when the size to ask for changes.
     source: RwSignal<Option<Blob>>,
+    /// Where the control image came from, if it can be had again after a reload.
+    origin: RwSignal<Option<ImageSource>>,
     preview: RwSignal<Option<String>>,
     preparing: RwSignal<bool>,
     /// Bumped by each prepare; only the newest one's answer is used.
@@ -58,11 +62,17 @@ pub struct Studio {
 }
 
 impl Studio {
+    /// Creates the studio from the saved form (the URL's `?model=` still wins, see
+    /// [`PlaygroundPage`]) and saves the form on every change.
     pub fn provide() {
-        provide_context(Self {
-            form: RwSignal::new(FormState::new(Model::FluxDepthPro)),
+        let (saved, image) = session::load(form::SAVED_KEY)
+            .and_then(|text| form::decode(&text))
+            .unwrap_or_else(|| (FormState::new(Model::FluxDepthPro), None));
+        let studio = Self {
+            form: RwSignal::new(saved),
             control: RwSignal::new(None),
             source: RwSignal::new(None),
+            origin: RwSignal::new(None),
             preview: RwSignal::new(None),
             preparing: RwSignal::new(false),
             prep_token: StoredValue::new(0),
@@ -71,6 +81,23 @@ impl Studio {
             show_errors: RwSignal::new(false),
             next_key: StoredValue::new(0),
             remixed: StoredValue::new(None),
+        };
+        provide_context(studio);
+        // A remix link brings its own image; otherwise the saved one comes back.
+        let remixing = window()
+            .location()
+            .search()
+            .is_ok_and(|q| q.contains("remix="));
+        match image {
+            Some(ImageSource::Remote(u)) if !remixing => studio.use_remote(u),
+            Some(ImageSource::Fetched(u)) if !remixing => studio.fetch(u, false),
+            _ => {}
+        }
+        Effect::new(move || {
+            let text = studio
+                .form
+                .with(|f| studio.origin.with(|o| form::encode(f, o.as_ref())));
+            session::save(form::SAVED_KEY, &text);
         });
     }
 
@@ -81,6 +108,23 @@ impl Studio {
             let _ = web_sys::Url::revoke_object_url(&old);
         }
         self.preview.set(url);
+    }
+
+    /// Picks a file: its bytes are not kept, so a reload does not bring it back.
+    fn pick_file(self, file: web_sys::File) {
+        self.origin.set(None);
+        self.prepare(file.into());
+    }
+
+    /// Uses an https URL the server fetches.
+    fn use_remote(self, url: String) {
+        self.image_error.set(None);
+        self.prep_token.update_value(|t| *t += 1);
+        self.preparing.set(false);
+        self.source.set(None);
+        self.set_preview(Some(url.clone()));
+        self.origin.set(Some(ImageSource::Remote(url.clone())));
+        self.control.set(Some(Control::Url(url)));
     }
 
     /// Prepares `blob` (upright, downscaled, JPEG) for the size the form asks for now.
@@ -110,15 +154,28 @@ impl Studio {
     /// Loads an image URL (a sample, an output, a job's control image) as the control
     /// image; says so when it cannot be fetched.
     fn load_url(self, url: String) {
+        self.fetch(url, true);
+    }
+
+    /// Fetches and prepares `url`; a failure is shown when `loud` (a restored image
+    /// that is gone, e.g. a purged output, is just not restored).
+    fn fetch(self, url: String, loud: bool) {
         self.image_error.set(None);
         self.preparing.set(true);
         spawn_local(async move {
             match client::blob(&url).await {
-                Ok(blob) => self.prepare(blob),
+                Ok(blob) => {
+                    self.origin.set(Some(ImageSource::Fetched(url)));
+                    self.prepare(blob);
+                }
                 Err(e) => {
                     self.preparing.set(false);
-                    self.image_error
-                        .set(Some(format!("Could not load that image: {}", e.message())));
+                    if loud {
+                        self.image_error
+                            .set(Some(format!("Could not load that image: {}", e.message())));
+                    } else {
+                        self.origin.set(None);
+                    }
                 }
             }
         });
@@ -179,18 +236,11 @@ pub fn PlaygroundPage() -> impl IntoView {
 
     let on_pick = Callback::new(move |picked: Picked| match picked {
         Picked::File(f) => match image::precheck(&f.type_(), f.size()) {
-            Ok(()) => studio.prepare(f.into()),
+            Ok(()) => studio.pick_file(f),
             Err(e) => image_error.set(Some(e)),
         },
         Picked::Sample(url) => studio.load_url(url),
-        Picked::Url(u) if u.starts_with("https://") => {
-            image_error.set(None);
-            studio.prep_token.update_value(|t| *t += 1);
-            studio.preparing.set(false);
-            studio.source.set(None);
-            studio.set_preview(Some(u.clone()));
-            control.set(Some(Control::Url(u)));
-        }
+        Picked::Url(u) if u.starts_with("https://") => studio.use_remote(u),
         Picked::Url(_) => image_error.set(Some("Use an https:// URL".into())),
     });
     let info = Signal::derive(move || {

@@ -1,14 +1,19 @@
 //! `/r/{id}`: a shared result, for anyone with the link: the images with a compare
 //! slider against the control image, the prompt and parameters, provider and
 //! timings, when it expires, and Remix (opens the studio prefilled).
+//!
+//! It loads with a small loop rather than a `LocalResource` in a `Transition`: this
+//! is the app's only page that loads over the network, and the Suspense machinery
+//! costs the first load of `/` 13 KB gzip (measured), against a 250 KB budget.
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::hooks::use_params_map;
 use parallax_api::{JobResult, JobStatus, RequestId};
 
-use crate::client;
+use crate::client::{self, ClientError};
 use crate::components::compare::CompareSlider;
+use crate::components::error_view::ErrorView;
 use crate::logic::eta;
 use crate::logic::form::value_text;
 use crate::logic::poll::Read;
@@ -19,8 +24,16 @@ use crate::logic::store::{download_name, expiry_text};
 enum Shown {
     Loading,
     Job(Box<JobResult>),
-    NotFound,
-    Error(String),
+    /// Could not load it (a 404: it does not exist or has expired).
+    Failed(ClientError),
+}
+
+/// What the server says of an id no job can have.
+fn not_found() -> ClientError {
+    ClientError::Http {
+        status: 404,
+        retry_after_ms: None,
+    }
 }
 
 #[component]
@@ -35,7 +48,7 @@ pub fn SharePage() -> impl IntoView {
         token.update_value(|t| *t += 1);
         let mine = token.get_value();
         let Some(id) = RequestId::parse(&raw) else {
-            shown.set(Shown::NotFound);
+            shown.set(Shown::Failed(not_found()));
             return;
         };
         shown.set(Shown::Loading);
@@ -50,9 +63,9 @@ pub fn SharePage() -> impl IntoView {
                 let next = match &read {
                     Ok(r) => Some(Shown::Job(Box::new(r.clone()))),
                     Err(e) => match e.read() {
-                        Read::Gone => Some(Shown::NotFound),
+                        Read::Gone => Some(Shown::Failed(e.clone())),
                         _ if failures >= 3 && shown.get_untracked() == Shown::Loading => {
-                            Some(Shown::Error(e.message()))
+                            Some(Shown::Failed(e.clone()))
                         }
                         _ => None,
                     },
@@ -63,8 +76,8 @@ pub fn SharePage() -> impl IntoView {
                 if let Some(n) = next {
                     let _ = shown.try_set(n);
                 }
-                if (read.is_ok() && !running) || shown.try_get_untracked() == Some(Shown::NotFound)
-                {
+                let gone = read.as_ref().is_err_and(|e| e.read() == Read::Gone);
+                if (read.is_ok() && !running) || gone {
                     return;
                 }
                 client::sleep(if read.is_err() { 3_000 } else { 2_000 }).await;
@@ -75,19 +88,9 @@ pub fn SharePage() -> impl IntoView {
         <section class="share">
             {move || match shown.get() {
                 Shown::Loading => view! { <p class="empty" role="status">"Loading…"</p> }.into_any(),
-                Shown::NotFound => view! {
-                    <div class="panel">
-                        <h1>"Not found"</h1>
-                        <p data-testid="share-error">"This result does not exist or has expired."</p>
-                        <a class="button" href="/">"Open the studio"</a>
-                    </div>
-                }.into_any(),
-                Shown::Error(message) => view! {
-                    <div class="panel">
-                        <h1>"Cannot load this result"</h1>
-                        <p data-testid="share-error">{message}</p>
-                        <a class="button" href="/">"Open the studio"</a>
-                    </div>
+                Shown::Failed(error) => view! {
+                    <ErrorView title="Cannot load this result"
+                        gone="This result does not exist or has expired." error=error />
                 }.into_any(),
                 Shown::Job(r) => view! { <Shared r=*r /> }.into_any(),
             }}
@@ -142,7 +145,7 @@ fn Shared(
                             <figure class="output">
                                 <CompareSlider before=control.clone() after=url.clone() label=format!("Generated: {}", r.params.prompt()) />
                                 <figcaption class="actions">
-                                    <a class="button small" href=url.clone() target="_blank" rel="noopener" aria-label=format!("Open image {} full size", n + 1)>"Full size"</a>
+                                    <a class="button small" href=url.clone() target="_blank" rel="noopener" aria-label=format!("Full size: image {}", n + 1)>"Full size"</a>
                                     <a class="button small" href=url.clone() download=download_name(r.params.prompt(), r.seed, n, url)
                                         aria-label=format!("Download image {}", n + 1)>"Download"</a>
                                 </figcaption>
