@@ -112,6 +112,7 @@ fn e2e_phases(started: Instant, mut counts: Counts) -> Result {
         ("idem", 1_000, None),
         ("canceler", 1_000, None),
         ("interleave", 1_000, None),
+        ("interleave_delete", 1_000, None),
         ("faults", 1_000, None),
         ("history", 1_000, None),
         ("lister", 1_000, None),
