@@ -121,6 +121,7 @@ fn e2e_phases(started: Instant, mut counts: Counts) -> Result {
         ("ledger_replay", 1_000, None),
         ("ledger_concurrent", 1_000, None),
         ("ledger_truncated", 1_000, None),
+        ("ledger_reaper", 1_000, None),
         ("legacy", 1_000, None),
         ("load", 10_000_000, None),
         ("poor", 7, None),
