@@ -12,6 +12,10 @@
 //! decisions are pure functions over rows (tested natively below); [`Ledger::fetch`]
 //! reads the rows, decides, and applies the writes in one `transactionSync`.
 //!
+//! A start under an idempotency key is also a `starts` row until its Confirm or Release;
+//! the object's alarm reaps those whose pending key lapsed (a lost Confirm or Release)
+//! by asking the job's runner whether the job exists (see [`reap`]).
+//!
 //! Internal protocol: `POST /op` with a [`LedgerRequest`] → [`LedgerReply`].
 
 use std::cell::{Cell, RefCell};
