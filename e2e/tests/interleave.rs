@@ -4,11 +4,15 @@
 //! image, and is refunded exactly what its body says (in full only when the provider
 //! confirms nothing was spent).
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::mpsc;
 use std::time::Duration;
 
+use base64::Engine;
 use parallax_e2e::{
-    Answer, Gate, balance_of, base, client, eventually, get, sample, sim_jobs, sim_url, test_key,
-    unique, wait_terminal,
+    Answer, Gate, audit, balance_of, base, client, eventually, get, sample, sim_jobs, sim_url,
+    state_dir, test_key, unique, wait_terminal,
 };
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::Value;
@@ -16,6 +20,7 @@ use serde_json::Value;
 /// Tests that check a balance have a key of their own (tests run side by side).
 const KEY: &str = "rich";
 const OWN_KEY: &str = "interleave";
+const DELETE_KEY: &str = "interleave_delete";
 
 fn submit(model: &str, prompt: &str, extra: &[(&str, &str)]) -> Value {
     submit_as(KEY, model, prompt, extra)
@@ -49,6 +54,16 @@ fn cancel_as(key: &str, id: &str) -> Answer {
     Answer::from(
         client()
             .post(format!("{}/v2/requests/{id}/cancel", base()))
+            .header("x-api-key", test_key(key))
+            .send()
+            .unwrap(),
+    )
+}
+
+fn delete_as(key: &str, id: &str) -> Answer {
+    Answer::from(
+        client()
+            .delete(format!("{}/v2/requests/{id}", base()))
             .header("x-api-key", test_key(key))
             .send()
             .unwrap(),
@@ -218,4 +233,155 @@ fn a_running_job_tells_what_a_cancel_would_refund() {
             .is_none(),
         "only while it runs"
     );
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn a_delete_during_the_submit_stops_the_upstream_and_refunds_before_the_purge() {
+    // As the cancel above, but a DELETE: the record must outlive the submit's answer
+    // (it decides the upstream cancel and the refund) and only then be purged.
+    let prompt = unique("delete in submit [sim:segmind:503!] [sim:queue=60]");
+    let gate = Gate::close(Some("replicate"), "submit", &prompt);
+    let job = submit_as(DELETE_KEY, "flux-depth-pro", &prompt, &[]);
+    let id = job["request_id"].as_str().unwrap().to_owned();
+    gate.wait_parked();
+    let before = balance_of(&test_key(DELETE_KEY));
+    let deleted = delete_as(DELETE_KEY, &id);
+    assert_eq!(deleted.status, 200, "{}", deleted.text);
+    assert_eq!(deleted.json()["deleted"], true);
+    let status = format!("{}/v2/requests/{id}/status", base());
+    assert_eq!(get(&status).status, 404, "deleted: served as unknown");
+    gate.open();
+    // Replicate accepted it after the delete: the edge stops it there (before it
+    // started, so nothing was spent) and refunds in full, then purges.
+    eventually(
+        "the upstream cancel after the delete",
+        Duration::from_secs(60),
+        || sim_job(&prompt).filter(|j| j["canceled"] == true),
+    );
+    eventually("the refund", Duration::from_secs(60), || {
+        (balance_of(&test_key(DELETE_KEY)) == before + 5).then_some(())
+    });
+    if let Some(state) = state_dir() {
+        eventually("the purge", Duration::from_secs(60), || {
+            (!audit::r2_keys(&state).iter().any(|k| k.contains(&id))).then_some(())
+        });
+    }
+    assert_eq!(get(&status).status, 404);
+}
+
+/// A webhook endpoint on loopback that holds the first delivery until the test
+/// answers it, and refuses every later one at once.
+struct HeldReceiver {
+    url: String,
+    /// The first delivery's body, once it arrived.
+    first: mpsc::Receiver<Vec<u8>>,
+    /// The status to answer the first delivery with.
+    answer: mpsc::Sender<u16>,
+    /// Deliveries after the first.
+    later: mpsc::Receiver<()>,
+}
+
+fn held_receiver() -> HeldReceiver {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (first_tx, first) = mpsc::channel();
+    let (answer, answer_rx) = mpsc::channel::<u16>();
+    let (later_tx, later) = mpsc::channel();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let status = if n == 0 {
+                let _ = first_tx.send(body);
+                answer_rx
+                    .recv_timeout(Duration::from_secs(120))
+                    .unwrap_or(500)
+            } else {
+                let _ = later_tx.send(());
+                500
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+        }
+    });
+    HeldReceiver {
+        url: format!("http://127.0.0.1:{port}/hooks/eachlabs"),
+        first,
+        answer,
+        later,
+    }
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn a_delete_during_a_webhook_attempt_purges_the_job_and_stops_the_deliveries() {
+    let hook = held_receiver();
+    let data_url = format!(
+        "data:image/jpeg;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(sample("rocket.jpg"))
+    );
+    let created = Answer::from(
+        client()
+            .post(format!("{}/v1/prediction/", base()))
+            .header("x-api-key", test_key(KEY))
+            .json(&serde_json::json!({
+                "model": "flux-depth-dev",
+                "version": "0.0.1",
+                "input": {"prompt": unique("delete in webhook"), "control_image": data_url},
+                "webhook_url": hook.url,
+                "webhook_secret": "whsec_interleave",
+            }))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(created.status, 200, "{}", created.text);
+    let id = created.json()["predictionID"].as_str().unwrap().to_owned();
+    // The job completed and its webhook attempt is out, held by the receiver.
+    let body = hook
+        .first
+        .recv_timeout(Duration::from_secs(90))
+        .expect("the webhook attempt");
+    let payload: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(payload["status"], "succeeded", "{payload}");
+    let image = payload["output"].as_str().unwrap().to_owned();
+    assert_eq!(get(&image).status, 200, "completed: its image is served");
+    let deleted = delete_as(KEY, &id);
+    assert_eq!(deleted.status, 200, "{}", deleted.text);
+    assert_eq!(deleted.json()["status"], "COMPLETED", "deleted as it ended");
+    assert_eq!(
+        get(&format!("{}/v2/requests/{id}/status", base())).status,
+        404
+    );
+    // The attempt now fails: a job that still existed would be delivered again
+    // (after 2 s); a deleted one must not be, and must leave nothing behind.
+    hook.answer.send(500).unwrap();
+    assert!(
+        hook.later.recv_timeout(Duration::from_secs(10)).is_err(),
+        "a deleted job's webhook was attempted again"
+    );
+    assert_eq!(get(&image).status, 404, "the image went with the job");
+    if let Some(state) = state_dir() {
+        let left: Vec<String> = audit::r2_keys(&state)
+            .into_iter()
+            .filter(|k| k.contains(&id))
+            .collect();
+        assert!(left.is_empty(), "left in R2: {left:?}");
+    }
 }

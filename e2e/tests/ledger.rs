@@ -328,3 +328,37 @@ fn limits_phase_keyless_reads_are_limited_per_address() {
     );
     assert_eq!(anonymous.status, 401, "{}", anonymous.text);
 }
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn a_start_never_confirmed_nor_released_is_reaped_by_the_ledgers_alarm() {
+    // A reservation under a key whose job never started, and whose Release was lost
+    // (the handler died): the key would block and the credits stay reserved.
+    let key = test_key("ledger_reaper");
+    let before = balance_of(&key);
+    let idem = unique("reaped");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let job_id = format!("7d3f0c4e-2b1a-4c6d-8e9f-{:012x}", nanos & 0xffff_ffff_ffff);
+    let reserved = dev_ledger(
+        &key,
+        json!({"op": "dev_reserve", "job_id": job_id, "amount": 5,
+               "idempotency_key": idem, "pending_ms": 1000}),
+    );
+    assert_eq!(reserved["balance"], before - 5, "{reserved}");
+    // The Ledger's alarm finds no runner record for it: refunded, key released.
+    let start = std::time::Instant::now();
+    while balance_of(&key) != before {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the lapsed start was not reaped"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // The key is free: a submit under it makes a job (not a 409, not a replay).
+    let a = submit(&key, Some(&idem), form(&unique("after the reaper")));
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_ne!(a.json()["request_id"], job_id);
+}

@@ -111,6 +111,11 @@ pub struct JobRecord {
     /// The provider's own words on a failure: for logs and operators, never served.
     #[serde(default)]
     pub detail: Option<String>,
+    /// The upstream job whose cancel answer (not a confirmed stop) decided the owner's
+    /// cancel refunds nothing. A confirmed stop answered later for it (two sends of
+    /// the same cancel raced) still refunds: `Stopped` wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_withheld_for: Option<String>,
     /// The model the client asked for, when an operator fallback serves the job with
     /// `model` instead (`fallback.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -183,6 +188,11 @@ pub struct Outbox {
     /// Delete everything (R2 and this object's storage): deleted, or retention over.
     #[serde(default)]
     pub purge: Option<Retry>,
+    /// A job that ended while a submit attempt was out (`JobRecord::submitting`): if
+    /// that attempt's outcome is not recorded by then, it was lost with the object,
+    /// and the alarm looks it up (or decides it as spent) at this time, with backoff.
+    #[serde(default)]
+    pub resolve_submit: Option<Retry>,
 }
 
 impl Outbox {
@@ -192,17 +202,9 @@ impl Outbox {
             .iter()
             .chain(self.cancels.iter().map(|c| &c.retry))
             .chain(self.drop_outputs.iter())
-            .chain(self.purge.iter())
+            .chain(self.resolve_submit.iter())
             .map(|r| r.next_ms)
             .min()
-    }
-
-    /// Whether the purge may run: nothing else is owed (a refund or an upstream cancel
-    /// must not be lost with the record).
-    pub fn purge_ready(&self, now_ms: u64) -> bool {
-        self.purge.is_some_and(|p| p.is_due(now_ms))
-            && self.refund.is_none()
-            && self.cancels.is_empty()
     }
 }
 
@@ -211,6 +213,12 @@ pub const OUTBOX_MAX_BACKOFF_MS: u64 = 300_000;
 /// An upstream cancel is given up after this many failed tries (the upstream job ends
 /// on its own; the refund is then decided as "spent").
 pub const CANCEL_MAX_TRIES: u32 = 8;
+/// A lost submit attempt is resolved this long after the job ended while it was out
+/// (the attempt's own POST, if still running, records its outcome before then: it is
+/// bounded by the upstream timeout, and the alarm never runs beside itself).
+pub const RESOLVE_SUBMIT_AFTER_MS: u64 = 1_000;
+/// A lost submit whose lookup keeps failing is decided as spent after this many tries.
+pub const RESOLVE_SUBMIT_MAX_TRIES: u32 = 8;
 /// A provider's "not found" this soon after it accepted a job is a registration lag,
 /// not an answer.
 pub const NOT_FOUND_GRACE_MS: u64 = 10_000;
@@ -317,6 +325,7 @@ impl JobRecord {
             outbox: Outbox::default(),
             deleted: false,
             detail: None,
+            refund_withheld_for: None,
             asked_model: None,
         }
     }
@@ -369,6 +378,12 @@ impl JobRecord {
         }
         if self.upstream.is_some() {
             self.outbox.drop_outputs = Some(Retry::now(now_ms));
+        }
+        if self.submitting.is_some() {
+            self.outbox.resolve_submit = Some(Retry {
+                tries: 0,
+                next_ms: now_ms + RESOLVE_SUBMIT_AFTER_MS,
+            });
         }
         self.finish(now_ms);
     }
@@ -480,6 +495,7 @@ impl JobRecord {
             return FailoverStep::Failed;
         }
         self.submitting = None;
+        self.outbox.resolve_submit = None;
         if self.status.is_terminal() {
             // Canceled while the POST was under way.
             match outcome {
@@ -508,8 +524,48 @@ impl JobRecord {
     /// and cannot be looked up: it may be running upstream, so nothing is refunded.
     pub fn lost_submit_after_cancel(&mut self, now_ms: u64) {
         if self.status.is_terminal() && self.submitting.take().is_some() {
+            self.outbox.resolve_submit = None;
             self.decide_refund(0, now_ms);
         }
+    }
+
+    /// Whether a lost submit attempt of a finished job is due to be resolved (looked
+    /// up, or decided as spent). Records from before `resolve_submit` existed are due
+    /// at once.
+    pub fn lost_submit_due(&self, now_ms: u64) -> bool {
+        self.status.is_terminal()
+            && self.submitting.is_some()
+            && self.outbox.resolve_submit.is_none_or(|r| r.is_due(now_ms))
+    }
+
+    /// The lookup of a lost submit attempt failed: try again later, and after
+    /// [`RESOLVE_SUBMIT_MAX_TRIES`] decide it as spent (it may have run).
+    pub fn lost_submit_lookup_failed(&mut self, now_ms: u64, jitter: f64) {
+        if !self.status.is_terminal() || self.submitting.is_none() {
+            return;
+        }
+        let retry = self.outbox.resolve_submit.get_or_insert(Retry::now(now_ms));
+        retry.failed(now_ms, jitter);
+        if retry.tries >= RESOLVE_SUBMIT_MAX_TRIES {
+            self.lost_submit_after_cancel(now_ms);
+        }
+    }
+
+    /// Whether the purge may run: it is due, and nothing else is owed — the refund is
+    /// decided and given, no upstream cancel is pending, and no submit attempt is out
+    /// (its outcome decides the refund and may need a cancel; neither may be lost
+    /// with the record).
+    pub fn purge_ready(&self, now_ms: u64) -> bool {
+        self.outbox.purge.is_some_and(|p| p.is_due(now_ms)) && self.nothing_owed()
+    }
+
+    /// Nothing the purge would lose: the refund decided and acknowledged, no upstream
+    /// cancel pending, no submit attempt out.
+    fn nothing_owed(&self) -> bool {
+        self.refund.is_some()
+            && self.outbox.refund.is_none()
+            && self.outbox.cancels.is_empty()
+            && self.submitting.is_none()
     }
 
     /// Applies a poll's answer to the record as it is now; ignored unless the job still
@@ -597,6 +653,12 @@ impl JobRecord {
                 .is_some_and(|u| u.upstream_id == upstream_id)
     }
 
+    /// Whether an output of upstream job `upstream_id` just written to R2 may stay:
+    /// the job still runs on it (not canceled, deleted, superseded or purged).
+    pub fn accepts_outputs_from(&self, upstream_id: &str) -> bool {
+        !self.deleted && self.runs_on(upstream_id)
+    }
+
     /// Fails the job at its deadline (after the last poll), unless it just ended.
     pub fn time_out(&mut self, now_ms: u64) {
         if self.status.is_terminal() {
@@ -630,6 +692,17 @@ impl JobRecord {
             .iter()
             .position(|c| c.sub.upstream_id == upstream_id)
         else {
+            // Already settled by another send of the same cancel. Merged monotonically:
+            // a confirmed stop beats the "requested" answer that settled it (the 409
+            // of a second send can arrive first).
+            if outcome == Ok(CancelOutcome::Stopped)
+                && self.refund_withheld_for.as_deref() == Some(upstream_id)
+                && self.refund == Some(0)
+            {
+                self.refund_withheld_for = None;
+                self.refund = None;
+                self.decide_refund(self.ownership.charged, now_ms);
+            }
             return;
         };
         let outcome = match outcome {
@@ -644,6 +717,9 @@ impl JobRecord {
         let order = self.outbox.cancels.remove(i);
         if order.refund_if_stopped {
             let stopped = outcome == CancelOutcome::Stopped;
+            if !stopped && self.refund.is_none() {
+                self.refund_withheld_for = Some(upstream_id.to_owned());
+            }
             self.decide_refund(if stopped { self.ownership.charged } else { 0 }, now_ms);
         }
     }
@@ -671,7 +747,22 @@ impl JobRecord {
             // Never later than the deadline.
             Some(self.next_step_ms.unwrap_or(0).min(self.deadline_ms))
         };
-        [step, self.outbox.next_due_ms(), self.expires_ms]
+        // The purge counts only once nothing is owed: until then the entries that
+        // block it are due on their own backoff (a due purge that is not ready would
+        // otherwise re-arm the alarm at once, again and again).
+        let purge = self
+            .outbox
+            .purge
+            .filter(|_| self.nothing_owed())
+            .map(|p| p.next_ms);
+        // A lost submit of a record from before `resolve_submit`: at once.
+        let lost = (self.status.is_terminal()
+            && self.submitting.is_some()
+            && self.outbox.resolve_submit.is_none())
+        .then_some(self.finished_ms.unwrap_or(0));
+        // Retention's end counts until the purge is ordered (then the purge does).
+        let expiry = self.expires_ms.filter(|_| self.outbox.purge.is_none());
+        [step, self.outbox.next_due_ms(), purge, lost, expiry]
             .into_iter()
             .flatten()
             .min()
@@ -1293,11 +1384,11 @@ pub(crate) mod tests {
         let mut j = running();
         j.delete(1_000_500);
         assert!(j.deleted && j.status == JobStatus::Failed);
-        assert!(!j.outbox.purge_ready(1_000_500), "a cancel is owed first");
+        assert!(!j.purge_ready(1_000_500), "a cancel is owed first");
         j.cancel_outcome("u1", Ok(CancelOutcome::Stopped), 1_000_600, 0.0);
-        assert!(!j.outbox.purge_ready(1_000_600), "then the refund");
+        assert!(!j.purge_ready(1_000_600), "then the refund");
         j.outbox.refund = None;
-        assert!(j.outbox.purge_ready(1_000_700));
+        assert!(j.purge_ready(1_000_700));
     }
 
     #[test]
@@ -1331,5 +1422,144 @@ pub(crate) mod tests {
             r.failed(10, 0.0);
         }
         assert_eq!(r.next_ms, 10 + OUTBOX_MAX_BACKOFF_MS);
+    }
+
+    #[test]
+    fn a_delete_during_the_submit_purges_only_after_its_outcome_and_without_spinning() {
+        let mut j = job();
+        let a = j.begin_submit(1_000_100);
+        j.delete(1_000_150);
+        assert!(j.deleted && j.status == JobStatus::Failed);
+        assert!(
+            !j.purge_ready(1_000_150),
+            "the submit is out: its outcome decides the refund and the cancel"
+        );
+        assert_eq!(
+            j.next_due_ms(),
+            Some(1_000_150 + RESOLVE_SUBMIT_AFTER_MS),
+            "a due purge that is not ready does not re-arm the alarm at once"
+        );
+        assert_eq!(
+            j.submit_outcome(&a, Ok(sub("u1")), 1_000_200, 0.0),
+            FailoverStep::Failed
+        );
+        assert!(j.outbox.resolve_submit.is_none());
+        assert!(!j.purge_ready(1_000_200), "the upstream cancel is owed");
+        assert_eq!(j.next_due_ms(), Some(1_000_200), "the cancel is due");
+        j.cancel_outcome("u1", Ok(CancelOutcome::Stopped), 1_000_300, 0.0);
+        assert_eq!(j.refund, Some(5));
+        assert!(!j.purge_ready(1_000_300), "the refund is owed");
+        j.outbox.refund = None;
+        assert!(j.purge_ready(1_000_400));
+
+        // Refused upstream: nothing spent, refunded, then purged.
+        let mut k = job();
+        let a = k.begin_submit(1_000_100);
+        k.delete(1_000_150);
+        k.submit_outcome(
+            &a,
+            Err(UpstreamError::Permanent("400".into())),
+            1_000_200,
+            0.0,
+        );
+        assert_eq!(k.refund, Some(5));
+        assert!(!k.purge_ready(1_000_200));
+        k.outbox.refund = None;
+        assert!(k.purge_ready(1_000_200));
+    }
+
+    #[test]
+    fn a_lost_submit_of_a_canceled_job_is_resolved_soon_then_with_backoff() {
+        let mut j = job();
+        j.begin_submit(1_000_100);
+        j.cancel(1_000_150);
+        let due = 1_000_150 + RESOLVE_SUBMIT_AFTER_MS;
+        assert_eq!(
+            j.next_due_ms(),
+            Some(due),
+            "resolved on the next alarm, not at the end of retention"
+        );
+        assert!(!j.lost_submit_due(due - 1));
+        assert!(j.lost_submit_due(due));
+        let mut now = due;
+        let mut gaps = Vec::new();
+        while j.submitting.is_some() {
+            j.lost_submit_lookup_failed(now, 0.0);
+            if let Some(r) = j.outbox.resolve_submit {
+                assert!(
+                    j.next_due_ms() <= Some(r.next_ms),
+                    "the alarm is set for it"
+                );
+                gaps.push(r.next_ms - now);
+                now = r.next_ms;
+            }
+        }
+        assert_eq!(gaps.len() as u32, RESOLVE_SUBMIT_MAX_TRIES - 1);
+        assert!(gaps.windows(2).all(|w| w[0] < w[1]), "{gaps:?}");
+        assert_eq!(j.refund, Some(0), "it may have run: spent");
+        assert!(j.outbox.resolve_submit.is_none());
+        j.delete(now);
+        assert!(j.purge_ready(now));
+
+        // A record from before `resolve_submit` is due at once.
+        let mut old = job();
+        old.begin_submit(1_000_100);
+        old.cancel(1_000_150);
+        old.outbox.resolve_submit = None;
+        assert!(old.lost_submit_due(1_000_150));
+        assert_eq!(old.next_due_ms(), Some(1_000_150));
+    }
+
+    #[test]
+    fn a_confirmed_stop_wins_over_a_second_sends_answer_that_arrived_first() {
+        let mut j = running();
+        j.cancel(1_000_300);
+        // Two sends of the same cancel: the second's 409 ("finished") lands first.
+        j.cancel_outcome("u1", Ok(CancelOutcome::Requested), 1_000_400, 0.0);
+        assert_eq!(j.refund, Some(0));
+        j.cancel_outcome("u1", Ok(CancelOutcome::Stopped), 1_000_450, 0.0);
+        assert_eq!(j.refund, Some(5), "Stopped wins");
+        assert!(j.outbox.refund.is_some());
+        // Only once, and never for another upstream job or a non-owner cancel.
+        j.cancel_outcome("u1", Ok(CancelOutcome::Stopped), 1_000_500, 0.0);
+        assert_eq!(j.refund, Some(5));
+        let mut t = running();
+        t.time_out(t.deadline_ms);
+        t.cancel_outcome("u1", Ok(CancelOutcome::Requested), t.deadline_ms, 0.0);
+        let before = t.refund;
+        t.cancel_outcome("u1", Ok(CancelOutcome::Stopped), t.deadline_ms, 0.0);
+        assert_eq!(t.refund, before);
+        let mut k = running();
+        k.cancel(1_000_300);
+        k.cancel_outcome("u1", Ok(CancelOutcome::Requested), 1_000_400, 0.0);
+        k.cancel_outcome("other", Ok(CancelOutcome::Stopped), 1_000_450, 0.0);
+        assert_eq!(k.refund, Some(0));
+    }
+
+    #[test]
+    fn an_expired_job_whose_purge_waits_does_not_re_arm_at_once() {
+        let mut j = running();
+        j.cancel(1_000_300);
+        let expiry = j.expires_ms.unwrap();
+        j.expire(expiry);
+        assert!(j.outbox.purge.is_some());
+        let mut c = j.outbox.cancels[0].retry;
+        c.failed(expiry, 0.0);
+        j.outbox.cancels[0].retry = c;
+        j.outbox.drop_outputs = None;
+        assert_eq!(j.next_due_ms(), Some(c.next_ms), "the cancel's backoff");
+    }
+
+    #[test]
+    fn an_output_written_after_a_cancel_or_delete_may_not_stay() {
+        let j = running();
+        assert!(j.accepts_outputs_from("u1"));
+        assert!(!j.accepts_outputs_from("other"));
+        let mut c = running();
+        c.cancel(1_000_300);
+        assert!(!c.accepts_outputs_from("u1"));
+        let mut d = running();
+        d.delete(1_000_300);
+        assert!(!d.accepts_outputs_from("u1"));
     }
 }

@@ -12,6 +12,10 @@
 //! decisions are pure functions over rows (tested natively below); [`Ledger::fetch`]
 //! reads the rows, decides, and applies the writes in one `transactionSync`.
 //!
+//! A start under an idempotency key is also a `starts` row until its Confirm or Release;
+//! the object's alarm reaps those whose pending key lapsed (a lost Confirm or Release)
+//! by asking the job's runner whether the job exists (see [`reap`]).
+//!
 //! Internal protocol: `POST /op` with a [`LedgerRequest`] → [`LedgerReply`].
 
 use std::cell::{Cell, RefCell};
@@ -100,6 +104,15 @@ pub enum Op {
     DevLegacy { state: LegacyState },
     /// Dev/bench stacks only: row counts and the database's size.
     DevStats,
+    /// Dev/test stacks only: a [`Op::Reserve`] whose pending key lapses after
+    /// `pending_ms` and whose job is never started (a start whose Confirm or Release
+    /// was lost), for the reaper's test.
+    DevReserve {
+        job_id: String,
+        amount: u64,
+        idempotency_key: String,
+        pending_ms: u64,
+    },
 }
 
 /// A request-rate limit: at most `per_minute` in each minute, per bucket.
@@ -258,6 +271,46 @@ pub fn check_key(row: Option<&KeyRow>, fingerprint: &str, now_ms: u64) -> KeyChe
     match row.state {
         KeyState::Pending => KeyCheck::InProgress,
         KeyState::Confirmed => KeyCheck::Replay(row.job_id.clone()),
+    }
+}
+
+/// What the job's runner says of a job whose start was never confirmed nor released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Started {
+    /// It has a record (running, finished, deleted or expired): the job exists.
+    Yes,
+    /// It has none: never started, or already purged.
+    No,
+}
+
+/// What the reaper does with a start whose pending key lapsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reap {
+    /// The job runs: its Confirm was lost. The key replays it.
+    Confirm,
+    /// The job never existed: its Release was lost. Refund it and drop the key.
+    Release,
+    /// It may have existed and been purged already (its own runner settled it): drop
+    /// the key, refund nothing.
+    Forget,
+}
+
+/// The reaper's decision for the start of `charge`. A runner without a record means
+/// "never started" only while the job could not have been purged yet: before its
+/// retention could have run out, and not deleted by its owner (`listed`).
+pub fn reap(
+    started: Started,
+    charge: Option<&ChargeRow>,
+    listed: bool,
+    now_ms: u64,
+    retention_ms: u64,
+) -> Reap {
+    match (started, charge) {
+        (Started::Yes, _) => Reap::Confirm,
+        (Started::No, Some(c)) if listed && now_ms < c.created_ms.saturating_add(retention_ms) => {
+            Reap::Release
+        }
+        (Started::No, _) => Reap::Forget,
     }
 }
 
@@ -459,7 +512,7 @@ fn text(s: &str) -> SqlStorageValue {
     SqlStorageValue::String(s.to_owned())
 }
 
-const SCHEMA: [&str; 6] = [
+const SCHEMA: [&str; 8] = [
     "CREATE TABLE IF NOT EXISTS account (
         id INTEGER PRIMARY KEY CHECK (id = 0),
         balance INTEGER NOT NULL,
@@ -483,6 +536,13 @@ const SCHEMA: [&str; 6] = [
         state TEXT NOT NULL,
         expires_ms INTEGER NOT NULL)",
     "CREATE INDEX IF NOT EXISTS idempotency_by_expiry ON idempotency (expires_ms)",
+    // Starts under an idempotency key not yet confirmed or released: the alarm reaps
+    // those whose pending key lapsed (a lost Confirm or Release).
+    "CREATE TABLE IF NOT EXISTS starts (
+        job_id TEXT PRIMARY KEY,
+        idem_key TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS starts_by_expiry ON starts (expires_ms)",
 ];
 
 const SET_ACCOUNT: &str =
@@ -501,6 +561,13 @@ const CONFIRM_KEY: &str = "UPDATE idempotency SET state = 'confirmed', expires_m
      WHERE idem_key = ? AND job_id = ? AND state = 'pending'";
 const DROP_KEY: &str =
     "DELETE FROM idempotency WHERE idem_key = ? AND job_id = ? AND state = 'pending'";
+const ADD_START: &str =
+    "INSERT OR REPLACE INTO starts (job_id, idem_key, expires_ms) VALUES (?, ?, ?)";
+const DROP_START: &str = "DELETE FROM starts WHERE job_id = ?";
+/// How many lapsed starts one alarm reaps (each asks a runner); the rest next time.
+pub const REAP_BATCH: u64 = 16;
+/// The reaper tries again this long after a runner could not be asked.
+pub const REAP_RETRY_MS: u64 = 30_000;
 const PRUNE_KEYS: &str = "DELETE FROM idempotency WHERE idem_key IN
      (SELECT idem_key FROM idempotency WHERE expires_ms <= ? ORDER BY expires_ms LIMIT ?)";
 const PRUNE_CHARGES: &str = "DELETE FROM charges WHERE seq IN
@@ -704,6 +771,71 @@ fn import_writes(import: &Import) -> Vec<Write> {
     w
 }
 
+/// A pending key and its start, reaped if neither confirmed nor released by `expires_ms`.
+fn pending_writes(key: &str, fingerprint: &str, job_id: &str, expires_ms: u64) -> Vec<Write> {
+    vec![
+        put_key(&KeyRow {
+            key: key.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+            job_id: job_id.to_owned(),
+            state: KeyState::Pending,
+            expires_ms,
+        }),
+        Write {
+            query: ADD_START,
+            args: vec![text(job_id), text(key), int(expires_ms)],
+        },
+    ]
+}
+
+/// The job exists: its key replays it from now on.
+fn confirm_writes(job_id: &str, key: &str, now_ms: u64) -> Vec<Write> {
+    vec![
+        Write {
+            query: CONFIRM_KEY,
+            args: vec![int(now_ms + IDEMPOTENCY_TTL_MS), text(key), text(job_id)],
+        },
+        Write {
+            query: DROP_START,
+            args: vec![text(job_id)],
+        },
+    ]
+}
+
+/// The job was never started: refunded in full (once), unlisted, its key dropped.
+fn release_writes(
+    db: &Db,
+    account: &mut AccountRow,
+    job_id: &str,
+    key: Option<&str>,
+) -> worker::Result<Vec<Write>> {
+    let mut writes = Vec::new();
+    if let Some(charge) = db.charge(job_id)?
+        && let Some(plan) = plan_refund(&charge, None, account)
+    {
+        account.balance = account.balance.saturating_add(plan.credited);
+        writes.push(Write {
+            query: SET_REFUNDED,
+            args: vec![int(plan.recorded), text(job_id)],
+        });
+    }
+    writes.push(Write {
+        query: UNLIST,
+        args: vec![text(job_id)],
+    });
+    if let Some(key) = key {
+        writes.push(Write {
+            query: DROP_KEY,
+            args: vec![text(key), text(job_id)],
+        });
+    }
+    writes.push(Write {
+        query: DROP_START,
+        args: vec![text(job_id)],
+    });
+    Ok(writes)
+}
+
 fn put_key(k: &KeyRow) -> Write {
     Write {
         query: PUT_KEY,
@@ -731,9 +863,12 @@ fn set_account(a: &AccountRow) -> Write {
 // ---------------------------------------------------------------------------
 // The Durable Object.
 
-#[durable_object]
+#[durable_object(alarm)]
 pub struct Ledger {
     state: State,
+    env: Env,
+    /// A job's retention: a runner without a record for a younger job never had one.
+    retention_ms: u64,
     windows: RefCell<RateWindows>,
     /// The schema exists and any legacy value was imported (checked once per
     /// instance).
@@ -770,6 +905,8 @@ impl DurableObject for Ledger {
             .unwrap_or(false);
         Self {
             state,
+            env,
+            retention_ms: cfg.retention_secs * 1000,
             windows: RefCell::new(RateWindows::default()),
             ready: Cell::new(false),
             keep_charges_ms: (cfg.retention_secs + cfg.job_deadline_secs) * 1000 + CHARGE_MARGIN_MS,
@@ -787,7 +924,7 @@ impl DurableObject for Ledger {
         };
         if matches!(
             request.op,
-            Op::DevSeed { .. } | Op::DevLegacy { .. } | Op::DevStats
+            Op::DevSeed { .. } | Op::DevLegacy { .. } | Op::DevStats | Op::DevReserve { .. }
         ) {
             if !self.dev_ops {
                 return Ok(http::json(&serde_json::json!({"error": "no dev ops"}), 404));
@@ -798,11 +935,160 @@ impl DurableObject for Ledger {
             self.prepare(&db, request.now_ms).await?;
         }
         let reply = self.run(&db, &request)?;
+        if let Op::Reserve {
+            idempotency_key: Some(_),
+            ..
+        } = &request.op
+            && reply.outcome == Outcome::Ok
+        {
+            self.arm_reaper(request.now_ms + PENDING_TTL_MS).await?;
+        }
         Ok(http::json(&reply, 200))
+    }
+
+    /// The reaper: starts whose pending key lapsed without a Confirm or Release (the
+    /// submit handler's inline tries all failed, or it died) are settled by asking the
+    /// job's runner whether the job exists (see [`reap`]).
+    async fn alarm(&self) -> worker::Result<Response> {
+        let _request = crate::meter::DoRequest::start();
+        let storage = self.state.storage();
+        let db = Db {
+            sql: storage.sql(),
+            storage,
+        };
+        let now = worker::Date::now().as_millis();
+        if !self.ready.get() {
+            self.prepare(&db, now).await?;
+        }
+        let due: Vec<StartRow> = db.rows(
+            "SELECT job_id, idem_key, expires_ms FROM starts WHERE expires_ms <= ?
+             ORDER BY expires_ms LIMIT ?",
+            vec![int(now), int(REAP_BATCH)],
+        )?;
+        for start in due {
+            let started = match self.runner_has(&start.job_id).await {
+                Ok(started) => started,
+                Err(e) => {
+                    worker::console_warn!(
+                        "ledger: reaping {}: runner not reached: {e}",
+                        start.job_id
+                    );
+                    // Asked again later, not at once.
+                    db.apply(vec![Write {
+                        query: "UPDATE starts SET expires_ms = ? WHERE job_id = ?",
+                        args: vec![int(now + REAP_RETRY_MS), text(&start.job_id)],
+                    }])?;
+                    continue;
+                }
+            };
+            // No await from here to the writes: the rows read are the rows changed.
+            let listed = db
+                .rows::<ListedRow>(
+                    "SELECT listed FROM charges WHERE job_id = ?",
+                    vec![text(&start.job_id)],
+                )?
+                .first()
+                .is_some_and(|r| r.listed == 1);
+            let charge = db.charge(&start.job_id)?;
+            let decision = reap(started, charge.as_ref(), listed, now, self.retention_ms);
+            worker::console_warn!(
+                "ledger: start of {} neither confirmed nor released: {decision:?}",
+                start.job_id
+            );
+            let stored = db.account()?.unwrap_or_default();
+            let mut account = stored.clone();
+            let mut writes = match decision {
+                Reap::Confirm => confirm_writes(&start.job_id, &start.idem_key, now),
+                Reap::Release => {
+                    release_writes(&db, &mut account, &start.job_id, Some(&start.idem_key))?
+                }
+                Reap::Forget => vec![
+                    Write {
+                        query: DROP_KEY,
+                        args: vec![text(&start.idem_key), text(&start.job_id)],
+                    },
+                    Write {
+                        query: DROP_START,
+                        args: vec![text(&start.job_id)],
+                    },
+                ],
+            };
+            if account != stored {
+                writes.insert(0, set_account(&account));
+            }
+            db.apply(writes)?;
+        }
+        let next = db
+            .rows::<NextRow>("SELECT MIN(expires_ms) AS next FROM starts", vec![])?
+            .first()
+            .and_then(|r| r.next);
+        if let Some(next) = next {
+            self.state
+                .storage()
+                .set_alarm(alarm_offset(next.max(now), now))
+                .await?;
+        }
+        Response::ok("reaped")
     }
 }
 
+fn alarm_offset(at_ms: u64, now_ms: u64) -> i64 {
+    i64::try_from(at_ms.saturating_sub(now_ms)).unwrap_or(i64::MAX)
+}
+
+#[derive(Debug, Deserialize)]
+struct StartRow {
+    job_id: String,
+    idem_key: String,
+    #[allow(dead_code)]
+    expires_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct ListedRow {
+    listed: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct NextRow {
+    next: Option<u64>,
+}
+
 impl Ledger {
+    /// Sets the alarm to `at_ms` unless it is set earlier already.
+    async fn arm_reaper(&self, at_ms: u64) -> worker::Result<()> {
+        let storage = self.state.storage();
+        let now = worker::Date::now().as_millis();
+        if let Some(set) = storage.get_alarm().await?
+            && (set as u64) <= at_ms
+        {
+            return Ok(());
+        }
+        storage.set_alarm(alarm_offset(at_ms, now)).await
+    }
+
+    /// Whether job `job_id`'s runner has a record (`Err`: it could not be asked).
+    async fn runner_has(&self, job_id: &str) -> worker::Result<Started> {
+        let req = crate::handlers::submit::internal_request::<()>("/state", None)
+            .map_err(|e| worker::Error::RustError(e.to_string()))?;
+        let mut resp = self
+            .env
+            .durable_object(crate::config::bindings::JOB_RUNNER)?
+            .id_from_name(job_id)?
+            .get_stub()?
+            .fetch_with_request(req)
+            .await?;
+        match resp.status_code() {
+            200 => Ok(Started::Yes),
+            // The runner's 404s: "no such job" (no record) or "expired or deleted".
+            404 => Ok(match resp.json::<String>().await?.as_str() {
+                "no such job" => Started::No,
+                _ => Started::Yes,
+            }),
+            other => Err(worker::Error::RustError(format!("runner answered {other}"))),
+        }
+    }
+
     /// Creates the tables, and imports a pre-rows account once (then deletes its
     /// value). The import's writes are one transaction; its check runs after the
     /// only await, so two first requests cannot both import.
@@ -898,13 +1184,12 @@ impl Ledger {
                                 ],
                             });
                             if let Some(key) = idempotency_key {
-                                writes.push(put_key(&KeyRow {
-                                    key: key.clone(),
-                                    fingerprint: fingerprint.clone(),
-                                    job_id: job_id.clone(),
-                                    state: KeyState::Pending,
-                                    expires_ms: now + PENDING_TTL_MS,
-                                }));
+                                writes.extend(pending_writes(
+                                    key,
+                                    fingerprint,
+                                    job_id,
+                                    now + PENDING_TTL_MS,
+                                ));
                             }
                             writes.push(Write {
                                 query: PRUNE_KEYS,
@@ -923,38 +1208,16 @@ impl Ledger {
                 Op::Confirm {
                     job_id,
                     idempotency_key,
-                } => writes.push(Write {
-                    query: CONFIRM_KEY,
-                    args: vec![
-                        int(now + IDEMPOTENCY_TTL_MS),
-                        text(idempotency_key),
-                        text(job_id),
-                    ],
-                }),
+                } => writes.extend(confirm_writes(job_id, idempotency_key, now)),
                 Op::Release {
                     job_id,
                     idempotency_key,
-                } => {
-                    if let Some(charge) = db.charge(job_id)?
-                        && let Some(plan) = plan_refund(&charge, None, &account)
-                    {
-                        account.balance = account.balance.saturating_add(plan.credited);
-                        writes.push(Write {
-                            query: SET_REFUNDED,
-                            args: vec![int(plan.recorded), text(job_id)],
-                        });
-                    }
-                    writes.push(Write {
-                        query: UNLIST,
-                        args: vec![text(job_id)],
-                    });
-                    if let Some(key) = idempotency_key {
-                        writes.push(Write {
-                            query: DROP_KEY,
-                            args: vec![text(key), text(job_id)],
-                        });
-                    }
-                }
+                } => writes.extend(release_writes(
+                    db,
+                    &mut account,
+                    job_id,
+                    idempotency_key.as_deref(),
+                )?),
                 Op::Refund { job_id, credits } => {
                     if let Some(charge) = db.charge(job_id)?
                         && let Some(plan) = plan_refund(&charge, *credits, &account)
@@ -981,7 +1244,10 @@ impl Ledger {
                     query: UNLIST,
                     args: vec![text(job_id)],
                 }),
-                Op::DevSeed { .. } | Op::DevLegacy { .. } | Op::DevStats => {}
+                Op::DevSeed { .. }
+                | Op::DevLegacy { .. }
+                | Op::DevStats
+                | Op::DevReserve { .. } => {}
             }
         }
         if account != stored || db.account()?.is_none() {
@@ -1017,6 +1283,39 @@ impl Ledger {
                         ],
                     },
                 ])?;
+            }
+            Op::DevReserve {
+                job_id,
+                amount,
+                idempotency_key,
+                pending_ms,
+            } => {
+                if !self.ready.get() {
+                    self.prepare(db, now).await?;
+                }
+                let mut account = db.account()?.unwrap_or_default();
+                account.balance = account.balance.saturating_sub(amount);
+                let mut writes = vec![
+                    set_account(&account),
+                    Write {
+                        query: ADD_CHARGE,
+                        args: vec![
+                            text(&job_id),
+                            int(amount),
+                            SqlStorageValue::Null,
+                            int(now),
+                            int(1),
+                        ],
+                    },
+                ];
+                writes.extend(pending_writes(
+                    &idempotency_key,
+                    "dev",
+                    &job_id,
+                    now + pending_ms,
+                ));
+                db.apply(writes)?;
+                self.arm_reaper(now + pending_ms).await?;
             }
             Op::DevLegacy { mut state } => {
                 if let Funding::Grants { grants } = &request.funding {
@@ -1278,5 +1577,36 @@ mod tests {
         assert_eq!(w.check(&limit, t), Ok(()));
         assert_eq!(w.check(&limit, t), Err(45));
         assert_eq!(w.check(&limit, 180_000), Ok(()), "next minute");
+    }
+
+    #[test]
+    fn a_lapsed_start_is_confirmed_if_its_job_exists_else_released_while_it_cannot_be_purged() {
+        let retention = 60_000;
+        let c = charge(5, None, 1_000);
+        let young = 1_000 + 61_000 - retention;
+        assert_eq!(
+            reap(Started::Yes, Some(&c), true, 62_000, retention),
+            Reap::Confirm,
+            "a lost Confirm"
+        );
+        assert_eq!(
+            reap(Started::No, Some(&c), true, young, retention),
+            Reap::Release,
+            "a lost Release: refund it"
+        );
+        assert_eq!(
+            reap(Started::No, Some(&c), true, 1_000 + retention, retention),
+            Reap::Forget,
+            "old enough to have been purged: its runner settled it"
+        );
+        assert_eq!(
+            reap(Started::No, Some(&c), false, young, retention),
+            Reap::Forget,
+            "deleted by its owner: it existed"
+        );
+        assert_eq!(
+            reap(Started::No, None, true, young, retention),
+            Reap::Forget
+        );
     }
 }

@@ -314,28 +314,20 @@ pub async fn submit(
     }
 }
 
-/// Where prompt `prompt_id` is at a ComfyUI server: its history first (finished),
-/// then its queue (running or pending), else unknown. The runner uses it before any
-/// resubmit of the same id and on cancel.
+/// Where prompt `prompt_id` is at a ComfyUI server (see [`comfyui::lookup_with`]:
+/// its queue first, then its history). The runner uses it before any resubmit of the
+/// same id and on cancel.
 pub async fn comfyui_lookup(
     provider: &Provider,
     prompt_id: &str,
     timeout_ms: u32,
 ) -> Result<comfyui::Lookup, UpstreamError> {
     let name = provider.kind.name();
-    let history = comfyui::build_get(
-        provider,
-        &format!("{}/history/{prompt_id}", provider.base_url),
-    );
-    if let Some(state) = comfyui::parse_history(
-        provider,
-        prompt_id,
-        &send(name, &history, timeout_ms).await?,
-    )? {
-        return Ok(comfyui::Lookup::Done(state));
-    }
-    let queue = comfyui::build_get(provider, &format!("{}/queue", provider.base_url));
-    comfyui::parse_queue(prompt_id, &send(name, &queue, timeout_ms).await?)
+    comfyui::lookup_with(provider, prompt_id, |probe| {
+        let req = comfyui::build_probe(provider, prompt_id, probe);
+        async move { send(name, &req, timeout_ms).await }
+    })
+    .await
 }
 
 /// Asks `provider` where a submitted job is.

@@ -220,6 +220,7 @@ async fn dev_ledger(mut req: Request, env: &Env) -> EdgeResult<Response> {
         crate::ledger::Op::DevSeed { .. }
             | crate::ledger::Op::DevLegacy { .. }
             | crate::ledger::Op::DevStats
+            | crate::ledger::Op::DevReserve { .. }
     ) {
         return Err(EdgeError::bad_request("only dev_* operations"));
     }

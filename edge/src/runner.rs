@@ -21,6 +21,9 @@
 //! Internal protocol (only the Worker reaches it): `POST /start` with a [`Start`],
 //! `GET /state`, `POST /cancel` (409 on a finished job), `POST /delete`.
 
+use std::cell::RefCell;
+use std::collections::HashSet;
+
 use worker::{DurableObject, Env, Method, Request, Response, State, durable_object};
 
 use crate::accounts;
@@ -52,6 +55,11 @@ const CANCEL_TIMEOUT_MS: u32 = 10_000;
 pub struct JobRunner {
     state: State,
     env: Env,
+    /// Upstream cancels being sent now. A handler's `settle` and the alarm's can run
+    /// at once; each cancel is sent by one of them at a time (single flight), so a
+    /// second send's answer (a 409 "already finished") cannot settle it before the
+    /// first's confirmed stop. In memory: after a reset nothing is in flight.
+    cancels_in_flight: RefCell<HashSet<String>>,
 }
 
 impl std::fmt::Debug for JobRunner {
@@ -71,7 +79,11 @@ fn jitter() -> f64 {
 impl DurableObject for JobRunner {
     fn new(state: State, env: Env) -> Self {
         meter::init(&env);
-        Self { state, env }
+        Self {
+            state,
+            env,
+            cancels_in_flight: RefCell::new(HashSet::new()),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
@@ -154,7 +166,7 @@ impl DurableObject for JobRunner {
             && (job.next_step_ms.is_none_or(|t| t <= now) || now >= job.deadline_ms)
         {
             self.step().await?;
-        } else if job.status.is_terminal() && job.submitting.is_some() {
+        } else if job.lost_submit_due(now) {
             self.resolve_lost_submit().await?;
         }
         self.deliver_webhook().await?;
@@ -214,7 +226,7 @@ impl JobRunner {
                 return Ok(());
             };
             let now = now_ms();
-            if job.outbox.purge_ready(now) {
+            if job.purge_ready(now) {
                 return self.purge(&job).await;
             }
             let mut acted = false;
@@ -223,10 +235,16 @@ impl JobRunner {
                 acted = true;
             }
             for order in job.outbox.cancels.iter().filter(|c| c.retry.is_due(now)) {
+                let id = order.sub.upstream_id.clone();
+                if !self.cancels_in_flight.borrow_mut().insert(id.clone()) {
+                    // The other settle is sending it; its answer settles it.
+                    continue;
+                }
                 let outcome = match provider(&self.config(), &order.provider) {
                     Ok(p) => providers::cancel(&p, &order.sub, CANCEL_TIMEOUT_MS).await,
                     Err(_) => Ok(providers::CancelOutcome::Unsupported),
                 };
+                self.cancels_in_flight.borrow_mut().remove(&id);
                 match &outcome {
                     Ok(o) => worker::console_log!(
                         "job {}: upstream cancel at {}: {o:?}",
@@ -239,7 +257,6 @@ impl JobRunner {
                         order.provider
                     ),
                 }
-                let id = order.sub.upstream_id.clone();
                 self.update(|j| j.cancel_outcome(&id, outcome, now_ms(), jitter()))
                     .await?;
                 acted = true;
@@ -431,8 +448,13 @@ impl JobRunner {
                     .await?;
                 Ok(())
             }
-            // Retried by the next alarm.
-            Err(_) => Ok(()),
+            // Retried with backoff (then decided as spent).
+            Err(e) => {
+                worker::console_warn!("job {}: lookup of a lost submit failed: {e:?}", job.id);
+                self.update(|j| j.lost_submit_lookup_failed(now_ms(), jitter()))
+                    .await?;
+                Ok(())
+            }
         }
     }
 
@@ -563,6 +585,28 @@ impl JobRunner {
             .await;
             if let Err(e) = put {
                 return Ok(Some(Err(transient(format!("storing output {n}: {e}")))));
+            }
+            // A cancel or delete may have landed (and dropped or purged the outputs by
+            // prefix) while the put was out: this object would then outlive its
+            // record. Delete it here; the drop by prefix stays the backstop.
+            let after = self.load().await?;
+            if !after
+                .as_ref()
+                .is_some_and(|j| j.accepts_outputs_from(upstream_id))
+            {
+                let key = keys::output(&job.id, n, format.ext());
+                if let Err(e) = bucket.delete(&key).await {
+                    worker::console_warn!("job {}: deleting late output {n} failed: {e}", job.id);
+                    if after.is_some() {
+                        self.update(|j| {
+                            j.outbox
+                                .drop_outputs
+                                .get_or_insert(crate::job::Retry::now(now_ms()));
+                        })
+                        .await?;
+                    }
+                }
+                return Ok(None);
             }
             stored.push(StoredOutput {
                 ext: format.ext().to_owned(),

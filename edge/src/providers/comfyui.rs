@@ -304,6 +304,43 @@ pub enum Lookup {
     Done(UpstreamState),
 }
 
+/// The two reads a lookup makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// `GET /queue`: running and pending prompts.
+    Queue,
+    /// `GET /history/{prompt_id}`: finished prompts.
+    History,
+}
+
+/// The request for one of a lookup's reads.
+pub fn build_probe(cfg: &Provider, prompt_id: &str, probe: Probe) -> UpstreamRequest {
+    match probe {
+        Probe::Queue => build_get(cfg, &format!("{}/queue", cfg.base_url)),
+        Probe::History => build_get(cfg, &format!("{}/history/{prompt_id}", cfg.base_url)),
+    }
+}
+
+/// Where prompt `prompt_id` is, from two reads made by `read`: the queue **first**,
+/// then the history. A prompt moves queue → history and never back, so a prompt that
+/// finishes between the reads is found in the history; read the other way round it
+/// would be in neither (Unknown: canceled as "never ran", or resubmitted).
+pub async fn lookup_with<F, Fut>(
+    cfg: &Provider,
+    prompt_id: &str,
+    read: F,
+) -> Result<Lookup, UpstreamError>
+where
+    F: Fn(Probe) -> Fut,
+    Fut: Future<Output = Result<UpstreamResponse, UpstreamError>>,
+{
+    let queued = parse_queue(prompt_id, &read(Probe::Queue).await?)?;
+    match parse_history(cfg, prompt_id, &read(Probe::History).await?)? {
+        Some(state) => Ok(Lookup::Done(state)),
+        None => Ok(queued),
+    }
+}
+
 /// `Some(state)` once the history has the prompt; `None` while it is not there yet.
 pub fn parse_history(
     cfg: &Provider,
@@ -652,5 +689,52 @@ mod tests {
         assert_eq!(parse_queue("p1", &ok(queue.clone())), Ok(Lookup::Running));
         assert_eq!(parse_queue("p2", &ok(queue.clone())), Ok(Lookup::Queued));
         assert_eq!(parse_queue("p3", &ok(queue)), Ok(Lookup::Unknown));
+    }
+
+    /// Runs a future that never waits (the fake server below answers at once).
+    fn now<F: Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(out) => out,
+            std::task::Poll::Pending => panic!("the lookup waited"),
+        }
+    }
+
+    #[test]
+    fn a_prompt_finishing_between_the_two_reads_is_found_done() {
+        // A server whose prompt p1 runs until the first read, and is in the history
+        // (and gone from the queue) for every read after it, whichever comes first.
+        let reads = std::cell::Cell::new(0);
+        let server = |probe: Probe| {
+            let n = reads.get();
+            reads.set(n + 1);
+            let finished = n > 0;
+            let body = match (probe, finished) {
+                (Probe::Queue, false) => {
+                    json!({"queue_running": [[1, "p1", {}, {}, []]], "queue_pending": []})
+                }
+                (Probe::Queue, true) => json!({"queue_running": [], "queue_pending": []}),
+                (Probe::History, false) => json!({}),
+                (Probe::History, true) => json!({"p1": {"outputs": {"14": {"images": [
+                    {"filename": "img_00001_.png", "subfolder": "parallax/p1", "type": "output"}]}},
+                    "status": {"status_str": "success", "completed": true, "messages": []}}}),
+            };
+            std::future::ready(Ok(r(200, body)))
+        };
+        let found = now(lookup_with(&cfg(), "p1", server)).unwrap();
+        assert!(
+            matches!(found, Lookup::Done(UpstreamState::Completed(_))),
+            "{found:?}"
+        );
+        assert_eq!(reads.get(), 2);
+        assert_eq!(
+            build_probe(&cfg(), "p1", Probe::History).url,
+            "http://gpu:8188/history/p1"
+        );
+        assert_eq!(
+            build_probe(&cfg(), "p1", Probe::Queue).url,
+            "http://gpu:8188/queue"
+        );
     }
 }

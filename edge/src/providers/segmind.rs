@@ -52,6 +52,18 @@ fn json(body: &[u8]) -> Option<Value> {
 
 pub fn parse_submit(cfg: &Provider, resp: &UpstreamResponse) -> Result<Submitted, UpstreamError> {
     let name = cfg.kind.name();
+    // A Parallax upstream answers 409 + `Retry-After` while the first request under
+    // the same `Idempotency-Key` (our job id) is still starting its job: a resubmit
+    // that came too soon, worth retrying (the answer then replays that job).
+    if cfg.kind == super::Kind::Parallax && resp.status == 409 {
+        return Err(UpstreamError::Transient {
+            reason: format!(
+                "{name} is still starting this job (409: {})",
+                error_detail(&resp.body)
+            ),
+            retry_after: Some(resp.retry_after.unwrap_or(1)),
+        });
+    }
     if resp.status != 200 && resp.status != 201 && resp.status != 202 {
         return Err(UpstreamError::from_status(
             name,
@@ -237,6 +249,48 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_parallax_upstreams_idempotency_409_is_retried_after_its_retry_after() {
+        let parallax = Provider {
+            kind: Kind::Parallax,
+            base_url: "https://gpu.example.com".into(),
+            api_key: Some(Secret::new("px_test")),
+        };
+        // What our own edge answers (`accounts.rs`, `Outcome::InProgress`).
+        let pending = UpstreamResponse {
+            status: 409,
+            retry_after: Some(1),
+            body: json!({"error": "A request with this Idempotency-Key is still being processed; retry shortly", "code": "conflict"})
+                .to_string()
+                .into_bytes(),
+        };
+        assert!(matches!(
+            parse_submit(&parallax, &pending),
+            Err(UpstreamError::Transient {
+                retry_after: Some(1),
+                ..
+            })
+        ));
+        let no_header = UpstreamResponse {
+            retry_after: None,
+            ..pending.clone()
+        };
+        assert!(matches!(
+            parse_submit(&parallax, &no_header),
+            Err(UpstreamError::Transient {
+                retry_after: Some(1),
+                ..
+            })
+        ));
+        assert!(
+            matches!(
+                parse_submit(&cfg(), &pending),
+                Err(UpstreamError::Permanent(_))
+            ),
+            "Segmind has no idempotency: its 409 is a refusal"
+        );
     }
 
     #[test]
