@@ -103,44 +103,73 @@ fn many_concurrent_jobs_complete_with_every_image_intact_and_exact_credits() {
                         break;
                     }
                     let p = plan(i, run);
-                    let mut form = Form::new()
-                        .text("prompt", p.prompt.clone())
-                        .text("seed", p.seed.to_string())
-                        .part(
-                            "control_image",
-                            Part::bytes(sample(p.sample)).file_name(p.sample),
-                        );
-                    if p.dev {
-                        form = form
-                            .text("num_outputs", p.outputs.to_string())
-                            .text("megapixels", "0.25");
-                    }
+                    let form = || {
+                        let mut form = Form::new()
+                            .text("prompt", p.prompt.clone())
+                            .text("seed", p.seed.to_string())
+                            .part(
+                                "control_image",
+                                Part::bytes(sample(p.sample)).file_name(p.sample),
+                            );
+                        if p.dev {
+                            form = form
+                                .text("num_outputs", p.outputs.to_string())
+                                .text("megapixels", "0.25");
+                        }
+                        form
+                    };
                     let model = if p.dev {
                         "flux-depth-dev"
                     } else {
                         "flux-depth-pro"
                     };
+                    // As a careful client does: every submit carries an Idempotency-Key,
+                    // so one lost in transport (or by `wrangler dev`'s proxy: a 503
+                    // "restarted mid-request", workers-sdk#14641) is sent again safely.
+                    let idempotency = format!("load-{run}-{i}");
+                    let send = || {
+                        http.post(format!("{}/v2/{model}", base()))
+                            .header("x-api-key", &key)
+                            .header("idempotency-key", &idempotency)
+                            .multipart(form())
+                            .send()
+                    };
                     let t0 = Instant::now();
-                    let sub = http
-                        .post(format!("{}/v2/{model}", base()))
-                        .header("x-api-key", &key)
-                        .multipart(form)
-                        .send();
+                    // (status, body) of an answer; `None` when the request was lost (in
+                    // transport, or by the dev proxy).
+                    let answer = || match send() {
+                        Ok(r) => {
+                            let status = r.status().as_u16();
+                            let body = r.text().unwrap_or_default();
+                            if status == 503 && body.contains("restarted mid-request") {
+                                None
+                            } else {
+                                Some((status, body))
+                            }
+                        }
+                        Err(_) => None,
+                    };
+                    let sub = answer().or_else(|| {
+                        std::thread::sleep(Duration::from_millis(200));
+                        answer()
+                    });
                     let submit_ms = t0.elapsed().as_secs_f64() * 1000.0;
                     let problem = |t: &Mutex<Tally>, what: String| {
                         t.lock().unwrap().problems.push(format!("job {i}: {what}"))
                     };
-                    let sub = match sub {
-                        Ok(r) if r.status().is_success() => r.json::<serde_json::Value>().unwrap(),
-                        Ok(r) => {
-                            if r.status().is_server_error() {
+                    let sub: serde_json::Value = match sub {
+                        Some((status, body)) if (200..300).contains(&status) => {
+                            serde_json::from_str(&body).unwrap()
+                        }
+                        Some((status, body)) => {
+                            if status >= 500 {
                                 tally.lock().unwrap().five_xx += 1;
                             }
-                            problem(&tally, format!("submit {}", r.status()));
+                            problem(&tally, format!("submit {status}: {body}"));
                             continue;
                         }
-                        Err(e) => {
-                            problem(&tally, format!("submit failed: {e}"));
+                        None => {
+                            problem(&tally, "submit lost twice in transport".to_owned());
                             continue;
                         }
                     };
