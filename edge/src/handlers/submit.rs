@@ -175,26 +175,35 @@ pub async fn create_job(
     );
     record.asked_model = (served != model).then_some(model);
     let started = match start(env, &record, submission.image, request.webhook).await {
-        Ok(()) => true,
+        Ok(()) => Started::Yes,
         // The start's answer may have been lost after the runner took the job: ask it.
-        Err(e) => match crate::handlers::jobs::load(env, id.as_str()).await {
-            Ok(_) => true,
-            Err(probe) => {
-                worker::console_error!("job {id}: start failed: {e}; runner: {probe}");
-                false
-            }
-        },
+        Err(e) => probe_start(env, &id, &e).await,
     };
-    if !started {
+    match (started, &key) {
+        (Started::Yes, _) => {}
         // Nothing was started: the refund and the release of the key, as one ledger
-        // operation. If even that fails, the pending key lapses within a minute.
-        caller
-            .release(env, id.as_str(), key)
-            .await
-            .map_err(|e| EdgeError::Internal(format!("job {id}: release failed: {e}")))?;
-        return Err(EdgeError::Internal(format!(
-            "job {id} could not be started"
-        )));
+        // operation. If even that fails, the Ledger's reaper settles the start.
+        (Started::No, _) | (Started::Unknown, None) => {
+            caller
+                .release(env, id.as_str(), key)
+                .await
+                .map_err(|e| EdgeError::Internal(format!("job {id}: release failed: {e}")))?;
+            return Err(EdgeError::Internal(format!(
+                "job {id} could not be started"
+            )));
+        }
+        // The runner could not say: releasing now could refund a job that runs, and a
+        // retry would then start a second one. The key stays pending; the Ledger's
+        // reaper asks the runner when it lapses (job there: confirm; not: release and
+        // refund), and a retry under the key meanwhile gets this same 409.
+        (Started::Unknown, Some(_)) => {
+            return Err(EdgeError::Conflict {
+                message:
+                    "A request with this Idempotency-Key is still being processed; retry shortly"
+                        .into(),
+                retry_after_secs: Some(1),
+            });
+        }
     }
     if let Some(key) = key
         && let Err(e) = caller.confirm(env, id.as_str(), &key).await
@@ -204,6 +213,33 @@ pub async fn create_job(
         worker::console_error!("job {id}: idempotency key not confirmed: {e}");
     }
     Ok(id)
+}
+
+/// Whether a job whose start answered an error was started after all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Started {
+    Yes,
+    /// The runner has no record: definitely not started.
+    No,
+    /// The runner could not be asked (it did not answer, or answered an error).
+    Unknown,
+}
+
+/// Asks the runner whether it holds the job; a lost answer is asked again twice.
+async fn probe_start(env: &Env, id: &RequestId, start_error: &EdgeError) -> Started {
+    for attempt in 0..3 {
+        match crate::handlers::jobs::load(env, id.as_str()).await {
+            Ok(_) => return Started::Yes,
+            Err(EdgeError::NotFound(_)) => return Started::No,
+            Err(probe) => {
+                worker::console_error!(
+                    "job {id}: start failed: {start_error}; runner probe {}: {probe}",
+                    attempt + 1
+                );
+            }
+        }
+    }
+    Started::Unknown
 }
 
 /// The model to run and its candidates: the asked model's, or, when none of its
