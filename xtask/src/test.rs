@@ -101,6 +101,8 @@ fn e2e_phases(started: Instant, mut counts: Counts) -> Result {
     ]
     .iter()
     .map(|p| format!("{p}_API_KEY={key}\n"))
+    // Signs the control image links providers fetch (the leak scan covers it too).
+    .chain([format!("CONTROL_LINK_SECRET={key}\n")])
     .collect();
     fs::write(&env_file, secrets).map_err(|e| e.to_string())?;
     let log = e2e.join("stack.log");
@@ -289,6 +291,9 @@ fn stack_options(
     with_sim: bool,
 ) -> Options {
     let (port, sim_port, inspector_port) = ports();
+    // The sim reaches the Worker here, so providers that fetch URLs get the control
+    // image as a signed link to it (the fetch is part of every such job's test).
+    let public_base_url = format!("http://127.0.0.1:{port}");
     Options {
         port,
         sim_port,
@@ -319,6 +324,7 @@ fn stack_options(
             // threshold the fault tests would open it under the tests that need that
             // provider. Every submit still goes through the breaker's Durable Object.
             ("BREAKER_FAILURES", "1000"),
+            ("PUBLIC_BASE_URL", public_base_url.as_str()),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .to_vec(),
