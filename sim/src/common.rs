@@ -561,6 +561,30 @@ pub async fn output(
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_control_image_link_that_cannot_be_fetched_fails_the_job() {
+        let sim = Sim::new(
+            Jobs::new(crate::jobs::Timing {
+                queue: Duration::ZERO,
+                process: Duration::ZERO,
+                expiry: Duration::from_secs(60),
+            }),
+            "http://127.0.0.1:1".into(),
+        );
+        // Nothing listens on port 1: the fetch fails, as a dead link would.
+        let got = control_image(&sim, "replicate", "p", Some("http://127.0.0.1:1/x".into())).await;
+        assert!(
+            got.unwrap_err()
+                .starts_with("Failed to download control_image")
+        );
+        let inline = control_image(&sim, "segmind", "p", Some("QUJD".into())).await;
+        assert_eq!(inline.unwrap(), b"ABC");
+        let seen = sim.controls.lock().unwrap()["p"].clone();
+        assert_eq!(seen[0]["via"], "url");
+        assert_eq!(seen[0]["status"], 0);
+        assert_eq!(seen[1]["via"], "inline");
+    }
+
     #[test]
     fn fault_tokens_are_scoped_by_protocol() {
         let p = "a cat [sim:segmind:503!] [sim:429] [sim:replicate:hang]";
