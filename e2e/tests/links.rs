@@ -1,5 +1,6 @@
 //! Upstream payloads that scale (issue 17, item 6): with `PUBLIC_BASE_URL` and
-//! `CONTROL_LINK_SECRET` set (the test stack sets both), providers that fetch URLs get
+//! `CONTROL_LINK_SECRET` set (`cargo xtask test`'s links phase runs a stack with both;
+//! the main stack's HTTP run skips these with `--skip links_phase`), providers that fetch URLs get
 //! the control image as a signed link to this edge, which the sim fetches the way the
 //! provider would; the others keep it inline. A link opens one job's control image
 //! until its deadline: a forged, altered, expired or borrowed one is refused.
@@ -84,8 +85,8 @@ fn fetched_link(prompt: &str, scope: &str) -> String {
 }
 
 #[test]
-#[ignore = "needs the running stack: cargo xtask test"]
-fn providers_that_fetch_urls_get_a_signed_link_and_complete_from_it() {
+#[ignore = "needs the links stack: cargo xtask test (phase links)"]
+fn links_phase_providers_that_fetch_urls_get_a_signed_link_and_complete_from_it() {
     for (model, skips, provider) in [
         ("flux-depth-pro", "", "segmind"),
         ("flux-depth-dev", SKIP_SEGMIND, "replicate"),
@@ -106,8 +107,8 @@ fn providers_that_fetch_urls_get_a_signed_link_and_complete_from_it() {
 }
 
 #[test]
-#[ignore = "needs the running stack: cargo xtask test"]
-fn providers_that_need_the_bytes_keep_them_inline() {
+#[ignore = "needs the links stack: cargo xtask test (phase links)"]
+fn links_phase_providers_that_need_the_bytes_keep_them_inline() {
     // BFL documents base64 only; another Parallax fetches https links only, and this
     // stack's link is http.
     for (model, skips, provider) in [
@@ -153,8 +154,8 @@ fn refused(url: &str) {
 }
 
 #[test]
-#[ignore = "needs the running stack: cargo xtask test"]
-fn a_forged_altered_expired_or_borrowed_link_is_refused() {
+#[ignore = "needs the links stack: cargo xtask test (phase links)"]
+fn links_phase_a_forged_altered_expired_or_borrowed_link_is_refused() {
     let prompt = unique("link checks");
     let (id, result) = run("flux-depth-pro", &prompt);
     assert_eq!(result["status"], "COMPLETED", "{result}");
@@ -210,4 +211,18 @@ fn a_forged_altered_expired_or_borrowed_link_is_refused() {
         (!c.is_empty()).then_some(c)
     });
     assert!(seen.iter().all(|c| c["status"] == 200), "{seen:?}");
+}
+
+/// The main test stack has the secret but no `PUBLIC_BASE_URL`: no link can be made,
+/// so the image goes inline, as on any deployment that has not said where it is.
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn without_a_public_base_url_the_image_goes_inline() {
+    let prompt = unique("inline without a public base url");
+    let (_, result) = run("flux-depth-dev", &prompt);
+    assert_completed_by(&result, "segmind");
+    let seen = controls(&prompt);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0]["via"], "inline", "{seen:?}");
+    assert_eq!(seen[0]["bytes"], sample("coffee.jpg").len(), "{seen:?}");
 }
