@@ -222,7 +222,9 @@ fn without_a_public_base_url_the_image_goes_inline() {
     let (_, result) = run("flux-depth-dev", &prompt);
     assert_completed_by(&result, "segmind");
     let seen = controls(&prompt);
-    assert_eq!(seen.len(), 1, "{seen:?}");
-    assert_eq!(seen[0]["via"], "inline", "{seen:?}");
-    assert_eq!(seen[0]["bytes"], sample("coffee.jpg").len(), "{seen:?}");
+    assert!(!seen.is_empty(), "the sim saw no control image");
+    for c in &seen {
+        assert_eq!(c["via"], "inline", "{seen:?}");
+        assert_eq!(c["bytes"], sample("coffee.jpg").len(), "{seen:?}");
+    }
 }
