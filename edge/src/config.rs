@@ -67,8 +67,13 @@ pub struct Config {
     /// default): the model to serve a request with when none of its own providers is
     /// healthy (see `fallback.rs`).
     pub fallbacks: Vec<(Model, Model)>,
-    /// Overrides the request's origin in absolute URLs (set behind a proxy).
+    /// Overrides the request's origin in absolute URLs (set behind a proxy). It also
+    /// says providers can reach this deployment: with `CONTROL_LINK_SECRET` set, the
+    /// control image goes to providers that fetch URLs as a signed link to it (see
+    /// `control_link.rs`); without either, inline as base64.
     pub public_base_url: Option<String>,
+    /// Signs those links (`PUBLIC_BASE_URL` + the `CONTROL_LINK_SECRET` secret).
+    pub control_links: Option<crate::control_link::Signer>,
     /// A job not finished by then is FAILED.
     pub job_deadline_secs: u64,
     /// How long a finished job, its record and its images are kept.
@@ -170,11 +175,21 @@ impl Config {
                 }
             })
             .collect();
+        let public_base_url =
+            text(env, "PUBLIC_BASE_URL").map(|u| u.trim_end_matches('/').to_owned());
+        let control_links = match (&public_base_url, text(env, "CONTROL_LINK_SECRET")) {
+            (Some(base), Some(secret)) => Some(crate::control_link::Signer {
+                base_url: base.clone(),
+                secret: Secret::new(secret),
+            }),
+            _ => None,
+        };
         Self {
             providers,
             routes,
             fallbacks,
-            public_base_url: text(env, "PUBLIC_BASE_URL"),
+            public_base_url,
+            control_links,
             job_deadline_secs: number(env, "JOB_DEADLINE_SECS", 900),
             retention_secs: text(env, "RETENTION_SECS")
                 .and_then(|v| v.parse().ok())

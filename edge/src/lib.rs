@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod breaker;
 pub mod compat;
 pub mod config;
+pub mod control_link;
 pub mod error;
 pub mod fallback;
 pub mod handlers;

@@ -16,6 +16,7 @@ use crate::config::Provider;
 use crate::input::image::ImageInfo;
 use crate::job::JobRecord;
 
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 use worker::{Fetch, Headers, Method, Request, RequestInit};
 
@@ -249,17 +250,55 @@ pub fn check(
     }
 }
 
-/// Submits a job to `provider`.
+/// How the control image travels to a provider.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ControlImage {
+    /// The bytes, sent inline (base64, a data URL, or ComfyUI's multipart upload).
+    Inline(Vec<u8>),
+    /// A short-lived signed link to it on this edge, which the provider fetches
+    /// (see `control_link.rs`).
+    Link(String),
+}
+
+impl ControlImage {
+    /// A value for a file input that takes a URL or a data URL (Replicate, fal).
+    pub fn url_or_data_url(&self, media_type: &str) -> String {
+        match self {
+            Self::Inline(bytes) => format!(
+                "data:{media_type};base64,{}",
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            ),
+            Self::Link(url) => url.clone(),
+        }
+    }
+
+    /// A value for an input that takes a URL or raw base64 (Segmind, Parallax).
+    pub fn url_or_base64(&self) -> String {
+        match self {
+            Self::Inline(bytes) => base64::engine::general_purpose::STANDARD.encode(bytes),
+            Self::Link(url) => url.clone(),
+        }
+    }
+}
+
+/// Submits a job to `provider`, with its control image as [`Kind::fetches`] allows.
 pub async fn submit(
     provider: &Provider,
     job: &JobRecord,
-    image: &[u8],
+    control: &ControlImage,
     timeout_ms: u32,
 ) -> Result<Submitted, UpstreamError> {
     let name = provider.kind.name();
+    let media_type = job.input.format.media_type();
+    let inline = || match control {
+        ControlImage::Inline(bytes) => Ok(bytes.as_slice()),
+        ControlImage::Link(_) => Err(UpstreamError::Permanent(format!(
+            "{name} needs the control image inline"
+        ))),
+    };
     match provider.kind {
         Kind::Segmind | Kind::Parallax => {
-            let mut req = segmind::build_submit(provider, job.model, &job.params, image);
+            let mut req = segmind::build_submit(provider, job.model, &job.params, control);
             if provider.kind == Kind::Parallax {
                 // Our own API replays a submit with the same key: a resubmit after an
                 // ambiguous failure cannot start a second job.
@@ -269,27 +308,16 @@ pub async fn submit(
             segmind::parse_submit(provider, &send(name, &req, timeout_ms).await?)
         }
         Kind::Replicate => {
-            let req = replicate::build_submit(
-                provider,
-                job.model,
-                &job.params,
-                image,
-                job.input.format.media_type(),
-            );
+            let req =
+                replicate::build_submit(provider, job.model, &job.params, control, media_type);
             replicate::parse_prediction_urls(&send(name, &req, timeout_ms).await?)
         }
         Kind::Fal => {
-            let req = fal::build_submit(
-                provider,
-                &job.params,
-                &job.input,
-                image,
-                job.input.format.media_type(),
-            );
+            let req = fal::build_submit(provider, &job.params, &job.input, control, media_type);
             fal::parse_submit(&send(name, &req, timeout_ms).await?)
         }
         Kind::Bfl => {
-            let req = bfl::build_submit(provider, &job.params, image);
+            let req = bfl::build_submit(provider, &job.params, inline()?);
             bfl::parse_submit(&send(name, &req, timeout_ms).await?)
         }
         Kind::ComfyUi => {
@@ -304,8 +332,8 @@ pub async fn submit(
                 provider,
                 &comfyui::job_folder(job),
                 &file,
-                image,
-                job.input.format.media_type(),
+                inline()?,
+                media_type,
             );
             let uploaded = comfyui::parse_upload(&send(name, &upload, timeout_ms).await?)?;
             let req = comfyui::build_prompt(provider, job, &uploaded);
@@ -576,6 +604,26 @@ impl Kind {
             Self::Bfl => Some("https://api.bfl.ai"),
             Self::Fal => Some("https://queue.fal.run"),
             Self::ComfyUi | Self::Parallax => None,
+        }
+    }
+
+    /// Whether it takes its control image as `link`, a URL it fetches itself, rather
+    /// than inline. Replicate: file inputs take an HTTP(S) URL or a data URL, and data
+    /// URLs are only recommended up to 256 KB
+    /// (https://replicate.com/docs/topics/predictions/create-a-prediction). fal:
+    /// `image_url` is a URL fal downloads, data URIs also accepted (fal-js
+    /// `endpoints.ts`, `FluxLoraDepthInput`; `fal.rs`). Segmind: flux-depth-pro/dev's `control_image` is "an image URL or
+    /// base64" (https://segmind.com/models/flux-depth-pro/api). Another Parallax fetches
+    /// an `https` URL on a public host only (`input/remote.rs`), so it gets links on such
+    /// deployments only. BFL's depth endpoint documents base64 only, and ComfyUI takes
+    /// the file through `/upload/image`: both keep the bytes inline.
+    pub fn fetches(self, link: &str) -> bool {
+        match self {
+            Self::Replicate | Self::Fal | Self::Segmind => {
+                link.starts_with("https://") || link.starts_with("http://")
+            }
+            Self::Parallax => link.starts_with("https://"),
+            Self::ComfyUi | Self::Bfl => false,
         }
     }
 

@@ -34,7 +34,7 @@ use crate::http;
 use crate::input::image::{ImageFormat, is_complete};
 use crate::job::{Attempt, CancelVerdict, JobRecord, Start, StoredOutput};
 use crate::meter;
-use crate::providers::{self, Kind, Lookup, Submitted, UpstreamError, UpstreamState};
+use crate::providers::{self, ControlImage, Kind, Lookup, Submitted, UpstreamError, UpstreamState};
 use crate::storage::{self, keys};
 use crate::webhook::{self, Delivery};
 
@@ -382,9 +382,9 @@ impl JobRunner {
                     attempt.provider
                 )))
             }
-            Ok(p) => match self.input_image(&job).await {
-                Ok(bytes) => {
-                    let sent = providers::submit(&p, &job, &bytes, timeout_ms(cfg)).await;
+            Ok(p) => match self.control_image(cfg, &p, &job).await {
+                Ok(control) => {
+                    let sent = providers::submit(&p, &job, &control, timeout_ms(cfg)).await;
                     let signal = breaker::Signal::of(&sent.as_ref().map(|_| ()));
                     breaker::record(&self.env, &attempt.provider, signal, cfg.breaker).await;
                     match sent {
@@ -456,6 +456,24 @@ impl JobRunner {
                 Ok(())
             }
         }
+    }
+
+    /// The control image as `provider` gets it: a signed link valid until the job's
+    /// deadline where the deployment has links and the provider fetches URLs, else
+    /// the bytes from R2.
+    async fn control_image(
+        &self,
+        cfg: &Config,
+        provider: &crate::config::Provider,
+        job: &JobRecord,
+    ) -> Result<ControlImage, UpstreamError> {
+        if let Some(signer) = &cfg.control_links {
+            let link = signer.link(&job.id, job.deadline_ms.div_ceil(1000));
+            if provider.kind.fetches(&link) {
+                return Ok(ControlImage::Link(link));
+            }
+        }
+        self.input_image(job).await.map(ControlImage::Inline)
     }
 
     async fn input_image(&self, job: &JobRecord) -> Result<Vec<u8>, UpstreamError> {

@@ -52,6 +52,10 @@ pub struct Sim {
     pub gates: crate::gates::Gates,
     /// Idempotency keys seen by the Parallax protocol: key → job id.
     pub idempotency: Mutex<HashMap<String, String>>,
+    /// How each submit's control image arrived, per prompt (see [`control_image`]).
+    controls: Mutex<HashMap<String, Vec<Value>>>,
+    /// Fetches control images given as URLs.
+    http: reqwest::Client,
 }
 
 pub type Shared = Arc<Sim>;
@@ -69,6 +73,11 @@ impl Sim {
             requests: Mutex::new(HashMap::new()),
             gates: crate::gates::Gates::default(),
             idempotency: Mutex::new(HashMap::new()),
+            controls: Mutex::new(HashMap::new()),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
         }
     }
 
@@ -242,14 +251,13 @@ pub fn text(fields: &Map<String, Value>, name: &str) -> Option<String> {
     }
 }
 
-/// Decodes raw base64 or a data URL. URLs cannot be fetched: the sim has no network,
-/// and the edge always sends the bytes.
+/// Decodes raw base64 or a data URL.
 pub fn decode_control(value: Option<String>) -> Result<Vec<u8>, String> {
     let value = value.ok_or("control_image is required")?;
     let data = match value.split_once(";base64,") {
         Some((head, data)) if head.starts_with("data:") => data.to_owned(),
         _ if value.contains("://") => {
-            return Err("Failed to fetch control_image from URL (sim has no network)".into());
+            return Err("control_image must be base64 here, not a URL".into());
         }
         _ => value,
     };
@@ -257,6 +265,89 @@ pub fn decode_control(value: Option<String>) -> Result<Vec<u8>, String> {
     base64::engine::general_purpose::STANDARD
         .decode(data.as_bytes())
         .map_err(|_| "control_image is not valid base64".to_string())
+}
+
+/// The control image of a submit to `scope` for `prompt`, as that provider gets it:
+/// base64 or a data URL decoded, or an `http(s)` URL fetched with a plain GET (no
+/// credentials), whose failure fails the job. Each is recorded for
+/// `GET /debug/controls`.
+///
+/// When the real providers fetch: Replicate's models run on cog, which downloads a
+/// URL file input before `predict` runs and fails the prediction when it cannot (cog
+/// `python/cog/types.py`, `URLPath`/`File.validate`); fal's apps download `image_url`
+/// when the request runs and fail it likewise (fal's `download_file` in
+/// `fal.toolkit`). Segmind's docs say only that `control_image` may be an image URL:
+/// when and how it fetches, and what a failed fetch gives, is UNVERIFIED; the sim fails
+/// the job. The sim fetches at submit, earlier than any of them: the edge's link lives
+/// until the job's deadline, which covers both.
+pub async fn control_image(
+    sim: &Sim,
+    scope: &str,
+    prompt: &str,
+    value: Option<String>,
+) -> Result<Vec<u8>, String> {
+    let link = value
+        .as_deref()
+        .filter(|v| v.starts_with("http://") || v.starts_with("https://"))
+        .map(str::to_owned);
+    let (record, bytes) = match link {
+        None => {
+            let bytes = decode_control(value);
+            let n = bytes.as_ref().map_or(0, Vec::len);
+            (json!({"scope": scope, "via": "inline", "bytes": n}), bytes)
+        }
+        Some(url) => {
+            let fetched = fetch(sim, &url).await;
+            let (status, bytes) = match fetched {
+                Ok((status, body)) if status == 200 => (status, Ok(body)),
+                Ok((status, _)) => (
+                    status,
+                    Err(format!(
+                        "Failed to download control_image from {url}: HTTP {status}"
+                    )),
+                ),
+                Err(e) => (0, Err(format!("Failed to download control_image: {e}"))),
+            };
+            let n = bytes.as_ref().map_or(0, Vec::len);
+            (
+                json!({"scope": scope, "via": "url", "url": url, "status": status, "bytes": n}),
+                bytes,
+            )
+        }
+    };
+    sim.controls
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(prompt.to_owned())
+        .or_default()
+        .push(record);
+    bytes
+}
+
+async fn fetch(sim: &Sim, url: &str) -> Result<(u16, Vec<u8>), String> {
+    let resp = sim
+        .http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| e.without_url().to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| e.without_url().to_string())?;
+    Ok((status, body.to_vec()))
+}
+
+/// `GET /debug/controls`: per prompt, how each submit's control image arrived
+/// (`via` inline or url, the URL, the fetch's status, the bytes).
+pub async fn controls(State(sim): State<Shared>) -> Response {
+    let map = sim
+        .controls
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    Json(json!(map)).into_response()
 }
 
 /// What a submit asks for, protocol-neutral.
@@ -469,6 +560,30 @@ pub async fn output(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_control_image_link_that_cannot_be_fetched_fails_the_job() {
+        let sim = Sim::new(
+            Jobs::new(crate::jobs::Timing {
+                queue: Duration::ZERO,
+                process: Duration::ZERO,
+                expiry: Duration::from_secs(60),
+            }),
+            "http://127.0.0.1:1".into(),
+        );
+        // Nothing listens on port 1: the fetch fails, as a dead link would.
+        let got = control_image(&sim, "replicate", "p", Some("http://127.0.0.1:1/x".into())).await;
+        assert!(
+            got.unwrap_err()
+                .starts_with("Failed to download control_image")
+        );
+        let inline = control_image(&sim, "segmind", "p", Some("QUJD".into())).await;
+        assert_eq!(inline.unwrap(), b"ABC");
+        let seen = sim.controls.lock().unwrap()["p"].clone();
+        assert_eq!(seen[0]["via"], "url");
+        assert_eq!(seen[0]["status"], 0);
+        assert_eq!(seen[1]["via"], "inline");
+    }
 
     #[test]
     fn fault_tokens_are_scoped_by_protocol() {

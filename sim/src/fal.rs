@@ -27,7 +27,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use crate::common::{Ask, Shared, decode_control, num, output_urls, text};
+use crate::common::{Ask, Shared, control_image, num, output_urls, text};
 use crate::jobs::Phase;
 use parallax_sim::render::Format;
 
@@ -115,7 +115,7 @@ async fn submit(
         format,
         quality: 90,
         megapixels: None,
-        image: decode_control(text(&input, "image_url")),
+        image: control_image(&sim, "fal", &prompt, text(&input, "image_url")).await,
         prompt,
     };
     let job = crate::common::create_job_as(&sim, ask, None, size);

@@ -5,7 +5,7 @@
 //! Each protocol lives under its own prefix, as if on its own host.
 //!
 //! `/debug/submissions` and `/debug/requests` count what the edge asked, per prompt;
-//! `/debug/jobs` lists the sim's jobs; `/debug/gates` holds calls (see `gates`).
+//! `/debug/jobs` lists the sim's jobs; `/debug/controls` how control images arrived; `/debug/gates` holds calls (see `gates`).
 //!
 //! Usage: `parallax-sim [--port 8790] [--queue-ms 400] [--process-ms 1800] [--expiry-s 3600]`
 
@@ -88,6 +88,7 @@ async fn main() {
         )
         .route("/debug/requests", axum::routing::get(common::requests))
         .route("/debug/jobs", axum::routing::get(common::jobs))
+        .route("/debug/controls", axum::routing::get(common::controls))
         .route("/debug/gates", axum::routing::post(gates::create))
         .route("/debug/gates/{id}/wait", axum::routing::get(gates::wait))
         .route("/debug/gates/{id}/open", axum::routing::post(gates::open))

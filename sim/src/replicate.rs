@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use crate::common::{Ask, Shared, create_job, decode_control, num, output_urls, read_fields, text};
+use crate::common::{Ask, Shared, control_image, create_job, num, output_urls, read_fields, text};
 use crate::jobs::{Job, Phase};
 use parallax_sim::render::Format;
 
@@ -126,7 +126,7 @@ async fn create(State(sim): State<Shared>, Path(model): Path<String>, req: Reque
             Some("0.25") if dev => Some(0.25),
             _ => Some(1.0),
         },
-        image: decode_control(text(&input, "control_image")),
+        image: control_image(&sim, "replicate", &prompt, text(&input, "control_image")).await,
         prompt,
     };
     let job = create_job(&sim, ask);

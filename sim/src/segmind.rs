@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::common::{
-    Ask, Shared, create_job, decode_control, error, has_header, metrics, num, output_urls,
+    Ask, Shared, control_image, create_job, error, has_header, metrics, num, output_urls,
     read_fields, text,
 };
 use crate::gates;
@@ -89,6 +89,16 @@ async fn submit(
     if let Some(fault) = sim.submit_fault(scope, &prompt).await {
         return fault;
     }
+    // A Parallax fetches only https URLs on public hosts, and refuses others at
+    // submit (`edge/src/input/remote.rs`).
+    if scope == "parallax"
+        && text(&fields, "control_image").is_some_and(|v| v.starts_with("http://"))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "control_image: only https URLs are fetched",
+        );
+    }
     let megapixels = match (dev, text(&fields, "megapixels").as_deref()) {
         (true, Some("match_input")) => None,
         (true, Some("0.25")) => Some(0.25),
@@ -113,7 +123,7 @@ async fn submit(
             .unwrap_or(90.0)
             .clamp(1.0, 100.0) as u8,
         megapixels,
-        image: decode_control(text(&fields, "control_image")),
+        image: control_image(&sim, scope, &prompt, text(&fields, "control_image")).await,
         prompt,
     };
     // Like Segmind, a well-formed but unusable body is accepted and fails later.

@@ -29,7 +29,7 @@ fn ports() -> (u16, u16, u16) {
 }
 
 /// `PARALLAX_TEST_ONLY=browser,restart` runs only those phases (lint, native, http,
-/// python, fuzz, browser, restart, limits, deploy) for a quick local loop; CI sets
+/// python, fuzz, browser, restart, limits, breaker, links, deploy) for a quick local loop; CI sets
 /// nothing and runs them all.
 fn wanted(phase: &str) -> bool {
     match std::env::var("PARALLAX_TEST_ONLY") {
@@ -49,7 +49,7 @@ pub fn run() -> Result {
         counts += run_counted(command("cargo").args(["test", "--workspace"]))?;
     }
     if ![
-        "http", "python", "fuzz", "browser", "restart", "limits", "deploy",
+        "http", "python", "fuzz", "browser", "restart", "limits", "breaker", "links", "deploy",
     ]
     .iter()
     .any(|p| wanted(p))
@@ -101,6 +101,8 @@ fn e2e_phases(started: Instant, mut counts: Counts) -> Result {
     ]
     .iter()
     .map(|p| format!("{p}_API_KEY={key}\n"))
+    // Signs the control image links providers fetch (the leak scan covers it too).
+    .chain([format!("CONTROL_LINK_SECRET={key}\n")])
     .collect();
     fs::write(&env_file, secrets).map_err(|e| e.to_string())?;
     let log = e2e.join("stack.log");
@@ -177,6 +179,10 @@ fn e2e_phases(started: Instant, mut counts: Counts) -> Result {
             "limits_phase",
             "--skip",
             "chaos_phase",
+            "--skip",
+            "breaker_phase",
+            "--skip",
+            "links_phase",
         ]);
         against_stack(&mut http);
         counts +=
@@ -241,6 +247,12 @@ fn later_phases(
     }
     if wanted("limits") {
         counts += limits(e2e, env_file, key)?;
+    }
+    if wanted("breaker") {
+        counts += breaker(e2e, env_file, key)?;
+    }
+    if wanted("links") {
+        counts += links(e2e, env_file, key)?;
     }
     if !wanted("deploy") {
         println!(
@@ -423,6 +435,82 @@ fn limits(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
     .env("PARALLAX_BASE_URL", &stack.base_url)
     .env("PARALLAX_SECRET_PROBE", probe)
     .env("PARALLAX_TEST_KEYS", format!("limits={key}"));
+    let counts = run_counted(&mut c).map_err(|e| format!("{e} (see {})", log.display()))?;
+    drop(stack);
+    Ok(counts)
+}
+
+/// A stack where breakers open after 2 consecutive failures and close after 5 s, pro
+/// has one provider (bfl) and falls back to dev (fal): the breaker's whole cycle and
+/// the model fallback, end to end (`e2e/tests/breaker.rs`).
+fn breaker(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
+    let state = e2e.join("breaker-state");
+    let log = e2e.join("breaker.log");
+    let key = keys::create(&keys::Target::Local(&state), "breaker", 1_000, None)?;
+    let mut options = stack_options(state, Some(env_file.to_owned()), log.clone(), true);
+    for (name, value) in [
+        ("BREAKER_FAILURES", "2"),
+        ("BREAKER_COOL_DOWN_SECS", "5"),
+        ("FALLBACK_FLUX_DEPTH_PRO", "flux-depth-dev"),
+        ("PROVIDERS_FLUX_DEPTH_PRO", "bfl"),
+        ("PROVIDERS_FLUX_DEPTH_DEV", "fal"),
+        ("CREDITS_FLUX_DEPTH_PRO", "5"),
+        ("CREDITS_FLUX_DEPTH_DEV", "2"),
+    ] {
+        options.vars.retain(|(n, _)| n != name);
+        options.vars.push((name.to_owned(), value.to_owned()));
+    }
+    let stack = Stack::start(&options).map_err(|e| format!("{e} (see {})", log.display()))?;
+    let mut c = command("cargo");
+    c.args([
+        "test",
+        "-p",
+        "parallax-e2e",
+        "--test",
+        "breaker",
+        "--",
+        "--ignored",
+        "breaker_phase",
+    ])
+    .env("PARALLAX_BASE_URL", &stack.base_url)
+    .env("PARALLAX_SECRET_PROBE", probe)
+    .env("PARALLAX_TEST_KEYS", format!("breaker={key}"));
+    let counts = run_counted(&mut c).map_err(|e| format!("{e} (see {})", log.display()))?;
+    drop(stack);
+    Ok(counts)
+}
+
+/// The test stack with `PUBLIC_BASE_URL` set to where the sim reaches the Worker (and
+/// the env file's `CONTROL_LINK_SECRET`): providers that fetch URLs get the control
+/// image as a signed link, which the sim fetches (`e2e/tests/links.rs`). Not the main
+/// stack: there the sim's fetch back into the Worker sits inside each submit, and under
+/// the 300-job load on two shared cores it timed out for 16 of 300 jobs.
+fn links(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
+    let state = e2e.join("links-state");
+    let log = e2e.join("links.log");
+    let mut options = stack_options(state, Some(env_file.to_owned()), log.clone(), true);
+    options.vars.push((
+        "PUBLIC_BASE_URL".to_owned(),
+        format!("http://127.0.0.1:{}", ports().0),
+    ));
+    let stack = Stack::start(&options).map_err(|e| format!("{e} (see {})", log.display()))?;
+    let mut c = command("cargo");
+    c.args([
+        "test",
+        "-p",
+        "parallax-e2e",
+        "--test",
+        "links",
+        "--",
+        "--ignored",
+        "links_phase",
+    ])
+    .env("PARALLAX_BASE_URL", &stack.base_url)
+    .env(
+        "PARALLAX_SIM_URL",
+        format!("http://127.0.0.1:{}", ports().1),
+    )
+    .env("PARALLAX_SECRET_PROBE", probe);
     let counts = run_counted(&mut c).map_err(|e| format!("{e} (see {})", log.display()))?;
     drop(stack);
     Ok(counts)

@@ -1,8 +1,12 @@
-//! `GET /results/{id}/{n}.{ext}`: output bytes from R2, immutable, with an ETag.
+//! `GET /results/{id}/{n}.{ext}`: output bytes from R2, immutable, with an ETag; and
+//! `GET /results/{id}/control`, the control image, which providers fetch through a
+//! signed link (`?exp=…&sig=…`, see `control_link.rs`).
 
 use parallax_api::RequestId;
 use worker::{Env, Headers, Request, Response};
 
+use crate::config::Config;
+use crate::control_link;
 use crate::error::{EdgeError, EdgeResult};
 use crate::input::image::ImageFormat;
 use crate::storage::{self, keys};
@@ -23,11 +27,19 @@ pub fn parse_file(file: &str) -> Option<(usize, ImageFormat)> {
 }
 
 /// `GET /results/{id}/{n}.{ext}` (an output) or `GET /results/{id}/control` (the
-/// control image it was made from).
+/// control image it was made from). A control image request that carries a link's
+/// `exp` or `sig` must verify; a refused one is 403 and reads nothing.
 pub async fn get_output(req: &Request, env: &Env, id: &str, file: &str) -> EdgeResult<Response> {
     let id = RequestId::parse(id).ok_or_else(not_found)?;
     let (key, download_name) = if file == "control" {
-        (keys::input(&id), format!("parallax-{id}-control"))
+        let name = format!("parallax-{id}-control");
+        if signed_link(req, env, &id)? {
+            let resp = serve_image(req, env, &keys::input(&id), &name).await?;
+            // A link expires: no cache may keep serving it.
+            resp.headers().set("cache-control", "private, no-store")?;
+            return Ok(resp);
+        }
+        (keys::input(&id), name)
     } else {
         let (n, format) = parse_file(file).ok_or_else(not_found)?;
         (
@@ -36,6 +48,30 @@ pub async fn get_output(req: &Request, env: &Env, id: &str, file: &str) -> EdgeR
         )
     };
     serve_image(req, env, &key, &download_name).await
+}
+
+/// Whether this control image request comes through a signed link: `false` without
+/// `exp` and `sig`, `true` when they verify for this job now, 403 otherwise (forged,
+/// another job's, expired, or links not enabled here).
+fn signed_link(req: &Request, env: &Env, id: &RequestId) -> EdgeResult<bool> {
+    let url = req.url()?;
+    let (mut exp, mut sig) = (None, None);
+    for (k, v) in url.query_pairs() {
+        match k.as_ref() {
+            "exp" => exp = Some(v.into_owned()),
+            "sig" => sig = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    if exp.is_none() && sig.is_none() {
+        return Ok(false);
+    }
+    let refused = || EdgeError::Forbidden("This control image link is invalid or expired".into());
+    let signer = Config::from_env(env).control_links.ok_or_else(refused)?;
+    let now = worker::Date::now().as_millis() / 1000;
+    control_link::verify(&signer.secret, id, exp.as_deref(), sig.as_deref(), now)
+        .map_err(|_| refused())?;
+    Ok(true)
 }
 
 /// Serves the image stored at R2 `key`, immutable, with an ETag; 404 when absent.

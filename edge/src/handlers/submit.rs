@@ -419,6 +419,7 @@ mod tests {
                 .collect(),
             routes: vec![(Model::FluxDepthDev, dev_route)],
             public_base_url: None,
+            control_links: None,
             job_deadline_secs: 900,
             retention_secs: 60,
             credits_pro: 5,

@@ -14,8 +14,8 @@
 //! `PUT cancel_url` answers 202 `CANCELLATION_REQUESTED` or 400 `ALREADY_COMPLETED`.
 //!
 //! Parameter mapping (our dev parameters → `FluxLoraDepthInput`, fal-js `endpoints.ts`):
-//! `prompt` → `prompt`; `control_image` → `image_url` (a data URL: fal accepts data URIs
-//! for file inputs); `num_outputs` → `num_images`; `num_inference_steps` →
+//! `prompt` → `prompt`; `control_image` → `image_url` (our signed link where the
+//! deployment has one, else a data URL: fal accepts data URIs for file inputs); `num_outputs` → `num_images`; `num_inference_steps` →
 //! `num_inference_steps`; `guidance` → `guidance_scale` (the same distilled guidance
 //! FluxGuidance sets; fal's own default is 3.5, ours 10); `seed` → `seed`;
 //! `output_format` png/jpg → `png`/`jpeg` (fal writes no WebP here: refused at
@@ -25,13 +25,12 @@
 //! UNVERIFIED: fal's accepted range of `guidance_scale` for this endpoint, and the
 //! exact body of a failed request's result (treated as an error status).
 
-use base64::Engine;
 use parallax_api::{FieldError, Params};
 use serde_json::{Value, json};
 
 use super::{
-    HttpMethod, Submitted, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamState,
-    success_json,
+    ControlImage, HttpMethod, Submitted, UpstreamError, UpstreamRequest, UpstreamResponse,
+    UpstreamState, success_json,
 };
 use crate::config::Provider;
 use crate::input::image::ImageInfo;
@@ -74,14 +73,11 @@ pub fn image_size(params: &Params, input: &ImageInfo) -> (u32, u32) {
 }
 
 /// The request body for fal-ai/flux-lora-depth.
-pub fn input(params: &Params, info: &ImageInfo, image: &[u8], media_type: &str) -> Value {
+pub fn input(params: &Params, info: &ImageInfo, control: &ControlImage, media_type: &str) -> Value {
     let (width, height) = image_size(params, info);
     let mut body = json!({
         "prompt": params.prompt(),
-        "image_url": format!(
-            "data:{media_type};base64,{}",
-            base64::engine::general_purpose::STANDARD.encode(image)
-        ),
+        "image_url": control.url_or_data_url(media_type),
         "num_images": params.num_outputs(),
         "image_size": {"width": width, "height": height},
         "output_format": if params.output_format() == "png" { "png" } else { "jpeg" },
@@ -105,13 +101,13 @@ pub fn build_submit(
     cfg: &Provider,
     params: &Params,
     info: &ImageInfo,
-    image: &[u8],
+    control: &ControlImage,
     media_type: &str,
 ) -> UpstreamRequest {
     UpstreamRequest::post_json(
         format!("{}/{APP}", cfg.base_url),
         headers(cfg),
-        &input(params, info, image, media_type),
+        &input(params, info, control, media_type),
     )
 }
 
@@ -219,7 +215,13 @@ mod tests {
             json!({"prompt": "a barn", "num_outputs": 2, "guidance": 12, "num_inference_steps": 30,
                               "output_format": "png", "megapixels": "0.25", "disable_safety_checker": true}),
         );
-        let req = build_submit(&cfg(), &p, &INFO, b"PNG", "image/png");
+        let req = build_submit(
+            &cfg(),
+            &p,
+            &INFO,
+            &ControlImage::Inline(b"PNG".to_vec()),
+            "image/png",
+        );
         assert_eq!(req.url, "https://queue.fal.run/fal-ai/flux-lora-depth");
         assert!(
             req.headers
@@ -233,6 +235,9 @@ mod tests {
                    "enable_safety_checker": false, "seed": 42, "num_inference_steps": 30,
                    "guidance_scale": 12.0})
         );
+        let link = "https://parallax.example.com/results/x/control?exp=1&sig=s";
+        let body = input(&p, &INFO, &ControlImage::Link(link.into()), "image/png");
+        assert_eq!(body["image_url"], link);
         assert_eq!(
             check(&params(json!({"prompt": "x", "output_format": "webp"})))
                 .unwrap_err()

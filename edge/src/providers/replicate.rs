@@ -3,11 +3,12 @@
 //! `urls.get`; `starting | processing | succeeded | failed | canceled | aborted`;
 //! cancel via `urls.cancel`. Outputs are deleted after an hour: download at once.
 
-use base64::Engine;
 use parallax_api::{FieldError, Model, Params};
 use serde_json::{Map, Value, json};
 
-use super::{Submitted, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamState};
+use super::{
+    ControlImage, Submitted, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamState,
+};
 use crate::config::Provider;
 
 /// Input names per model; ours are Replicate's own for both models.
@@ -55,7 +56,7 @@ pub fn build_submit(
     cfg: &Provider,
     model: Model,
     params: &Params,
-    image: &[u8],
+    control: &ControlImage,
     media_type: &str,
 ) -> UpstreamRequest {
     let names = match model {
@@ -68,10 +69,11 @@ pub fn build_submit(
             input.insert((*name).to_owned(), v.clone());
         }
     }
-    let b64 = base64::engine::general_purpose::STANDARD.encode(image);
+    // A link where the deployment has one (data URLs are meant for small files), else
+    // a data URL.
     input.insert(
         "control_image".into(),
-        Value::from(format!("data:{media_type};base64,{b64}")),
+        Value::from(control.url_or_data_url(media_type)),
     );
     UpstreamRequest::post_json(
         format!(
@@ -180,7 +182,7 @@ mod tests {
             &cfg(),
             Model::FluxDepthDev,
             &v.params,
-            b"\\xff\\xd8",
+            &ControlImage::Inline(b"\\xff\\xd8".to_vec()),
             "image/jpeg",
         );
         assert_eq!(
@@ -201,6 +203,17 @@ mod tests {
                 .starts_with("data:image/jpeg;base64,")
         );
         assert!(body["input"].get("steps").is_none());
+        // With a link, the file input is that URL.
+        let link = "https://parallax.example.com/results/x/control?exp=1&sig=s";
+        let req = build_submit(
+            &cfg(),
+            Model::FluxDepthDev,
+            &v.params,
+            &ControlImage::Link(link.into()),
+            "image/jpeg",
+        );
+        let body: Value = serde_json::from_slice(req.body.as_deref().unwrap()).unwrap();
+        assert_eq!(body["input"]["control_image"], link);
     }
 
     #[test]

@@ -8,9 +8,9 @@ use parallax_api::{Model, Params};
 use serde_json::{Map, Value};
 
 use super::{
-    Submitted, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamState, error_detail,
+    ControlImage, Submitted, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamState,
+    error_detail,
 };
-use base64::Engine;
 
 use crate::config::Provider;
 
@@ -23,18 +23,18 @@ fn headers(cfg: &Provider) -> Vec<(&'static str, String)> {
 }
 
 /// The submit request. Our parameter names are Segmind's own; each is copied by name
-/// from the catalog, and the control image is sent as base64.
+/// from the catalog; the control image is a link where the deployment has one (both
+/// Segmind and Parallax fetch an image URL), else base64.
 pub fn build_submit(
     cfg: &Provider,
     model: Model,
     params: &Params,
-    image: &[u8],
+    control: &ControlImage,
 ) -> UpstreamRequest {
     let mut body = Map::new();
     for spec in model.params() {
         if spec.name == "control_image" {
-            let b64 = base64::engine::general_purpose::STANDARD.encode(image);
-            body.insert(spec.name.into(), Value::from(b64));
+            body.insert(spec.name.into(), Value::from(control.url_or_base64()));
         } else if let Some(v) = params.get(spec.name) {
             body.insert(spec.name.into(), v.clone());
         }
@@ -199,7 +199,12 @@ mod tests {
             json!({"prompt": "a house", "control_image": "https://x.test/a.jpg", "seed": 96522});
         let v = parallax_api::validate(Model::FluxDepthPro, fields.as_object().unwrap(), false)
             .unwrap();
-        let req = build_submit(&cfg(), Model::FluxDepthPro, &v.params, b"ABC");
+        let req = build_submit(
+            &cfg(),
+            Model::FluxDepthPro,
+            &v.params,
+            &ControlImage::Inline(b"ABC".to_vec()),
+        );
         assert_eq!(req.url, "https://api.segmind.com/v2/flux-depth-pro");
         assert_eq!(req.method, HttpMethod::Post);
         assert!(req.headers.contains(&("x-api-key", "SG_test".into())));
@@ -210,6 +215,15 @@ mod tests {
                    "guidance": 7.0, "output_format": "jpg", "safety_tolerance": 2,
                    "prompt_upsampling": false})
         );
+        let link = "https://parallax.example.com/results/x/control?exp=1&sig=s";
+        let req = build_submit(
+            &cfg(),
+            Model::FluxDepthPro,
+            &v.params,
+            &ControlImage::Link(link.into()),
+        );
+        let body: Value = serde_json::from_slice(req.body.as_deref().unwrap()).unwrap();
+        assert_eq!(body["control_image"], link);
     }
 
     #[test]

@@ -1,0 +1,160 @@
+//! Short-lived signed links to a job's control image, handed to providers that fetch
+//! their input from a URL (Replicate, fal, Segmind, another Parallax) instead of a
+//! multi-megabyte data URL in the submit body.
+//!
+//! A link is `{PUBLIC_BASE_URL}/results/{id}/control?exp={unix secs}&sig={HMAC}`, with
+//! `sig` = base64url(HMAC-SHA256(`CONTROL_LINK_SECRET`, "control\n{id}\n{exp}")). It
+//! names one job and one expiry (the job's deadline): a signature for one job does not
+//! open another, and an altered `exp` breaks it. Links are only made when the
+//! deployment says where providers can reach it (`PUBLIC_BASE_URL`) and has the secret;
+//! otherwise the image goes inline as before.
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use parallax_api::RequestId;
+use sha2::Sha256;
+
+use crate::config::Secret;
+use crate::storage::keys;
+
+/// Where links point and how they are signed (both from the deployment's config).
+#[derive(Debug, Clone)]
+pub struct Signer {
+    /// The deployment's public origin, without a trailing slash.
+    pub base_url: String,
+    pub secret: Secret,
+}
+
+/// Why a signed request for a control image is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `exp` or `sig` is missing or not well-formed.
+    Malformed,
+    /// The signature does not match this job and expiry.
+    Forged,
+    /// It matched, but its time is over.
+    Expired,
+}
+
+fn mac(secret: &Secret, id: &RequestId, exp: u64) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.expose().as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(format!("control\n{id}\n{exp}").as_bytes());
+    mac
+}
+
+/// The signature of job `id`'s control image link valid until `exp` (unix seconds).
+pub fn sign(secret: &Secret, id: &RequestId, exp: u64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(mac(secret, id, exp).finalize().into_bytes())
+}
+
+impl Signer {
+    /// The link to job `id`'s control image, valid until `exp` (unix seconds).
+    pub fn link(&self, id: &RequestId, exp: u64) -> String {
+        format!(
+            "{}{}?exp={exp}&sig={}",
+            self.base_url,
+            keys::control_path(id),
+            sign(&self.secret, id, exp)
+        )
+    }
+}
+
+/// Checks a request's `exp` and `sig` for job `id` at `now` (unix seconds). The
+/// signature is compared in constant time, and checked before the expiry so that a
+/// forged link learns nothing about time.
+pub fn verify(
+    secret: &Secret,
+    id: &RequestId,
+    exp: Option<&str>,
+    sig: Option<&str>,
+    now: u64,
+) -> Result<(), Refusal> {
+    let exp: u64 = exp
+        .filter(|e| !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|e| e.parse().ok())
+        .ok_or(Refusal::Malformed)?;
+    let sig = sig
+        .and_then(|s| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(s)
+                .ok()
+        })
+        .ok_or(Refusal::Malformed)?;
+    mac(secret, id, exp)
+        .verify_slice(&sig)
+        .map_err(|_| Refusal::Forged)?;
+    if now >= exp {
+        return Err(Refusal::Expired);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> RequestId {
+        RequestId::parse(s).unwrap()
+    }
+
+    const A: &str = "2c7f59ea-13f1-402c-9353-915a2b5a2124";
+    const B: &str = "9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d";
+
+    #[test]
+    fn a_link_names_the_job_and_its_expiry_and_verifies_until_then() {
+        let signer = Signer {
+            base_url: "https://parallax.example.com".into(),
+            secret: Secret::new("s3cret"),
+        };
+        let link = signer.link(&id(A), 1_800_000_000);
+        let sig = sign(&signer.secret, &id(A), 1_800_000_000);
+        assert_eq!(
+            link,
+            format!("https://parallax.example.com/results/{A}/control?exp=1800000000&sig={sig}")
+        );
+        assert!(!link.contains("s3cret"));
+        let check = |job: &str, exp: &str, sig: &str, now| {
+            verify(&signer.secret, &id(job), Some(exp), Some(sig), now)
+        };
+        assert_eq!(check(A, "1800000000", &sig, 1_799_999_999), Ok(()));
+        assert_eq!(
+            check(A, "1800000000", &sig, 1_800_000_000),
+            Err(Refusal::Expired)
+        );
+        // Another job, a later expiry, another secret: all refused.
+        assert_eq!(
+            check(B, "1800000000", &sig, 1_700_000_000),
+            Err(Refusal::Forged)
+        );
+        assert_eq!(
+            check(A, "1900000000", &sig, 1_700_000_000),
+            Err(Refusal::Forged)
+        );
+        let other = sign(&Secret::new("other"), &id(A), 1_800_000_000);
+        assert_eq!(
+            check(A, "1800000000", &other, 1_700_000_000),
+            Err(Refusal::Forged)
+        );
+    }
+
+    #[test]
+    fn malformed_parameters_are_refused_before_any_comparison() {
+        let secret = Secret::new("s");
+        let sig = sign(&secret, &id(A), 10);
+        for (exp, sig) in [
+            (None, Some(sig.as_str())),
+            (Some("10"), None),
+            (Some("+10"), Some(sig.as_str())),
+            (Some(""), Some(sig.as_str())),
+            (Some("10"), Some("not base64!")),
+        ] {
+            assert_eq!(
+                verify(&secret, &id(A), exp, sig, 0),
+                Err(Refusal::Malformed),
+                "{exp:?} {sig:?}"
+            );
+        }
+    }
+}
