@@ -2,7 +2,8 @@
 //! through the API, sim's debug view and the local R2 store of `wrangler dev`:
 //!
 //! 1. each account's balance = its grants − charges + refunds (charges and refunds as
-//!    every job's `metrics.credits` reports them);
+//!    every job's `metrics.credits` reports them, and for a job that is gone as its
+//!    charge row in the Ledger says), and no refund exceeds its charge;
 //! 2. every job is terminal or inside its deadline;
 //! 3. every R2 object (`inputs/{id}`, `results/{id}/…`) belongs to a live job's record,
 //!    and every output object is one that record lists;
@@ -130,7 +131,15 @@ pub fn run(accounts: &mut [Account], state: Option<&Path>) -> Vec<String> {
         let mut last = (0, 0);
         let settled = (0..40).any(|_| {
             for t in &mut acc.jobs {
-                refresh(t);
+                if refresh(t).is_none()
+                    && let Some((charged, refunded)) = crate::ledger_charge(&acc.key, &t.id)
+                {
+                    // Gone (deleted, or purged past retention): the Ledger's own row
+                    // says what it was charged and refunded, including a refund
+                    // decided after the delete answered.
+                    t.charged = charged;
+                    t.refunded = refunded;
+                }
             }
             let charged: u64 = acc.jobs.iter().map(|t| t.charged).sum();
             let refunded: u64 = acc.jobs.iter().map(|t| t.refunded).sum();
@@ -147,6 +156,12 @@ pub fn run(accounts: &mut [Account], state: Option<&Path>) -> Vec<String> {
             violations.push(format!(
                 "balance {} but grants − charges + refunds = {}",
                 last.0, last.1
+            ));
+        }
+        for t in acc.jobs.iter().filter(|t| t.refunded > t.charged) {
+            violations.push(format!(
+                "{} refunded {} of a charge of {}",
+                t.id, t.refunded, t.charged
             ));
         }
     }

@@ -87,6 +87,24 @@ pub fn get(url: &str) -> Answer {
     Answer::from(client().get(url).send().expect("GET"))
 }
 
+/// A job's charge row in its account's Ledger, `(charged, refunded)`, through the test
+/// stack's `/__dev/ledger` (served only where `LEDGER_DEV_OPS=on`); `None` if the
+/// Ledger has no row for it.
+pub fn ledger_charge(key: &str, job_id: &str) -> Option<(u64, u64)> {
+    let a = Answer::from(
+        client()
+            .post(format!("{}/__dev/ledger", base()))
+            .header("x-api-key", key)
+            .json(&serde_json::json!({"op": "charge", "job_id": job_id}))
+            .send()
+            .expect("POST /__dev/ledger"),
+    );
+    assert_eq!(a.status, 200, "/__dev/ledger charge: {}", a.text);
+    let charge = &a.json()["charge"];
+    let charged = charge["charged"].as_u64()?;
+    Some((charged, charge["refunded"].as_u64().unwrap_or(0)))
+}
+
 /// Sends a request that is safe to repeat (a cancel, a delete), once more if
 /// `wrangler dev`'s proxy lost it: under load its proxy sometimes drops a non-GET
 /// request on a kept-alive connection and answers 503 "Your worker restarted

@@ -140,9 +140,17 @@ impl DurableObject for JobRunner {
                         }
                     }
                     (Method::Post, "/delete") => {
-                        self.update(|j| j.delete(now_ms())).await?;
+                        // The answer tells what the delete decided (a running job's
+                        // cancel and refund), as far as it is known once settled.
+                        let decided = self
+                            .update(|j| {
+                                j.delete(now_ms());
+                                j.clone()
+                            })
+                            .await?;
                         self.settle().await?;
-                        Ok(http::json(&job, 200))
+                        let latest = self.load().await?.or(decided).unwrap_or(job);
+                        Ok(http::json(&latest, 200))
                     }
                     _ => Ok(http::json(&"unknown runner route", 404)),
                 }
