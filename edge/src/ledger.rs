@@ -261,8 +261,19 @@ pub enum KeyCheck {
     Reused,
 }
 
-pub fn check_key(row: Option<&KeyRow>, fingerprint: &str, now_ms: u64) -> KeyCheck {
-    let Some(row) = row.filter(|r| r.expires_ms > now_ms) else {
+///
+/// `unsettled`: the key's start still has its `starts` row (neither confirmed nor
+/// released, the reaper has not decided it). Such a pending key stays in progress past
+/// its expiry: the job may be running, and a retry must not start a second one.
+pub fn check_key(
+    row: Option<&KeyRow>,
+    fingerprint: &str,
+    now_ms: u64,
+    unsettled: bool,
+) -> KeyCheck {
+    let Some(row) =
+        row.filter(|r| r.expires_ms > now_ms || (unsettled && r.state == KeyState::Pending))
+    else {
         return KeyCheck::Fresh;
     };
     if !row.fingerprint.is_empty() && row.fingerprint != fingerprint {
@@ -568,8 +579,11 @@ const DROP_START: &str = "DELETE FROM starts WHERE job_id = ?";
 pub const REAP_BATCH: u64 = 16;
 /// The reaper tries again this long after a runner could not be asked.
 pub const REAP_RETRY_MS: u64 = 30_000;
+/// Expired keys, except a pending one whose start the reaper has not decided yet.
 const PRUNE_KEYS: &str = "DELETE FROM idempotency WHERE idem_key IN
-     (SELECT idem_key FROM idempotency WHERE expires_ms <= ? ORDER BY expires_ms LIMIT ?)";
+     (SELECT idem_key FROM idempotency WHERE expires_ms <= ?
+        AND NOT (state = 'pending' AND job_id IN (SELECT job_id FROM starts))
+      ORDER BY expires_ms LIMIT ?)";
 const PRUNE_CHARGES: &str = "DELETE FROM charges WHERE seq IN
      (SELECT seq FROM charges WHERE created_ms < ? ORDER BY created_ms LIMIT ?)";
 const SEED: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
@@ -649,6 +663,17 @@ impl Db {
             )?
             .into_iter()
             .next())
+    }
+
+    /// Whether a start is still waiting for its Confirm, Release or the reaper.
+    fn start_exists(&self, job_id: &str) -> worker::Result<bool> {
+        Ok(self
+            .rows::<CountRow>(
+                "SELECT COUNT(*) AS n FROM starts WHERE job_id = ?",
+                vec![text(job_id)],
+            )?
+            .first()
+            .is_some_and(|c| c.n > 0))
     }
 
     fn grant_applied(&self, id: &str) -> bool {
@@ -1156,7 +1181,16 @@ impl Ledger {
                     fingerprint,
                 } => {
                     let check = match idempotency_key {
-                        Some(key) => check_key(db.key(key)?.as_ref(), fingerprint, now),
+                        Some(key) => {
+                            let row = db.key(key)?;
+                            let unsettled = match &row {
+                                Some(r) if r.state == KeyState::Pending => {
+                                    db.start_exists(&r.job_id)?
+                                }
+                                _ => false,
+                            };
+                            check_key(row.as_ref(), fingerprint, now, unsettled)
+                        }
                         None => KeyCheck::Fresh,
                     };
                     match check {
@@ -1479,31 +1513,55 @@ mod tests {
     #[test]
     fn an_idempotency_key_is_bound_to_its_request_and_visible_once_confirmed() {
         let now = 1_000;
-        assert_eq!(check_key(None, "f", now), KeyCheck::Fresh);
+        assert_eq!(check_key(None, "f", now, false), KeyCheck::Fresh);
         assert_eq!(
-            check_key(Some(&key("f", KeyState::Pending, now + 1)), "f", now),
+            check_key(Some(&key("f", KeyState::Pending, now + 1)), "f", now, false),
             KeyCheck::InProgress
         );
         assert_eq!(
-            check_key(Some(&key("f", KeyState::Confirmed, now + 1)), "f", now),
+            check_key(
+                Some(&key("f", KeyState::Confirmed, now + 1)),
+                "f",
+                now,
+                false
+            ),
             KeyCheck::Replay("job-1".into())
         );
         assert_eq!(
-            check_key(Some(&key("f", KeyState::Confirmed, now + 1)), "g", now),
+            check_key(
+                Some(&key("f", KeyState::Confirmed, now + 1)),
+                "g",
+                now,
+                false
+            ),
             KeyCheck::Reused
         );
         assert_eq!(
-            check_key(Some(&key("f", KeyState::Pending, now + 1)), "g", now),
+            check_key(Some(&key("f", KeyState::Pending, now + 1)), "g", now, false),
             KeyCheck::Reused,
             "another body is refused even while the first is starting"
         );
         assert_eq!(
-            check_key(Some(&key("f", KeyState::Pending, now)), "g", now),
+            check_key(Some(&key("f", KeyState::Pending, now)), "g", now, false),
             KeyCheck::Fresh,
             "an expired (e.g. abandoned pending) key is free again"
         );
         assert_eq!(
-            check_key(Some(&key("", KeyState::Confirmed, now + 1)), "g", now),
+            check_key(Some(&key("f", KeyState::Pending, now)), "f", now, true),
+            KeyCheck::InProgress,
+            "a lapsed pending key whose start the reaper has not decided stays in progress"
+        );
+        assert_eq!(
+            check_key(Some(&key("f", KeyState::Pending, now)), "g", now, true),
+            KeyCheck::Reused
+        );
+        assert_eq!(
+            check_key(
+                Some(&key("", KeyState::Confirmed, now + 1)),
+                "g",
+                now,
+                false
+            ),
             KeyCheck::Replay("job-1".into()),
             "keys imported from before fingerprints replay any body"
         );

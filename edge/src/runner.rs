@@ -50,6 +50,8 @@ struct Started<'a> {
 }
 const DOWNLOAD_TIMEOUT_MS: u32 = 60_000;
 const CANCEL_TIMEOUT_MS: u32 = 10_000;
+/// How soon the alarm looks again while a cancel is being sent by another handler.
+const CANCEL_IN_FLIGHT_RECHECK_MS: u64 = 1_000;
 
 #[durable_object(alarm)]
 pub struct JobRunner {
@@ -327,6 +329,12 @@ impl JobRunner {
             && !d.done
         {
             at = Some(at.map_or(d.next_ms, |a| a.min(d.next_ms)));
+        }
+        // A cancel another handler is sending is still "due" in the record; without a
+        // floor the alarm would re-arm at once, again and again, until that send ends
+        // (up to CANCEL_TIMEOUT_MS). The sender schedules again when it is done.
+        if !self.cancels_in_flight.borrow().is_empty() {
+            at = at.map(|a| a.max(now_ms() + CANCEL_IN_FLIGHT_RECHECK_MS));
         }
         match at {
             Some(at) => {

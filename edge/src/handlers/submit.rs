@@ -225,7 +225,8 @@ enum Started {
     Unknown,
 }
 
-/// Asks the runner whether it holds the job; a lost answer is asked again twice.
+/// Asks the runner whether it holds the job; a lost answer is asked again twice,
+/// after a short pause.
 async fn probe_start(env: &Env, id: &RequestId, start_error: &EdgeError) -> Started {
     for attempt in 0..3 {
         match crate::handlers::jobs::load(env, id.as_str()).await {
@@ -236,6 +237,8 @@ async fn probe_start(env: &Env, id: &RequestId, start_error: &EdgeError) -> Star
                     "job {id}: start failed: {start_error}; runner probe {}: {probe}",
                     attempt + 1
                 );
+                // A moment for a runner that is resetting or overloaded.
+                worker::Delay::from(std::time::Duration::from_millis(200 * (attempt + 1))).await;
             }
         }
     }
