@@ -50,6 +50,8 @@ impl Signal {
                 Self::Retired
             }
             Err(UpstreamError::Permanent(_)) => Self::Neutral,
+            // The upstream is busy starting this very job: it is alive.
+            Err(UpstreamError::InProgress { .. }) => Self::Neutral,
         }
     }
 }

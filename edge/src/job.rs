@@ -506,6 +506,9 @@ impl JobRecord {
                     self.order_cancel(sub, refund_if_stopped, now_ms);
                     self.outbox.drop_outputs = Some(Retry::now(now_ms));
                 }
+                // The upstream is still starting it: it may run, and without its id
+                // it cannot be stopped from here, so nothing comes back.
+                Err(UpstreamError::InProgress { .. }) => self.decide_refund(0, now_ms),
                 // Nothing was accepted upstream: nothing spent.
                 Err(_) => self.decide_refund(self.ownership.charged, now_ms),
             }
@@ -620,6 +623,10 @@ impl JobRecord {
                 reason,
                 retry_after,
             }) => self.transient(reason, retry_after, now_ms, jitter),
+            Err(UpstreamError::InProgress {
+                reason,
+                retry_after,
+            }) => self.transient(reason, Some(retry_after), now_ms, jitter),
             Err(UpstreamError::Permanent(reason)) => {
                 let reason = format!("{}: {reason}", self.provider);
                 self.fail(FailureKind::Upstream, reason, now_ms);
@@ -791,6 +798,17 @@ impl JobRecord {
                 retry_after,
             } => (reason, true, retry_after),
             UpstreamError::Permanent(reason) => (reason, false, None),
+            // Not a failure, and never a reason to go elsewhere (the job may run
+            // there): the same upstream again after its Retry-After.
+            UpstreamError::InProgress {
+                reason,
+                retry_after,
+            } => {
+                self.last_problem = Some(reason);
+                let delay = retry_after.saturating_mul(1000).max(250);
+                self.next_step_ms = Some(now_ms + delay);
+                return FailoverStep::After(delay);
+            }
         };
         self.round_failures
             .push(format!("{}: {reason}", self.provider));
@@ -1028,6 +1046,29 @@ pub(crate) mod tests {
             e.contains("segmind: HTTP 400: bad") && e.contains("replicate: HTTP 404"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_upstream_still_starting_the_job_is_asked_again_never_failed_over() {
+        let in_progress = || UpstreamError::InProgress {
+            reason: "parallax is still starting this job (409)".into(),
+            retry_after: 2,
+        };
+        let mut j = job();
+        assert_eq!(
+            j.submit_failed(in_progress(), 0, 0.0),
+            FailoverStep::After(2000)
+        );
+        assert_eq!(j.provider, "segmind", "the same upstream, not the next one");
+        assert_eq!(j.next_step_ms, Some(2000));
+        assert!(j.round_failures.is_empty(), "not counted as a failure");
+
+        // Canceled while that POST was out: the job may run there, nothing comes back.
+        let mut k = job();
+        let attempt = k.begin_submit(0);
+        k.cancel(1);
+        k.submit_outcome(&attempt, Err(in_progress()), 2, 0.0);
+        assert_eq!(k.refund, Some(0));
     }
 
     #[test]

@@ -103,6 +103,10 @@ pub enum UpstreamError {
     },
     /// Retrying cannot help (the upstream refused the job, or it is gone).
     Permanent(String),
+    /// The upstream is still starting this very job (a Parallax upstream's 409 under
+    /// our `Idempotency-Key`): it may run, so ask the same upstream again after
+    /// `retry_after` seconds — never another one, and it is not a failure.
+    InProgress { reason: String, retry_after: u64 },
 }
 
 impl UpstreamError {

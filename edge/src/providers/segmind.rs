@@ -56,12 +56,12 @@ pub fn parse_submit(cfg: &Provider, resp: &UpstreamResponse) -> Result<Submitted
     // the same `Idempotency-Key` (our job id) is still starting its job: a resubmit
     // that came too soon, worth retrying (the answer then replays that job).
     if cfg.kind == super::Kind::Parallax && resp.status == 409 {
-        return Err(UpstreamError::Transient {
+        return Err(UpstreamError::InProgress {
             reason: format!(
                 "{name} is still starting this job (409: {})",
                 error_detail(&resp.body)
             ),
-            retry_after: Some(resp.retry_after.unwrap_or(1)),
+            retry_after: resp.retry_after.unwrap_or(1),
         });
     }
     if resp.status != 200 && resp.status != 201 && resp.status != 202 {
@@ -282,10 +282,7 @@ mod tests {
         };
         assert!(matches!(
             parse_submit(&parallax, &pending),
-            Err(UpstreamError::Transient {
-                retry_after: Some(1),
-                ..
-            })
+            Err(UpstreamError::InProgress { retry_after: 1, .. })
         ));
         let no_header = UpstreamResponse {
             retry_after: None,
@@ -293,10 +290,7 @@ mod tests {
         };
         assert!(matches!(
             parse_submit(&parallax, &no_header),
-            Err(UpstreamError::Transient {
-                retry_after: Some(1),
-                ..
-            })
+            Err(UpstreamError::InProgress { retry_after: 1, .. })
         ));
         assert!(
             matches!(
