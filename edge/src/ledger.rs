@@ -575,6 +575,10 @@ const DROP_KEY: &str =
 const ADD_START: &str =
     "INSERT OR REPLACE INTO starts (job_id, idem_key, expires_ms) VALUES (?, ?, ?)";
 const DROP_START: &str = "DELETE FROM starts WHERE job_id = ?";
+/// A job's own runner spoke of it (a refund, a delete): it exists, so its start is
+/// settled and a key still pending for it replays it.
+const CONFIRM_KEY_OF_JOB: &str = "UPDATE idempotency SET state = 'confirmed', expires_ms = ?
+     WHERE job_id = ? AND state = 'pending'";
 /// How many lapsed starts one alarm reaps (each asks a runner); the rest next time.
 pub const REAP_BATCH: u64 = 16;
 /// The reaper tries again this long after a runner could not be asked.
@@ -814,6 +818,22 @@ fn pending_writes(key: &str, fingerprint: &str, job_id: &str, expires_ms: u64) -
 }
 
 /// The job exists: its key replays it from now on.
+/// The runner of `job_id` reported on it (refund, delete): a start still waiting for
+/// its Confirm is settled as started, so the reaper never takes a later "no record"
+/// (the job purged) for "never started" and refunds a job that ran.
+fn settled_start_writes(job_id: &str, now_ms: u64) -> Vec<Write> {
+    vec![
+        Write {
+            query: CONFIRM_KEY_OF_JOB,
+            args: vec![int(now_ms + IDEMPOTENCY_TTL_MS), text(job_id)],
+        },
+        Write {
+            query: DROP_START,
+            args: vec![text(job_id)],
+        },
+    ]
+}
+
 fn confirm_writes(job_id: &str, key: &str, now_ms: u64) -> Vec<Write> {
     vec![
         Write {
@@ -1094,7 +1114,9 @@ impl Ledger {
 
     /// Whether job `job_id`'s runner has a record (`Err`: it could not be asked).
     async fn runner_has(&self, job_id: &str) -> worker::Result<Started> {
-        let req = crate::handlers::submit::internal_request::<()>("/state", None)
+        // `/abandon`, not `/state`: without a record the runner also refuses a late
+        // `/start` from then on, so its "no such job" stays true.
+        let req = crate::handlers::submit::internal_request("/abandon", Some(&()))
             .map_err(|e| worker::Error::RustError(e.to_string()))?;
         let mut resp = self
             .env
@@ -1105,7 +1127,7 @@ impl Ledger {
             .await?;
         match resp.status_code() {
             200 => Ok(Started::Yes),
-            // The runner's 404s: "no such job" (no record) or "expired or deleted".
+            // The runner's 404: "no such job" (no record; now tombstoned).
             404 => Ok(match resp.json::<String>().await?.as_str() {
                 "no such job" => Started::No,
                 _ => Started::Yes,
@@ -1262,6 +1284,7 @@ impl Ledger {
                             args: vec![int(plan.recorded), text(job_id)],
                         });
                     }
+                    writes.extend(settled_start_writes(job_id, now));
                 }
                 Op::Charge { job_id } => {
                     out.charge = db.charge(job_id)?.map(|c| ChargeInfo {
@@ -1274,10 +1297,13 @@ impl Ledger {
                     out.jobs = jobs;
                     out.next_cursor = next;
                 }
-                Op::Forget { job_id } => writes.push(Write {
-                    query: UNLIST,
-                    args: vec![text(job_id)],
-                }),
+                Op::Forget { job_id } => {
+                    writes.push(Write {
+                        query: UNLIST,
+                        args: vec![text(job_id)],
+                    });
+                    writes.extend(settled_start_writes(job_id, now));
+                }
                 Op::DevSeed { .. }
                 | Op::DevLegacy { .. }
                 | Op::DevStats

@@ -40,6 +40,8 @@ use crate::webhook::{self, Delivery};
 
 const RECORD: &str = "job";
 const WEBHOOK: &str = "webhook";
+/// Set by `/abandon` on an object that never got its job: a late `/start` refuses.
+const ABANDONED: &str = "abandoned";
 
 /// What `/start` writes, at the keys [`RECORD`] and [`WEBHOOK`].
 #[derive(serde::Serialize)]
@@ -93,10 +95,16 @@ impl DurableObject for JobRunner {
         let storage = self.state.storage();
         match (req.method(), req.path().as_str()) {
             (Method::Post, "/start") => {
+                // The body first: from the check to the write only storage is awaited
+                // (the input gate stays closed), so no `/abandon` can run in between.
+                let start: Start = req.json().await?;
                 if self.load().await?.is_some() {
                     return Ok(http::json(&"already started", 409));
                 }
-                let start: Start = req.json().await?;
+                meter::count(meter::Op::RowsRead, 1);
+                if storage.get::<bool>(ABANDONED).await?.is_some() {
+                    return Ok(http::json(&"abandoned by its submit", 410));
+                }
                 // The record and its webhook in one write (a struct: its fields become
                 // the storage keys `job` and `webhook`).
                 meter::count(meter::Op::RowsWritten, 2);
@@ -109,6 +117,17 @@ impl DurableObject for JobRunner {
                 storage.set_alarm(0).await?;
                 Ok(http::json(&start.job, 201))
             }
+            // The submit lost `/start`'s answer and gives the job up unless it exists:
+            // without a record a tombstone makes a late `/start` refuse, so "not found"
+            // here is final and the submit may refund.
+            (Method::Post, "/abandon") => match self.load().await? {
+                Some(job) => Ok(http::json(&job, 200)),
+                None => {
+                    meter::count(meter::Op::RowsWritten, 1);
+                    storage.put(ABANDONED, &true).await?;
+                    Ok(http::json(&"no such job", 404))
+                }
+            },
             (method, path) => {
                 let Some(job) = self.load().await? else {
                     return Ok(http::json(&"no such job", 404));

@@ -52,6 +52,12 @@ async fn runner_answer(
     }
 }
 
+/// After a lost `/start` answer: the job's record if the runner has it, else 404 —
+/// and then the runner refuses any late `/start` of it, so the 404 is final.
+pub async fn abandon_unless_started(env: &Env, id: &RequestId) -> EdgeResult<JobRecord> {
+    runner_call(env, id, "/abandon", true).await
+}
+
 /// Loads a job's live record, or 404 (unknown, malformed or expired id).
 pub async fn load(env: &Env, raw_id: &str) -> EdgeResult<JobRecord> {
     let id = RequestId::parse(raw_id).ok_or_else(not_found)?;

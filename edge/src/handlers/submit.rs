@@ -229,7 +229,7 @@ enum Started {
 /// after a short pause.
 async fn probe_start(env: &Env, id: &RequestId, start_error: &EdgeError) -> Started {
     for attempt in 0..3 {
-        match crate::handlers::jobs::load(env, id.as_str()).await {
+        match crate::handlers::jobs::abandon_unless_started(env, id).await {
             Ok(_) => return Started::Yes,
             Err(EdgeError::NotFound(_)) => return Started::No,
             Err(probe) => {
