@@ -87,6 +87,29 @@ pub fn get(url: &str) -> Answer {
     Answer::from(client().get(url).send().expect("GET"))
 }
 
+/// Submits `sample` (a JPEG of `public/samples/`) with `prompt` to `POST /v2/{model}`,
+/// with `key` if given; asserts the 200 and answers it.
+pub fn submit_sample(model: &str, prompt: &str, sample_name: &str, key: Option<&str>) -> Answer {
+    let form = reqwest::blocking::multipart::Form::new()
+        .text("prompt", prompt.to_owned())
+        .part(
+            "control_image",
+            reqwest::blocking::multipart::Part::bytes(sample(sample_name))
+                .file_name(sample_name.to_owned())
+                .mime_str("image/jpeg")
+                .expect("mime"),
+        );
+    let mut req = client()
+        .post(format!("{}/v2/{model}", base()))
+        .multipart(form);
+    if let Some(key) = key {
+        req = req.header("x-api-key", key);
+    }
+    let a = Answer::from(req.send().expect("submit"));
+    assert_eq!(a.status, 200, "{}", a.text);
+    a
+}
+
 /// A job's charge row in its account's Ledger, `(charged, refunded)`, through the test
 /// stack's `/__dev/ledger` (served only where `LEDGER_DEV_OPS=on`); `None` if the
 /// Ledger has no row for it.

@@ -8,29 +8,13 @@
 use std::time::Duration;
 
 use parallax_e2e::{
-    Answer, balance_of, base, client, eventually, get, sample, test_key, unique, wait_terminal,
+    Answer, balance_of, base, client, eventually, get, submit_sample, test_key, unique,
+    wait_terminal,
 };
-use reqwest::blocking::multipart::{Form, Part};
 use serde_json::Value;
 
 fn submit(key: &str, prompt: &str) -> Answer {
-    let form = Form::new().text("prompt", prompt.to_owned()).part(
-        "control_image",
-        Part::bytes(sample("coffee.jpg"))
-            .file_name("coffee.jpg")
-            .mime_str("image/jpeg")
-            .unwrap(),
-    );
-    let a = Answer::from(
-        client()
-            .post(format!("{}/v2/flux-depth-pro", base()))
-            .header("x-api-key", key)
-            .multipart(form)
-            .send()
-            .unwrap(),
-    );
-    assert_eq!(a.status, 200, "{}", a.text);
-    a
+    submit_sample("flux-depth-pro", prompt, "coffee.jpg", Some(key))
 }
 
 fn finish(key: &str, sub: &Answer) -> Value {

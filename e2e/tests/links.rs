@@ -9,28 +9,14 @@ use std::time::Duration;
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use parallax_e2e::{Answer, base, client, eventually, get, sample, sim_url, unique, wait_terminal};
-use reqwest::blocking::multipart::{Form, Part};
+use parallax_e2e::{
+    Answer, base, client, eventually, get, sample, sim_url, submit_sample, unique, wait_terminal,
+};
 use serde_json::Value;
 use sha2::Sha256;
 
 fn submit(model: &str, prompt: &str) -> Value {
-    let form = Form::new().text("prompt", prompt.to_owned()).part(
-        "control_image",
-        Part::bytes(sample("coffee.jpg"))
-            .file_name("coffee.jpg")
-            .mime_str("image/jpeg")
-            .unwrap(),
-    );
-    let a = Answer::from(
-        client()
-            .post(format!("{}/v2/{model}", base()))
-            .multipart(form)
-            .send()
-            .unwrap(),
-    );
-    assert_eq!(a.status, 200, "{}", a.text);
-    a.json()
+    submit_sample(model, prompt, "coffee.jpg", None).json()
 }
 
 /// Runs a job to its end: (its request id, its result).

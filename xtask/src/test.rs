@@ -405,50 +405,78 @@ fn restart_survival(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> 
     Ok(counts)
 }
 
+/// A short-lived stack of its own for one e2e file's `{name}_phase` tests: the test
+/// stack's settings with `vars` over them (state and log under `e2e/{name}-…`), a
+/// key named `name` when `key` is set, torn down after.
+struct SideStack<'a> {
+    name: &'a str,
+    vars: Vec<(&'a str, String)>,
+    test_file: &'a str,
+    key: bool,
+}
+
+fn side_stack(e2e: &Path, env_file: &Path, probe: &str, side: SideStack<'_>) -> Result<Counts> {
+    let state = e2e.join(format!("{}-state", side.name));
+    let log = e2e.join(format!("{}.log", side.name));
+    let key = if side.key {
+        Some(keys::create(
+            &keys::Target::Local(&state),
+            side.name,
+            1_000,
+            None,
+        )?)
+    } else {
+        None
+    };
+    let mut options = stack_options(state, Some(env_file.to_owned()), log.clone(), true);
+    for (name, value) in side.vars {
+        options.vars.retain(|(n, _)| n != name);
+        options.vars.push((name.to_owned(), value));
+    }
+    let stack = Stack::start(&options).map_err(|e| format!("{e} (see {})", log.display()))?;
+    let mut c = command("cargo");
+    c.args(["test", "-p", "parallax-e2e", "--test", side.test_file, "--"])
+        .args(["--ignored", &format!("{}_phase", side.name)])
+        .env("PARALLAX_BASE_URL", &stack.base_url)
+        .env(
+            "PARALLAX_SIM_URL",
+            format!("http://127.0.0.1:{}", ports().1),
+        )
+        .env("PARALLAX_SECRET_PROBE", probe);
+    if let Some(key) = key {
+        c.env("PARALLAX_TEST_KEYS", format!("{}={key}", side.name));
+    }
+    let counts = run_counted(&mut c).map_err(|e| format!("{e} (see {})", log.display()))?;
+    drop(stack);
+    Ok(counts)
+}
+
 /// A stack with production's anonymous settings (every submit needs a key, reads
 /// by id are public) and a low keyless read limit: keyless reads are refused per
 /// client address once over it.
 fn limits(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
-    let state = e2e.join("limits-state");
-    let log = e2e.join("limits.log");
-    let key = keys::create(&keys::Target::Local(&state), "limits", 1_000, None)?;
-    let mut options = stack_options(state, Some(env_file.to_owned()), log.clone(), true);
-    for (name, value) in [
+    let vars = [
         ("ANON_DAILY_CREDITS", "0"),
         ("RATE_LIMIT_KEYLESS_READS_PER_MIN", "20"),
-    ] {
-        options.vars.retain(|(n, _)| n != name);
-        options.vars.push((name.to_owned(), value.to_owned()));
-    }
-    let stack = Stack::start(&options).map_err(|e| format!("{e} (see {})", log.display()))?;
-    let mut c = command("cargo");
-    c.args([
-        "test",
-        "-p",
-        "parallax-e2e",
-        "--test",
-        "ledger",
-        "--",
-        "--ignored",
-        "limits_phase",
-    ])
-    .env("PARALLAX_BASE_URL", &stack.base_url)
-    .env("PARALLAX_SECRET_PROBE", probe)
-    .env("PARALLAX_TEST_KEYS", format!("limits={key}"));
-    let counts = run_counted(&mut c).map_err(|e| format!("{e} (see {})", log.display()))?;
-    drop(stack);
-    Ok(counts)
+    ];
+    side_stack(
+        e2e,
+        env_file,
+        probe,
+        SideStack {
+            name: "limits",
+            vars: vars.map(|(k, v)| (k, v.to_owned())).to_vec(),
+            test_file: "ledger",
+            key: true,
+        },
+    )
 }
 
 /// A stack where breakers open after 2 consecutive failures and close after 5 s, pro
 /// has one provider (bfl) and falls back to dev (fal): the breaker's whole cycle and
 /// the model fallback, end to end (`e2e/tests/breaker.rs`).
 fn breaker(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
-    let state = e2e.join("breaker-state");
-    let log = e2e.join("breaker.log");
-    let key = keys::create(&keys::Target::Local(&state), "breaker", 1_000, None)?;
-    let mut options = stack_options(state, Some(env_file.to_owned()), log.clone(), true);
-    for (name, value) in [
+    let vars = [
         ("BREAKER_FAILURES", "2"),
         ("BREAKER_COOL_DOWN_SECS", "5"),
         ("FALLBACK_FLUX_DEPTH_PRO", "flux-depth-dev"),
@@ -456,28 +484,18 @@ fn breaker(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
         ("PROVIDERS_FLUX_DEPTH_DEV", "fal"),
         ("CREDITS_FLUX_DEPTH_PRO", "5"),
         ("CREDITS_FLUX_DEPTH_DEV", "2"),
-    ] {
-        options.vars.retain(|(n, _)| n != name);
-        options.vars.push((name.to_owned(), value.to_owned()));
-    }
-    let stack = Stack::start(&options).map_err(|e| format!("{e} (see {})", log.display()))?;
-    let mut c = command("cargo");
-    c.args([
-        "test",
-        "-p",
-        "parallax-e2e",
-        "--test",
-        "breaker",
-        "--",
-        "--ignored",
-        "breaker_phase",
-    ])
-    .env("PARALLAX_BASE_URL", &stack.base_url)
-    .env("PARALLAX_SECRET_PROBE", probe)
-    .env("PARALLAX_TEST_KEYS", format!("breaker={key}"));
-    let counts = run_counted(&mut c).map_err(|e| format!("{e} (see {})", log.display()))?;
-    drop(stack);
-    Ok(counts)
+    ];
+    side_stack(
+        e2e,
+        env_file,
+        probe,
+        SideStack {
+            name: "breaker",
+            vars: vars.map(|(k, v)| (k, v.to_owned())).to_vec(),
+            test_file: "breaker",
+            key: true,
+        },
+    )
 }
 
 /// The test stack with `PUBLIC_BASE_URL` set to where the sim reaches the Worker (and
@@ -486,34 +504,17 @@ fn breaker(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
 /// stack: there the sim's fetch back into the Worker sits inside each submit, and under
 /// the 300-job load on two shared cores it timed out for 16 of 300 jobs.
 fn links(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
-    let state = e2e.join("links-state");
-    let log = e2e.join("links.log");
-    let mut options = stack_options(state, Some(env_file.to_owned()), log.clone(), true);
-    options.vars.push((
-        "PUBLIC_BASE_URL".to_owned(),
-        format!("http://127.0.0.1:{}", ports().0),
-    ));
-    let stack = Stack::start(&options).map_err(|e| format!("{e} (see {})", log.display()))?;
-    let mut c = command("cargo");
-    c.args([
-        "test",
-        "-p",
-        "parallax-e2e",
-        "--test",
-        "links",
-        "--",
-        "--ignored",
-        "links_phase",
-    ])
-    .env("PARALLAX_BASE_URL", &stack.base_url)
-    .env(
-        "PARALLAX_SIM_URL",
-        format!("http://127.0.0.1:{}", ports().1),
+    side_stack(
+        e2e,
+        env_file,
+        probe,
+        SideStack {
+            name: "links",
+            vars: vec![("PUBLIC_BASE_URL", format!("http://127.0.0.1:{}", ports().0))],
+            test_file: "links",
+            key: false,
+        },
     )
-    .env("PARALLAX_SECRET_PROBE", probe);
-    let counts = run_counted(&mut c).map_err(|e| format!("{e} (see {})", log.display()))?;
-    drop(stack);
-    Ok(counts)
 }
 
 fn rich_key(keys: &[String]) -> String {
