@@ -648,7 +648,16 @@ impl JobRunner {
                 .is_some_and(|j| j.accepts_outputs_from(upstream_id))
             {
                 let key = keys::output(&job.id, n, format.ext());
-                if let Err(e) = bucket.delete(&key).await {
+                // Tried a few times: once the record is purged nothing else would.
+                let mut deleted = bucket.delete(&key).await;
+                for pause in [200, 800] {
+                    if deleted.is_ok() {
+                        break;
+                    }
+                    worker::Delay::from(std::time::Duration::from_millis(pause)).await;
+                    deleted = bucket.delete(&key).await;
+                }
+                if let Err(e) = deleted {
                     worker::console_warn!("job {}: deleting late output {n} failed: {e}", job.id);
                     if after.is_some() {
                         self.update(|j| {
