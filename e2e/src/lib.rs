@@ -128,6 +128,23 @@ pub fn ledger_charge(key: &str, job_id: &str) -> Option<(u64, u64)> {
     Some((charged, charge["refunded"].as_u64().unwrap_or(0)))
 }
 
+/// Whether an answer is `wrangler dev`'s proxy losing the request (see
+/// [`send_repeatable`]), not the Worker's.
+pub fn lost_by_dev_proxy(status: u16, body: &str) -> bool {
+    status == 503 && body.contains("restarted mid-request")
+}
+
+/// The bytes at an output URL (a JSON string of a result's `output`).
+pub fn output_bytes(url: &Value) -> Vec<u8> {
+    client()
+        .get(url.as_str().expect("an output URL"))
+        .send()
+        .expect("GET output")
+        .bytes()
+        .expect("output bytes")
+        .to_vec()
+}
+
 /// Sends a request that is safe to repeat (a cancel, a delete), once more if
 /// `wrangler dev`'s proxy lost it: under load its proxy sometimes drops a non-GET
 /// request on a kept-alive connection and answers 503 "Your worker restarted
@@ -135,7 +152,7 @@ pub fn ledger_charge(key: &str, job_id: &str) -> Option<(u64, u64)> {
 /// retries only GET and HEAD itself). Production has no such proxy, so this is the
 /// test stack's artefact, not a Parallax answer to hide.
 pub fn send_repeatable(request: impl Fn() -> reqwest::blocking::RequestBuilder) -> Answer {
-    let lost = |a: &Answer| a.status == 503 && a.text.contains("restarted mid-request");
+    let lost = |a: &Answer| lost_by_dev_proxy(a.status, &a.text);
     let first = Answer::from(request().send().expect("request"));
     if !lost(&first) {
         return first;

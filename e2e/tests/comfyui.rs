@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use parallax_e2e::{Answer, base, client, get, sample, test_key, wait_terminal};
+use parallax_e2e::{Answer, base, client, get, output_bytes, sample, test_key, wait_terminal};
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::{Value, json};
 
@@ -59,12 +59,7 @@ fn decoded(result: &Value) -> Vec<(image::ImageFormat, u32, u32)> {
         .unwrap()
         .iter()
         .map(|url| {
-            let bytes = client()
-                .get(url.as_str().unwrap())
-                .send()
-                .unwrap()
-                .bytes()
-                .unwrap();
+            let bytes = output_bytes(url);
             let img = image::load_from_memory(&bytes).unwrap();
             (
                 image::guess_format(&bytes).unwrap(),

@@ -10,7 +10,8 @@ use std::time::Duration;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use parallax_e2e::{
-    Answer, base, client, eventually, get, sample, sim_url, submit_sample, unique, wait_terminal,
+    Answer, base, client, eventually, get, output_bytes, sample, sim_url, submit_sample, unique,
+    wait_terminal,
 };
 use serde_json::Value;
 use sha2::Sha256;
@@ -42,12 +43,7 @@ fn assert_completed_by(result: &Value, provider: &str) {
     assert_eq!(result["status"], "COMPLETED", "{result}");
     assert_eq!(result["metrics"]["provider"], provider, "{result}");
     for url in result["output"].as_array().unwrap() {
-        let bytes = client()
-            .get(url.as_str().unwrap())
-            .send()
-            .unwrap()
-            .bytes()
-            .unwrap();
+        let bytes = output_bytes(url);
         image::load_from_memory(&bytes).expect("an output image");
     }
 }

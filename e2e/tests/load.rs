@@ -141,7 +141,7 @@ fn many_concurrent_jobs_complete_with_every_image_intact_and_exact_credits() {
                         Ok(r) => {
                             let status = r.status().as_u16();
                             let body = r.text().unwrap_or_default();
-                            if status == 503 && body.contains("restarted mid-request") {
+                            if parallax_e2e::lost_by_dev_proxy(status, &body) {
                                 None
                             } else {
                                 Some((status, body))

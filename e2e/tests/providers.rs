@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use parallax_e2e::{
-    Answer, balance_of, base, client, credits, get, sample, test_key, wait_terminal,
+    Answer, balance_of, base, client, credits, get, output_bytes, sample, test_key, wait_terminal,
 };
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::Value;
@@ -51,12 +51,7 @@ fn assert_outputs(result: &Value, count: usize, format: image::ImageFormat) {
     let outputs = result["output"].as_array().unwrap();
     assert_eq!(outputs.len(), count, "{result}");
     for url in outputs {
-        let bytes = client()
-            .get(url.as_str().unwrap())
-            .send()
-            .unwrap()
-            .bytes()
-            .unwrap();
+        let bytes = output_bytes(url);
         assert_eq!(image::guess_format(&bytes).unwrap(), format, "{url}");
         image::load_from_memory(&bytes).unwrap();
     }
