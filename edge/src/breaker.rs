@@ -10,12 +10,15 @@
 //! closes it, a failure reopens it at once. A rate limit (429) or a refusal of one job
 //! (400) is not the provider dying and does not count.
 //!
-//! Internal protocol: `GET /state`, `POST /record` with a [`Record`].
+//! Internal protocol: `GET /state`, `POST /record` with a [`Record`]. The same object
+//! keeps the provider's learned finish times ([`crate::finish_times`]):
+//! `GET /finishes/{model}`, `POST /finished`.
 
 use serde::{Deserialize, Serialize};
 use worker::{DurableObject, Env, Method, Request, Response, State, durable_object};
 
 use crate::config::bindings;
+use crate::finish_times;
 use crate::http;
 use crate::providers::UpstreamError;
 
@@ -156,13 +159,34 @@ impl DurableObject for Breaker {
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
         let _request = crate::meter::DoRequest::start();
-        crate::meter::count(crate::meter::Op::RowsRead, 1);
         let storage = self.state.storage();
+        let (method, path) = (req.method(), req.path());
+        if path.starts_with("/finish") {
+            crate::meter::count(crate::meter::Op::RowsRead, 1);
+            let mut store = storage
+                .get::<finish_times::Store>(finish_times::STORE_KEY)
+                .await?
+                .unwrap_or_default();
+            return match (method, path.strip_prefix("/finishes/")) {
+                (Method::Get, Some(model)) => {
+                    Ok(http::json(&finish_times::expected(&store, model), 200))
+                }
+                (Method::Post, None) if path == "/finished" => {
+                    let finished: finish_times::Finished = req.json().await?;
+                    finish_times::learn(&mut store, &finished.model, finished.ms);
+                    crate::meter::count(crate::meter::Op::RowsWritten, 1);
+                    storage.put(finish_times::STORE_KEY, &store).await?;
+                    Ok(http::json(&"learned", 200))
+                }
+                _ => Ok(http::json(&"unknown breaker route", 404)),
+            };
+        }
+        crate::meter::count(crate::meter::Op::RowsRead, 1);
         let mut state = storage
             .get::<BreakerState>(STATE)
             .await?
             .unwrap_or_default();
-        match (req.method(), req.path().as_str()) {
+        match (method, path.as_str()) {
             (Method::Get, "/state") => Ok(http::json(&state, 200)),
             (Method::Post, "/record") => {
                 let record: Record = req.json().await?;

@@ -87,6 +87,13 @@ pub struct JobRecord {
     pub submitted_ms: Option<u64>,
     #[serde(default)]
     pub polls: u32,
+    /// When the current provider's jobs of this model finished lately (ms after its
+    /// submit, ascending; [`crate::finish_times`]): the poll schedule looks around them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expected_ms: Vec<u32>,
+    /// When a poll last found the current upstream job still running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_running_ms: Option<u64>,
     /// The upstream submit under way: persisted before the POST, cleared in the same
     /// write that records its outcome. Found set at the start of a step, it is a submit
     /// whose outcome was lost (the object was reset between the POST and our write).
@@ -280,6 +287,12 @@ pub enum FailoverStep {
 pub const FIRST_POLL_MS: u64 = 0;
 /// The longest gap between polls (long jobs are polled every eighth of their age).
 pub const POLL_MAX_MS: u64 = 10_000;
+/// Where the poll schedule looks around each expected finish time, relative to it:
+/// at it, then less and less often after it. None before it: at 10 s the budget has
+/// about four looks, and one spent early is missing when the job ends (an expected
+/// finish is learned from the looks just before and after the end, so it sits a
+/// little after the usual end).
+pub const AROUND_EXPECTED_MS: [u64; 5] = [0, 250, 600, 1_200, 2_500];
 
 impl JobRecord {
     #[allow(clippy::too_many_arguments)]
@@ -318,6 +331,8 @@ impl JobRecord {
             outputs: Vec::new(),
             submitted_ms: None,
             polls: 0,
+            expected_ms: Vec::new(),
+            last_running_ms: None,
             submitting: None,
             attempts: 0,
             next_step_ms: Some(now_ms),
@@ -458,6 +473,7 @@ impl JobRecord {
         self.upstream = Some(sub);
         self.submitted_ms = Some(now_ms);
         self.polls = 0;
+        self.last_running_ms = None;
         self.next_step_ms = Some(now_ms + FIRST_POLL_MS);
         self.round_failures.clear();
         self.round_transient = false;
@@ -599,10 +615,12 @@ impl JobRecord {
         match outcome {
             Ok(UpstreamState::Queued) => {
                 self.retries = 0;
+                self.last_running_ms = Some(now_ms);
                 self.next_step_ms = Some(now_ms + self.poll_delay_ms(now_ms, every_ms));
             }
             Ok(UpstreamState::Processing) => {
                 self.retries = 0;
+                self.last_running_ms = Some(now_ms);
                 self.mark_processing(now_ms);
                 self.next_step_ms = Some(now_ms + self.poll_delay_ms(now_ms, every_ms));
             }
@@ -838,21 +856,52 @@ impl JobRecord {
         FailoverStep::After(delay)
     }
 
-    /// Delay before the next poll while the upstream works: one quick look after
-    /// [`FIRST_POLL_MS`]; then poll `n` waits until `(n + 1) × every_ms` into the
-    /// upstream job (with the submit and the result fetch Segmind needs after
-    /// COMPLETED, a job seen finished at `t` costs at most `1 + t / every` upstream
-    /// requests); and never more often than every eighth of the job's age (capped at
-    /// [`POLL_MAX_MS`]), so long jobs cost little.
+    /// Delay before the next poll while the upstream works. The budget: one quick
+    /// look is free; poll `n ≥ 2` waits until `(n + 1) × every_ms` into the upstream
+    /// job, so with the submit and the result fetch Segmind needs after COMPLETED, a
+    /// job seen finished at `t` costs at most `1 + t / every` upstream requests.
+    ///
+    /// Without learned finish times ([`Self::expected_ms`]): the quick look after
+    /// [`FIRST_POLL_MS`], then as often as the budget allows, and never more often
+    /// than every eighth of the job's age (capped at [`POLL_MAX_MS`]), so long jobs
+    /// cost little. With them: each look goes to the next moment at or
+    /// after an expected finish ([`AROUND_EXPECTED_MS`]) that the budget allows, with
+    /// a look at 1.5 × the age when none is nearer; past the last expected finish,
+    /// the cadence without them.
     pub fn poll_delay_ms(&self, now_ms: u64, every_ms: u64) -> u64 {
         let since = self.submitted_ms.unwrap_or(self.created_ms);
         let age = now_ms.saturating_sub(since);
-        if self.polls == 0 {
-            return FIRST_POLL_MS.saturating_sub(age);
-        }
-        let budget = (u64::from(self.polls) + 2) * every_ms;
-        let gap = (age / 8).min(POLL_MAX_MS);
-        budget.saturating_sub(age).max(gap)
+        let earliest = match self.polls {
+            0 => 0,
+            n => (u64::from(n) + 2) * every_ms,
+        };
+        let fixed = || {
+            if self.polls == 0 {
+                return FIRST_POLL_MS.saturating_sub(age);
+            }
+            let gap = (age / 8).min(POLL_MAX_MS);
+            earliest.saturating_sub(age).max(gap)
+        };
+        // The free quick look goes to the first expected finish itself: a short job
+        // gets no second look before the budget allows one at `3 × every_ms`.
+        let around: &[u64] = match self.polls {
+            0 => &[0],
+            _ => &AROUND_EXPECTED_MS,
+        };
+        let next_expected = self
+            .expected_ms
+            .iter()
+            .flat_map(|&e| around.iter().map(move |&d| u64::from(e) + d))
+            .filter(|&t| t > age && t >= earliest)
+            .min();
+        let Some(next_expected) = next_expected else {
+            return fixed();
+        };
+        // Between expected finishes, a look at one and a half times the age: a job
+        // unlike the learned ones is still seen, and most of the budget is saved for
+        // the looks that matter.
+        let idle = (age + (age / 2).max(2 * every_ms)).max(earliest);
+        next_expected.min(idle) - age
     }
 
     /// One more upstream poll was made.
@@ -1069,6 +1118,70 @@ pub(crate) mod tests {
         k.cancel(1);
         k.submit_outcome(&attempt, Err(in_progress()), 2, 0.0);
         assert_eq!(k.refund, Some(0));
+    }
+
+    /// Follows the poll schedule of a job that ends `finish` ms after its submit;
+    /// answers when a look first found it done, after checking every look against
+    /// the budget (the submit, the looks so far and Segmind's result fetch cost at
+    /// most `1 + t / 2 s` by the look at `t`, the first look excepted).
+    fn seen_done_at(expected: &[u32], finish: u64) -> u64 {
+        let mut j = job();
+        let t0 = 2_000_000;
+        j.submitted(
+            Submitted {
+                upstream_id: "u".into(),
+                status_url: "s".into(),
+                result_url: "r".into(),
+                cancel_url: None,
+            },
+            t0,
+        );
+        j.expected_ms = expected.to_vec();
+        let mut now = t0 + j.poll_delay_ms(t0, 2_000);
+        loop {
+            j.polled();
+            let age = now - t0;
+            let requests = 1 + u64::from(j.polls) + 1;
+            assert!(
+                j.polls == 1 || requests * 2_000 <= 2_000 + age,
+                "look {} at {age} ms (expected {expected:?}) makes {requests} requests",
+                j.polls
+            );
+            if age >= finish {
+                return age;
+            }
+            let delay = j.poll_delay_ms(now, 2_000);
+            assert!(delay > 0, "a zero delay at {age} ms");
+            now += delay;
+        }
+    }
+
+    #[test]
+    fn learned_finish_times_are_looked_at_within_the_budget() {
+        let learned = [1_000, 3_000, 10_000, 30_000];
+        // Jobs that end as the provider's jobs lately did are seen within a quarter
+        // second (the looks around an expected finish are 250 ms apart)...
+        for finish in [980, 9_990, 10_100, 29_800, 30_200] {
+            let seen = seen_done_at(&learned, finish);
+            assert!(
+                seen - finish <= 250,
+                "a job done at {finish} ms seen at {seen} ms"
+            );
+        }
+        // ...except where the budget allows no second look yet (before 6 s).
+        assert_eq!(seen_done_at(&learned, 3_000), 6_000);
+        // Nothing learned: today's fixed cadence (0, 6, 8, 10, 12… s).
+        assert_eq!(seen_done_at(&[], 9_990), 10_000);
+        assert_eq!(seen_done_at(&[], 10_100), 12_000);
+        // A job unlike the learned ones is still seen (looks half as often between
+        // expected finishes, then the fixed cadence past the last).
+        for finish in [17_000, 45_000, 200_000] {
+            let seen = seen_done_at(&learned, finish);
+            assert!(
+                seen - finish <= (finish / 4).max(4_000),
+                "an unexpected job done at {finish} ms seen at {seen} ms"
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod config;
 pub mod control_link;
 pub mod error;
 pub mod fallback;
+pub mod finish_times;
 pub mod handlers;
 pub mod http;
 pub mod input;

@@ -76,6 +76,17 @@ pub fn count(op: Op, n: usize) {
     }
 }
 
+/// Logs `parallax-completed <job id> <Unix ms>` (only when the meter is on): the
+/// moment a job's record turned COMPLETED, which the bench compares with the moment
+/// the upstream finished (issue 18's added latency at completion).
+pub fn completed(job: &str) {
+    if ON.with(|on| on.get() == Some(true)) {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let now = js_sys::Date::now() as u64;
+        worker::console_log!("parallax-completed {job} {now}");
+    }
+}
+
 /// Counts a Durable Object request (fetch or alarm) and, when dropped at its end,
 /// the wall-clock time it took. Hold it for the whole handler.
 #[derive(Debug)]

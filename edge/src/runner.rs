@@ -30,9 +30,10 @@ use crate::accounts;
 use crate::breaker;
 use crate::compat;
 use crate::config::{Config, bindings};
+use crate::finish_times;
 use crate::http;
 use crate::input::image::{ImageFormat, is_complete};
-use crate::job::{Attempt, CancelVerdict, JobRecord, Start, StoredOutput};
+use crate::job::{Attempt, CancelVerdict, FailoverStep, JobRecord, Start, StoredOutput};
 use crate::meter;
 use crate::providers::{self, ControlImage, Kind, Lookup, Submitted, UpstreamError, UpstreamState};
 use crate::storage::{self, keys};
@@ -400,12 +401,22 @@ impl JobRunner {
             );
             if lost.provider == attempt.provider {
                 match providers::lookup(p, &job, timeout_ms(cfg)).await {
-                    Ok(Lookup::Found(sub)) => return self.submitted(&attempt, Ok(sub)).await,
+                    Ok(Lookup::Found(sub)) => {
+                        return self.submitted(&attempt, Ok(sub), Vec::new()).await;
+                    }
                     Ok(Lookup::Absent | Lookup::Unsupported) => {}
-                    Err(e) => return self.submitted(&attempt, Err(e)).await,
+                    Err(e) => return self.submitted(&attempt, Err(e), Vec::new()).await,
                 }
             }
         }
+        // When this provider's jobs of this model finished lately: the poll schedule
+        // looks around those moments.
+        let expected = match &upstream {
+            Ok(_) => {
+                finish_times::fetch_expected(&self.env, &attempt.provider, job.model.slug()).await
+            }
+            Err(_) => Vec::new(),
+        };
         let outcome = match upstream {
             // An open circuit breaker fails over at once, like a refusal.
             Ok(_)
@@ -438,13 +449,14 @@ impl JobRunner {
             },
             Err(e) => Err(e),
         };
-        self.submitted(&attempt, outcome).await
+        self.submitted(&attempt, outcome, expected).await
     }
 
     async fn submitted(
         &self,
         attempt: &Attempt,
         outcome: Result<Submitted, UpstreamError>,
+        expected: Vec<u32>,
     ) -> worker::Result<()> {
         if let Err(e) = &outcome {
             worker::console_warn!(
@@ -453,8 +465,14 @@ impl JobRunner {
                 attempt.provider
             );
         }
-        self.update(|j| j.submit_outcome(attempt, outcome, now_ms(), jitter()))
-            .await?;
+        self.update(|j| {
+            if j.submit_outcome(attempt, outcome, now_ms(), jitter()) == FailoverStep::Now
+                && j.upstream.is_some()
+            {
+                j.expected_ms = expected;
+            }
+        })
+        .await?;
         Ok(())
     }
 
@@ -473,10 +491,14 @@ impl JobRunner {
             Err(_) => Ok(Lookup::Unsupported),
         };
         match found {
-            Ok(Lookup::Found(sub)) => self.submitted(&attempt, Ok(sub)).await,
+            Ok(Lookup::Found(sub)) => self.submitted(&attempt, Ok(sub), Vec::new()).await,
             Ok(Lookup::Absent) => {
-                self.submitted(&attempt, Err(UpstreamError::Permanent("absent".into())))
-                    .await
+                self.submitted(
+                    &attempt,
+                    Err(UpstreamError::Permanent("absent".into())),
+                    Vec::new(),
+                )
+                .await
             }
             Ok(Lookup::Unsupported) => {
                 self.update(|j| j.lost_submit_after_cancel(now_ms()))
@@ -550,23 +572,40 @@ impl JobRunner {
                         let applied = self
                             .update(|j| {
                                 if j.runs_on(&id) {
-                                    j.complete(outputs, now_ms());
-                                    true
+                                    let seen = now_ms();
+                                    let finish = j.submitted_ms.and_then(|s| {
+                                        finish_times::estimate(s, j.last_running_ms, seen)
+                                    });
+                                    j.complete(outputs, seen);
+                                    Ok(finish)
                                 } else {
                                     // Canceled or superseded meanwhile: what we wrote
                                     // must not survive.
                                     j.outbox
                                         .drop_outputs
                                         .get_or_insert(crate::job::Retry::now(now_ms()));
-                                    false
+                                    Err(())
                                 }
                             })
                             .await?;
-                        if applied == Some(false) {
-                            worker::console_log!(
+                        match applied {
+                            Some(Ok(finish)) => {
+                                meter::completed(job.id.as_str());
+                                if let Some(ms) = finish {
+                                    finish_times::record(
+                                        &self.env,
+                                        &job.provider,
+                                        job.model.slug(),
+                                        ms,
+                                    )
+                                    .await;
+                                }
+                            }
+                            Some(Err(())) => worker::console_log!(
                                 "job {}: outputs stored too late; dropped",
                                 job.id
-                            );
+                            ),
+                            None => {}
                         }
                         return Ok(());
                     }

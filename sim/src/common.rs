@@ -473,8 +473,9 @@ pub async fn count_requests(
     resp
 }
 
-/// `GET /debug/jobs`: every live job with its prompt, phase and whether it was
-/// canceled (the audit checks no job still runs for a finished Parallax job).
+/// `GET /debug/jobs`: every live job with its prompt, phase, whether it was canceled
+/// (the audit checks no job still runs for a finished Parallax job) and when it
+/// finishes (`finished_ms`, Unix ms, for the bench).
 pub async fn jobs(State(sim): State<Shared>) -> Response {
     let (all, _) = sim.jobs.partition(|_| Some(true));
     let out: Vec<Value> = all
@@ -488,7 +489,8 @@ pub async fn jobs(State(sim): State<Shared>) -> Response {
                 Phase::Failed(_) => "failed".to_owned(),
             };
             json!({"id": job.id, "prompt": job.spec.prompt, "phase": phase,
-                   "canceled": job.canceled.load(std::sync::atomic::Ordering::Relaxed)})
+                   "canceled": job.canceled.load(std::sync::atomic::Ordering::Relaxed),
+                   "finished_ms": job.finished_unix_ms()})
         })
         .collect();
     Json(Value::from(out)).into_response()

@@ -46,6 +46,17 @@ pub struct Job {
 }
 
 impl Job {
+    /// When the job finishes (or finished) on the wall clock, in Unix milliseconds: the
+    /// moment a poll first answers its end. The bench compares it with the moment the
+    /// gateway knew (issue 18's "added latency at completion").
+    pub fn finished_unix_ms(&self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let end = (now + self.queue + self.process).saturating_sub(self.submitted.elapsed());
+        u64::try_from(end.as_millis()).unwrap_or(u64::MAX)
+    }
+
     pub fn outputs(&self) -> Arc<Vec<Rendered>> {
         self.outputs
             .get_or_init(|| Arc::new(render::render_all(&self.spec)))

@@ -15,8 +15,12 @@
 //!    100 000 (rows seeded through the bench stack's `/__dev/ledger`), and the size of
 //!    each account's storage;
 //! 6. Cloudflare operations per job (metered by the Worker itself on a stack of its
-//!    own) and their price per 1 000 jobs, beside the provider's price per image.
+//!    own) and their price per 1 000 jobs, beside the provider's price per image;
+//! 7. completion: how long after the upstream finished a job the gateway knows it and
+//!    a client is told, per sim provider, and the requests that cost (a stack per
+//!    provider).
 
+mod completion;
 mod flows;
 mod ops;
 mod photos;
@@ -52,13 +56,14 @@ const WRK_SECS: u32 = 5;
 
 /// The sections, in order; `only` runs one of them (for iterating on it) and leaves
 /// `bench/results/latest.json` alone.
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "gateway",
     "polling",
     "playground",
     "worker",
     "ledger",
     "ops",
+    "completion",
 ];
 /// Past jobs seeded into the aged account of the ledger section.
 const AGED_JOBS: u64 = 100_000;
@@ -141,6 +146,18 @@ pub fn run(only: Option<&str>) -> Result {
                 .map(|(k, v)| (k.to_owned(), v.to_owned())),
         );
         ops::run(&mut report, &o)?;
+    }
+    if wanted("completion") {
+        println!("\n7. Completion: the upstream finished, who knows and when");
+        let mut o = options(dir.join("completion"), dir.join("completion.log"));
+        o.vars.extend(
+            [
+                ("OPS_METER", "on".to_owned()),
+                ("PUBLIC_BASE_URL", format!("http://127.0.0.1:{}", ports().0)),
+            ]
+            .map(|(k, v)| (k.to_owned(), v)),
+        );
+        completion::run(&mut report, &o)?;
     }
     if wanted("worker") {
         println!("\n4. Worker");

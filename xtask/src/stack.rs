@@ -23,7 +23,7 @@ pub const SIM_PROVIDERS: [(&str, &str); 6] = [
 ];
 
 /// How to start the stack.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Options {
     pub port: u16,
     pub sim_port: u16,

@@ -21,12 +21,27 @@ pub const BOUNDARY: &str = "parallax-bench-7d1f0c";
 
 /// A multipart submit body: `prompt` and a `control_image` file part.
 pub fn multipart(prompt: &str, jpeg: &[u8]) -> Vec<u8> {
-    let mut body = format!(
-        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\n{prompt}\r\n\
-         --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"control_image\"; filename=\"photo.jpg\"\r\n\
-         Content-Type: image/jpeg\r\n\r\n"
-    )
-    .into_bytes();
+    multipart_with(prompt, jpeg, &[])
+}
+
+/// [`multipart`] with more text fields.
+pub fn multipart_with(prompt: &str, jpeg: &[u8], fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, value) in [("prompt", prompt)].iter().chain(fields) {
+        body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"control_image\"; filename=\"photo.jpg\"\r\n\
+             Content-Type: image/jpeg\r\n\r\n"
+        )
+        .as_bytes(),
+    );
     body.extend_from_slice(jpeg);
     body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
     body
@@ -49,14 +64,26 @@ fn json_of(resp: reqwest::blocking::Response, what: &str) -> Result<(u16, Value)
 impl Endpoint {
     /// Submits a flux-depth-pro job; answers the submit JSON.
     pub fn submit(&self, http: &Client, prompt: &str, jpeg: &[u8]) -> Result<Value> {
+        self.submit_to(http, "flux-depth-pro", prompt, jpeg, &[])
+    }
+
+    /// Submits a job for `model` with more form `fields`; answers the submit JSON.
+    pub fn submit_to(
+        &self,
+        http: &Client,
+        model: &str,
+        prompt: &str,
+        jpeg: &[u8],
+        fields: &[(&str, &str)],
+    ) -> Result<Value> {
         let resp = http
-            .post(format!("{}/v2/flux-depth-pro", self.base))
+            .post(format!("{}/v2/{model}", self.base))
             .header("x-api-key", &self.key)
             .header(
                 "content-type",
                 format!("multipart/form-data; boundary={BOUNDARY}"),
             )
-            .body(multipart(prompt, jpeg))
+            .body(multipart_with(prompt, jpeg, fields))
             .send()
             .map_err(|e| format!("{} submit: {e}", self.label))?;
         let (status, body) = json_of(resp, "submit")?;
