@@ -479,6 +479,17 @@ impl JobRecord {
         self.round_transient = false;
     }
 
+    /// The provider's recent finish times for this model, learned before the submit
+    /// the upstream just accepted: the first look moves to the first of them (or to
+    /// the budget's idle look when they are all far off).
+    pub fn expect_finishes(&mut self, expected: Vec<u32>, now_ms: u64, every_ms: u64) {
+        if self.upstream.is_none() || self.polls > 0 || expected.is_empty() {
+            return;
+        }
+        self.expected_ms = expected;
+        self.next_step_ms = Some(now_ms + self.poll_delay_ms(now_ms, every_ms));
+    }
+
     /// Starts submit attempt `n + 1` to the current candidate (persist before sending).
     pub fn begin_submit(&mut self, now_ms: u64) -> Attempt {
         self.attempts = self.attempts.saturating_add(1);
@@ -1154,6 +1165,29 @@ pub(crate) mod tests {
             assert!(delay > 0, "a zero delay at {age} ms");
             now += delay;
         }
+    }
+
+    #[test]
+    fn the_first_look_goes_to_the_first_learned_finish() {
+        let first_look = |expected: &[u32]| {
+            let mut j = job();
+            let t0 = 2_000_000;
+            j.submitted(
+                Submitted {
+                    upstream_id: "u".into(),
+                    status_url: "s".into(),
+                    result_url: "r".into(),
+                    cancel_url: None,
+                },
+                t0,
+            );
+            j.expect_finishes(expected.to_vec(), t0, 2_000);
+            j.next_step_ms.map(|t| t - t0)
+        };
+        assert_eq!(first_look(&[]), Some(FIRST_POLL_MS));
+        assert_eq!(first_look(&[1_200, 10_000]), Some(1_200));
+        // All far off: the idle look (the second may come at 6 s anyway).
+        assert_eq!(first_look(&[10_000]), Some(4_000));
     }
 
     #[test]

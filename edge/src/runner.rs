@@ -465,11 +465,10 @@ impl JobRunner {
                 attempt.provider
             );
         }
+        let every = self.config().poll_every_ms;
         self.update(|j| {
-            if j.submit_outcome(attempt, outcome, now_ms(), jitter()) == FailoverStep::Now
-                && j.upstream.is_some()
-            {
-                j.expected_ms = expected;
+            if j.submit_outcome(attempt, outcome, now_ms(), jitter()) == FailoverStep::Now {
+                j.expect_finishes(expected, now_ms(), every);
             }
         })
         .await?;

@@ -2,7 +2,8 @@
 //! it and a client is told, and what that costs in requests.
 //!
 //! One stack per sim provider (the model's route is that provider alone), jobs of 1,
-//! 3, 10 and 30 s (`[sim:process=S]`) submitted at once, each followed by one client:
+//! 3, 10 and 30 s (`[sim:process=S]`) submitted at once (after two such rounds the
+//! gateway learns from), each followed by one client:
 //! an SDK-like client polling the status every second, and — where the Worker offers
 //! it — a waiting client holding `status?wait=25` reads. For every job:
 //! - the sim's own finish time (`/debug/jobs` `finished_ms`, Unix ms);
@@ -211,9 +212,13 @@ fn one_upstream(
     if offers_wait(&edge, &http, &probe)? {
         kinds.push(Kind::Waiting);
     }
-    // A round of the same jobs first: the gateway learns when this provider's jobs
-    // end (issue 18's item 3), as it would from a deployment's recent traffic.
-    let rounds: [(&str, &[Kind]); 2] = [("warm-up", &[Kind::Sdk]), ("measured", &kinds)];
+    // Two rounds of the same jobs first: the gateway learns when this provider's
+    // jobs end (issue 18's item 3), as it would from a deployment's recent traffic.
+    let rounds: [(&str, &[Kind]); 3] = [
+        ("warm-up 1", &[Kind::Sdk]),
+        ("warm-up 2", &[Kind::Sdk]),
+        ("measured", &kinds),
+    ];
     let mut jobs = Vec::new();
     for (round, kinds) in rounds {
         jobs = run_round(
@@ -276,6 +281,15 @@ fn one_upstream(
             waiting_over_budget = waiting_over_budget
                 .max(f64::from(job.client_requests) - (1.0 + job.secs / f64::from(30)));
         }
+        println!(
+            "    {:>4} s job, {:<22}: record +{:>5} ms, told +{:>5} ms, {} upstream requests, {} status reads",
+            job.secs,
+            job.kind.name(),
+            record.map_or(f64::NAN, gap),
+            gap(job.seen_ms),
+            upstream,
+            job.client_requests
+        );
         rows.push(json!({
             "secs": job.secs, "client": job.kind.name(), "sim_finished_ms": done,
             "record_completed_ms": record, "client_told_ms": job.seen_ms,
@@ -343,7 +357,12 @@ fn one_upstream(
 
 pub fn run(report: &mut Report, base: &Options) -> Result {
     let mut details = serde_json::Map::new();
-    for upstream in UPSTREAMS {
+    // `PARALLAX_BENCH_UPSTREAMS=segmind,fal` measures only those (for iterating).
+    let only = std::env::var("PARALLAX_BENCH_UPSTREAMS").ok();
+    for upstream in UPSTREAMS.into_iter().filter(|u| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|n| n.trim() == u.0))
+    }) {
         println!("  {} …", upstream.0);
         one_upstream(report, base, upstream, &mut details)?;
     }
