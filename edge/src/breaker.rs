@@ -173,7 +173,7 @@ impl DurableObject for Breaker {
                 }
                 (Method::Post, None) if path == "/finished" => {
                     let finished: finish_times::Finished = req.json().await?;
-                    finish_times::learn(&mut store, &finished.model, finished.ms);
+                    finish_times::learn(&mut store, &finished.model, finished.window);
                     crate::meter::count(crate::meter::Op::RowsWritten, 1);
                     storage.put(finish_times::STORE_KEY, &store).await?;
                     Ok(http::json(&"learned", 200))

@@ -465,6 +465,13 @@ impl JobRunner {
                 attempt.provider
             );
         }
+        if !expected.is_empty() && outcome.is_ok() {
+            worker::console_log!(
+                "{} accepted submit attempt {}; its recent jobs of this model ended after {expected:?} ms",
+                attempt.provider,
+                attempt.n
+            );
+        }
         let every = self.config().poll_every_ms;
         self.update(|j| {
             if j.submit_outcome(attempt, outcome, now_ms(), jitter()) == FailoverStep::Now {
@@ -562,6 +569,8 @@ impl JobRunner {
             Ok(p) => providers::poll(p, &sub, timeout_ms(cfg)).await,
             Err(e) => Err(e.clone()),
         };
+        // When the provider was seen done (the downloads below take a while).
+        let looked = now_ms();
         let every = cfg.poll_every_ms;
         let id = sub.upstream_id.clone();
         let outcome = match (state, &upstream) {
@@ -571,11 +580,10 @@ impl JobRunner {
                         let applied = self
                             .update(|j| {
                                 if j.runs_on(&id) {
-                                    let seen = now_ms();
                                     let finish = j.submitted_ms.and_then(|s| {
-                                        finish_times::estimate(s, j.last_running_ms, seen)
+                                        finish_times::window(s, j.last_running_ms, looked)
                                     });
-                                    j.complete(outputs, seen);
+                                    j.complete(outputs, now_ms());
                                     Ok(finish)
                                 } else {
                                     // Canceled or superseded meanwhile: what we wrote
@@ -590,12 +598,12 @@ impl JobRunner {
                         match applied {
                             Some(Ok(finish)) => {
                                 meter::completed(job.id.as_str());
-                                if let Some(ms) = finish {
+                                if let Some(window) = finish {
                                     finish_times::record(
                                         &self.env,
                                         &job.provider,
                                         job.model.slug(),
-                                        ms,
+                                        window,
                                     )
                                     .await;
                                 }
