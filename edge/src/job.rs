@@ -91,7 +91,8 @@ pub struct JobRecord {
     /// submit, ascending; [`crate::finish_times`]): the poll schedule looks around them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expected_ms: Vec<u32>,
-    /// When a poll last found the current upstream job still running.
+    /// When the last poll that found the current upstream job still running was sent
+    /// (the provider saw it running after that).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_running_ms: Option<u64>,
     /// The upstream submit under way: persisted before the POST, cleared in the same
@@ -287,6 +288,9 @@ pub enum FailoverStep {
 pub const FIRST_POLL_MS: u64 = 0;
 /// The longest gap between polls (long jobs are polled every eighth of their age).
 pub const POLL_MAX_MS: u64 = 10_000;
+/// A provider whose learned jobs ended within this long after the submit ends them at
+/// once: the quick look right after the submit stays.
+pub const INSTANT_MS: u64 = 250;
 /// Where the poll schedule looks around each expected finish time, relative to it:
 /// at it, then less and less often after it. None before it: at 10 s the budget has
 /// about four looks, and one spent early is missing when the job ends (an expected
@@ -626,12 +630,10 @@ impl JobRecord {
         match outcome {
             Ok(UpstreamState::Queued) => {
                 self.retries = 0;
-                self.last_running_ms = Some(now_ms);
                 self.next_step_ms = Some(now_ms + self.poll_delay_ms(now_ms, every_ms));
             }
             Ok(UpstreamState::Processing) => {
                 self.retries = 0;
-                self.last_running_ms = Some(now_ms);
                 self.mark_processing(now_ms);
                 self.next_step_ms = Some(now_ms + self.poll_delay_ms(now_ms, every_ms));
             }
@@ -867,22 +869,34 @@ impl JobRecord {
         FailoverStep::After(delay)
     }
 
-    /// Delay before the next poll while the upstream works. The budget: one quick
-    /// look is free; poll `n ≥ 2` waits until `(n + 1) × every_ms` into the upstream
-    /// job, so with the submit and the result fetch Segmind needs after COMPLETED, a
-    /// job seen finished at `t` costs at most `1 + t / every` upstream requests.
+    /// Delay before the next poll while the upstream works. The budget: poll `n`
+    /// waits until `(n + 1) × every_ms` into the upstream job, so with the submit and
+    /// the result fetch Segmind needs after COMPLETED, a job seen finished at `t`
+    /// costs at most `1 + t / every` upstream requests; one quick look right after
+    /// the submit is exempt (it sees only a job that ended at once).
     ///
     /// Without learned finish times ([`Self::expected_ms`]): the quick look after
     /// [`FIRST_POLL_MS`], then as often as the budget allows, and never more often
     /// than every eighth of the job's age (capped at [`POLL_MAX_MS`]), so long jobs
     /// cost little. With them: each look goes to the next moment at or
     /// after an expected finish ([`AROUND_EXPECTED_MS`]) that the budget allows, with
-    /// a look at 1.5 × the age when none is nearer; past the last expected finish,
-    /// the cadence without them.
+    /// a look at 1.5 × the age when none is nearer (so a job unlike the learned ones
+    /// is seen at most half its age late); past the last expected finish, the cadence
+    /// without them.
     pub fn poll_delay_ms(&self, now_ms: u64, every_ms: u64) -> u64 {
         let since = self.submitted_ms.unwrap_or(self.created_ms);
         let age = now_ms.saturating_sub(since);
         let earliest = match self.polls {
+            // With learned finish times the first look keeps the budget too (a job
+            // seen done at it costs the submit, the look and a result fetch), unless
+            // the provider's jobs end at once.
+            0 if self
+                .expected_ms
+                .first()
+                .is_some_and(|&e| u64::from(e) > INSTANT_MS) =>
+            {
+                2 * every_ms
+            }
             0 => 0,
             n => (u64::from(n) + 2) * every_ms,
         };
@@ -912,7 +926,13 @@ impl JobRecord {
         // unlike the learned ones is still seen, and most of the budget is saved for
         // the looks that matter.
         let idle = (age + (age / 2).max(2 * every_ms)).max(earliest);
-        next_expected.min(idle) - age
+        // An expected finish a little after the idle look replaces it.
+        let at = if next_expected <= idle + every_ms {
+            next_expected
+        } else {
+            idle
+        };
+        at - age
     }
 
     /// One more upstream poll was made.
@@ -1154,7 +1174,7 @@ pub(crate) mod tests {
             let age = now - t0;
             let requests = 1 + u64::from(j.polls) + 1;
             assert!(
-                j.polls == 1 || requests * 2_000 <= 2_000 + age,
+                (j.polls == 1 && age <= INSTANT_MS) || requests * 2_000 <= 2_000 + age,
                 "look {} at {age} ms (expected {expected:?}) makes {requests} requests",
                 j.polls
             );
@@ -1185,8 +1205,11 @@ pub(crate) mod tests {
             j.next_step_ms.map(|t| t - t0)
         };
         assert_eq!(first_look(&[]), Some(FIRST_POLL_MS));
-        assert_eq!(first_look(&[1_200, 10_000]), Some(1_200));
-        // All far off: the idle look (the second may come at 6 s anyway).
+        assert_eq!(first_look(&[100, 10_000]), Some(100));
+        // Not before the budget allows a look that may see the job done (4 s)...
+        assert_eq!(first_look(&[1_200, 10_000]), Some(4_000));
+        assert_eq!(first_look(&[5_000, 10_000]), Some(5_000));
+        // ...nor much later than the idle look when all are far off.
         assert_eq!(first_look(&[10_000]), Some(4_000));
     }
 
@@ -1195,24 +1218,28 @@ pub(crate) mod tests {
         let learned = [1_000, 3_000, 10_000, 30_000];
         // Jobs that end as the provider's jobs lately did are seen within a quarter
         // second (the looks around an expected finish are 250 ms apart)...
-        for finish in [980, 9_990, 10_100, 29_800, 30_200] {
+        for finish in [9_990, 10_100, 29_800, 30_200] {
             let seen = seen_done_at(&learned, finish);
             assert!(
                 seen - finish <= 250,
                 "a job done at {finish} ms seen at {seen} ms"
             );
         }
-        // ...except where the budget allows no second look yet (before 6 s).
-        assert_eq!(seen_done_at(&learned, 3_000), 6_000);
+        // ...except where the budget allows no look that may see it done yet (4 s).
+        assert_eq!(seen_done_at(&learned, 980), 4_000);
+        assert_eq!(seen_done_at(&learned, 3_000), 4_000);
+        // A provider whose jobs end at once keeps the quick look.
+        assert_eq!(seen_done_at(&[40], 30), 40);
         // Nothing learned: today's fixed cadence (0, 6, 8, 10, 12… s).
         assert_eq!(seen_done_at(&[], 9_990), 10_000);
         assert_eq!(seen_done_at(&[], 10_100), 12_000);
-        // A job unlike the learned ones is still seen (looks half as often between
-        // expected finishes, then the fixed cadence past the last).
+        // A job unlike the learned ones is still seen, at most half its age late (a
+        // look at 1.5 × the age between expected finishes, then the fixed cadence
+        // past the last).
         for finish in [17_000, 45_000, 200_000] {
             let seen = seen_done_at(&learned, finish);
             assert!(
-                seen - finish <= (finish / 4).max(4_000),
+                seen - finish <= (finish / 2).max(4_000),
                 "an unexpected job done at {finish} ms seen at {seen} ms"
             );
         }

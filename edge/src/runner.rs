@@ -565,6 +565,9 @@ impl JobRunner {
         past_deadline: bool,
     ) -> worker::Result<()> {
         let upstream = provider(cfg, &job.provider);
+        // The provider sees the job's state after this: a job found running ended
+        // later (the learned finish windows, `finish_times.rs`).
+        let sent = now_ms();
         let state = match &upstream {
             Ok(p) => providers::poll(p, &sub, timeout_ms(cfg)).await,
             Err(e) => Err(e.clone()),
@@ -629,8 +632,17 @@ impl JobRunner {
         if let Ok(UpstreamState::Failed(reason)) = &outcome {
             worker::console_warn!("job {}: {} failed it: {reason}", job.id, job.provider);
         }
-        self.update(|j| j.poll_outcome(&id, outcome, now_ms(), every, jitter(), past_deadline))
-            .await?;
+        let running = matches!(
+            outcome,
+            Ok(UpstreamState::Queued | UpstreamState::Processing)
+        );
+        self.update(|j| {
+            if running && j.runs_on(&id) {
+                j.last_running_ms = Some(sent);
+            }
+            j.poll_outcome(&id, outcome, now_ms(), every, jitter(), past_deadline);
+        })
+        .await?;
         Ok(())
     }
 
