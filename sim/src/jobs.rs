@@ -108,6 +108,15 @@ impl Jobs {
             outputs: OnceLock::new(),
         });
         self.lock().insert(id, job.clone());
+        // A provider's image exists when it reports the job done: render it meanwhile,
+        // so a download right after COMPLETED does not wait on the sim's own CPU (that
+        // wait is the sim's, not the gateway's, and would blur the bench's figures).
+        if job.failure.is_none() {
+            let rendering = job.clone();
+            std::thread::spawn(move || {
+                rendering.outputs();
+            });
+        }
         job
     }
 

@@ -207,7 +207,15 @@ fn one_upstream(
         "comfyui" => &[("output_format", "png")],
         _ => &[],
     };
-    let probe = edge.submit_to(&http, model, &format!("bench probe {run}"), &jpeg, fields)?;
+    // As long as the longest measured job: an instant one would teach the gateway that
+    // this provider ends jobs at once.
+    let probe = edge.submit_to(
+        &http,
+        model,
+        &format!("bench probe {run} [sim:process=30]"),
+        &jpeg,
+        fields,
+    )?;
     let mut kinds = vec![Kind::Sdk];
     if offers_wait(&edge, &http, &probe)? {
         kinds.push(Kind::Waiting);
