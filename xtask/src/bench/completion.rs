@@ -124,14 +124,17 @@ fn completed_at(log: &Path, from: usize) -> Result<BTreeMap<String, u64>> {
         .collect())
 }
 
+/// The `p` quantile with linear interpolation between the closest ranks (numpy's
+/// default): the median of an even count is the mean of the middle two.
 fn percentile(mut xs: Vec<f64>, p: f64) -> f64 {
     if xs.is_empty() {
         return f64::NAN;
     }
     xs.sort_by(f64::total_cmp);
+    let h = (xs.len() - 1) as f64 * p;
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let i = ((xs.len() - 1) as f64 * p).round() as usize;
-    xs[i.min(xs.len() - 1)]
+    let (lo, hi) = (h.floor() as usize, h.ceil() as usize);
+    xs[lo] + (h - h.floor()) * (xs[hi] - xs[lo])
 }
 
 /// One job of each length per client kind, all at once; answers them measured.
@@ -376,4 +379,16 @@ pub fn run(report: &mut Report, base: &Options) -> Result {
     }
     report.detail("completion", Value::Object(details));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percentiles_interpolate_between_ranks() {
+        let xs = vec![4.0, 1.0, 3.0, 2.0];
+        assert!((super::percentile(xs.clone(), 0.5) - 2.5).abs() < 1e-9);
+        assert!((super::percentile(xs.clone(), 1.0) - 4.0).abs() < 1e-9);
+        assert!((super::percentile(xs, 0.0) - 1.0).abs() < 1e-9);
+        assert!(super::percentile(Vec::new(), 0.5).is_nan());
+    }
 }
