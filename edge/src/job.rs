@@ -692,9 +692,15 @@ impl JobRecord {
     }
 
     /// Whether an output of upstream job `upstream_id` just written to R2 may stay:
-    /// the job still runs on it (not canceled, deleted, superseded or purged).
-    pub fn accepts_outputs_from(&self, upstream_id: &str) -> bool {
-        !self.deleted && self.runs_on(upstream_id)
+    /// the job still runs on it, or completed from it (another look stored the same
+    /// outputs first) — not canceled, failed, deleted, superseded or purged.
+    pub fn owns_outputs_of(&self, upstream_id: &str) -> bool {
+        !self.deleted
+            && self
+                .upstream
+                .as_ref()
+                .is_some_and(|u| u.upstream_id == upstream_id)
+            && (!self.status.is_terminal() || self.status == JobStatus::Completed)
     }
 
     /// Fails the job at its deadline (after the last poll), unless it just ended.
@@ -1768,13 +1774,22 @@ pub(crate) mod tests {
     #[test]
     fn an_output_written_after_a_cancel_or_delete_may_not_stay() {
         let j = running();
-        assert!(j.accepts_outputs_from("u1"));
-        assert!(!j.accepts_outputs_from("other"));
+        assert!(j.owns_outputs_of("u1"));
+        assert!(!j.owns_outputs_of("other"));
         let mut c = running();
         c.cancel(1_000_300);
-        assert!(!c.accepts_outputs_from("u1"));
+        assert!(!c.owns_outputs_of("u1"));
         let mut d = running();
         d.delete(1_000_300);
-        assert!(!d.accepts_outputs_from("u1"));
+        assert!(!d.owns_outputs_of("u1"));
+        // Completed from that upstream job by another look (two alarms overlapping:
+        // the second look's write must not delete what the first completed with):
+        // the same outputs, they stay; deleted afterwards, they do not.
+        let mut done = running();
+        done.complete(Vec::new(), 1_000_300);
+        assert!(done.owns_outputs_of("u1"));
+        assert!(!done.owns_outputs_of("other"));
+        done.delete(1_000_400);
+        assert!(!done.owns_outputs_of("u1"));
     }
 }

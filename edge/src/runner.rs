@@ -65,6 +65,27 @@ pub struct JobRunner {
     /// second send's answer (a 409 "already finished") cannot settle it before the
     /// first's confirmed stop. In memory: after a reset nothing is in flight.
     cancels_in_flight: RefCell<HashSet<String>>,
+    /// An upstream step (submit or poll, with its downloads) is under way in this
+    /// object. Storing four outputs can outlast the sweeper's patience under load;
+    /// a second alarm must then not poll and store the same outputs at once. In
+    /// memory: after a reset nothing is under way.
+    stepping: std::cell::Cell<bool>,
+}
+
+/// Marks a step under way until dropped (on every return path).
+struct Stepping<'a>(&'a std::cell::Cell<bool>);
+
+impl<'a> Stepping<'a> {
+    /// `None` if a step is already under way.
+    fn begin(flag: &'a std::cell::Cell<bool>) -> Option<Self> {
+        (!flag.replace(true)).then_some(Self(flag))
+    }
+}
+
+impl Drop for Stepping<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
 }
 
 impl std::fmt::Debug for JobRunner {
@@ -88,6 +109,7 @@ impl DurableObject for JobRunner {
             state,
             env,
             cancels_in_flight: RefCell::new(HashSet::new()),
+            stepping: std::cell::Cell::new(false),
         }
     }
 
@@ -144,7 +166,7 @@ impl DurableObject for JobRunner {
                 match (method, path) {
                     (Method::Get, "/state") => {
                         // The sweeper: a read of a job whose alarm chain broke re-arms it.
-                        if job.is_stuck(now) {
+                        if job.is_stuck(now) && !self.stepping.get() {
                             worker::console_warn!("job {}: stuck; re-arming its alarm", job.id);
                             storage.set_alarm(0).await?;
                         }
@@ -195,7 +217,10 @@ impl DurableObject for JobRunner {
         if !job.status.is_terminal()
             && (job.next_step_ms.is_none_or(|t| t <= now) || now >= job.deadline_ms)
         {
-            self.step().await?;
+            // One step at a time: the one under way schedules what comes next.
+            if let Some(_stepping) = Stepping::begin(&self.stepping) {
+                self.step().await?;
+            }
         } else if job.lost_submit_due(now) {
             self.resolve_lost_submit().await?;
         }
@@ -353,7 +378,8 @@ impl JobRunner {
         // A cancel another handler is sending is still "due" in the record; without a
         // floor the alarm would re-arm at once, again and again, until that send ends
         // (up to CANCEL_TIMEOUT_MS). The sender schedules again when it is done.
-        if !self.cancels_in_flight.borrow().is_empty() {
+        // Likewise a step under way (its own schedule comes when it ends).
+        if !self.cancels_in_flight.borrow().is_empty() || self.stepping.get() {
             at = at.map(|a| a.max(now_ms() + CANCEL_IN_FLIGHT_RECHECK_MS));
         }
         match at {
@@ -582,7 +608,12 @@ impl JobRunner {
                     Some(Ok(outputs)) => {
                         let applied = self
                             .update(|j| {
-                                if j.runs_on(&id) {
+                                if j.owns_outputs_of(&id) && !j.runs_on(&id) {
+                                    // Completed from this very upstream job by another
+                                    // look meanwhile: the objects just written are the
+                                    // same outputs; nothing to do.
+                                    Err(false)
+                                } else if j.runs_on(&id) {
                                     let finish = j.submitted_ms.and_then(|s| {
                                         finish_times::window(s, j.last_running_ms, looked)
                                     });
@@ -594,7 +625,7 @@ impl JobRunner {
                                     j.outbox
                                         .drop_outputs
                                         .get_or_insert(crate::job::Retry::now(now_ms()));
-                                    Err(())
+                                    Err(true)
                                 }
                             })
                             .await?;
@@ -611,10 +642,11 @@ impl JobRunner {
                                     .await;
                                 }
                             }
-                            Some(Err(())) => worker::console_log!(
+                            Some(Err(true)) => worker::console_log!(
                                 "job {}: outputs stored too late; dropped",
                                 job.id
                             ),
+                            Some(Err(false)) => {}
                             None => {}
                         }
                         return Ok(());
@@ -703,7 +735,7 @@ impl JobRunner {
             let after = self.load().await?;
             if !after
                 .as_ref()
-                .is_some_and(|j| j.accepts_outputs_from(upstream_id))
+                .is_some_and(|j| j.owns_outputs_of(upstream_id))
             {
                 let key = keys::output(&job.id, n, format.ext());
                 // Tried a few times: once the record is purged nothing else would.
