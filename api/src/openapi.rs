@@ -191,11 +191,20 @@ pub fn document(origin: &str) -> Value {
         "422".into(),
         json_ok("FAILED, with error", "StatusResponse"),
     );
-    status.extend(errors(&[401, 404, 429, 500]));
+    status.extend(errors(&[400, 401, 404, 429, 500]));
     paths.insert(
         "/v2/requests/{request_id}/status".into(),
         json!({"get": {"operationId": "get_status", "summary": "A job's status",
-                       "parameters": [request_id_param()], "responses": status}}),
+                       "description": "With `wait`, the answer is held until the status is no longer `seen` (or, without `seen`, the status when the request arrived), the job finishes, or `wait` seconds pass; then it is the same answer as without `wait`. A finished job answers at once.",
+                       "parameters": [
+                           request_id_param(),
+                           {"name": "wait", "in": "query", "required": false,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": crate::wait::MAX_WAIT_SECS},
+                            "description": "Hold the answer up to this many seconds until the status changes"},
+                           {"name": "seen", "in": "query", "required": false,
+                            "schema": {"type": "string", "enum": ["QUEUED", "PROCESSING", "COMPLETED", "FAILED"]},
+                            "description": "The status last seen: a change since then answers at once"}],
+                       "responses": status}}),
     );
 
     let mut result = Map::new();

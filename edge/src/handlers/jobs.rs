@@ -1,8 +1,9 @@
-//! `GET /v2/requests/{id}/status`, `GET /v2/requests/{id}`,
-//! `POST /v2/requests/{id}/cancel` and `DELETE /v2/requests/{id}`: answered by the
-//! job's `JobRunner` (strongly consistent), never by the upstream.
+//! `GET /v2/requests/{id}/status` (`?wait=N&seen=S`: held until the status changes, see
+//! [`parallax_api::wait`]), `GET /v2/requests/{id}`, `POST /v2/requests/{id}/cancel`
+//! and `DELETE /v2/requests/{id}`: answered by the job's `JobRunner` (strongly
+//! consistent), never by the upstream.
 
-use parallax_api::{JobStatus, RequestId};
+use parallax_api::{JobStatus, RequestId, StatusWait};
 use serde_json::json;
 use worker::{Env, Request, Response, Stub};
 
@@ -72,8 +73,31 @@ fn status_code(job: &JobRecord) -> u16 {
     }
 }
 
-pub async fn get_status(env: &Env, id: &str) -> EdgeResult<Response> {
-    let job = load(env, id).await?;
+/// The `wait` and `seen` of a status read (`None`: a plain read), or a 400 naming the
+/// field.
+pub fn status_wait(req: &Request) -> EdgeResult<Option<StatusWait>> {
+    let url = req.url()?;
+    let (mut wait, mut seen) = (None, None);
+    for (k, v) in url.query_pairs() {
+        match k.as_ref() {
+            "wait" => wait = Some(v.into_owned()),
+            "seen" => seen = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    StatusWait::parse(wait.as_deref(), seen.as_deref()).map_err(|f| EdgeError::fields(vec![f]))
+}
+
+/// `GET /v2/requests/{id}/status`; with `wait`, held by the runner until the status
+/// changes or the wait is over, then answered the same way.
+pub async fn get_status(env: &Env, id: &str, wait: Option<StatusWait>) -> EdgeResult<Response> {
+    let job = match wait {
+        None => load(env, id).await?,
+        Some(wait) => {
+            let id = RequestId::parse(id).ok_or_else(not_found)?;
+            runner_call(env, &id, &format!("/state?{}", wait.query()), false).await?
+        }
+    };
     Ok(http::json(&job.status_response(), status_code(&job)))
 }
 
