@@ -197,7 +197,10 @@ fn e2e_phases(started: Instant, mut counts: Counts) -> Result {
             "--skip",
             "links_phase",
         ]);
-        http.args(filters());
+        // A filtered run is a local loop: show what the tests print (figures).
+        if !filters().is_empty() {
+            http.args(filters()).arg("--show-output");
+        }
         against_stack(&mut http);
         counts +=
             run_counted(&mut http).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
