@@ -11,7 +11,7 @@
 //!   changes), a few at a time, each held read a task of its own so the loop goes on;
 //!   the rest are polled.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use leptos::ev;
 use leptos::prelude::*;
@@ -52,8 +52,8 @@ pub struct JobStore {
     backoff: StoredValue<Backoff>,
     /// When each job was last read (browser clock, ms), and how that went.
     last_read: StoredValue<HashMap<String, LastRead>>,
-    /// Jobs with a held read out now.
-    held: StoredValue<HashSet<String>>,
+    /// Jobs with a held read out now (at most `poll::MAX_HELD`).
+    held: StoredValue<Vec<String>>,
     /// Until when the server's `Retry-After` holds, even across wake-ups.
     retry_until: StoredValue<f64>,
 }
@@ -102,7 +102,7 @@ pub fn provide() -> JobStore {
         pending: RwSignal::new(Vec::new()),
         backoff: StoredValue::new(Backoff::default()),
         last_read: StoredValue::new(HashMap::new()),
-        held: StoredValue::new(HashSet::new()),
+        held: StoredValue::new(Vec::new()),
         retry_until: StoredValue::new(0.0),
     };
     store.persist();
@@ -184,7 +184,7 @@ impl JobStore {
     }
 
     fn is_held(&self, id: &str) -> bool {
-        self.held.with_value(|h| h.contains(id))
+        self.held.with_value(|h| h.iter().any(|i| i == id))
     }
 
     /// Reads one job once: its status, and its result when it has ended.
@@ -196,14 +196,12 @@ impl JobStore {
     /// status changes (or after [`poll::WAIT_SECS`]); then the scheduler plans again.
     fn hold(&self, job: Job) {
         let store = *self;
-        self.held.update_value(|h| {
-            h.insert(job.id.clone());
-        });
+        self.held.update_value(|h| h.push(job.id.clone()));
         spawn_local(async move {
             let id = job.id.clone();
             store.read_status(job, true).await;
             // The store may be gone with its page (a disposed value is not an error).
-            let _ = store.held.try_update_value(|h| h.remove(&id));
+            let _ = store.held.try_update_value(|h| h.retain(|i| *i != id));
             client::wake_all();
         });
     }
@@ -390,7 +388,7 @@ async fn scheduler(store: JobStore) {
             if store.is_held(&job.id) || store.next_read(&job, &backoff) > now {
                 continue;
             }
-            let held_now = store.held.with_value(HashSet::len);
+            let held_now = store.held.with_value(Vec::len);
             if !job.status.is_terminal() && poll::may_hold(held_now, &store.backoff.get_value()) {
                 store.hold(job);
                 continue;
