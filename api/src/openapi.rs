@@ -207,6 +207,19 @@ pub fn document(origin: &str) -> Value {
                        "responses": status}}),
     );
 
+    let mut events = Map::new();
+    events.insert(
+        "200".into(),
+        json!({"description": "Server-sent events: `status` (a StatusResponse as `data`) at once and at each change, the last COMPLETED or FAILED, then the stream ends; `error` (an ErrorBody) ends it early",
+               "content": {"text/event-stream": {"schema": {"type": "string"}}}}),
+    );
+    events.extend(errors(&[401, 404, 429, 500]));
+    paths.insert(
+        "/v2/requests/{request_id}/events".into(),
+        json!({"get": {"operationId": "get_status_events", "summary": "A job's status changes, as server-sent events",
+                       "parameters": [request_id_param()], "responses": events}}),
+    );
+
     let mut result = Map::new();
     result.insert(
         "200".into(),

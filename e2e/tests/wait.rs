@@ -206,3 +206,75 @@ fn a_waiting_client_needs_a_read_per_status_change_where_a_poller_needs_one_a_se
         );
     }
 }
+
+/// The `status` events of a server-sent event stream, and whether it ended on its own.
+fn status_events(body: &str) -> Vec<Value> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let mut name = None;
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = Some(n);
+                }
+                if let Some(d) = line.strip_prefix("data: ") {
+                    data = Some(d);
+                }
+            }
+            match (name, data) {
+                (Some("status"), Some(d)) => Some(serde_json::from_str(d).expect("event JSON")),
+                (Some(other), _) => panic!("unexpected {other} event: {block}"),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn events_stream_each_status_change_and_end_with_the_finished_job() {
+    let sub = submit("streamed [sim:process=3]");
+    let id = sub["request_id"].as_str().unwrap().to_owned();
+    let events = Answer::from(
+        client()
+            .get(format!("{}/v2/requests/{id}/events", base()))
+            .header("x-api-key", test_key("rich"))
+            .send()
+            .expect("events"),
+    );
+    assert_eq!(events.status, 200, "{}", events.text);
+    assert_eq!(events.header("content-type"), Some("text/event-stream"));
+    let statuses = status_events(&events.text);
+    let names: Vec<&str> = statuses
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    // One event per step, in order, the stream ending after the last (the body was
+    // read to its end).
+    assert!(
+        [
+            &["QUEUED", "PROCESSING", "COMPLETED"][..],
+            &["PROCESSING", "COMPLETED"][..]
+        ]
+        .contains(&names.as_slice()),
+        "{names:?}"
+    );
+    assert_eq!(
+        statuses.last(),
+        Some(&read(&id, "", "rich").json()),
+        "the last event is the plain read's answer"
+    );
+
+    let missing = Answer::from(
+        client()
+            .get(format!(
+                "{}/v2/requests/00000000-0000-4000-8000-000000000000/events",
+                base()
+            ))
+            .header("x-api-key", test_key("rich"))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(missing.status, 404, "{}", missing.text);
+    assert_eq!(missing.json()["code"], "not_found");
+}

@@ -24,6 +24,8 @@ enum Api {
     Sync(String),
     /// With the `wait` of a held read.
     Status(String, Option<parallax_api::StatusWait>),
+    /// Server-sent status events.
+    Events(String),
     Result(String),
     Delete(String),
     Cancel(String),
@@ -86,6 +88,10 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
             allow(method, &["GET"], "GET")?;
             Api::Status((*id).to_owned(), jobs::status_wait(&req)?)
         }
+        ["v2", "requests", id, "events"] => {
+            allow(method, &["GET"], "GET")?;
+            Api::Events((*id).to_owned())
+        }
         ["v2", "requests", id, "cancel"] => {
             allow(method, &["POST"], "POST")?;
             Api::Cancel((*id).to_owned())
@@ -135,7 +141,7 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
     };
     let cfg = Config::from_env(env);
     let caller = match &api {
-        Api::Status(..) | Api::Result(_) | Api::Prediction(_) => {
+        Api::Status(..) | Api::Events(_) | Api::Result(_) | Api::Prediction(_) => {
             accounts::identify_for_read(&req, env, &cfg).await?
         }
         _ => Some(accounts::identify(&req, env, &cfg).await?),
@@ -146,6 +152,7 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
         accounts::touch_public(&req, env, &cfg).await?;
         return match &api {
             Api::Status(id, wait) => jobs::get_status(env, id, *wait).await,
+            Api::Events(id) => jobs::stream_status(env, id).await,
             Api::Result(id) => jobs::get_result(&req, env, id).await,
             Api::Prediction(id) => eachlabs::get_prediction(&req, env, id).await,
             _ => Err(EdgeError::Internal(
@@ -188,6 +195,10 @@ async fn dispatch(api: Api, req: Request, env: &Env, caller: &Caller) -> EdgeRes
                 join(caller.touch(env), eachlabs::get_prediction(&req, env, &id)).await;
             touched?;
             prediction
+        }
+        Api::Events(id) => {
+            caller.touch(env).await?;
+            jobs::stream_status(env, &id).await
         }
         Api::CreatePrediction => eachlabs::create_prediction(req, env, caller).await,
         Api::Feature => onemin::run_feature(req, env, caller).await,
