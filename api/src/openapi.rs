@@ -211,7 +211,10 @@ pub fn document(origin: &str) -> Value {
     events.insert(
         "200".into(),
         json!({"description": "Server-sent events: `status` (a StatusResponse as `data`) at once and at each change, the last COMPLETED or FAILED, then the stream ends; `error` (an ErrorBody) ends it early",
-               "content": {"text/event-stream": {"schema": {"type": "string"}}}}),
+               "content": {"text/event-stream": {"schema": {"type": "object", "required": ["event", "data"], "properties": {
+                   "event": {"type": "string", "enum": ["status", "error"]},
+                   "data": {"type": "string", "contentMediaType": "application/json",
+                            "description": "A StatusResponse (`status`) or an ErrorBody (`error`), as JSON"}}}}}}),
     );
     events.extend(errors(&[401, 404, 429, 500]));
     paths.insert(
