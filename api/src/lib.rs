@@ -8,6 +8,7 @@ pub mod id;
 pub mod models;
 pub mod openapi;
 pub mod params;
+pub mod wait;
 pub mod wire;
 
 pub use control::ControlImage;
@@ -15,4 +16,5 @@ pub use error::{ErrorBody, ErrorCode, FieldError};
 pub use id::RequestId;
 pub use models::{Model, ParamKind, ParamSpec};
 pub use params::{Params, Validated, validate, validate_value};
+pub use wait::StatusWait;
 pub use wire::{Credits, JobResult, JobStatus, Metrics, StatusResponse, SubmitResponse};

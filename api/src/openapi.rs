@@ -191,11 +191,36 @@ pub fn document(origin: &str) -> Value {
         "422".into(),
         json_ok("FAILED, with error", "StatusResponse"),
     );
-    status.extend(errors(&[401, 404, 429, 500]));
+    status.extend(errors(&[400, 401, 404, 429, 500]));
     paths.insert(
         "/v2/requests/{request_id}/status".into(),
         json!({"get": {"operationId": "get_status", "summary": "A job's status",
-                       "parameters": [request_id_param()], "responses": status}}),
+                       "description": "With `wait`, the answer is held until the status is no longer `seen` (or, without `seen`, the status when the request arrived), the job finishes, or `wait` seconds pass; then it is the same answer as without `wait`. A finished job answers at once.",
+                       "parameters": [
+                           request_id_param(),
+                           {"name": "wait", "in": "query", "required": false,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": crate::wait::MAX_WAIT_SECS},
+                            "description": "Hold the answer up to this many seconds until the status changes"},
+                           {"name": "seen", "in": "query", "required": false,
+                            "schema": {"type": "string", "pattern": "^(QUEUED|PROCESSING|COMPLETED|FAILED)(,(QUEUED|PROCESSING|COMPLETED|FAILED))*$"},
+                            "description": "The status last seen, or a comma-separated list of statuses: a status not among them answers at once (`QUEUED,PROCESSING`: only the end)"}],
+                       "responses": status}}),
+    );
+
+    let mut events = Map::new();
+    events.insert(
+        "200".into(),
+        json!({"description": "Server-sent events: `status` (a StatusResponse as `data`) at once and at each change, the last COMPLETED or FAILED, then the stream ends; `error` (an ErrorBody) ends it early",
+               "content": {"text/event-stream": {"schema": {"type": "object", "required": ["event", "data"], "properties": {
+                   "event": {"type": "string", "enum": ["status", "error"]},
+                   "data": {"type": "string", "contentMediaType": "application/json",
+                            "description": "A StatusResponse (`status`) or an ErrorBody (`error`), as JSON"}}}}}}),
+    );
+    events.extend(errors(&[401, 404, 429, 500]));
+    paths.insert(
+        "/v2/requests/{request_id}/events".into(),
+        json!({"get": {"operationId": "get_status_events", "summary": "A job's status changes, as server-sent events",
+                       "parameters": [request_id_param()], "responses": events}}),
     );
 
     let mut result = Map::new();

@@ -29,6 +29,18 @@ impl JobStatus {
             Self::Failed => "FAILED",
         }
     }
+
+    /// The status named as on the wire (`PROCESSING`), or `None`.
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            Self::Queued,
+            Self::Processing,
+            Self::Completed,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
 }
 
 /// `POST /v2/{model}`: the job was accepted. Every URL is absolute.

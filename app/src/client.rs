@@ -5,7 +5,9 @@
 //! the polling policy's call (`logic::poll`), not this module's.
 
 use gloo_net::http::{Request, RequestBuilder, Response};
-use parallax_api::{ErrorBody, ErrorCode, JobResult, Model, StatusResponse, SubmitResponse};
+use parallax_api::{
+    ErrorBody, ErrorCode, JobResult, Model, StatusResponse, StatusWait, SubmitResponse,
+};
 use serde::de::DeserializeOwned;
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
@@ -134,12 +136,20 @@ fn prepare(builder: RequestBuilder, url: &str, signal: Signal) -> RequestBuilder
 async fn send_once(
     make: impl FnOnce(Signal) -> Result<Request, ClientError>,
 ) -> Result<Response, ClientError> {
+    send_within(TIMEOUT_MS, make).await
+}
+
+/// Sends one request, failing with `Network` after `timeout_ms`.
+async fn send_within(
+    timeout_ms: i32,
+    make: impl FnOnce(Signal) -> Result<Request, ClientError>,
+) -> Result<Response, ClientError> {
     let abort = web_sys::AbortController::new().ok();
     let signal = abort.as_ref().map(web_sys::AbortController::signal);
     let request = make(signal.as_ref())?;
     let timer = abort.as_ref().and_then(|a| {
         let a = a.clone();
-        gloo_timeout(TIMEOUT_MS, move || a.abort())
+        gloo_timeout(timeout_ms, move || a.abort())
     });
     let sent = request.send().await;
     if let (Some(w), Some(t)) = (web_sys::window(), timer) {
@@ -295,6 +305,17 @@ pub async fn cancel(cancel_url: &str) -> Result<StatusResponse, ClientError> {
 /// One status read (not retried here: the scheduler owns retries and backoff).
 pub async fn status(url: &str) -> Result<StatusResponse, ClientError> {
     decode(send_once(|s| get(url, s)).await?, true).await
+}
+
+/// One held status read (`?wait=…&seen=…`): answered when the job's status is no
+/// longer `wait.seen`, or when the server's hold runs out (not retried here either).
+pub async fn status_held(url: &str, wait: &StatusWait) -> Result<StatusResponse, ClientError> {
+    let url = format!("{url}?{}", wait.query());
+    decode(
+        send_within(poll::HELD_TIMEOUT_MS, |s| get(&url, s)).await?,
+        true,
+    )
+    .await
 }
 
 /// One result read (not retried here: the scheduler owns retries and backoff).

@@ -7,17 +7,19 @@
 //! - Restored on load, every running job resumed by the one polling scheduler, which
 //!   reads due jobs on the policy in `logic::poll` (shared backoff, `Retry-After`),
 //!   sleeps while the tab is hidden, and wakes on `online`, `visibilitychange` and
-//!   `pageshow`.
+//!   `pageshow`. Running jobs are read *held* (the server answers when the status
+//!   changes), a few at a time, each held read a task of its own so the loop goes on;
+//!   the rest are polled.
 
 use std::collections::HashMap;
 
 use leptos::ev;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use parallax_api::{ErrorCode, JobStatus, Model};
+use parallax_api::{ErrorCode, JobStatus, Model, StatusWait};
 
 use crate::client::{self, ClientError};
-use crate::logic::poll::{self, Backoff, Read};
+use crate::logic::poll::{self, Backoff, LastRead, Read};
 use crate::logic::store::{Job, LEGACY_KEY, STORAGE_KEY, Stored};
 use crate::session;
 
@@ -48,8 +50,10 @@ pub struct JobStore {
     pub lost: RwSignal<bool>,
     pub pending: RwSignal<Vec<Pending>>,
     backoff: StoredValue<Backoff>,
-    /// When each job was last read (browser clock, ms).
-    last_read: StoredValue<HashMap<String, f64>>,
+    /// When each job was last read (browser clock, ms), and how that went.
+    last_read: StoredValue<HashMap<String, LastRead>>,
+    /// Jobs with a held read out now (at most `poll::MAX_HELD`).
+    held: StoredValue<Vec<String>>,
     /// Until when the server's `Retry-After` holds, even across wake-ups.
     retry_until: StoredValue<f64>,
 }
@@ -98,6 +102,7 @@ pub fn provide() -> JobStore {
         pending: RwSignal::new(Vec::new()),
         backoff: StoredValue::new(Backoff::default()),
         last_read: StoredValue::new(HashMap::new()),
+        held: StoredValue::new(Vec::new()),
         retry_until: StoredValue::new(0.0),
     };
     store.persist();
@@ -159,11 +164,9 @@ impl JobStore {
         self.state.maybe_update(|s| s.merge(&on_disk));
     }
 
-    /// A just-submitted job: stored, read first after the normal interval.
+    /// A just-submitted job: stored, and read at once (held, it answers when the
+    /// job moves on).
     pub fn submitted(&self, job: Job) {
-        self.last_read.update_value(|m| {
-            m.insert(job.id.clone(), now_ms());
-        });
         self.put(job);
         client::wake_all();
     }
@@ -176,24 +179,73 @@ impl JobStore {
     }
 
     fn next_read(&self, job: &Job, backoff: &Backoff) -> f64 {
-        match self.last_read.with_value(|m| m.get(&job.id).copied()) {
-            None => backoff.not_before_ms,
-            Some(last) => poll::next_read_ms(last, now_ms() - job.created_ms, backoff),
-        }
+        let last = self.last_read.with_value(|m| m.get(&job.id).copied());
+        poll::due_ms(last, now_ms() - job.created_ms, backoff)
+    }
+
+    fn is_held(&self, id: &str) -> bool {
+        self.held.with_value(|h| h.iter().any(|i| i == id))
     }
 
     /// Reads one job once: its status, and its result when it has ended.
     async fn read(&self, job: Job) {
+        self.read_status(job, false).await;
+    }
+
+    /// Reads one running job held, in a task of its own: the server answers when its
+    /// status changes (or after [`poll::WAIT_SECS`]); then the scheduler plans again.
+    fn hold(&self, job: Job) {
+        let store = *self;
+        self.held.update_value(|h| h.push(job.id.clone()));
+        spawn_local(async move {
+            let id = job.id.clone();
+            store.read_status(job, true).await;
+            // The store may be gone with its page (a disposed value is not an error).
+            let _ = store.held.try_update_value(|h| h.retain(|i| *i != id));
+            client::wake_all();
+        });
+    }
+
+    /// One read of `job` (held or not): its status, and its result once it ended.
+    async fn read_status(&self, job: Job, held: bool) {
         let started = now_ms();
         self.last_read.update_value(|m| {
-            m.insert(job.id.clone(), started);
+            m.insert(
+                job.id.clone(),
+                LastRead {
+                    started_ms: started,
+                    moved_on: false,
+                },
+            );
         });
         let outcome = if job.status.is_terminal() {
             self.fetch_result(&job).await
         } else {
-            match client::status(&job.status_url()).await {
+            let answer = if held {
+                let wait = StatusWait {
+                    secs: poll::WAIT_SECS,
+                    seen: Some(parallax_api::wait::Seen::one(job.status)),
+                };
+                client::status_held(&job.status_url(), &wait).await
+            } else {
+                client::status(&job.status_url()).await
+            };
+            match answer {
                 Ok(s) => {
-                    let next = job.with_status(&s, now_ms());
+                    // The job as stored now (a hold is long: another tab, a cancel).
+                    let current = self.get(&job.id).unwrap_or_else(|| job.clone());
+                    if held && s.status != job.status {
+                        self.last_read.update_value(|m| {
+                            m.insert(
+                                job.id.clone(),
+                                LastRead {
+                                    started_ms: started,
+                                    moved_on: true,
+                                },
+                            );
+                        });
+                    }
+                    let next = current.with_status(&s, now_ms());
                     let ended = s.status.is_terminal() && next.needs_poll();
                     self.put(next.clone());
                     if ended {
@@ -331,19 +383,27 @@ async fn scheduler(store: JobStore) {
         }) else {
             return;
         };
+        // Newest first: the job on screen gets a held read before older ones.
         for job in running {
-            if store.next_read(&job, &backoff) <= now {
-                store.read(job).await;
-                if !store.backoff.get_value().ready(now_ms()) {
-                    break;
-                }
+            if store.is_held(&job.id) || store.next_read(&job, &backoff) > now {
+                continue;
+            }
+            let held_now = store.held.with_value(Vec::len);
+            if !job.status.is_terminal() && poll::may_hold(held_now, &store.backoff.get_value()) {
+                store.hold(job);
+                continue;
+            }
+            store.read(job).await;
+            if !store.backoff.get_value().ready(now_ms()) {
+                break;
             }
         }
+        // Woken early when a held read ends.
         let backoff = store.backoff.get_value();
         let next_due = store.state.with_untracked(|s| {
             s.jobs
                 .iter()
-                .filter(|j| j.needs_poll())
+                .filter(|j| j.needs_poll() && !store.is_held(&j.id))
                 .map(|j| store.next_read(j, &backoff))
                 .fold(now_ms() + 60_000.0, f64::min)
         });

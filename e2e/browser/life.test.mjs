@@ -11,6 +11,9 @@ let browser;
 before(async () => { browser = await launch(); });
 after(async () => { await browser?.close(); });
 
+/// Status reads, plain or held (`…/status?wait=25&seen=…`: a glob would miss the query).
+const statusReads = (url) => /^\/v2\/requests\/[^/]+\/status$/.test(url.pathname);
+
 /// A page that records what a user would see go wrong: script errors and CSP blocks.
 async function open(context, url = base + '/') {
   const page = await context.newPage();
@@ -123,7 +126,7 @@ test('desktop: status reads failing (503, then offline) for seconds; the job sti
   await pickSample(page);
   // Every status and result read answers 503 until the server has finished the job.
   const fail = (route) => route.fulfill({ status: 503, contentType: 'text/html', body: '<h1>503</h1>', headers: { 'retry-after': '1' } });
-  await page.route('**/v2/requests/*/status', fail);
+  await page.route(statusReads, fail);
   await page.route('**/v2/requests/*', (route) => (route.request().method() === 'GET' ? fail(route) : route.continue()));
   const { card, id } = await submit(page, 'through the outage [sim:process=2]');
   await card.getByTestId('job-lost').waitFor();
@@ -169,7 +172,7 @@ test('desktop: a cancel clicked while the tab still shows "running" after the se
   await pickSample(page);
   // Status reads hang back (503), so the card still says it is running…
   const fail = (route) => route.fulfill({ status: 503, body: '' });
-  await page.route('**/v2/requests/*/status', fail);
+  await page.route(statusReads, fail);
   await page.route('**/v2/requests/*', (route) => (route.request().method() === 'GET' ? fail(route) : route.continue()));
   const { card, id } = await submit(page, 'finished before the cancel [sim:process=1]');
   // …while the server has already finished it.

@@ -24,6 +24,7 @@ pub mod router;
 pub mod runner;
 pub mod security;
 pub mod storage;
+pub mod waiters;
 pub mod webhook;
 
 pub use ledger::Ledger;

@@ -22,7 +22,10 @@ pub async fn handle(req: Request, env: Env) -> worker::Result<Response> {
 enum Api {
     Submit(String),
     Sync(String),
-    Status(String),
+    /// With the `wait` of a held read.
+    Status(String, Option<parallax_api::StatusWait>),
+    /// Server-sent status events.
+    Events(String),
     Result(String),
     Delete(String),
     Cancel(String),
@@ -83,7 +86,11 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
         }
         ["v2", "requests", id, "status"] => {
             allow(method, &["GET"], "GET")?;
-            Api::Status((*id).to_owned())
+            Api::Status((*id).to_owned(), jobs::status_wait(&req)?)
+        }
+        ["v2", "requests", id, "events"] => {
+            allow(method, &["GET"], "GET")?;
+            Api::Events((*id).to_owned())
         }
         ["v2", "requests", id, "cancel"] => {
             allow(method, &["POST"], "POST")?;
@@ -134,7 +141,7 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
     };
     let cfg = Config::from_env(env);
     let caller = match &api {
-        Api::Status(_) | Api::Result(_) | Api::Prediction(_) => {
+        Api::Status(..) | Api::Events(_) | Api::Result(_) | Api::Prediction(_) => {
             accounts::identify_for_read(&req, env, &cfg).await?
         }
         _ => Some(accounts::identify(&req, env, &cfg).await?),
@@ -144,7 +151,8 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
         // address (IPv6: per /64) first, so a refused client wakes no runner.
         accounts::touch_public(&req, env, &cfg).await?;
         return match &api {
-            Api::Status(id) => jobs::get_status(env, id).await,
+            Api::Status(id, wait) => jobs::get_status(env, id, *wait).await,
+            Api::Events(id) => jobs::stream_status(env, id).await,
             Api::Result(id) => jobs::get_result(&req, env, id).await,
             Api::Prediction(id) => eachlabs::get_prediction(&req, env, id).await,
             _ => Err(EdgeError::Internal(
@@ -167,10 +175,15 @@ async fn dispatch(api: Api, req: Request, env: &Env, caller: &Caller) -> EdgeRes
         // Reads count against the rate limit (the account's Ledger) and are answered
         // by the job's runner: two Durable Objects, asked at once. A refused read is
         // still refused.
-        Api::Status(id) => {
-            let (touched, status) = join(caller.touch(env), jobs::get_status(env, &id)).await;
+        Api::Status(id, None) => {
+            let (touched, status) = join(caller.touch(env), jobs::get_status(env, &id, None)).await;
             touched?;
             status
+        }
+        // A held read is counted (and maybe refused) before it is held.
+        Api::Status(id, wait) => {
+            caller.touch(env).await?;
+            jobs::get_status(env, &id, wait).await
         }
         Api::Result(id) => {
             let (touched, result) = join(caller.touch(env), jobs::get_result(&req, env, &id)).await;
@@ -182,6 +195,10 @@ async fn dispatch(api: Api, req: Request, env: &Env, caller: &Caller) -> EdgeRes
                 join(caller.touch(env), eachlabs::get_prediction(&req, env, &id)).await;
             touched?;
             prediction
+        }
+        Api::Events(id) => {
+            caller.touch(env).await?;
+            jobs::stream_status(env, &id).await
         }
         Api::CreatePrediction => eachlabs::create_prediction(req, env, caller).await,
         Api::Feature => onemin::run_feature(req, env, caller).await,

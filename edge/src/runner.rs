@@ -19,11 +19,17 @@
 //! it, retrying with backoff.
 //!
 //! Internal protocol (only the Worker reaches it): `POST /start` with a [`Start`],
-//! `GET /state`, `POST /cancel` (409 on a finished job), `POST /delete`.
+//! `GET /state` (`?wait=N&seen=S`: held, see [`parallax_api::wait`]), `POST /cancel`
+//! (409 on a finished job), `POST /delete`.
+//!
+//! A held `/state` waits in [`Waiters`], woken by every write of the record
+//! ([`JobRunner::update`]), raced against a `Delay`. It awaits no storage meanwhile, so
+//! the input gate stays open: the alarm and other requests run while reads are held.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
 
+use parallax_api::StatusWait;
 use worker::{DurableObject, Env, Method, Request, Response, State, durable_object};
 
 use crate::accounts;
@@ -37,6 +43,7 @@ use crate::job::{Attempt, CancelVerdict, FailoverStep, JobRecord, Start, StoredO
 use crate::meter;
 use crate::providers::{self, ControlImage, Kind, Lookup, Submitted, UpstreamError, UpstreamState};
 use crate::storage::{self, keys};
+use crate::waiters::Waiters;
 use crate::webhook::{self, Delivery};
 
 const RECORD: &str = "job";
@@ -65,6 +72,8 @@ pub struct JobRunner {
     /// second send's answer (a 409 "already finished") cannot settle it before the
     /// first's confirmed stop. In memory: after a reset nothing is in flight.
     cancels_in_flight: RefCell<HashSet<String>>,
+    /// Held status reads, woken by each write of the record.
+    waiters: Waiters,
     /// An upstream step (submit or poll, with its downloads) is under way in this
     /// object. Storing four outputs can outlast the sweeper's patience under load;
     /// a second alarm must then not poll and store the same outputs at once. In
@@ -109,6 +118,7 @@ impl DurableObject for JobRunner {
             state,
             env,
             cancels_in_flight: RefCell::new(HashSet::new()),
+            waiters: Waiters::default(),
             stepping: std::cell::Cell::new(false),
         }
     }
@@ -170,7 +180,13 @@ impl DurableObject for JobRunner {
                             worker::console_warn!("job {}: stuck; re-arming its alarm", job.id);
                             storage.set_alarm(0).await?;
                         }
-                        Ok(http::json(&job, 200))
+                        match held(&req) {
+                            Some(wait) => match self.hold(job, wait).await? {
+                                Some(job) => Ok(http::json(&job, 200)),
+                                None => Ok(http::json(&"expired or deleted", 404)),
+                            },
+                            None => Ok(http::json(&job, 200)),
+                        }
                     }
                     (Method::Post, "/cancel") => {
                         let verdict = self.update(|j| j.cancel(now_ms())).await?;
@@ -230,6 +246,23 @@ impl DurableObject for JobRunner {
     }
 }
 
+/// The `wait` of a held `GET /state` (the Worker validated it; anything else is a
+/// plain read).
+fn held(req: &Request) -> Option<StatusWait> {
+    let url = req.url().ok()?;
+    let (mut wait, mut seen) = (None, None);
+    for (k, v) in url.query_pairs() {
+        match k.as_ref() {
+            "wait" => wait = Some(v.into_owned()),
+            "seen" => seen = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    StatusWait::parse(wait.as_deref(), seen.as_deref())
+        .ok()
+        .flatten()
+}
+
 /// The configured provider named `name`.
 fn provider(cfg: &Config, name: &str) -> Result<crate::config::Provider, UpstreamError> {
     Kind::from_name(name)
@@ -267,7 +300,39 @@ impl JobRunner {
         let out = f(&mut job);
         meter::count(meter::Op::RowsWritten, 1);
         self.state.storage().put(RECORD, &job).await?;
+        self.waiters.notify();
         Ok(Some(out))
+    }
+
+    /// Holds a status read until `wait` is answered (the status moved past the one
+    /// seen, or the job finished) or its time is up; then the record as it is now, or
+    /// `None` once it is deleted or expired.
+    async fn hold(
+        &self,
+        mut job: JobRecord,
+        wait: StatusWait,
+    ) -> worker::Result<Option<JobRecord>> {
+        let at_arrival = job.status;
+        let until = now_ms() + u64::from(wait.secs) * 1000;
+        loop {
+            if wait.answers(job.status, at_arrival) {
+                return Ok(Some(job));
+            }
+            let left = until.saturating_sub(now_ms());
+            let woken = left > 0
+                && self
+                    .waiters
+                    .next(worker::Delay::from(std::time::Duration::from_millis(left)))
+                    .await;
+            // Woken or timed out, the record as it is now (a write may race the timer).
+            match self.load().await? {
+                Some(j) if !j.deleted && !j.is_expired(now_ms()) => job = j,
+                _ => return Ok(None),
+            }
+            if !woken {
+                return Ok(Some(job));
+            }
+        }
     }
 
     /// Works off every outbox entry that is due, purges if the record allows it, and

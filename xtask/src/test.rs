@@ -30,12 +30,25 @@ fn ports() -> (u16, u16, u16) {
 
 /// `PARALLAX_TEST_ONLY=browser,restart` runs only those phases (lint, native, http,
 /// python, fuzz, browser, restart, limits, breaker, links, deploy) for a quick local loop; CI sets
-/// nothing and runs them all.
+/// nothing and runs them all. `PARALLAX_TEST_FILTER=held,wait_must` narrows the HTTP
+/// phase to tests whose names contain one of those words (and the browser phase to
+/// tests whose names match one of them).
 fn wanted(phase: &str) -> bool {
     match std::env::var("PARALLAX_TEST_ONLY") {
         Ok(only) if !only.trim().is_empty() => only.split(',').any(|p| p.trim() == phase),
         _ => true,
     }
+}
+
+/// The words of `PARALLAX_TEST_FILTER` (none: every test).
+fn filters() -> Vec<String> {
+    std::env::var("PARALLAX_TEST_FILTER")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 pub fn run() -> Result {
@@ -184,6 +197,10 @@ fn e2e_phases(started: Instant, mut counts: Counts) -> Result {
             "--skip",
             "links_phase",
         ]);
+        // A filtered run is a local loop: show what the tests print (figures).
+        if !filters().is_empty() {
+            http.args(filters()).arg("--show-output");
+        }
         against_stack(&mut http);
         counts +=
             run_counted(&mut http).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
@@ -218,13 +235,11 @@ fn e2e_phases(started: Instant, mut counts: Counts) -> Result {
 
     if wanted("browser") {
         let mut browser = command("node");
-        browser.args([
-            "--test",
-            "--test-reporter",
-            "tap",
-            "e2e/browser/",
-            "e2e/node/",
-        ]);
+        browser.args(["--test", "--test-reporter", "tap"]);
+        if let Some(pattern) = filters().into_iter().reduce(|a, b| format!("{a}|{b}")) {
+            browser.arg(format!("--test-name-pattern={pattern}"));
+        }
+        browser.args(["e2e/browser/", "e2e/node/"]);
         against_stack(&mut browser);
         counts +=
             run_counted(&mut browser).map_err(|e| format!("{e} (stack log: {})", log.display()))?;

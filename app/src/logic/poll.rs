@@ -3,6 +3,13 @@
 //! server), what `Retry-After` does, and which answers are final. Only the server
 //! decides a job failed: a FAILED status or a 404; anything else that goes wrong
 //! (5xx, 429, a timeout, being offline) is "connection lost", and polling goes on.
+//!
+//! A running job is read with a *held* read (`status?wait=25&seen=…`): the server
+//! answers when its status changes, so a finished job shows with no poll loop. At most
+//! [`MAX_HELD`] are held at once (over HTTP/1.1 a browser has 6 connections per origin,
+//! and the app's other requests need theirs); the other running jobs are polled on
+//! [`interval_ms`] until a slot is free. While reads fail, nothing is held: plain
+//! reads probe on the shared backoff.
 
 /// What one read of a job's status or result came to.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +107,42 @@ pub fn next_read_ms(last_read_ms: f64, age_ms: f64, backoff: &Backoff) -> f64 {
     (last_read_ms + interval_ms(age_ms)).max(backoff.not_before_ms)
 }
 
+/// How long the server holds a read (`wait`, seconds).
+pub const WAIT_SECS: u32 = 25;
+
+/// Held reads at once, at most (the rest of the running jobs are polled).
+pub const MAX_HELD: usize = 2;
+
+/// How long a held read may take before it counts as lost: the hold, plus the
+/// normal allowance for an answer.
+pub const HELD_TIMEOUT_MS: i32 = WAIT_SECS as i32 * 1000 + 15_000;
+
+/// The last read of a job.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LastRead {
+    /// When it was sent.
+    pub started_ms: f64,
+    /// It was held and answered a status other than the one it had seen: the job
+    /// moved on, and the next held read waits for the step after.
+    pub moved_on: bool,
+}
+
+/// When a job should next be read: at once if never read or if a held read saw it
+/// move on; else [`next_read_ms`] from when its last read was *sent*, so a held read
+/// that ran out is followed at once by the next, while a server that answers at once
+/// (no hold) is polled on the normal cadence, never in a loop.
+pub fn due_ms(last: Option<LastRead>, age_ms: f64, backoff: &Backoff) -> f64 {
+    match last {
+        Some(l) if !l.moved_on => next_read_ms(l.started_ms, age_ms, backoff),
+        _ => backoff.not_before_ms,
+    }
+}
+
+/// Whether a due running job is read held, with `held_now` reads held already.
+pub fn may_hold(held_now: usize, backoff: &Backoff) -> bool {
+    held_now < MAX_HELD && !backoff.lost()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +208,44 @@ mod tests {
             100.0 + 15_000.0,
             "still failing: long wait"
         );
+    }
+
+    #[test]
+    fn a_held_read_is_followed_at_once_by_the_next_but_a_quick_answer_is_not() {
+        let b = Backoff::default();
+        assert_eq!(due_ms(None, 0.0, &b), 0.0, "never read: at once");
+        let held = |started_ms, moved_on| {
+            Some(LastRead {
+                started_ms,
+                moved_on,
+            })
+        };
+        // Held 25 s and ran out: the next held read is due already.
+        assert!(due_ms(held(1_000.0, false), 26_000.0, &b) <= 26_000.0);
+        // It saw QUEUED become PROCESSING: read again at once for the next step.
+        assert_eq!(due_ms(held(1_000.0, true), 1_200.0, &b), 0.0);
+        // A server that ignores `wait` answers at once, unchanged: normal cadence.
+        assert_eq!(due_ms(held(1_000.0, false), 1_000.0, &b), 2_000.0);
+        // The shared backoff still rules.
+        let mut lost = Backoff::default();
+        lost.failed(1_000.0, Some(30_000.0));
+        assert_eq!(due_ms(held(1_000.0, true), 1_200.0, &lost), 31_000.0);
+        assert_eq!(due_ms(None, 0.0, &lost), 31_000.0);
+    }
+
+    #[test]
+    fn only_a_few_reads_are_held_and_none_while_reads_fail() {
+        let b = Backoff::default();
+        assert!(may_hold(0, &b));
+        assert!(may_hold(MAX_HELD - 1, &b));
+        assert!(!may_hold(MAX_HELD, &b), "the rest are polled");
+        // Leaves most of the browser's 6 connections per origin to everything else.
+        const { assert!(MAX_HELD <= 3) };
+        let mut lost = Backoff::default();
+        lost.failed(0.0, None);
+        assert!(!may_hold(0, &lost), "plain reads probe a failing server");
+        // A full hold is not a timeout.
+        const { assert!(HELD_TIMEOUT_MS > WAIT_SECS as i32 * 1000) };
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! `GET /v2/requests/{id}/status`, `GET /v2/requests/{id}`,
-//! `POST /v2/requests/{id}/cancel` and `DELETE /v2/requests/{id}`: answered by the
-//! job's `JobRunner` (strongly consistent), never by the upstream.
+//! `GET /v2/requests/{id}/status` (`?wait=N&seen=S`: held until the status changes, see
+//! [`parallax_api::wait`]), `GET /v2/requests/{id}/events` (the same, as server-sent
+//! events), `GET /v2/requests/{id}`, `POST /v2/requests/{id}/cancel` and
+//! `DELETE /v2/requests/{id}`: answered by the job's `JobRunner` (strongly consistent),
+//! never by the upstream.
 
-use parallax_api::{JobStatus, RequestId};
+use parallax_api::{JobStatus, RequestId, StatusWait};
 use serde_json::json;
 use worker::{Env, Request, Response, Stub};
 
@@ -72,8 +74,31 @@ fn status_code(job: &JobRecord) -> u16 {
     }
 }
 
-pub async fn get_status(env: &Env, id: &str) -> EdgeResult<Response> {
-    let job = load(env, id).await?;
+/// The `wait` and `seen` of a status read (`None`: a plain read), or a 400 naming the
+/// field.
+pub fn status_wait(req: &Request) -> EdgeResult<Option<StatusWait>> {
+    let url = req.url()?;
+    let (mut wait, mut seen) = (None, None);
+    for (k, v) in url.query_pairs() {
+        match k.as_ref() {
+            "wait" => wait = Some(v.into_owned()),
+            "seen" => seen = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    StatusWait::parse(wait.as_deref(), seen.as_deref()).map_err(|f| EdgeError::fields(vec![f]))
+}
+
+/// `GET /v2/requests/{id}/status`; with `wait`, held by the runner until the status
+/// changes or the wait is over, then answered the same way.
+pub async fn get_status(env: &Env, id: &str, wait: Option<StatusWait>) -> EdgeResult<Response> {
+    let job = match wait {
+        None => load(env, id).await?,
+        Some(wait) => {
+            let id = RequestId::parse(id).ok_or_else(not_found)?;
+            runner_call(env, &id, &format!("/state?{}", wait.query()), false).await?
+        }
+    };
     Ok(http::json(&job.status_response(), status_code(&job)))
 }
 
@@ -81,6 +106,80 @@ pub async fn get_result(req: &Request, env: &Env, id: &str) -> EdgeResult<Respon
     let job = load(env, id).await?;
     let origin = http::origin(req, Config::from_env(env).public_base_url.as_deref());
     Ok(http::json(&job.result(&origin), status_code(&job)))
+}
+
+/// What the event stream does next.
+enum Next {
+    /// Send this status (then wait for the next, unless it is final).
+    Send(Box<JobRecord>),
+    /// Hold a read until the status is no longer this one.
+    Wait(JobStatus),
+    Done,
+}
+
+/// One server-sent event.
+fn event(name: &str, data: &impl serde::Serialize) -> Vec<u8> {
+    let data = serde_json::to_string(data).unwrap_or_else(|_| "null".into());
+    format!("event: {name}\ndata: {data}\n\n").into_bytes()
+}
+
+/// One step of the event stream: the bytes to send and what comes next.
+async fn events_step(env: &Env, id: &RequestId, next: Next) -> Option<(Vec<u8>, Next)> {
+    match next {
+        Next::Done => None,
+        Next::Send(job) => {
+            let after = if job.status.is_terminal() {
+                Next::Done
+            } else {
+                Next::Wait(job.status)
+            };
+            Some((event("status", &job.status_response()), after))
+        }
+        Next::Wait(seen) => {
+            let wait = StatusWait {
+                secs: parallax_api::wait::MAX_WAIT_SECS,
+                seen: Some(parallax_api::wait::Seen::one(seen)),
+            };
+            match runner_call(env, id, &format!("/state?{}", wait.query()), false).await {
+                // The hold ran out: a comment line, so proxies see the stream alive.
+                Ok(job) if job.status == seen => {
+                    Some((b": waiting\n\n".to_vec(), Next::Wait(seen)))
+                }
+                Ok(job) => Box::pin(events_step(env, id, Next::Send(Box::new(job)))).await,
+                Err(e) => {
+                    if let EdgeError::Internal(detail) = &e {
+                        worker::console_error!("events of {id}: {detail}");
+                    }
+                    Some((event("error", &e.body()), Next::Done))
+                }
+            }
+        }
+    }
+}
+
+/// `GET /v2/requests/{id}/events`: the job's status as server-sent events: a `status`
+/// event at once and one at each change (each the body of a plain status read), the
+/// last one COMPLETED or FAILED, and then the stream ends; an `error` event (the error
+/// body) ends it early (the job expired or was deleted, or the runner failed). Between
+/// changes the Worker holds reads at the runner (`status?wait=30`), so the stream
+/// costs what held reads cost. An unknown id is a plain 404, before any stream.
+pub async fn stream_status(env: &Env, raw_id: &str) -> EdgeResult<Response> {
+    let job = load(env, raw_id).await?;
+    let env = env.clone();
+    let id = job.id.clone();
+    let events = futures_util::stream::unfold(Next::Send(Box::new(job)), move |next| {
+        let env = env.clone();
+        let id = id.clone();
+        async move {
+            events_step(&env, &id, next)
+                .await
+                .map(|(chunk, next)| (Ok::<_, worker::Error>(chunk), next))
+        }
+    });
+    let headers = worker::Headers::new();
+    headers.set("content-type", "text/event-stream")?;
+    headers.set("cache-control", "no-store")?;
+    Ok(Response::from_stream(events)?.with_headers(headers))
 }
 
 /// The job, if `caller` submitted it (403 otherwise).

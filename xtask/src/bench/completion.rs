@@ -87,7 +87,8 @@ fn follow(edge: &Endpoint, http: &Client, sub: &Value, kind: Kind) -> Result<(u3
     loop {
         let target = match kind {
             Kind::Sdk => url.clone(),
-            Kind::Waiting => format!("{url}?wait={WAIT_SECS}"),
+            // Only the end is wanted: held through QUEUED and PROCESSING.
+            Kind::Waiting => format!("{url}?wait={WAIT_SECS}&seen=QUEUED,PROCESSING"),
         };
         let (code, body) = edge.get(http, &target)?;
         reads += 1;
