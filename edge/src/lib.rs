@@ -13,6 +13,7 @@ pub mod control_link;
 pub mod error;
 pub mod fallback;
 pub mod handlers;
+pub mod hooks;
 pub mod http;
 pub mod input;
 pub mod job;
