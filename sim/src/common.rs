@@ -54,8 +54,10 @@ pub struct Sim {
     pub idempotency: Mutex<HashMap<String, String>>,
     /// How each submit's control image arrived, per prompt (see [`control_image`]).
     controls: Mutex<HashMap<String, Vec<Value>>>,
-    /// Fetches control images given as URLs.
-    http: reqwest::Client,
+    /// Callbacks delivered so far (`hooks`).
+    pub hooks: crate::hooks::Log,
+    /// Fetches control images given as URLs, and delivers callbacks.
+    pub http: reqwest::Client,
 }
 
 pub type Shared = Arc<Sim>;
@@ -74,6 +76,7 @@ impl Sim {
             gates: crate::gates::Gates::default(),
             idempotency: Mutex::new(HashMap::new()),
             controls: Mutex::new(HashMap::new()),
+            hooks: crate::hooks::Log::default(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -473,8 +476,9 @@ pub async fn count_requests(
     resp
 }
 
-/// `GET /debug/jobs`: every live job with its prompt, phase and whether it was
-/// canceled (the audit checks no job still runs for a finished Parallax job).
+/// `GET /debug/jobs`: every live job with its prompt, phase, whether it was canceled
+/// (the audit checks no job still runs for a finished Parallax job) and
+/// `finished_ms`, when it finished (Unix ms; null while it runs, or if canceled).
 pub async fn jobs(State(sim): State<Shared>) -> Response {
     let (all, _) = sim.jobs.partition(|_| Some(true));
     let out: Vec<Value> = all
@@ -487,8 +491,12 @@ pub async fn jobs(State(sim): State<Shared>) -> Response {
                 Phase::Completed => "completed".to_owned(),
                 Phase::Failed(_) => "failed".to_owned(),
             };
+            let canceled = job.canceled.load(std::sync::atomic::Ordering::Relaxed);
+            // When the job's GPU work ended (Unix ms), once it has.
+            let finished_ms = (matches!(phase.as_str(), "completed" | "failed") && !canceled)
+                .then(|| job.finished_unix_ms());
             json!({"id": job.id, "prompt": job.spec.prompt, "phase": phase,
-                   "canceled": job.canceled.load(std::sync::atomic::Ordering::Relaxed)})
+                   "canceled": canceled, "finished_ms": finished_ms})
         })
         .collect();
     Json(Value::from(out)).into_response()

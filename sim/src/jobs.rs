@@ -29,6 +29,8 @@ pub enum Phase {
 pub struct Job {
     pub id: String,
     pub submitted: Instant,
+    /// The same instant in Unix milliseconds (for `/debug/jobs`' `finished_ms`).
+    pub submitted_unix_ms: u64,
     /// Set when the job will fail (bad input, or a fault requested by the prompt).
     pub failure: Option<String>,
     /// The model slug the job was submitted for.
@@ -46,6 +48,14 @@ pub struct Job {
 }
 
 impl Job {
+    /// When the job ends (or ended) by its timing, in Unix milliseconds: the instant
+    /// the provider's GPU is done, which a benchmark compares with when the edge saw
+    /// it. A canceled job ends when canceled, which this does not know.
+    pub fn finished_unix_ms(&self) -> u64 {
+        let run = self.queue + self.process;
+        self.submitted_unix_ms + u64::try_from(run.as_millis()).unwrap_or(u64::MAX)
+    }
+
     pub fn outputs(&self) -> Arc<Vec<Rendered>> {
         self.outputs
             .get_or_init(|| Arc::new(render::render_all(&self.spec)))
@@ -86,6 +96,7 @@ impl Jobs {
         let job = Arc::new(Job {
             id: id.clone(),
             submitted: Instant::now(),
+            submitted_unix_ms: unix_ms(),
             failure,
             model: model.to_owned(),
             process: process.unwrap_or(self.timing.process),
@@ -151,6 +162,13 @@ impl Jobs {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Job>>> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Now, in Unix milliseconds.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A request id shaped like Segmind's (a UUID), unique per sim process.

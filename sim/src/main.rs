@@ -5,7 +5,9 @@
 //! Each protocol lives under its own prefix, as if on its own host.
 //!
 //! `/debug/submissions` and `/debug/requests` count what the edge asked, per prompt;
-//! `/debug/jobs` lists the sim's jobs; `/debug/controls` how control images arrived; `/debug/gates` holds calls (see `gates`).
+//! `/debug/jobs` lists the sim's jobs (with `finished_ms`); `/debug/controls` how control
+//! images arrived; `/debug/gates` holds calls (see `gates`); `/debug/hooks` lists the
+//! callbacks delivered (see `hooks`).
 //!
 //! Usage: `parallax-sim [--port 8790] [--queue-ms 400] [--process-ms 1800] [--expiry-s 3600]`
 
@@ -17,6 +19,7 @@ mod comfyui;
 mod common;
 mod fal;
 mod gates;
+mod hooks;
 mod jobs;
 mod replicate;
 mod segmind;
@@ -89,6 +92,7 @@ async fn main() {
         .route("/debug/requests", axum::routing::get(common::requests))
         .route("/debug/jobs", axum::routing::get(common::jobs))
         .route("/debug/controls", axum::routing::get(common::controls))
+        .route("/debug/hooks", axum::routing::get(hooks::log))
         .route("/debug/gates", axum::routing::post(gates::create))
         .route("/debug/gates/{id}/wait", axum::routing::get(gates::wait))
         .route("/debug/gates/{id}/open", axum::routing::post(gates::open))
