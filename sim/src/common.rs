@@ -421,7 +421,18 @@ pub fn create_job_as(
         control,
         control_hash,
     };
-    sim.jobs.insert(model, failure, spec, process, id)
+    let job = sim.jobs.insert(model, failure.clone(), spec, process, id);
+    // A provider's outputs exist when its job ends: render them meanwhile, so the
+    // first look after the end (a poll or a callback) does not wait for the render.
+    if failure.is_none()
+        && let Ok(rt) = tokio::runtime::Handle::try_current()
+    {
+        let ahead = job.clone();
+        rt.spawn_blocking(move || {
+            ahead.outputs();
+        });
+    }
+    job
 }
 
 /// The time a `[sim:NAME=SECONDS]` token asks for (`process`, `queue`).

@@ -20,8 +20,10 @@
 //! The prompt picks how: `[sim:hook=dup]` delivers twice (the very same delivery, as a
 //! provider's retry after a lost answer), `[sim:hook=late]` delivers, then once more
 //! three seconds later (a fresh delivery, after the job is done), `[sim:hook=none]`
-//! never delivers; anything else delivers once. Every attempt is listed at
-//! `GET /debug/hooks` (prompt, provider, URL, headers, body, the status answered).
+//! never delivers; anything else delivers once. A delivery whose POST fails (no
+//! connection, 5xx) is retried a few times, the same delivery each time. Every
+//! delivery is listed at `GET /debug/hooks` (prompt, provider, URL, headers, body, the
+//! last status answered).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -178,19 +180,37 @@ fn provider(target: &Target) -> &'static str {
     }
 }
 
+/// Attempts per delivery: a connection failure or a 5xx is retried with the same
+/// delivery (same id, timestamp and signature), as the providers retry theirs (fal:
+/// 10 times over 2 hours; Replicate and Standard Webhooks: with backoff), shortened.
+const ATTEMPTS: u32 = 4;
+
 async fn send(sim: &Shared, job: &Job, target: &Target, d: &Delivery) {
-    let mut req = sim
-        .http
-        .post(&d.url)
-        .header("content-type", "application/json")
-        .body(d.body.clone());
-    for (k, v) in &d.headers {
-        req = req.header(k, v);
+    let mut status = Value::Null;
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+        }
+        let mut req = sim
+            .http
+            .post(&d.url)
+            .header("content-type", "application/json")
+            .body(d.body.clone());
+        for (k, v) in &d.headers {
+            req = req.header(k, v);
+        }
+        let (answered, retry) = match req.send().await {
+            Ok(resp) => (
+                json!(resp.status().as_u16()),
+                resp.status().is_server_error(),
+            ),
+            Err(e) => (json!(e.without_url().to_string()), true),
+        };
+        status = answered;
+        if !retry {
+            break;
+        }
     }
-    let status = match req.send().await {
-        Ok(resp) => json!(resp.status().as_u16()),
-        Err(e) => json!(e.without_url().to_string()),
-    };
     let headers: serde_json::Map<String, Value> = d
         .headers
         .iter()
