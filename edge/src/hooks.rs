@@ -29,9 +29,12 @@
 //!   `X-Webhook-Secret` (black-forest-labs/blackforest `src/bfl/_webhooks.py`;
 //!   providers-2026.md §1.5). We send the job's token as that secret.
 //!
-//! Segmind documents no per-request webhook for its v2 async API, another Parallax's v2
-//! API takes none (only the Eachlabs-style `/v1/prediction` does), and ComfyUI has only
-//! its `/ws` websocket (comfyanonymous/ComfyUI `server.py`): those are polled.
+//! The others are polled: Segmind's v2 async API is submit + poll (its docs,
+//! shared/reference `002_…`, name no webhook), another Parallax's v2 API takes none
+//! (only the Eachlabs-style `/v1/prediction` does, and the adapter speaks v2), and
+//! ComfyUI's `POST /prompt` reads only `prompt`, `number`, `front`, `extra_data` and
+//! `client_id`, its progress going to that client's `/ws` websocket
+//! (comfyanonymous/ComfyUI `server.py`, `post_prompt`).
 //!
 //! A callback is never trusted as a result: it only wakes the job's runner, which
 //! confirms with one poll of the upstream and proceeds as its alarm would. Each
