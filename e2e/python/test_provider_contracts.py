@@ -166,3 +166,65 @@ def test_fal_429_is_retried_by_the_client(fal):
     # Twice 429 with Retry-After, then accepted: the client's own retry carries it.
     handle = fal.submit(FAL_APP, arguments=fal_input("contract fal throttled [sim:fal:429]"))
     assert handle.get()["images"]
+
+
+# --- Replicate's webhook, as the sim signs it -----------------------------------------
+# The sim's callbacks (sim/src/hooks.rs) must verify with verifiers we did not write:
+# the Standard Webhooks authors' `standardwebhooks` package and Replicate's own client
+# (`replicate.webhook.Webhooks.validate`, with the secret its client fetches from
+# `GET /v1/webhooks/default/secret`), so our signature format is not self-invented.
+
+import http.server
+import queue
+import threading
+
+import standardwebhooks
+from replicate.webhook import InvalidSignatureError, Webhooks
+
+
+@pytest.fixture
+def receiver():
+    """A local HTTP endpoint that records each POST (headers, raw body)."""
+    got = queue.Queue()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's naming)
+            body = self.rfile.read(int(self.headers.get("content-length", "0")))
+            got.put(({k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", got
+    server.shutdown()
+
+
+def test_replicate_webhooks_verify_with_standard_webhooks_and_replicates_client(rep, receiver):
+    url, got = receiver
+    p = rep.models.predictions.create(
+        model="black-forest-labs/flux-depth-pro",
+        input={"prompt": "contract webhook", "control_image": data_url()},
+        webhook=url,
+        webhook_events_filter=["completed"],
+    )
+    headers, body = got.get(timeout=60)
+    secret = rep.webhooks.default.secret()
+    assert secret.key.startswith("whsec_")
+    # The Standard Webhooks package: checks the signature and the timestamp window.
+    payload = standardwebhooks.Webhook(secret.key).verify(body, headers)
+    assert payload["id"] == p.id and payload["status"] == "succeeded", payload
+    # Replicate's own validation.
+    Webhooks.validate(headers=headers, body=body.decode(), secret=secret, tolerance=300)
+    # Neither accepts an altered body.
+    tampered = body.replace(b"succeeded", b"failed")
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(secret.key).verify(tampered, headers)
+    with pytest.raises(InvalidSignatureError):
+        Webhooks.validate(headers=headers, body=tampered.decode(), secret=secret, tolerance=300)
+    # `completed` only: one delivery.
+    with pytest.raises(queue.Empty):
+        got.get(timeout=1)

@@ -74,6 +74,9 @@ pub struct Config {
     pub public_base_url: Option<String>,
     /// Signs those links (`PUBLIC_BASE_URL` + the `CONTROL_LINK_SECRET` secret).
     pub control_links: Option<crate::control_link::Signer>,
+    /// Upstream callbacks (`PUBLIC_BASE_URL` + the `HOOK_SECRET` secret; see
+    /// `hooks.rs`): providers that can call back are told to, and polled as a backstop.
+    pub hooks: Option<crate::hooks::Hooks>,
     /// A job not finished by then is FAILED.
     pub job_deadline_secs: u64,
     /// How long a finished job, its record and its images are kept.
@@ -184,12 +187,25 @@ impl Config {
             }),
             _ => None,
         };
+        let hooks = match (&public_base_url, text(env, "HOOK_SECRET")) {
+            (Some(base), Some(secret)) => Some(crate::hooks::Hooks {
+                base_url: base.clone(),
+                secret: Secret::new(secret),
+                replicate_secret: text(env, "REPLICATE_WEBHOOK_SECRET").map(Secret::new),
+                fal_jwks_url: text(env, "FAL_WEBHOOK_JWKS_URL")
+                    .unwrap_or_else(|| crate::hooks::FAL_JWKS_URL.to_owned()),
+                backstop_ms: number(env, "HOOK_BACKSTOP_MS", crate::hooks::DEFAULT_BACKSTOP_MS)
+                    .max(1_000),
+            }),
+            _ => None,
+        };
         Self {
             providers,
             routes,
             fallbacks,
             public_base_url,
             control_links,
+            hooks,
             job_deadline_secs: number(env, "JOB_DEADLINE_SECS", 900),
             retention_secs: text(env, "RETENTION_SECS")
                 .and_then(|v| v.parse().ok())

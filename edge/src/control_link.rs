@@ -36,17 +36,38 @@ pub enum Refusal {
     Expired,
 }
 
-fn mac(secret: &Secret, id: &RequestId, exp: u64) -> Hmac<Sha256> {
+/// HMAC-SHA256 of `message` under `secret`. Every signed thing this deployment hands
+/// out (control image links here, upstream callback tokens in `hooks.rs`) starts its
+/// message with its own purpose word, so a signature for one is never valid for another.
+fn mac(secret: &Secret, message: &str) -> Hmac<Sha256> {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.expose().as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    mac.update(format!("control\n{id}\n{exp}").as_bytes());
+    mac.update(message.as_bytes());
     mac
+}
+
+/// base64url (no padding) of the HMAC of `message` under `secret`.
+pub fn sign_message(secret: &Secret, message: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(mac(secret, message).finalize().into_bytes())
+}
+
+/// Whether `sig` (base64url, as [`sign_message`] writes it) signs `message`, compared in
+/// constant time. `None`: `sig` is not base64url at all.
+pub fn verify_message(secret: &Secret, message: &str, sig: &str) -> Option<bool> {
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(sig)
+        .ok()?;
+    Some(mac(secret, message).verify_slice(&sig).is_ok())
+}
+
+fn control_message(id: &RequestId, exp: u64) -> String {
+    format!("control\n{id}\n{exp}")
 }
 
 /// The signature of job `id`'s control image link valid until `exp` (unix seconds).
 pub fn sign(secret: &Secret, id: &RequestId, exp: u64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(mac(secret, id, exp).finalize().into_bytes())
+    sign_message(secret, &control_message(id, exp))
 }
 
 impl Signer {
@@ -75,16 +96,12 @@ pub fn verify(
         .filter(|e| !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|e| e.parse().ok())
         .ok_or(Refusal::Malformed)?;
-    let sig = sig
-        .and_then(|s| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(s)
-                .ok()
-        })
+    let verified = sig
+        .and_then(|s| verify_message(secret, &control_message(id, exp), s))
         .ok_or(Refusal::Malformed)?;
-    mac(secret, id, exp)
-        .verify_slice(&sig)
-        .map_err(|_| Refusal::Forged)?;
+    if !verified {
+        return Err(Refusal::Forged);
+    }
     if now >= exp {
         return Err(Refusal::Expired);
     }

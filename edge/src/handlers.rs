@@ -2,6 +2,7 @@
 
 pub mod eachlabs;
 pub mod health;
+pub mod hooks;
 pub mod jobs;
 pub mod onemin;
 pub mod openapi;

@@ -128,6 +128,23 @@ pub struct JobRecord {
     /// `model` instead (`fallback.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asked_model: Option<Model>,
+    /// Upstream callbacks accepted so far (`hooks.rs`). A step that began before one
+    /// arrived looks again when it ends, so no callback is lost to a racing poll.
+    #[serde(default)]
+    pub hooks: u32,
+}
+
+/// What a verified upstream callback does to a job (`JobRecord::take_hook`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookVerdict {
+    /// It runs on that upstream job: poll it now, to confirm.
+    Poll,
+    /// Its submit's outcome is not recorded yet: the poll after it comes at once.
+    Noted,
+    /// Already finished: a late callback changes nothing.
+    Finished,
+    /// About an upstream job this one no longer runs on (failed over, superseded).
+    Ignored,
 }
 
 /// One upstream submit, recorded before it is sent.
@@ -346,6 +363,7 @@ impl JobRecord {
             detail: None,
             refund_withheld_for: None,
             asked_model: None,
+            hooks: 0,
         }
     }
 
@@ -474,11 +492,13 @@ impl JobRecord {
     /// The upstream accepted the job.
     pub fn submitted(&mut self, sub: Submitted, now_ms: u64) {
         self.submitting = None;
+        // A provider that calls back is polled only as a backstop.
+        let first = sub.backstop_ms.unwrap_or(FIRST_POLL_MS);
         self.upstream = Some(sub);
         self.submitted_ms = Some(now_ms);
         self.polls = 0;
         self.last_running_ms = None;
-        self.next_step_ms = Some(now_ms + FIRST_POLL_MS);
+        self.next_step_ms = Some(now_ms + first);
         self.round_failures.clear();
         self.round_transient = false;
     }
@@ -487,7 +507,12 @@ impl JobRecord {
     /// the upstream just accepted: the first look moves to the first of them (or to
     /// the budget's idle look when they are all far off).
     pub fn expect_finishes(&mut self, expected: Vec<u32>, now_ms: u64, every_ms: u64) {
-        if self.upstream.is_none() || self.polls > 0 || expected.is_empty() {
+        // A provider that calls back is polled on the backstop only.
+        let backstop = self
+            .upstream
+            .as_ref()
+            .is_none_or(|u| u.backstop_ms.is_some());
+        if backstop || self.polls > 0 || expected.is_empty() {
             return;
         }
         self.expected_ms = expected;
@@ -630,12 +655,12 @@ impl JobRecord {
         match outcome {
             Ok(UpstreamState::Queued) => {
                 self.retries = 0;
-                self.next_step_ms = Some(now_ms + self.poll_delay_ms(now_ms, every_ms));
+                self.next_step_ms = Some(now_ms + self.poll_gap_ms(now_ms, every_ms));
             }
             Ok(UpstreamState::Processing) => {
                 self.retries = 0;
                 self.mark_processing(now_ms);
-                self.next_step_ms = Some(now_ms + self.poll_delay_ms(now_ms, every_ms));
+                self.next_step_ms = Some(now_ms + self.poll_gap_ms(now_ms, every_ms));
             }
             Ok(UpstreamState::Failed(reason)) => {
                 self.fail(FailureKind::Rejected, reason, now_ms);
@@ -941,6 +966,64 @@ impl JobRecord {
         at - age
     }
 
+    /// The gap before the next poll of a running upstream job: the backstop when the
+    /// provider was asked to call back, else the polling schedule.
+    fn poll_gap_ms(&self, now_ms: u64, every_ms: u64) -> u64 {
+        match self.upstream.as_ref().and_then(|u| u.backstop_ms) {
+            Some(backstop_ms) => self.backstop_delay_ms(now_ms, backstop_ms),
+            None => self.poll_delay_ms(now_ms, every_ms),
+        }
+    }
+
+    /// The backstop for an upstream that calls back (kept apart from
+    /// [`Self::poll_delay_ms`]): the first poll `backstop_ms` after the submit, then
+    /// each one waits as long as the job's age, so a job whose callback never comes
+    /// still finishes, at about twice its length, while one whose callback works
+    /// costs the submit and the confirming poll whatever its length.
+    pub fn backstop_delay_ms(&self, now_ms: u64, backstop_ms: u64) -> u64 {
+        let age = now_ms.saturating_sub(self.submitted_ms.unwrap_or(self.created_ms));
+        age.max(backstop_ms)
+    }
+
+    /// A verified upstream callback from `provider` about `upstream_id` (when its body
+    /// names one). It is never trusted as a result: a job running on that upstream job
+    /// is polled now (the runner confirms, then proceeds as its alarm would).
+    pub fn take_hook(
+        &mut self,
+        provider: &str,
+        upstream_id: Option<&str>,
+        now_ms: u64,
+    ) -> HookVerdict {
+        if self.status.is_terminal() {
+            return HookVerdict::Finished;
+        }
+        if provider != self.provider {
+            return HookVerdict::Ignored;
+        }
+        match &self.upstream {
+            Some(sub) if upstream_id.is_some_and(|u| u != sub.upstream_id) => HookVerdict::Ignored,
+            Some(_) => {
+                self.hooks = self.hooks.saturating_add(1);
+                self.next_step_ms = Some(self.next_step_ms.map_or(now_ms, |t| t.min(now_ms)));
+                HookVerdict::Poll
+            }
+            // Never step now: that would send the submit again.
+            None => {
+                self.hooks = self.hooks.saturating_add(1);
+                HookVerdict::Noted
+            }
+        }
+    }
+
+    /// After a step that began when `hooks_before` callbacks had been taken: if one
+    /// came meanwhile (its wake may have been overwritten by the step's own
+    /// schedule), a running job looks again now.
+    pub fn recheck_if_hooked(&mut self, hooks_before: u32, now_ms: u64) {
+        if self.hooks > hooks_before && !self.status.is_terminal() && self.upstream.is_some() {
+            self.next_step_ms = Some(now_ms);
+        }
+    }
+
     /// One more upstream poll was made.
     pub fn polled(&mut self) {
         self.polls = self.polls.saturating_add(1);
@@ -1170,6 +1253,7 @@ pub(crate) mod tests {
                 status_url: "s".into(),
                 result_url: "r".into(),
                 cancel_url: None,
+                backstop_ms: None,
             },
             t0,
         );
@@ -1204,6 +1288,7 @@ pub(crate) mod tests {
                     status_url: "s".into(),
                     result_url: "r".into(),
                     cancel_url: None,
+                    backstop_ms: None,
                 },
                 t0,
             );
@@ -1261,6 +1346,7 @@ pub(crate) mod tests {
                 status_url: "s".into(),
                 result_url: "r".into(),
                 cancel_url: None,
+                backstop_ms: None,
             },
             t0,
         );
@@ -1300,6 +1386,7 @@ pub(crate) mod tests {
             status_url: format!("s/{id}"),
             result_url: format!("r/{id}"),
             cancel_url: None,
+            backstop_ms: None,
         }
     }
 
@@ -1322,6 +1409,125 @@ pub(crate) mod tests {
             FailoverStep::Now
         );
         j
+    }
+
+    /// A job running on upstream job `u1` at segmind, which was asked to call back.
+    fn hooked() -> JobRecord {
+        let mut j = job();
+        let a = j.begin_submit(1_000_100);
+        let mut s = sub("u1");
+        s.backstop_ms = Some(60_000);
+        j.submit_outcome(&a, Ok(s), 1_000_200, 0.0);
+        j
+    }
+
+    #[test]
+    fn a_job_that_expects_a_callback_is_polled_only_as_a_slow_backstop() {
+        let mut j = hooked();
+        assert_eq!(
+            j.next_step_ms,
+            Some(1_000_200 + 60_000),
+            "no quick first look"
+        );
+        let mut now = 1_000_200 + 60_000;
+        let mut polls = 0;
+        while now < 1_000_200 + 600_000 {
+            j.poll_outcome("u1", Ok(UpstreamState::Processing), now, 250, 0.0, false);
+            polls += 1;
+            now = j.next_step_ms.unwrap();
+        }
+        assert_eq!(polls, 4, "60 s, 2 min, 4 min, 8 min into a 10-minute job");
+        // Without a callback the schedule is the polling one (much denser).
+        let mut k = running();
+        k.poll_outcome(
+            "u1",
+            Ok(UpstreamState::Processing),
+            1_000_200,
+            250,
+            0.0,
+            false,
+        );
+        assert!(k.next_step_ms.unwrap() < 1_000_200 + 60_000);
+    }
+
+    #[test]
+    fn a_callback_polls_a_running_job_now_and_leaves_others_as_they_are() {
+        let mut j = hooked();
+        assert_eq!(
+            j.take_hook("segmind", Some("u1"), 1_005_000),
+            HookVerdict::Poll
+        );
+        assert_eq!(j.next_step_ms, Some(1_005_000));
+        assert_eq!(j.hooks, 1);
+        // Another provider's or another upstream job's callback changes nothing.
+        let before = j.clone();
+        assert_eq!(
+            j.take_hook("replicate", Some("u1"), 1_006_000),
+            HookVerdict::Ignored
+        );
+        assert_eq!(
+            j.take_hook("segmind", Some("old"), 1_006_000),
+            HookVerdict::Ignored
+        );
+        assert_eq!(j, before);
+        // A finished job: a late callback changes nothing either.
+        let mut done = completed(1);
+        let before = done.clone();
+        assert_eq!(
+            done.take_hook("segmind", None, 1_009_000),
+            HookVerdict::Finished
+        );
+        assert_eq!(done, before);
+        // Before the submit's outcome is recorded: noted, never a second submit.
+        let mut early = job();
+        early.begin_submit(1_000_100);
+        let step = early.next_step_ms;
+        assert_eq!(
+            early.take_hook("segmind", None, 1_000_150),
+            HookVerdict::Noted
+        );
+        assert_eq!(early.next_step_ms, step);
+    }
+
+    #[test]
+    fn a_callback_that_lands_during_a_step_is_confirmed_after_it() {
+        // The poll began with no callback taken; one came while it was out.
+        let mut j = hooked();
+        let before = j.hooks;
+        j.take_hook("segmind", Some("u1"), 1_003_000);
+        j.poll_outcome(
+            "u1",
+            Ok(UpstreamState::Processing),
+            1_003_100,
+            250,
+            0.0,
+            false,
+        );
+        assert!(j.next_step_ms > Some(1_003_100), "the poll's own schedule");
+        j.recheck_if_hooked(before, 1_003_100);
+        assert_eq!(j.next_step_ms, Some(1_003_100), "looked at again now");
+        // None came: the schedule stands.
+        let mut k = hooked();
+        k.poll_outcome(
+            "u1",
+            Ok(UpstreamState::Processing),
+            1_003_100,
+            250,
+            0.0,
+            false,
+        );
+        let next = k.next_step_ms;
+        k.recheck_if_hooked(k.hooks, 1_003_100);
+        assert_eq!(k.next_step_ms, next);
+        // A callback noted before the submit's outcome: the first poll comes at once.
+        let mut e = job();
+        let a = e.begin_submit(1_000_100);
+        e.take_hook("segmind", None, 1_000_150);
+        let mut s = sub("u1");
+        s.backstop_ms = Some(60_000);
+        e.submit_outcome(&a, Ok(s), 1_000_200, 0.0);
+        e.recheck_if_hooked(0, 1_000_200);
+        assert_eq!(e.next_step_ms, Some(1_000_200));
     }
 
     #[test]

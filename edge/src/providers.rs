@@ -81,6 +81,10 @@ pub struct Submitted {
     pub result_url: String,
     #[serde(default)]
     pub cancel_url: Option<String>,
+    /// Set when the submit asked the provider to call back (`hooks.rs`): the polls
+    /// are then only a backstop, the first this many milliseconds after the submit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backstop_ms: Option<u64>,
 }
 
 /// A job's state at the upstream.
@@ -285,11 +289,14 @@ impl ControlImage {
     }
 }
 
-/// Submits a job to `provider`, with its control image as [`Kind::fetches`] allows.
+/// Submits a job to `provider`, with its control image as [`Kind::fetches`] allows,
+/// asking it to call back at `callback` where it can (`hooks.rs`; the caller passes
+/// one only for providers that push).
 pub async fn submit(
     provider: &Provider,
     job: &JobRecord,
     control: &ControlImage,
+    callback: Option<&crate::hooks::Callback>,
     timeout_ms: u32,
 ) -> Result<Submitted, UpstreamError> {
     let name = provider.kind.name();
@@ -312,16 +319,29 @@ pub async fn submit(
             segmind::parse_submit(provider, &send(name, &req, timeout_ms).await?)
         }
         Kind::Replicate => {
-            let req =
-                replicate::build_submit(provider, job.model, &job.params, control, media_type);
+            let req = replicate::build_submit(
+                provider,
+                job.model,
+                &job.params,
+                control,
+                media_type,
+                callback,
+            );
             replicate::parse_prediction_urls(&send(name, &req, timeout_ms).await?)
         }
         Kind::Fal => {
-            let req = fal::build_submit(provider, &job.params, &job.input, control, media_type);
+            let req = fal::build_submit(
+                provider,
+                &job.params,
+                &job.input,
+                control,
+                media_type,
+                callback,
+            );
             fal::parse_submit(&send(name, &req, timeout_ms).await?)
         }
         Kind::Bfl => {
-            let req = bfl::build_submit(provider, &job.params, inline()?);
+            let req = bfl::build_submit(provider, &job.params, inline()?, callback);
             bfl::parse_submit(&send(name, &req, timeout_ms).await?)
         }
         Kind::ComfyUi => {

@@ -9,7 +9,9 @@ use worker::{Env, Request, Response};
 use crate::accounts::{self, Caller};
 use crate::config::{Config, bindings};
 use crate::error::{EdgeError, EdgeResult};
-use crate::handlers::{eachlabs, health, jobs, onemin, openapi, results, share, submit, sync};
+use crate::handlers::{
+    eachlabs, health, hooks, jobs, onemin, openapi, results, share, submit, sync,
+};
 
 pub async fn handle(req: Request, env: Env) -> worker::Result<Response> {
     match route(req, &env).await {
@@ -72,6 +74,12 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
         ["results", id, file] => {
             allow(method, &["GET"], "GET")?;
             return results::get_output(&req, env, id, file).await;
+        }
+        // Providers' callbacks: no caller (they carry the job's token and their own
+        // signature instead, checked before anything is woken).
+        ["hooks", provider, id] => {
+            allow(method, &["POST"], "POST")?;
+            return hooks::receive(req, env, provider, id).await;
         }
         ["r", id] => {
             allow(method, &["GET"], "GET")?;
@@ -136,7 +144,9 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
             allow(method, &["POST"], "POST")?;
             return dev_ledger(req, env).await;
         }
-        ["v1" | "v2" | "api" | "results" | "r", ..] => return Err(not_found(method, &path)),
+        ["v1" | "v2" | "api" | "results" | "r" | "hooks", ..] => {
+            return Err(not_found(method, &path));
+        }
         _ => return static_file(req, env).await,
     };
     let cfg = Config::from_env(env);

@@ -18,9 +18,12 @@
 //! at start); when the job ends (completed or failed, not canceled) the alarm delivers
 //! it, retrying with backoff.
 //!
+//! A job whose provider was asked to call back (`hooks.rs`) is polled only as a
+//! backstop; a verified callback (`POST /hook`) makes the alarm poll now.
+//!
 //! Internal protocol (only the Worker reaches it): `POST /start` with a [`Start`],
 //! `GET /state` (`?wait=N&seen=S`: held, see [`parallax_api::wait`]), `POST /cancel`
-//! (409 on a finished job), `POST /delete`.
+//! (409 on a finished job), `POST /delete`, `POST /hook` with a `hooks::Wake`.
 //!
 //! A held `/state` waits in [`Waiters`], woken by every write of the record
 //! ([`JobRunner::update`]), raced against a `Delay`. It awaits no storage meanwhile, so
@@ -37,9 +40,12 @@ use crate::breaker;
 use crate::compat;
 use crate::config::{Config, bindings};
 use crate::finish_times;
+use crate::hooks;
 use crate::http;
 use crate::input::image::{ImageFormat, is_complete};
-use crate::job::{Attempt, CancelVerdict, FailoverStep, JobRecord, Start, StoredOutput};
+use crate::job::{
+    Attempt, CancelVerdict, FailoverStep, HookVerdict, JobRecord, Start, StoredOutput,
+};
 use crate::meter;
 use crate::providers::{self, ControlImage, Kind, Lookup, Submitted, UpstreamError, UpstreamState};
 use crate::storage::{self, keys};
@@ -48,6 +54,9 @@ use crate::webhook::{self, Delivery};
 
 const RECORD: &str = "job";
 const WEBHOOK: &str = "webhook";
+/// The upstream callback deliveries taken so far (`hooks::Wake::delivery`), newest
+/// last, at most `hooks::SEEN_CAP`.
+const HOOKS_SEEN: &str = "hooks_seen";
 /// Set by `/abandon` on an object that never got its job: a late `/start` refuses.
 const ABANDONED: &str = "abandoned";
 
@@ -212,6 +221,7 @@ impl DurableObject for JobRunner {
                         let latest = self.load().await?.or(decided).unwrap_or(job);
                         Ok(http::json(&latest, 200))
                     }
+                    (Method::Post, "/hook") => self.hook(req, job).await,
                     _ => Ok(http::json(&"unknown runner route", 404)),
                 }
             }
@@ -423,6 +433,54 @@ impl JobRunner {
         Ok(())
     }
 
+    /// `POST /hook`: a callback the Worker verified. A delivery taken before is refused
+    /// (409) as a replay, whatever the job's state; a finished job or another upstream job is left as it is
+    /// (200); otherwise the job is polled now, by the alarm (202): the alarm survives
+    /// an eviction, is retried by the platform if it fails, and never runs beside
+    /// another step, so the confirming poll is one poll.
+    async fn hook(&self, mut req: Request, job: JobRecord) -> worker::Result<Response> {
+        let wake: hooks::Wake = req.json().await?;
+        let storage = self.state.storage();
+        // From here to the writes only storage is awaited: no second delivery of the
+        // same key can slip in between.
+        meter::count(meter::Op::RowsRead, 1);
+        let mut seen: Vec<String> = storage.get(HOOKS_SEEN).await?.unwrap_or_default();
+        if seen.contains(&wake.delivery) {
+            return Ok(http::json(
+                &serde_json::json!({"taken": false, "why": "replayed"}),
+                409,
+            ));
+        }
+        if job.status.is_terminal() {
+            return Ok(http::json(
+                &serde_json::json!({"taken": false, "why": "finished"}),
+                200,
+            ));
+        }
+        seen.push(wake.delivery);
+        let over = seen.len().saturating_sub(hooks::SEEN_CAP);
+        seen.drain(..over);
+        meter::count(meter::Op::RowsWritten, 1);
+        storage.put(HOOKS_SEEN, &seen).await?;
+        let verdict = self
+            .update(|j| j.take_hook(&wake.provider, wake.upstream_id.as_deref(), now_ms()))
+            .await?;
+        let (status, why) = match verdict {
+            Some(HookVerdict::Poll) => {
+                storage.set_alarm(0).await?;
+                (202, "polling")
+            }
+            Some(HookVerdict::Noted) => (202, "submit pending"),
+            Some(HookVerdict::Finished) => (200, "finished"),
+            Some(HookVerdict::Ignored) => (200, "another upstream job"),
+            None => return Ok(http::json(&"no such job", 404)),
+        };
+        Ok(http::json(
+            &serde_json::json!({"taken": status == 202, "why": why}),
+            status,
+        ))
+    }
+
     /// Sets the alarm to the earliest thing due (record, outbox, webhook).
     async fn schedule(&self) -> worker::Result<()> {
         let storage = self.state.storage();
@@ -493,20 +551,33 @@ impl JobRunner {
             if lost.provider == attempt.provider {
                 match providers::lookup(p, &job, timeout_ms(cfg)).await {
                     Ok(Lookup::Found(sub)) => {
-                        return self.submitted(&attempt, Ok(sub), Vec::new()).await;
+                        return self
+                            .submitted(&attempt, Ok(sub), job.hooks, Vec::new())
+                            .await;
                     }
                     Ok(Lookup::Absent | Lookup::Unsupported) => {}
-                    Err(e) => return self.submitted(&attempt, Err(e), Vec::new()).await,
+                    Err(e) => {
+                        return self
+                            .submitted(&attempt, Err(e), job.hooks, Vec::new())
+                            .await;
+                    }
                 }
             }
         }
         // When this provider's jobs of this model finished lately: the poll schedule
-        // looks around those moments.
+        // looks around those moments (not for a provider asked to call back, which is
+        // polled only as a backstop).
         let expected = match &upstream {
-            Ok(_) => {
+            Ok(p)
+                if cfg
+                    .hooks
+                    .as_ref()
+                    .and_then(|h| h.callback(p.kind, &job.id))
+                    .is_none() =>
+            {
                 finish_times::fetch_expected(&self.env, &attempt.provider, job.model.slug()).await
             }
-            Err(_) => Vec::new(),
+            _ => Vec::new(),
         };
         let outcome = match upstream {
             // An open circuit breaker fails over at once, like a refusal.
@@ -521,7 +592,17 @@ impl JobRunner {
             }
             Ok(p) => match self.control_image(cfg, &p, &job).await {
                 Ok(control) => {
-                    let sent = providers::submit(&p, &job, &control, timeout_ms(cfg)).await;
+                    let hooks = cfg.hooks.as_ref();
+                    let callback = hooks.and_then(|h| h.callback(p.kind, &job.id));
+                    let sent =
+                        providers::submit(&p, &job, &control, callback.as_ref(), timeout_ms(cfg))
+                            .await
+                            .map(|mut sub| {
+                                // Asked to call back: polls are only the backstop.
+                                sub.backstop_ms =
+                                    hooks.filter(|_| callback.is_some()).map(|h| h.backstop_ms);
+                                sub
+                            });
                     let signal = breaker::Signal::of(&sent.as_ref().map(|_| ()));
                     breaker::record(&self.env, &attempt.provider, signal, cfg.breaker).await;
                     match sent {
@@ -540,13 +621,16 @@ impl JobRunner {
             },
             Err(e) => Err(e),
         };
-        self.submitted(&attempt, outcome, expected).await
+        self.submitted(&attempt, outcome, job.hooks, expected).await
     }
 
+    /// Records submit `attempt`'s outcome; `hooks_before`: the callbacks the record had
+    /// taken when the attempt began; `expected`: the provider's learned finish times.
     async fn submitted(
         &self,
         attempt: &Attempt,
         outcome: Result<Submitted, UpstreamError>,
+        hooks_before: u32,
         expected: Vec<u32>,
     ) -> worker::Result<()> {
         if let Err(e) = &outcome {
@@ -568,6 +652,8 @@ impl JobRunner {
             if j.submit_outcome(attempt, outcome, now_ms(), jitter()) == FailoverStep::Now {
                 j.expect_finishes(expected, now_ms(), every);
             }
+            // A callback that came while the POST was out is confirmed at once.
+            j.recheck_if_hooked(hooks_before, now_ms());
         })
         .await?;
         Ok(())
@@ -588,11 +674,15 @@ impl JobRunner {
             Err(_) => Ok(Lookup::Unsupported),
         };
         match found {
-            Ok(Lookup::Found(sub)) => self.submitted(&attempt, Ok(sub), Vec::new()).await,
+            Ok(Lookup::Found(sub)) => {
+                self.submitted(&attempt, Ok(sub), job.hooks, Vec::new())
+                    .await
+            }
             Ok(Lookup::Absent) => {
                 self.submitted(
                     &attempt,
                     Err(UpstreamError::Permanent("absent".into())),
+                    job.hooks,
                     Vec::new(),
                 )
                 .await
@@ -738,6 +828,8 @@ impl JobRunner {
                 j.last_running_ms = Some(sent);
             }
             j.poll_outcome(&id, outcome, now_ms(), every, jitter(), past_deadline);
+            // A callback that came while this poll was out is confirmed by another.
+            j.recheck_if_hooked(job.hooks, now_ms());
         })
         .await?;
         Ok(())

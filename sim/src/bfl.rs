@@ -2,7 +2,8 @@
 //! (`x-key`) with the inputs as JSON answers `{id, polling_url}`; `GET
 //! /v1/get_result?id=` answers `Pending` (with `progress`), then `Ready` with
 //! `result.sample` (a short-lived URL), or `Error` / `Content Moderated` /
-//! `Task not found`. A `[sim:bfl:410!]` prompt plays the retired endpoint.
+//! `Task not found`. A `[sim:bfl:410!]` prompt plays the retired endpoint. A
+//! `webhook_url` (+ `webhook_secret`) gets the finished task POSTed (`hooks`).
 
 use std::collections::HashMap;
 
@@ -64,6 +65,16 @@ async fn submit(State(sim): State<Shared>, req: Request) -> Response {
         prompt,
     };
     let job = create_job(&sim, ask);
+    if let Some(url) = text(&body, "webhook_url") {
+        crate::hooks::schedule(
+            &sim,
+            job.clone(),
+            crate::hooks::Target::Bfl {
+                url,
+                secret: text(&body, "webhook_secret"),
+            },
+        );
+    }
     crate::gates::hold_job(&sim, "bfl", "submit", &job).await;
     Json(json!({
         "id": job.id,
@@ -86,7 +97,14 @@ async fn get_result(
         return Json(json!({"id": id, "status": "Task not found", "result": null, "progress": null, "details": null})).into_response();
     };
     crate::gates::hold_job(&sim, "bfl", "poll", &job).await;
-    let body = match sim.jobs.phase(&job) {
+    let body = result_body(&sim, &job);
+    Json::<Value>(body).into_response()
+}
+
+/// The task as `get_result` answers it (and the webhook carries it).
+pub(crate) fn result_body(sim: &Shared, job: &crate::jobs::Job) -> Value {
+    let id = &job.id;
+    match sim.jobs.phase(job) {
         Phase::Queued => {
             json!({"id": id, "status": "Pending", "result": null, "progress": 0.0, "details": null})
         }
@@ -94,7 +112,7 @@ async fn get_result(
             json!({"id": id, "status": "Pending", "result": null, "progress": 0.5, "details": null})
         }
         Phase::Completed => {
-            let sample = output_urls(&sim, &job).into_iter().next();
+            let sample = output_urls(sim, job).into_iter().next();
             json!({"id": id, "status": "Ready", "result": {"sample": sample, "prompt": job.spec.prompt, "seed": job.spec.seed}, "progress": 1.0, "details": null})
         }
         Phase::Failed(reason) if reason.contains("moderated") => {
@@ -103,6 +121,5 @@ async fn get_result(
         Phase::Failed(reason) => {
             json!({"id": id, "status": "Error", "result": null, "progress": null, "details": {"error": reason}})
         }
-    };
-    Json::<Value>(body).into_response()
+    }
 }

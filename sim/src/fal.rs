@@ -15,12 +15,15 @@
 //! - `PUT …/requests/{id}/cancel` answers 202 `{"status": "CANCELLATION_REQUESTED"}`, 400
 //!   `{"status": "ALREADY_COMPLETED"}` or 404 `{"status": "NOT_FOUND"}`.
 //!
+//! A `fal_webhook=<url>` query parameter on the submit gets the outcome POSTed there,
+//! signed (`hooks`); `GET /.well-known/jwks.json` serves the signing key.
+//!
 //! Not documented, so the sim's own choice (UNVERIFIED): a 422 body for a missing
 //! field in FastAPI's `{"detail": [{loc, msg, type}]}` form; the result of a request
 //! that failed or is not done answering 400 `{"detail": …}`; a canceled request
 //! reporting COMPLETED with `error_type: "RequestCancelled"`.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -35,6 +38,7 @@ const APP: &str = "fal-ai/flux-lora-depth";
 
 pub fn router() -> Router<Shared> {
     Router::new()
+        .route("/.well-known/jwks.json", get(crate::hooks::fal_jwks))
         .route("/{owner}/{app}", post(submit))
         .route("/{owner}/{app}/requests/{id}/status", get(status))
         .route("/{owner}/{app}/requests/{id}", get(result))
@@ -63,6 +67,7 @@ fn unauthorized() -> Response {
 async fn submit(
     State(sim): State<Shared>,
     Path((owner, app)): Path<(String, String)>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -119,6 +124,13 @@ async fn submit(
         prompt,
     };
     let job = crate::common::create_job_as(&sim, ask, None, size);
+    if let Some(url) = query.get("fal_webhook") {
+        crate::hooks::schedule(
+            &sim,
+            job.clone(),
+            crate::hooks::Target::Fal { url: url.clone() },
+        );
+    }
     let root = format!("{}/fal/{APP}/requests/{}", sim.base, job.id);
     Json(json!({
         "status": "IN_QUEUE", "request_id": job.id, "queue_position": 0,
@@ -181,34 +193,52 @@ async fn result(
         Err(r) => return r,
     };
     match sim.jobs.phase(&job) {
-        Phase::Completed => {
-            let outputs = job.outputs();
-            let images: Vec<Value> = output_urls(&sim, &job)
-                .into_iter()
-                .zip(outputs.iter())
-                .map(|(url, o)| {
-                    let (w, h) = image::load_from_memory(&o.bytes)
-                        .map(|i| (i.width(), i.height()))
-                        .unwrap_or((0, 0));
-                    json!({"url": url, "width": w, "height": h, "content_type": o.format.content_type()})
-                })
-                .collect();
-            let mut body = Map::new();
-            body.insert("has_nsfw_concepts".into(), json!(vec![false; images.len()]));
-            body.insert("images".into(), Value::Array(images));
-            body.insert("seed".into(), json!(job.spec.seed));
-            body.insert("prompt".into(), json!(job.spec.prompt));
-            body.insert(
-                "timings".into(),
-                json!({"inference": sim.jobs.timing.process.as_secs_f64()}),
-            );
-            Json(Value::Object(body)).into_response()
-        }
+        Phase::Completed => Json(output(&sim, &job)).into_response(),
         Phase::Failed(reason) => detail(StatusCode::BAD_REQUEST, json!(reason)),
         _ => detail(
             StatusCode::BAD_REQUEST,
             json!("Request is still in progress"),
         ),
+    }
+}
+
+/// A completed request's output, as the result (and the webhook's `payload`) carries it.
+fn output(sim: &Shared, job: &crate::jobs::Job) -> Value {
+    let outputs = job.outputs();
+    let images: Vec<Value> = output_urls(sim, job)
+        .into_iter()
+        .zip(outputs.iter())
+        .map(|(url, o)| {
+            let (w, h) = image::load_from_memory(&o.bytes)
+                .map(|i| (i.width(), i.height()))
+                .unwrap_or((0, 0));
+            json!({"url": url, "width": w, "height": h, "content_type": o.format.content_type()})
+        })
+        .collect();
+    let mut body = Map::new();
+    body.insert("has_nsfw_concepts".into(), json!(vec![false; images.len()]));
+    body.insert("images".into(), Value::Array(images));
+    body.insert("seed".into(), json!(job.spec.seed));
+    body.insert("prompt".into(), json!(job.spec.prompt));
+    body.insert(
+        "timings".into(),
+        json!({"inference": sim.jobs.timing.process.as_secs_f64()}),
+    );
+    Value::Object(body)
+}
+
+/// The webhook body (https://docs.fal.ai/model-endpoints/webhooks): `status` OK with
+/// the output as `payload`, or ERROR with `error` and the error's `payload`.
+pub(crate) fn webhook_body(sim: &Shared, job: &crate::jobs::Job) -> Value {
+    match sim.jobs.phase(job) {
+        Phase::Completed => json!({"request_id": job.id, "gateway_request_id": job.id,
+                                   "status": "OK", "payload": output(sim, job)}),
+        Phase::Failed(reason) => json!({"request_id": job.id, "gateway_request_id": job.id,
+                                        "status": "ERROR", "error": reason,
+                                        "payload": {"detail": reason}}),
+        // Not sent before the end; described as fal would mid-way.
+        _ => json!({"request_id": job.id, "gateway_request_id": job.id, "status": "ERROR",
+                    "error": "Request is still in progress", "payload": null}),
     }
 }
 

@@ -29,6 +29,8 @@ pub enum Phase {
 pub struct Job {
     pub id: String,
     pub submitted: Instant,
+    /// The same instant in Unix milliseconds (for `/debug/jobs`' `finished_ms`).
+    pub submitted_unix_ms: u64,
     /// Set when the job will fail (bad input, or a fault requested by the prompt).
     pub failure: Option<String>,
     /// The model slug the job was submitted for.
@@ -46,15 +48,12 @@ pub struct Job {
 }
 
 impl Job {
-    /// When the job finishes (or finished) on the wall clock, in Unix milliseconds: the
-    /// moment a poll first answers its end. The bench compares it with the moment the
-    /// gateway knew (issue 18's "added latency at completion").
+    /// When the job ends (or ended) by its timing, in Unix milliseconds: the instant
+    /// the provider's GPU is done, which a benchmark compares with when the edge saw
+    /// it. A canceled job ends when canceled, which this does not know.
     pub fn finished_unix_ms(&self) -> u64 {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let end = (now + self.queue + self.process).saturating_sub(self.submitted.elapsed());
-        u64::try_from(end.as_millis()).unwrap_or(u64::MAX)
+        let run = self.queue + self.process;
+        self.submitted_unix_ms + u64::try_from(run.as_millis()).unwrap_or(u64::MAX)
     }
 
     pub fn outputs(&self) -> Arc<Vec<Rendered>> {
@@ -97,6 +96,7 @@ impl Jobs {
         let job = Arc::new(Job {
             id: id.clone(),
             submitted: Instant::now(),
+            submitted_unix_ms: unix_ms(),
             failure,
             model: model.to_owned(),
             process: process.unwrap_or(self.timing.process),
@@ -108,15 +108,6 @@ impl Jobs {
             outputs: OnceLock::new(),
         });
         self.lock().insert(id, job.clone());
-        // A provider's image exists when it reports the job done: render it meanwhile,
-        // so a download right after COMPLETED does not wait on the sim's own CPU (that
-        // wait is the sim's, not the gateway's, and would blur the bench's figures).
-        if job.failure.is_none() {
-            let rendering = job.clone();
-            std::thread::spawn(move || {
-                rendering.outputs();
-            });
-        }
         job
     }
 
@@ -171,6 +162,13 @@ impl Jobs {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Job>>> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Now, in Unix milliseconds.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A request id shaped like Segmind's (a UUID), unique per sim process.

@@ -5,9 +5,13 @@
 //! Each protocol lives under its own prefix, as if on its own host.
 //!
 //! `/debug/submissions` and `/debug/requests` count what the edge asked, per prompt;
-//! `/debug/jobs` lists the sim's jobs; `/debug/controls` how control images arrived; `/debug/gates` holds calls (see `gates`).
+//! `/debug/jobs` lists the sim's jobs (with `finished_ms`); `/debug/controls` how control
+//! images arrived; `/debug/gates` holds calls (see `gates`); `/debug/hooks` lists the
+//! callbacks delivered (see `hooks`).
 //!
-//! Usage: `parallax-sim [--port 8790] [--queue-ms 400] [--process-ms 1800] [--expiry-s 3600]`
+//! Usage: `parallax-sim [--port 8790] [--queue-ms 400] [--process-ms 1800] [--expiry-s 3600]
+//! [--render-ahead]` (`--render-ahead`: outputs are rendered while a job runs, so the
+//! first look after its end does not wait for them; for benchmarks of detection delay).
 
 // Handlers pass ready-made error responses around; boxing them buys nothing here.
 #![allow(clippy::result_large_err)]
@@ -17,6 +21,7 @@ mod comfyui;
 mod common;
 mod fal;
 mod gates;
+mod hooks;
 mod jobs;
 mod replicate;
 mod segmind;
@@ -31,6 +36,7 @@ use jobs::{Jobs, Timing};
 struct Args {
     port: u16,
     timing: Timing,
+    render_ahead: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -41,6 +47,7 @@ fn parse_args() -> Result<Args, String> {
             process: Duration::from_millis(1800),
             expiry: Duration::from_secs(3600),
         },
+        render_ahead: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -54,9 +61,10 @@ fn parse_args() -> Result<Args, String> {
             "--queue-ms" => args.timing.queue = Duration::from_millis(value()?),
             "--process-ms" => args.timing.process = Duration::from_millis(value()?),
             "--expiry-s" => args.timing.expiry = Duration::from_secs(value()?),
+            "--render-ahead" => args.render_ahead = true,
             "-h" | "--help" => {
                 println!(
-                    "parallax-sim [--port 8790] [--queue-ms 400] [--process-ms 1800] [--expiry-s 3600]"
+                    "parallax-sim [--port 8790] [--queue-ms 400] [--process-ms 1800] [--expiry-s 3600] [--render-ahead]"
                 );
                 std::process::exit(0);
             }
@@ -78,7 +86,9 @@ async fn main() {
     // Loopback only: this server exists for local development and tests.
     let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
     let base = format!("http://{addr}");
-    let sim = Arc::new(common::Sim::new(Jobs::new(args.timing), base.clone()));
+    let mut sim = common::Sim::new(Jobs::new(args.timing), base.clone());
+    sim.render_ahead = args.render_ahead;
+    let sim = Arc::new(sim);
     let app = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .route("/outputs/{id}/{file}", axum::routing::get(common::output))
@@ -89,6 +99,7 @@ async fn main() {
         .route("/debug/requests", axum::routing::get(common::requests))
         .route("/debug/jobs", axum::routing::get(common::jobs))
         .route("/debug/controls", axum::routing::get(common::controls))
+        .route("/debug/hooks", axum::routing::get(hooks::log))
         .route("/debug/gates", axum::routing::post(gates::create))
         .route("/debug/gates/{id}/wait", axum::routing::get(gates::wait))
         .route("/debug/gates/{id}/open", axum::routing::post(gates::open))

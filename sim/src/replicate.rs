@@ -3,7 +3,9 @@
 //! with `{"input": {...}}` answers a prediction (`status: starting`, `urls.get`,
 //! `urls.cancel`); `GET /v1/predictions/{id}` moves through `processing` to
 //! `succeeded` (pro: `output` is one URL; dev: a list) or `failed`/`canceled`;
-//! `POST /v1/predictions/{id}/cancel` cancels.
+//! `POST /v1/predictions/{id}/cancel` cancels. A `webhook` on the create call gets the
+//! prediction POSTed when it ends (`hooks`); `GET /v1/webhooks/default/secret` answers
+//! the account's signing secret.
 
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -24,6 +26,16 @@ pub fn router() -> Router<Shared> {
         )
         .route("/v1/predictions/{id}", get(get_prediction))
         .route("/v1/predictions/{id}/cancel", post(cancel))
+        .route(
+            "/v1/webhooks/default/secret",
+            get(|headers: HeaderMap| async move {
+                if authorized(&headers) {
+                    crate::hooks::replicate_secret().await
+                } else {
+                    unauthenticated()
+                }
+            }),
+        )
 }
 
 fn problem(status: StatusCode, title: &str, detail: &str) -> Response {
@@ -130,11 +142,29 @@ async fn create(State(sim): State<Shared>, Path(model): Path<String>, req: Reque
         prompt,
     };
     let job = create_job(&sim, ask);
+    // `webhook` (+ `webhook_events_filter`): the prediction is POSTed there when it
+    // ends, unless the filter leaves `completed` out.
+    let completed = body
+        .get("webhook_events_filter")
+        .and_then(Value::as_array)
+        .is_none_or(|f| f.iter().any(|e| e == "completed"));
+    if let Some(url) = body.get("webhook").and_then(Value::as_str)
+        && completed
+    {
+        crate::hooks::schedule(
+            &sim,
+            job.clone(),
+            crate::hooks::Target::Replicate {
+                url: url.to_owned(),
+            },
+        );
+    }
     crate::gates::hold_job(&sim, "replicate", "submit", &job).await;
     (StatusCode::CREATED, Json(prediction(&sim, &job, &input))).into_response()
 }
 
-fn prediction(sim: &Shared, job: &Job, input: &Map<String, Value>) -> Value {
+/// The prediction object, as `GET` answers it (and the webhook carries it).
+pub(crate) fn prediction(sim: &Shared, job: &Job, input: &Map<String, Value>) -> Value {
     let dev = job.model == "flux-depth-dev";
     let base = format!("{}/replicate/v1/predictions/{}", sim.base, job.id);
     let phase = sim.jobs.phase(job);

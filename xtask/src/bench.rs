@@ -150,10 +150,25 @@ pub fn run(only: Option<&str>) -> Result {
     if wanted("completion") {
         println!("\n7. Completion: the upstream finished, who knows and when");
         let mut o = options(dir.join("completion"), dir.join("completion.log"));
+        // Callbacks on (the sim's Replicate account secret and fal JWKS, as the hooks
+        // test stack has them); a backstop longer than the longest job, so a webhook
+        // job's requests are the submit and the confirming look; outputs rendered
+        // while a job runs, as a provider's exist when it reports the job done.
+        o.sim_args.push("--render-ahead".to_owned());
         o.vars.extend(
             [
                 ("OPS_METER", "on".to_owned()),
                 ("PUBLIC_BASE_URL", format!("http://127.0.0.1:{}", ports().0)),
+                ("HOOK_SECRET", "parallax-bench-hook-secret".to_owned()),
+                (
+                    "REPLICATE_WEBHOOK_SECRET",
+                    "whsec_cGFyYWxsYXgtc2ltLXJlcGxpY2F0ZS1zZWNyZXQ=".to_owned(),
+                ),
+                (
+                    "FAL_WEBHOOK_JWKS_URL",
+                    format!("http://127.0.0.1:{}/fal/.well-known/jwks.json", ports().1),
+                ),
+                ("HOOK_BACKSTOP_MS", "60000".to_owned()),
             ]
             .map(|(k, v)| (k.to_owned(), v)),
         );

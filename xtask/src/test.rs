@@ -29,10 +29,10 @@ fn ports() -> (u16, u16, u16) {
 }
 
 /// `PARALLAX_TEST_ONLY=browser,restart` runs only those phases (lint, native, http,
-/// python, fuzz, browser, restart, limits, breaker, links, deploy) for a quick local loop; CI sets
-/// nothing and runs them all. `PARALLAX_TEST_FILTER=held,wait_must` narrows the HTTP
-/// phase to tests whose names contain one of those words (and the browser phase to
-/// tests whose names match one of them).
+/// python, fuzz, browser, restart, limits, breaker, links, hooks, deploy) for a quick
+/// local loop; CI sets nothing and runs them all. `PARALLAX_TEST_FILTER=held,wait_must`
+/// narrows the HTTP phase to tests whose names contain one of those words (and the
+/// browser phase to tests whose names match one of them).
 fn wanted(phase: &str) -> bool {
     match std::env::var("PARALLAX_TEST_ONLY") {
         Ok(only) if !only.trim().is_empty() => only.split(',').any(|p| p.trim() == phase),
@@ -62,7 +62,8 @@ pub fn run() -> Result {
         counts += run_counted(command("cargo").args(["test", "--workspace"]))?;
     }
     if ![
-        "http", "python", "fuzz", "browser", "restart", "limits", "breaker", "links", "deploy",
+        "http", "python", "fuzz", "browser", "restart", "limits", "breaker", "links", "hooks",
+        "deploy",
     ]
     .iter()
     .any(|p| wanted(p))
@@ -196,6 +197,8 @@ fn e2e_phases(started: Instant, mut counts: Counts) -> Result {
             "breaker_phase",
             "--skip",
             "links_phase",
+            "--skip",
+            "hooks_phase",
         ]);
         // A filtered run is a local loop: show what the tests print (figures).
         if !filters().is_empty() {
@@ -268,6 +271,9 @@ fn later_phases(
     }
     if wanted("links") {
         counts += links(e2e, env_file, key)?;
+    }
+    if wanted("hooks") {
+        counts += hooks(e2e, env_file, key)?;
     }
     if !wanted("deploy") {
         println!(
@@ -527,6 +533,38 @@ fn links(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
             name: "links",
             vars: vec![("PUBLIC_BASE_URL", format!("http://127.0.0.1:{}", ports().0))],
             test_file: "links",
+            key: false,
+        },
+    )
+}
+
+/// The test stack with upstream callbacks on (`e2e/tests/hooks.rs`): `PUBLIC_BASE_URL`
+/// where the sim reaches the Worker, `HOOK_SECRET` (the test file's constant), the
+/// sim account's Replicate webhook secret, the sim's fal JWKS, and an 8 s backstop so
+/// a job whose callback never comes finishes soon. A stack of its own: on the main
+/// one no provider calls back, so the polling tests keep their schedule.
+fn hooks(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
+    let (port, sim_port, _) = ports();
+    side_stack(
+        e2e,
+        env_file,
+        probe,
+        SideStack {
+            name: "hooks",
+            vars: vec![
+                ("PUBLIC_BASE_URL", format!("http://127.0.0.1:{port}")),
+                ("HOOK_SECRET", "parallax-hooks-stack-secret".to_owned()),
+                (
+                    "REPLICATE_WEBHOOK_SECRET",
+                    "whsec_cGFyYWxsYXgtc2ltLXJlcGxpY2F0ZS1zZWNyZXQ=".to_owned(),
+                ),
+                (
+                    "FAL_WEBHOOK_JWKS_URL",
+                    format!("http://127.0.0.1:{sim_port}/fal/.well-known/jwks.json"),
+                ),
+                ("HOOK_BACKSTOP_MS", "8000".to_owned()),
+            ],
+            test_file: "hooks",
             key: false,
         },
     )

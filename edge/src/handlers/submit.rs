@@ -423,6 +423,7 @@ mod tests {
             routes: vec![(Model::FluxDepthDev, dev_route)],
             public_base_url: None,
             control_links: None,
+            hooks: None,
             job_deadline_secs: 900,
             retention_secs: 60,
             credits_pro: 5,

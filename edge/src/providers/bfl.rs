@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use super::{Submitted, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamState};
 use crate::config::Provider;
+use crate::hooks::Callback;
 
 fn headers(cfg: &Provider) -> Vec<(&'static str, String)> {
     let mut h = vec![("accept", "application/json".to_owned())];
@@ -19,8 +20,15 @@ fn headers(cfg: &Provider) -> Vec<(&'static str, String)> {
     h
 }
 
-/// BFL takes every pro parameter; `jpg` is spelled `jpeg` there.
-pub fn build_submit(cfg: &Provider, params: &Params, image: &[u8]) -> UpstreamRequest {
+/// BFL takes every pro parameter; `jpg` is spelled `jpeg` there. With `callback`, BFL
+/// POSTs the finished task to `webhook_url` with `webhook_secret` echoed in
+/// `X-Webhook-Secret` (providers-2026.md §1.2, §1.5): the job's token.
+pub fn build_submit(
+    cfg: &Provider,
+    params: &Params,
+    image: &[u8],
+    callback: Option<&Callback>,
+) -> UpstreamRequest {
     let mut body = Map::new();
     for name in [
         "prompt",
@@ -43,6 +51,10 @@ pub fn build_submit(cfg: &Provider, params: &Params, image: &[u8]) -> UpstreamRe
         "control_image".into(),
         Value::from(base64::engine::general_purpose::STANDARD.encode(image)),
     );
+    if let Some(cb) = callback {
+        body.insert("webhook_url".into(), Value::from(cb.url.clone()));
+        body.insert("webhook_secret".into(), Value::from(cb.token.clone()));
+    }
     UpstreamRequest::post_json(
         format!("{}/v1/flux-pro-1.0-depth", cfg.base_url),
         headers(cfg),
@@ -72,6 +84,7 @@ pub fn parse_submit(resp: &UpstreamResponse) -> Result<Submitted, UpstreamError>
             status_url: url.to_owned(),
             result_url: url.to_owned(),
             cancel_url: None,
+            backstop_ms: None,
         }),
         _ => Err(UpstreamError::Permanent(
             "bfl answered without id and polling_url".into(),

@@ -248,6 +248,7 @@ pub fn submitted(cfg: &Provider, id: &str) -> Submitted {
         status_url: format!("{}/history/{id}", cfg.base_url),
         result_url: format!("{}/queue", cfg.base_url),
         cancel_url: None,
+        backstop_ms: None,
     }
 }
 

@@ -33,6 +33,7 @@ use super::{
     UpstreamState, success_json,
 };
 use crate::config::Provider;
+use crate::hooks::Callback;
 use crate::input::image::ImageInfo;
 
 /// The endpoint (owner/app) on fal's queue.
@@ -97,18 +98,40 @@ pub fn input(params: &Params, info: &ImageInfo, control: &ControlImage, media_ty
     body
 }
 
+/// The queue submit. With `callback`, fal POSTs the outcome there when the request
+/// ends: the `fal_webhook` query parameter (https://docs.fal.ai/model-endpoints/webhooks).
 pub fn build_submit(
     cfg: &Provider,
     params: &Params,
     info: &ImageInfo,
     control: &ControlImage,
     media_type: &str,
+    callback: Option<&Callback>,
 ) -> UpstreamRequest {
+    let query = callback
+        .map(|cb| {
+            let url: String = form_urlencoded(&cb.url);
+            format!("?fal_webhook={url}")
+        })
+        .unwrap_or_default();
     UpstreamRequest::post_json(
-        format!("{}/{APP}", cfg.base_url),
+        format!("{}/{APP}{query}", cfg.base_url),
         headers(cfg),
         &input(params, info, control, media_type),
     )
+}
+
+/// `value` percent-encoded for a query string (everything but unreserved characters).
+fn form_urlencoded(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
 }
 
 pub fn parse_submit(resp: &UpstreamResponse) -> Result<Submitted, UpstreamError> {
@@ -123,6 +146,7 @@ pub fn parse_submit(resp: &UpstreamResponse) -> Result<Submitted, UpstreamError>
         status_url: field("status_url")?,
         result_url: field("response_url")?,
         cancel_url: Some(field("cancel_url")?),
+        backstop_ms: None,
     })
 }
 
@@ -221,8 +245,26 @@ mod tests {
             &INFO,
             &ControlImage::Inline(b"PNG".to_vec()),
             "image/png",
+            None,
         );
         assert_eq!(req.url, "https://queue.fal.run/fal-ai/flux-lora-depth");
+        let cb = Callback {
+            url: "https://px.example/hooks/fal/x?token=a-b_c".into(),
+            token: "a-b_c".into(),
+        };
+        let hooked = build_submit(
+            &cfg(),
+            &p,
+            &INFO,
+            &ControlImage::Inline(b"PNG".to_vec()),
+            "image/png",
+            Some(&cb),
+        );
+        assert_eq!(
+            hooked.url,
+            "https://queue.fal.run/fal-ai/flux-lora-depth?fal_webhook=https%3A%2F%2Fpx.example%2Fhooks%2Ffal%2Fx%3Ftoken%3Da-b_c"
+        );
+        assert_eq!(hooked.body, req.body, "the input is the same");
         assert!(
             req.headers
                 .contains(&("authorization", "Key fal-key".to_owned()))

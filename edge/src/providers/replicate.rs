@@ -10,6 +10,7 @@ use super::{
     ControlImage, Submitted, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamState,
 };
 use crate::config::Provider;
+use crate::hooks::Callback;
 
 /// Input names per model; ours are Replicate's own for both models.
 const PRO_INPUTS: &[&str] = &[
@@ -52,12 +53,16 @@ fn headers(cfg: &Provider) -> Vec<(&'static str, String)> {
     h
 }
 
+/// The create call. With `callback`, Replicate POSTs the prediction there when it
+/// ends (`webhook` + `webhook_events_filter: ["completed"]`: succeeded, failed or
+/// canceled; https://replicate.com/docs/topics/webhooks/receive-webhook).
 pub fn build_submit(
     cfg: &Provider,
     model: Model,
     params: &Params,
     control: &ControlImage,
     media_type: &str,
+    callback: Option<&Callback>,
 ) -> UpstreamRequest {
     let names = match model {
         Model::FluxDepthPro => PRO_INPUTS,
@@ -75,6 +80,11 @@ pub fn build_submit(
         "control_image".into(),
         Value::from(control.url_or_data_url(media_type)),
     );
+    let mut body = json!({"input": input});
+    if let Some(cb) = callback {
+        body["webhook"] = json!(cb.url);
+        body["webhook_events_filter"] = json!(["completed"]);
+    }
     UpstreamRequest::post_json(
         format!(
             "{}/v1/models/black-forest-labs/{}/predictions",
@@ -82,7 +92,7 @@ pub fn build_submit(
             model.slug()
         ),
         headers(cfg),
-        &json!({"input": input}),
+        &body,
     )
 }
 
@@ -110,6 +120,7 @@ pub fn parse_prediction_urls(resp: &UpstreamResponse) -> Result<Submitted, Upstr
             status_url: get.clone(),
             result_url: get,
             cancel_url: p["urls"]["cancel"].as_str().map(str::to_owned),
+            backstop_ms: None,
         }),
         _ => Err(UpstreamError::Permanent(
             "replicate answered without a prediction id and urls.get".into(),
@@ -184,6 +195,7 @@ mod tests {
             &v.params,
             &ControlImage::Inline(b"\\xff\\xd8".to_vec()),
             "image/jpeg",
+            None,
         );
         assert_eq!(
             req.url,
@@ -211,9 +223,27 @@ mod tests {
             &v.params,
             &ControlImage::Link(link.into()),
             "image/jpeg",
+            None,
         );
         let body: Value = serde_json::from_slice(req.body.as_deref().unwrap()).unwrap();
         assert_eq!(body["input"]["control_image"], link);
+        assert!(body.get("webhook").is_none());
+        // With a callback: Replicate's webhook, for the end of the prediction only.
+        let cb = Callback {
+            url: "https://px.example/hooks/replicate/x?token=t".into(),
+            token: "t".into(),
+        };
+        let req = build_submit(
+            &cfg(),
+            Model::FluxDepthDev,
+            &v.params,
+            &ControlImage::Link(link.into()),
+            "image/jpeg",
+            Some(&cb),
+        );
+        let body: Value = serde_json::from_slice(req.body.as_deref().unwrap()).unwrap();
+        assert_eq!(body["webhook"], cb.url);
+        assert_eq!(body["webhook_events_filter"], json!(["completed"]));
     }
 
     #[test]

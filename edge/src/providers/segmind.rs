@@ -97,6 +97,7 @@ pub fn parse_submit(cfg: &Provider, resp: &UpstreamResponse) -> Result<Submitted
         ),
         result_url: url("response_url", format!("{}/v2/requests/{id}", cfg.base_url)),
         cancel_url: None,
+        backstop_ms: None,
     })
 }
 

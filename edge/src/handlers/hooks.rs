@@ -1,0 +1,196 @@
+//! `POST /hooks/{provider}/{id}?token=…`: a provider's callback for a job (see
+//! `hooks.rs`). Checked here, before anything is woken: the job's token, then the
+//! provider's own signature and timestamp. A refused callback is a 4xx JSON error and
+//! reaches no runner and no upstream. A verified one wakes the job's runner, which
+//! refuses a replayed delivery (409), leaves a finished job as it is (200), and
+//! otherwise polls the upstream at once to confirm (202). The answer comes before
+//! that poll, so providers (which retry slow answers) get it fast.
+
+use std::cell::RefCell;
+
+use ed25519_dalek::VerifyingKey;
+use parallax_api::RequestId;
+use worker::{Env, Request, Response};
+
+use crate::config::Config;
+use crate::error::{EdgeError, EdgeResult};
+use crate::handlers::jobs::runner_stub;
+use crate::handlers::submit::internal_request;
+use crate::hooks::{self, FalHeaders, Hooks, Refusal, Verified, Wake};
+use crate::providers::{self, HttpMethod, Kind, UpstreamRequest};
+
+/// fal's keys are fetched at most this often per isolate (fal suggests caching them).
+const JWKS_TTL_MS: u64 = 3_600_000;
+const JWKS_TIMEOUT_MS: u32 = 10_000;
+
+thread_local! {
+    /// (JWKS URL, fetched at, keys) of the last fetch in this isolate.
+    static JWKS: RefCell<Option<(String, u64, Vec<VerifyingKey>)>> = const { RefCell::new(None) };
+}
+
+fn not_found() -> EdgeError {
+    EdgeError::NotFound("No such callback route".into())
+}
+
+fn refused(r: Refusal) -> EdgeError {
+    match r {
+        Refusal::Missing(name) => EdgeError::field(name, "is required"),
+        Refusal::Malformed(name) => EdgeError::field(name, "is not in the provider's format"),
+        Refusal::Stale(name) => EdgeError::field(
+            name,
+            "is more than 5 minutes away from now (stale or replayed)",
+        ),
+        Refusal::WrongToken => {
+            EdgeError::Forbidden("This callback URL is not valid for this job".into())
+        }
+        Refusal::Forged => EdgeError::Forbidden("The callback's signature does not verify".into()),
+    }
+}
+
+fn header(req: &Request, name: &str) -> EdgeResult<Option<String>> {
+    Ok(req.headers().get(name)?)
+}
+
+fn now_ms() -> u64 {
+    worker::Date::now().as_millis()
+}
+
+/// fal's public keys, from this isolate's cache or fetched.
+async fn fal_keys(url: &str) -> EdgeResult<Vec<VerifyingKey>> {
+    let now = now_ms();
+    let cached = JWKS.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|(u, at, _)| u == url && now.saturating_sub(*at) < JWKS_TTL_MS)
+            .map(|(_, _, keys)| keys.clone())
+    });
+    if let Some(keys) = cached {
+        return Ok(keys);
+    }
+    let req = UpstreamRequest {
+        method: HttpMethod::Get,
+        url: url.to_owned(),
+        headers: vec![("accept", "application/json".to_owned())],
+        body: None,
+    };
+    let unavailable = |why: String| {
+        worker::console_warn!("fal webhook keys: {why}");
+        EdgeError::UpstreamFailed("fal's webhook keys could not be fetched; retry later".into())
+    };
+    let resp = providers::send("fal jwks", &req, JWKS_TIMEOUT_MS)
+        .await
+        .map_err(|e| unavailable(format!("{e:?}")))?;
+    if resp.status != 200 {
+        return Err(unavailable(format!("HTTP {}", resp.status)));
+    }
+    let keys = hooks::parse_jwks(&resp.body);
+    if keys.is_empty() {
+        return Err(unavailable("no Ed25519 key in the JWKS".into()));
+    }
+    JWKS.with(|c| *c.borrow_mut() = Some((url.to_owned(), now, keys.clone())));
+    Ok(keys)
+}
+
+/// The provider's own check of one delivery.
+async fn verify(
+    hooks: &Hooks,
+    kind: Kind,
+    id: &RequestId,
+    req: &Request,
+    body: &[u8],
+) -> EdgeResult<Verified> {
+    let now_secs = now_ms() / 1000;
+    match kind {
+        Kind::Replicate => {
+            let secret = hooks.replicate_secret.as_ref().ok_or_else(not_found)?;
+            hooks::check_standard(
+                secret,
+                header(req, "webhook-id")?.as_deref(),
+                header(req, "webhook-timestamp")?.as_deref(),
+                header(req, "webhook-signature")?.as_deref(),
+                body,
+                now_secs,
+            )
+            .map_err(refused)
+        }
+        Kind::Fal => {
+            let (request_id, user_id, timestamp, signature) = (
+                header(req, "x-fal-webhook-request-id")?,
+                header(req, "x-fal-webhook-user-id")?,
+                header(req, "x-fal-webhook-timestamp")?,
+                header(req, "x-fal-webhook-signature")?,
+            );
+            let h = FalHeaders {
+                request_id: request_id.as_deref(),
+                user_id: user_id.as_deref(),
+                timestamp: timestamp.as_deref(),
+                signature: signature.as_deref(),
+            };
+            // The headers' form first: a bare request fetches no keys.
+            hooks::check_fal_headers(h).map_err(refused)?;
+            let keys = fal_keys(&hooks.fal_jwks_url).await?;
+            hooks::check_fal(&keys, h, body, now_secs).map_err(refused)
+        }
+        Kind::Bfl => hooks::check_bfl(hooks, id, header(req, "x-webhook-secret")?.as_deref(), body)
+            .map_err(refused),
+        Kind::Segmind | Kind::Parallax | Kind::ComfyUi => Err(not_found()),
+    }
+}
+
+/// `POST /hooks/{provider}/{id}`.
+pub async fn receive(
+    mut req: Request,
+    env: &Env,
+    provider: &str,
+    id: &str,
+) -> EdgeResult<Response> {
+    let cfg = Config::from_env(env);
+    let hooks = cfg.hooks.as_ref().ok_or_else(not_found)?;
+    let kind = Kind::from_name(provider)
+        .filter(|k| hooks.pushes(*k))
+        .ok_or_else(not_found)?;
+    let id = RequestId::parse(id).ok_or_else(not_found)?;
+    let token = req
+        .url()?
+        .query_pairs()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned());
+    hooks
+        .check_token(kind, &id, token.as_deref())
+        .map_err(refused)?;
+    let too_large = || EdgeError::PayloadTooLarge("A callback body is at most 1 MB".into());
+    if header(&req, "content-length")?
+        .and_then(|l| l.trim().parse::<usize>().ok())
+        .is_some_and(|l| l > hooks::MAX_BODY_BYTES)
+    {
+        return Err(too_large());
+    }
+    let body = req.bytes().await?;
+    if body.len() > hooks::MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    let verified = verify(hooks, kind, &id, &req, &body).await?;
+    let wake = Wake {
+        provider: kind.name().to_owned(),
+        delivery: verified.delivery,
+        upstream_id: hooks::upstream_id(kind, &body),
+    };
+    let mut resp = runner_stub(env, &id)?
+        .fetch_with_request(internal_request("/hook", Some(&wake))?)
+        .await?;
+    let status = resp.status_code();
+    match status {
+        200 | 202 => {
+            let answer: serde_json::Value = resp.json().await?;
+            Ok(crate::http::json(&answer, status))
+        }
+        409 => Err(EdgeError::Conflict {
+            message: "This callback was already received (a replay)".into(),
+            retry_after_secs: None,
+        }),
+        404 => Err(EdgeError::NotFound(
+            "No such request (unknown or expired id)".into(),
+        )),
+        other => Err(EdgeError::Internal(format!("runner answered {other}"))),
+    }
+}
