@@ -363,6 +363,18 @@ fn hooks_phase_forged_misdirected_stale_and_replayed_callbacks_are_refused_and_c
         "forbidden",
         "a BFL callback with another job's secret",
     );
+    // The URL's token is not BFL's secret: whoever read the URL cannot forge it.
+    let from_url = post(
+        &hook_url("bfl", &id, &token("bfl", &id)),
+        &[("x-webhook-secret", token("bfl", &id))],
+        &body,
+    );
+    refused(
+        &from_url,
+        403,
+        "forbidden",
+        "a BFL callback echoing the URL's token",
+    );
 
     // Replayed: a well-signed delivery is taken once (it names another prediction, so
     // it changes nothing here); the very same delivery again is refused.

@@ -162,17 +162,22 @@ impl DurableObject for Breaker {
         let storage = self.state.storage();
         let (method, path) = (req.method(), req.path());
         if path.starts_with("/finish") {
+            // The body before the read: no await between the read and the write, so
+            // two finishes at once cannot both write over the same old store.
+            let finished = match (&method, path.as_str()) {
+                (Method::Post, "/finished") => Some(req.json::<finish_times::Finished>().await?),
+                _ => None,
+            };
             crate::meter::count(crate::meter::Op::RowsRead, 1);
             let mut store = storage
                 .get::<finish_times::Store>(finish_times::STORE_KEY)
                 .await?
                 .unwrap_or_default();
-            return match (method, path.strip_prefix("/finishes/")) {
-                (Method::Get, Some(model)) => {
+            return match (method, path.strip_prefix("/finishes/"), finished) {
+                (Method::Get, Some(model), _) => {
                     Ok(http::json(&finish_times::expected(&store, model), 200))
                 }
-                (Method::Post, None) if path == "/finished" => {
-                    let finished: finish_times::Finished = req.json().await?;
+                (Method::Post, None, Some(finished)) => {
                     finish_times::learn(&mut store, &finished.model, finished.window);
                     crate::meter::count(crate::meter::Op::RowsWritten, 1);
                     storage.put(finish_times::STORE_KEY, &store).await?;

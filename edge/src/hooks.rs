@@ -83,8 +83,12 @@ pub struct Hooks {
 pub struct Callback {
     /// The URL, token included.
     pub url: String,
-    /// The job's token alone (BFL's `webhook_secret`).
+    /// The job's token alone.
     pub token: String,
+    /// The job's callback secret (BFL's `webhook_secret`, echoed in
+    /// `X-Webhook-Secret`): signed apart from the token, so whoever sees the URL (a
+    /// request log keeps query strings) still cannot forge BFL's proof.
+    pub secret: String,
 }
 
 impl std::fmt::Debug for Callback {
@@ -95,6 +99,11 @@ impl std::fmt::Debug for Callback {
 
 fn message(kind: Kind, id: &RequestId) -> String {
     format!("hook\n{}\n{id}", kind.name())
+}
+
+/// What a job's callback secret signs (not the URL token's message).
+fn secret_message(kind: Kind, id: &RequestId) -> String {
+    format!("hook-secret\n{}\n{id}", kind.name())
 }
 
 impl Hooks {
@@ -116,6 +125,7 @@ impl Hooks {
         Some(Callback {
             url: format!("{}/hooks/{}/{id}?token={token}", self.base_url, kind.name()),
             token,
+            secret: sign_message(&self.secret, &secret_message(kind, id)),
         })
     }
 
@@ -338,8 +348,9 @@ pub fn check_fal(
     })
 }
 
-/// BFL: `X-Webhook-Secret` must be the job's token (constant time). BFL signs nothing
-/// else, so a delivery is known by its body: the same body again is a replay.
+/// BFL: `X-Webhook-Secret` must be the job's callback secret (constant time; not the
+/// URL's token). BFL signs nothing else, so a delivery is known by its body: the same
+/// body again is a replay.
 pub fn check_bfl(
     hooks: &Hooks,
     id: &RequestId,
@@ -347,7 +358,7 @@ pub fn check_bfl(
     body: &[u8],
 ) -> Result<Verified, Refusal> {
     let got = secret_header.ok_or(Refusal::Missing("x-webhook-secret"))?;
-    match verify_message(&hooks.secret, &message(Kind::Bfl, id), got.trim()) {
+    match verify_message(&hooks.secret, &secret_message(Kind::Bfl, id), got.trim()) {
         Some(true) => Ok(Verified {
             delivery: format!("bfl:{}", hex(&Sha256::digest(body))),
         }),
@@ -550,14 +561,21 @@ mod tests {
     }
 
     #[test]
-    fn bfl_echoes_the_jobs_token_and_a_body_is_one_delivery() {
+    fn bfl_echoes_the_jobs_secret_and_a_body_is_one_delivery() {
         let h = hooks(false);
         let cb = h.callback(Kind::Bfl, &id(A)).unwrap();
-        let a = check_bfl(&h, &id(A), Some(&cb.token), b"{\"id\":\"t1\"}").unwrap();
-        let b = check_bfl(&h, &id(A), Some(&cb.token), b"{\"id\":\"t1\"}").unwrap();
+        assert_ne!(cb.secret, cb.token);
+        assert!(!cb.url.contains(&cb.secret), "the secret is not in the URL");
+        let a = check_bfl(&h, &id(A), Some(&cb.secret), b"{\"id\":\"t1\"}").unwrap();
+        let b = check_bfl(&h, &id(A), Some(&cb.secret), b"{\"id\":\"t1\"}").unwrap();
         assert_eq!(a, b, "the same body is the same delivery");
         assert_eq!(
-            check_bfl(&h, &id(B), Some(&cb.token), b"{}"),
+            check_bfl(&h, &id(B), Some(&cb.secret), b"{}"),
+            Err(Refusal::Forged)
+        );
+        // Whoever read the URL (its token) cannot forge BFL's proof.
+        assert_eq!(
+            check_bfl(&h, &id(A), Some(&cb.token), b"{}"),
             Err(Refusal::Forged)
         );
         assert_eq!(

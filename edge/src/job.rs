@@ -305,6 +305,10 @@ pub enum FailoverStep {
 pub const FIRST_POLL_MS: u64 = 0;
 /// The longest gap between polls (long jobs are polled every eighth of their age).
 pub const POLL_MAX_MS: u64 = 10_000;
+/// Looks around expected finishes are at least this far apart.
+pub const MIN_LOOK_GAP_MS: u64 = 200;
+/// Callbacks that may wake a job's runner for a look; later ones are ignored.
+pub const MAX_HOOK_WAKES: u32 = 3;
 /// A provider whose learned jobs ended within this long after the submit ends them at
 /// once: the quick look right after the submit stays.
 pub const INSTANT_MS: u64 = 250;
@@ -726,6 +730,8 @@ impl JobRecord {
                 .as_ref()
                 .is_some_and(|u| u.upstream_id == upstream_id)
             && (!self.status.is_terminal() || self.status == JobStatus::Completed)
+            // A purge under way deletes by prefix: a write that lands now must go too.
+            && self.outbox.purge.is_none()
     }
 
     /// Fails the job at its deadline (after the last poll), unless it just ended.
@@ -928,18 +934,21 @@ impl JobRecord {
             {
                 2 * every_ms
             }
-            0 => 0,
+            0 => FIRST_POLL_MS,
             n => (u64::from(n) + 2) * every_ms,
         };
         let fixed = || {
             if self.polls == 0 {
-                return FIRST_POLL_MS.saturating_sub(age);
+                // `earliest` is 4 s when the provider's jobs are known not to end at
+                // once: no look at 0 that cannot see them done.
+                return earliest.saturating_sub(age);
             }
             let gap = (age / 8).min(POLL_MAX_MS);
             earliest.saturating_sub(age).max(gap)
         };
         // The free quick look goes to the first expected finish itself: a short job
         // gets no second look before the budget allows one at `3 × every_ms`.
+        let min_gap = if self.polls == 0 { 1 } else { MIN_LOOK_GAP_MS };
         let around: &[u64] = match self.polls {
             0 => &[0],
             _ => &AROUND_EXPECTED_MS,
@@ -948,7 +957,8 @@ impl JobRecord {
             .expected_ms
             .iter()
             .flat_map(|&e| around.iter().map(move |&d| u64::from(e) + d))
-            .filter(|&t| t > age && t >= earliest)
+            // Not back to back: expected finishes a few ms apart are one look.
+            .filter(|&t| t >= age + min_gap && t >= earliest)
             .min();
         let Some(next_expected) = next_expected else {
             return fixed();
@@ -970,6 +980,10 @@ impl JobRecord {
     /// provider was asked to call back, else the polling schedule.
     fn poll_gap_ms(&self, now_ms: u64, every_ms: u64) -> u64 {
         match self.upstream.as_ref().and_then(|u| u.backstop_ms) {
+            // A callback came but the confirming look still saw the job running (a
+            // provider's read lagging its webhook): the ordinary schedule, not the
+            // slow backstop.
+            Some(_) if self.hooks > 0 => self.poll_delay_ms(now_ms, every_ms),
             Some(backstop_ms) => self.backstop_delay_ms(now_ms, backstop_ms),
             None => self.poll_delay_ms(now_ms, every_ms),
         }
@@ -998,6 +1012,12 @@ impl JobRecord {
             return HookVerdict::Finished;
         }
         if provider != self.provider {
+            return HookVerdict::Ignored;
+        }
+        // Callbacks beyond a few make no more looks: a provider sends one (plus
+        // retries, which are replays), and whoever could forge more must not be able
+        // to make us poll the upstream at will.
+        if self.hooks >= MAX_HOOK_WAKES {
             return HookVerdict::Ignored;
         }
         match &self.upstream {
@@ -1300,6 +1320,8 @@ pub(crate) mod tests {
         // Not before the budget allows a look that may see the job done (4 s)...
         assert_eq!(first_look(&[1_200, 10_000]), Some(4_000));
         assert_eq!(first_look(&[5_000, 10_000]), Some(5_000));
+        // Every learned job short: still no look at 0 that cannot see one done.
+        assert_eq!(first_look(&[1_200, 3_000]), Some(4_000));
         // ...nor much later than the idle look when all are far off.
         assert_eq!(first_look(&[10_000]), Some(4_000));
     }
@@ -1419,6 +1441,34 @@ pub(crate) mod tests {
         s.backstop_ms = Some(60_000);
         j.submit_outcome(&a, Ok(s), 1_000_200, 0.0);
         j
+    }
+
+    #[test]
+    fn callbacks_wake_a_few_looks_at_most_and_a_lagging_provider_is_polled_as_usual() {
+        let mut j = hooked();
+        for n in 0..MAX_HOOK_WAKES {
+            assert_eq!(
+                j.take_hook("segmind", None, 1_001_000),
+                HookVerdict::Poll,
+                "callback {n}"
+            );
+        }
+        // A flood (forged, or a provider gone wrong) makes no more upstream requests.
+        assert_eq!(
+            j.take_hook("segmind", None, 1_002_000),
+            HookVerdict::Ignored
+        );
+        // The confirming look still saw it running: the ordinary schedule now, not
+        // the 60 s backstop.
+        j.poll_outcome(
+            "u1",
+            Ok(UpstreamState::Processing),
+            1_003_000,
+            250,
+            0.0,
+            false,
+        );
+        assert!(j.next_step_ms.unwrap() < 1_003_000 + 60_000);
     }
 
     #[test]

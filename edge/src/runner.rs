@@ -86,23 +86,40 @@ pub struct JobRunner {
     /// An upstream step (submit or poll, with its downloads) is under way in this
     /// object. Storing four outputs can outlast the sweeper's patience under load;
     /// a second alarm must then not poll and store the same outputs at once. In
-    /// memory: after a reset nothing is under way.
-    stepping: std::cell::Cell<bool>,
+    /// memory: after a reset nothing is under way. The value is when it began: a step
+    /// older than [`STEP_STALE_MS`] is taken as abandoned (its future never ended).
+    stepping: std::cell::Cell<Option<u64>>,
 }
 
+/// Longer than any step can take (a poll, four downloads and four writes, each with
+/// its time-out): a step marked under way for this long was abandoned.
+const STEP_STALE_MS: u64 = 10 * 60 * 1000;
+
 /// Marks a step under way until dropped (on every return path).
-struct Stepping<'a>(&'a std::cell::Cell<bool>);
+struct Stepping<'a>(&'a std::cell::Cell<Option<u64>>);
 
 impl<'a> Stepping<'a> {
-    /// `None` if a step is already under way.
-    fn begin(flag: &'a std::cell::Cell<bool>) -> Option<Self> {
-        (!flag.replace(true)).then_some(Self(flag))
+    /// `None` if a step is already under way (and not stale).
+    fn begin(flag: &'a std::cell::Cell<Option<u64>>) -> Option<Self> {
+        let now = now_ms();
+        match flag.get() {
+            Some(began) if now.saturating_sub(began) < STEP_STALE_MS => None,
+            _ => {
+                flag.set(Some(now));
+                Some(Self(flag))
+            }
+        }
+    }
+
+    fn under_way(flag: &std::cell::Cell<Option<u64>>) -> bool {
+        flag.get()
+            .is_some_and(|began| now_ms().saturating_sub(began) < STEP_STALE_MS)
     }
 }
 
 impl Drop for Stepping<'_> {
     fn drop(&mut self) {
-        self.0.set(false);
+        self.0.set(None);
     }
 }
 
@@ -128,7 +145,7 @@ impl DurableObject for JobRunner {
             env,
             cancels_in_flight: RefCell::new(HashSet::new()),
             waiters: Waiters::default(),
-            stepping: std::cell::Cell::new(false),
+            stepping: std::cell::Cell::new(None),
         }
     }
 
@@ -185,7 +202,7 @@ impl DurableObject for JobRunner {
                 match (method, path) {
                     (Method::Get, "/state") => {
                         // The sweeper: a read of a job whose alarm chain broke re-arms it.
-                        if job.is_stuck(now) && !self.stepping.get() {
+                        if job.is_stuck(now) && !Stepping::under_way(&self.stepping) {
                             worker::console_warn!("job {}: stuck; re-arming its alarm", job.id);
                             storage.set_alarm(0).await?;
                         }
@@ -248,7 +265,10 @@ impl DurableObject for JobRunner {
                 self.step().await?;
             }
         } else if job.lost_submit_due(now) {
-            self.resolve_lost_submit().await?;
+            // Not beside a submit that may still be out (its answer decides).
+            if let Some(_stepping) = Stepping::begin(&self.stepping) {
+                self.resolve_lost_submit().await?;
+            }
         }
         self.deliver_webhook().await?;
         self.settle().await?;
@@ -502,7 +522,7 @@ impl JobRunner {
         // floor the alarm would re-arm at once, again and again, until that send ends
         // (up to CANCEL_TIMEOUT_MS). The sender schedules again when it is done.
         // Likewise a step under way (its own schedule comes when it ends).
-        if !self.cancels_in_flight.borrow().is_empty() || self.stepping.get() {
+        if !self.cancels_in_flight.borrow().is_empty() || Stepping::under_way(&self.stepping) {
             at = at.map(|a| a.max(now_ms() + CANCEL_IN_FLIGHT_RECHECK_MS));
         }
         match at {
@@ -787,7 +807,9 @@ impl JobRunner {
                         match applied {
                             Some(Ok(finish)) => {
                                 meter::completed(job.id.as_str());
-                                if let Some(window) = finish {
+                                // Learned only where it is used: a provider that
+                                // calls back is not polled on a schedule.
+                                if let Some(window) = finish.filter(|_| sub.backstop_ms.is_none()) {
                                     finish_times::record(
                                         &self.env,
                                         &job.provider,

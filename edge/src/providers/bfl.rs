@@ -22,7 +22,7 @@ fn headers(cfg: &Provider) -> Vec<(&'static str, String)> {
 
 /// BFL takes every pro parameter; `jpg` is spelled `jpeg` there. With `callback`, BFL
 /// POSTs the finished task to `webhook_url` with `webhook_secret` echoed in
-/// `X-Webhook-Secret` (providers-2026.md §1.2, §1.5): the job's token.
+/// `X-Webhook-Secret` (providers-2026.md §1.2, §1.5): the job's callback secret.
 pub fn build_submit(
     cfg: &Provider,
     params: &Params,
@@ -53,7 +53,7 @@ pub fn build_submit(
     );
     if let Some(cb) = callback {
         body.insert("webhook_url".into(), Value::from(cb.url.clone()));
-        body.insert("webhook_secret".into(), Value::from(cb.token.clone()));
+        body.insert("webhook_secret".into(), Value::from(cb.secret.clone()));
     }
     UpstreamRequest::post_json(
         format!("{}/v1/flux-pro-1.0-depth", cfg.base_url),

@@ -251,6 +251,7 @@ mod tests {
         let cb = Callback {
             url: "https://px.example/hooks/fal/x?token=a-b_c".into(),
             token: "a-b_c".into(),
+            secret: "s".into(),
         };
         let hooked = build_submit(
             &cfg(),

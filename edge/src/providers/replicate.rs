@@ -232,6 +232,7 @@ mod tests {
         let cb = Callback {
             url: "https://px.example/hooks/replicate/x?token=t".into(),
             token: "t".into(),
+            secret: "s".into(),
         };
         let req = build_submit(
             &cfg(),
