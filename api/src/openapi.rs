@@ -210,17 +210,26 @@ pub fn document(origin: &str) -> Value {
     let mut events = Map::new();
     events.insert(
         "200".into(),
-        json!({"description": "Server-sent events: `status` (a StatusResponse as `data`) at once and at each change, the last COMPLETED or FAILED, then the stream ends; `error` (an ErrorBody) ends it early",
+        json!({"description": "Server-sent events: `status` (a StatusResponse as `data`, the status as its `id`) at once and at each change, the last COMPLETED or FAILED, then the stream ends; `error` (an ErrorBody) ends it early",
                "content": {"text/event-stream": {"schema": {"type": "object", "required": ["event", "data"], "properties": {
+                   "id": {"type": "string", "enum": ["QUEUED", "PROCESSING", "COMPLETED", "FAILED"]},
                    "event": {"type": "string", "enum": ["status", "error"]},
                    "data": {"type": "string", "contentMediaType": "application/json",
                             "description": "A StatusResponse (`status`) or an ErrorBody (`error`), as JSON"}}}}}}),
+    );
+    events.insert(
+        "204".into(),
+        json!({"description": "The job has finished and `Last-Event-ID` says the client saw its end (an EventSource reconnecting after the stream ended): nothing more will come"}),
     );
     events.extend(errors(&[401, 404, 429, 500]));
     paths.insert(
         "/v2/requests/{request_id}/events".into(),
         json!({"get": {"operationId": "get_status_events", "summary": "A job's status changes, as server-sent events",
-                       "parameters": [request_id_param()], "responses": events}}),
+                       "parameters": [request_id_param(),
+                           {"name": "Last-Event-ID", "in": "header", "required": false,
+                            "schema": {"type": "string"},
+                            "description": "The last event's id, sent back by an EventSource when it reconnects"}],
+                       "responses": events}}),
     );
 
     let mut result = Map::new();

@@ -286,6 +286,18 @@ fn events_stream_each_status_change_and_end_with_the_finished_job() {
         Some(&read(&id, "", "rich").json()),
         "the last event is the plain read's answer"
     );
+    // Each event carries its status as its id; an EventSource reconnecting after the
+    // end (it always does) sends the last one back and gets 204, which stops it.
+    assert!(events.text.contains("id: COMPLETED\n"), "{}", events.text);
+    let again = Answer::from(
+        client()
+            .get(format!("{}/v2/requests/{id}/events", base()))
+            .header("x-api-key", test_key("rich"))
+            .header("last-event-id", "COMPLETED")
+            .send()
+            .expect("reconnect"),
+    );
+    assert_eq!(again.status, 204, "{}", again.text);
 
     let missing = Answer::from(
         client()

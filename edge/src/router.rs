@@ -162,7 +162,7 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
         accounts::touch_public(&req, env, &cfg).await?;
         return match &api {
             Api::Status(id, wait) => jobs::get_status(env, id, *wait).await,
-            Api::Events(id) => jobs::stream_status(env, id).await,
+            Api::Events(id) => jobs::stream_status(&req, env, id).await,
             Api::Result(id) => jobs::get_result(&req, env, id).await,
             Api::Prediction(id) => eachlabs::get_prediction(&req, env, id).await,
             _ => Err(EdgeError::Internal(
@@ -208,7 +208,7 @@ async fn dispatch(api: Api, req: Request, env: &Env, caller: &Caller) -> EdgeRes
         }
         Api::Events(id) => {
             caller.touch(env).await?;
-            jobs::stream_status(env, &id).await
+            jobs::stream_status(&req, env, &id).await
         }
         Api::CreatePrediction => eachlabs::create_prediction(req, env, caller).await,
         Api::Feature => onemin::run_feature(req, env, caller).await,

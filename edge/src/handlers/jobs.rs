@@ -123,6 +123,14 @@ fn event(name: &str, data: &impl serde::Serialize) -> Vec<u8> {
     format!("event: {name}\ndata: {data}\n\n").into_bytes()
 }
 
+/// A `status` event, with the status as its id: a browser's `EventSource` reconnects
+/// after the stream ends and sends it back as `Last-Event-ID`.
+fn status_event(job: &JobRecord) -> Vec<u8> {
+    let mut chunk = format!("id: {}\n", job.status.as_str()).into_bytes();
+    chunk.extend(event("status", &job.status_response()));
+    chunk
+}
+
 /// One step of the event stream: the bytes to send and what comes next.
 async fn events_step(env: &Env, id: &RequestId, next: Next) -> Option<(Vec<u8>, Next)> {
     match next {
@@ -133,7 +141,7 @@ async fn events_step(env: &Env, id: &RequestId, next: Next) -> Option<(Vec<u8>, 
             } else {
                 Next::Wait(job.status)
             };
-            Some((event("status", &job.status_response()), after))
+            Some((status_event(&job), after))
         }
         Next::Wait(seen) => {
             let wait = StatusWait {
@@ -163,8 +171,19 @@ async fn events_step(env: &Env, id: &RequestId, next: Next) -> Option<(Vec<u8>, 
 /// body) ends it early (the job expired or was deleted, or the runner failed). Between
 /// changes the Worker holds reads at the runner (`status?wait=30`), so the stream
 /// costs what held reads cost. An unknown id is a plain 404, before any stream.
-pub async fn stream_status(env: &Env, raw_id: &str) -> EdgeResult<Response> {
+pub async fn stream_status(req: &Request, env: &Env, raw_id: &str) -> EdgeResult<Response> {
     let job = load(env, raw_id).await?;
+    // An `EventSource` reconnecting after the last event (it always does when a
+    // stream ends): 204 is what makes it stop, instead of a new stream every 3 s.
+    let last = req.headers().get("last-event-id")?;
+    if job.status.is_terminal()
+        && last
+            .as_deref()
+            .and_then(JobStatus::parse)
+            .is_some_and(JobStatus::is_terminal)
+    {
+        return Ok(Response::empty()?.with_status(204));
+    }
     let env = env.clone();
     let id = job.id.clone();
     let events = futures_util::stream::unfold(Next::Send(Box::new(job)), move |next| {
