@@ -104,6 +104,22 @@ impl StatusWait {
         Ok(Some(Self { secs, seen }))
     }
 
+    /// From a query's decoded pairs (the last `wait` and `seen` count; other names are
+    /// ignored).
+    pub fn from_pairs<K: AsRef<str>, V: AsRef<str>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Option<Self>, FieldError> {
+        let (mut wait, mut seen) = (None, None);
+        for (k, v) in pairs {
+            match k.as_ref() {
+                "wait" => wait = Some(v.as_ref().to_owned()),
+                "seen" => seen = Some(v.as_ref().to_owned()),
+                _ => {}
+            }
+        }
+        Self::parse(wait.as_deref(), seen.as_deref())
+    }
+
     /// The query string (`wait=25&seen=PROCESSING`), without `?`.
     pub fn query(&self) -> String {
         match self.seen {

@@ -279,16 +279,7 @@ impl DurableObject for JobRunner {
 /// The `wait` of a held `GET /state` (the Worker validated it; anything else is a
 /// plain read).
 fn held(req: &Request) -> Option<StatusWait> {
-    let url = req.url().ok()?;
-    let (mut wait, mut seen) = (None, None);
-    for (k, v) in url.query_pairs() {
-        match k.as_ref() {
-            "wait" => wait = Some(v.into_owned()),
-            "seen" => seen = Some(v.into_owned()),
-            _ => {}
-        }
-    }
-    StatusWait::parse(wait.as_deref(), seen.as_deref())
+    StatusWait::from_pairs(req.url().ok()?.query_pairs())
         .ok()
         .flatten()
 }

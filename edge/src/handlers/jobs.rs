@@ -77,16 +77,7 @@ fn status_code(job: &JobRecord) -> u16 {
 /// The `wait` and `seen` of a status read (`None`: a plain read), or a 400 naming the
 /// field.
 pub fn status_wait(req: &Request) -> EdgeResult<Option<StatusWait>> {
-    let url = req.url()?;
-    let (mut wait, mut seen) = (None, None);
-    for (k, v) in url.query_pairs() {
-        match k.as_ref() {
-            "wait" => wait = Some(v.into_owned()),
-            "seen" => seen = Some(v.into_owned()),
-            _ => {}
-        }
-    }
-    StatusWait::parse(wait.as_deref(), seen.as_deref()).map_err(|f| EdgeError::fields(vec![f]))
+    StatusWait::from_pairs(req.url()?.query_pairs()).map_err(|f| EdgeError::fields(vec![f]))
 }
 
 /// `GET /v2/requests/{id}/status`; with `wait`, held by the runner until the status
