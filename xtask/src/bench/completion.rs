@@ -27,14 +27,14 @@ use crate::cmd::{Result, root};
 use crate::keys;
 use crate::stack::{Options, Stack};
 
-/// Each sim provider, the model routed to it, and whether it pushes a webhook when a
-/// job ends (Replicate, fal, BFL and another Parallax document one; Segmind and
-/// ComfyUI are polled).
+/// Each sim provider, the model routed to it, and whether it is asked to call back
+/// when a job ends (Replicate, fal and BFL; Segmind, ComfyUI and another Parallax, whose
+/// v2 API takes no callback URL, are polled: `edge/src/hooks.rs`).
 const UPSTREAMS: [(&str, &str, bool); 6] = [
     ("segmind", "flux-depth-pro", false),
     ("replicate", "flux-depth-pro", true),
     ("bfl", "flux-depth-pro", true),
-    ("parallax", "flux-depth-pro", true),
+    ("parallax", "flux-depth-pro", false),
     ("comfyui", "flux-depth-dev", false),
     ("fal", "flux-depth-dev", true),
 ];
