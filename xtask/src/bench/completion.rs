@@ -24,8 +24,7 @@ use serde_json::{Value, json};
 use super::flows::{self, Endpoint, field};
 use super::report::{Report, Target};
 use crate::cmd::{Result, root};
-use crate::keys;
-use crate::stack::{Options, Stack};
+use crate::stack::Options;
 
 /// Each sim provider, the model routed to it, and whether it is asked to call back
 /// when a job ends (Replicate, fal and BFL; Segmind, ComfyUI and another Parallax, whose
@@ -113,9 +112,7 @@ fn offers_wait(edge: &Endpoint, http: &Client, sub: &Value) -> Result<bool> {
 
 /// `parallax-completed <job> <ms>` lines of the Worker's log after byte `from`.
 fn completed_at(log: &Path, from: usize) -> Result<BTreeMap<String, u64>> {
-    let text = fs::read(log).map_err(|e| format!("reading {}: {e}", log.display()))?;
-    let text = String::from_utf8_lossy(text.get(from..).unwrap_or_default());
-    Ok(text
+    Ok(super::ops::log_since(log, from)?
         .lines()
         .filter_map(|l| {
             let rest = &l[l.find("parallax-completed ")? + "parallax-completed ".len()..];
@@ -190,21 +187,10 @@ fn one_upstream(
         options.vars.retain(|(k, _)| k != var);
         options.vars.push((var.to_owned(), provider.to_owned()));
     }
-    let key = keys::create(
-        &keys::Target::Local(&options.state_dir),
-        "completion",
-        1_000_000,
-        None,
-    )?;
-    let stack = Stack::start(&options).map_err(|e| format!("{e} (see {})", log.display()))?;
-    let edge = Endpoint {
-        label: "worker",
-        base: stack.base_url.clone(),
-        key,
-    };
+    let (stack, edge) = super::ops::start_stack(&options, "completion")?;
     let http = flows::client()?;
     let jpeg = fs::read(root().join("public/samples/chelsea.jpg")).map_err(|e| e.to_string())?;
-    let from = fs::metadata(&log).map_or(0, |m| m.len() as usize);
+    let from = super::ops::log_end(&log);
     let run = std::process::id();
     // ComfyUI's SaveImage writes PNG (or WebP), never JPEG.
     let fields: &[(&str, &str)] = match provider {

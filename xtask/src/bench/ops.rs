@@ -66,10 +66,42 @@ pub fn parse_line(line: &str) -> Option<(&str, u64)> {
     Some((op, n))
 }
 
+/// The text of `log` after byte `from` (what a run of jobs made the Worker print).
+pub fn log_since(log: &Path, from: usize) -> Result<String> {
+    let text = fs::read(log).map_err(|e| format!("reading {}: {e}", log.display()))?;
+    Ok(String::from_utf8_lossy(text.get(from..).unwrap_or_default()).into_owned())
+}
+
+/// The bytes `log` has now: where the next run's lines start.
+pub fn log_end(log: &Path) -> usize {
+    fs::metadata(log).map_or(0, |m| m.len() as usize)
+}
+
+/// A stack of its own for a bench section (`options.log` set: the section reads the
+/// Worker's lines), with a key of `name` and the Worker's endpoint.
+pub fn start_stack(options: &crate::stack::Options, name: &str) -> Result<(Stack, Endpoint)> {
+    let log = options
+        .log
+        .clone()
+        .ok_or("a bench stack needs a log to read")?;
+    let key = keys::create(
+        &keys::Target::Local(&options.state_dir),
+        name,
+        1_000_000,
+        None,
+    )?;
+    let stack = Stack::start(options).map_err(|e| format!("{e} (see {})", log.display()))?;
+    let edge = Endpoint {
+        label: "worker",
+        base: stack.base_url.clone(),
+        key,
+    };
+    Ok((stack, edge))
+}
+
 /// Sums the meter lines of `log` after byte `from`.
 fn sums(log: &Path, from: usize) -> Result<std::collections::BTreeMap<String, u64>> {
-    let text = fs::read(log).map_err(|e| format!("reading {}: {e}", log.display()))?;
-    let text = String::from_utf8_lossy(text.get(from..).unwrap_or_default());
+    let text = log_since(log, from)?;
     let mut out = std::collections::BTreeMap::new();
     for (op, n) in text.lines().filter_map(parse_line) {
         *out.entry(op.to_owned()).or_insert(0) += n;
@@ -79,23 +111,13 @@ fn sums(log: &Path, from: usize) -> Result<std::collections::BTreeMap<String, u6
 
 pub fn run(report: &mut Report, options: &crate::stack::Options) -> Result {
     const S: &str = "Cloudflare operations per job";
-    let state = options.state_dir.clone();
-    let log = options
-        .log
-        .clone()
-        .ok_or("the ops stack needs a log to read")?;
-    let key = keys::create(&keys::Target::Local(&state), "ops", 1_000_000, None)?;
-    let stack = Stack::start(options).map_err(|e| format!("{e} (see {})", log.display()))?;
-    let edge = Endpoint {
-        label: "worker",
-        base: stack.base_url.clone(),
-        key,
-    };
+    let (stack, edge) = start_stack(options, "ops")?;
+    let log = options.log.clone().unwrap_or_default();
     let http = flows::client()?;
     let jpeg = fs::read(root().join("public/samples/chelsea.jpg")).map_err(|e| e.to_string())?;
     // The stack's own start-up requests are not a job's.
     std::thread::sleep(Duration::from_secs(1));
-    let from = fs::metadata(&log).map_or(0, |m| m.len() as usize);
+    let from = log_end(&log);
     let run = std::process::id();
     let mut stored_bytes = 0u64;
     let mut ids = Vec::new();
