@@ -4,8 +4,13 @@
 // - `prepare`: a 12 MP JPEG picked in the studio, decoded upright, downscaled and
 //   re-encoded in the browser: the app's `parallax:prepare` performance measure
 //   (median of three), and the bytes the submit then uploads.
+// - `chunks`: the wasm chunks `cargo xtask build` split off (`dist/app-*/`), fetched
+//   only when first used (History, share pages, job cards, snippets, settings, image
+//   preparation, polling), each with its gzip size.
 // Usage: node bench/web.mjs <base url> <12 MP jpeg>; prints one JSON object.
 import { gzipSync } from 'node:zlib';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const [base, photo] = process.argv.slice(2);
@@ -84,8 +89,18 @@ async function prepare() {
   return { runs_ms: runs, median_ms: runs[1], info, uploaded_bytes: uploaded };
 }
 
+/// Every wasm file of the build that is not the main module, from `dist/`.
+function chunks() {
+  const dist = join(import.meta.dirname, '..', 'dist');
+  return readdirSync(dist).filter((d) => d.startsWith('app-')).flatMap((d) =>
+    readdirSync(join(dist, d)).filter((f) => f.endsWith('.wasm') && !f.endsWith('_bg.wasm')).map((f) => {
+      const body = readFileSync(join(dist, d, f));
+      return { path: `/${d}/${f}`, bytes: body.length, gzip: gzipSync(body, { level: 6 }).length };
+    }));
+}
+
 try {
-  console.log(JSON.stringify({ weight: await weight(), prepare: await prepare() }));
+  console.log(JSON.stringify({ weight: await weight(), prepare: await prepare(), chunks: chunks() }));
 } finally {
   await browser.close();
 }

@@ -3,6 +3,10 @@
 //! size needs, and re-encode as JPEG, so a 12 MP phone photo uploads as a few
 //! hundred KB instead of 5 MB.
 
+use std::future::Future;
+use std::pin::Pin;
+
+use leptos::wasm_split::SplitLoaderError;
 use wasm_bindgen::{JsCast, JsValue, closure::Closure};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Blob, HtmlCanvasElement, ImageBitmap, ImageBitmapOptions, ImageOrientation};
@@ -58,6 +62,28 @@ pub struct Prepared {
 fn js_err(e: JsValue) -> String {
     e.as_string()
         .unwrap_or_else(|| "the image could not be read".into())
+}
+
+/// A preparation under way, as the image tools' chunk hands it back.
+type Preparing = Pin<Box<dyn Future<Output = Result<Prepared, String>>>>;
+
+/// [`prepare`], from the image tools' own wasm chunk, fetched at the first pick (a
+/// first visit that never picks an image does not download it;
+/// `components::deferred`). A chunk that cannot be fetched is an error the studio
+/// shows, like an unreadable image.
+pub async fn prepare_lazily(blob: &Blob, megapixels: f64) -> Result<Prepared, String> {
+    match prepare_chunk(blob.clone(), megapixels).await {
+        Ok(preparing) => preparing.await,
+        Err(_) => Err(
+            "The image tools could not be downloaded. Check the connection and pick the image again."
+                .into(),
+        ),
+    }
+}
+
+#[leptos::wasm_split::wasm_split(image, wasm_split_path = ::leptos::wasm_split, fallible)]
+fn prepare_chunk(blob: Blob, megapixels: f64) -> Result<Preparing, SplitLoaderError> {
+    Ok(Box::pin(async move { prepare(&blob, megapixels).await }))
 }
 
 /// The User Timing names around [`prepare`], read by `cargo xtask bench`.

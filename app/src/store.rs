@@ -56,6 +56,8 @@ pub struct JobStore {
     held: StoredValue<Vec<String>>,
     /// Until when the server's `Retry-After` holds, even across wake-ups.
     retry_until: StoredValue<f64>,
+    /// Whether the polling scheduler runs (or its chunk is on the way).
+    polling: StoredValue<bool>,
 }
 
 pub fn now_ms() -> f64 {
@@ -104,6 +106,7 @@ pub fn provide() -> JobStore {
         last_read: StoredValue::new(HashMap::new()),
         held: StoredValue::new(Vec::new()),
         retry_until: StoredValue::new(0.0),
+        polling: StoredValue::new(false),
     };
     store.persist();
     // Another tab wrote: merge its copy (never overwrite ours).
@@ -111,6 +114,7 @@ pub fn provide() -> JobStore {
         if e.key().as_deref() == Some(STORAGE_KEY) {
             let other = Stored::decode(&e.new_value().unwrap_or_default());
             store.state.maybe_update(|s| s.merge(&other));
+            store.start_polling();
             client::wake_all();
         }
     });
@@ -125,8 +129,16 @@ pub fn provide() -> JobStore {
         on_show.remove();
     });
     provide_context(store);
-    spawn_local(scheduler(store));
+    store.start_polling();
     store
+}
+
+/// Starts the scheduler, from the polling wasm chunk (`components::deferred`): a first
+/// visit with no job to poll does not download it.
+#[leptos::wasm_split::wasm_split(polling, wasm_split_path = ::leptos::wasm_split, fallible)]
+fn spawn_scheduler(store: JobStore) -> Result<(), leptos::wasm_split::SplitLoaderError> {
+    spawn_local(scheduler(store));
+    Ok(())
 }
 
 impl JobStore {
@@ -139,6 +151,7 @@ impl JobStore {
         });
         if changed {
             self.persist();
+            self.start_polling();
         }
     }
 
@@ -175,7 +188,30 @@ impl JobStore {
     pub fn wake(&self) {
         let until = self.retry_until.get_value();
         self.backoff.update_value(|b| b.wake(now_ms(), until));
+        self.start_polling();
         client::wake_all();
+    }
+
+    /// Starts the one polling scheduler once a stored job needs reading (it then runs
+    /// for the page's life). If its chunk cannot be fetched (offline), the cards say
+    /// "Connection lost" and the next wake-up (`online`, the tab shown, a submit)
+    /// tries again.
+    fn start_polling(&self) {
+        if self.polling.get_value()
+            || !self
+                .state
+                .with_untracked(|s| s.jobs.iter().any(Job::needs_poll))
+        {
+            return;
+        }
+        self.polling.set_value(true);
+        let store = *self;
+        spawn_local(async move {
+            if spawn_scheduler(store).await.is_err() {
+                store.polling.set_value(false);
+                store.lost.set(true);
+            }
+        });
     }
 
     fn next_read(&self, job: &Job, backoff: &Backoff) -> f64 {

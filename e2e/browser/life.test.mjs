@@ -273,3 +273,37 @@ for (const [name, options] of [['desktop', DESKTOP], ['phone', PHONE]]) {
     await context.close();
   });
 }
+
+test('desktop: a page whose code cannot be downloaded says so, and loads on retry', async () => {
+  // History's code is a wasm chunk fetched on the first visit (`components::deferred`).
+  const context = await browser.newContext(DESKTOP);
+  const { page, errors } = await open(context);
+  await rendered(page);
+  let blocked = 0;
+  await page.route(/\/split_history\.wasm$/, (route) => { blocked++; return route.abort('internetdisconnected'); });
+  await page.getByTestId('nav-history').click();
+  await page.waitForURL(/\/history$/);
+  await page.getByTestId('load-error').waitFor();
+  assert.ok(blocked >= 1, 'the chunk was asked for');
+  await assertAccessible(page, 'the load-error notice');
+  // The rest of the app still works: back to the studio, and back again once online.
+  await page.getByRole('link', { name: 'Studio' }).click();
+  await page.getByTestId('generate').waitFor();
+  await page.unroute(/\/split_history\.wasm$/);
+  await page.getByTestId('nav-history').click();
+  await page.getByRole('heading', { name: 'History' }).waitFor();
+  assert.equal(await page.getByTestId('load-error').count(), 0);
+
+  // A failed load is not remembered: a fresh page, blocked, then "Try again".
+  const second = await open(context, base + '/');
+  await rendered(second.page);
+  await second.page.route(/\/split_history\.wasm$/, (route) => route.abort('internetdisconnected'));
+  await second.page.getByTestId('nav-history').click();
+  await second.page.getByTestId('load-error').waitFor();
+  await second.page.unroute(/\/split_history\.wasm$/);
+  await second.page.getByTestId('load-retry').click();
+  await second.page.getByRole('heading', { name: 'History' }).waitFor();
+  assert.deepEqual(errors, []);
+  assert.deepEqual(second.errors, []);
+  await context.close();
+});

@@ -696,6 +696,37 @@ fn playground(report: &mut Report, base: &str, dir: &Path) -> Result {
         all,
         "KB gz",
     );
+    // The chunks split off the app, fetched when first used; the first load fetches
+    // none of them (those it did fetch are in the lines above too).
+    let chunks = measured["chunks"].as_array().cloned().unwrap_or_default();
+    let fetched: Vec<&str> = files.iter().filter_map(|f| f["path"].as_str()).collect();
+    let mut later = 0.0;
+    for c in &chunks {
+        let path = c["path"].as_str().unwrap_or("?");
+        let name = path.rsplit('/').next().unwrap_or(path);
+        let gz = num(c, "gzip") / 1024.0;
+        if !fetched.contains(&path) {
+            later += gz;
+        }
+        if name.starts_with("split_") {
+            report.push(
+                S,
+                format!("wasm chunk on first use: {name}"),
+                gz,
+                "KB gz",
+                None,
+                "",
+            );
+        }
+    }
+    report.push(
+        S,
+        "wasm chunks not in the first load, all together",
+        later,
+        "KB gz",
+        None,
+        &format!("{} files; shared chunk_* files included", chunks.len()),
+    );
     let prep = &measured["prepare"];
     report.add(
         S,

@@ -11,8 +11,6 @@ use crate::tools;
 pub fn run(browser: bool) -> Result {
     ensure_target()?;
     let wasm_bindgen = tools::wasm_bindgen_version()?;
-    tools::check_trunk_toml(&wasm_bindgen)?;
-    ensure_cargo_tool("trunk", "trunk", tools::TRUNK)?;
     ensure_cargo_tool("worker-build", "worker-build", tools::WORKER_BUILD)?;
     ensure_cargo_tool("wasm-bindgen", "wasm-bindgen-cli", &wasm_bindgen)?;
     ensure_npm()?;
@@ -114,10 +112,10 @@ mod tests {
 
     #[test]
     fn versions_are_matched_as_whole_words() {
-        assert!(has_version("trunk 0.21.14\n", "0.21.14"));
+        assert!(has_version("worker-build 0.8.7\n", "0.8.7"));
         assert!(has_version("0.8.7\n", "0.8.7"));
         assert!(has_version("wasm-bindgen 0.2.130", "0.2.130"));
         assert!(!has_version("wasm-bindgen 0.2.1301", "0.2.130"));
-        assert!(!has_version("trunk 0.22.0", "0.21.14"));
+        assert!(!has_version("worker-build 0.8.70", "0.8.7"));
     }
 }

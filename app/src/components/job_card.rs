@@ -9,6 +9,7 @@ use leptos::task::spawn_local;
 use wasm_bindgen::JsValue;
 
 use crate::components::compare::CompareSlider;
+use crate::components::deferred::Loaded;
 use crate::jobs;
 use crate::logic::eta;
 use crate::logic::store::{Job, download_name};
@@ -75,6 +76,13 @@ fn short(prompt: &str) -> String {
 pub struct CardActions {
     pub remix: Callback<Job>,
     pub use_as_control: Callback<String>,
+}
+
+/// A job card, from the cards' wasm chunk: a first visit shows none, so it does not
+/// download them (`components::deferred`).
+#[leptos::wasm_split::wasm_split(cards, wasm_split_path = ::leptos::wasm_split, fallible)]
+pub fn lazy_job_card(id: String, actions: CardActions, now: Signal<f64>) -> Loaded {
+    Ok(view! { <JobCard id=id actions=actions now=now /> }.into_any())
 }
 
 #[component]

@@ -1,7 +1,10 @@
-//! Copyable API snippets (curl, Python, JavaScript) for the current form.
+//! Copyable API snippets (curl, Python, JavaScript) for the current form. The panel
+//! is closed at first; its body (and the snippet builders) come from their own wasm
+//! chunk when it is first opened (`components::deferred`).
 
 use leptos::prelude::*;
 
+use crate::components::deferred::{Loaded, deferred};
 use crate::components::job_card::copy_text;
 use crate::logic::form::FormState;
 use crate::logic::snippets;
@@ -11,6 +14,24 @@ pub fn SnippetsPanel(
     /// The form the snippets reproduce.
     form: RwSignal<FormState>,
 ) -> impl IntoView {
+    let opened = RwSignal::new(false);
+    view! {
+        <details class="panel snippets" on:toggle=move |_| opened.set(true)>
+            <summary>"API code for these settings"</summary>
+            <Show when=move || opened.get()>
+                {deferred(move || lazy_snippets(form))}
+            </Show>
+        </details>
+    }
+}
+
+#[leptos::wasm_split::wasm_split(snippets, wasm_split_path = ::leptos::wasm_split, fallible)]
+fn lazy_snippets(form: RwSignal<FormState>) -> Loaded {
+    Ok(view! { <SnippetsBody form=form /> }.into_any())
+}
+
+#[component]
+fn SnippetsBody(form: RwSignal<FormState>) -> impl IntoView {
     let tab = RwSignal::new(0usize);
     let origin = StoredValue::new(window().location().origin().unwrap_or_default());
     let code = move || {
@@ -23,18 +44,15 @@ pub fn SnippetsPanel(
     };
     let copied = RwSignal::new(false);
     view! {
-        <details class="panel snippets">
-            <summary>"API code for these settings"</summary>
-            <div class="tabs" role="tablist">
-                {["curl", "Python", "JavaScript"].into_iter().enumerate().map(|(i, name)| view! {
-                    <button type="button" role="tab" aria-selected=move || (tab.get() == i).to_string()
-                        on:click=move |_| { tab.set(i); copied.set(false); }>{name}</button>
-                }).collect_view()}
-            </div>
-            <pre><code data-testid="snippet">{code}</code></pre>
-            <button type="button" class="button" on:click=move |_| { copy_text(&code()); copied.set(true); }>
-                {move || if copied.get() { "Copied" } else { "Copy" }}
-            </button>
-        </details>
+        <div class="tabs" role="tablist">
+            {["curl", "Python", "JavaScript"].into_iter().enumerate().map(|(i, name)| view! {
+                <button type="button" role="tab" aria-selected=move || (tab.get() == i).to_string()
+                    on:click=move |_| { tab.set(i); copied.set(false); }>{name}</button>
+            }).collect_view()}
+        </div>
+        <pre><code data-testid="snippet">{code}</code></pre>
+        <button type="button" class="button" on:click=move |_| { copy_text(&code()); copied.set(true); }>
+            {move || if copied.get() { "Copied" } else { "Copy" }}
+        </button>
     }
 }

@@ -20,7 +20,7 @@ pub fn expected(history: &[f64], fallback: f64) -> f64 {
         return fallback;
     }
     let mut sorted = history.to_vec();
-    sorted.sort_by(f64::total_cmp);
+    sorted.sort_unstable_by(f64::total_cmp);
     let mid = sorted.len() / 2;
     if sorted.len().is_multiple_of(2) {
         (sorted[mid - 1] + sorted[mid]) / 2.0

@@ -203,7 +203,12 @@ pub fn upsert(list: &mut Vec<Job>, incoming: Job) -> bool {
         }
     };
     if changed {
-        list.sort_by(|a, b| b.created_ms.total_cmp(&a.created_ms));
+        // Unstable sort (smaller code), made total by the id.
+        list.sort_unstable_by(|a, b| {
+            b.created_ms
+                .total_cmp(&a.created_ms)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         list.truncate(MAX_JOBS);
     }
     changed

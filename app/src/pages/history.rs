@@ -9,6 +9,7 @@ use leptos::task::spawn_local;
 use parallax_api::{JobStatus, Model};
 
 use crate::client;
+use crate::components::deferred::Loaded;
 use crate::jobs;
 use crate::logic::store::{self, Job};
 use crate::session::use_session;
@@ -23,6 +24,13 @@ fn now_secs() -> u64 {
 
 fn confirm(question: &str) -> bool {
     window().confirm_with_message(question).unwrap_or(false)
+}
+
+/// History, from its own wasm chunk, fetched on the first visit to the page
+/// (`components::deferred`).
+#[leptos::wasm_split::wasm_split(history, wasm_split_path = ::leptos::wasm_split, fallible)]
+pub fn lazy_history_page() -> Loaded {
+    Ok(view! { <HistoryPage /> }.into_any())
 }
 
 #[component]

@@ -17,8 +17,9 @@ use wasm_bindgen::JsCast;
 use web_sys::{Blob, FormData};
 
 use crate::client;
+use crate::components::deferred::deferred;
 use crate::components::image_input::{ImageInput, Picked};
-use crate::components::job_card::{CardActions, JobCard};
+use crate::components::job_card::{CardActions, lazy_job_card};
 use crate::components::param_field::ParamField;
 use crate::components::snippets_panel::SnippetsPanel;
 use crate::image::{self, Prepared};
@@ -136,7 +137,7 @@ impl Studio {
         self.prep_token.set_value(token);
         let megapixels = self.form.with_untracked(target_megapixels);
         spawn_local(async move {
-            let prepared = image::prepare(&blob, megapixels).await;
+            let prepared = image::prepare_lazily(&blob, megapixels).await;
             if self.prep_token.get_value() != token {
                 return; // a newer pick (or size) took over
             }
@@ -499,7 +500,7 @@ pub fn PlaygroundPage() -> impl IntoView {
                         let mine = id.clone();
                         view! {
                             <div class="job-slot" class:selected=move || selected.get().as_deref() == Some(mine.as_str())>
-                                <JobCard id=id actions=actions now=now />
+                                {deferred(move || lazy_job_card(id.clone(), actions, now))}
                             </div>
                         }
                     }

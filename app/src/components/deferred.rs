@@ -1,0 +1,76 @@
+//! The parts of the app that live in lazily loaded wasm chunks.
+//!
+//! `cargo xtask build` splits the app at each `#[wasm_split]` function: the code only
+//! such a function reaches moves into a chunk, fetched the first time it is called. So
+//! the first visit to `/` does not download History, the share page, the job cards or
+//! the code snippets. Every split point here is `fallible`: a chunk that cannot be
+//! fetched (offline, a flaky network) is an `Err` shown with a retry button, never a
+//! panic (which would abort the whole app), and a failed load is retried from scratch.
+
+use std::future::Future;
+
+use leptos::prelude::*;
+use leptos::wasm_split::SplitLoaderError;
+use send_wrapper::SendWrapper;
+
+/// What a split point returns: the view it builds, or why its chunk did not load.
+pub type Loaded = Result<AnyView, SplitLoaderError>;
+
+/// Shows the view `load` builds once its chunk is in (nothing before: the chunks are
+/// small and usually cached). When the load fails, a notice takes its place, with a
+/// retry button and a reload button (after a deploy, an open tab's chunks are gone
+/// and only a reload brings the new ones); coming back online retries by itself.
+pub fn deferred<F, Fut>(load: F) -> impl IntoView
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Loaded> + 'static,
+{
+    load_or_notice(load, false)
+}
+
+/// [`deferred`] for a whole page: its notice is the page's heading.
+pub fn deferred_page<F, Fut>(load: F) -> impl IntoView
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Loaded> + 'static,
+{
+    load_or_notice(load, true)
+}
+
+fn load_or_notice<F, Fut>(load: F, page: bool) -> impl IntoView
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Loaded> + 'static,
+{
+    let attempt = RwSignal::new(0u32);
+    move || {
+        attempt.track();
+        let pending = SendWrapper::new(load());
+        Suspend::new(async move {
+            match pending.await {
+                Ok(view) => view,
+                Err(_) => retry_notice(attempt, page).into_any(),
+            }
+        })
+    }
+}
+
+fn retry_notice(attempt: RwSignal<u32>, page: bool) -> impl IntoView {
+    let online = window_event_listener(leptos::ev::online, move |_| {
+        attempt.update(|n| *n += 1);
+    });
+    on_cleanup(move || online.remove());
+    view! {
+        <div class="panel load-error" role="alert" data-testid="load-error">
+            {page.then(|| view! { <h1>"This page could not be loaded"</h1> })}
+            <p>"This part of Parallax could not be downloaded. Check the connection, or reload the page if Parallax was just updated."</p>
+            <button type="button" class="button" data-testid="load-retry" on:click=move |_| attempt.update(|n| *n += 1)>
+                "Try again"
+            </button>
+            " "
+            <button type="button" class="button" on:click=move |_| { let _ = window().location().reload(); }>
+                "Reload"
+            </button>
+        </div>
+    }
+}
