@@ -6,6 +6,7 @@ pub mod control;
 pub mod error;
 pub mod id;
 pub mod models;
+pub mod num;
 pub mod openapi;
 pub mod params;
 pub mod wait;

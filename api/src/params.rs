@@ -194,7 +194,11 @@ pub fn validate_value(spec: &ParamSpec, value: &Value) -> Result<Value, String> 
                     .map(Value::Number)
                     .ok_or_else(|| "must be a finite number".into())
             } else {
-                Err(format!("must be between {min} and {max}"))
+                Err(format!(
+                    "must be between {} and {}",
+                    crate::num::text(min),
+                    crate::num::text(max)
+                ))
             }
         }
         ParamKind::Boolean { .. } => match value {
@@ -242,7 +246,7 @@ fn as_integer(value: &Value) -> Result<i64, String> {
             if let Ok(i) = s.parse::<i64>() {
                 return Ok(i);
             }
-            s.parse::<f64>().map_err(|_| "must be a whole number")?
+            crate::num::parse(s).ok_or("must be a whole number")?
         }
         _ => return Err("must be a whole number".into()),
     };
@@ -258,7 +262,7 @@ fn as_integer(value: &Value) -> Result<i64, String> {
 fn as_number(value: &Value) -> Result<f64, String> {
     let x = match value {
         Value::Number(n) => n.as_f64().ok_or("must be a number")?,
-        Value::String(s) => s.trim().parse::<f64>().map_err(|_| "must be a number")?,
+        Value::String(s) => crate::num::parse(s.trim()).ok_or("must be a number")?,
         _ => return Err("must be a number".into()),
     };
     if x.is_finite() {

@@ -19,6 +19,13 @@ pub const QUALITY: f64 = 0.9;
 pub const MAX_INPUT_BYTES: f64 = 40.0 * 1024.0 * 1024.0;
 pub const ACCEPT: &str = "image/jpeg,image/png,image/webp";
 
+/// `x` rounded to a whole number, for messages (integer formatting: no float
+/// formatting code in the first load, `parallax_api::num`).
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+pub fn whole(x: f64) -> u64 {
+    x.round().max(0.0) as u64
+}
+
 /// The size to upload: never larger than the source, at most `megapixels` and
 /// [`MAX_SIDE`], aspect ratio kept.
 pub fn target_size(width: u32, height: u32, megapixels: f64) -> (u32, u32) {
@@ -43,8 +50,8 @@ pub fn precheck(media_type: &str, size: f64) -> Result<(), String> {
     }
     if size > MAX_INPUT_BYTES {
         return Err(format!(
-            "This file is {:.0} MB; the limit is 40 MB",
-            size / 1_048_576.0
+            "This file is {} MB; the limit is 40 MB",
+            whole(size / 1_048_576.0)
         ));
     }
     Ok(())
@@ -72,12 +79,19 @@ type Preparing = Pin<Box<dyn Future<Output = Result<Prepared, String>>>>;
 /// `components::deferred`). A chunk that cannot be fetched is an error the studio
 /// shows, like an unreadable image.
 pub async fn prepare_lazily(blob: &Blob, megapixels: f64) -> Result<Prepared, String> {
+    // The measure starts here, so the first pick's figure includes the chunk's fetch.
+    if let Some(p) = web_sys::window().and_then(|w| w.performance()) {
+        let _ = p.mark(MARK);
+    }
     match prepare_chunk(blob.clone(), megapixels).await {
         Ok(preparing) => preparing.await,
-        Err(_) => Err(
-            "The image tools could not be downloaded. Check the connection and pick the image again."
-                .into(),
-        ),
+        Err(_) => {
+            crate::components::deferred::reload_if_updated().await;
+            Err(
+                "The image tools could not be downloaded. Check the connection and try again."
+                    .into(),
+            )
+        }
     }
 }
 
@@ -91,13 +105,10 @@ const MARK: &str = "parallax:prepare:start";
 const MEASURE: &str = "parallax:prepare";
 
 /// Decodes `blob` upright, scales it to `megapixels`, and encodes it as JPEG; the time
-/// it took is recorded as the `parallax:prepare` performance measure.
+/// from [`prepare_lazily`]'s mark is recorded as the `parallax:prepare` measure.
 pub async fn prepare(blob: &Blob, megapixels: f64) -> Result<Prepared, String> {
     let window = web_sys::window().ok_or("no window")?;
     let perf = window.performance();
-    if let Some(p) = &perf {
-        let _ = p.mark(MARK);
-    }
     let prepared = encode(&window, blob, megapixels).await;
     if let Some(p) = &perf {
         let _ = p.measure_with_start_mark(MEASURE, MARK);

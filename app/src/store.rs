@@ -193,9 +193,11 @@ impl JobStore {
     }
 
     /// Starts the one polling scheduler once a stored job needs reading (it then runs
-    /// for the page's life). If its chunk cannot be fetched (offline), the cards say
-    /// "Connection lost" and the next wake-up (`online`, the tab shown, a submit)
-    /// tries again.
+    /// for the page's life). While its chunk cannot be fetched, the cards say
+    /// "Connection lost — retrying" and it is tried again with backoff (1 s doubling
+    /// to 60 s; a wake-up — `online`, the tab shown, a submit — tries at once); if
+    /// the build was replaced by a deploy, the page reloads into the new one
+    /// (`deferred::reload_if_updated`).
     fn start_polling(&self) {
         if self.polling.get_value()
             || !self
@@ -207,9 +209,15 @@ impl JobStore {
         self.polling.set_value(true);
         let store = *self;
         spawn_local(async move {
-            if spawn_scheduler(store).await.is_err() {
-                store.polling.set_value(false);
+            let mut wait = 1_000;
+            while spawn_scheduler(store).await.is_err() {
+                if store.state.try_with_untracked(|_| ()).is_none() {
+                    return;
+                }
                 store.lost.set(true);
+                crate::components::deferred::reload_if_updated().await;
+                client::sleep(wait).await;
+                wait = (wait * 2).min(60_000);
             }
         });
     }

@@ -307,3 +307,21 @@ test('desktop: a page whose code cannot be downloaded says so, and loads on retr
   assert.deepEqual(second.errors, []);
   await context.close();
 });
+
+test('desktop: a job still ends Done when the polling code fails to download at first', async () => {
+  // The scheduler is a wasm chunk fetched once a job needs reading (`store::start_polling`);
+  // a failed fetch is retried with backoff, not given up.
+  const context = await browser.newContext(DESKTOP);
+  const { page, errors } = await open(context);
+  await pickSample(page);
+  let blocked = 0;
+  await page.route(/\/split_polling\.wasm$/, (route) => { blocked++; return route.abort('internetdisconnected'); });
+  const { card } = await submit(page, 'a lighthouse made of paper');
+  for (let i = 0; blocked < 1 && i < 150; i++) await page.waitForTimeout(100);
+  assert.ok(blocked >= 1, 'the polling chunk was asked for');
+  await page.unroute(/\/split_polling\.wasm$/);
+  assert.equal(await waitForEnd(page), 'Done');
+  await card.getByTestId('job-output').first().waitFor();
+  assert.deepEqual(errors, []);
+  await context.close();
+});

@@ -367,3 +367,41 @@ fn html_revalidation_keeps_the_pages_csp() {
         }
     }
 }
+
+/// The playground's build files are named by their content hash, so they are cached
+/// for good (no revalidation round trip per chunk); everything else, and a build file
+/// that does not exist (the SPA's HTML fallback), is not.
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn hashed_build_files_are_immutable_and_nothing_else_is() {
+    let page = get(&format!("{}/", base()));
+    let href = |rel: &str| {
+        let needle = format!("rel=\"{rel}\" href=\"");
+        let start = page.text.find(&needle)? + needle.len();
+        let end = page.text[start..].find('"')? + start;
+        Some(page.text[start..end].to_owned())
+    };
+    let module = href("modulepreload").expect("the main module is preloaded");
+    let css = href("stylesheet").expect("the stylesheet is linked");
+    assert!(module.starts_with("/app-"), "{module}");
+    for path in [module.as_str(), css.as_str()] {
+        let file = get(&format!("{}{path}", base()));
+        assert_eq!(file.status, 200, "{path}");
+        assert_eq!(
+            file.header("cache-control"),
+            Some("public, max-age=31536000, immutable"),
+            "{path}"
+        );
+    }
+    for path in ["/app-0000000000000000/parallax-app.js", "/robots.txt", "/"] {
+        let other = get(&format!("{}{path}", base()));
+        assert!(
+            !other
+                .header("cache-control")
+                .unwrap_or_default()
+                .contains("immutable"),
+            "{path}: {:?}",
+            other.header("cache-control")
+        );
+    }
+}

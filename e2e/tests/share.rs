@@ -138,6 +138,7 @@ fn a_key_lists_only_its_own_jobs_in_pages() {
     );
     assert_eq!(anonymous.status, 401);
     assert_eq!(list("lister", "?limit=0").status, 400);
+    assert_eq!(list("lister", "?limit=").status, 400);
     assert_eq!(list("lister", "?cursor=../../x").status, 400);
 
     let done = wait_terminal(

@@ -266,6 +266,7 @@ async fn dev_ledger(mut req: Request, env: &Env) -> EdgeResult<Response> {
 /// asked unconditionally, the CSP comes from the full HTML, and a matching
 /// `If-None-Match` gets a 304 carrying that same CSP.
 async fn static_file(req: Request, env: &Env) -> EdgeResult<Response> {
+    let build_file = is_build_file(&req.path());
     let if_none_match = req.headers().get("if-none-match")?;
     let headers = req.headers().clone();
     headers.delete("if-none-match")?;
@@ -288,10 +289,15 @@ async fn static_file(req: Request, env: &Env) -> EdgeResult<Response> {
             (Some(inm), Some(etag)) if crate::security::etag_matches(inm, &etag)
         );
     if !is_html {
+        if status == 200 && build_file {
+            // Named by their content hash: never revalidated (a missing one is the
+            // SPA's HTML fallback, handled below, never cached this way).
+            headers.set("cache-control", "public, max-age=31536000, immutable")?;
+        }
         if fresh {
             return Ok(not_modified(&headers)?);
         }
-        return Ok(resp);
+        return Ok(resp.with_headers(headers));
     }
     let html = resp.text().await?;
     crate::security::set_html_headers(&headers, &html)?;
@@ -302,6 +308,13 @@ async fn static_file(req: Request, env: &Env) -> EdgeResult<Response> {
         .with_status(status)
         .with_headers(headers)
         .fixed(html.into_bytes()))
+}
+
+/// A file of the playground's build named by its content hash (`cargo xtask build`:
+/// `/app-<hash>/…` modules and chunks, `/style-<hash>.css`).
+fn is_build_file(path: &str) -> bool {
+    path.starts_with("/app-") && path[5..].contains('/')
+        || path.starts_with("/style-") && path.ends_with(".css")
 }
 
 /// A `304 Not Modified` with the full response's headers (ETag, caching, and for HTML

@@ -3,7 +3,7 @@
 //!
 //! The SPA is built here rather than by trunk because its wasm is split: the History
 //! and share pages, the job cards and the other parts a first visit to `/` does not
-//! show are `#[lazy]` functions, and `wasm_split_cli_support` (the splitter
+//! show are `#[wasm_split]` functions, and `wasm_split_cli_support` (the splitter
 //! `cargo leptos --split` runs) moves each into a chunk fetched on first use. Trunk has
 //! no step for that. The steps are cargo-leptos's: cargo build (with `--emit-relocs`,
 //! `app/build.rs`), split, `wasm-bindgen --target web --keep-lld-exports` on the main

@@ -45,13 +45,16 @@ where
     let attempt = RwSignal::new(0u32);
     move || {
         attempt.track();
-        let pending = SendWrapper::new(load());
-        Suspend::new(async move {
+        let pending = load();
+        Suspend::new(SendWrapper::new(async move {
             match pending.await {
                 Ok(view) => view,
-                Err(_) => retry_notice(attempt, page).into_any(),
+                Err(_) => {
+                    reload_if_updated().await;
+                    retry_notice(attempt, page).into_any()
+                }
             }
-        })
+        }))
     }
 }
 
@@ -72,5 +75,59 @@ fn retry_notice(attempt: RwSignal<u32>, page: bool) -> impl IntoView {
                 "Reload"
             </button>
         </div>
+    }
+}
+
+/// Where this session keeps the build it last reloaded for (against a reload loop).
+const RELOADED_FOR: &str = "parallax:reloaded-for";
+
+/// After a deploy, `dist/` holds only the new build, so the chunks of the build this
+/// page runs can never load. When that is why a chunk failed, the page reloads into
+/// the new build (once per build: a sessionStorage mark stops a loop). Nothing is
+/// lost: jobs and the form are kept in localStorage. Offline, nothing is known, and
+/// nothing happens.
+pub async fn reload_if_updated() {
+    let Some(main) = main_module() else {
+        return;
+    };
+    if !build_is_gone(&main).await {
+        return;
+    }
+    let Some(w) = web_sys::window() else {
+        return;
+    };
+    let session = w.session_storage().ok().flatten();
+    if let Some(s) = &session {
+        if s.get_item(RELOADED_FOR).ok().flatten().as_deref() == Some(main.as_str()) {
+            return;
+        }
+        let _ = s.set_item(RELOADED_FOR, &main);
+    }
+    let _ = w.location().reload();
+}
+
+/// The running build's main module, as `index.html` preloads it.
+fn main_module() -> Option<String> {
+    document()
+        .query_selector("link[rel=modulepreload]")
+        .ok()??
+        .get_attribute("href")
+}
+
+/// Whether the server no longer has `main` (a 404, or the SPA's HTML fallback).
+async fn build_is_gone(main: &str) -> bool {
+    let asked = gloo_net::http::RequestBuilder::new(main)
+        .method(gloo_net::http::Method::HEAD)
+        .cache(web_sys::RequestCache::NoStore)
+        .send()
+        .await;
+    match asked {
+        Ok(r) => {
+            r.status() == 404
+                || r.headers()
+                    .get("content-type")
+                    .is_some_and(|t| t.starts_with("text/html"))
+        }
+        Err(_) => false,
     }
 }

@@ -79,8 +79,14 @@ pub struct CardActions {
 }
 
 /// A job card, from the cards' wasm chunk: a first visit shows none, so it does not
-/// download them (`components::deferred`).
-#[leptos::wasm_split::wasm_split(cards, wasm_split_path = ::leptos::wasm_split, fallible)]
+/// download them (`components::deferred`). `preload_cards` fetches the chunk without
+/// building a card (at Generate, while the upload runs).
+#[leptos::wasm_split::wasm_split(
+    cards,
+    wasm_split_path = ::leptos::wasm_split,
+    fallible,
+    preload(preload_cards)
+)]
 pub fn lazy_job_card(id: String, actions: CardActions, now: Signal<f64>) -> Loaded {
     Ok(view! { <JobCard id=id actions=actions now=now /> }.into_any())
 }

@@ -4,7 +4,7 @@
 //! "" (bad input), and writing that back cleared the field, so "7.5" could not be typed.
 
 use leptos::prelude::*;
-use parallax_api::{ParamKind, ParamSpec};
+use parallax_api::{ParamKind, ParamSpec, num};
 
 use crate::logic::form::{FormState, default_text};
 
@@ -55,7 +55,7 @@ pub fn ParamField(
         .into_any(),
         ParamKind::Number { min, max, step, .. } => view! {
             <div class="range-row">
-                <input type="range" min=min max=max step=step aria-hidden="true" tabindex="-1"
+                <input type="range" min=num::text(min) max=num::text(max) step=num::text(step) aria-hidden="true" tabindex="-1"
                     prop:value=value on:input=move |ev| set(event_target_value(&ev)) />
                 <input id=id.clone() type="text" inputmode="decimal" autocomplete="off"
                     aria-describedby=described.clone() aria-invalid=move || error().is_some().to_string()

@@ -35,7 +35,7 @@ pub fn classify(http_status: u16, retry_after_ms: Option<f64>) -> Read {
 
 /// `Retry-After` in ms: delta-seconds only (dates are not sent by this API).
 pub fn retry_after_ms(header: Option<&str>) -> Option<f64> {
-    let secs: f64 = header?.trim().parse().ok()?;
+    let secs = parallax_api::num::parse(header?.trim())?;
     (secs.is_finite() && secs >= 0.0).then(|| (secs * 1000.0).min(MAX_BACKOFF_MS * 4.0))
 }
 

@@ -19,7 +19,7 @@ use web_sys::{Blob, FormData};
 use crate::client;
 use crate::components::deferred::deferred;
 use crate::components::image_input::{ImageInput, Picked};
-use crate::components::job_card::{CardActions, lazy_job_card};
+use crate::components::job_card::{CardActions, lazy_job_card, preload_cards};
 use crate::components::param_field::ParamField;
 use crate::components::snippets_panel::SnippetsPanel;
 use crate::image::{self, Prepared};
@@ -247,10 +247,10 @@ pub fn PlaygroundPage() -> impl IntoView {
     let info = Signal::derive(move || {
         control.with(|c| match c {
             Some(Control::Prepared(p)) => Some(format!(
-                "Will upload {}×{} JPEG, {:.0} KB",
+                "Will upload {}×{} JPEG, {} KB",
                 p.width,
                 p.height,
-                p.bytes / 1024.0
+                image::whole(p.bytes / 1024.0)
             )),
             Some(Control::Url(_)) => Some("The server will fetch this URL.".into()),
             None => None,
@@ -289,6 +289,10 @@ pub fn PlaygroundPage() -> impl IntoView {
             }
         }
         form_error.set(None);
+        // The card's code, fetched while the upload runs (a no-op once loaded).
+        spawn_local(async {
+            let _ = preload_cards().await;
+        });
         if !state.seed_locked {
             form.update(|f| f.set("seed", String::new()));
         }

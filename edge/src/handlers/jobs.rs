@@ -269,8 +269,9 @@ pub async fn list_jobs(req: &Request, env: &Env, caller: &Caller) -> EdgeResult<
     let query: ListQuery = req
         .query()
         .map_err(|_| EdgeError::bad_request("Invalid query string"))?;
+    // `limit=` with nothing is not a number: a 400 like any other (schemathesis).
     let limit = match query.limit.as_deref() {
-        None | Some("") => 20,
+        None => 20,
         Some(l) => l
             .parse::<usize>()
             .ok()
