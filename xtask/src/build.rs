@@ -108,14 +108,26 @@ pub fn spa() -> Result {
 
     let template = fs::read_to_string(root.join("app/index.html"))
         .map_err(|e| format!("reading app/index.html: {e}"))?;
-    let html = index_html(&template, &css_name, &pkg_name)?;
+    // The share page's chunks, for the Worker to preload on `/r/{id}` (a stranger's
+    // first visit: `edge/src/handlers/share.rs`).
+    let share: Vec<String> = split
+        .prefetch_map
+        .get("share")
+        .map(|stems| {
+            stems
+                .iter()
+                .map(|s| format!("/{pkg_name}/{s}.wasm"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let html = index_html(&template, &css_name, &pkg_name, &share.join(" "))?;
     fs::write(dist.join("index.html"), html).map_err(|e| format!("writing index.html: {e}"))
 }
 
 /// `app/index.html` with its assets: the stylesheet, the main module and its wasm
 /// preloaded, and the one inline script that starts the app (the Worker's CSP allows
 /// exactly that script by its hash, `edge/src/security.rs`).
-fn index_html(template: &str, css: &str, pkg: &str) -> Result<String> {
+fn index_html(template: &str, css: &str, pkg: &str, share_chunks: &str) -> Result<String> {
     if !template.contains(ASSETS_MARK) {
         return Err(format!("app/index.html has no `{ASSETS_MARK}`"));
     }
@@ -124,7 +136,9 @@ fn index_html(template: &str, css: &str, pkg: &str) -> Result<String> {
     let assets = format!(
         "<link rel=\"stylesheet\" href=\"/{css}\" />\n    \
          <link rel=\"modulepreload\" href=\"{js}\" />\n    \
+         <link rel=\"modulepreload\" href=\"/{pkg}/__wasm_split.js\" />\n    \
          <link rel=\"preload\" href=\"{wasm}\" as=\"fetch\" type=\"application/wasm\" crossorigin />\n    \
+         <meta name=\"parallax-share-chunks\" content=\"{share_chunks}\" />\n    \
          <script type=\"module\">import init from \"{js}\"; await init({{ module_or_path: \"{wasm}\" }});</script>"
     );
     Ok(template.replace(ASSETS_MARK, &assets))
@@ -211,6 +225,7 @@ mod tests {
             "<head>\n    <!-- parallax:assets -->\n  </head>",
             "style-ab.css",
             "app-cd",
+            "/app-cd/split_share.wasm",
         )
         .unwrap();
         assert!(html.contains("href=\"/style-ab.css\""), "{html}");
@@ -223,6 +238,10 @@ mod tests {
             "{html}"
         );
         assert!(!html.contains(ASSETS_MARK));
-        assert!(index_html("<head></head>", "s", "p").is_err());
+        assert!(
+            html.contains("content=\"/app-cd/split_share.wasm\""),
+            "{html}"
+        );
+        assert!(index_html("<head></head>", "s", "p", "").is_err());
     }
 }
