@@ -100,17 +100,25 @@ fn prepare_chunk(blob: Blob, megapixels: f64) -> Result<Preparing, SplitLoaderEr
     Ok(Box::pin(async move { prepare(&blob, megapixels).await }))
 }
 
-/// The User Timing names around [`prepare`], read by `cargo xtask bench`.
+/// The User Timing names around [`prepare`], read by `cargo xtask bench`: the whole
+/// wait from the pick (with the chunk's fetch the first time), and the work alone.
 const MARK: &str = "parallax:prepare:start";
 const MEASURE: &str = "parallax:prepare";
+const WORK_MARK: &str = "parallax:prepare:work:start";
+const WORK_MEASURE: &str = "parallax:prepare:work";
 
 /// Decodes `blob` upright, scales it to `megapixels`, and encodes it as JPEG; the time
-/// from [`prepare_lazily`]'s mark is recorded as the `parallax:prepare` measure.
+/// from [`prepare_lazily`]'s mark is recorded as the `parallax:prepare` measure, the
+/// time in here as `parallax:prepare:work`.
 pub async fn prepare(blob: &Blob, megapixels: f64) -> Result<Prepared, String> {
     let window = web_sys::window().ok_or("no window")?;
     let perf = window.performance();
+    if let Some(p) = &perf {
+        let _ = p.mark(WORK_MARK);
+    }
     let prepared = encode(&window, blob, megapixels).await;
     if let Some(p) = &perf {
+        let _ = p.measure_with_start_mark(WORK_MEASURE, WORK_MARK);
         let _ = p.measure_with_start_mark(MEASURE, MARK);
     }
     prepared
