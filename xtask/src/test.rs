@@ -11,7 +11,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::cmd::{Counts, Result, command, exec, node_bin, root, run_counted};
 use crate::stack::{Options, Stack};
@@ -52,14 +52,59 @@ fn filters() -> Vec<String> {
 }
 
 pub fn run() -> Result {
-    let started = Instant::now();
-    setup::run(true)?;
+    let mut clock = Clock::default();
+    let result = run_phases(&mut clock);
+    clock.print();
+    result
+}
+
+/// Wall time per phase, printed as a table at the end (also when a phase fails), so a
+/// CI log shows where the time goes.
+#[derive(Debug, Default)]
+struct Clock {
+    phases: Vec<(&'static str, Duration)>,
+    started: Option<Instant>,
+}
+
+impl Clock {
+    /// Runs `f` as the phase `name` and records its wall time.
+    fn time<T>(&mut self, name: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let started = Instant::now();
+        self.started.get_or_insert(started);
+        let result = f();
+        self.phases.push((name, started.elapsed()));
+        result
+    }
+
+    fn print(&self) {
+        let Some(started) = self.started else {
+            return;
+        };
+        println!(
+            "
+xtask test: wall time per phase"
+        );
+        for (name, took) in &self.phases {
+            println!("  {name:<14} {:>7.1} s", took.as_secs_f64());
+        }
+        println!(
+            "  {:<14} {:>7.1} s",
+            "total",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+fn run_phases(clock: &mut Clock) -> Result {
+    clock.time("setup", || setup::run(true))?;
     let mut counts = Counts::default();
     if wanted("lint") {
-        lint()?;
+        clock.time("lint", lint)?;
     }
     if wanted("native") {
-        counts += run_counted(command("cargo").args(["test", "--workspace"]))?;
+        counts += clock.time("native", || {
+            run_counted(command("cargo").args(["test", "--workspace"]))
+        })?;
     }
     if ![
         "http", "python", "fuzz", "browser", "restart", "limits", "breaker", "links", "hooks",
@@ -70,7 +115,7 @@ pub fn run() -> Result {
     {
         return Ok(());
     }
-    e2e_phases(started, counts)
+    e2e_phases(clock, counts)
 }
 
 fn lint() -> Result {
@@ -99,8 +144,9 @@ fn lint() -> Result {
     ]))
 }
 
-fn e2e_phases(started: Instant, mut counts: Counts) -> Result {
-    build::all()?;
+fn e2e_phases(clock: &mut Clock, mut counts: Counts) -> Result {
+    clock.time("build", build::all)?;
+    let prepared = Instant::now();
     let e2e = root().join("target/e2e");
     let _ = fs::remove_dir_all(&e2e);
     fs::create_dir_all(&e2e).map_err(|e| format!("creating {}: {e}", e2e.display()))?;
@@ -150,15 +196,19 @@ fn e2e_phases(started: Instant, mut counts: Counts) -> Result {
         .iter()
         .any(|p| wanted(p))
     {
-        return later_phases(started, counts, &e2e, &env_file, &key, &log);
+        clock.phases.push(("keys", prepared.elapsed()));
+        return later_phases(clock, counts, &e2e, &env_file, &key, &log);
     }
-    let stack = Stack::start(&stack_options(
-        state.clone(),
-        Some(env_file.clone()),
-        log.clone(),
-        true,
-    ))
-    .map_err(|e| format!("{e} (see {})", log.display()))?;
+    clock.phases.push(("keys", prepared.elapsed()));
+    let stack = clock.time("stack start", || {
+        Stack::start(&stack_options(
+            state.clone(),
+            Some(env_file.clone()),
+            log.clone(),
+            true,
+        ))
+        .map_err(|e| format!("{e} (see {})", log.display()))
+    })?;
 
     let sim_url = format!("http://127.0.0.1:{}", ports().1);
     let against_stack = |c: &mut std::process::Command| {
@@ -170,90 +220,101 @@ fn e2e_phases(started: Instant, mut counts: Counts) -> Result {
     };
     // The ComfyUI check, against the sim's keyed ComfyUI (the same real schemas).
     if wanted("http") {
-        crate::comfyui_check::run(&[
-            "--url".into(),
-            format!("{sim_url}/comfyui-proxy"),
-            "--key".into(),
-            key.clone(),
-        ])?;
-        counts.passed += 1;
-        let mut http = command("cargo");
-        http.args([
-            "test",
-            "-p",
-            "parallax-e2e",
-            "--",
-            "--ignored",
-            "--test-threads",
-            "4",
-            // Those run later, around a crash of the Worker, and on the limits stack.
-            "--skip",
-            "restart_phase",
-            "--skip",
-            "limits_phase",
-            "--skip",
-            "chaos_phase",
-            "--skip",
-            "breaker_phase",
-            "--skip",
-            "links_phase",
-            "--skip",
-            "hooks_phase",
-        ]);
-        // A filtered run is a local loop: show what the tests print (figures).
-        if !filters().is_empty() {
-            http.args(filters()).arg("--show-output");
-        }
-        against_stack(&mut http);
-        counts +=
-            run_counted(&mut http).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
+        counts += clock.time("http", || {
+            crate::comfyui_check::run(&[
+                "--url".into(),
+                format!("{sim_url}/comfyui-proxy"),
+                "--key".into(),
+                key.clone(),
+            ])?;
+            let mut http = command("cargo");
+            http.args([
+                "test",
+                "-p",
+                "parallax-e2e",
+                "--",
+                "--ignored",
+                "--test-threads",
+                "4",
+                // Those run later, around a crash of the Worker, and on the limits stack.
+                "--skip",
+                "restart_phase",
+                "--skip",
+                "limits_phase",
+                "--skip",
+                "chaos_phase",
+                "--skip",
+                "breaker_phase",
+                "--skip",
+                "links_phase",
+                "--skip",
+                "hooks_phase",
+            ]);
+            // A filtered run is a local loop: show what the tests print (figures).
+            if !filters().is_empty() {
+                http.args(filters()).arg("--show-output");
+            }
+            against_stack(&mut http);
+            let mut counts = run_counted(&mut http)
+                .map_err(|e| format!("{e} (stack log: {})", log.display()))?;
+            // The ComfyUI check.
+            counts.passed += 1;
+            Ok(counts)
+        })?;
     }
 
     if wanted("python") {
-        let mut python = command(&root().join("target/py/bin/pytest").display().to_string());
-        python.args(["-q", "-p", "no:cacheprovider", "e2e/python"]);
-        against_stack(&mut python);
-        counts +=
-            run_counted(&mut python).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
+        counts += clock.time("python", || {
+            let mut python = command(&root().join("target/py/bin/pytest").display().to_string());
+            python.args(["-q", "-p", "no:cacheprovider", "e2e/python"]);
+            against_stack(&mut python);
+            run_counted(&mut python).map_err(|e| format!("{e} (stack log: {})", log.display()))
+        })?;
     }
 
     if wanted("fuzz") {
-        let mut fuzz = command(
-            &root()
-                .join("target/py/bin/schemathesis")
-                .display()
-                .to_string(),
-        );
-        fuzz.args(["run", &format!("{}/openapi.json", stack.base_url)])
-            .args(["--checks", "all", "--max-examples", "20", "--seed", "1"])
-            // A schema cannot say "the bytes must be a real image of at least 16×16", so
-            // schema-valid random control images are rightly refused with 400.
-            .args(["--exclude-checks", "positive_data_acceptance"])
-            .args(["--header", &format!("x-api-key: {}", rich_key(&test_keys))])
-            .env("SCHEMATHESIS_HOOKS", "")
-            .env("NO_COLOR", "1");
-        exec(&mut fuzz).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
+        clock.time("fuzz", || {
+            let mut fuzz = command(
+                &root()
+                    .join("target/py/bin/schemathesis")
+                    .display()
+                    .to_string(),
+            );
+            fuzz.args(["run", &format!("{}/openapi.json", stack.base_url)])
+                .args(["--checks", "all", "--max-examples", "20", "--seed", "1"])
+                // A schema cannot say "the bytes must be a real image of at least 16×16", so
+                // schema-valid random control images are rightly refused with 400.
+                .args(["--exclude-checks", "positive_data_acceptance"])
+                .args(["--header", &format!("x-api-key: {}", rich_key(&test_keys))])
+                .env("SCHEMATHESIS_HOOKS", "")
+                .env("NO_COLOR", "1");
+            exec(&mut fuzz).map_err(|e| format!("{e} (stack log: {})", log.display()))
+        })?;
         counts.passed += 1;
     }
 
     if wanted("browser") {
-        let mut browser = command("node");
-        browser.args(["--test", "--test-reporter", "tap"]);
-        if let Some(pattern) = filters().into_iter().reduce(|a, b| format!("{a}|{b}")) {
-            browser.arg(format!("--test-name-pattern={pattern}"));
-        }
-        browser.args(["e2e/browser/", "e2e/node/"]);
-        against_stack(&mut browser);
-        counts +=
-            run_counted(&mut browser).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
+        counts += clock.time("browser", || {
+            let mut browser = command("node");
+            browser.args(["--test", "--test-reporter", "tap"]);
+            if let Some(pattern) = filters().into_iter().reduce(|a, b| format!("{a}|{b}")) {
+                browser.arg(format!("--test-name-pattern={pattern}"));
+            }
+            browser.args(["e2e/browser/", "e2e/node/"]);
+            against_stack(&mut browser);
+            run_counted(&mut browser).map_err(|e| format!("{e} (stack log: {})", log.display()))
+        })?;
     }
-    drop(stack);
-    later_phases(started, counts, &e2e, &env_file, &key, &log)
+    clock.time("stack stop", || {
+        drop(stack);
+        Ok(())
+    })?;
+    later_phases(clock, counts, &e2e, &env_file, &key, &log)
 }
 
 /// The Worker crash and limits stacks, the production dry-run and the leak scan.
 fn later_phases(
-    started: Instant,
+    clock: &mut Clock,
     mut counts: Counts,
     e2e: &Path,
     env_file: &Path,
@@ -261,19 +322,19 @@ fn later_phases(
     log: &Path,
 ) -> Result {
     if wanted("restart") {
-        counts += restart_survival(e2e, env_file, key)?;
+        counts += clock.time("restart", || restart_survival(e2e, env_file, key))?;
     }
     if wanted("limits") {
-        counts += limits(e2e, env_file, key)?;
+        counts += clock.time("limits", || limits(e2e, env_file, key))?;
     }
     if wanted("breaker") {
-        counts += breaker(e2e, env_file, key)?;
+        counts += clock.time("breaker", || breaker(e2e, env_file, key))?;
     }
     if wanted("links") {
-        counts += links(e2e, env_file, key)?;
+        counts += clock.time("links", || links(e2e, env_file, key))?;
     }
     if wanted("hooks") {
-        counts += hooks(e2e, env_file, key)?;
+        counts += clock.time("hooks", || hooks(e2e, env_file, key))?;
     }
     if !wanted("deploy") {
         println!(
@@ -283,22 +344,26 @@ fn later_phases(
         return Ok(());
     }
     let bundle = e2e.join("deploy-dry-run");
-    exec(
-        command(&node_bin().join("wrangler").display().to_string())
-            .args(["deploy", "--dry-run", "--env", "production", "--outdir"])
-            .arg(&bundle),
-    )?;
+    clock.time("deploy", || {
+        exec(
+            command(&node_bin().join("wrangler").display().to_string())
+                .args(["deploy", "--dry-run", "--env", "production", "--outdir"])
+                .arg(&bundle),
+        )?;
 
-    let mut leaks = Vec::new();
-    for place in [root().join("dist"), bundle, log.to_owned()] {
-        find_text(&place, key, &mut leaks);
-    }
-    if !leaks.is_empty() {
-        return Err(format!(
-            "the provider key leaked into: {}",
-            leaks.join(", ")
-        ));
-    }
+        let mut leaks = Vec::new();
+        for place in [root().join("dist"), bundle, log.to_owned()] {
+            find_text(&place, key, &mut leaks);
+        }
+        if leaks.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the provider key leaked into: {}",
+                leaks.join(", ")
+            ))
+        }
+    })?;
     counts.passed += 1;
     println!("✓ the provider key is in no response, dist/ file, bundle file or log line");
 
@@ -309,7 +374,7 @@ fn later_phases(
     }
     println!(
         "\nxtask test: all green in {:.0?}\n{} passed, {} failed",
-        started.elapsed(),
+        clock.started.map(|s| s.elapsed()).unwrap_or_default(),
         counts.passed,
         counts.failed
     );
