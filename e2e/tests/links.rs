@@ -1,9 +1,10 @@
 //! Upstream payloads that scale (issue 17, item 6): with `PUBLIC_BASE_URL` and
-//! `CONTROL_LINK_SECRET` set (`cargo xtask test`'s links phase runs a stack with both;
-//! the main stack's HTTP run skips these with `--skip links_phase`), providers that fetch URLs get
-//! the control image as a signed link to this edge, which the sim fetches the way the
-//! provider would; the others keep it inline. A link opens one job's control image
-//! until its deadline: a forged, altered, expired or borrowed one is refused.
+//! `CONTROL_LINK_SECRET` set (`cargo xtask test`'s links phase runs these on the hooks
+//! stack, which has both; the main stack's HTTP run skips them with `--skip
+//! links_phase`), providers that fetch URLs get the control image as a signed link to
+//! this edge, which the sim fetches the way the provider would; the others keep it
+//! inline. A link opens one job's control image until its deadline: a forged,
+//! altered, expired or borrowed one is refused.
 
 use std::time::Duration;
 

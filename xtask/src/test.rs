@@ -11,10 +11,11 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::cmd::{Counts, Result, command, exec, node_bin, root, run_counted};
-use crate::stack::{Options, Stack};
+use crate::stack::{Options, SimBuild, Stack};
 use crate::{build, keys, setup, tools};
 
 /// The test stack's ports: `PARALLAX_TEST_PORT` (default 8797) for the Worker, the next
@@ -167,8 +168,7 @@ fn e2e_phases(clock: &mut Clock, mut counts: Counts) -> Result {
     fs::write(&env_file, secrets).map_err(|e| e.to_string())?;
     let log = e2e.join("stack.log");
     let state = e2e.join("state");
-    let mut test_keys = Vec::new();
-    for (name, credits, per_minute) in [
+    let specs = [
         ("rich", 100_000, None),
         ("other", 100_000, None),
         ("idem", 1_000, None),
@@ -188,10 +188,12 @@ fn e2e_phases(clock: &mut Clock, mut counts: Counts) -> Result {
         ("load", 10_000_000, None),
         ("poor", 7, None),
         ("limited", 100_000, Some(2)),
-    ] {
-        let key = keys::create(&keys::Target::Local(&state), name, credits, per_minute)?;
-        test_keys.push(format!("{name}={key}"));
-    }
+    ];
+    let test_keys: Vec<String> = keys::create_many(&keys::Target::Local(&state), &specs)?
+        .into_iter()
+        .zip(specs)
+        .map(|(key, (name, _, _))| format!("{name}={key}"))
+        .collect();
     if !["http", "python", "fuzz", "browser"]
         .iter()
         .any(|p| wanted(p))
@@ -211,7 +213,7 @@ fn e2e_phases(clock: &mut Clock, mut counts: Counts) -> Result {
     })?;
 
     let sim_url = format!("http://127.0.0.1:{}", ports().1);
-    let against_stack = |c: &mut std::process::Command| {
+    let against_stack = |c: &mut Command| {
         c.env("PARALLAX_BASE_URL", &stack.base_url)
             .env("PARALLAX_SIM_URL", &sim_url)
             .env("PARALLAX_STATE_DIR", &state)
@@ -227,11 +229,8 @@ fn e2e_phases(clock: &mut Clock, mut counts: Counts) -> Result {
                 "--key".into(),
                 key.clone(),
             ])?;
-            let mut http = command("cargo");
+            let mut http = e2e_tests();
             http.args([
-                "test",
-                "-p",
-                "parallax-e2e",
                 "--",
                 "--ignored",
                 "--test-threads",
@@ -330,11 +329,8 @@ fn later_phases(
     if wanted("breaker") {
         counts += clock.time("breaker", || breaker(e2e, env_file, key))?;
     }
-    if wanted("links") {
-        counts += clock.time("links", || links(e2e, env_file, key))?;
-    }
-    if wanted("hooks") {
-        counts += clock.time("hooks", || hooks(e2e, env_file, key))?;
+    if wanted("links") || wanted("hooks") {
+        counts += clock.time("links+hooks", || links_and_hooks(e2e, env_file, key))?;
     }
     if !wanted("deploy") {
         println!(
@@ -381,6 +377,18 @@ fn later_phases(
     Ok(())
 }
 
+/// `cargo test` of the e2e tests: `cargo test --workspace --tests` with the ignored
+/// tests and a name filter after `--` (only `e2e/tests` has ignored tests). The
+/// native phase's `cargo test --workspace` already built every one of those binaries:
+/// Cargo unifies features and shares units over the targets a command names, so
+/// `cargo test -p parallax-e2e` (or `--test <file>`) built the e2e crates' whole
+/// dependency tree again, as another variant.
+fn e2e_tests() -> Command {
+    let mut c = command("cargo");
+    c.args(["test", "--workspace", "--tests"]);
+    c
+}
+
 /// The test stack: sim on test ports with short timings, the Worker with test vars.
 fn stack_options(
     state: PathBuf,
@@ -425,6 +433,7 @@ fn stack_options(
         env_file,
         log: Some(log),
         with_sim,
+        sim_build: SimBuild::WithTests,
     }
 }
 
@@ -434,34 +443,22 @@ fn stack_options(
 fn restart_survival(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
     let state = e2e.join("restart-state");
     let log = e2e.join("restart.log");
-    let key = keys::create(&keys::Target::Local(&state), "restart", 1_000, None)?;
-    let chaos = keys::create(&keys::Target::Local(&state), "chaos", 1_000_000, None)?;
+    let [key, chaos]: [String; 2] = keys::create_many(
+        &keys::Target::Local(&state),
+        &[("restart", 1_000, None), ("chaos", 1_000_000, None)],
+    )?
+    .try_into()
+    .map_err(|_| "two keys expected")?;
     let (port, sim_port, _) = ports();
     let state_dir = state.clone();
     let phase = |name: &str| {
-        let mut c = command("cargo");
-        let file = if name.starts_with("chaos") {
-            "chaos"
-        } else {
-            "restart"
-        };
-        c.args([
-            "test",
-            "-p",
-            "parallax-e2e",
-            "--test",
-            file,
-            "--",
-            "--ignored",
-            "--exact",
-            name,
-            "--nocapture",
-        ])
-        .env("PARALLAX_BASE_URL", format!("http://127.0.0.1:{port}"))
-        .env("PARALLAX_SIM_URL", format!("http://127.0.0.1:{sim_port}"))
-        .env("PARALLAX_SECRET_PROBE", probe)
-        .env("PARALLAX_STATE_DIR", &state_dir)
-        .env("PARALLAX_TEST_KEYS", format!("restart={key},chaos={chaos}"));
+        let mut c = e2e_tests();
+        c.args(["--", "--ignored", "--exact", name, "--nocapture"])
+            .env("PARALLAX_BASE_URL", format!("http://127.0.0.1:{port}"))
+            .env("PARALLAX_SIM_URL", format!("http://127.0.0.1:{sim_port}"))
+            .env("PARALLAX_SECRET_PROBE", probe)
+            .env("PARALLAX_STATE_DIR", &state_dir)
+            .env("PARALLAX_TEST_KEYS", format!("restart={key},chaos={chaos}"));
         run_counted(&mut c).map_err(|e| format!("{e} (see {})", log.display()))
     };
     // The chaos audit reads every job's credits after the run: keep them that long.
@@ -491,13 +488,15 @@ fn restart_survival(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> 
     Ok(counts)
 }
 
-/// A short-lived stack of its own for one e2e file's `{name}_phase` tests: the test
-/// stack's settings with `vars` over them (state and log under `e2e/{name}-…`), a
-/// key named `name` when `key` is set, torn down after.
+/// A short-lived stack of its own for the e2e tests of one or more phases (tests named
+/// `{phase}_phase…`): the test stack's settings with `vars` over them (state and log
+/// under `e2e/{name}-…`), a key named `name` when `key` is set, torn down after. The
+/// phases' tests run in one `cargo test` against the one stack.
 struct SideStack<'a> {
     name: &'a str,
     vars: Vec<(&'a str, String)>,
-    test_file: &'a str,
+    /// Runs the e2e tests named `{phase}_phase…` of each of these.
+    phases: Vec<&'a str>,
     key: bool,
 }
 
@@ -520,9 +519,9 @@ fn side_stack(e2e: &Path, env_file: &Path, probe: &str, side: SideStack<'_>) -> 
         options.vars.push((name.to_owned(), value));
     }
     let stack = Stack::start(&options).map_err(|e| format!("{e} (see {})", log.display()))?;
-    let mut c = command("cargo");
-    c.args(["test", "-p", "parallax-e2e", "--test", side.test_file, "--"])
-        .args(["--ignored", &format!("{}_phase", side.name)])
+    let mut c = e2e_tests();
+    c.args(["--", "--ignored"])
+        .args(side.phases.iter().map(|phase| format!("{phase}_phase")))
         .env("PARALLAX_BASE_URL", &stack.base_url)
         .env(
             "PARALLAX_SIM_URL",
@@ -552,7 +551,7 @@ fn limits(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
         SideStack {
             name: "limits",
             vars: vars.map(|(k, v)| (k, v.to_owned())).to_vec(),
-            test_file: "ledger",
+            phases: vec!["limits"],
             key: true,
         },
     )
@@ -578,38 +577,34 @@ fn breaker(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
         SideStack {
             name: "breaker",
             vars: vars.map(|(k, v)| (k, v.to_owned())).to_vec(),
-            test_file: "breaker",
+            phases: vec!["breaker"],
             key: true,
         },
     )
 }
 
-/// The test stack with `PUBLIC_BASE_URL` set to where the sim reaches the Worker (and
-/// the env file's `CONTROL_LINK_SECRET`): providers that fetch URLs get the control
-/// image as a signed link, which the sim fetches (`e2e/tests/links.rs`). Not the main
-/// stack: there the sim's fetch back into the Worker sits inside each submit, and under
-/// the 300-job load on two shared cores it timed out for 16 of 300 jobs.
-fn links(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
-    side_stack(
-        e2e,
-        env_file,
-        probe,
-        SideStack {
-            name: "links",
-            vars: vec![("PUBLIC_BASE_URL", format!("http://127.0.0.1:{}", ports().0))],
-            test_file: "links",
-            key: false,
-        },
-    )
-}
-
-/// The test stack with upstream callbacks on (`e2e/tests/hooks.rs`): `PUBLIC_BASE_URL`
-/// where the sim reaches the Worker, `HOOK_SECRET` (the test file's constant), the
-/// sim account's Replicate webhook secret, the sim's fal JWKS, and an 8 s backstop so
-/// a job whose callback never comes finishes soon. A stack of its own: on the main
-/// one no provider calls back, so the polling tests keep their schedule.
-fn hooks(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
+/// The links and hooks phases share one stack: the test stack with `PUBLIC_BASE_URL`
+/// set to where the sim reaches the Worker, plus upstream callbacks.
+///
+/// - links (`e2e/tests/links.rs`): with `PUBLIC_BASE_URL` and the env file's
+///   `CONTROL_LINK_SECRET`, providers that fetch URLs get the control image as a
+///   signed link, which the sim fetches. Not the main stack: there the sim's fetch
+///   back into the Worker sits inside each submit, and under the 300-job load on two
+///   shared cores it timed out for 16 of 300 jobs.
+/// - hooks (`e2e/tests/hooks.rs`): `HOOK_SECRET` (the test file's constant), the sim
+///   account's Replicate webhook secret, the sim's fal JWKS, and an 8 s backstop so a
+///   job whose callback never comes finishes soon. Not the main stack: there no
+///   provider calls back, so the polling tests keep their schedule.
+///
+/// The links tests assert which provider completed a job, how the sim got its control
+/// image and which links are refused, none of which a callback changes; both files'
+/// tests count and match the sim's records by their own unique prompts.
+fn links_and_hooks(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
     let (port, sim_port, _) = ports();
+    let phases = ["links", "hooks"]
+        .into_iter()
+        .filter(|phase| wanted(phase))
+        .collect();
     side_stack(
         e2e,
         env_file,
@@ -629,7 +624,7 @@ fn hooks(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
                 ),
                 ("HOOK_BACKSTOP_MS", "8000".to_owned()),
             ],
-            test_file: "hooks",
+            phases,
             key: false,
         },
     )
