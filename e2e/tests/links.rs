@@ -68,7 +68,7 @@ fn fetched_link(prompt: &str, scope: &str) -> String {
 }
 
 #[test]
-#[ignore = "needs the links stack: cargo xtask test (phase links)"]
+#[ignore = "needs the hooks stack: cargo xtask test (phase links)"]
 fn links_phase_providers_that_fetch_urls_get_a_signed_link_and_complete_from_it() {
     for (model, skips, provider) in [
         ("flux-depth-pro", "", "segmind"),
@@ -90,7 +90,7 @@ fn links_phase_providers_that_fetch_urls_get_a_signed_link_and_complete_from_it(
 }
 
 #[test]
-#[ignore = "needs the links stack: cargo xtask test (phase links)"]
+#[ignore = "needs the hooks stack: cargo xtask test (phase links)"]
 fn links_phase_providers_that_need_the_bytes_keep_them_inline() {
     // BFL documents base64 only; another Parallax fetches https links only, and this
     // stack's link is http.
@@ -137,7 +137,7 @@ fn refused(url: &str) {
 }
 
 #[test]
-#[ignore = "needs the links stack: cargo xtask test (phase links)"]
+#[ignore = "needs the hooks stack: cargo xtask test (phase links)"]
 fn links_phase_a_forged_altered_expired_or_borrowed_link_is_refused() {
     let prompt = unique("link checks");
     let (id, result) = run("flux-depth-pro", &prompt);
