@@ -1,12 +1,12 @@
 //! Upstream webhooks (issue 18, item 1), on the hooks stack (`cargo xtask test`'s
 //! hooks phase: `PUBLIC_BASE_URL`, `HOOK_SECRET`, Replicate's account secret and the
-//! sim's fal JWKS, a backstop of 8 s; the main stack's HTTP run skips these with
-//! `--skip hooks_phase`). Replicate, fal and BFL are asked to call back and the sim does,
-//! the way each documents it: a job then completes on its callback with at most three
-//! upstream requests (the submit and the confirming poll), duplicate and late
-//! callbacks change nothing, a job whose callback never comes completes on the
-//! backstop, and a forged, misdirected, stale or replayed callback is refused with a
-//! 4xx before anything is woken.
+//! sim's fal JWKS, a backstop of 8 s; the links phase's tests run on it too; the main
+//! stack's HTTP run skips these with `--skip hooks_phase`). Replicate, fal and BFL are
+//! asked to call back and the sim does, the way each documents it: a job then
+//! completes on its callback with at most three upstream requests (the submit and the
+//! confirming poll), duplicate and late callbacks change nothing, a job whose callback
+//! never comes completes on the backstop, and a forged, misdirected, stale or replayed
+//! callback is refused with a 4xx before anything is woken.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

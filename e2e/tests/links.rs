@@ -1,9 +1,10 @@
 //! Upstream payloads that scale (issue 17, item 6): with `PUBLIC_BASE_URL` and
-//! `CONTROL_LINK_SECRET` set (`cargo xtask test`'s links phase runs a stack with both;
-//! the main stack's HTTP run skips these with `--skip links_phase`), providers that fetch URLs get
-//! the control image as a signed link to this edge, which the sim fetches the way the
-//! provider would; the others keep it inline. A link opens one job's control image
-//! until its deadline: a forged, altered, expired or borrowed one is refused.
+//! `CONTROL_LINK_SECRET` set (`cargo xtask test`'s links phase runs these on the hooks
+//! stack, which has both; the main stack's HTTP run skips them with `--skip
+//! links_phase`), providers that fetch URLs get the control image as a signed link to
+//! this edge, which the sim fetches the way the provider would; the others keep it
+//! inline. A link opens one job's control image until its deadline: a forged,
+//! altered, expired or borrowed one is refused.
 
 use std::time::Duration;
 
@@ -67,7 +68,7 @@ fn fetched_link(prompt: &str, scope: &str) -> String {
 }
 
 #[test]
-#[ignore = "needs the links stack: cargo xtask test (phase links)"]
+#[ignore = "needs the hooks stack: cargo xtask test (phase links)"]
 fn links_phase_providers_that_fetch_urls_get_a_signed_link_and_complete_from_it() {
     for (model, skips, provider) in [
         ("flux-depth-pro", "", "segmind"),
@@ -89,7 +90,7 @@ fn links_phase_providers_that_fetch_urls_get_a_signed_link_and_complete_from_it(
 }
 
 #[test]
-#[ignore = "needs the links stack: cargo xtask test (phase links)"]
+#[ignore = "needs the hooks stack: cargo xtask test (phase links)"]
 fn links_phase_providers_that_need_the_bytes_keep_them_inline() {
     // BFL documents base64 only; another Parallax fetches https links only, and this
     // stack's link is http.
@@ -136,7 +137,7 @@ fn refused(url: &str) {
 }
 
 #[test]
-#[ignore = "needs the links stack: cargo xtask test (phase links)"]
+#[ignore = "needs the hooks stack: cargo xtask test (phase links)"]
 fn links_phase_a_forged_altered_expired_or_borrowed_link_is_refused() {
     let prompt = unique("link checks");
     let (id, result) = run("flux-depth-pro", &prompt);

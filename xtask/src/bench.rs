@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::cmd::{Result, command, node_bin, root};
-use crate::stack::{Options, Stack};
+use crate::stack::{Options, SimBuild, Stack};
 use crate::{build, keys, setup};
 use flows::{Endpoint, field, median_ms};
 use report::{Report, Target};
@@ -233,6 +233,7 @@ fn options(state: PathBuf, log: PathBuf) -> Options {
         env_file: None,
         log: Some(log),
         with_sim: true,
+        sim_build: SimBuild::Alone,
     }
 }
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::cmd::{Result, root};
-use crate::stack::{Options, Stack};
+use crate::stack::{Options, SimBuild, Stack};
 use crate::{build, setup};
 
 pub fn run() -> Result {
@@ -21,6 +21,7 @@ pub fn run() -> Result {
         env_file: None,
         log: None,
         with_sim: true,
+        sim_build: SimBuild::Alone,
     };
     let mut stack = Stack::start(&opts)?;
     std::thread::sleep(Duration::from_millis(200));

@@ -101,6 +101,11 @@ fn grant_json(credits: u64) -> Result<String> {
 fn wrangler_kv(target: &Target<'_>, args: &[&str]) -> std::process::Command {
     let mut c = command(&node_bin().join("wrangler").display().to_string());
     c.args(["kv", "key"]).args(args).args(["--binding", "JOBS"]);
+    with_target(&mut c, target);
+    c
+}
+
+fn with_target(c: &mut std::process::Command, target: &Target<'_>) {
     match target {
         Target::Local(dir) => {
             c.arg("--local").arg("--persist-to").arg(dir);
@@ -109,16 +114,14 @@ fn wrangler_kv(target: &Target<'_>, args: &[&str]) -> std::process::Command {
             c.args(["--remote", "--env", "production"]);
         }
     }
-    c
 }
 
-/// Creates a key with `credits` and returns it.
-pub fn create(
-    target: &Target<'_>,
+/// A new key's record: (the key, its KV key, its KV value).
+fn record(
     name: &str,
     credits: u64,
     submits_per_minute: Option<u32>,
-) -> Result<String> {
+) -> Result<(String, String, String)> {
     let key = format!("px_{}", random_hex(20)?);
     let limit =
         submits_per_minute.map_or(String::new(), |n| format!(r#","submits_per_minute":{n}"#));
@@ -129,8 +132,48 @@ pub fn create(
         grant_json(credits)?
     );
     let kv_key = format!("apikey:{}", key_hash(&key));
+    Ok((key, kv_key, record))
+}
+
+/// Creates a key with `credits` and returns it.
+pub fn create(
+    target: &Target<'_>,
+    name: &str,
+    credits: u64,
+    submits_per_minute: Option<u32>,
+) -> Result<String> {
+    let (key, kv_key, record) = record(name, credits, submits_per_minute)?;
     exec(&mut wrangler_kv(target, &["put", &kv_key, &record]))?;
     Ok(key)
+}
+
+/// Creates one key per `(name, credits, submits per minute)` in a single `wrangler kv
+/// bulk put` (one wrangler start instead of one per key) and returns them in order.
+pub fn create_many(target: &Target<'_>, specs: &[(&str, u64, Option<u32>)]) -> Result<Vec<String>> {
+    let mut keys = Vec::new();
+    let mut pairs = Vec::new();
+    for &(name, credits, per_minute) in specs {
+        let (key, kv_key, record) = record(name, credits, per_minute)?;
+        keys.push(key);
+        pairs.push(serde_json::json!({"key": kv_key, "value": record}));
+    }
+    let file = std::env::temp_dir().join(format!(
+        "parallax-keys-{}-{}.json",
+        std::process::id(),
+        random_hex(4)?
+    ));
+    fs::write(&file, serde_json::Value::Array(pairs).to_string())
+        .map_err(|e| format!("writing {}: {e}", file.display()))?;
+    let mut c = command(&node_bin().join("wrangler").display().to_string());
+    c.args(["kv", "bulk", "put"])
+        .arg(&file)
+        .args(["--binding", "JOBS"]);
+    with_target(&mut c, target);
+    let written = exec(&mut c);
+    // The file holds key hashes only, but it is not needed once written.
+    let _ = fs::remove_file(&file);
+    written?;
+    Ok(keys)
 }
 
 /// Adds a grant of `credits` to an existing key.

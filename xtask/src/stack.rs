@@ -38,6 +38,21 @@ pub struct Options {
     pub log: Option<PathBuf>,
     /// Start sim too (false: it is already running, e.g. across a Worker restart).
     pub with_sim: bool,
+    /// How `cargo` builds the sim first.
+    pub sim_build: SimBuild,
+}
+
+/// How the sim binary is built before it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimBuild {
+    /// `cargo build -p parallax-sim`: the sim and its dependencies only (dev, bench).
+    Alone,
+    /// Alongside the workspace's tests (`cargo xtask test`): Cargo unifies features and
+    /// shares units over the targets a command names, so a build of the sim alone
+    /// builds its whole dependency tree again in another variant than the one `cargo
+    /// test --workspace` already built; named with `--workspace --tests` it is the
+    /// same variant (every test target is already fresh), and only the binary links.
+    WithTests,
 }
 
 /// The running processes; dropping this stops them.
@@ -62,7 +77,13 @@ fn output_to(c: &mut Command, log: Option<&PathBuf>) -> Result {
 
 impl Stack {
     pub fn start(opts: &Options) -> Result<Self> {
-        exec(command("cargo").args(["build", "--quiet", "-p", "parallax-sim"]))?;
+        let mut build = command("cargo");
+        build.args(["build", "--quiet"]);
+        match opts.sim_build {
+            SimBuild::Alone => build.args(["-p", "parallax-sim"]),
+            SimBuild::WithTests => build.args(["--workspace", "--tests", "--bin", "parallax-sim"]),
+        };
+        exec(&mut build)?;
         let mut stack = Stack {
             children: Vec::new(),
             base_url: format!("http://127.0.0.1:{}", opts.port),

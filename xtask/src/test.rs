@@ -11,10 +11,11 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::cmd::{Counts, Result, command, exec, node_bin, root, run_counted};
-use crate::stack::{Options, Stack};
+use crate::stack::{Options, SimBuild, Stack};
 use crate::{build, keys, setup, tools};
 
 /// The test stack's ports: `PARALLAX_TEST_PORT` (default 8797) for the Worker, the next
@@ -52,14 +53,59 @@ fn filters() -> Vec<String> {
 }
 
 pub fn run() -> Result {
-    let started = Instant::now();
-    setup::run(true)?;
+    let mut clock = Clock::default();
+    let result = run_phases(&mut clock);
+    clock.print();
+    result
+}
+
+/// Wall time per phase, printed as a table at the end (also when a phase fails), so a
+/// CI log shows where the time goes.
+#[derive(Debug, Default)]
+struct Clock {
+    phases: Vec<(&'static str, Duration)>,
+    started: Option<Instant>,
+}
+
+impl Clock {
+    /// Runs `f` as the phase `name` and records its wall time.
+    fn time<T>(&mut self, name: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let started = Instant::now();
+        self.started.get_or_insert(started);
+        let result = f();
+        self.phases.push((name, started.elapsed()));
+        result
+    }
+
+    fn print(&self) {
+        let Some(started) = self.started else {
+            return;
+        };
+        println!(
+            "
+xtask test: wall time per phase"
+        );
+        for (name, took) in &self.phases {
+            println!("  {name:<14} {:>7.1} s", took.as_secs_f64());
+        }
+        println!(
+            "  {:<14} {:>7.1} s",
+            "total",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+fn run_phases(clock: &mut Clock) -> Result {
+    clock.time("setup", || setup::run(true))?;
     let mut counts = Counts::default();
     if wanted("lint") {
-        lint()?;
+        clock.time("lint", lint)?;
     }
     if wanted("native") {
-        counts += run_counted(command("cargo").args(["test", "--workspace"]))?;
+        counts += clock.time("native", || {
+            run_counted(command("cargo").args(["test", "--workspace"]))
+        })?;
     }
     if ![
         "http", "python", "fuzz", "browser", "restart", "limits", "breaker", "links", "hooks",
@@ -70,7 +116,7 @@ pub fn run() -> Result {
     {
         return Ok(());
     }
-    e2e_phases(started, counts)
+    e2e_phases(clock, counts)
 }
 
 fn lint() -> Result {
@@ -99,8 +145,9 @@ fn lint() -> Result {
     ]))
 }
 
-fn e2e_phases(started: Instant, mut counts: Counts) -> Result {
-    build::all()?;
+fn e2e_phases(clock: &mut Clock, mut counts: Counts) -> Result {
+    clock.time("build", build::all)?;
+    let prepared = Instant::now();
     let e2e = root().join("target/e2e");
     let _ = fs::remove_dir_all(&e2e);
     fs::create_dir_all(&e2e).map_err(|e| format!("creating {}: {e}", e2e.display()))?;
@@ -121,8 +168,7 @@ fn e2e_phases(started: Instant, mut counts: Counts) -> Result {
     fs::write(&env_file, secrets).map_err(|e| e.to_string())?;
     let log = e2e.join("stack.log");
     let state = e2e.join("state");
-    let mut test_keys = Vec::new();
-    for (name, credits, per_minute) in [
+    let specs = [
         ("rich", 100_000, None),
         ("other", 100_000, None),
         ("idem", 1_000, None),
@@ -142,26 +188,32 @@ fn e2e_phases(started: Instant, mut counts: Counts) -> Result {
         ("load", 10_000_000, None),
         ("poor", 7, None),
         ("limited", 100_000, Some(2)),
-    ] {
-        let key = keys::create(&keys::Target::Local(&state), name, credits, per_minute)?;
-        test_keys.push(format!("{name}={key}"));
-    }
+    ];
+    let test_keys: Vec<String> = keys::create_many(&keys::Target::Local(&state), &specs)?
+        .into_iter()
+        .zip(specs)
+        .map(|(key, (name, _, _))| format!("{name}={key}"))
+        .collect();
     if !["http", "python", "fuzz", "browser"]
         .iter()
         .any(|p| wanted(p))
     {
-        return later_phases(started, counts, &e2e, &env_file, &key, &log);
+        clock.phases.push(("keys", prepared.elapsed()));
+        return later_phases(clock, counts, &e2e, &env_file, &key, &log);
     }
-    let stack = Stack::start(&stack_options(
-        state.clone(),
-        Some(env_file.clone()),
-        log.clone(),
-        true,
-    ))
-    .map_err(|e| format!("{e} (see {})", log.display()))?;
+    clock.phases.push(("keys", prepared.elapsed()));
+    let stack = clock.time("stack start", || {
+        Stack::start(&stack_options(
+            state.clone(),
+            Some(env_file.clone()),
+            log.clone(),
+            true,
+        ))
+        .map_err(|e| format!("{e} (see {})", log.display()))
+    })?;
 
     let sim_url = format!("http://127.0.0.1:{}", ports().1);
-    let against_stack = |c: &mut std::process::Command| {
+    let against_stack = |c: &mut Command| {
         c.env("PARALLAX_BASE_URL", &stack.base_url)
             .env("PARALLAX_SIM_URL", &sim_url)
             .env("PARALLAX_STATE_DIR", &state)
@@ -170,90 +222,98 @@ fn e2e_phases(started: Instant, mut counts: Counts) -> Result {
     };
     // The ComfyUI check, against the sim's keyed ComfyUI (the same real schemas).
     if wanted("http") {
-        crate::comfyui_check::run(&[
-            "--url".into(),
-            format!("{sim_url}/comfyui-proxy"),
-            "--key".into(),
-            key.clone(),
-        ])?;
-        counts.passed += 1;
-        let mut http = command("cargo");
-        http.args([
-            "test",
-            "-p",
-            "parallax-e2e",
-            "--",
-            "--ignored",
-            "--test-threads",
-            "4",
-            // Those run later, around a crash of the Worker, and on the limits stack.
-            "--skip",
-            "restart_phase",
-            "--skip",
-            "limits_phase",
-            "--skip",
-            "chaos_phase",
-            "--skip",
-            "breaker_phase",
-            "--skip",
-            "links_phase",
-            "--skip",
-            "hooks_phase",
-        ]);
-        // A filtered run is a local loop: show what the tests print (figures).
-        if !filters().is_empty() {
-            http.args(filters()).arg("--show-output");
-        }
-        against_stack(&mut http);
-        counts +=
-            run_counted(&mut http).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
+        counts += clock.time("http", || {
+            crate::comfyui_check::run(&[
+                "--url".into(),
+                format!("{sim_url}/comfyui-proxy"),
+                "--key".into(),
+                key.clone(),
+            ])?;
+            let mut http = e2e_tests();
+            http.args([
+                "--",
+                "--ignored",
+                "--test-threads",
+                "4",
+                // Those run later, around a crash of the Worker, and on the limits stack.
+                "--skip",
+                "restart_phase",
+                "--skip",
+                "limits_phase",
+                "--skip",
+                "chaos_phase",
+                "--skip",
+                "breaker_phase",
+                "--skip",
+                "links_phase",
+                "--skip",
+                "hooks_phase",
+            ]);
+            // A filtered run is a local loop: show what the tests print (figures).
+            if !filters().is_empty() {
+                http.args(filters()).arg("--show-output");
+            }
+            against_stack(&mut http);
+            let mut counts = run_counted(&mut http)
+                .map_err(|e| format!("{e} (stack log: {})", log.display()))?;
+            // The ComfyUI check.
+            counts.passed += 1;
+            Ok(counts)
+        })?;
     }
 
     if wanted("python") {
-        let mut python = command(&root().join("target/py/bin/pytest").display().to_string());
-        python.args(["-q", "-p", "no:cacheprovider", "e2e/python"]);
-        against_stack(&mut python);
-        counts +=
-            run_counted(&mut python).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
+        counts += clock.time("python", || {
+            let mut python = command(&root().join("target/py/bin/pytest").display().to_string());
+            python.args(["-q", "-p", "no:cacheprovider", "e2e/python"]);
+            against_stack(&mut python);
+            run_counted(&mut python).map_err(|e| format!("{e} (stack log: {})", log.display()))
+        })?;
     }
 
     if wanted("fuzz") {
-        let mut fuzz = command(
-            &root()
-                .join("target/py/bin/schemathesis")
-                .display()
-                .to_string(),
-        );
-        fuzz.args(["run", &format!("{}/openapi.json", stack.base_url)])
-            .args(["--checks", "all", "--max-examples", "20", "--seed", "1"])
-            // A schema cannot say "the bytes must be a real image of at least 16×16", so
-            // schema-valid random control images are rightly refused with 400.
-            .args(["--exclude-checks", "positive_data_acceptance"])
-            .args(["--header", &format!("x-api-key: {}", rich_key(&test_keys))])
-            .env("SCHEMATHESIS_HOOKS", "")
-            .env("NO_COLOR", "1");
-        exec(&mut fuzz).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
+        clock.time("fuzz", || {
+            let mut fuzz = command(
+                &root()
+                    .join("target/py/bin/schemathesis")
+                    .display()
+                    .to_string(),
+            );
+            fuzz.args(["run", &format!("{}/openapi.json", stack.base_url)])
+                .args(["--checks", "all", "--max-examples", "20", "--seed", "1"])
+                // A schema cannot say "the bytes must be a real image of at least 16×16", so
+                // schema-valid random control images are rightly refused with 400.
+                .args(["--exclude-checks", "positive_data_acceptance"])
+                .args(["--header", &format!("x-api-key: {}", rich_key(&test_keys))])
+                .env("SCHEMATHESIS_HOOKS", "")
+                .env("NO_COLOR", "1");
+            exec(&mut fuzz).map_err(|e| format!("{e} (stack log: {})", log.display()))
+        })?;
         counts.passed += 1;
     }
 
     if wanted("browser") {
-        let mut browser = command("node");
-        browser.args(["--test", "--test-reporter", "tap"]);
-        if let Some(pattern) = filters().into_iter().reduce(|a, b| format!("{a}|{b}")) {
-            browser.arg(format!("--test-name-pattern={pattern}"));
-        }
-        browser.args(["e2e/browser/", "e2e/node/"]);
-        against_stack(&mut browser);
-        counts +=
-            run_counted(&mut browser).map_err(|e| format!("{e} (stack log: {})", log.display()))?;
+        counts += clock.time("browser", || {
+            let mut browser = command("node");
+            browser.args(["--test", "--test-reporter", "tap"]);
+            if let Some(pattern) = filters().into_iter().reduce(|a, b| format!("{a}|{b}")) {
+                browser.arg(format!("--test-name-pattern={pattern}"));
+            }
+            browser.args(["e2e/browser/", "e2e/node/"]);
+            against_stack(&mut browser);
+            run_counted(&mut browser).map_err(|e| format!("{e} (stack log: {})", log.display()))
+        })?;
     }
-    drop(stack);
-    later_phases(started, counts, &e2e, &env_file, &key, &log)
+    clock.time("stack stop", || {
+        drop(stack);
+        Ok(())
+    })?;
+    later_phases(clock, counts, &e2e, &env_file, &key, &log)
 }
 
 /// The Worker crash and limits stacks, the production dry-run and the leak scan.
 fn later_phases(
-    started: Instant,
+    clock: &mut Clock,
     mut counts: Counts,
     e2e: &Path,
     env_file: &Path,
@@ -261,19 +321,16 @@ fn later_phases(
     log: &Path,
 ) -> Result {
     if wanted("restart") {
-        counts += restart_survival(e2e, env_file, key)?;
+        counts += clock.time("restart", || restart_survival(e2e, env_file, key))?;
     }
     if wanted("limits") {
-        counts += limits(e2e, env_file, key)?;
+        counts += clock.time("limits", || limits(e2e, env_file, key))?;
     }
     if wanted("breaker") {
-        counts += breaker(e2e, env_file, key)?;
+        counts += clock.time("breaker", || breaker(e2e, env_file, key))?;
     }
-    if wanted("links") {
-        counts += links(e2e, env_file, key)?;
-    }
-    if wanted("hooks") {
-        counts += hooks(e2e, env_file, key)?;
+    if wanted("links") || wanted("hooks") {
+        counts += clock.time("links+hooks", || links_and_hooks(e2e, env_file, key))?;
     }
     if !wanted("deploy") {
         println!(
@@ -283,22 +340,26 @@ fn later_phases(
         return Ok(());
     }
     let bundle = e2e.join("deploy-dry-run");
-    exec(
-        command(&node_bin().join("wrangler").display().to_string())
-            .args(["deploy", "--dry-run", "--env", "production", "--outdir"])
-            .arg(&bundle),
-    )?;
+    clock.time("deploy", || {
+        exec(
+            command(&node_bin().join("wrangler").display().to_string())
+                .args(["deploy", "--dry-run", "--env", "production", "--outdir"])
+                .arg(&bundle),
+        )?;
 
-    let mut leaks = Vec::new();
-    for place in [root().join("dist"), bundle, log.to_owned()] {
-        find_text(&place, key, &mut leaks);
-    }
-    if !leaks.is_empty() {
-        return Err(format!(
-            "the provider key leaked into: {}",
-            leaks.join(", ")
-        ));
-    }
+        let mut leaks = Vec::new();
+        for place in [root().join("dist"), bundle, log.to_owned()] {
+            find_text(&place, key, &mut leaks);
+        }
+        if leaks.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the provider key leaked into: {}",
+                leaks.join(", ")
+            ))
+        }
+    })?;
     counts.passed += 1;
     println!("✓ the provider key is in no response, dist/ file, bundle file or log line");
 
@@ -309,11 +370,23 @@ fn later_phases(
     }
     println!(
         "\nxtask test: all green in {:.0?}\n{} passed, {} failed",
-        started.elapsed(),
+        clock.started.map(|s| s.elapsed()).unwrap_or_default(),
         counts.passed,
         counts.failed
     );
     Ok(())
+}
+
+/// `cargo test` of the e2e tests: `cargo test --workspace --tests` with the ignored
+/// tests and a name filter after `--` (only `e2e/tests` has ignored tests). The
+/// native phase's `cargo test --workspace` already built every one of those binaries:
+/// Cargo unifies features and shares units over the targets a command names, so
+/// `cargo test -p parallax-e2e` (or `--test <file>`) built the e2e crates' whole
+/// dependency tree again, as another variant.
+fn e2e_tests() -> Command {
+    let mut c = command("cargo");
+    c.args(["test", "--workspace", "--tests"]);
+    c
 }
 
 /// The test stack: sim on test ports with short timings, the Worker with test vars.
@@ -360,6 +433,7 @@ fn stack_options(
         env_file,
         log: Some(log),
         with_sim,
+        sim_build: SimBuild::WithTests,
     }
 }
 
@@ -369,34 +443,22 @@ fn stack_options(
 fn restart_survival(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
     let state = e2e.join("restart-state");
     let log = e2e.join("restart.log");
-    let key = keys::create(&keys::Target::Local(&state), "restart", 1_000, None)?;
-    let chaos = keys::create(&keys::Target::Local(&state), "chaos", 1_000_000, None)?;
+    let [key, chaos]: [String; 2] = keys::create_many(
+        &keys::Target::Local(&state),
+        &[("restart", 1_000, None), ("chaos", 1_000_000, None)],
+    )?
+    .try_into()
+    .map_err(|_| "two keys expected")?;
     let (port, sim_port, _) = ports();
     let state_dir = state.clone();
     let phase = |name: &str| {
-        let mut c = command("cargo");
-        let file = if name.starts_with("chaos") {
-            "chaos"
-        } else {
-            "restart"
-        };
-        c.args([
-            "test",
-            "-p",
-            "parallax-e2e",
-            "--test",
-            file,
-            "--",
-            "--ignored",
-            "--exact",
-            name,
-            "--nocapture",
-        ])
-        .env("PARALLAX_BASE_URL", format!("http://127.0.0.1:{port}"))
-        .env("PARALLAX_SIM_URL", format!("http://127.0.0.1:{sim_port}"))
-        .env("PARALLAX_SECRET_PROBE", probe)
-        .env("PARALLAX_STATE_DIR", &state_dir)
-        .env("PARALLAX_TEST_KEYS", format!("restart={key},chaos={chaos}"));
+        let mut c = e2e_tests();
+        c.args(["--", "--ignored", "--exact", name, "--nocapture"])
+            .env("PARALLAX_BASE_URL", format!("http://127.0.0.1:{port}"))
+            .env("PARALLAX_SIM_URL", format!("http://127.0.0.1:{sim_port}"))
+            .env("PARALLAX_SECRET_PROBE", probe)
+            .env("PARALLAX_STATE_DIR", &state_dir)
+            .env("PARALLAX_TEST_KEYS", format!("restart={key},chaos={chaos}"));
         run_counted(&mut c).map_err(|e| format!("{e} (see {})", log.display()))
     };
     // The chaos audit reads every job's credits after the run: keep them that long.
@@ -426,13 +488,15 @@ fn restart_survival(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> 
     Ok(counts)
 }
 
-/// A short-lived stack of its own for one e2e file's `{name}_phase` tests: the test
-/// stack's settings with `vars` over them (state and log under `e2e/{name}-…`), a
-/// key named `name` when `key` is set, torn down after.
+/// A short-lived stack of its own for the e2e tests of one or more phases (tests named
+/// `{phase}_phase…`): the test stack's settings with `vars` over them (state and log
+/// under `e2e/{name}-…`), a key named `name` when `key` is set, torn down after. The
+/// phases' tests run in one `cargo test` against the one stack.
 struct SideStack<'a> {
     name: &'a str,
     vars: Vec<(&'a str, String)>,
-    test_file: &'a str,
+    /// Runs the e2e tests named `{phase}_phase…` of each of these.
+    phases: Vec<&'a str>,
     key: bool,
 }
 
@@ -455,9 +519,9 @@ fn side_stack(e2e: &Path, env_file: &Path, probe: &str, side: SideStack<'_>) -> 
         options.vars.push((name.to_owned(), value));
     }
     let stack = Stack::start(&options).map_err(|e| format!("{e} (see {})", log.display()))?;
-    let mut c = command("cargo");
-    c.args(["test", "-p", "parallax-e2e", "--test", side.test_file, "--"])
-        .args(["--ignored", &format!("{}_phase", side.name)])
+    let mut c = e2e_tests();
+    c.args(["--", "--ignored"])
+        .args(side.phases.iter().map(|phase| format!("{phase}_phase")))
         .env("PARALLAX_BASE_URL", &stack.base_url)
         .env(
             "PARALLAX_SIM_URL",
@@ -487,7 +551,7 @@ fn limits(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
         SideStack {
             name: "limits",
             vars: vars.map(|(k, v)| (k, v.to_owned())).to_vec(),
-            test_file: "ledger",
+            phases: vec!["limits"],
             key: true,
         },
     )
@@ -513,38 +577,34 @@ fn breaker(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
         SideStack {
             name: "breaker",
             vars: vars.map(|(k, v)| (k, v.to_owned())).to_vec(),
-            test_file: "breaker",
+            phases: vec!["breaker"],
             key: true,
         },
     )
 }
 
-/// The test stack with `PUBLIC_BASE_URL` set to where the sim reaches the Worker (and
-/// the env file's `CONTROL_LINK_SECRET`): providers that fetch URLs get the control
-/// image as a signed link, which the sim fetches (`e2e/tests/links.rs`). Not the main
-/// stack: there the sim's fetch back into the Worker sits inside each submit, and under
-/// the 300-job load on two shared cores it timed out for 16 of 300 jobs.
-fn links(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
-    side_stack(
-        e2e,
-        env_file,
-        probe,
-        SideStack {
-            name: "links",
-            vars: vec![("PUBLIC_BASE_URL", format!("http://127.0.0.1:{}", ports().0))],
-            test_file: "links",
-            key: false,
-        },
-    )
-}
-
-/// The test stack with upstream callbacks on (`e2e/tests/hooks.rs`): `PUBLIC_BASE_URL`
-/// where the sim reaches the Worker, `HOOK_SECRET` (the test file's constant), the
-/// sim account's Replicate webhook secret, the sim's fal JWKS, and an 8 s backstop so
-/// a job whose callback never comes finishes soon. A stack of its own: on the main
-/// one no provider calls back, so the polling tests keep their schedule.
-fn hooks(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
+/// The links and hooks phases share one stack: the test stack with `PUBLIC_BASE_URL`
+/// set to where the sim reaches the Worker, plus upstream callbacks.
+///
+/// - links (`e2e/tests/links.rs`): with `PUBLIC_BASE_URL` and the env file's
+///   `CONTROL_LINK_SECRET`, providers that fetch URLs get the control image as a
+///   signed link, which the sim fetches. Not the main stack: there the sim's fetch
+///   back into the Worker sits inside each submit, and under the 300-job load on two
+///   shared cores it timed out for 16 of 300 jobs.
+/// - hooks (`e2e/tests/hooks.rs`): `HOOK_SECRET` (the test file's constant), the sim
+///   account's Replicate webhook secret, the sim's fal JWKS, and an 8 s backstop so a
+///   job whose callback never comes finishes soon. Not the main stack: there no
+///   provider calls back, so the polling tests keep their schedule.
+///
+/// The links tests assert which provider completed a job, how the sim got its control
+/// image and which links are refused, none of which a callback changes; both files'
+/// tests count and match the sim's records by their own unique prompts.
+fn links_and_hooks(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
     let (port, sim_port, _) = ports();
+    let phases = ["links", "hooks"]
+        .into_iter()
+        .filter(|phase| wanted(phase))
+        .collect();
     side_stack(
         e2e,
         env_file,
@@ -564,7 +624,7 @@ fn hooks(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
                 ),
                 ("HOOK_BACKSTOP_MS", "8000".to_owned()),
             ],
-            test_file: "hooks",
+            phases,
             key: false,
         },
     )
