@@ -210,7 +210,10 @@ impl JobStore {
         let store = *self;
         spawn_local(async move {
             let mut wait = 1_000;
-            while spawn_scheduler(store).await.is_err() {
+            let started = |r: Option<Result<(), _>>| matches!(r, Some(Ok(())));
+            while !started(
+                crate::components::deferred::unless_stalled(spawn_scheduler(store)).await,
+            ) {
                 if store.state.try_with_untracked(|_| ()).is_none() {
                     return;
                 }

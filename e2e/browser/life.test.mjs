@@ -325,3 +325,20 @@ test('desktop: a job still ends Done when the polling code fails to download at 
   assert.deepEqual(errors, []);
   await context.close();
 });
+
+test('desktop: a page whose code download stalls says so, and Reload brings it', async () => {
+  // A fetch that never answers (a dead mobile connection) shows the notice after
+  // `STALLED_MS` instead of a blank page for minutes.
+  const context = await browser.newContext(DESKTOP);
+  const { page, errors } = await open(context);
+  await rendered(page);
+  await page.route(/\/split_history\.wasm$/, () => {});
+  await page.getByTestId('nav-history').click();
+  await page.getByTestId('load-error').waitFor({ timeout: 40_000 });
+  await page.unroute(/\/split_history\.wasm$/);
+  await page.getByRole('button', { name: 'Reload' }).click();
+  await page.getByRole('heading', { name: 'History' }).waitFor();
+  assert.equal(new URL(page.url()).pathname, '/history');
+  assert.deepEqual(errors, []);
+  await context.close();
+});
