@@ -274,14 +274,23 @@ for (const [name, options] of [['desktop', DESKTOP], ['phone', PHONE]]) {
   });
 }
 
+/// History's code: a wasm chunk fetched on the first visit (`components::deferred`).
+const HISTORY_CHUNK = /\/split_history\.wasm$/;
+
+/// A fresh page of `context` whose History chunk requests go to `handler`, moved to
+/// History from the studio.
+async function toHistoryWithChunk(context, handler) {
+  const opened = await open(context, base + '/');
+  await rendered(opened.page);
+  await opened.page.route(HISTORY_CHUNK, handler);
+  await opened.page.getByTestId('nav-history').click();
+  return opened;
+}
+
 test('desktop: a page whose code cannot be downloaded says so, and loads on retry', async () => {
-  // History's code is a wasm chunk fetched on the first visit (`components::deferred`).
   const context = await browser.newContext(DESKTOP);
-  const { page, errors } = await open(context);
-  await rendered(page);
   let blocked = 0;
-  await page.route(/\/split_history\.wasm$/, (route) => { blocked++; return route.abort('internetdisconnected'); });
-  await page.getByTestId('nav-history').click();
+  const { page, errors } = await toHistoryWithChunk(context, (route) => { blocked++; return route.abort('internetdisconnected'); });
   await page.waitForURL(/\/history$/);
   await page.getByTestId('load-error').waitFor();
   assert.ok(blocked >= 1, 'the chunk was asked for');
@@ -289,18 +298,15 @@ test('desktop: a page whose code cannot be downloaded says so, and loads on retr
   // The rest of the app still works: back to the studio, and back again once online.
   await page.getByRole('link', { name: 'Studio' }).click();
   await page.getByTestId('generate').waitFor();
-  await page.unroute(/\/split_history\.wasm$/);
+  await page.unroute(HISTORY_CHUNK);
   await page.getByTestId('nav-history').click();
   await page.getByRole('heading', { name: 'History' }).waitFor();
   assert.equal(await page.getByTestId('load-error').count(), 0);
 
   // A failed load is not remembered: a fresh page, blocked, then "Try again".
-  const second = await open(context, base + '/');
-  await rendered(second.page);
-  await second.page.route(/\/split_history\.wasm$/, (route) => route.abort('internetdisconnected'));
-  await second.page.getByTestId('nav-history').click();
+  const second = await toHistoryWithChunk(context, (route) => route.abort('internetdisconnected'));
   await second.page.getByTestId('load-error').waitFor();
-  await second.page.unroute(/\/split_history\.wasm$/);
+  await second.page.unroute(HISTORY_CHUNK);
   await second.page.getByTestId('load-retry').click();
   await second.page.getByRole('heading', { name: 'History' }).waitFor();
   assert.deepEqual(errors, []);
@@ -330,12 +336,9 @@ test('desktop: a page whose code download stalls says so, and Reload brings it',
   // A fetch that never answers (a dead mobile connection) shows the notice after
   // `STALLED_MS` instead of a blank page for minutes.
   const context = await browser.newContext(DESKTOP);
-  const { page, errors } = await open(context);
-  await rendered(page);
-  await page.route(/\/split_history\.wasm$/, () => {});
-  await page.getByTestId('nav-history').click();
+  const { page, errors } = await toHistoryWithChunk(context, () => {});
   await page.getByTestId('load-error').waitFor({ timeout: 40_000 });
-  await page.unroute(/\/split_history\.wasm$/);
+  await page.unroute(HISTORY_CHUNK);
   await page.getByRole('button', { name: 'Reload' }).click();
   await page.getByRole('heading', { name: 'History' }).waitFor();
   assert.equal(new URL(page.url()).pathname, '/history');

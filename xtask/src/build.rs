@@ -51,7 +51,7 @@ pub fn spa() -> Result {
         .map_err(|e| format!("splitting {}: {e:?}", wasm.display()))?;
 
     exec(
-        command(&cargo_bin().join("wasm-bindgen").display().to_string())
+        command("wasm-bindgen")
             .args(["--target", "web", "--keep-lld-exports", "--no-typescript"])
             .args(["--out-name", APP, "--out-dir"])
             .arg(&pkg)
@@ -61,7 +61,7 @@ pub fn spa() -> Result {
     for js in [format!("{APP}.js"), "__wasm_split.js".to_owned()] {
         let path = pkg.join(js);
         exec(
-            command(&node_bin().join("esbuild").display().to_string())
+            command("esbuild")
                 .arg(&path)
                 .args([
                     "--minify",
@@ -78,7 +78,7 @@ pub fn spa() -> Result {
         // The chunks carry no `target_features` section for wasm-opt to read, so the
         // features rustc's wasm32 target uses are named (as cargo-leptos does).
         exec(
-            command(&node_bin().join("wasm-opt").display().to_string())
+            command("wasm-opt")
                 .args([
                     "-Oz",
                     "--enable-bulk-memory",

@@ -67,19 +67,11 @@ const STALLED_MS: i32 = 15_000;
 /// chunk that arrives later is used by the next try).
 pub async fn unless_stalled<T>(fut: impl Future<Output = T>) -> Option<T> {
     let fut = std::pin::pin!(fut);
-    let timer = std::pin::pin!(delay(STALLED_MS));
+    let timer = std::pin::pin!(crate::client::delay(STALLED_MS));
     match futures_util::future::select(fut, timer).await {
         futures_util::future::Either::Left((out, _)) => Some(out),
         futures_util::future::Either::Right(_) => None,
     }
-}
-
-/// A plain timer (`client::sleep` is woken early by every wake-up; this is not).
-async fn delay(ms: i32) {
-    let promise = js_sys::Promise::new(&mut |resolve, _| {
-        let _ = window().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
-    });
-    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }
 
 fn retry_notice(attempt: RwSignal<u32>, page: bool) -> impl IntoView {
