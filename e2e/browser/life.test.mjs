@@ -345,3 +345,24 @@ test('desktop: a page whose code download stalls says so, and Reload brings it',
   assert.deepEqual(errors, []);
   await context.close();
 });
+
+test('desktop: after a deploy removed this tab\'s build, a failed chunk reloads the page once, not in a loop', async () => {
+  // The tab's own main module answers 404 (what a deploy leaves): the page reloads into
+  // the new build once; when that does not help, a sessionStorage mark stops a loop.
+  const context = await browser.newContext(DESKTOP);
+  const { page, errors } = await open(context, base + '/');
+  await rendered(page);
+  await page.route(/\/app-[^/]+\/parallax-app\.js$/, (route) =>
+    (route.request().method() === 'HEAD' ? route.fulfill({ status: 404 }) : route.continue()));
+  let loads = 0;
+  page.on('load', () => { loads++; });
+  await page.route(HISTORY_CHUNK, (route) => route.abort('internetdisconnected'));
+  await page.getByTestId('nav-history').click();
+  await page.getByTestId('load-error').waitFor({ timeout: 30_000 });
+  assert.equal(loads, 1, 'reloaded exactly once');
+  assert.match(await page.evaluate(() => sessionStorage.getItem('parallax:reloaded-for')) ?? '', /parallax-app\.js$/);
+  await page.waitForTimeout(1_000);
+  assert.equal(loads, 1, 'and not again');
+  assert.deepEqual(errors, []);
+  await context.close();
+});
