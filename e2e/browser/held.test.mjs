@@ -4,7 +4,7 @@
 // reads are held at once, so the page keeps connections for everything else.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { launch, base, DESKTOP } from './helpers.mjs';
+import { launch, base, DESKTOP, visit } from './helpers.mjs';
 
 let browser;
 before(async () => { browser = await launch(); });
@@ -37,7 +37,7 @@ async function open() {
   const ended = (r) => { if (out.delete(r)) held.now -= 1; };
   page.on('requestfinished', ended);
   page.on('requestfailed', ended);
-  await page.goto(base + '/');
+  await visit(page, base + '/');
   await page.getByTestId('sample').first().click();
   await page.getByText(/Will upload \d+×\d+ JPEG/).waitFor();
   return { context, page, errors, reads, held };

@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { launch, base, shots, sample, waitForEnd, noHorizontalScroll, DESKTOP, PHONE } from './helpers.mjs';
+import { launch, base, shots, sample, waitForEnd, noHorizontalScroll, DESKTOP, PHONE, visit } from './helpers.mjs';
 
 let browser;
 before(async () => { browser = await launch(); });
@@ -21,7 +21,7 @@ test('a job submitted before the tab closed finishes in history, and another pro
   const one = await browser.newContext(DESKTOP);
   await withKey(one);
   let page = await one.newPage();
-  await page.goto(base + '/');
+  await visit(page, base + '/');
   await page.getByTestId('control-image').setInputFiles(sample('rocket.jpg'));
   await page.getByText(/Will upload/).waitFor();
   const prompt = `history survives a closed tab ${Date.now()}`;
@@ -34,7 +34,7 @@ test('a job submitted before the tab closed finishes in history, and another pro
 
   // Reopen the app in the same profile: the job is in history and finishes there.
   page = await one.newPage();
-  await page.goto(base + '/history');
+  await visit(page, base + '/history');
   const item = page.locator(`[data-testid="history-item"][data-request-id="${id}"]`);
   await item.waitFor();
   await item.getByTestId('history-status').filter({ hasText: 'COMPLETED' }).waitFor({ timeout: 60_000 });
@@ -48,7 +48,7 @@ test('a job submitted before the tab closed finishes in history, and another pro
   const two = await browser.newContext(PHONE);
   await withKey(two);
   const other = await two.newPage();
-  await other.goto(base + '/history');
+  await visit(other, base + '/history');
   const same = other.locator(`[data-testid="history-item"][data-request-id="${id}"]`);
   await same.waitFor({ timeout: 20_000 });
   assert.match(await same.textContent(), /history survives a closed tab/);
@@ -61,7 +61,7 @@ test('a share link opens for a stranger on a phone, with the compare slider and 
   // Make a result (anonymous).
   const maker = await browser.newContext(DESKTOP);
   const page = await maker.newPage();
-  await page.goto(base + '/');
+  await visit(page, base + '/');
   await page.getByTestId('control-image').setInputFiles(sample('coffee.jpg'));
   await page.getByText(/Will upload/).waitFor();
   await page.getByTestId('prompt').fill('a coffee cup carved from jade');
@@ -74,7 +74,7 @@ test('a share link opens for a stranger on a phone, with the compare slider and 
   const share = await stranger.newPage();
   const errors = [];
   share.on('pageerror', (e) => errors.push(String(e)));
-  const resp = await share.goto(`${base}/r/${id}`);
+  const resp = await visit(share, `${base}/r/${id}`);
   assert.equal(resp.status(), 200);
   await share.getByTestId('share-prompt').filter({ hasText: 'jade' }).waitFor();
   const range = share.getByTestId('compare-range').first();
@@ -97,7 +97,7 @@ test('a share link opens for a stranger on a phone, with the compare slider and 
 test('an unknown share link says so', async () => {
   const ctx = await browser.newContext(PHONE);
   const page = await ctx.newPage();
-  const resp = await page.goto(`${base}/r/00000000-0000-4000-8000-000000000000`);
+  const resp = await visit(page, `${base}/r/00000000-0000-4000-8000-000000000000`);
   assert.equal(resp.status(), 404);
   await page.getByTestId('load-error').waitFor();
   assert.match(await page.getByTestId('load-error').textContent(), /expired/);

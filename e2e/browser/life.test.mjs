@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { launch, base, shots, sample, waitForEnd, noHorizontalScroll, assertAccessible, apiJob, serverEnds, DESKTOP, PHONE } from './helpers.mjs';
+import { launch, base, shots, sample, waitForEnd, noHorizontalScroll, assertAccessible, apiJob, serverEnds, DESKTOP, PHONE, visit } from './helpers.mjs';
 
 let browser;
 before(async () => { browser = await launch(); });
@@ -20,7 +20,7 @@ async function open(context, url = base + '/') {
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
   page.on('console', (m) => { if (/Content Security Policy|Refused to/.test(m.text())) errors.push(m.text()); });
-  if (url) await page.goto(url);
+  if (url) await visit(page, url);
   return { page, errors };
 }
 
@@ -51,12 +51,12 @@ for (const [name, options] of [['desktop', DESKTOP], ['phone', PHONE]]) {
       const context = await browser.newContext({ ...options, colorScheme: scheme });
       const { page, errors } = await open(context, null);
       for (const url of ['/', '/history', `/r/${id}`, '/no/such/page']) {
-        for (let visit = 1; visit <= 2; visit++) {
-          const resp = await page.goto(base + url);
-          assert.ok([200, 304].includes(resp.status()), `${url} visit ${visit}: ${resp.status()}`);
+        for (let n = 1; n <= 2; n++) {
+          const resp = await visit(page, base + url);
+          assert.ok([200, 304].includes(resp.status()), `${url} visit ${n}: ${resp.status()}`);
           await rendered(page);
         }
-        await page.reload();
+        await page.reload({ waitUntil: 'domcontentloaded' });
         await rendered(page);
         if (url.startsWith('/r/')) await page.getByTestId('share-prompt').waitFor();
         await assertAccessible(page, `${url} (${name}, ${scheme})`);
@@ -109,7 +109,7 @@ test('phone: the new job scrolls into view, and a reload mid-job resumes it to t
   const { card, id } = await submit(page, 'a slow one to reload [sim:process=4]');
   const inView = await card.evaluate((el) => { const r = el.getBoundingClientRect(); return r.top < innerHeight && r.bottom > 0; });
   assert.ok(inView, 'the new card is on screen after tapping Generate');
-  await page.reload();
+  await page.reload({ waitUntil: 'domcontentloaded' });
   const again = page.locator(`[data-testid="job"][data-request-id="${id}"]`);
   await again.waitFor();
   assert.equal(await waitForEnd(page), 'Done');
@@ -159,7 +159,7 @@ test('desktop: a job submitted in a second tab shows in the first tab\'s History
   // And History writing its state back must not drop a job the other tab adds later.
   const { id: later } = await submit(second, 'and another one');
   await first.locator(`[data-testid="history-item"][data-request-id="${later}"]`).waitFor();
-  await second.reload();
+  await second.reload({ waitUntil: 'domcontentloaded' });
   await second.locator(`[data-testid="job"][data-request-id="${id}"]`).waitFor();
   await second.locator(`[data-testid="job"][data-request-id="${later}"]`).waitFor();
   assert.deepEqual(errors, []);
@@ -250,7 +250,7 @@ for (const [name, options] of [['desktop', DESKTOP], ['phone', PHONE]]) {
     await guidance.fill('');
     await guidance.pressSequentially('12.5');
 
-    await page.reload();
+    await page.reload({ waitUntil: 'domcontentloaded' });
     await rendered(page);
     assert.equal(await page.getByTestId('prompt').inputValue(), 'a lighthouse made of coral');
     assert.equal(await page.locator('#param-guidance').inputValue(), '12.5');
@@ -260,12 +260,12 @@ for (const [name, options] of [['desktop', DESKTOP], ['phone', PHONE]]) {
     await page.screenshot({ path: path.join(shots, `life-form-reloaded-${name}.png`), fullPage: true });
 
     // A link naming another model switches to it, keeping what both models share.
-    await page.goto(base + '/?model=flux-depth-dev');
+    await visit(page, base + '/?model=flux-depth-dev');
     await rendered(page);
     assert.equal(await page.getByTestId('model-flux-depth-dev').isChecked(), true);
     assert.equal(await page.getByTestId('prompt').inputValue(), 'a lighthouse made of coral');
     assert.equal(await page.locator('#param-guidance').inputValue(), '12.5');
-    await page.reload();
+    await page.reload({ waitUntil: 'domcontentloaded' });
     await rendered(page);
     assert.equal(await page.getByTestId('model-flux-depth-dev').isChecked(), true);
     assert.equal(await page.getByTestId('prompt').inputValue(), 'a lighthouse made of coral');

@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { launch, base, shots, sample, openPlayground, waitForEnd, noHorizontalScroll, DESKTOP, PHONE } from './helpers.mjs';
+import { launch, base, shots, sample, openPlayground, waitForEnd, noHorizontalScroll, DESKTOP, PHONE, visit } from './helpers.mjs';
 
 let browser;
 before(async () => { browser = await launch(); });
@@ -92,7 +92,7 @@ test('a phone photo with EXIF orientation 6 is uploaded upright and small', asyn
     };
   });
   const page = await context.newPage();
-  await page.goto(base + '/');
+  await visit(page, base + '/');
   // A 12 MP landscape JPEG whose stored left half is red, right half blue, tagged
   // "rotate 90° clockwise": upright, red is on top.
   const stored = await page.evaluate(async () => {
