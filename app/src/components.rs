@@ -5,6 +5,7 @@ pub mod deferred;
 pub mod error_view;
 pub mod image_input;
 pub mod job_card;
+pub mod no_jobs;
 pub mod param_field;
 pub mod settings_panel;
 pub mod snippets_panel;

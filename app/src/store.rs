@@ -10,6 +10,10 @@
 //!   `pageshow`. Running jobs are read *held* (the server answers when the status
 //!   changes), a few at a time, each held read a task of its own so the loop goes on;
 //!   the rest are polled.
+//! - Its storage format (serde) is in a wasm chunk of its own, [`Codec`]: a first
+//!   visit with nothing stored does not download it. A visitor with stored jobs gets
+//!   them a moment after the page appears (`restoring` says so meanwhile); a first
+//!   image pick preloads it, so a new job is stored at once.
 
 use std::collections::HashMap;
 
@@ -58,6 +62,38 @@ pub struct JobStore {
     retry_until: StoredValue<f64>,
     /// Whether the polling scheduler runs (or its chunk is on the way).
     polling: StoredValue<bool>,
+    /// The storage format, once its chunk is here.
+    codec: StoredValue<Option<Codec>>,
+    /// Stored jobs are being read in (their chunk is on the way): not "no jobs yet".
+    pub restoring: RwSignal<bool>,
+}
+
+/// The store's storage format: serde code the first visit does not need.
+#[derive(Debug, Clone, Copy)]
+struct Codec {
+    decode: fn(&str) -> Stored,
+    from_legacy: fn(&str) -> Stored,
+    encode: fn(&Stored) -> String,
+}
+
+/// The storage format, from the `stored` wasm chunk (`components::deferred`).
+#[leptos::wasm_split::wasm_split(
+    stored,
+    wasm_split_path = ::leptos::wasm_split,
+    fallible,
+    preload(preload_codec)
+)]
+fn codec_chunk() -> Result<Codec, leptos::wasm_split::SplitLoaderError> {
+    Ok(Codec {
+        decode: Stored::decode,
+        from_legacy: Stored::from_legacy,
+        encode: Stored::encode,
+    })
+}
+
+/// Fetches the storage format's chunk ahead of need (at the first image pick).
+pub async fn preload_storage() {
+    let _ = preload_codec().await;
 }
 
 pub fn now_ms() -> f64 {
@@ -68,19 +104,34 @@ fn storage() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok().flatten()
 }
 
-/// What storage holds now (this version, or version 1 migrated).
-fn load() -> Stored {
+/// Whether storage holds jobs (this version's or version 1's) to read in.
+fn anything_stored() -> bool {
+    storage().is_some_and(|s| {
+        [STORAGE_KEY, LEGACY_KEY]
+            .iter()
+            .any(|k| s.get_item(k).ok().flatten().is_some())
+    })
+}
+
+/// What storage holds now (this version, or version 1 migrated; an unreadable copy
+/// reads as empty).
+fn load(codec: Codec) -> Stored {
     let Some(s) = storage() else {
         return Stored::new();
     };
-    match s.get_item(STORAGE_KEY).ok().flatten() {
-        Some(text) => Stored::decode(&text),
+    let stored = match s.get_item(STORAGE_KEY).ok().flatten() {
+        Some(text) => (codec.decode)(&text),
         None => s
             .get_item(LEGACY_KEY)
             .ok()
             .flatten()
-            .map(|t| Stored::from_legacy(&t))
+            .map(|t| (codec.from_legacy)(&t))
             .unwrap_or_default(),
+    };
+    if stored.version == 0 {
+        Stored::new()
+    } else {
+        stored
     }
 }
 
@@ -92,14 +143,12 @@ pub fn use_store() -> JobStore {
     expect_context::<JobStore>()
 }
 
-/// Creates the store from storage, starts the scheduler and the listeners.
+/// Creates the store, reads storage in (from the codec's chunk, when anything is
+/// stored), starts the scheduler and the listeners.
 pub fn provide() -> JobStore {
-    let mut stored = load();
-    if stored.version == 0 {
-        stored = Stored::new();
-    }
+    let restoring = anything_stored();
     let store = JobStore {
-        state: RwSignal::new(stored),
+        state: RwSignal::new(Stored::new()),
         lost: RwSignal::new(false),
         pending: RwSignal::new(Vec::new()),
         backoff: StoredValue::new(Backoff::default()),
@@ -107,15 +156,23 @@ pub fn provide() -> JobStore {
         held: StoredValue::new(Vec::new()),
         retry_until: StoredValue::new(0.0),
         polling: StoredValue::new(false),
+        codec: StoredValue::new(None),
+        restoring: RwSignal::new(restoring),
     };
-    store.persist();
+    if restoring {
+        // Reading storage in is the first write-back (merging what is stored).
+        store.persist();
+    }
     // Another tab wrote: merge its copy (never overwrite ours).
     let on_storage = window_event_listener(ev::storage, move |e: web_sys::StorageEvent| {
         if e.key().as_deref() == Some(STORAGE_KEY) {
-            let other = Stored::decode(&e.new_value().unwrap_or_default());
-            store.state.maybe_update(|s| s.merge(&other));
-            store.start_polling();
-            client::wake_all();
+            let text = e.new_value().unwrap_or_default();
+            store.with_codec(move |codec| {
+                let other = (codec.decode)(&text);
+                store.state.maybe_update(|s| s.merge(&other));
+                store.start_polling();
+                client::wake_all();
+            });
         }
     });
     let wake = move || store.wake();
@@ -129,7 +186,6 @@ pub fn provide() -> JobStore {
         on_show.remove();
     });
     provide_context(store);
-    store.start_polling();
     store
 }
 
@@ -167,14 +223,62 @@ impl JobStore {
         self.state.with_untracked(|s| s.get(id).cloned())
     }
 
-    /// Read storage, merge ours in, write it back, and take in what other tabs added.
+    /// Read storage, merge ours in, write it back, and take in what other tabs added
+    /// (at once, or when the codec's chunk is here: then with the state of that
+    /// moment, so nothing put meanwhile is missed). The read-merge-write itself is
+    /// synchronous: no other write can come between its read and its write.
     fn persist(&self) {
-        let mut on_disk = load();
-        self.state.with_untracked(|s| on_disk.merge(s));
-        if let Some(st) = storage() {
-            let _ = st.set_item(STORAGE_KEY, &on_disk.encode());
+        let store = *self;
+        self.with_codec(move |codec| {
+            let mut on_disk = load(codec);
+            store.state.with_untracked(|s| on_disk.merge(s));
+            if let Some(st) = storage() {
+                let _ = st.set_item(STORAGE_KEY, &(codec.encode)(&on_disk));
+            }
+            store.state.maybe_update(|s| s.merge(&on_disk));
+            store.restoring.set(false);
+            store.start_polling();
+        });
+    }
+
+    /// Runs `then` with the storage format: at once once its chunk is here, else when
+    /// it has been fetched. A fetch that fails is tried again with backoff (1 s
+    /// doubling to 60 s, a wake-up tries at once), and meanwhile the cards say
+    /// "Connection lost — retrying"; after a deploy the page reloads into the new
+    /// build (`deferred::reload_if_updated`). The store may go with its page.
+    fn with_codec(&self, then: impl FnOnce(Codec) + 'static) {
+        if let Some(codec) = self.codec.get_value() {
+            return then(codec);
         }
-        self.state.maybe_update(|s| s.merge(&on_disk));
+        let store = *self;
+        spawn_local(async move {
+            let mut wait = 1_000;
+            let mut said_lost = false;
+            loop {
+                // Another task may have fetched it meanwhile.
+                if let Some(Some(codec)) = store.codec.try_get_value() {
+                    return then(codec);
+                }
+                if let Some(Ok(codec)) =
+                    crate::components::deferred::unless_stalled(codec_chunk()).await
+                {
+                    if store.codec.try_set_value(Some(codec)).is_some() {
+                        return;
+                    }
+                    if said_lost {
+                        store.lost.set(false);
+                    }
+                    return then(codec);
+                }
+                if store.lost.try_set(true).is_some() {
+                    return;
+                }
+                said_lost = true;
+                crate::components::deferred::reload_if_updated().await;
+                client::sleep(wait).await;
+                wait = (wait * 2).min(60_000);
+            }
+        });
     }
 
     /// A just-submitted job: stored, and read at once (held, it answers when the

@@ -332,6 +332,42 @@ test('desktop: a job still ends Done when the polling code fails to download at 
   await context.close();
 });
 
+test('desktop: a first visit does not download the stored-jobs code, and a return gets its jobs even when that code fails at first', async () => {
+  // The store's storage format is a wasm chunk (`store::Codec`): fetched at the first
+  // image pick (to store a new job at once), and at start only when jobs are stored.
+  const STORED_CHUNK = /\/split_stored\.wasm$/;
+  const context = await browser.newContext(DESKTOP);
+  const asked = [];
+  context.on('request', (r) => { if (STORED_CHUNK.test(r.url())) asked.push(r.url()); });
+  const { page, errors } = await open(context);
+  await rendered(page);
+  await page.getByTestId('generate').waitFor();
+  assert.equal(asked.length, 0, 'a first visit does not fetch the stored-jobs code');
+  await pickSample(page);
+  const { card, id } = await submit(page, 'a lighthouse made of glass');
+  assert.equal(await waitForEnd(page), 'Done');
+  await card.getByTestId('job-output').first().waitFor();
+  assert.ok(asked.length >= 1, 'the pick fetched it');
+  await page.close();
+
+  // Back with the chunk failing: the studio says the jobs wait for the connection
+  // (not "your images appear here"), then shows them once it is back.
+  let blocked = 0;
+  await context.route(STORED_CHUNK, (route) => { blocked++; return route.abort('internetdisconnected'); });
+  const back = await open(context);
+  await rendered(back.page);
+  await back.page.getByTestId('restore-lost').waitFor();
+  assert.equal(await back.page.locator('.results .empty').count(), 1, 'only the connection notice');
+  assert.ok(blocked >= 1);
+  await context.unroute(STORED_CHUNK);
+  const again = back.page.locator(`[data-testid="job"][data-request-id="${id}"]`);
+  await again.waitFor({ timeout: 20_000 });
+  assert.equal(await waitForEnd(back.page), 'Done');
+  assert.equal(await back.page.getByTestId('restore-lost').count(), 0);
+  assert.deepEqual([...errors, ...back.errors], []);
+  await context.close();
+});
+
 test('desktop: a page whose code download stalls says so, and Reload brings it', async () => {
   // A fetch that never answers (a dead mobile connection) shows the notice after
   // `STALLED_MS` instead of a blank page for minutes.

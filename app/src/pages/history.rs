@@ -10,6 +10,7 @@ use parallax_api::{JobStatus, Model};
 
 use crate::client;
 use crate::components::deferred::Loaded;
+use crate::components::no_jobs::NoJobs;
 use crate::jobs;
 use crate::logic::store::{self, Job};
 use crate::session::use_session;
@@ -120,9 +121,10 @@ pub fn HistoryPage() -> impl IntoView {
                 <button type="button" class="button" on:click=export>"Export JSON"</button>
             </div>
             <p class="form-error" role="alert">{move || notice.get()}</p>
-            <Show when=move || shown.with(Vec::is_empty)>
-                <p class="empty">"No jobs yet. Generate something in the studio, or add your access key in Settings to see your key's jobs from other devices."</p>
-            </Show>
+            <NoJobs
+                empty=Signal::derive(move || shown.with(Vec::is_empty))
+                text="No jobs yet. Generate something in the studio, or add your access key in Settings to see your key's jobs from other devices."
+            />
             <ul class="history-list">
                 <For each=move || shown.get() key=|id| id.clone() let(id)>
                     <HistoryItem id=id notice=notice />

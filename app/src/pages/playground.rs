@@ -8,18 +8,23 @@
 //! store, so a reload keeps them and resumes the running ones. The URL carries the model (`?model=`), a job to show
 //! (`?job=`), and a job to remix (`?remix=`, from a share page).
 
+use std::future::Future;
+use std::pin::Pin;
+
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use leptos::wasm_split::SplitLoaderError;
 use leptos_router::NavigateOptions;
 use leptos_router::hooks::{use_navigate, use_query_map};
-use parallax_api::{Model, Params, RequestId};
+use parallax_api::{JobResult, Model, Params, RequestId, SubmitResponse};
 use wasm_bindgen::JsCast;
 use web_sys::{Blob, FormData};
 
-use crate::client;
-use crate::components::deferred::deferred;
+use crate::client::{self, ClientError};
+use crate::components::deferred::{deferred, reload_if_updated};
 use crate::components::image_input::{ImageInput, Picked};
 use crate::components::job_card::{CardActions, lazy_job_card, preload_cards};
+use crate::components::no_jobs::NoJobs;
 use crate::components::param_field::ParamField;
 use crate::components::snippets_panel::SnippetsPanel;
 use crate::image::{self, Prepared};
@@ -125,11 +130,20 @@ impl Studio {
         self.source.set(None);
         self.set_preview(Some(url.clone()));
         self.origin.set(Some(ImageSource::Remote(url.clone())));
+        spawn_local(async {
+            let _ = preload_submit().await;
+            crate::store::preload_storage().await;
+        });
         self.control.set(Some(Control::Url(url)));
     }
 
     /// Prepares `blob` (upright, downscaled, JPEG) for the size the form asks for now.
     fn prepare(self, blob: Blob) {
+        // Generate comes next: fetch its code meanwhile (a no-op once loaded).
+        spawn_local(async {
+            let _ = preload_submit().await;
+            crate::store::preload_storage().await;
+        });
         self.image_error.set(None);
         self.preparing.set(true);
         self.source.set(Some(blob.clone()));
@@ -180,6 +194,50 @@ impl Studio {
                 }
             }
         });
+    }
+}
+
+/// An API call on its way, from a wasm chunk.
+type Sending<T> = Pin<Box<dyn Future<Output = Result<T, ClientError>>>>;
+
+/// Sends a job, from the submit wasm chunk (the request and the decoding of its
+/// answer): a visit that never generates does not download it. It is preloaded at the
+/// first image pick, so Generate does not wait for it.
+#[leptos::wasm_split::wasm_split(
+    submit,
+    wasm_split_path = ::leptos::wasm_split,
+    fallible,
+    preload(preload_submit)
+)]
+fn submit_chunk(
+    model: Model,
+    data: FormData,
+    idempotency_key: String,
+) -> Result<Sending<SubmitResponse>, SplitLoaderError> {
+    Ok(Box::pin(async move {
+        client::submit(model, &data, &idempotency_key).await
+    }))
+}
+
+/// Reads the job a `?remix=` link names, from the remix wasm chunk.
+#[leptos::wasm_split::wasm_split(remix, wasm_split_path = ::leptos::wasm_split, fallible)]
+fn remix_chunk(id: RequestId) -> Result<Sending<JobResult>, SplitLoaderError> {
+    Ok(Box::pin(async move {
+        client::result_retried(&format!("/v2/requests/{id}")).await
+    }))
+}
+
+/// What a call from a chunk says when the chunk could not be fetched (after a
+/// deploy, the page reloads into the new build instead).
+async fn from_chunk<T>(
+    chunk: impl Future<Output = Result<Sending<T>, SplitLoaderError>>,
+) -> Result<T, String> {
+    match chunk.await {
+        Ok(sending) => sending.await.map_err(|e| e.message()),
+        Err(_) => {
+            reload_if_updated().await;
+            Err("The app's code for this could not be downloaded. Check the connection and try again.".into())
+        }
     }
 }
 
@@ -316,7 +374,7 @@ pub fn PlaygroundPage() -> impl IntoView {
         let expected = eta::expected(&session::durations(model), DEFAULT_EXPECTED_SECS);
         let idem = idempotency_key();
         spawn_local(async move {
-            match client::submit(model, &data, &idem).await {
+            match from_chunk(submit_chunk(model, data, idem)).await {
                 Ok(s) => {
                     let started = store
                         .pending
@@ -335,7 +393,7 @@ pub fn PlaygroundPage() -> impl IntoView {
                 }
                 Err(e) => store.pending.update(|p| {
                     if let Some(p) = p.iter_mut().find(|p| p.key == key) {
-                        p.error = Some(e.message());
+                        p.error = Some(e);
                     }
                 }),
             }
@@ -370,12 +428,12 @@ pub fn PlaygroundPage() -> impl IntoView {
             return;
         };
         spawn_local(async move {
-            match client::result_retried(&format!("/v2/requests/{id}")).await {
+            match from_chunk(remix_chunk(id)).await {
                 Ok(r) => {
                     form.update(|f| f.load(r.model, &r.params));
                     studio.load_url(r.control_image.clone());
                 }
-                Err(e) => form_error.set(Some(format!("Could not load that job: {}", e.message()))),
+                Err(e) => form_error.set(Some(format!("Could not load that job: {e}"))),
             }
         });
     });
@@ -493,9 +551,10 @@ pub fn PlaygroundPage() -> impl IntoView {
             </form>
 
             <section class="results" aria-label="Jobs">
-                <Show when=nothing>
-                    <p class="empty">"Your images appear here. Jobs keep running on the server even if you close this tab."</p>
-                </Show>
+                <NoJobs
+                    empty=Signal::derive(nothing)
+                    text="Your images appear here. Jobs keep running on the server even if you close this tab."
+                />
                 <For each=move || store.pending.get() key=|p| (p.key, p.error.clone()) let(p)>
                     <PendingCard pending=p />
                 </For>
