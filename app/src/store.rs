@@ -12,8 +12,8 @@
 //!   the rest are polled.
 //! - Its storage format (serde) is in a wasm chunk of its own, [`Codec`]: a first
 //!   visit with nothing stored does not download it. A visitor with stored jobs gets
-//!   them a moment after the page appears (`restoring` says so meanwhile); a first
-//!   image pick preloads it, so a new job is stored at once.
+//!   them a moment after the page appears (`restoring` says so meanwhile); the first
+//!   image made ready preloads it, so a new job is stored at once.
 
 use std::collections::HashMap;
 
@@ -91,7 +91,7 @@ fn codec_chunk() -> Result<Codec, leptos::wasm_split::SplitLoaderError> {
     })
 }
 
-/// Fetches the storage format's chunk ahead of need (at the first image pick).
+/// Fetches the storage format's chunk ahead of need (once an image is ready).
 pub async fn preload_storage() {
     let _ = preload_codec().await;
 }

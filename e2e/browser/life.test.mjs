@@ -333,8 +333,8 @@ test('desktop: a job still ends Done when the polling code fails to download at 
 });
 
 test('desktop: a first visit does not download the stored-jobs code, and a return gets its jobs even when that code fails at first', async () => {
-  // The store's storage format is a wasm chunk (`store::Codec`): fetched at the first
-  // image pick (to store a new job at once), and at start only when jobs are stored.
+  // The store's storage format is a wasm chunk (`store::Codec`): fetched once the first
+  // image is ready (to store a new job at once), and at start only when jobs are stored.
   const STORED_CHUNK = /\/split_stored\.wasm$/;
   const context = await browser.newContext(DESKTOP);
   const asked = [];
@@ -347,7 +347,7 @@ test('desktop: a first visit does not download the stored-jobs code, and a retur
   const { card, id } = await submit(page, 'a lighthouse made of glass');
   assert.equal(await waitForEnd(page), 'Done');
   await card.getByTestId('job-output').first().waitFor();
-  assert.ok(asked.length >= 1, 'the pick fetched it');
+  assert.ok(asked.length >= 1, 'a ready image fetched it');
   await page.close();
 
   // Back with the chunk failing: the studio says the jobs wait for the connection

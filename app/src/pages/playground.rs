@@ -130,20 +130,12 @@ impl Studio {
         self.source.set(None);
         self.set_preview(Some(url.clone()));
         self.origin.set(Some(ImageSource::Remote(url.clone())));
-        spawn_local(async {
-            let _ = preload_submit().await;
-            crate::store::preload_storage().await;
-        });
+        preload_for_generate();
         self.control.set(Some(Control::Url(url)));
     }
 
     /// Prepares `blob` (upright, downscaled, JPEG) for the size the form asks for now.
     fn prepare(self, blob: Blob) {
-        // Generate comes next: fetch its code meanwhile (a no-op once loaded).
-        spawn_local(async {
-            let _ = preload_submit().await;
-            crate::store::preload_storage().await;
-        });
         self.image_error.set(None);
         self.preparing.set(true);
         self.source.set(Some(blob.clone()));
@@ -159,6 +151,7 @@ impl Studio {
                 Ok(p) => {
                     self.set_preview(web_sys::Url::create_object_url_with_blob(&p.blob).ok());
                     self.control.set(Some(Control::Prepared(p)));
+                    preload_for_generate();
                 }
                 Err(e) => self.image_error.set(Some(e)),
             }
@@ -197,12 +190,22 @@ impl Studio {
     }
 }
 
+/// Generate comes next, once an image is ready: fetches the code it runs (sending the
+/// job, storing it) while the prompt is typed. Not at the pick itself, where it would
+/// slow down the image chunk's fetch; a no-op once loaded.
+fn preload_for_generate() {
+    spawn_local(async {
+        let _ = preload_submit().await;
+        crate::store::preload_storage().await;
+    });
+}
+
 /// An API call on its way, from a wasm chunk.
 type Sending<T> = Pin<Box<dyn Future<Output = Result<T, ClientError>>>>;
 
 /// Sends a job, from the submit wasm chunk (the request and the decoding of its
-/// answer): a visit that never generates does not download it. It is preloaded at the
-/// first image pick, so Generate does not wait for it.
+/// answer): a visit that never generates does not download it. It is preloaded once
+/// an image is ready ([`preload_for_generate`]), so Generate does not wait for it.
 #[leptos::wasm_split::wasm_split(
     submit,
     wasm_split_path = ::leptos::wasm_split,
