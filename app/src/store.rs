@@ -23,6 +23,7 @@ use leptos::task::spawn_local;
 use parallax_api::{ErrorCode, JobStatus, Model, StatusWait};
 
 use crate::client::{self, ClientError};
+use crate::components::deferred::{reload_if_updated, unless_stalled};
 use crate::logic::poll::{self, Backoff, LastRead, Read};
 use crate::logic::store::{Job, LEGACY_KEY, STORAGE_KEY, Stored};
 use crate::session;
@@ -64,8 +65,13 @@ pub struct JobStore {
     polling: StoredValue<bool>,
     /// The storage format, once its chunk is here.
     codec: StoredValue<Option<Codec>>,
+    /// Whether the one loop fetching the codec's chunk runs.
+    codec_loading: StoredValue<bool>,
     /// Stored jobs are being read in (their chunk is on the way): not "no jobs yet".
     pub restoring: RwSignal<bool>,
+    /// The codec's chunk could not be fetched yet (apart from [`Self::lost`], which is
+    /// about reading jobs from the server).
+    pub restore_lost: RwSignal<bool>,
 }
 
 /// The store's storage format: serde code the first visit does not need.
@@ -92,6 +98,7 @@ fn codec_chunk() -> Result<Codec, leptos::wasm_split::SplitLoaderError> {
 }
 
 /// Fetches the storage format's chunk ahead of need (once an image is ready).
+/// Generate then takes it ([`JobStore::codec_ready`]) without a wait.
 pub async fn preload_storage() {
     let _ = preload_codec().await;
 }
@@ -104,12 +111,16 @@ fn storage() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok().flatten()
 }
 
-/// Whether storage holds jobs (this version's or version 1's) to read in.
+/// Whether storage holds jobs (this version's or version 1's) to read in: a job is
+/// an object with an `"id"` (a copy holding only removals is not worth a download).
 fn anything_stored() -> bool {
     storage().is_some_and(|s| {
-        [STORAGE_KEY, LEGACY_KEY]
-            .iter()
-            .any(|k| s.get_item(k).ok().flatten().is_some())
+        [STORAGE_KEY, LEGACY_KEY].iter().any(|k| {
+            s.get_item(k)
+                .ok()
+                .flatten()
+                .is_some_and(|t| t.contains("\"id\""))
+        })
     })
 }
 
@@ -157,28 +168,39 @@ pub fn provide() -> JobStore {
         retry_until: StoredValue::new(0.0),
         polling: StoredValue::new(false),
         codec: StoredValue::new(None),
+        codec_loading: StoredValue::new(false),
         restoring: RwSignal::new(restoring),
+        restore_lost: RwSignal::new(false),
     };
     if restoring {
         // Reading storage in is the first write-back (merging what is stored).
         store.persist();
     }
-    // Another tab wrote: merge its copy (never overwrite ours).
+    // Another tab wrote: merge its copy (never overwrite ours). Before the codec is
+    // here there is nothing to do: its arrival reads storage, this write included.
     let on_storage = window_event_listener(ev::storage, move |e: web_sys::StorageEvent| {
         if e.key().as_deref() == Some(STORAGE_KEY) {
-            let text = e.new_value().unwrap_or_default();
-            store.with_codec(move |codec| {
-                let other = (codec.decode)(&text);
-                store.state.maybe_update(|s| s.merge(&other));
-                store.start_polling();
-                client::wake_all();
-            });
+            match store.codec.get_value() {
+                Some(codec) => {
+                    let other = (codec.decode)(&e.new_value().unwrap_or_default());
+                    store.state.maybe_update(|s| s.merge(&other));
+                    store.start_polling();
+                    client::wake_all();
+                }
+                None => store.persist(),
+            }
         }
     });
     let wake = move || store.wake();
     let on_online = window_event_listener(ev::online, move |_| wake());
     let on_visible = window_event_listener(ev::visibilitychange, move |_| wake());
-    let on_show = window_event_listener(ev::pageshow, move |_| wake());
+    // Back from the back-forward cache: storage events were missed while frozen.
+    let on_show = window_event_listener(ev::pageshow, move |e: web_sys::PageTransitionEvent| {
+        if e.persisted() && store.codec.get_value().is_some() {
+            store.persist();
+        }
+        wake();
+    });
     on_cleanup(move || {
         on_storage.remove();
         on_online.remove();
@@ -223,58 +245,77 @@ impl JobStore {
         self.state.with_untracked(|s| s.get(id).cloned())
     }
 
-    /// Read storage, merge ours in, write it back, and take in what other tabs added
-    /// (at once, or when the codec's chunk is here: then with the state of that
-    /// moment, so nothing put meanwhile is missed). The read-merge-write itself is
-    /// synchronous: no other write can come between its read and its write.
+    /// Reads storage, merges ours in, writes it back, and takes in what other tabs
+    /// added. The read-merge-write is synchronous: no other write comes between its
+    /// read and its write. Before the codec's chunk is here it only makes sure the chunk
+    /// is on its way: its arrival does this with the state of that moment, so nothing
+    /// put meanwhile is missed.
     fn persist(&self) {
-        let store = *self;
-        self.with_codec(move |codec| {
-            let mut on_disk = load(codec);
-            store.state.with_untracked(|s| on_disk.merge(s));
-            if let Some(st) = storage() {
-                let _ = st.set_item(STORAGE_KEY, &(codec.encode)(&on_disk));
-            }
-            store.state.maybe_update(|s| s.merge(&on_disk));
-            store.restoring.set(false);
-            store.start_polling();
-        });
+        let Some(codec) = self.codec.get_value() else {
+            self.fetch_codec();
+            return;
+        };
+        let mut on_disk = load(codec);
+        self.state.with_untracked(|s| on_disk.merge(s));
+        if let Some(st) = storage() {
+            let _ = st.set_item(STORAGE_KEY, &(codec.encode)(&on_disk));
+        }
+        self.state.maybe_update(|s| s.merge(&on_disk));
+        self.start_polling();
     }
 
-    /// Runs `then` with the storage format: at once once its chunk is here, else when
-    /// it has been fetched. A fetch that fails is tried again with backoff (1 s
-    /// doubling to 60 s, a wake-up tries at once), and meanwhile the cards say
-    /// "Connection lost — retrying"; after a deploy the page reloads into the new
-    /// build (`deferred::reload_if_updated`). The store may go with its page.
-    fn with_codec(&self, then: impl FnOnce(Codec) + 'static) {
-        if let Some(codec) = self.codec.get_value() {
-            return then(codec);
+    /// The codec is here (from [`Self::fetch_codec`] or [`Self::codec_ready`]):
+    /// storage is read in and written back once, and the restore is over.
+    fn codec_arrived(&self, codec: Codec) {
+        if self.codec.try_get_value().flatten().is_some() {
+            return;
         }
+        if self.codec.try_set_value(Some(codec)).is_some() {
+            return; // the page is gone
+        }
+        self.persist();
+        self.restoring.set(false);
+        self.restore_lost.set(false);
+        client::wake_all();
+    }
+
+    /// The codec, fetched now if need be (once: `None` when its chunk cannot be had
+    /// now). Generate waits for it before sending, so a job the server accepted is
+    /// always stored at once.
+    pub async fn codec_ready(&self) -> bool {
+        if self.codec.get_value().is_none()
+            && let Some(Ok(codec)) = unless_stalled(codec_chunk()).await
+        {
+            self.codec_arrived(codec);
+        }
+        self.codec.try_get_value().flatten().is_some()
+    }
+
+    /// The one loop fetching the codec's chunk until it is here: tried again with
+    /// backoff (1 s doubling to 60 s; a wake-up tries at once), saying meanwhile that
+    /// saved jobs wait for the connection; after a deploy the page reloads into the
+    /// new build (`deferred::reload_if_updated`, not awaited: a hanging check must not
+    /// hold the retries up). The store may go with its page.
+    fn fetch_codec(&self) {
+        if self.codec_loading.get_value() {
+            return;
+        }
+        self.codec_loading.set_value(true);
         let store = *self;
         spawn_local(async move {
             let mut wait = 1_000;
-            let mut said_lost = false;
             loop {
-                // Another task may have fetched it meanwhile.
-                if let Some(Some(codec)) = store.codec.try_get_value() {
-                    return then(codec);
+                match store.codec.try_get_value() {
+                    None | Some(Some(_)) => return,
+                    Some(None) => {}
                 }
-                if let Some(Ok(codec)) =
-                    crate::components::deferred::unless_stalled(codec_chunk()).await
-                {
-                    if store.codec.try_set_value(Some(codec)).is_some() {
-                        return;
-                    }
-                    if said_lost {
-                        store.lost.set(false);
-                    }
-                    return then(codec);
+                if let Some(Ok(codec)) = unless_stalled(codec_chunk()).await {
+                    return store.codec_arrived(codec);
                 }
-                if store.lost.try_set(true).is_some() {
+                if store.restore_lost.try_set(true).is_some() {
                     return;
                 }
-                said_lost = true;
-                crate::components::deferred::reload_if_updated().await;
+                spawn_local(reload_if_updated());
                 client::sleep(wait).await;
                 wait = (wait * 2).min(60_000);
             }
@@ -315,14 +356,12 @@ impl JobStore {
         spawn_local(async move {
             let mut wait = 1_000;
             let started = |r: Option<Result<(), _>>| matches!(r, Some(Ok(())));
-            while !started(
-                crate::components::deferred::unless_stalled(spawn_scheduler(store)).await,
-            ) {
+            while !started(unless_stalled(spawn_scheduler(store)).await) {
                 if store.state.try_with_untracked(|_| ()).is_none() {
                     return;
                 }
                 store.lost.set(true);
-                crate::components::deferred::reload_if_updated().await;
+                spawn_local(reload_if_updated());
                 client::sleep(wait).await;
                 wait = (wait * 2).min(60_000);
             }

@@ -50,7 +50,8 @@ where
             match unless_stalled(pending).await {
                 Some(Ok(view)) => view,
                 _ => {
-                    reload_if_updated().await;
+                    // On its own: a hanging check must not hold the notice up.
+                    leptos::task::spawn_local(reload_if_updated());
                     retry_notice(attempt, page).into_any()
                 }
             }

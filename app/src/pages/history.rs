@@ -43,9 +43,10 @@ pub fn HistoryPage() -> impl IntoView {
     let notice = RwSignal::new(None::<String>);
 
     // With a key, merge in the key's jobs from the server (other devices), once per
-    // key this page is shown with.
+    // key this page is shown with (and the restore is over).
     Effect::new(move || {
-        if session.key.get().trim().is_empty() {
+        // After the restore, so jobs removed here are known (and stay removed).
+        if session.key.get().trim().is_empty() || store.restoring.get() {
             return;
         }
         spawn_local(async move {
@@ -118,7 +119,7 @@ pub fn HistoryPage() -> impl IntoView {
                     {[JobStatus::Completed, JobStatus::Failed, JobStatus::Processing, JobStatus::Queued].into_iter()
                         .map(|s| view! { <option value=s.as_str()>{s.as_str()}</option> }).collect_view()}
                 </select>
-                <button type="button" class="button" on:click=export>"Export JSON"</button>
+                <button type="button" class="button" on:click=export disabled=move || store.restoring.get()>"Export JSON"</button>
             </div>
             <p class="form-error" role="alert">{move || notice.get()}</p>
             <NoJobs

@@ -21,7 +21,7 @@ use wasm_bindgen::JsCast;
 use web_sys::{Blob, FormData};
 
 use crate::client::{self, ClientError};
-use crate::components::deferred::{deferred, reload_if_updated};
+use crate::components::deferred::{deferred, reload_if_updated, unless_stalled};
 use crate::components::image_input::{ImageInput, Picked};
 use crate::components::job_card::{CardActions, lazy_job_card, preload_cards};
 use crate::components::no_jobs::NoJobs;
@@ -230,16 +230,21 @@ fn remix_chunk(id: RequestId) -> Result<Sending<JobResult>, SplitLoaderError> {
     }))
 }
 
-/// What a call from a chunk says when the chunk could not be fetched (after a
-/// deploy, the page reloads into the new build instead).
+/// What the studio says when a chunk it needs cannot be fetched (or stalls).
+const CHUNK_FAILED: &str =
+    "The app's code for this could not be downloaded. Check the connection and try again.";
+
+/// A call from a chunk, or [`CHUNK_FAILED`] when the chunk cannot be fetched or its
+/// fetch stalls (after a deploy the page then reloads into the new build; that check
+/// runs on its own, so a hanging one does not hold the message up).
 async fn from_chunk<T>(
     chunk: impl Future<Output = Result<Sending<T>, SplitLoaderError>>,
 ) -> Result<T, String> {
-    match chunk.await {
-        Ok(sending) => sending.await.map_err(|e| e.message()),
-        Err(_) => {
-            reload_if_updated().await;
-            Err("The app's code for this could not be downloaded. Check the connection and try again.".into())
+    match unless_stalled(chunk).await {
+        Some(Ok(sending)) => sending.await.map_err(|e| e.message()),
+        _ => {
+            spawn_local(reload_if_updated());
+            Err(CHUNK_FAILED.into())
         }
     }
 }
@@ -377,7 +382,16 @@ pub fn PlaygroundPage() -> impl IntoView {
         let expected = eta::expected(&session::durations(model), DEFAULT_EXPECTED_SECS);
         let idem = idempotency_key();
         spawn_local(async move {
-            match from_chunk(submit_chunk(model, data, idem)).await {
+            // The job is stored the moment the server accepts it, so the storage
+            // format must be here first (preloaded with the image; nothing is sent
+            // without it).
+            let sent = if store.codec_ready().await {
+                from_chunk(submit_chunk(model, data, idem)).await
+            } else {
+                spawn_local(reload_if_updated());
+                Err(CHUNK_FAILED.into())
+            };
+            match sent {
                 Ok(s) => {
                     let started = store
                         .pending
@@ -440,19 +454,8 @@ pub fn PlaygroundPage() -> impl IntoView {
             }
         });
     });
-    // `/?job=<id>`: show that job.
+    // `/?job=<id>`: the job to show.
     let selected = Memo::new(move |_| query.with(|q| q.get("job")));
-    Effect::new(move || {
-        if let Some(id) = selected.get() {
-            request_animation_frame(move || {
-                if let Ok(Some(el)) =
-                    document().query_selector(&format!("[data-request-id=\"{}\"]", css_id(&id)))
-                {
-                    el.scroll_into_view();
-                }
-            });
-        }
-    });
 
     let model = Memo::new(move |_| form.with(|f| f.model));
     let switch_model = move |m: Model| {
@@ -474,6 +477,27 @@ pub fn PlaygroundPage() -> impl IntoView {
                 .map(|j| j.id.clone())
                 .collect::<Vec<_>>()
         })
+    });
+    // Scrolled to once its slot is in the list: on a fresh load that is after the
+    // restore, and the card's chunk may still be on its way (the slot is there).
+    let scrolled_to = StoredValue::new(None::<String>);
+    Effect::new(move || {
+        let Some(id) = selected.get() else {
+            return;
+        };
+        if !job_ids.with(|ids| ids.contains(&id))
+            || scrolled_to.with_value(|s| s.as_deref() == Some(id.as_str()))
+        {
+            return;
+        }
+        scrolled_to.set_value(Some(id.clone()));
+        request_animation_frame(move || {
+            if let Ok(Some(el)) =
+                document().query_selector(&format!("[data-slot=\"{}\"]", css_id(&id)))
+            {
+                el.scroll_into_view();
+            }
+        });
     });
     let nothing = move || job_ids.with(Vec::is_empty) && store.pending.with(Vec::is_empty);
     view! {
@@ -565,7 +589,7 @@ pub fn PlaygroundPage() -> impl IntoView {
                     {
                         let mine = id.clone();
                         view! {
-                            <div class="job-slot" class:selected=move || selected.get().as_deref() == Some(mine.as_str())>
+                            <div class="job-slot" data-slot=mine.clone() class:selected=move || selected.get().as_deref() == Some(mine.as_str())>
                                 {deferred(move || lazy_job_card(id.clone(), actions, now))}
                             </div>
                         }
