@@ -39,7 +39,7 @@
 //! A callback is never trusted as a result: it only wakes the job's runner, which
 //! confirms with one poll of the upstream and proceeds as its alarm would. Each
 //! delivery is remembered by the runner under a key ([`Verified::delivery`]), and a
-//! second one with the same key is refused as a replay.
+//! second one with the same key (a replay, or the provider retrying) changes nothing.
 
 use base64::Engine;
 use ed25519_dalek::{Signature, VerifyingKey};
@@ -165,7 +165,7 @@ pub enum Refusal {
 /// A callback that passed its provider's check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
-    /// Identifies this delivery: a second one with the same key is a replay.
+    /// Identifies this delivery: a second one with the same key changes nothing.
     pub delivery: String,
 }
 
@@ -350,7 +350,7 @@ pub fn check_fal(
 
 /// BFL: `X-Webhook-Secret` must be the job's callback secret (constant time; not the
 /// URL's token). BFL signs nothing else, so a delivery is known by its body: the same
-/// body again is a replay.
+/// body again is the same delivery.
 pub fn check_bfl(
     hooks: &Hooks,
     id: &RequestId,

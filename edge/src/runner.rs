@@ -444,9 +444,12 @@ impl JobRunner {
         Ok(())
     }
 
-    /// `POST /hook`: a callback the Worker verified. A delivery taken before is refused
-    /// (409) as a replay, whatever the job's state; a finished job or another upstream job is left as it is
-    /// (200); otherwise the job is polled now, by the alarm (202): the alarm survives
+    /// `POST /hook`: a callback the Worker verified. A delivery taken before changes
+    /// nothing, whatever the job's state, and is acknowledged (200, `why: replayed`): it
+    /// cannot be told from the provider's own retry of a delivery whose answer it did
+    /// not get (the same `webhook-id`), and a provider retries anything but a 2xx (and
+    /// may disable an endpoint that keeps failing). A finished job or another upstream
+    /// job is left as it is (200); otherwise the job is polled now, by the alarm (202): the alarm survives
     /// an eviction, is retried by the platform if it fails, and never runs beside
     /// another step, so the confirming poll is one poll.
     async fn hook(&self, mut req: Request, job: JobRecord) -> worker::Result<Response> {
@@ -459,7 +462,7 @@ impl JobRunner {
         if seen.contains(&wake.delivery) {
             return Ok(http::json(
                 &serde_json::json!({"taken": false, "why": "replayed"}),
-                409,
+                200,
             ));
         }
         if job.status.is_terminal() {

@@ -21,7 +21,10 @@
 //! provider's retry after a lost answer), `[sim:hook=late]` delivers, then once more
 //! three seconds later (a fresh delivery, after the job is done), `[sim:hook=none]`
 //! never delivers; anything else delivers once. A delivery whose POST fails (no
-//! connection, 5xx) is retried a few times, the same delivery each time. Every
+//! connection, or any answer but a 2xx: "respond with a 2xx within a few seconds or
+//! the delivery may be retried", https://replicate.com/docs/topics/webhooks/receive-webhook;
+//! Standard Webhooks and fal retry failed deliveries likewise) is retried a few times,
+//! the same delivery each time. Every
 //! delivery is listed at `GET /debug/hooks` (prompt, provider, URL, headers, body, the
 //! last status answered).
 
@@ -180,7 +183,7 @@ fn provider(target: &Target) -> &'static str {
     }
 }
 
-/// Attempts per delivery: a connection failure or a 5xx is retried with the same
+/// Attempts per delivery: a connection failure or an answer other than 2xx is retried with the same
 /// delivery (same id, timestamp and signature), as the providers retry theirs (fal:
 /// 10 times over 2 hours; Replicate and Standard Webhooks: with backoff), shortened.
 const ATTEMPTS: u32 = 4;
@@ -200,10 +203,7 @@ async fn send(sim: &Shared, job: &Job, target: &Target, d: &Delivery) {
             req = req.header(k, v);
         }
         let (answered, retry) = match req.send().await {
-            Ok(resp) => (
-                json!(resp.status().as_u16()),
-                resp.status().is_server_error(),
-            ),
+            Ok(resp) => (json!(resp.status().as_u16()), !resp.status().is_success()),
             Err(e) => (json!(e.without_url().to_string()), true),
         };
         status = answered;

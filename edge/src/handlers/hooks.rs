@@ -2,8 +2,10 @@
 //! `hooks.rs`). Checked here, before anything is woken: the job's token, then the
 //! provider's own signature and timestamp. A refused callback is a 4xx JSON error and
 //! reaches no runner and no upstream. A verified one wakes the job's runner, which
-//! refuses a replayed delivery (409), leaves a finished job as it is (200), and
-//! otherwise polls the upstream at once to confirm (202). The answer comes before
+//! acknowledges a delivery it took before and changes nothing (200: a provider's own
+//! retry carries the same delivery id, and anything but a 2xx makes it retry again),
+//! leaves a finished job as it is (200), and otherwise polls the upstream at once to
+//! confirm (202). The answer comes before
 //! that poll, so providers (which retry slow answers) get it fast.
 
 use std::cell::RefCell;
@@ -188,10 +190,6 @@ pub async fn receive(
             let answer: serde_json::Value = resp.json().await?;
             Ok(crate::http::json(&answer, status))
         }
-        409 => Err(EdgeError::Conflict {
-            message: "This callback was already received (a replay)".into(),
-            retry_after_secs: None,
-        }),
         404 => Err(EdgeError::NotFound(
             "No such request (unknown or expired id)".into(),
         )),
