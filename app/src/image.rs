@@ -88,7 +88,7 @@ pub async fn prepare_lazily(blob: &Blob, megapixels: f64) -> Result<Prepared, St
         Err(_) => {
             crate::components::deferred::reload_if_updated().await;
             Err(
-                "The image tools could not be downloaded. Check the connection and try again."
+                "The image tools could not be downloaded. Check the connection and try again, or reload the page."
                     .into(),
             )
         }

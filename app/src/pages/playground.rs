@@ -230,9 +230,10 @@ fn remix_chunk(id: RequestId) -> Result<Sending<JobResult>, SplitLoaderError> {
     }))
 }
 
-/// What the studio says when a chunk it needs cannot be fetched (or stalls).
-const CHUNK_FAILED: &str =
-    "The app's code for this could not be downloaded. Check the connection and try again.";
+/// What the studio says when a chunk it needs cannot be fetched (or stalls: a stalled
+/// fetch stays the chunk's only attempt until the page is reloaded, as the chunk loader
+/// keeps a load that has not ended, hence "reload").
+const CHUNK_FAILED: &str = "The app's code for this could not be downloaded. Check the connection and try again, or reload the page.";
 
 /// A call from a chunk, or [`CHUNK_FAILED`] when the chunk cannot be fetched or its
 /// fetch stalls (after a deploy the page then reloads into the new build; that check
