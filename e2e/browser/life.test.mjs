@@ -384,6 +384,23 @@ test('desktop: a first visit does not download the stored-jobs code, and a retur
   await context.close();
 });
 
+test('desktop: a chunk whose first fetch stalls loads on the next try, with no notice', async () => {
+  // A fetch whose answer has not started after 10 s is made again
+  // (`__parallaxPatientFetch`, xtask/src/build.rs): a stalled connection costs seconds.
+  const context = await browser.newContext(DESKTOP);
+  let asked = 0;
+  const { page, errors } = await toHistoryWithChunk(context, (route) => {
+    asked++;
+    if (asked > 1) return route.continue();
+    // The first request is never answered.
+  });
+  await page.getByRole('heading', { name: 'History' }).waitFor({ timeout: 30_000 });
+  assert.equal(asked, 2, 'asked again once');
+  assert.equal(await page.getByTestId('load-error').count(), 0);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
 test('desktop: a page whose code download stalls says so, and Reload brings it', async () => {
   // A fetch that never answers (a dead mobile connection) shows the notice after
   // `STALLED_MS` instead of a blank page for minutes.

@@ -57,6 +57,12 @@ pub fn spa() -> Result {
             .arg(&pkg)
             .arg(&main),
     )?;
+    let loader = pkg.join("__wasm_split.js");
+    let js =
+        fs::read_to_string(&loader).map_err(|e| format!("reading {}: {e}", loader.display()))?;
+    fs::write(&loader, patient_loader(&js)?)
+        .map_err(|e| format!("writing {}: {e}", loader.display()))?;
+
     // wasm-bindgen's glue and the chunk loader, minified (esbuild, from npm).
     for js in [format!("{APP}.js"), "__wasm_split.js".to_owned()] {
         let path = pkg.join(js);
@@ -124,6 +130,40 @@ pub fn spa() -> Result {
     fs::write(dist.join("index.html"), html).map_err(|e| format!("writing index.html: {e}"))
 }
 
+/// A fetch whose answer has not started after 10 s is abandoned and made again (three
+/// tries): a stalled connection (a dead mobile link; in development `wrangler dev`
+/// now and then holds one static file for 30 s) would otherwise hold the app, or a
+/// chunk, for as long as the browser waits. A failure is passed on at once (the app
+/// shows it and retries). Used for the main wasm (the bootstrap script) and for every
+/// chunk (the loader, [`patient_loader`]); only the wait for the answer's start is
+/// timed, never the body's download.
+const PATIENT_FETCH: &str = "const __parallaxPatientFetch = async (url) => { \
+    for (let attempt = 1; ; attempt++) { \
+    const abort = new AbortController(); \
+    const timer = setTimeout(() => abort.abort(), 10000); \
+    try { return await fetch(url, { signal: abort.signal }); } \
+    catch (e) { if (attempt >= 3 || !abort.signal.aborted) throw e; } \
+    finally { clearTimeout(timer); } } };";
+
+/// The chunk loader `wasm_split_cli_support` writes, with each chunk's `fetch` made
+/// patient ([`PATIENT_FETCH`]). Its loader keeps a load in flight as the only one
+/// (a retry from the app gets the same promise), so a stalled fetch could only be
+/// ended by a reload. Patching the generated text is the one way in (the library
+/// has no option for it); a loader whose text changed is an error here, not a
+/// silently unpatched build.
+fn patient_loader(js: &str) -> Result<String> {
+    const FETCH: &str = "fetch(new URL(";
+    if !js.contains(FETCH) {
+        return Err(format!(
+            "__wasm_split.js has no `{FETCH}`: the chunk loader changed, see xtask/src/build.rs"
+        ));
+    }
+    Ok(format!(
+        "{PATIENT_FETCH}\n{}",
+        js.replace(FETCH, "__parallaxPatientFetch(new URL(")
+    ))
+}
+
 /// `app/index.html` with its assets: the stylesheet, the main module and its wasm
 /// preloaded, and the one inline script that starts the app (the Worker's CSP allows
 /// exactly that script by its hash, `edge/src/security.rs`).
@@ -139,7 +179,8 @@ fn index_html(template: &str, css: &str, pkg: &str, share_chunks: &str) -> Resul
          <link rel=\"modulepreload\" href=\"/{pkg}/__wasm_split.js\" />\n    \
          <link rel=\"preload\" href=\"{wasm}\" as=\"fetch\" type=\"application/wasm\" crossorigin />\n    \
          <meta name=\"parallax-share-chunks\" content=\"{share_chunks}\" />\n    \
-         <script type=\"module\">import init from \"{js}\"; await init({{ module_or_path: \"{wasm}\" }});</script>"
+         <script type=\"module\">import init from \"{js}\"; {PATIENT_FETCH} \
+         await init({{ module_or_path: __parallaxPatientFetch(\"{wasm}\") }});</script>"
     );
     Ok(template.replace(ASSETS_MARK, &assets))
 }
@@ -234,14 +275,32 @@ mod tests {
             "{html}"
         );
         assert!(
-            html.contains("init({ module_or_path: \"/app-cd/parallax-app_bg.wasm\" })"),
+            html.contains(
+                "init({ module_or_path: __parallaxPatientFetch(\"/app-cd/parallax-app_bg.wasm\") })"
+            ),
             "{html}"
         );
+        assert!(html.contains("const __parallaxPatientFetch"), "{html}");
         assert!(!html.contains(ASSETS_MARK));
         assert!(
             html.contains("content=\"/app-cd/split_share.wasm\""),
             "{html}"
         );
         assert!(index_html("<head></head>", "s", "p", "").is_err());
+    }
+
+    #[test]
+    fn every_chunk_fetch_of_the_loader_is_patient() {
+        let generated = "const a = () => {\n    const src = fetch(new URL(\"./split_a.wasm\", import.meta.url));\n};\n\
+                         const b = () => {\n    const src = fetch(new URL(\"./chunk_1.wasm\", import.meta.url));\n};";
+        let js = patient_loader(generated).unwrap();
+        assert!(js.starts_with(PATIENT_FETCH), "{js}");
+        assert_eq!(
+            js.matches("__parallaxPatientFetch(new URL(").count(),
+            2,
+            "{js}"
+        );
+        assert!(!js.contains(" fetch(new URL("), "{js}");
+        assert!(patient_loader("const src = import.source(\"./a.wasm\");").is_err());
     }
 }
