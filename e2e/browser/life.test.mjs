@@ -385,8 +385,8 @@ test('desktop: a first visit does not download the stored-jobs code, and a retur
 });
 
 test('desktop: a chunk whose first fetch stalls loads on the next try, with no notice', async () => {
-  // A fetch whose answer has not started after 10 s is made again
-  // (`__parallaxPatientFetch`, xtask/src/build.rs): a stalled connection costs seconds.
+  // A fetch whose answer has not started after 7 s is made again
+  // (`__parallaxPatientFetch`, xtask/src/build.rs): a stalled request costs seconds.
   const context = await browser.newContext(DESKTOP);
   let asked = 0;
   const { page, errors } = await toHistoryWithChunk(context, (route) => {
@@ -397,6 +397,23 @@ test('desktop: a chunk whose first fetch stalls loads on the next try, with no n
   await page.getByRole('heading', { name: 'History' }).waitFor({ timeout: 30_000 });
   assert.equal(asked, 2, 'asked again once');
   assert.equal(await page.getByTestId('load-error').count(), 0);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('desktop: the app starts when the first two requests for its wasm stall', async () => {
+  // The main wasm (preloaded, then fetched by the bootstrap's patient fetch): a request
+  // whose answer has not started after 7 s is made again, twice.
+  const context = await browser.newContext(DESKTOP);
+  let asked = 0;
+  await context.route(/\/parallax-app_bg\.wasm$/, (route) => {
+    asked++;
+    if (asked > 2) return route.continue();
+    // The first two requests are never answered.
+  });
+  const { page, errors } = await open(context, base + '/');
+  await page.getByTestId('generate').waitFor({ timeout: 40_000 });
+  assert.equal(asked, 3, 'asked three times');
   assert.deepEqual(errors, []);
   await context.close();
 });

@@ -395,6 +395,15 @@ fn hooks_phase_forged_misdirected_and_stale_callbacks_are_refused_and_a_replay_c
         a.text
     );
 
+    // A verified callback for a job that is not there (deleted or expired: its token is
+    // still right) is acknowledged, so the provider stops retrying it.
+    let gone = "7f1e0c3a-5b2d-4c8e-9a6f-0d4b3e2a1c9f";
+    let to_gone = hook_url("replicate", gone, &token("replicate", gone));
+    let delivery = signed("msg_gone", now, &secret, &elsewhere);
+    let a = post(&to_gone, &delivery, &elsewhere);
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.json()["why"], "gone", "a job that is gone: {}", a.text);
+
     // Not the callback route's verbs or providers.
     let a = Answer::from(client().get(&url).send().expect("GET"));
     assert_eq!(a.status, 405, "{}", a.text);

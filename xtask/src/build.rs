@@ -130,17 +130,21 @@ pub fn spa() -> Result {
     fs::write(dist.join("index.html"), html).map_err(|e| format!("writing index.html: {e}"))
 }
 
-/// A fetch whose answer has not started after 10 s is abandoned and made again (three
-/// tries): a stalled connection (a dead mobile link; in development `wrangler dev`
-/// now and then holds one static file for 30 s) would otherwise hold the app, or a
-/// chunk, for as long as the browser waits. A failure is passed on at once (the app
-/// shows it and retries). Used for the main wasm (the bootstrap script) and for every
-/// chunk (the loader, [`patient_loader`]); only the wait for the answer's start is
-/// timed, never the body's download.
+/// A fetch whose answer has not started after 7 s is abandoned and made again, twice;
+/// the third try waits as long as the browser does (a slow but working link still
+/// loads). A stalled request (in development `wrangler dev` now and then holds one
+/// static file for 30 s; a stuck connection) would otherwise hold the app, or a
+/// chunk, for as long as the browser waits. 7 s, so both retries start before the
+/// app's notice for a stalled chunk (`components::deferred::STALLED_MS`, 15 s). A
+/// failure is passed on at once (the app shows it and retries). Used for the main
+/// wasm (the bootstrap script) and for every chunk (the loader, [`patient_loader`]);
+/// only the wait for the answer's start is timed, never the body's download. Over
+/// HTTP/2 a retry may share the stuck connection: it helps with a stalled request,
+/// not with a dead link.
 const PATIENT_FETCH: &str = "const __parallaxPatientFetch = async (url) => { \
     for (let attempt = 1; ; attempt++) { \
     const abort = new AbortController(); \
-    const timer = setTimeout(() => abort.abort(), 10000); \
+    const timer = attempt < 3 ? setTimeout(() => abort.abort(), 7000) : undefined; \
     try { return await fetch(url, { signal: abort.signal }); } \
     catch (e) { if (attempt >= 3 || !abort.signal.aborted) throw e; } \
     finally { clearTimeout(timer); } } };";

@@ -61,7 +61,9 @@ where
 
 /// How long a chunk may take before its notice shows: a stalled fetch (a dead mobile
 /// connection) would otherwise leave the part blank until the browser gives up,
-/// minutes later. "Reload" then starts over.
+/// minutes later. By then the chunk's fetch has been made again twice (`cargo xtask
+/// build`'s patient fetch, after 7 and 14 s). "Try again" gets the load still under
+/// way, "Reload" starts over.
 const STALLED_MS: i32 = 15_000;
 
 /// `fut`'s output, or `None` if [`STALLED_MS`] pass first (then `fut` is dropped; a

@@ -230,9 +230,9 @@ fn remix_chunk(id: RequestId) -> Result<Sending<JobResult>, SplitLoaderError> {
     }))
 }
 
-/// What the studio says when a chunk it needs cannot be fetched (or stalls: a stalled
-/// fetch stays the chunk's only attempt until the page is reloaded, as the chunk loader
-/// keeps a load that has not ended, hence "reload").
+/// What the studio says when a chunk it needs cannot be fetched (or stalls: the chunk
+/// loader keeps a load that has not ended as the only one, and its last try waits as
+/// long as the browser does, so a reload may be quicker).
 const CHUNK_FAILED: &str = "The app's code for this could not be downloaded. Check the connection and try again, or reload the page.";
 
 /// A call from a chunk, or [`CHUNK_FAILED`] when the chunk cannot be fetched or its

@@ -190,8 +190,12 @@ pub async fn receive(
             let answer: serde_json::Value = resp.json().await?;
             Ok(crate::http::json(&answer, status))
         }
-        404 => Err(EdgeError::NotFound(
-            "No such request (unknown or expired id)".into(),
+        // The token is an HMAC of the provider and this id, so a verified callback
+        // for a job that is not there is for one deleted or expired: acknowledged, or
+        // the provider retries it for hours.
+        404 => Ok(crate::http::json(
+            &serde_json::json!({"taken": false, "why": "gone"}),
+            200,
         )),
         other => Err(EdgeError::Internal(format!("runner answered {other}"))),
     }
