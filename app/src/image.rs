@@ -83,15 +83,12 @@ pub async fn prepare_lazily(blob: &Blob, megapixels: f64) -> Result<Prepared, St
     if let Some(p) = web_sys::window().and_then(|w| w.performance()) {
         let _ = p.mark(MARK);
     }
-    match prepare_chunk(blob.clone(), megapixels).await {
-        Ok(preparing) => preparing.await,
-        Err(_) => {
-            crate::components::deferred::reload_if_updated().await;
-            Err(
-                "The image tools could not be downloaded. Check the connection and try again, or reload the page."
-                    .into(),
-            )
-        }
+    match crate::components::deferred::from_chunk(prepare_chunk(blob.clone(), megapixels)).await {
+        Some(preparing) => preparing.await,
+        None => Err(
+            "The image tools could not be downloaded. Check the connection and try again, or reload the page."
+                .into(),
+        ),
     }
 }
 

@@ -23,7 +23,7 @@ use leptos::task::spawn_local;
 use parallax_api::{ErrorCode, JobStatus, Model, StatusWait};
 
 use crate::client::{self, ClientError};
-use crate::components::deferred::{reload_if_updated, unless_stalled};
+use crate::components::deferred::{from_chunk, from_chunk_retried};
 use crate::logic::poll::{self, Backoff, LastRead, Read};
 use crate::logic::store::{Job, LEGACY_KEY, STORAGE_KEY, Stored};
 use crate::session;
@@ -130,19 +130,13 @@ fn load(codec: Codec) -> Stored {
     let Some(s) = storage() else {
         return Stored::new();
     };
-    let stored = match s.get_item(STORAGE_KEY).ok().flatten() {
+    match s.get_item(STORAGE_KEY).ok().flatten() {
         Some(text) => (codec.decode)(&text),
         None => s
             .get_item(LEGACY_KEY)
             .ok()
             .flatten()
-            .map(|t| (codec.from_legacy)(&t))
-            .unwrap_or_default(),
-    };
-    if stored.version == 0 {
-        Stored::new()
-    } else {
-        stored
+            .map_or_else(Stored::new, |t| (codec.from_legacy)(&t)),
     }
 }
 
@@ -284,18 +278,16 @@ impl JobStore {
     /// always stored at once.
     pub async fn codec_ready(&self) -> bool {
         if self.codec.get_value().is_none()
-            && let Some(Ok(codec)) = unless_stalled(codec_chunk()).await
+            && let Some(codec) = from_chunk(codec_chunk()).await
         {
             self.codec_arrived(codec);
         }
         self.codec.try_get_value().flatten().is_some()
     }
 
-    /// The one loop fetching the codec's chunk until it is here: tried again with
-    /// backoff (1 s doubling to 60 s; a wake-up tries at once), saying meanwhile that
-    /// saved jobs wait for the connection; after a deploy the page reloads into the
-    /// new build (`deferred::reload_if_updated`, not awaited: a hanging check must not
-    /// hold the retries up). The store may go with its page.
+    /// The one loop fetching the codec's chunk until it is here
+    /// (`deferred::from_chunk_retried`), saying meanwhile that saved jobs wait for the
+    /// connection. The store may go with its page.
     fn fetch_codec(&self) {
         if self.codec_loading.get_value() {
             return;
@@ -303,21 +295,10 @@ impl JobStore {
         self.codec_loading.set_value(true);
         let store = *self;
         spawn_local(async move {
-            let mut wait = 1_000;
-            loop {
-                match store.codec.try_get_value() {
-                    None | Some(Some(_)) => return,
-                    Some(None) => {}
-                }
-                if let Some(Ok(codec)) = unless_stalled(codec_chunk()).await {
-                    return store.codec_arrived(codec);
-                }
-                if store.restore_lost.try_set(true).is_some() {
-                    return;
-                }
-                spawn_local(reload_if_updated());
-                client::sleep(wait).await;
-                wait = (wait * 2).min(60_000);
+            // Loaded meanwhile by `codec_ready`: the next try takes it at once.
+            let failed = || store.restore_lost.try_set(true).is_none();
+            if let Some(codec) = from_chunk_retried(codec_chunk, failed).await {
+                store.codec_arrived(codec);
             }
         });
     }
@@ -339,10 +320,9 @@ impl JobStore {
 
     /// Starts the one polling scheduler once a stored job needs reading (it then runs
     /// for the page's life). While its chunk cannot be fetched, the cards say
-    /// "Connection lost — retrying" and it is tried again with backoff (1 s doubling
-    /// to 60 s; a wake-up — `online`, the tab shown, a submit — tries at once); if
-    /// the build was replaced by a deploy, the page reloads into the new one
-    /// (`deferred::reload_if_updated`).
+    /// "Connection lost — retrying" and it is tried again (`deferred::from_chunk_retried`:
+    /// backoff, a wake-up — `online`, the tab shown, a submit — tries at once, and a
+    /// reload into the new build after a deploy).
     fn start_polling(&self) {
         if self.polling.get_value()
             || !self
@@ -354,17 +334,8 @@ impl JobStore {
         self.polling.set_value(true);
         let store = *self;
         spawn_local(async move {
-            let mut wait = 1_000;
-            let started = |r: Option<Result<(), _>>| matches!(r, Some(Ok(())));
-            while !started(unless_stalled(spawn_scheduler(store)).await) {
-                if store.state.try_with_untracked(|_| ()).is_none() {
-                    return;
-                }
-                store.lost.set(true);
-                spawn_local(reload_if_updated());
-                client::sleep(wait).await;
-                wait = (wait * 2).min(60_000);
-            }
+            let failed = || store.lost.try_set(true).is_none();
+            from_chunk_retried(|| spawn_scheduler(store), failed).await;
         });
     }
 

@@ -47,13 +47,9 @@ where
         attempt.track();
         let pending = load();
         Suspend::new(SendWrapper::new(async move {
-            match unless_stalled(pending).await {
-                Some(Ok(view)) => view,
-                _ => {
-                    // On its own: a hanging check must not hold the notice up.
-                    leptos::task::spawn_local(reload_if_updated());
-                    retry_notice(attempt, page).into_any()
-                }
+            match from_chunk(pending).await {
+                Some(view) => view,
+                None => retry_notice(attempt, page).into_any(),
             }
         }))
     }
@@ -68,12 +64,50 @@ const STALLED_MS: i32 = 15_000;
 
 /// `fut`'s output, or `None` if [`STALLED_MS`] pass first (then `fut` is dropped; a
 /// chunk that arrives later is used by the next try).
-pub async fn unless_stalled<T>(fut: impl Future<Output = T>) -> Option<T> {
+async fn unless_stalled<T>(fut: impl Future<Output = T>) -> Option<T> {
     let fut = std::pin::pin!(fut);
     let timer = std::pin::pin!(crate::client::delay(STALLED_MS));
     match futures_util::future::select(fut, timer).await {
         futures_util::future::Either::Left((out, _)) => Some(out),
         futures_util::future::Either::Right(_) => None,
+    }
+}
+
+/// What a split point's call gives: its value, or `None` when the chunk cannot be
+/// fetched or its fetch stalls. Then, after a deploy, the page reloads into the new
+/// build ([`reload_if_updated`], on its own: a hanging check must not hold up what
+/// the caller shows).
+pub async fn from_chunk<T>(call: impl Future<Output = Result<T, SplitLoaderError>>) -> Option<T> {
+    match unless_stalled(call).await {
+        Some(Ok(value)) => Some(value),
+        _ => {
+            leptos::task::spawn_local(reload_if_updated());
+            None
+        }
+    }
+}
+
+/// [`from_chunk`] until the chunk is here, for what must start in the end (the
+/// polling scheduler, the storage format): tried again with backoff, 1 s doubling to
+/// 60 s (a wake-up, `client::wake_all`, tries at once). `failed` runs after each
+/// failure and says whether to go on (not when the page is gone).
+pub async fn from_chunk_retried<T, Fut>(
+    call: impl Fn() -> Fut,
+    failed: impl Fn() -> bool,
+) -> Option<T>
+where
+    Fut: Future<Output = Result<T, SplitLoaderError>>,
+{
+    let mut wait = 1_000;
+    loop {
+        if let Some(value) = from_chunk(call()).await {
+            return Some(value);
+        }
+        if !failed() {
+            return None;
+        }
+        crate::client::sleep(wait).await;
+        wait = (wait * 2).min(60_000);
     }
 }
 
@@ -105,7 +139,7 @@ const RELOADED_FOR: &str = "parallax:reloaded-for";
 /// the new build (once per build: a sessionStorage mark stops a loop). Nothing is
 /// lost: jobs and the form are kept in localStorage. Offline, nothing is known, and
 /// nothing happens.
-pub async fn reload_if_updated() {
+async fn reload_if_updated() {
     let Some(main) = main_module() else {
         return;
     };

@@ -21,7 +21,7 @@ use wasm_bindgen::JsCast;
 use web_sys::{Blob, FormData};
 
 use crate::client::{self, ClientError};
-use crate::components::deferred::{deferred, reload_if_updated, unless_stalled};
+use crate::components::deferred::{deferred, from_chunk};
 use crate::components::image_input::{ImageInput, Picked};
 use crate::components::job_card::{CardActions, lazy_job_card, preload_cards};
 use crate::components::no_jobs::NoJobs;
@@ -235,18 +235,13 @@ fn remix_chunk(id: RequestId) -> Result<Sending<JobResult>, SplitLoaderError> {
 /// long as the browser does, so a reload may be quicker).
 const CHUNK_FAILED: &str = "The app's code for this could not be downloaded. Check the connection and try again, or reload the page.";
 
-/// A call from a chunk, or [`CHUNK_FAILED`] when the chunk cannot be fetched or its
-/// fetch stalls (after a deploy the page then reloads into the new build; that check
-/// runs on its own, so a hanging one does not hold the message up).
-async fn from_chunk<T>(
+/// An API call from a chunk ([`from_chunk`]), or [`CHUNK_FAILED`].
+async fn call_from_chunk<T>(
     chunk: impl Future<Output = Result<Sending<T>, SplitLoaderError>>,
 ) -> Result<T, String> {
-    match unless_stalled(chunk).await {
-        Some(Ok(sending)) => sending.await.map_err(|e| e.message()),
-        _ => {
-            spawn_local(reload_if_updated());
-            Err(CHUNK_FAILED.into())
-        }
+    match from_chunk(chunk).await {
+        Some(sending) => sending.await.map_err(|e| e.message()),
+        None => Err(CHUNK_FAILED.into()),
     }
 }
 
@@ -387,9 +382,8 @@ pub fn PlaygroundPage() -> impl IntoView {
             // format must be here first (preloaded with the image; nothing is sent
             // without it).
             let sent = if store.codec_ready().await {
-                from_chunk(submit_chunk(model, data, idem)).await
+                call_from_chunk(submit_chunk(model, data, idem)).await
             } else {
-                spawn_local(reload_if_updated());
                 Err(CHUNK_FAILED.into())
             };
             match sent {
@@ -446,7 +440,7 @@ pub fn PlaygroundPage() -> impl IntoView {
             return;
         };
         spawn_local(async move {
-            match from_chunk(remix_chunk(id)).await {
+            match call_from_chunk(remix_chunk(id)).await {
                 Ok(r) => {
                     form.update(|f| f.load(r.model, &r.params));
                     studio.load_url(r.control_image.clone());
