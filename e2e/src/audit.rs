@@ -184,7 +184,7 @@ pub fn run(accounts: &mut [Account], state: Option<&Path>) -> Vec<String> {
             if let Some(k) = &t.idempotency
                 && live.contains_key(&t.id)
             {
-                let replay = crate::Answer::from(
+                let replay = crate::send_repeatable(|| {
                     client()
                         .post(format!("{}/v2/flux-depth-pro", base()))
                         .header("x-api-key", &acc.key)
@@ -200,9 +200,7 @@ pub fn run(accounts: &mut [Account], state: Option<&Path>) -> Vec<String> {
                                     .file_name("r.jpg"),
                                 ),
                         )
-                        .send()
-                        .expect("replay"),
-                );
+                });
                 if replay.json()["request_id"] != t.id.as_str() {
                     violations.push(format!(
                         "Idempotency-Key {k} replays to {} instead of {}",

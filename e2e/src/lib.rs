@@ -145,8 +145,9 @@ pub fn output_bytes(url: &Value) -> Vec<u8> {
         .to_vec()
 }
 
-/// Sends a request that is safe to repeat (a cancel, a delete), once more if
-/// `wrangler dev`'s proxy lost it: under load its proxy sometimes drops a non-GET
+/// Sends a request that is safe to repeat (a cancel, a delete, a submit with an
+/// `Idempotency-Key`), once more if `wrangler dev`'s proxy lost it: under load its
+/// proxy sometimes drops a non-GET
 /// request on a kept-alive connection and answers 503 "Your worker restarted
 /// mid-request" although the Worker never restarted (cloudflare/workers-sdk#14641; it
 /// retries only GET and HEAD itself). Production has no such proxy, so this is the

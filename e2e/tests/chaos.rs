@@ -10,9 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use parallax_e2e::audit::{self, Account, Tracked};
-use parallax_e2e::{
-    Answer, balance_of, base, client, eventually, get, sample, send_repeatable, test_key,
-};
+use parallax_e2e::{balance_of, base, client, eventually, get, sample, send_repeatable, test_key};
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::{Value, json};
 
@@ -77,36 +75,40 @@ fn batch(key: &str, seed: u64, label: &str, n: usize) -> (Vec<Tracked>, Figures)
                     let fault = FAULTS[rng.below(FAULTS.len() as u64) as usize];
                     let dev = rng.below(3) == 0;
                     let prompt = format!("chaos {label} {seed:x} {i} {fault}");
-                    let mut form = Form::new().text("prompt", prompt.clone()).part(
-                        "control_image",
-                        Part::bytes(sample("rocket.jpg")).file_name("r.jpg"),
-                    );
-                    if dev {
-                        form = form.text("num_outputs", (1 + rng.below(3)).to_string());
-                    }
-                    let idem = (rng.below(4) == 0).then(|| format!("chaos-{seed:x}-{label}-{i}"));
-                    let mut req = client()
-                        .post(format!(
-                            "{}/v2/{}",
-                            base(),
-                            if dev {
-                                "flux-depth-dev"
-                            } else {
-                                "flux-depth-pro"
-                            }
-                        ))
-                        .header("x-api-key", &key)
-                        .multipart(form);
-                    if let Some(k) = &idem {
-                        req = req.header("idempotency-key", k);
-                    }
-                    let a = Answer::from(req.send().expect("submit"));
+                    let outputs = dev.then(|| (1 + rng.below(3)).to_string());
+                    let form = || {
+                        let form = Form::new().text("prompt", prompt.clone()).part(
+                            "control_image",
+                            Part::bytes(sample("rocket.jpg")).file_name("r.jpg"),
+                        );
+                        match &outputs {
+                            Some(n) => form.text("num_outputs", n.clone()),
+                            None => form,
+                        }
+                    };
+                    // As a careful client does: every submit carries an Idempotency-Key,
+                    // so one that `wrangler dev`'s proxy loses (503 "restarted
+                    // mid-request", workers-sdk#14641; CI's stop 22 failed on one) is sent
+                    // again safely; the audit replays the pro ones.
+                    let idem = format!("chaos-{seed:x}-{label}-{i}");
+                    let model = if dev {
+                        "flux-depth-dev"
+                    } else {
+                        "flux-depth-pro"
+                    };
+                    let a = send_repeatable(|| {
+                        client()
+                            .post(format!("{}/v2/{model}", base()))
+                            .header("x-api-key", &key)
+                            .header("idempotency-key", &idem)
+                            .multipart(form())
+                    });
                     assert_eq!(a.status, 200, "{}", a.text);
                     let id = a.json()["request_id"].as_str().unwrap().to_owned();
                     let mut t = Tracked {
                         id: id.clone(),
                         prompt,
-                        idempotency: if dev { None } else { idem },
+                        idempotency: (!dev).then_some(idem),
                         ..Tracked::default()
                     };
                     let url = format!("{}/v2/requests/{id}", base());

@@ -14,7 +14,9 @@
 
 use std::time::{Duration, Instant};
 
-use parallax_e2e::{Answer, Gate, balance_of, base, client, eventually, get, sample, test_key};
+use parallax_e2e::{
+    Gate, balance_of, base, client, eventually, get, sample, send_repeatable, test_key,
+};
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::{Value, json};
 
@@ -51,20 +53,8 @@ fn restart_phase_submit() {
         } else {
             format!("restart {run} {i}")
         };
-        let form = Form::new().text("prompt", prompt.clone()).part(
-            "control_image",
-            Part::bytes(sample("rocket.jpg")).file_name("r.jpg"),
-        );
-        let a = Answer::from(
-            client()
-                .post(format!("{}/v2/flux-depth-pro", base()))
-                .header("x-api-key", &key)
-                .multipart(form)
-                .send()
-                .unwrap(),
-        );
-        assert_eq!(a.status, 200, "{}", a.text);
-        jobs.push(json!({"id": a.json()["request_id"], "prompt": prompt}));
+        let id = submit(&key, &prompt);
+        jobs.push(json!({"id": id, "prompt": prompt}));
     }
     // Wait until the provider has every job, so the crash hits them in flight.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -132,19 +122,21 @@ fn restart_phase_submit() {
     .unwrap();
 }
 
+/// Submits a pro job with an `Idempotency-Key` (the prompt is unique per run), so a
+/// submit `wrangler dev`'s proxy loses is sent again safely (see `send_repeatable`).
 fn submit(key: &str, prompt: &str) -> String {
-    let form = Form::new().text("prompt", prompt.to_owned()).part(
-        "control_image",
-        Part::bytes(sample("rocket.jpg")).file_name("r.jpg"),
-    );
-    let a = Answer::from(
+    let idempotency = format!("restart-{prompt}");
+    let a = send_repeatable(|| {
+        let form = Form::new().text("prompt", prompt.to_owned()).part(
+            "control_image",
+            Part::bytes(sample("rocket.jpg")).file_name("r.jpg"),
+        );
         client()
             .post(format!("{}/v2/flux-depth-pro", base()))
             .header("x-api-key", key)
+            .header("idempotency-key", &idempotency)
             .multipart(form)
-            .send()
-            .unwrap(),
-    );
+    });
     assert_eq!(a.status, 200, "{}", a.text);
     a.json()["request_id"].as_str().unwrap().to_owned()
 }
