@@ -21,6 +21,7 @@ use serde_json::Value;
 const KEY: &str = "rich";
 const OWN_KEY: &str = "interleave";
 const DELETE_KEY: &str = "interleave_delete";
+const UNSENT_KEY: &str = "interleave_unsent";
 
 fn submit(model: &str, prompt: &str, extra: &[(&str, &str)]) -> Value {
     submit_as(KEY, model, prompt, extra)
@@ -119,6 +120,52 @@ fn a_cancel_during_the_submit_stops_the_upstream_and_refunds_what_it_confirms() 
     });
     let upstream = sim_job(&prompt).expect("sim has it");
     assert_eq!(upstream["canceled"], true, "{upstream}");
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn a_cancel_before_the_submit_is_sent_sends_nothing_and_refunds_in_full() {
+    // dev in PNG goes to ComfyUI when Segmind and Replicate refuse (the ComfyUI
+    // workflow saves no JPEG). Between the attempt's start and its POST the runner
+    // awaits the breaker, the finish times, the image and (for ComfyUI) the upload;
+    // the cancel lands while the upload is held. No other test here uses ComfyUI, so
+    // the gate holds every upload and this job's is the one parked.
+    let prompt = unique("cancel before the send [sim:segmind:503!] [sim:replicate:503!]");
+    let gate = Gate::close(Some("comfyui"), "upload", "");
+    let job = submit_as(
+        UNSENT_KEY,
+        "flux-depth-dev",
+        &prompt,
+        &[("output_format", "png")],
+    );
+    let id = job["request_id"].as_str().unwrap().to_owned();
+    gate.wait_parked();
+    let before = balance_of(&test_key(UNSENT_KEY));
+    let canceled = cancel_as(UNSENT_KEY, &id);
+    assert_eq!(canceled.status, 200, "{}", canceled.text);
+    assert_eq!(canceled.json()["status"], "FAILED");
+    // The attempt is out: nothing is promised yet.
+    assert_eq!(canceled.json()["metrics"]["credits"]["refunded"], 0);
+    gate.open();
+    // The runner sees the cancel before the POST: the job is never sent, so nothing
+    // was spent and it is refunded in full.
+    let refunded = eventually(
+        "the refund of a job never sent",
+        Duration::from_secs(60),
+        || {
+            let r = result(&id);
+            let c = &r["metrics"]["credits"];
+            (c["refunded"].as_u64().is_some_and(|n| n > 0)).then(|| c.clone())
+        },
+    );
+    let charged = refunded["charged"].as_u64().unwrap();
+    assert_eq!(refunded["refunded"], charged, "{refunded}");
+    eventually("the balance", Duration::from_secs(30), || {
+        (balance_of(&test_key(UNSENT_KEY)) == before + charged).then_some(())
+    });
+    let accepted = get(&format!("{}/debug/submissions", sim_url())).json();
+    assert!(accepted.get(&prompt).is_none(), "sent to {accepted}");
+    assert_eq!(result(&id)["status"], "FAILED", "the cancel stands");
 }
 
 #[test]

@@ -291,13 +291,69 @@ impl ControlImage {
 
 /// Submits a job to `provider`, with its control image as [`Kind::fetches`] allows,
 /// asking it to call back at `callback` where it can (`hooks.rs`; the caller passes
-/// one only for providers that push).
+/// one only for providers that push). `before_send` is awaited right before the POST
+/// that starts the job (after ComfyUI's upload), and its error is the outcome: the
+/// runner checks there that the job was not canceled while it waited.
 pub async fn submit(
     provider: &Provider,
     job: &JobRecord,
     control: &ControlImage,
     callback: Option<&crate::hooks::Callback>,
     timeout_ms: u32,
+    before_send: impl AsyncFn() -> Result<(), UpstreamError>,
+) -> Result<Submitted, UpstreamError> {
+    let sub = send_submit(provider, job, control, callback, timeout_ms, before_send).await?;
+    let named = [
+        Some(&sub.status_url),
+        Some(&sub.result_url),
+        sub.cancel_url.as_ref(),
+    ];
+    if named.into_iter().flatten().all(|url| trusts(provider, url)) {
+        Ok(sub)
+    } else {
+        Err(UpstreamError::Permanent(format!(
+            "{} named a URL for its job off its own host; it is not called with the key",
+            provider.kind.name()
+        )))
+    }
+}
+
+/// Whether `url`, named in `provider`'s answer, may be called with its key: the
+/// configured base's origin, or over https its host or a host of its domain (BFL
+/// answers `polling_url` on a regional host, `api.us1.bfl.ai`, for `api.bfl.ai`).
+/// Anything else (another host, plain http off the configured base) would hand the
+/// key to whoever wrote the answer: a proxy's error page, a tampered response.
+pub fn trusts(provider: &Provider, url: &str) -> bool {
+    use worker::url::Host;
+    let (Ok(base), Ok(url)) = (
+        worker::Url::parse(&provider.base_url),
+        worker::Url::parse(url),
+    ) else {
+        return false;
+    };
+    if url.origin() == base.origin() {
+        return true;
+    }
+    let (Some(Host::Domain(own)), Some(Host::Domain(named))) = (base.host(), url.host()) else {
+        return false;
+    };
+    // The base's domain: its host less the first label, when that is still a domain
+    // of its own (`api.segmind.com` → `segmind.com`, never a bare `com`).
+    let domain = own
+        .split_once('.')
+        .map(|(_, d)| d)
+        .filter(|d| d.contains('.'));
+    url.scheme() == "https"
+        && (named == own || domain.is_some_and(|d| named.ends_with(&format!(".{d}"))))
+}
+
+async fn send_submit(
+    provider: &Provider,
+    job: &JobRecord,
+    control: &ControlImage,
+    callback: Option<&crate::hooks::Callback>,
+    timeout_ms: u32,
+    before_send: impl AsyncFn() -> Result<(), UpstreamError>,
 ) -> Result<Submitted, UpstreamError> {
     let name = provider.kind.name();
     let media_type = job.input.format.media_type();
@@ -316,6 +372,7 @@ pub async fn submit(
                 req.headers
                     .push(("idempotency-key", job.id.as_str().to_owned()));
             }
+            before_send().await?;
             segmind::parse_submit(provider, &send(name, &req, timeout_ms).await?)
         }
         Kind::Replicate => {
@@ -327,6 +384,7 @@ pub async fn submit(
                 media_type,
                 callback,
             );
+            before_send().await?;
             replicate::parse_prediction_urls(&send(name, &req, timeout_ms).await?)
         }
         Kind::Fal => {
@@ -338,10 +396,12 @@ pub async fn submit(
                 media_type,
                 callback,
             );
+            before_send().await?;
             fal::parse_submit(&send(name, &req, timeout_ms).await?)
         }
         Kind::Bfl => {
             let req = bfl::build_submit(provider, &job.params, inline()?, callback);
+            before_send().await?;
             bfl::parse_submit(&send(name, &req, timeout_ms).await?)
         }
         Kind::ComfyUi => {
@@ -361,6 +421,7 @@ pub async fn submit(
             );
             let uploaded = comfyui::parse_upload(&send(name, &upload, timeout_ms).await?)?;
             let req = comfyui::build_prompt(provider, job, &uploaded);
+            before_send().await?;
             comfyui::parse_prompt(provider, id, &send(name, &req, timeout_ms).await?)
         }
     }
@@ -706,6 +767,41 @@ pub fn download_headers(provider: &Provider, url: &str) -> Vec<(&'static str, St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_goes_only_to_the_providers_own_hosts() {
+        let at = |kind, base: &str| Provider {
+            kind,
+            base_url: base.to_owned(),
+            api_key: None,
+        };
+        let bfl = at(Kind::Bfl, "https://api.bfl.ai");
+        assert!(trusts(&bfl, "https://api.bfl.ai/v1/get_result?id=1"));
+        assert!(trusts(&bfl, "https://api.us1.bfl.ai/v1/get_result?id=1"));
+        assert!(!trusts(&bfl, "http://api.us1.bfl.ai/v1/get_result?id=1"));
+        assert!(!trusts(&bfl, "https://bfl.ai.evil.example/x"));
+        assert!(!trusts(&bfl, "https://evilbfl.ai/x"));
+        let segmind = at(Kind::Segmind, "https://api.segmind.com");
+        assert!(!trusts(
+            &segmind,
+            "https://example.com/v2/requests/r/status"
+        ));
+        // A bare registrable domain trusts its own host only, never all of `.com`.
+        let bare = at(Kind::Segmind, "https://segmind.com");
+        assert!(trusts(&bare, "https://segmind.com/v2/x"));
+        assert!(!trusts(&bare, "https://other.com/v2/x"));
+        // sim on loopback: its own origin only.
+        let sim = at(Kind::Replicate, "http://127.0.0.1:8790/replicate");
+        assert!(trusts(
+            &sim,
+            "http://127.0.0.1:8790/replicate/v1/predictions/p"
+        ));
+        assert!(!trusts(
+            &sim,
+            "http://127.0.0.1:9999/replicate/v1/predictions/p"
+        ));
+        assert!(!trusts(&sim, "not a url"));
+    }
 
     #[test]
     fn statuses_are_classified_for_retry() {

@@ -196,6 +196,11 @@ impl DurableObject for JobRunner {
                     if job.is_expired(now) && job.outbox.purge.is_none() {
                         self.update(|j| j.expire(now)).await?;
                         storage.set_alarm(0).await?;
+                    } else if job.is_stuck(now) && !Stepping::under_way(&self.stepping) {
+                        // A refund or cancel still owed by a gone job whose alarm chain
+                        // broke: any read of it re-arms the alarm, as `/state` does.
+                        worker::console_warn!("job {}: stuck after its end; re-arming", job.id);
+                        storage.set_alarm(0).await?;
                     }
                     return Ok(http::json(&"expired or deleted", 404));
                 }
@@ -238,7 +243,7 @@ impl DurableObject for JobRunner {
                         let latest = self.load().await?.or(decided).unwrap_or(job);
                         Ok(http::json(&latest, 200))
                     }
-                    (Method::Post, "/hook") => self.hook(req, job).await,
+                    (Method::Post, "/hook") => self.hook(req).await,
                     _ => Ok(http::json(&"unknown runner route", 404)),
                 }
             }
@@ -452,9 +457,18 @@ impl JobRunner {
     /// job is left as it is (200); otherwise the job is polled now, by the alarm (202): the alarm survives
     /// an eviction, is retried by the platform if it fails, and never runs beside
     /// another step, so the confirming poll is one poll.
-    async fn hook(&self, mut req: Request, job: JobRecord) -> worker::Result<Response> {
+    async fn hook(&self, mut req: Request) -> worker::Result<Response> {
         let wake: hooks::Wake = req.json().await?;
         let storage = self.state.storage();
+        // The body read let other requests in (a delete may have purged the record
+        // since the dispatch read it): read it again before anything is written.
+        let gone = || Ok(http::json(&"expired or deleted", 404));
+        let Some(job) = self.load().await? else {
+            return gone();
+        };
+        if job.deleted || job.is_expired(now_ms()) {
+            return gone();
+        }
         // From here to the writes only storage is awaited: no second delivery of the
         // same key can slip in between.
         meter::count(meter::Op::RowsRead, 1);
@@ -608,15 +622,21 @@ impl JobRunner {
                 Ok(control) => {
                     let hooks = cfg.hooks.as_ref();
                     let callback = hooks.and_then(|h| h.callback(p.kind, &job.id));
-                    let sent =
-                        providers::submit(&p, &job, &control, callback.as_ref(), timeout_ms(cfg))
-                            .await
-                            .map(|mut sub| {
-                                // Asked to call back: polls are only the backstop.
-                                sub.backstop_ms =
-                                    hooks.filter(|_| callback.is_some()).map(|h| h.backstop_ms);
-                                sub
-                            });
+                    let sent = providers::submit(
+                        &p,
+                        &job,
+                        &control,
+                        callback.as_ref(),
+                        timeout_ms(cfg),
+                        async || self.still_wanted(&attempt).await,
+                    )
+                    .await
+                    .map(|mut sub| {
+                        // Asked to call back: polls are only the backstop.
+                        sub.backstop_ms =
+                            hooks.filter(|_| callback.is_some()).map(|h| h.backstop_ms);
+                        sub
+                    });
                     let signal = breaker::Signal::of(&sent.as_ref().map(|_| ()));
                     breaker::record(&self.env, &attempt.provider, signal, cfg.breaker).await;
                     match sent {
@@ -636,6 +656,31 @@ impl JobRunner {
             Err(e) => Err(e),
         };
         self.submitted(&attempt, outcome, job.hooks, expected).await
+    }
+
+    /// Whether submit `attempt` is still the one the record waits for, read right
+    /// before its POST. The breaker, the finish times, the control image (and ComfyUI's
+    /// upload) are awaited after the attempt began, and each lets a cancel or a delete
+    /// in: a job that ended meanwhile is not sent, and the outcome (nothing accepted
+    /// upstream) refunds it in full. Only this storage read lies between the check and
+    /// the POST; a cancel during the POST is the outcome's to settle. A failed read
+    /// sends, as before the check existed.
+    async fn still_wanted(&self, attempt: &Attempt) -> Result<(), UpstreamError> {
+        match self.load().await {
+            Ok(Some(j))
+                if !j.status.is_terminal()
+                    && j.submitting.as_ref().map(|a| a.n) == Some(attempt.n) =>
+            {
+                Ok(())
+            }
+            Ok(_) => Err(UpstreamError::Permanent(
+                "not sent: the job ended before its submit".into(),
+            )),
+            Err(e) => {
+                worker::console_warn!("job record unreadable before a submit: {e}");
+                Ok(())
+            }
+        }
     }
 
     /// Records submit `attempt`'s outcome; `hooks_before`: the callbacks the record had

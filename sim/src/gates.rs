@@ -7,9 +7,10 @@
 //!   `submit` (held after the provider accepted the job, before it answers: "between
 //!   the provider's 200 and the edge's write"), `poll`, `result`, `download` (provider
 //!   `cdn`; `match: "<prompt>#1"` holds only the second output), `cancel` (applied on
-//!   arrival, only the answer is held). A call matches when its job's prompt or id
-//!   contains `match`. Answers `{"id": n}`. ComfyUI's module can hold its calls the
-//!   same way with [`hold_job`].
+//!   arrival, only the answer is held), `upload` (ComfyUI's `/upload/image`, before
+//!   the file is stored; matched by the file name and subfolder, which name the job
+//!   id). A call matches when its job's prompt or id contains `match`. Answers
+//!   `{"id": n}`.
 //! - `GET /debug/gates/{id}/wait?ms=10000` answers once a call is parked there
 //!   (`{"parked": n}`), or 408 after `ms`.
 //! - `POST /debug/gates/{id}/open` lets every parked and later call through.
@@ -94,7 +95,7 @@ pub struct NewGate {
 
 /// `POST /debug/gates`.
 pub async fn create(State(sim): State<Shared>, Json(new): Json<NewGate>) -> Response {
-    let steps = ["submit", "poll", "result", "download", "cancel"];
+    let steps = ["submit", "poll", "result", "download", "cancel", "upload"];
     if !steps.contains(&new.step.as_str()) {
         return (
             StatusCode::BAD_REQUEST,

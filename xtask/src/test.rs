@@ -175,6 +175,7 @@ fn e2e_phases(clock: &mut Clock, mut counts: Counts) -> Result {
         ("canceler", 1_000, None),
         ("interleave", 1_000, None),
         ("interleave_delete", 1_000, None),
+        ("interleave_unsent", 1_000, None),
         ("faults", 1_000, None),
         ("history", 1_000, None),
         ("lister", 1_000, None),

@@ -83,10 +83,12 @@ pub fn parse_submit(cfg: &Provider, resp: &UpstreamResponse) -> Result<Submitted
         .ok_or_else(|| {
             UpstreamError::Permanent(format!("{name} answered submit without a request_id"))
         })?;
+    // A URL off the provider's own hosts is never called with its key: the
+    // documented path on the configured base is used instead.
     let url = |k: &str, fallback: String| {
         v.get(k)
             .and_then(Value::as_str)
-            .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+            .filter(|u| super::trusts(cfg, u))
             .map_or(fallback, str::to_owned)
     };
     Ok(Submitted {
@@ -244,6 +246,19 @@ mod tests {
             parse_submit(&cfg(), &no_urls).unwrap().result_url,
             "https://api.segmind.com/v2/requests/abc"
         );
+        // URLs off Segmind's hosts (or in clear text) would get the key: the
+        // documented paths on the configured base are used instead.
+        let elsewhere = resp(
+            200,
+            json!({"request_id": "abc", "status_url": "https://evil.example/s",
+                   "response_url": "http://api.segmind.com/v2/requests/abc"}),
+        );
+        let s = parse_submit(&cfg(), &elsewhere).unwrap();
+        assert_eq!(
+            s.status_url,
+            "https://api.segmind.com/v2/requests/abc/status"
+        );
+        assert_eq!(s.result_url, "https://api.segmind.com/v2/requests/abc");
     }
 
     #[test]

@@ -111,6 +111,8 @@ async fn upload(State(sim): State<Shared>, mut mp: Multipart) -> Response {
         return StatusCode::BAD_REQUEST.into_response();
     }
     let subfolder = subfolder.trim_matches('/').to_owned();
+    // A test can hold the upload (the Worker names the file after the job id).
+    crate::gates::hold(&sim, "comfyui", "upload", &[&name, &subfolder]).await;
     let key = |n: &str| {
         if subfolder.is_empty() {
             n.to_owned()
