@@ -453,3 +453,35 @@ test('desktop: after a deploy removed this tab\'s build, a failed chunk reloads 
   assert.deepEqual(errors, []);
   await context.close();
 });
+
+test('desktop: when the job cards cannot be downloaded, one notice stands for them all, and Try again brings every card', async () => {
+  // The cards are one wasm chunk (`job_card::lazy_job_card`): a return whose cards
+  // chunk fails shows one notice (one alert read aloud), not one per card, and keeps
+  // every job's slot (for `/?job=`).
+  const CARDS_CHUNK = /\/split_cards\.wasm$/;
+  const context = await browser.newContext(DESKTOP);
+  const { page, errors } = await open(context);
+  await rendered(page);
+  await pickSample(page);
+  const first = await submit(page, 'a teapot of blown glass');
+  const second = await submit(page, 'a teapot of carved oak');
+  await page.close();
+
+  let blocked = 0;
+  await context.route(CARDS_CHUNK, (route) => { blocked++; return route.abort('internetdisconnected'); });
+  const back = await open(context);
+  await rendered(back.page);
+  await back.page.getByTestId('load-error').waitFor({ timeout: 30_000 });
+  assert.ok(blocked >= 1, 'the cards chunk was asked for');
+  assert.equal(await back.page.getByTestId('load-error').count(), 1, 'one notice for both cards');
+  assert.equal(await back.page.locator('.job-slot').count(), 2, 'both jobs keep their slot');
+  await assertAccessible(back.page, 'the cards notice');
+  await context.unroute(CARDS_CHUNK);
+  await back.page.getByTestId('load-retry').click();
+  for (const { id } of [first, second]) {
+    await back.page.locator(`[data-testid="job"][data-request-id="${id}"]`).waitFor();
+  }
+  assert.equal(await back.page.getByTestId('load-error').count(), 0);
+  assert.deepEqual([...errors, ...back.errors], []);
+  await context.close();
+});

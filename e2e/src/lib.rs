@@ -152,14 +152,30 @@ pub fn output_bytes(url: &Value) -> Vec<u8> {
 /// mid-request" although the Worker never restarted (cloudflare/workers-sdk#14641; it
 /// retries only GET and HEAD itself). Production has no such proxy, so this is the
 /// test stack's artefact, not a Parallax answer to hide.
+///
+/// The lost request may have reached the Worker: a submit's resend is then answered
+/// 409 "still being processed" (with `Retry-After`) until the first one is settled,
+/// and is sent again after that wait, for up to 90 s (the key's pending window).
 pub fn send_repeatable(request: impl Fn() -> reqwest::blocking::RequestBuilder) -> Answer {
     let lost = |a: &Answer| lost_by_dev_proxy(a.status, &a.text);
     let first = Answer::from(request().send().expect("request"));
     if !lost(&first) {
         return first;
     }
-    std::thread::sleep(Duration::from_millis(200));
-    Answer::from(request().send().expect("request"))
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut wait = Duration::from_millis(200);
+    loop {
+        std::thread::sleep(wait);
+        let again = Answer::from(request().send().expect("request"));
+        let in_progress = again.status == 409 && again.text.contains("still being processed");
+        if !(in_progress && Instant::now() < deadline) {
+            return again;
+        }
+        wait = again
+            .header("retry-after")
+            .and_then(|s| s.parse().ok())
+            .map_or(Duration::from_secs(1), Duration::from_secs);
+    }
 }
 
 /// Polls a status URL until COMPLETED or FAILED (or panics after `limit`).

@@ -1,7 +1,7 @@
 //! A bounded randomized chaos run (issue 15), in two phases around the crash of
 //! `wrangler dev` that `cargo xtask test` already makes for the restart test:
-//! `chaos_phase_start` submits jobs with random provider faults, models, idempotency
-//! keys, and cancels or deletes some of them at random moments, leaving many in flight
+//! `chaos_phase_start` submits jobs with random provider faults and models (each with
+//! its own idempotency key), and cancels or deletes some of them at random moments, leaving many in flight
 //! for the kill; `chaos_phase_finish` (after the restart) does the same to a second
 //! batch, waits until every job is finished or gone, then runs the audit and prints
 //! the run's figures. The seed is printed, so a failing run can be replayed.
@@ -88,7 +88,7 @@ fn batch(key: &str, seed: u64, label: &str, n: usize) -> (Vec<Tracked>, Figures)
                     };
                     // As a careful client does: every submit carries an Idempotency-Key,
                     // so one that `wrangler dev`'s proxy loses (503 "restarted
-                    // mid-request", workers-sdk#14641; CI's stop 22 failed on one) is sent
+                    // mid-request", workers-sdk#14641; CI's stop 21 failed on one) is sent
                     // again safely; the audit replays the pro ones.
                     let idem = format!("chaos-{seed:x}-{label}-{i}");
                     let model = if dev {

@@ -130,7 +130,11 @@ fn a_cancel_before_the_submit_is_sent_sends_nothing_and_refunds_in_full() {
     // awaits the breaker, the finish times, the image and (for ComfyUI) the upload;
     // the cancel lands while the upload is held. No other test here uses ComfyUI, so
     // the gate holds every upload and this job's is the one parked.
-    let prompt = unique("cancel before the send [sim:segmind:503!] [sim:replicate:503!]");
+    // Every provider after ComfyUI refuses too: however long the upload is held, the
+    // job cannot move on to one that would accept it.
+    let prompt = unique(
+        "cancel before the send [sim:segmind:503!] [sim:replicate:503!] [sim:parallax:503!] [sim:fal:503!]",
+    );
     let gate = Gate::close(Some("comfyui"), "upload", "");
     let job = submit_as(
         UNSENT_KEY,
@@ -140,6 +144,13 @@ fn a_cancel_before_the_submit_is_sent_sends_nothing_and_refunds_in_full() {
     );
     let id = job["request_id"].as_str().unwrap().to_owned();
     gate.wait_parked();
+    // The upload parked is this job's: its attempt to ComfyUI is out.
+    let status = get(&format!("{}/v2/requests/{id}/status", base())).json();
+    assert_eq!(status["metrics"]["provider"], "comfyui", "{status}");
+    assert_eq!(
+        status["metrics"]["credits"]["refund_on_cancel"], 0,
+        "{status}"
+    );
     let before = balance_of(&test_key(UNSENT_KEY));
     let canceled = cancel_as(UNSENT_KEY, &id);
     assert_eq!(canceled.status, 200, "{}", canceled.text);

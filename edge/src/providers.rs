@@ -302,27 +302,41 @@ pub async fn submit(
     timeout_ms: u32,
     before_send: impl AsyncFn() -> Result<(), UpstreamError>,
 ) -> Result<Submitted, UpstreamError> {
-    let sub = send_submit(provider, job, control, callback, timeout_ms, before_send).await?;
-    let named = [
-        Some(&sub.status_url),
-        Some(&sub.result_url),
-        sub.cancel_url.as_ref(),
-    ];
-    if named.into_iter().flatten().all(|url| trusts(provider, url)) {
-        Ok(sub)
-    } else {
-        Err(UpstreamError::Permanent(format!(
-            "{} named a URL for its job off its own host; it is not called with the key",
-            provider.kind.name()
-        )))
+    let mut sub = send_submit(provider, job, control, callback, timeout_ms, before_send).await?;
+    if own_urls(provider, &mut sub) {
+        worker::console_warn!(
+            "{} named a URL off its own hosts for job {}; its documented path on the base is used",
+            provider.kind.name(),
+            sub.upstream_id
+        );
+    }
+    Ok(sub)
+}
+
+/// The domains (each with its subdomains) whose URLs `kind`'s answers may name and
+/// that get its key, besides the configured base's origin:
+/// - Segmind: `api.segmind.com`;
+/// - Replicate: `api.replicate.com` (`urls.get`, `urls.cancel`);
+/// - fal: `queue.fal.run` and its backup `queue.falrun.com` (fal's queue docs);
+/// - BFL: `api.bfl.ai`, its regional `api.eu.bfl.ai`/`api.us.bfl.ai`, the legacy
+///   `api.eu1`/`api.us1.bfl.ai` and `api.bfl.ml` (BFL's integration guidelines; see
+///   ../shared/reference/providers-2026.md);
+/// - a Parallax upstream and ComfyUI: their configured origin only.
+fn documented_domains(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Segmind => &["segmind.com"],
+        Kind::Replicate => &["replicate.com"],
+        Kind::Fal => &["fal.run", "falrun.com"],
+        Kind::Bfl => &["bfl.ai", "bfl.ml"],
+        Kind::Parallax | Kind::ComfyUi => &[],
     }
 }
 
-/// Whether `url`, named in `provider`'s answer, may be called with its key: the
-/// configured base's origin, or over https its host or a host of its domain (BFL
-/// answers `polling_url` on a regional host, `api.us1.bfl.ai`, for `api.bfl.ai`).
-/// Anything else (another host, plain http off the configured base) would hand the
-/// key to whoever wrote the answer: a proxy's error page, a tampered response.
+/// Whether `url`, named in `provider`'s answer, may be called with its key: on the
+/// configured base's origin, or over https on a domain the provider documents
+/// ([`documented_domains`]). Anything else (another host, plain http off the base)
+/// would hand the key to whoever wrote the answer: a proxy's error page, a tampered
+/// response.
 pub fn trusts(provider: &Provider, url: &str) -> bool {
     use worker::url::Host;
     let (Ok(base), Ok(url)) = (
@@ -334,17 +348,57 @@ pub fn trusts(provider: &Provider, url: &str) -> bool {
     if url.origin() == base.origin() {
         return true;
     }
-    let (Some(Host::Domain(own)), Some(Host::Domain(named))) = (base.host(), url.host()) else {
+    let Some(Host::Domain(host)) = url.host() else {
         return false;
     };
-    // The base's domain: its host less the first label, when that is still a domain
-    // of its own (`api.segmind.com` → `segmind.com`, never a bare `com`).
-    let domain = own
-        .split_once('.')
-        .map(|(_, d)| d)
-        .filter(|d| d.contains('.'));
     url.scheme() == "https"
-        && (named == own || domain.is_some_and(|d| named.ends_with(&format!(".{d}"))))
+        && documented_domains(provider.kind)
+            .iter()
+            .any(|d| host == *d || host.strip_suffix(d).is_some_and(|h| h.ends_with('.')))
+}
+
+/// Replaces each URL of an accepted job that `provider` may not be called on with its
+/// key ([`trusts`]) by the provider's documented path for the job on the configured
+/// base, so the job is still polled (and canceled) where the key belongs: the job
+/// was accepted, and failing over would pay for it twice. Whether any was replaced.
+fn own_urls(provider: &Provider, sub: &mut Submitted) -> bool {
+    let (base, id) = (provider.base_url.as_str(), sub.upstream_id.clone());
+    let (status, result, cancel) = match provider.kind {
+        Kind::Segmind | Kind::Parallax => (
+            format!("{base}/v2/requests/{id}/status"),
+            format!("{base}/v2/requests/{id}"),
+            None,
+        ),
+        Kind::Replicate => (
+            format!("{base}/v1/predictions/{id}"),
+            format!("{base}/v1/predictions/{id}"),
+            Some(format!("{base}/v1/predictions/{id}/cancel")),
+        ),
+        Kind::Fal => (
+            format!("{base}/{}/requests/{id}/status", fal::APP),
+            format!("{base}/{}/requests/{id}", fal::APP),
+            Some(format!("{base}/{}/requests/{id}/cancel", fal::APP)),
+        ),
+        Kind::Bfl => {
+            let poll = format!("{base}/v1/get_result?id={id}");
+            (poll.clone(), poll, None)
+        }
+        // Built from the base already (`comfyui::submitted`).
+        Kind::ComfyUi => return false,
+    };
+    let mend = |url: &mut String, documented: String| {
+        let off = !trusts(provider, url);
+        if off {
+            *url = documented;
+        }
+        off
+    };
+    let mut mended = mend(&mut sub.status_url, status);
+    mended |= mend(&mut sub.result_url, result);
+    if let (Some(url), Some(documented)) = (sub.cancel_url.as_mut(), cancel) {
+        mended |= mend(url, documented);
+    }
+    mended
 }
 
 async fn send_submit(
@@ -776,20 +830,40 @@ mod tests {
             api_key: None,
         };
         let bfl = at(Kind::Bfl, "https://api.bfl.ai");
-        assert!(trusts(&bfl, "https://api.bfl.ai/v1/get_result?id=1"));
-        assert!(trusts(&bfl, "https://api.us1.bfl.ai/v1/get_result?id=1"));
-        assert!(!trusts(&bfl, "http://api.us1.bfl.ai/v1/get_result?id=1"));
-        assert!(!trusts(&bfl, "https://bfl.ai.evil.example/x"));
-        assert!(!trusts(&bfl, "https://evilbfl.ai/x"));
-        let segmind = at(Kind::Segmind, "https://api.segmind.com");
-        assert!(!trusts(
-            &segmind,
-            "https://example.com/v2/requests/r/status"
+        for ok in [
+            "https://api.bfl.ai/v1/get_result?id=1",
+            "https://api.us1.bfl.ai/v1/get_result?id=1",
+            "https://api.eu.bfl.ai/v1/get_result?id=1",
+            "https://api.bfl.ml/v1/get_result?id=1",
+        ] {
+            assert!(trusts(&bfl, ok), "{ok}");
+        }
+        for bad in [
+            "http://api.us1.bfl.ai/v1/get_result?id=1",
+            "https://bfl.ai.evil.example/x",
+            "https://evilbfl.ai/x",
+            "https://api.bfl.ai@evil.example/x",
+            "https://api.bfl.ai.evil.example/x",
+            "not a url",
+        ] {
+            assert!(!trusts(&bfl, bad), "{bad}");
+        }
+        let fal = at(Kind::Fal, "https://queue.fal.run");
+        assert!(trusts(
+            &fal,
+            "https://queue.falrun.com/fal-ai/flux-lora-depth/requests/r"
         ));
-        // A bare registrable domain trusts its own host only, never all of `.com`.
-        let bare = at(Kind::Segmind, "https://segmind.com");
-        assert!(trusts(&bare, "https://segmind.com/v2/x"));
-        assert!(!trusts(&bare, "https://other.com/v2/x"));
+        assert!(!trusts(&fal, "https://queue.fal.run.evil.example/x"));
+        // A Parallax upstream (or ComfyUI) on a shared suffix: its own origin only.
+        let parallax = at(Kind::Parallax, "https://gpu.example.fly.dev");
+        assert!(trusts(
+            &parallax,
+            "https://gpu.example.fly.dev/v2/requests/r/status"
+        ));
+        assert!(!trusts(
+            &parallax,
+            "https://other.fly.dev/v2/requests/r/status"
+        ));
         // sim on loopback: its own origin only.
         let sim = at(Kind::Replicate, "http://127.0.0.1:8790/replicate");
         assert!(trusts(
@@ -800,7 +874,50 @@ mod tests {
             &sim,
             "http://127.0.0.1:9999/replicate/v1/predictions/p"
         ));
-        assert!(!trusts(&sim, "not a url"));
+    }
+
+    #[test]
+    fn urls_off_a_providers_hosts_become_its_documented_paths_on_the_base() {
+        let replicate = Provider {
+            kind: Kind::Replicate,
+            base_url: "https://api.replicate.com".into(),
+            api_key: None,
+        };
+        let mut sub = Submitted {
+            upstream_id: "p1".into(),
+            status_url: "https://evil.example/p1".into(),
+            result_url: "https://api.replicate.com/v1/predictions/p1".into(),
+            cancel_url: Some("http://api.replicate.com/v1/predictions/p1/cancel".into()),
+            backstop_ms: None,
+        };
+        assert!(own_urls(&replicate, &mut sub));
+        assert_eq!(
+            sub.status_url,
+            "https://api.replicate.com/v1/predictions/p1"
+        );
+        assert_eq!(
+            sub.result_url,
+            "https://api.replicate.com/v1/predictions/p1"
+        );
+        assert_eq!(
+            sub.cancel_url.as_deref(),
+            Some("https://api.replicate.com/v1/predictions/p1/cancel")
+        );
+        let bfl = Provider {
+            kind: Kind::Bfl,
+            base_url: "https://api.bfl.ai".into(),
+            api_key: None,
+        };
+        let mut sub = Submitted {
+            upstream_id: "t1".into(),
+            status_url: "https://api.us1.bfl.ai/v1/get_result?id=t1".into(),
+            result_url: "https://elsewhere.example/v1/get_result?id=t1".into(),
+            cancel_url: None,
+            backstop_ms: None,
+        };
+        assert!(own_urls(&bfl, &mut sub));
+        assert_eq!(sub.status_url, "https://api.us1.bfl.ai/v1/get_result?id=t1");
+        assert_eq!(sub.result_url, "https://api.bfl.ai/v1/get_result?id=t1");
     }
 
     #[test]

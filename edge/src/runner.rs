@@ -674,7 +674,7 @@ impl JobRunner {
                 Ok(())
             }
             Ok(_) => Err(UpstreamError::Permanent(
-                "not sent: the job ended before its submit".into(),
+                "not sent: the job ended (or the attempt was superseded) before its POST".into(),
             )),
             Err(e) => {
                 worker::console_warn!("job record unreadable before a submit: {e}");

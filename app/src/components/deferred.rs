@@ -49,9 +49,59 @@ where
         Suspend::new(SendWrapper::new(async move {
             match from_chunk(pending).await {
                 Some(view) => view,
-                None => retry_notice(attempt, page).into_any(),
+                None => retry_notice(move || attempt.update(|n| *n += 1), page).into_any(),
             }
         }))
+    }
+}
+
+/// Many parts from one chunk (the studio's job cards): a part whose chunk fails shows
+/// nothing, and the list shows one notice ([`ChunkGroup::notice`]) whose "Try again"
+/// retries them all, instead of a notice (and an alert read aloud) per card.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkGroup {
+    attempt: RwSignal<u32>,
+    failed: RwSignal<bool>,
+}
+
+impl Default for ChunkGroup {
+    fn default() -> Self {
+        Self {
+            attempt: RwSignal::new(0),
+            failed: RwSignal::new(false),
+        }
+    }
+}
+
+impl ChunkGroup {
+    /// One part: the view `load` builds once its chunk is in.
+    pub fn part<F, Fut>(self, load: F) -> impl IntoView
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Loaded> + 'static,
+    {
+        move || {
+            self.attempt.track();
+            let pending = load();
+            Suspend::new(SendWrapper::new(async move {
+                match from_chunk(pending).await {
+                    Some(view) => view,
+                    None => {
+                        let _ = self.failed.try_set(true);
+                        ().into_any()
+                    }
+                }
+            }))
+        }
+    }
+
+    /// The group's one notice, while a part could not be loaded.
+    pub fn notice(self) -> impl IntoView {
+        let retry = move || {
+            self.failed.set(false);
+            self.attempt.update(|n| *n += 1);
+        };
+        move || self.failed.get().then(|| retry_notice(retry, false))
     }
 }
 
@@ -111,16 +161,14 @@ where
     }
 }
 
-fn retry_notice(attempt: RwSignal<u32>, page: bool) -> impl IntoView {
-    let online = window_event_listener(leptos::ev::online, move |_| {
-        attempt.update(|n| *n += 1);
-    });
+fn retry_notice(retry: impl Fn() + Copy + Send + Sync + 'static, page: bool) -> impl IntoView {
+    let online = window_event_listener(leptos::ev::online, move |_| retry());
     on_cleanup(move || online.remove());
     view! {
         <div class="panel load-error" role="alert" data-testid="load-error">
             {page.then(|| view! { <h1>"This page could not be loaded"</h1> })}
             <p>"This part of Parallax could not be downloaded. Check the connection, or reload the page if Parallax was just updated."</p>
-            <button type="button" class="button" data-testid="load-retry" on:click=move |_| attempt.update(|n| *n += 1)>
+            <button type="button" class="button" data-testid="load-retry" on:click=move |_| retry()>
                 "Try again"
             </button>
             " "

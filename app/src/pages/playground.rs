@@ -21,7 +21,7 @@ use wasm_bindgen::JsCast;
 use web_sys::{Blob, FormData};
 
 use crate::client::{self, ClientError};
-use crate::components::deferred::{deferred, from_chunk};
+use crate::components::deferred::{ChunkGroup, from_chunk};
 use crate::components::image_input::{ImageInput, Picked};
 use crate::components::job_card::{CardActions, lazy_job_card, preload_cards};
 use crate::components::no_jobs::NoJobs;
@@ -412,6 +412,8 @@ pub fn PlaygroundPage() -> impl IntoView {
         });
     };
 
+    // The cards come from one chunk: if it cannot be fetched, one notice for them all.
+    let cards = ChunkGroup::default();
     let actions = CardActions {
         remix: Callback::new(move |job: Job| {
             form.update(|f| f.load(job.model, &job.params));
@@ -580,12 +582,13 @@ pub fn PlaygroundPage() -> impl IntoView {
                 <For each=move || store.pending.get() key=|p| (p.key, p.error.clone()) let(p)>
                     <PendingCard pending=p />
                 </For>
+                {cards.notice()}
                 <For each=move || job_ids.get() key=|id| id.clone() let(id)>
                     {
                         let mine = id.clone();
                         view! {
                             <div class="job-slot" data-slot=mine.clone() class:selected=move || selected.get().as_deref() == Some(mine.as_str())>
-                                {deferred(move || lazy_job_card(id.clone(), actions, now))}
+                                {cards.part(move || lazy_job_card(id.clone(), actions, now))}
                             </div>
                         }
                     }
