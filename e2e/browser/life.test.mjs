@@ -474,6 +474,7 @@ test('desktop: when the job cards cannot be downloaded, one notice stands for th
   await back.page.getByTestId('load-error').waitFor({ timeout: 30_000 });
   assert.ok(blocked >= 1, 'the cards chunk was asked for');
   assert.equal(await back.page.getByTestId('load-error').count(), 1, 'one notice for both cards');
+  assert.match(await back.page.getByTestId('load-error').textContent(), /Your jobs are kept/);
   assert.equal(await back.page.locator('.job-slot').count(), 2, 'both jobs keep their slot');
   await assertAccessible(back.page, 'the cards notice');
   await context.unroute(CARDS_CHUNK);

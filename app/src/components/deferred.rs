@@ -49,7 +49,7 @@ where
         Suspend::new(SendWrapper::new(async move {
             match from_chunk(pending).await {
                 Some(view) => view,
-                None => retry_notice(move || attempt.update(|n| *n += 1), page).into_any(),
+                None => retry_notice(move || attempt.update(|n| *n += 1), page, PART).into_any(),
             }
         }))
     }
@@ -62,18 +62,20 @@ where
 pub struct ChunkGroup {
     attempt: RwSignal<u32>,
     failed: RwSignal<bool>,
-}
-
-impl Default for ChunkGroup {
-    fn default() -> Self {
-        Self {
-            attempt: RwSignal::new(0),
-            failed: RwSignal::new(false),
-        }
-    }
+    /// What could not be shown, first in the notice.
+    what: &'static str,
 }
 
 impl ChunkGroup {
+    /// A group whose notice starts with `what` (a sentence).
+    pub fn new(what: &'static str) -> Self {
+        Self {
+            attempt: RwSignal::new(0),
+            failed: RwSignal::new(false),
+            what,
+        }
+    }
+
     /// One part: the view `load` builds once its chunk is in.
     pub fn part<F, Fut>(self, load: F) -> impl IntoView
     where
@@ -101,7 +103,11 @@ impl ChunkGroup {
             self.failed.set(false);
             self.attempt.update(|n| *n += 1);
         };
-        move || self.failed.get().then(|| retry_notice(retry, false))
+        move || {
+            self.failed
+                .get()
+                .then(|| retry_notice(retry, false, self.what))
+        }
     }
 }
 
@@ -161,13 +167,20 @@ where
     }
 }
 
-fn retry_notice(retry: impl Fn() + Copy + Send + Sync + 'static, page: bool) -> impl IntoView {
+/// The notice's first sentence for a part of a page.
+const PART: &str = "This part of Parallax could not be downloaded.";
+
+fn retry_notice(
+    retry: impl Fn() + Copy + Send + Sync + 'static,
+    page: bool,
+    what: &'static str,
+) -> impl IntoView {
     let online = window_event_listener(leptos::ev::online, move |_| retry());
     on_cleanup(move || online.remove());
     view! {
         <div class="panel load-error" role="alert" data-testid="load-error">
             {page.then(|| view! { <h1>"This page could not be loaded"</h1> })}
-            <p>"This part of Parallax could not be downloaded. Check the connection, or reload the page if Parallax was just updated."</p>
+            <p>{what}" Check the connection, or reload the page if Parallax was just updated."</p>
             <button type="button" class="button" data-testid="load-retry" on:click=move |_| retry()>
                 "Try again"
             </button>

@@ -413,7 +413,7 @@ pub fn PlaygroundPage() -> impl IntoView {
     };
 
     // The cards come from one chunk: if it cannot be fetched, one notice for them all.
-    let cards = ChunkGroup::default();
+    let cards = ChunkGroup::new("Your jobs are kept, but their cards could not be downloaded.");
     let actions = CardActions {
         remix: Callback::new(move |job: Job| {
             form.update(|f| f.load(job.model, &job.params));
