@@ -7,6 +7,8 @@ use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::cmd::{Result, command, exec, node_bin, root};
@@ -60,6 +62,34 @@ pub enum SimBuild {
 pub struct Stack {
     children: Vec<(&'static str, Child)>,
     pub base_url: String,
+    /// Set to stop the [`nudge`] thread.
+    nudging: Option<Arc<AtomicBool>>,
+}
+
+/// Sends `HEAD /robots.txt` (a static file: no account, no rate limit) to the test
+/// stack every second until `stop` is set, so no request waits on `wrangler dev`'s
+/// proxy for a later one. Its ProxyWorker (wrangler 4.86,
+/// `node_modules/wrangler/wrangler-dist/ProxyWorker.js`) parks a GET or HEAD whose
+/// fetch to the Worker failed (the keep-alive race of workers-sdk#14641) in
+/// `requestRetryQueue`, and sends it again only from `processQueue`, which runs when
+/// the next request arrives (:42-52) or on a reload: it takes the failure for a
+/// reload, comparing the request's URL with the Worker's base URL, path and all
+/// (:129-141). A page or test whose last request was parked so waited until another
+/// came: CI's 31.8 s static-file stall, and a status read that timed out after 60 s
+/// here. A non-GET gets a 503 "restarted mid-request" instead (the e2e crate's
+/// `send_repeatable`). Production has no such proxy.
+fn nudge(port: u16, stop: Arc<AtomicBool>) {
+    let Ok(client) = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+    else {
+        return;
+    };
+    let url = format!("http://127.0.0.1:{port}/robots.txt");
+    while !stop.load(Ordering::Relaxed) {
+        let _ = client.head(&url).send();
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 fn output_to(c: &mut Command, log: Option<&PathBuf>) -> Result {
@@ -87,6 +117,7 @@ impl Stack {
         let mut stack = Stack {
             children: Vec::new(),
             base_url: format!("http://127.0.0.1:{}", opts.port),
+            nudging: None,
         };
         let managed = opts.log.is_some();
 
@@ -133,6 +164,12 @@ impl Stack {
         }
         stack.spawn("wrangler", &mut wrangler)?;
         wait_healthy(opts.port, Duration::from_secs(120))?;
+        if managed {
+            let stop = Arc::new(AtomicBool::new(false));
+            let (port, flag) = (opts.port, stop.clone());
+            std::thread::spawn(move || nudge(port, flag));
+            stack.nudging = Some(stop);
+        }
         Ok(stack)
     }
 
@@ -146,6 +183,7 @@ impl Stack {
 
     /// Stops the Worker only (SIGKILL, like a crash), leaving sim running.
     pub fn kill_worker(&mut self) {
+        self.stop_nudging();
         if let Some(pos) = self.children.iter().position(|(n, _)| *n == "wrangler") {
             let (_, mut child) = self.children.remove(pos);
             let group = format!("-{}", child.id());
@@ -158,6 +196,14 @@ impl Stack {
     /// Takes over another stack's processes (so one drop stops them all).
     pub fn adopt(&mut self, mut other: Stack) {
         self.children.append(&mut other.children);
+        self.stop_nudging();
+        self.nudging = other.nudging.take();
+    }
+
+    fn stop_nudging(&mut self) {
+        if let Some(stop) = self.nudging.take() {
+            stop.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Waits for the first process to exit (used by `dev`).
@@ -175,6 +221,7 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        self.stop_nudging();
         for (_, child) in self.children.iter_mut().rev() {
             // Each managed child leads its own process group: signal the whole group so
             // workerd (wrangler's child) stops too.
