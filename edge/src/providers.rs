@@ -848,32 +848,41 @@ mod tests {
         ] {
             assert!(!trusts(&bfl, bad), "{bad}");
         }
+        // (provider, URL, trusted): fal's backup queue; a Parallax upstream (or ComfyUI)
+        // on a shared suffix, its own origin only; sim on loopback, its own origin only.
         let fal = at(Kind::Fal, "https://queue.fal.run");
-        assert!(trusts(
-            &fal,
-            "https://queue.falrun.com/fal-ai/flux-lora-depth/requests/r"
-        ));
-        assert!(!trusts(&fal, "https://queue.fal.run.evil.example/x"));
-        // A Parallax upstream (or ComfyUI) on a shared suffix: its own origin only.
         let parallax = at(Kind::Parallax, "https://gpu.example.fly.dev");
-        assert!(trusts(
-            &parallax,
-            "https://gpu.example.fly.dev/v2/requests/r/status"
-        ));
-        assert!(!trusts(
-            &parallax,
-            "https://other.fly.dev/v2/requests/r/status"
-        ));
-        // sim on loopback: its own origin only.
         let sim = at(Kind::Replicate, "http://127.0.0.1:8790/replicate");
-        assert!(trusts(
-            &sim,
-            "http://127.0.0.1:8790/replicate/v1/predictions/p"
-        ));
-        assert!(!trusts(
-            &sim,
-            "http://127.0.0.1:9999/replicate/v1/predictions/p"
-        ));
+        for (p, url, trusted) in [
+            (
+                &fal,
+                "https://queue.falrun.com/fal-ai/flux-lora-depth/requests/r",
+                true,
+            ),
+            (&fal, "https://queue.fal.run.evil.example/x", false),
+            (
+                &parallax,
+                "https://gpu.example.fly.dev/v2/requests/r/status",
+                true,
+            ),
+            (
+                &parallax,
+                "https://other.fly.dev/v2/requests/r/status",
+                false,
+            ),
+            (
+                &sim,
+                "http://127.0.0.1:8790/replicate/v1/predictions/p",
+                true,
+            ),
+            (
+                &sim,
+                "http://127.0.0.1:9999/replicate/v1/predictions/p",
+                false,
+            ),
+        ] {
+            assert_eq!(trusts(p, url), trusted, "{url}");
+        }
     }
 
     #[test]

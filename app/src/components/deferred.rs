@@ -37,22 +37,17 @@ where
     load_or_notice(load, true)
 }
 
+/// A group of one: the notice stands where the part would be.
 fn load_or_notice<F, Fut>(load: F, page: bool) -> impl IntoView
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Loaded> + 'static,
 {
-    let attempt = RwSignal::new(0u32);
-    move || {
-        attempt.track();
-        let pending = load();
-        Suspend::new(SendWrapper::new(async move {
-            match from_chunk(pending).await {
-                Some(view) => view,
-                None => retry_notice(move || attempt.update(|n| *n += 1), page, PART).into_any(),
-            }
-        }))
-    }
+    let group = ChunkGroup {
+        page,
+        ..ChunkGroup::new(PART)
+    };
+    (group.notice(), group.part(load))
 }
 
 /// Many parts from one chunk (the studio's job cards): a part whose chunk fails shows
@@ -64,6 +59,8 @@ pub struct ChunkGroup {
     failed: RwSignal<bool>,
     /// What could not be shown, first in the notice.
     what: &'static str,
+    /// The notice is a whole page's (its heading says so).
+    page: bool,
 }
 
 impl ChunkGroup {
@@ -73,6 +70,7 @@ impl ChunkGroup {
             attempt: RwSignal::new(0),
             failed: RwSignal::new(false),
             what,
+            page: false,
         }
     }
 
@@ -106,7 +104,7 @@ impl ChunkGroup {
         move || {
             self.failed
                 .get()
-                .then(|| retry_notice(retry, false, self.what))
+                .then(|| retry_notice(retry, self.page, self.what))
         }
     }
 }
