@@ -91,9 +91,9 @@ pub struct Config {
     pub sync_wait_secs: u64,
     /// Timeout of one upstream call (submit or poll), in seconds.
     pub upstream_timeout_secs: u64,
-    /// After the first quick look, at most one upstream poll per this many
-    /// milliseconds of a job's age (`POLL_EVERY_MS`, default 2000: a job of `t`
-    /// seconds costs at most `1 + t / 2` upstream requests).
+    /// The polling budget's unit (`POLL_EVERY_MS`, default 2000): a job seen finished
+    /// at `t` costs at most `3 + t / 2` upstream requests (`2 + t / 2` on providers
+    /// whose status reads are rate-limited; `job::PollBudget`).
     pub poll_every_ms: u64,
     /// Whether `control_image` may be an https URL the edge fetches (`REMOTE_IMAGES=off`
     /// disables it, e.g. where outbound traffic is not allowed).

@@ -300,24 +300,53 @@ pub enum FailoverStep {
     Failed,
 }
 
-/// The first poll comes this soon after the upstream accepted a job, so a fast
-/// upstream (a warm self-hosted GPU, a cached result) finishes as fast as it can.
-pub const FIRST_POLL_MS: u64 = 0;
+/// The quick look: the first poll comes this soon after the upstream accepted a job
+/// (or at an earlier learned finish), whatever the provider's recent jobs took, so
+/// work done at once — a warm self-hosted GPU, a cached result, a small preview — is
+/// told at once. Tuned on the bench (`docs/performance.md` § "Short jobs").
+pub const QUICK_LOOK_MS: u64 = 250;
 /// The longest gap between polls (long jobs are polled every eighth of their age).
 pub const POLL_MAX_MS: u64 = 10_000;
 /// Looks around expected finishes are at least this far apart.
 pub const MIN_LOOK_GAP_MS: u64 = 200;
 /// Callbacks that may wake a job's runner for a look; later ones are ignored.
 pub const MAX_HOOK_WAKES: u32 = 3;
-/// A provider whose learned jobs ended within this long after the submit ends them at
-/// once: the quick look right after the submit stays.
-pub const INSTANT_MS: u64 = 250;
 /// Where the poll schedule looks around each expected finish time, relative to it:
-/// at it, then less and less often after it. None before it: at 10 s the budget has
-/// about four looks, and one spent early is missing when the job ends (an expected
-/// finish is learned from the looks just before and after the end, so it sits a
-/// little after the usual end).
+/// at it, then less and less often after it. None before it: an expected finish is
+/// learned from the looks just before and after the end, so it sits a little after
+/// the usual end, and a look spent early is missing when the job ends.
 pub const AROUND_EXPECTED_MS: [u64; 5] = [0, 250, 600, 1_200, 2_500];
+
+/// How many upstream requests polling may spend on a job: one seen finished at `t`
+/// costs at most `base + t / every_ms` of them (the submit, every look and a result
+/// fetch counted), the quick look aside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollBudget {
+    pub every_ms: u64,
+    pub base: u64,
+}
+
+impl PollBudget {
+    /// `2 + t / every` besides the quick look (so `3 + t / every` in all): two early
+    /// looks are cheap (one Durable Object alarm and one provider GET each), so a
+    /// short job is seen soon after it ends.
+    pub const fn new(every_ms: u64) -> Self {
+        Self { every_ms, base: 2 }
+    }
+
+    /// `1 + t / every` besides the quick look, for providers whose status reads count
+    /// against a per-minute request limit (`docs/performance.md` § "Short jobs").
+    pub const fn tight(every_ms: u64) -> Self {
+        Self { every_ms, base: 1 }
+    }
+
+    /// The earliest age of the next look after `polls` looks: without the quick look,
+    /// `polls - 1` looks so far, this one, the submit and a result fetch make
+    /// `polls + 2` requests, which `base + age / every` must cover.
+    pub fn earliest_ms(self, polls: u32) -> u64 {
+        (u64::from(polls) + 2).saturating_sub(self.base) * self.every_ms
+    }
+}
 
 impl JobRecord {
     #[allow(clippy::too_many_arguments)]
@@ -497,7 +526,7 @@ impl JobRecord {
     pub fn submitted(&mut self, sub: Submitted, now_ms: u64) {
         self.submitting = None;
         // A provider that calls back is polled only as a backstop.
-        let first = sub.backstop_ms.unwrap_or(FIRST_POLL_MS);
+        let first = sub.backstop_ms.unwrap_or(QUICK_LOOK_MS);
         self.upstream = Some(sub);
         self.submitted_ms = Some(now_ms);
         self.polls = 0;
@@ -510,7 +539,7 @@ impl JobRecord {
     /// The provider's recent finish times for this model, learned before the submit
     /// the upstream just accepted: the first look moves to the first of them (or to
     /// the budget's idle look when they are all far off).
-    pub fn expect_finishes(&mut self, expected: Vec<u32>, now_ms: u64, every_ms: u64) {
+    pub fn expect_finishes(&mut self, expected: Vec<u32>, now_ms: u64, budget: PollBudget) {
         // A provider that calls back is polled on the backstop only.
         let backstop = self
             .upstream
@@ -520,7 +549,7 @@ impl JobRecord {
             return;
         }
         self.expected_ms = expected;
-        self.next_step_ms = Some(now_ms + self.poll_delay_ms(now_ms, every_ms));
+        self.next_step_ms = Some(now_ms + self.poll_delay_ms(now_ms, budget));
     }
 
     /// Starts submit attempt `n + 1` to the current candidate (persist before sending).
@@ -638,7 +667,7 @@ impl JobRecord {
         upstream_id: &str,
         outcome: Result<UpstreamState, UpstreamError>,
         now_ms: u64,
-        every_ms: u64,
+        budget: PollBudget,
         jitter: f64,
         past_deadline: bool,
     ) {
@@ -659,12 +688,12 @@ impl JobRecord {
         match outcome {
             Ok(UpstreamState::Queued) => {
                 self.retries = 0;
-                self.next_step_ms = Some(now_ms + self.poll_gap_ms(now_ms, every_ms));
+                self.next_step_ms = Some(now_ms + self.poll_gap_ms(now_ms, budget));
             }
             Ok(UpstreamState::Processing) => {
                 self.retries = 0;
                 self.mark_processing(now_ms);
-                self.next_step_ms = Some(now_ms + self.poll_gap_ms(now_ms, every_ms));
+                self.next_step_ms = Some(now_ms + self.poll_gap_ms(now_ms, budget));
             }
             Ok(UpstreamState::Failed(reason)) => {
                 self.fail(FailureKind::Rejected, reason, now_ms);
@@ -906,59 +935,41 @@ impl JobRecord {
         FailoverStep::After(delay)
     }
 
-    /// Delay before the next poll while the upstream works. The budget: poll `n`
-    /// waits until `(n + 1) × every_ms` into the upstream job, so with the submit and
-    /// the result fetch Segmind needs after COMPLETED, a job seen finished at `t`
-    /// costs at most `1 + t / every` upstream requests; one quick look right after
-    /// the submit is exempt (it sees only a job that ended at once).
+    /// Delay before the next poll while the upstream works.
     ///
-    /// Without learned finish times ([`Self::expected_ms`]): the quick look after
-    /// [`FIRST_POLL_MS`], then as often as the budget allows, and never more often
-    /// than every eighth of the job's age (capped at [`POLL_MAX_MS`]), so long jobs
-    /// cost little. With them: each look goes to the next moment at or
-    /// after an expected finish ([`AROUND_EXPECTED_MS`]) that the budget allows, with
-    /// a look at 1.5 × the age when none is nearer (so a job unlike the learned ones
-    /// is seen at most half its age late); past the last expected finish, the cadence
-    /// without them.
-    pub fn poll_delay_ms(&self, now_ms: u64, every_ms: u64) -> u64 {
+    /// The first look is the quick look ([`QUICK_LOOK_MS`] after the submit, or the
+    /// first learned finish if that is sooner). After it, each look keeps to the
+    /// [`PollBudget`]. Without learned finish times ([`Self::expected_ms`]): as often
+    /// as the budget allows, and never more often than every eighth of the job's age
+    /// (capped at [`POLL_MAX_MS`]), so long jobs cost little. With them: each look
+    /// goes to the next moment at or after an expected finish
+    /// ([`AROUND_EXPECTED_MS`]), or the first the budget allows once one has passed,
+    /// with a look at 1.5 × the age when none is nearer (so a job unlike the learned
+    /// ones is seen at most half its age late); past the last expected finish, the
+    /// cadence without them.
+    pub fn poll_delay_ms(&self, now_ms: u64, budget: PollBudget) -> u64 {
         let since = self.submitted_ms.unwrap_or(self.created_ms);
         let age = now_ms.saturating_sub(since);
-        let earliest = match self.polls {
-            // With learned finish times the first look keeps the budget too (a job
-            // seen done at it costs the submit, the look and a result fetch), unless
-            // the provider's jobs end at once.
-            0 if self
+        if self.polls == 0 {
+            let quick = self
                 .expected_ms
                 .first()
-                .is_some_and(|&e| u64::from(e) > INSTANT_MS) =>
-            {
-                2 * every_ms
-            }
-            0 => FIRST_POLL_MS,
-            n => (u64::from(n) + 2) * every_ms,
-        };
+                .map_or(QUICK_LOOK_MS, |&e| u64::from(e).min(QUICK_LOOK_MS));
+            return quick.saturating_sub(age);
+        }
+        let earliest = budget.earliest_ms(self.polls);
         let fixed = || {
-            if self.polls == 0 {
-                // `earliest` is 4 s when the provider's jobs are known not to end at
-                // once: no look at 0 that cannot see them done.
-                return earliest.saturating_sub(age);
-            }
             let gap = (age / 8).min(POLL_MAX_MS);
             earliest.saturating_sub(age).max(gap)
-        };
-        // The free quick look goes to the first expected finish itself: a short job
-        // gets no second look before the budget allows one at `3 × every_ms`.
-        let min_gap = if self.polls == 0 { 1 } else { MIN_LOOK_GAP_MS };
-        let around: &[u64] = match self.polls {
-            0 => &[0],
-            _ => &AROUND_EXPECTED_MS,
         };
         let next_expected = self
             .expected_ms
             .iter()
-            .flat_map(|&e| around.iter().map(move |&d| u64::from(e) + d))
+            .flat_map(|&e| AROUND_EXPECTED_MS.iter().map(move |&d| u64::from(e) + d))
             // Not back to back: expected finishes a few ms apart are one look.
-            .filter(|&t| t >= age + min_gap && t >= earliest)
+            .filter(|&t| t >= age + MIN_LOOK_GAP_MS)
+            // One the budget does not allow yet is looked at as soon as it does.
+            .map(|t| t.max(earliest))
             .min();
         let Some(next_expected) = next_expected else {
             return fixed();
@@ -966,9 +977,9 @@ impl JobRecord {
         // Between expected finishes, a look at one and a half times the age: a job
         // unlike the learned ones is still seen, and most of the budget is saved for
         // the looks that matter.
-        let idle = (age + (age / 2).max(2 * every_ms)).max(earliest);
+        let idle = (age + (age / 2).max(2 * budget.every_ms)).max(earliest);
         // An expected finish a little after the idle look replaces it.
-        let at = if next_expected <= idle + every_ms {
+        let at = if next_expected <= idle + budget.every_ms {
             next_expected
         } else {
             idle
@@ -978,14 +989,14 @@ impl JobRecord {
 
     /// The gap before the next poll of a running upstream job: the backstop when the
     /// provider was asked to call back, else the polling schedule.
-    fn poll_gap_ms(&self, now_ms: u64, every_ms: u64) -> u64 {
+    fn poll_gap_ms(&self, now_ms: u64, budget: PollBudget) -> u64 {
         match self.upstream.as_ref().and_then(|u| u.backstop_ms) {
             // A callback came but the confirming look still saw the job running (a
             // provider's read lagging its webhook): the ordinary schedule, not the
             // slow backstop.
-            Some(_) if self.hooks > 0 => self.poll_delay_ms(now_ms, every_ms),
+            Some(_) if self.hooks > 0 => self.poll_delay_ms(now_ms, budget),
             Some(backstop_ms) => self.backstop_delay_ms(now_ms, backstop_ms),
-            None => self.poll_delay_ms(now_ms, every_ms),
+            None => self.poll_delay_ms(now_ms, budget),
         }
     }
 
@@ -1260,139 +1271,126 @@ pub(crate) mod tests {
         assert_eq!(k.refund, Some(0));
     }
 
-    /// Follows the poll schedule of a job that ends `finish` ms after its submit;
-    /// answers when a look first found it done, after checking every look against
-    /// the budget (the submit, the looks so far and Segmind's result fetch cost at
-    /// most `1 + t / 2 s` by the look at `t`, the first look excepted).
-    fn seen_done_at(expected: &[u32], finish: u64) -> u64 {
+    /// The ages at which the schedule looks at a job that ends `finish` ms after its
+    /// submit, up to the first look that finds it done, with `expected` learned;
+    /// every look after the quick one is checked against the budget.
+    fn looks(budget: PollBudget, expected: &[u32], finish: u64) -> Vec<u64> {
         let mut j = job();
         let t0 = 2_000_000;
-        j.submitted(
-            Submitted {
-                upstream_id: "u".into(),
-                status_url: "s".into(),
-                result_url: "r".into(),
-                cancel_url: None,
-                backstop_ms: None,
-            },
-            t0,
-        );
-        j.expected_ms = expected.to_vec();
-        let mut now = t0 + j.poll_delay_ms(t0, 2_000);
+        j.submitted(sub("u"), t0);
+        j.expect_finishes(expected.to_vec(), t0, budget);
+        let mut now = j.next_step_ms.expect("a first look");
+        let mut ages = Vec::new();
         loop {
             j.polled();
             let age = now - t0;
-            let requests = 1 + u64::from(j.polls) + 1;
+            ages.push(age);
+            // Besides the quick look: the looks so far, the submit and a result fetch.
+            let requests = u64::from(j.polls) + 1;
             assert!(
-                (j.polls == 1 && age <= INSTANT_MS) || requests * 2_000 <= 2_000 + age,
+                j.polls == 1 || requests * budget.every_ms <= budget.base * budget.every_ms + age,
                 "look {} at {age} ms (expected {expected:?}) makes {requests} requests",
                 j.polls
             );
             if age >= finish {
-                return age;
+                return ages;
             }
-            let delay = j.poll_delay_ms(now, 2_000);
+            let delay = j.poll_delay_ms(now, budget);
             assert!(delay > 0, "a zero delay at {age} ms");
             now += delay;
         }
     }
 
+    /// When the schedule first sees done a job that ends `finish` ms after its submit.
+    fn seen_done_at(budget: PollBudget, expected: &[u32], finish: u64) -> u64 {
+        *looks(budget, expected, finish).last().expect("a look")
+    }
+
+    const EVERY: PollBudget = PollBudget::new(2_000);
+    const TIGHT: PollBudget = PollBudget::tight(2_000);
+    /// A provider whose jobs lately took 1, 3, 10 and 30 s.
+    const LEARNED: [u32; 4] = [1_050, 3_050, 10_050, 30_050];
+
     #[test]
-    fn the_first_look_goes_to_the_first_learned_finish() {
-        let first_look = |expected: &[u32]| {
-            let mut j = job();
-            let t0 = 2_000_000;
-            j.submitted(
-                Submitted {
-                    upstream_id: "u".into(),
-                    status_url: "s".into(),
-                    result_url: "r".into(),
-                    cancel_url: None,
-                    backstop_ms: None,
-                },
-                t0,
-            );
-            j.expect_finishes(expected.to_vec(), t0, 2_000);
-            j.next_step_ms.map(|t| t - t0)
-        };
-        assert_eq!(first_look(&[]), Some(FIRST_POLL_MS));
-        assert_eq!(first_look(&[100, 10_000]), Some(100));
-        // Not before the budget allows a look that may see the job done (4 s)...
-        assert_eq!(first_look(&[1_200, 10_000]), Some(4_000));
-        assert_eq!(first_look(&[5_000, 10_000]), Some(5_000));
-        // Every learned job short: still no look at 0 that cannot see one done.
-        assert_eq!(first_look(&[1_200, 3_000]), Some(4_000));
-        // ...nor much later than the idle look when all are far off.
-        assert_eq!(first_look(&[10_000]), Some(4_000));
+    fn the_quick_look_stays_whatever_was_learned() {
+        let first_look = |expected: &[u32]| looks(EVERY, expected, 0)[0];
+        assert_eq!(first_look(&[]), QUICK_LOOK_MS);
+        assert_eq!(first_look(&LEARNED), QUICK_LOOK_MS);
+        assert_eq!(first_look(&[10_000]), QUICK_LOOK_MS);
+        // A provider whose jobs end sooner than that is looked at when they end.
+        assert_eq!(first_look(&[100, 10_000]), 100);
+        assert_eq!(looks(TIGHT, &LEARNED, 0), [QUICK_LOOK_MS]);
     }
 
     #[test]
-    fn learned_finish_times_are_looked_at_within_the_budget() {
-        let learned = [1_000, 3_000, 10_000, 30_000];
-        // Jobs that end as the provider's jobs lately did are seen within a quarter
-        // second (the looks around an expected finish are 250 ms apart)...
-        for finish in [9_990, 10_100, 29_800, 30_200] {
-            let seen = seen_done_at(&learned, finish);
-            assert!(
-                seen - finish <= 250,
-                "a job done at {finish} ms seen at {seen} ms"
-            );
-        }
-        // ...except where the budget allows no look that may see it done yet (4 s).
-        assert_eq!(seen_done_at(&learned, 980), 4_000);
-        assert_eq!(seen_done_at(&learned, 3_000), 4_000);
-        // A provider whose jobs end at once keeps the quick look.
-        assert_eq!(seen_done_at(&[40], 30), 40);
-        // Nothing learned: today's fixed cadence (0, 6, 8, 10, 12… s).
-        assert_eq!(seen_done_at(&[], 9_990), 10_000);
-        assert_eq!(seen_done_at(&[], 10_100), 12_000);
-        // A job unlike the learned ones is still seen, at most half its age late (a
-        // look at 1.5 × the age between expected finishes, then the fixed cadence
-        // past the last).
-        for finish in [17_000, 45_000, 200_000] {
-            let seen = seen_done_at(&learned, finish);
-            assert!(
-                seen - finish <= (finish / 2).max(4_000),
-                "an unexpected job done at {finish} ms seen at {seen} ms"
-            );
+    fn an_instant_job_is_seen_at_the_quick_look() {
+        for expected in [&[][..], &LEARNED, &[40]] {
+            assert!(seen_done_at(EVERY, expected, 30) <= QUICK_LOOK_MS);
+            assert!(seen_done_at(TIGHT, expected, 30) <= QUICK_LOOK_MS);
         }
     }
 
     #[test]
-    fn polling_looks_once_quickly_then_keeps_within_one_request_per_two_seconds() {
-        let mut j = job();
-        let t0 = 2_000_000;
-        j.submitted(
-            Submitted {
-                upstream_id: "u".into(),
-                status_url: "s".into(),
-                result_url: "r".into(),
-                cancel_url: None,
-                backstop_ms: None,
-            },
-            t0,
+    fn a_one_second_job_is_seen_at_the_first_look_the_budget_allows() {
+        // Look by look: the quick one, then 2 s (the submit, two looks and a result
+        // fetch: 4 requests ≤ 3 + 2/2).
+        assert_eq!(looks(EVERY, &[], 1_000), [250, 2_000]);
+        assert_eq!(looks(EVERY, &LEARNED, 1_000), [250, 2_000]);
+        // Where status reads are rate-limited, at 4 s (1 + 4/2 besides the quick look).
+        assert_eq!(looks(TIGHT, &LEARNED, 1_000), [250, 4_000]);
+    }
+
+    #[test]
+    fn learned_ten_and_thirty_second_jobs_are_seen_within_a_quarter_second() {
+        assert_eq!(
+            looks(EVERY, &LEARNED, 10_000),
+            [250, 2_000, 4_000, 6_000, 10_050]
         );
-        assert_eq!(j.poll_delay_ms(t0, 2_000), FIRST_POLL_MS);
-        // Simulate the schedule: every poll lands when the previous delay says.
-        let mut now = t0 + FIRST_POLL_MS;
-        let mut ages = Vec::new();
-        for _ in 0..12 {
-            j.polled();
-            ages.push(now - t0);
-            now += j.poll_delay_ms(now, 2_000);
+        for budget in [EVERY, TIGHT] {
+            for finish in [9_990, 10_100, 29_800, 30_200] {
+                let seen = seen_done_at(budget, &LEARNED, finish);
+                assert!(
+                    seen - finish <= 250,
+                    "a job done at {finish} ms seen at {seen} ms ({budget:?})"
+                );
+            }
         }
-        assert_eq!(&ages[..5], &[0, 6_000, 8_000, 10_000, 12_000]);
-        for (n, age) in ages.iter().enumerate().skip(1) {
-            // The submit, n + 1 polls, and a result fetch after the last.
-            let requests = 1 + (n as u64 + 1) + 1;
-            assert!(
-                requests * 2_000 <= 2_000 + age,
-                "poll {n} at {age} ms makes {requests} requests"
-            );
+    }
+
+    #[test]
+    fn an_unexpected_sixty_second_job_is_seen_at_most_half_its_age_late() {
+        let ages = looks(EVERY, &LEARNED, 60_000);
+        let seen = *ages.last().expect("a look");
+        assert!(seen - 60_000 <= 10_000, "seen at {seen} ms: {ages:?}");
+        for finish in [17_000, 45_000, 60_000, 200_000] {
+            for budget in [EVERY, TIGHT] {
+                let seen = seen_done_at(budget, &LEARNED, finish);
+                assert!(
+                    seen - finish <= (finish / 2).max(4_000),
+                    "an unexpected job done at {finish} ms seen at {seen} ms"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn without_learned_times_polling_keeps_the_budget_then_an_eighth_of_the_age() {
+        // The quick look, then every 2 s as the budget allows, then an eighth of the
+        // job's age once that is longer.
+        let ages = looks(EVERY, &[], 30_000);
+        assert_eq!(&ages[..6], &[250, 2_000, 4_000, 6_000, 8_000, 10_000]);
+        assert_eq!(looks(TIGHT, &[], 9_990), [250, 4_000, 6_000, 8_000, 10_000]);
+        let mut j = job();
+        j.submitted(sub("u"), 2_000_000);
+        j.polls = 5;
         // A long job is polled every eighth of its age, at most every 10 s.
-        assert_eq!(j.poll_delay_ms(t0 + 48_000, 2_000), 6_000);
-        assert_eq!(j.poll_delay_ms(t0 + 3_600_000, 2_000), POLL_MAX_MS);
+        assert_eq!(j.poll_delay_ms(2_000_000 + 48_000, EVERY), 6_000);
+        assert_eq!(j.poll_delay_ms(2_000_000 + 3_600_000, EVERY), POLL_MAX_MS);
+    }
+
+    #[test]
+    fn transient_failures_back_off_exponentially_with_jitter_and_retry_after() {
+        let mut j = job();
         assert_eq!(j.retry_delay_ms(None, 0.0), 1000);
         j.retries = 3;
         assert_eq!(j.retry_delay_ms(None, 0.0), 8000);
@@ -1464,7 +1462,7 @@ pub(crate) mod tests {
             "u1",
             Ok(UpstreamState::Processing),
             1_003_000,
-            250,
+            PollBudget::new(250),
             0.0,
             false,
         );
@@ -1482,7 +1480,14 @@ pub(crate) mod tests {
         let mut now = 1_000_200 + 60_000;
         let mut polls = 0;
         while now < 1_000_200 + 600_000 {
-            j.poll_outcome("u1", Ok(UpstreamState::Processing), now, 250, 0.0, false);
+            j.poll_outcome(
+                "u1",
+                Ok(UpstreamState::Processing),
+                now,
+                PollBudget::new(250),
+                0.0,
+                false,
+            );
             polls += 1;
             now = j.next_step_ms.unwrap();
         }
@@ -1493,7 +1498,7 @@ pub(crate) mod tests {
             "u1",
             Ok(UpstreamState::Processing),
             1_000_200,
-            250,
+            PollBudget::new(250),
             0.0,
             false,
         );
@@ -1549,7 +1554,7 @@ pub(crate) mod tests {
             "u1",
             Ok(UpstreamState::Processing),
             1_003_100,
-            250,
+            PollBudget::new(250),
             0.0,
             false,
         );
@@ -1562,7 +1567,7 @@ pub(crate) mod tests {
             "u1",
             Ok(UpstreamState::Processing),
             1_003_100,
-            250,
+            PollBudget::new(250),
             0.0,
             false,
         );
@@ -1732,7 +1737,7 @@ pub(crate) mod tests {
             "u1",
             Ok(UpstreamState::Failed("moderated".into())),
             1_000_400,
-            250,
+            PollBudget::new(250),
             0.0,
             false,
         );
@@ -1743,7 +1748,7 @@ pub(crate) mod tests {
             "other",
             Ok(UpstreamState::Processing),
             1_000_400,
-            250,
+            PollBudget::new(250),
             0.0,
             false,
         );
@@ -1754,14 +1759,21 @@ pub(crate) mod tests {
     fn not_found_right_after_submit_is_a_lag_and_later_a_failure() {
         let mut j = running();
         let gone = || Err(UpstreamError::Permanent("segmind answered HTTP 404".into()));
-        j.poll_outcome("u1", gone(), 1_000_200 + 2_000, 250, 0.0, false);
+        j.poll_outcome(
+            "u1",
+            gone(),
+            1_000_200 + 2_000,
+            PollBudget::new(250),
+            0.0,
+            false,
+        );
         assert_eq!(j.status, JobStatus::Queued, "retried");
         assert!(j.next_step_ms.is_some());
         j.poll_outcome(
             "u1",
             gone(),
             1_000_200 + NOT_FOUND_GRACE_MS,
-            250,
+            PollBudget::new(250),
             0.0,
             false,
         );
@@ -1777,7 +1789,7 @@ pub(crate) mod tests {
             "u1",
             Ok(UpstreamState::Processing),
             j.deadline_ms,
-            250,
+            PollBudget::new(250),
             0.0,
             true,
         );
@@ -1832,7 +1844,7 @@ pub(crate) mod tests {
                 "CUDA out of memory at /models/flux.safetensors".into(),
             )),
             1_000_500,
-            250,
+            PollBudget::new(250),
             0.0,
             false,
         );
@@ -1871,7 +1883,7 @@ pub(crate) mod tests {
     #[test]
     fn the_alarm_is_due_at_the_earliest_of_step_outbox_and_purge() {
         let mut j = running();
-        assert_eq!(j.next_due_ms(), Some(1_000_200 + FIRST_POLL_MS));
+        assert_eq!(j.next_due_ms(), Some(1_000_200 + QUICK_LOOK_MS));
         j.next_step_ms = Some(j.deadline_ms + 50_000);
         assert_eq!(
             j.next_due_ms(),

@@ -14,7 +14,7 @@ use parallax_api::{FieldError, Model, Params};
 
 use crate::config::Provider;
 use crate::input::image::ImageInfo;
-use crate::job::JobRecord;
+use crate::job::{JobRecord, PollBudget};
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -721,6 +721,19 @@ impl Kind {
 
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// How many upstream requests polling may spend on one of its jobs. Segmind's
+    /// requests count against a per-account limit per minute (Free 5, Pro 50 RPM:
+    /// https://docs.segmind.com/api-reference/rate-limits, which does not exempt status
+    /// reads), and so do a Parallax upstream's keyed reads (`RATE_LIMIT_READS_PER_MIN`):
+    /// the tighter budget. The others' status reads are neither billed nor limited per
+    /// job (`docs/performance.md` § "Short jobs").
+    pub fn poll_budget(self, every_ms: u64) -> PollBudget {
+        match self {
+            Self::Segmind | Self::Parallax => PollBudget::tight(every_ms),
+            Self::Replicate | Self::ComfyUi | Self::Bfl | Self::Fal => PollBudget::new(every_ms),
+        }
     }
 
     /// Prefix of its wrangler vars: `<PREFIX>_BASE_URL`, `<PREFIX>_API_KEY`.

@@ -44,7 +44,7 @@ use crate::hooks;
 use crate::http;
 use crate::input::image::{ImageFormat, is_complete};
 use crate::job::{
-    Attempt, CancelVerdict, FailoverStep, HookVerdict, JobRecord, Start, StoredOutput,
+    Attempt, CancelVerdict, FailoverStep, HookVerdict, JobRecord, PollBudget, Start, StoredOutput,
 };
 use crate::meter;
 use crate::providers::{self, ControlImage, Kind, Lookup, Submitted, UpstreamError, UpstreamState};
@@ -706,10 +706,13 @@ impl JobRunner {
                 attempt.n
             );
         }
-        let every = self.config().poll_every_ms;
+        let budget = Kind::from_name(&attempt.provider)
+            .map_or(PollBudget::tight(self.config().poll_every_ms), |k| {
+                k.poll_budget(self.config().poll_every_ms)
+            });
         self.update(|j| {
             if j.submit_outcome(attempt, outcome, now_ms(), jitter()) == FailoverStep::Now {
-                j.expect_finishes(expected, now_ms(), every);
+                j.expect_finishes(expected, now_ms(), budget);
             }
             // A callback that came while the POST was out is confirmed at once.
             j.recheck_if_hooked(hooks_before, now_ms());
@@ -814,7 +817,10 @@ impl JobRunner {
         };
         // When the provider was seen done (the downloads below take a while).
         let looked = now_ms();
-        let every = cfg.poll_every_ms;
+        let budget = match &upstream {
+            Ok(p) => p.kind.poll_budget(cfg.poll_every_ms),
+            Err(_) => PollBudget::tight(cfg.poll_every_ms),
+        };
         let id = sub.upstream_id.clone();
         let outcome = match (state, &upstream) {
             (Ok(UpstreamState::Completed(urls)), Ok(p)) if !urls.is_empty() => {
@@ -888,7 +894,7 @@ impl JobRunner {
             if running && j.runs_on(&id) {
                 j.last_running_ms = Some(sent);
             }
-            j.poll_outcome(&id, outcome, now_ms(), every, jitter(), past_deadline);
+            j.poll_outcome(&id, outcome, now_ms(), budget, jitter(), past_deadline);
             // A callback that came while this poll was out is confirmed by another.
             j.recheck_if_hooked(job.hooks, now_ms());
         })

@@ -336,15 +336,17 @@ fn gateway(report: &mut Report, sim: &Endpoint, edge: &Endpoint, dir: &Path) -> 
         }
         status.push(pair);
     }
-    // The platform's floor: a Worker route that touches no storage at all.
+    // The platform's floor: a Worker route that touches no storage at all (a static
+    // file: the Worker runs first and hands it to the assets binding; `/healthz` asks
+    // each provider's Breaker object, so it is no floor).
     let floor_paths = dir.join("paths-floor.txt");
-    fs::write(&floor_paths, "/healthz\n").map_err(|e| e.to_string())?;
+    fs::write(&floor_paths, "/robots.txt\n").map_err(|e| e.to_string())?;
     for connections in [1, 64] {
         let run = get_load(edge, &floor_paths, connections)?;
-        details.insert(format!("healthz_c{connections}_worker"), run.json());
+        details.insert(format!("floor_c{connections}_worker"), run.json());
         report.push(
             S,
-            format!("platform floor: GET /healthz, c{connections}, worker: p50"),
+            format!("platform floor: GET /robots.txt, c{connections}, worker: p50"),
             run.p50_ms,
             "ms",
             None,
@@ -428,13 +430,29 @@ fn gateway(report: &mut Report, sim: &Endpoint, edge: &Endpoint, dir: &Path) -> 
 
     // Whole jobs, one at a time, alternating sides.
     let mut times = [Vec::new(), Vec::new()];
+    let mut told = [Vec::new(), Vec::new()];
     for i in 0..10 {
         for (n, ep) in [sim, edge].iter().enumerate() {
-            times[n].push(ep.full_job(&http, &format!("bench full job {i}"), &small)?);
+            let job = ep.full_job(&http, &format!("bench full job {i}"), &small)?;
+            times[n].push(job.whole);
+            told[n].push(job.told);
         }
     }
     let direct = median_ms(times[0].clone());
     let through = median_ms(times[1].clone());
+    report.add(
+        S,
+        "full job (0 s upstream), direct: COMPLETED after the submit's answer, median",
+        median_ms(told[0].clone()),
+        "ms",
+    );
+    report.target(
+        S,
+        "full job (0 s upstream), Worker: COMPLETED after the submit's answer, median",
+        median_ms(told[1].clone()),
+        "ms",
+        Target::AtMost(500.0),
+    );
     report.add(S, "full job (0 s upstream), direct: median", direct, "ms");
     report.add(S, "full job (0 s upstream), Worker: median", through, "ms");
     report.target(
@@ -579,12 +597,14 @@ fn polling(report: &mut Report, edge: &Endpoint) -> Result {
         let (_, result) = edge.get(&http, &field(sub, "response_url")?)?;
         let seen = result["metrics"]["total_time"].as_f64().unwrap_or(0.0);
         let requests = submits + polls;
+        // The bench stack routes to Segmind, whose status reads count against a
+        // per-minute limit: its budget is `2 + t/2` (the quick look and `1 + t/2`).
         report.target(
             S,
-            format!("upstream requests, {s} s job (done at {seen:.1} s; target 1 + {seen:.1}/2)"),
+            format!("upstream requests, {s} s job (done at {seen:.1} s; target 2 + {seen:.1}/2)"),
             requests,
             "req",
-            Target::AtMost(1.0 + seen / 2.0),
+            Target::AtMost(2.0 + seen / 2.0),
         );
         details.push(json!({
             "upstream_seconds": s, "worker_total_time": seen, "submits": submits,

@@ -135,10 +135,15 @@ impl Endpoint {
     }
 
     /// Submit → poll (every 10 ms) → result → image bytes: the whole job, timed.
-    pub fn full_job(&self, http: &Client, prompt: &str, jpeg: &[u8]) -> Result<Duration> {
+    /// A whole job as a client lives it: the submit, status reads every 10 ms, the
+    /// result and the first image. Answers the whole time and the time from the
+    /// submit's answer to the first COMPLETED status.
+    pub fn full_job(&self, http: &Client, prompt: &str, jpeg: &[u8]) -> Result<FullJob> {
         let started = Instant::now();
         let submitted = self.submit(http, prompt, jpeg)?;
+        let answered = Instant::now();
         self.wait(http, &submitted, Duration::from_millis(10))?;
+        let told = answered.elapsed();
         let url = self.first_output(http, &submitted)?;
         let image = http
             .get(&url)
@@ -152,8 +157,19 @@ impl Endpoint {
                 image.len()
             ));
         }
-        Ok(started.elapsed())
+        Ok(FullJob {
+            whole: started.elapsed(),
+            told,
+        })
     }
+}
+
+/// One whole job's timings ([`Endpoint::full_job`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FullJob {
+    pub whole: Duration,
+    /// From the submit's answer to the first status read that said COMPLETED.
+    pub told: Duration,
 }
 
 pub fn field(v: &Value, name: &str) -> Result<String> {
