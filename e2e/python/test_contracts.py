@@ -108,6 +108,8 @@ def test_every_field_names_a_public_source_of_its_contract(name):
     used = set()
     for answer, spec in c["answers"].items():
         assert "route" in spec and "http" in spec, answer
+        assert set(spec.get("request", [])) <= set(c["sources"]), answer
+        used.update(spec.get("request", []))
         for field in spec.get("fields", []) + spec.get("headers", []):
             sources = field["source"]
             assert sources and set(sources) <= set(c["sources"]), (answer, field)
