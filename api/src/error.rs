@@ -25,6 +25,24 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code (the OpenAPI document lists them all).
+    pub const ALL: [Self; 14] = [
+        Self::BadRequest,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::InsufficientCredits,
+        Self::PayloadTooLarge,
+        Self::JobFailed,
+        Self::Conflict,
+        Self::IdempotencyKeyReused,
+        Self::RateLimited,
+        Self::Internal,
+        Self::UpstreamFailed,
+        Self::UpstreamTimeout,
+    ];
+
     /// The HTTP status this code is served with.
     pub fn http_status(self) -> u16 {
         match self {

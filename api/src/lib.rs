@@ -18,4 +18,6 @@ pub use id::RequestId;
 pub use models::{Model, ParamKind, ParamSpec};
 pub use params::{Params, Validated, validate, validate_value};
 pub use wait::StatusWait;
-pub use wire::{Credits, JobResult, JobStatus, Metrics, StatusResponse, SubmitResponse};
+pub use wire::{
+    Credits, JobResult, JobStatus, Metrics, OutputImage, StatusResponse, SubmitResponse,
+};

@@ -1,6 +1,8 @@
 //! The OpenAPI 3.1 document, generated from the catalog and the wire types' shapes, so
 //! the documented parameters, ranges and defaults are the validated ones.
 
+mod compat;
+
 use serde_json::{Map, Value, json};
 
 use crate::models::{Model, ParamKind, ParamSpec};
@@ -75,6 +77,7 @@ fn errors(codes: &[u16]) -> Map<String, Value> {
                 404 => "Unknown model, route or request (or expired)",
                 405 => "Method not allowed (see the Allow header)",
                 406 => "Not enough credits",
+                409 => "Conflict: the request already finished, or its first try is still starting",
                 413 => "Request body too large",
                 422 => "The job FAILED",
                 429 => "Rate limited (see the Retry-After header)",
@@ -307,6 +310,22 @@ pub fn document(origin: &str) -> Value {
                             "schema": {"type": "string", "pattern": "^([0-3]\\.(jpg|png|webp)|control)$"}}],
                        "responses": output}}),
     );
+    let mut cancel = Map::new();
+    cancel.insert(
+        "200".into(),
+        json_ok(
+            "Canceled: the job's status, FAILED, with what was refunded in metrics.credits",
+            "StatusResponse",
+        ),
+    );
+    cancel.extend(errors(&[401, 403, 404, 409, 429, 500]));
+    paths.insert(
+        "/v2/requests/{request_id}/cancel".into(),
+        json!({"post": {"operationId": "cancel_request", "summary": "Stop a QUEUED or PROCESSING job (its owner only); a finished one is 409",
+                        "parameters": [request_id_param()], "responses": cancel}}),
+    );
+    compat::add(&mut paths, &mut schemas);
+
     paths.insert(
         "/healthz".into(),
         json!({"get": {"operationId": "get_health", "summary": "Liveness and configured providers", "security": [],
@@ -330,7 +349,10 @@ pub fn document(origin: &str) -> Value {
         "security": [{"ApiKey": []}, {}],
         "paths": paths,
         "components": {
-            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}},
+            "securitySchemes": {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+                "OneMinKey": {"type": "apiKey", "in": "header", "name": "API-KEY"}
+            },
             "schemas": schemas
         }
     })
@@ -339,23 +361,10 @@ pub fn document(origin: &str) -> Value {
 fn wire_schemas() -> Map<String, Value> {
     let id = json!({"type": "string", "format": "uuid"});
     let status = json!({"type": "string", "enum": ["QUEUED", "PROCESSING", "COMPLETED", "FAILED"]});
-    let codes: Vec<Value> = [
-        "bad_request",
-        "unauthorized",
-        "forbidden",
-        "not_found",
-        "method_not_allowed",
-        "insufficient_credits",
-        "payload_too_large",
-        "job_failed",
-        "rate_limited",
-        "internal",
-        "upstream_failed",
-        "upstream_timeout",
-    ]
-    .into_iter()
-    .map(Value::from)
-    .collect();
+    let codes: Vec<Value> = crate::error::ErrorCode::ALL
+        .iter()
+        .map(|c| serde_json::to_value(c).unwrap_or_default())
+        .collect();
     let seconds = json!({"type": "number", "minimum": 0});
     let mut m = Map::new();
     m.insert("ErrorCode".into(), json!({"type": "string", "enum": codes}));
@@ -377,27 +386,46 @@ fn wire_schemas() -> Map<String, Value> {
                    "status_url": {"type": "string", "format": "uri"},
                    "response_url": {"type": "string", "format": "uri"}}}),
     );
+    let credits = json!({"type": "integer", "minimum": 0});
     m.insert(
         "Metrics".into(),
         json!({"type": "object", "properties": {
             "queue_time": seconds, "inference_time": seconds, "total_time": seconds,
-            "provider": {"type": "string"}}}),
+            "provider": {"type": "string"},
+            "model": {"type": "string", "description": "The model that made the images, when an operator fallback served another"},
+            "credits": {"type": "object", "required": ["charged", "refunded"], "properties": {
+                "charged": credits, "refunded": credits,
+                "refund_on_cancel": {"type": "integer", "minimum": 0, "description": "While the job runs: what a cancel sent now would refund"}}},
+            "cost": {"type": "integer", "minimum": 0, "description": "Once COMPLETED: the credits the job cost (charged less refunded); Segmind's metrics.cost"}}}),
     );
     m.insert(
         "StatusResponse".into(),
-        json!({"type": "object", "required": ["request_id", "status", "metrics"],
+        json!({"type": "object", "required": ["request_id", "status", "status_url", "response_url", "metrics"],
                "properties": {"request_id": id, "status": status,
+                   "status_url": {"type": "string", "format": "uri"},
+                   "response_url": {"type": "string", "format": "uri"},
                    "error": {"type": "string"}, "code": {"$ref": "#/components/schemas/ErrorCode"},
                    "metrics": {"$ref": "#/components/schemas/Metrics"}}}),
     );
     m.insert(
+        "OutputImage".into(),
+        json!({"type": "object", "required": ["url", "content_type", "file_name", "file_size"],
+               "properties": {
+                   "url": {"type": "string", "format": "uri"},
+                   "content_type": {"type": "string", "enum": ["image/jpeg", "image/png", "image/webp"]},
+                   "file_name": {"type": "string"},
+                   "file_size": {"type": "integer", "minimum": 1, "description": "Bytes; exactly what url serves"}}}),
+    );
+    m.insert(
         "JobResult".into(),
         json!({"type": "object",
-               "required": ["request_id", "model", "status", "output", "seed", "params", "error", "metrics", "created_at", "expires_at", "control_image"],
+               "required": ["request_id", "model", "status", "output", "images", "seed", "params", "error", "metrics", "created_at", "expires_at", "control_image"],
                "properties": {"request_id": id,
                    "model": {"type": "string", "enum": Model::ALL.iter().map(|m| m.slug()).collect::<Vec<_>>()},
                    "status": status,
-                   "output": {"type": "array", "items": {"type": "string", "format": "uri"}, "maxItems": 4},
+                   "output": {"type": ["string", "null"], "format": "uri",
+                              "description": "As Segmind: the first image's URL once COMPLETED (every image is in `images`), else null"},
+                   "images": {"type": "array", "items": {"$ref": "#/components/schemas/OutputImage"}, "maxItems": 4},
                    "seed": {"type": ["integer", "null"]},
                    "params": {"type": "object"},
                    "error": {"type": ["string", "null"]},
@@ -448,6 +476,6 @@ mod tests {
             .as_array()
             .unwrap()
             .len();
-        assert_eq!(codes, 12);
+        assert_eq!(codes, crate::error::ErrorCode::ALL.len());
     }
 }

@@ -71,6 +71,10 @@ pub struct Metrics {
     /// What the job cost the caller, and what a cancel would give back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credits: Option<Credits>,
+    /// Segmind's name for what a finished job cost, in this deployment's credits
+    /// (`credits.charged - credits.refunded`); only once COMPLETED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<u64>,
 }
 
 /// A job's credits: charged at submit, refunded on failure, on a cancel before anything
@@ -86,11 +90,15 @@ pub struct Credits {
 }
 
 /// `GET /v2/requests/{id}/status`. A FAILED job is served as 422 with `error` and
-/// `code: job_failed`, so the body is both a status and an error body.
+/// `code: job_failed`, so the body is both a status and an error body. Like
+/// Segmind's, it carries the job's `status_url` and `response_url` (absolute), so a
+/// client holding only this body knows where to look next.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusResponse {
     pub request_id: RequestId,
     pub status: JobStatus,
+    pub status_url: String,
+    pub response_url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,14 +106,30 @@ pub struct StatusResponse {
     pub metrics: Metrics,
 }
 
-/// `GET /v2/requests/{id}`: the job with its output URLs (on this edge, non-expiring
-/// for the retention period). `error` is always present, `null` unless FAILED.
+/// One generated image of a finished job, as Segmind lists them in `images`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputImage {
+    /// Absolute, on this edge, kept for the retention period.
+    pub url: String,
+    /// `image/jpeg`, `image/png` or `image/webp`.
+    pub content_type: String,
+    /// The URL's last segment (`0.jpg`).
+    pub file_name: String,
+    /// The image's size in bytes: exactly what `url` serves.
+    pub file_size: u64,
+}
+
+/// `GET /v2/requests/{id}`: the job with its images (on this edge, non-expiring for
+/// the retention period). As Segmind's, `output` is the (first) image's URL as a
+/// string, `null` until COMPLETED; `images` lists every image. `error` is always
+/// present, `null` unless FAILED.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobResult {
     pub request_id: RequestId,
     pub model: crate::models::Model,
     pub status: JobStatus,
-    pub output: Vec<String>,
+    pub output: Option<String>,
+    pub images: Vec<OutputImage>,
     pub seed: Option<u32>,
     pub params: Params,
     pub error: Option<String>,

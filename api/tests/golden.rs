@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 
 use parallax_api::{
-    ErrorBody, ErrorCode, FieldError, JobResult, JobStatus, Metrics, Model, Params, RequestId,
-    StatusResponse, SubmitResponse,
+    ErrorBody, ErrorCode, FieldError, JobResult, JobStatus, Metrics, Model, OutputImage, Params,
+    RequestId, StatusResponse, SubmitResponse,
 };
 use serde_json::{Value, json};
+
+const URL: &str = "http://127.0.0.1:8787/v2/requests/2c7f59ea-13f1-402c-9353-915a2b5a2124";
 
 fn id() -> RequestId {
     RequestId::parse("2c7f59ea-13f1-402c-9353-915a2b5a2124").unwrap()
@@ -51,6 +53,8 @@ fn failed_status_is_both_a_status_and_an_error_body() {
     let r = StatusResponse {
         request_id: id(),
         status: JobStatus::Failed,
+        status_url: format!("{URL}/status"),
+        response_url: URL.into(),
         error: Some("Content blocked by the safety filter".into()),
         code: Some(ErrorCode::JobFailed),
         metrics: Metrics {
@@ -60,6 +64,7 @@ fn failed_status_is_both_a_status_and_an_error_body() {
             provider: Some("segmind".into()),
             model: None,
             credits: None,
+            cost: None,
         },
     };
     assert_golden(
@@ -67,6 +72,8 @@ fn failed_status_is_both_a_status_and_an_error_body() {
         json!({
             "request_id": "2c7f59ea-13f1-402c-9353-915a2b5a2124",
             "status": "FAILED",
+            "status_url": format!("{URL}/status"),
+            "response_url": URL,
             "error": "Content blocked by the safety filter",
             "code": "job_failed",
             "metrics": {"queue_time": 0.5, "inference_time": 1.25, "total_time": 1.75, "provider": "segmind"}
@@ -79,18 +86,21 @@ fn running_status_carries_no_error_fields() {
     let r = StatusResponse {
         request_id: id(),
         status: JobStatus::Processing,
+        status_url: format!("{URL}/status"),
+        response_url: URL.into(),
         error: None,
         code: None,
         metrics: Metrics::default(),
     };
     assert_golden(
         &r,
-        json!({"request_id": "2c7f59ea-13f1-402c-9353-915a2b5a2124", "status": "PROCESSING", "metrics": {}}),
+        json!({"request_id": "2c7f59ea-13f1-402c-9353-915a2b5a2124", "status": "PROCESSING",
+               "status_url": format!("{URL}/status"), "response_url": URL, "metrics": {}}),
     );
 }
 
 #[test]
-fn completed_result_lists_outputs_seed_and_params() {
+fn completed_result_has_the_image_url_as_output_and_every_image_in_images() {
     let mut params = BTreeMap::new();
     params.insert("prompt".to_string(), json!("a cat"));
     params.insert("steps".to_string(), json!(40));
@@ -99,9 +109,15 @@ fn completed_result_lists_outputs_seed_and_params() {
         request_id: id(),
         model: Model::FluxDepthPro,
         status: JobStatus::Completed,
-        output: vec![
+        output: Some(
             "http://127.0.0.1:8787/results/2c7f59ea-13f1-402c-9353-915a2b5a2124/0.jpg".into(),
-        ],
+        ),
+        images: vec![OutputImage {
+            url: "http://127.0.0.1:8787/results/2c7f59ea-13f1-402c-9353-915a2b5a2124/0.jpg".into(),
+            content_type: "image/jpeg".into(),
+            file_name: "0.jpg".into(),
+            file_size: 48_213,
+        }],
         seed: Some(96522),
         params: Params(params),
         error: None,
@@ -113,6 +129,7 @@ fn completed_result_lists_outputs_seed_and_params() {
             provider: Some("segmind".into()),
             model: None,
             credits: None,
+            cost: Some(5),
         },
         created_at: 1_790_000_000,
         expires_at: Some(1_792_592_000),
@@ -125,11 +142,13 @@ fn completed_result_lists_outputs_seed_and_params() {
             "request_id": "2c7f59ea-13f1-402c-9353-915a2b5a2124",
             "model": "flux-depth-pro",
             "status": "COMPLETED",
-            "output": ["http://127.0.0.1:8787/results/2c7f59ea-13f1-402c-9353-915a2b5a2124/0.jpg"],
+            "output": "http://127.0.0.1:8787/results/2c7f59ea-13f1-402c-9353-915a2b5a2124/0.jpg",
+            "images": [{"url": "http://127.0.0.1:8787/results/2c7f59ea-13f1-402c-9353-915a2b5a2124/0.jpg",
+                        "content_type": "image/jpeg", "file_name": "0.jpg", "file_size": 48213}],
             "seed": 96522,
             "params": {"prompt": "a cat", "seed": 96522, "steps": 40},
             "error": null,
-            "metrics": {"queue_time": 0.5, "inference_time": 2.0, "total_time": 2.5, "provider": "segmind"},
+            "metrics": {"queue_time": 0.5, "inference_time": 2.0, "total_time": 2.5, "provider": "segmind", "cost": 5},
             "created_at": 1790000000u64,
             "expires_at": 1792592000u64,
             "control_image": "http://127.0.0.1:8787/results/2c7f59ea-13f1-402c-9353-915a2b5a2124/control"

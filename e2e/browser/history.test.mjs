@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { launch, base, shots, sample, waitForEnd, noHorizontalScroll, DESKTOP, PHONE, visit } from './helpers.mjs';
+import { launch, base, shots, sample, waitForEnd, noHorizontalScroll, DESKTOP, PHONE, visit, apiJob } from './helpers.mjs';
 
 let browser;
 before(async () => { browser = await launch(); });
@@ -92,6 +92,44 @@ test('a share link opens for a stranger on a phone, with the compare slider and 
   await share.getByText(/Will upload \d+×\d+ JPEG/).waitFor();
   assert.deepEqual(errors, []);
   await stranger.close();
+});
+
+test('jobs stored by the studio before results answered one output URL still show, and a running one finishes', async () => {
+  // Two real jobs: one finished, one still queued when the "old" tab closed.
+  const done = await apiJob('kept from before the upgrade');
+  const running = await apiJob('running across the upgrade [sim:queue=4]', { wait: false });
+  const job = (id, prompt, finished) => ({
+    id, model: 'flux-depth-dev', prompt, status: finished ? 'COMPLETED' : 'QUEUED', has_result: finished,
+    created_ms: Date.now() - 60_000, updated_ms: Date.now() - 50_000, finished_ms: finished ? Date.now() - 50_000 : null,
+    // The store's shape as every studio so far wrote it: `outputs`, a list of URLs.
+    outputs: finished ? [`${base}/results/${id}/0.jpg`] : [],
+    control_image: finished ? `${base}/results/${id}/control` : null, expires_at: null, error: null,
+    response_url: `${base}/v2/requests/${id}`, params: { prompt }, seed: null, metrics: {},
+    expected_secs: finished ? null : 5,
+  });
+  const stored = JSON.stringify({ version: 2, jobs: [job(running, 'running across the upgrade', false), job(done, 'kept from before the upgrade', true)], removed: [] });
+  const context = await browser.newContext(DESKTOP);
+  await context.addInitScript((s) => { if (!localStorage.getItem('parallax.jobs')) localStorage.setItem('parallax.jobs', s); }, stored);
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await visit(page, base + '/history');
+  const loaded = async (img) => {
+    await img.waitFor();
+    await page.waitForFunction((el) => el.complete && el.naturalWidth > 0, await img.elementHandle());
+    return img.getAttribute('src');
+  };
+  const kept = page.locator(`[data-testid="history-item"][data-request-id="${done}"]`);
+  assert.match(await loaded(kept.getByTestId('history-thumb')), new RegExp(`/results/${done}/0\\.jpg$`));
+  const resumed = page.locator(`[data-testid="history-item"][data-request-id="${running}"]`);
+  await resumed.getByTestId('history-status').filter({ hasText: 'COMPLETED' }).waitFor({ timeout: 60_000 });
+  assert.match(await loaded(resumed.getByTestId('history-thumb')), new RegExp(`/results/${running}/0\\.jpg$`));
+
+  await visit(page, base + '/');
+  const card = page.locator(`[data-testid="job"][data-request-id="${done}"]`);
+  assert.match(await loaded(card.getByTestId('job-output').first()), new RegExp(`/results/${done}/0\\.jpg$`));
+  assert.deepEqual(errors, []);
+  await context.close();
 });
 
 test('an unknown share link says so', async () => {

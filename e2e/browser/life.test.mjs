@@ -201,7 +201,8 @@ test('desktop: a cancel clicked while the tab still shows "running" after the se
   assert.deepEqual(deletes, [], 'Cancel never deletes');
   const result = await (await fetch(`${base}/v2/requests/${id}`)).json();
   assert.equal(result.status, 'COMPLETED');
-  assert.ok(result.output.length > 0, 'the result is intact on the server');
+  assert.equal(result.images.length, 1, 'the result is intact on the server');
+  assert.equal(result.output, result.images[0].url);
   assert.deepEqual(errors, []);
   await context.close();
 });

@@ -36,7 +36,7 @@ def wait_for_prediction(prediction_id, key):
         )
         assert response.status_code == 200, response.text
         data = response.json()
-        if data["status"] in ("success", "error", "cancelled"):
+        if data["status"] in ("success", "failed", "cancelled"):
             return data
         time.sleep(0.5)
     raise AssertionError("the prediction did not finish")

@@ -78,3 +78,32 @@ def test_dev_v1_json_example():
         print(f"Error: {response.status_code}")
         print(response.text)
         raise AssertionError(response.text)
+
+
+def test_v2_submit_poll_and_download_with_plain_requests():
+    # The v2 page's three steps (submit, poll status_url, GET response_url) with
+    # `requests`, then what people write next: download result["output"].
+    import base64
+    import time
+    headers = {"x-api-key": api_key()}
+    payload = {
+        "seed": 96522,
+        "steps": 40,
+        "prompt": "American man, smiling, waving, eyeglasses, casual clothing, sitting at desk",
+        "guidance": 7,
+        "control_image": base64.b64encode((SAMPLES / "astronaut.jpg").read_bytes()).decode(),
+        "output_format": "png",
+        "safety_tolerance": 2,
+        "prompt_upsampling": False,
+    }
+    job = requests.post(f"{BASE}/v2/flux-depth-pro", headers=headers, json=payload).json()
+    deadline = time.time() + 60
+    while requests.get(job["status_url"], headers=headers).json()["status"] != "COMPLETED":
+        assert time.time() < deadline
+        time.sleep(0.5)
+    result = requests.get(job["response_url"], headers=headers).json()
+    image = requests.get(result["output"])
+    assert image.status_code == 200
+    assert image.headers["content-type"] == "image/png"
+    assert image.content.startswith(b"\x89PNG")
+    assert [i["file_size"] for i in result["images"]] == [len(image.content)]

@@ -91,7 +91,8 @@ def test_segmind_submit_and_wait(seg):
                            num_outputs=2, output_format="png", seed=7)
     result = job.wait()
     assert result["status"] == "COMPLETED"
-    assert len(result["output"]) == 2
+    assert len(result["images"]) == 2
+    assert result["output"] == result["images"][0]["url"]
 
 
 def test_segmind_run(seg):

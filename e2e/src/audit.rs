@@ -274,8 +274,9 @@ fn orphans_of(state: &Path, live: &HashMap<String, Value>, only: Option<&[String
         // A running job writes its outputs before its record lists them.
         let running = matches!(body["status"].as_str(), Some("QUEUED" | "PROCESSING"));
         if let (Some("results"), Some(file), false) = (kind, file, running) {
-            let listed = body["output"].as_array().into_iter().flatten().any(|u| {
-                u.as_str()
+            let listed = body["images"].as_array().into_iter().flatten().any(|i| {
+                i["url"]
+                    .as_str()
                     .is_some_and(|u| u.ends_with(&format!("/{id}/{file}")))
             });
             if !listed {

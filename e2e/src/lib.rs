@@ -134,6 +134,23 @@ pub fn lost_by_dev_proxy(status: u16, body: &str) -> bool {
     status == 503 && body.contains("restarted mid-request")
 }
 
+/// A result's image URLs, in order: `images[].url`, each checked to be what Segmind's
+/// clients read (`output` is the first one; `null` without images).
+pub fn image_urls(result: &Value) -> Vec<Value> {
+    let urls: Vec<Value> = result["images"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no images in {result}"))
+        .iter()
+        .map(|i| i["url"].clone())
+        .collect();
+    assert_eq!(
+        result["output"],
+        urls.first().cloned().unwrap_or(Value::Null),
+        "output is the first image's URL: {result}"
+    );
+    urls
+}
+
 /// The bytes at an output URL (a JSON string of a result's `output`).
 pub fn output_bytes(url: &Value) -> Vec<u8> {
     client()

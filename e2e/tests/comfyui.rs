@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use parallax_e2e::{Answer, base, client, get, output_bytes, sample, test_key, wait_terminal};
+use parallax_e2e::{
+    Answer, base, client, get, image_urls, output_bytes, sample, test_key, wait_terminal,
+};
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::{Value, json};
 
@@ -54,9 +56,7 @@ fn finish(sub: &Answer) -> Value {
 fn decoded(result: &Value) -> Vec<(image::ImageFormat, u32, u32)> {
     assert_eq!(result["status"], "COMPLETED", "{result}");
     assert_eq!(result["metrics"]["provider"], "comfyui", "{result}");
-    result["output"]
-        .as_array()
-        .unwrap()
+    image_urls(result)
         .iter()
         .map(|url| {
             let bytes = output_bytes(url);

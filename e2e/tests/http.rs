@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use parallax_e2e::{Answer, base, client, get, sample, sample_png, wait_terminal};
+use parallax_e2e::{Answer, base, client, get, image_urls, sample, sample_png, wait_terminal};
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::{Value, json};
 
@@ -78,7 +78,7 @@ fn png_upload_completes_and_its_output_is_served_from_r2() {
     assert_eq!(r["seed"], 96522);
     assert_eq!(r["params"]["output_format"], "png");
     assert_eq!(r["metrics"]["provider"], "segmind");
-    let outputs = r["output"].as_array().unwrap();
+    let outputs = image_urls(&r);
     assert_eq!(outputs.len(), 1);
     let url = outputs[0].as_str().unwrap();
     assert_eq!(url, format!("{}/results/{id}/0.png", base()));
@@ -127,12 +127,8 @@ fn json_with_a_data_url_gives_several_webp_outputs() {
     );
     assert_eq!(done.json()["status"], "COMPLETED", "{}", done.text);
     let r = get(body["response_url"].as_str().unwrap()).json();
-    let outputs: Vec<&str> = r["output"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let urls = image_urls(&r);
+    let outputs: Vec<&str> = urls.iter().map(|v| v.as_str().unwrap()).collect();
     assert_eq!(outputs.len(), 2);
     let mut decoded = Vec::new();
     for url in &outputs {
@@ -171,7 +167,8 @@ fn failed_job_is_served_as_422_with_error() {
     assert_eq!(result.status, 422);
     assert_eq!(result.json()["status"], "FAILED");
     assert!(result.json()["error"].is_string());
-    assert_eq!(result.json()["output"], json!([]));
+    assert_eq!(result.json()["output"], json!(null));
+    assert_eq!(result.json()["images"], json!([]));
 }
 
 #[test]

@@ -11,8 +11,8 @@ use std::time::Duration;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use parallax_e2e::{
-    Answer, base, client, eventually, get, output_bytes, sample, sim_url, submit_sample, unique,
-    wait_terminal,
+    Answer, base, client, eventually, get, image_urls, output_bytes, sample, sim_url,
+    submit_sample, unique, wait_terminal,
 };
 use serde_json::Value;
 use sha2::Sha256;
@@ -43,7 +43,7 @@ fn controls(prompt: &str) -> Vec<Value> {
 fn assert_completed_by(result: &Value, provider: &str) {
     assert_eq!(result["status"], "COMPLETED", "{result}");
     assert_eq!(result["metrics"]["provider"], provider, "{result}");
-    for url in result["output"].as_array().unwrap() {
+    for url in &image_urls(result) {
         let bytes = output_bytes(url);
         image::load_from_memory(&bytes).expect("an output image");
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use parallax_e2e::{balance_of, base, client, sample, test_key};
 use parallax_sim::render::{self, Format, RenderSpec};
 use reqwest::blocking::multipart::{Form, Part};
-use serde_json::json;
+use serde_json::{Value, json};
 
 const SAMPLES: [&str; 4] = ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"];
 const CLIENTS: usize = 24;
@@ -157,7 +157,7 @@ fn many_concurrent_jobs_complete_with_every_image_intact_and_exact_credits() {
                     let problem = |t: &Mutex<Tally>, what: String| {
                         t.lock().unwrap().problems.push(format!("job {i}: {what}"))
                     };
-                    let sub: serde_json::Value = match sub {
+                    let sub: Value = match sub {
                         Some((status, body)) if (200..300).contains(&status) => {
                             serde_json::from_str(&body).unwrap()
                         }
@@ -190,7 +190,7 @@ fn many_concurrent_jobs_complete_with_every_image_intact_and_exact_credits() {
                                 if r.status().is_server_error() {
                                     tally.lock().unwrap().five_xx += 1;
                                 }
-                                let body: serde_json::Value = r.json().unwrap_or_default();
+                                let body: Value = r.json().unwrap_or_default();
                                 match body["status"].as_str() {
                                     Some(s @ ("COMPLETED" | "FAILED")) => break s.to_owned(),
                                     _ if t0.elapsed() > Duration::from_secs(600) => {
@@ -210,14 +210,19 @@ fn many_concurrent_jobs_complete_with_every_image_intact_and_exact_credits() {
                         problem(&tally, format!("ended {status}"));
                         continue;
                     }
-                    let result: serde_json::Value = http
+                    let result: Value = http
                         .get(sub["response_url"].as_str().unwrap())
                         .send()
                         .unwrap()
                         .json()
                         .unwrap();
                     let want = expected(&p);
-                    let urls = result["output"].as_array().cloned().unwrap_or_default();
+                    let urls: Vec<Value> = result["images"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|i| i["url"].clone())
+                        .collect();
                     if urls.len() != want.len() {
                         problem(
                             &tally,

@@ -8,7 +8,8 @@
 use std::time::{Duration, Instant};
 
 use parallax_e2e::{
-    Answer, balance_of, base, client, credits, get, output_bytes, sample, test_key, wait_terminal,
+    Answer, balance_of, base, client, credits, get, image_urls, output_bytes, sample, test_key,
+    wait_terminal,
 };
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::Value;
@@ -48,9 +49,9 @@ fn finish(sub: &Answer) -> Value {
 /// Every output is in R2 and decodes in the expected format.
 fn assert_outputs(result: &Value, count: usize, format: image::ImageFormat) {
     assert_eq!(result["status"], "COMPLETED", "{result}");
-    let outputs = result["output"].as_array().unwrap();
+    let outputs = image_urls(result);
     assert_eq!(outputs.len(), count, "{result}");
-    for url in outputs {
+    for url in &outputs {
         let bytes = output_bytes(url);
         assert_eq!(image::guess_format(&bytes).unwrap(), format, "{url}");
         image::load_from_memory(&bytes).unwrap();

@@ -2,7 +2,8 @@
 //! life: state changes, backoff, deadline, and how it looks on the wire.
 
 use parallax_api::{
-    Credits, ErrorCode, JobResult, JobStatus, Metrics, Model, Params, RequestId, StatusResponse,
+    Credits, ErrorCode, JobResult, JobStatus, Metrics, Model, OutputImage, Params, RequestId,
+    StatusResponse,
 };
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +11,9 @@ use crate::input::image::ImageInfo;
 use crate::providers::{CancelOutcome, Submitted, UpstreamError, UpstreamState};
 use crate::storage::keys;
 
-/// One stored output image.
+/// One stored output image: its format and exact size, recorded when the runner
+/// copied it into R2 (every record since the first carries `content_type` and
+/// `bytes`, so a result's `images` never needs R2).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredOutput {
     pub ext: String,
@@ -1086,35 +1089,61 @@ impl JobRecord {
                 refunded: self.refund.unwrap_or(0),
                 refund_on_cancel: self.refund_on_cancel(),
             }),
+            cost: (self.status == JobStatus::Completed).then(|| self.cost()),
         }
+    }
+
+    /// The credits this job costs its caller: the charge less what was refunded.
+    pub fn cost(&self) -> u64 {
+        self.ownership
+            .charged
+            .saturating_sub(self.refund.unwrap_or(0))
     }
 
     fn failure_code(&self) -> Option<ErrorCode> {
         (self.status == JobStatus::Failed).then_some(ErrorCode::JobFailed)
     }
 
-    pub fn status_response(&self) -> StatusResponse {
+    /// The status body, with the job's URLs on `origin`.
+    pub fn status_response(&self, origin: &str) -> StatusResponse {
         StatusResponse {
             request_id: self.id.clone(),
             status: self.status,
+            status_url: format!("{origin}/v2/requests/{}/status", self.id),
+            response_url: format!("{origin}/v2/requests/{}", self.id),
             error: self.error.clone(),
             code: self.failure_code(),
             metrics: self.metrics(),
         }
     }
 
-    /// The result body, with output URLs on `origin`.
+    /// The stored images, with their URLs on `origin`.
+    pub fn images(&self, origin: &str) -> Vec<OutputImage> {
+        self.outputs
+            .iter()
+            .enumerate()
+            .map(|(n, o)| {
+                let path = keys::output_path(&self.id, n, &o.ext);
+                OutputImage {
+                    file_name: path.rsplit('/').next().unwrap_or_default().to_owned(),
+                    url: format!("{origin}{path}"),
+                    content_type: o.content_type.clone(),
+                    file_size: o.bytes,
+                }
+            })
+            .collect()
+    }
+
+    /// The result body, with image URLs on `origin`: `output` is the first image's
+    /// URL (Segmind's shape), `images` all of them.
     pub fn result(&self, origin: &str) -> JobResult {
+        let images = self.images(origin);
         JobResult {
             request_id: self.id.clone(),
             model: self.asked_model.unwrap_or(self.model),
             status: self.status,
-            output: self
-                .outputs
-                .iter()
-                .enumerate()
-                .map(|(n, o)| format!("{origin}{}", keys::output_path(&self.id, n, &o.ext)))
-                .collect(),
+            output: images.first().map(|i| i.url.clone()),
+            images,
             seed: self.params.seed(),
             params: self.params.clone(),
             error: self.error.clone(),
@@ -1187,10 +1216,18 @@ pub(crate) mod tests {
         );
         let r = j.result("http://127.0.0.1:8787");
         assert_eq!(r.status, JobStatus::Completed);
+        let url = "http://127.0.0.1:8787/results/2c7f59ea-13f1-402c-9353-915a2b5a2124/0.jpg";
+        assert_eq!(r.output.as_deref(), Some(url));
         assert_eq!(
-            r.output,
-            vec!["http://127.0.0.1:8787/results/2c7f59ea-13f1-402c-9353-915a2b5a2124/0.jpg"]
+            r.images,
+            vec![OutputImage {
+                url: url.into(),
+                content_type: "image/jpeg".into(),
+                file_name: "0.jpg".into(),
+                file_size: 10,
+            }]
         );
+        assert_eq!(r.metrics.cost, Some(5));
         assert_eq!(r.seed, Some(42));
         assert_eq!(r.metrics.queue_time, Some(0.5));
         assert_eq!(r.metrics.inference_time, Some(2.0));
@@ -1205,8 +1242,20 @@ pub(crate) mod tests {
     fn a_failed_job_carries_its_reason_and_code() {
         let mut j = job();
         j.fail(FailureKind::Rejected, "Content moderated", 1_001_000);
-        let s = j.status_response();
+        let s = j.status_response("https://px.example");
         assert_eq!(s.status, JobStatus::Failed);
+        assert_eq!(
+            s.response_url,
+            "https://px.example/v2/requests/2c7f59ea-13f1-402c-9353-915a2b5a2124"
+        );
+        assert_eq!(s.status_url, format!("{}/status", s.response_url));
+        let r = j.result("https://px.example");
+        assert_eq!(
+            (r.output, r.images.len()),
+            (None, 0),
+            "a failure has no image"
+        );
+        assert_eq!(r.metrics.cost, None, "only a COMPLETED job has a cost");
         assert_eq!(
             s.error.as_deref(),
             Some("Rejected by the provider's safety filter (content moderated)")
@@ -1853,7 +1902,7 @@ pub(crate) mod tests {
             Some("The provider could not use the input image or parameters")
         );
         assert!(j.detail.as_deref().unwrap().contains("CUDA"));
-        let s = serde_json::to_string(&j.status_response()).unwrap();
+        let s = serde_json::to_string(&j.status_response("")).unwrap();
         assert!(!s.contains("CUDA") && !s.contains("/models"), "{s}");
         assert_eq!(
             public_error(FailureKind::Rejected, "Content moderated: flagged"),

@@ -161,7 +161,7 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
         // address (IPv6: per /64) first, so a refused client wakes no runner.
         accounts::touch_public(&req, env, &cfg).await?;
         return match &api {
-            Api::Status(id, wait) => jobs::get_status(env, id, *wait).await,
+            Api::Status(id, wait) => jobs::get_status(&req, env, id, *wait).await,
             Api::Events(id) => jobs::stream_status(&req, env, id).await,
             Api::Result(id) => jobs::get_result(&req, env, id).await,
             Api::Prediction(id) => eachlabs::get_prediction(&req, env, id).await,
@@ -186,14 +186,15 @@ async fn dispatch(api: Api, req: Request, env: &Env, caller: &Caller) -> EdgeRes
         // by the job's runner: two Durable Objects, asked at once. A refused read is
         // still refused.
         Api::Status(id, None) => {
-            let (touched, status) = join(caller.touch(env), jobs::get_status(env, &id, None)).await;
+            let (touched, status) =
+                join(caller.touch(env), jobs::get_status(&req, env, &id, None)).await;
             touched?;
             status
         }
         // A held read is counted (and maybe refused) before it is held.
         Api::Status(id, wait) => {
             caller.touch(env).await?;
-            jobs::get_status(env, &id, wait).await
+            jobs::get_status(&req, env, &id, wait).await
         }
         Api::Result(id) => {
             let (touched, result) = join(caller.touch(env), jobs::get_result(&req, env, &id)).await;
@@ -215,11 +216,11 @@ async fn dispatch(api: Api, req: Request, env: &Env, caller: &Caller) -> EdgeRes
         Api::UploadAsset => onemin::upload_asset(req, env, caller).await,
         Api::Delete(id) => {
             caller.touch(env).await?;
-            jobs::delete_job(env, caller, &id).await
+            jobs::delete_job(&req, env, caller, &id).await
         }
         Api::Cancel(id) => {
             caller.touch(env).await?;
-            jobs::cancel_job(env, caller, &id).await
+            jobs::cancel_job(&req, env, caller, &id).await
         }
         Api::List => jobs::list_jobs(&req, env, caller).await,
     }

@@ -1,9 +1,12 @@
 //! Segmind's v2 queue protocol, as documented (also what a self-hosted Parallax v2
 //! speaks, mounted under another prefix): `POST /v2/{model}` answers `{request_id,
 //! status: QUEUED, poll_url, status_url, response_url}`; `GET
-//! /v2/requests/{id}/status` answers the status (FAILED as HTTP 422 with `error`);
-//! `GET /v2/requests/{id}` answers the result with `output`; unknown or expired ids
-//! answer 404 `{"error": "Request <id> not found"}`. Requests need `x-api-key`.
+//! /v2/requests/{id}/status` answers the status (with `status_url` and `response_url`
+//! while it waits; FAILED as HTTP 422 with `error`); `GET /v2/requests/{id}` answers
+//! the result: `output` the image's URL, `images` every image as `{url, content_type,
+//! file_name, file_size}`; unknown or expired ids answer 404 `{"error": "Request <id>
+//! not found"}`. Requests need `x-api-key`. Every field is in
+//! `e2e/contracts/segmind-v2.json`, with its public source.
 
 use std::sync::Arc;
 
@@ -180,13 +183,20 @@ async fn status(
         Err(resp) => return resp,
     };
     gates::hold_job(&sim, scope, "poll", &job).await;
-    let (status, metrics) = match sim.jobs.phase(&job) {
-        Phase::Queued => ("QUEUED", json!({})),
-        Phase::Processing => ("PROCESSING", json!({})),
-        Phase::Completed => ("COMPLETED", metrics(&sim.jobs)),
+    let waiting = |status: &str| {
+        let base = format!("{}/{scope}/v2/requests/{id}", sim.base);
+        json!({"status": status, "request_id": id, "status_url": format!("{base}/status"),
+               "response_url": base, "metrics": {}})
+    };
+    let body = match sim.jobs.phase(&job) {
+        Phase::Queued => waiting("QUEUED"),
+        Phase::Processing => waiting("PROCESSING"),
+        Phase::Completed => {
+            json!({"status": "COMPLETED", "request_id": id, "metrics": metrics(&sim.jobs)})
+        }
         Phase::Failed(reason) => return failed(&sim, &id, &reason),
     };
-    Json(json!({"status": status, "request_id": id, "metrics": metrics})).into_response()
+    Json(body).into_response()
 }
 
 async fn result(
@@ -200,22 +210,33 @@ async fn result(
         Err(resp) => return resp,
     };
     gates::hold_job(&sim, scope, "result", &job).await;
-    let (status, output) = match sim.jobs.phase(&job) {
-        Phase::Queued => ("QUEUED", Value::Null),
-        Phase::Processing => ("PROCESSING", Value::Null),
+    let (status, output, images) = match sim.jobs.phase(&job) {
+        Phase::Queued => ("QUEUED", Value::Null, Vec::new()),
+        Phase::Processing => ("PROCESSING", Value::Null, Vec::new()),
         Phase::Failed(reason) => return failed(&sim, &id, &reason),
         Phase::Completed => {
-            let urls = output_urls(&sim, &job);
-            // One image is a plain URL string (as in Segmind's docs); several are a list.
-            let output = match urls.as_slice() {
-                [one] => Value::from(one.clone()),
-                _ => Value::from(urls),
-            };
-            ("COMPLETED", output)
+            let images: Vec<Value> = output_urls(&sim, &job)
+                .into_iter()
+                .zip(job.outputs().iter())
+                .map(|(url, image)| {
+                    json!({
+                        "file_name": url.rsplit('/').next().unwrap_or_default(),
+                        "url": url,
+                        "content_type": image.format.content_type(),
+                        "file_size": image.bytes.len(),
+                    })
+                })
+                .collect();
+            // `output` is one URL string, the first image's (Segmind's docs and SDK).
+            let output = images.first().map_or(Value::Null, |i| i["url"].clone());
+            ("COMPLETED", output, images)
         }
     };
-    Json(json!({"status": status, "request_id": id, "error": null, "output": output, "metrics": metrics(&sim.jobs)}))
-        .into_response()
+    Json(
+        json!({"status": status, "request_id": id, "error": null, "output": output,
+                "images": images, "seed": job.spec.seed, "metrics": metrics(&sim.jobs)}),
+    )
+    .into_response()
 }
 
 /// `POST /v2/requests/{id}/cancel` (the Parallax protocol only; Segmind has no cancel):

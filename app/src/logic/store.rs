@@ -40,6 +40,9 @@ pub struct Job {
     /// Browser clock when this browser saw it end.
     #[serde(default)]
     pub finished_ms: Option<f64>,
+    /// The images' URLs. The result answers `output` (the first URL) and `images`
+    /// (all of them); the store keeps this list, in the shape every version of the
+    /// studio wrote, so jobs stored before that change load and show unchanged.
     #[serde(default)]
     pub outputs: Vec<String>,
     #[serde(default)]
@@ -105,7 +108,7 @@ impl Job {
             created_ms: r.created_at as f64 * 1000.0,
             updated_ms: now_ms,
             finished_ms: ended.then_some(now_ms),
-            outputs: r.output.clone(),
+            outputs: r.images.iter().map(|i| i.url.clone()).collect(),
             control_image: Some(r.control_image.clone()),
             expires_at: r.expires_at,
             error: r.error.clone(),
@@ -385,6 +388,8 @@ mod tests {
         StatusResponse {
             request_id: RequestId::parse(ID).unwrap(),
             status: s,
+            status_url: format!("http://x/v2/requests/{ID}/status"),
+            response_url: format!("http://x/v2/requests/{ID}"),
             error: error.map(str::to_owned),
             code: None,
             metrics: Metrics {
@@ -481,6 +486,60 @@ mod tests {
         assert!(a.has_result && !a.needs_poll());
         assert_eq!(a.model, Model::FluxDepthDev);
         assert!(m.get("b").unwrap().needs_poll(), "running jobs are resumed");
+    }
+
+    /// A returning visitor's store, as the studio wrote it before results answered
+    /// `output` as one URL (and `images`): a finished job with two images, and one
+    /// still running when the tab closed.
+    const STORED_BEFORE_IMAGES: &str = r#"{"version":2,"jobs":[
+        {"id":"2c7f59ea-13f1-402c-9353-915a2b5a2124","model":"flux-depth-dev","prompt":"a fox",
+         "status":"COMPLETED","has_result":true,"created_ms":1700000000000.0,"updated_ms":1700000009000.0,
+         "finished_ms":1700000009000.0,
+         "outputs":["http://x/results/2c7f59ea-13f1-402c-9353-915a2b5a2124/0.webp","http://x/results/2c7f59ea-13f1-402c-9353-915a2b5a2124/1.webp"],
+         "control_image":"http://x/results/2c7f59ea-13f1-402c-9353-915a2b5a2124/control","expires_at":1702592000,
+         "error":null,"response_url":"http://x/v2/requests/2c7f59ea-13f1-402c-9353-915a2b5a2124",
+         "params":{"prompt":"a fox","num_outputs":2,"seed":7},"seed":7,
+         "metrics":{"queue_time":0.3,"inference_time":1.2,"total_time":1.5,"provider":"segmind","credits":{"charged":4,"refunded":0}},
+         "expected_secs":null},
+        {"id":"3c7f59ea-13f1-402c-9353-915a2b5a2124","model":"flux-depth-pro","prompt":"a owl",
+         "status":"PROCESSING","has_result":false,"created_ms":1700000001000.0,"updated_ms":1700000002000.0,
+         "finished_ms":null,"outputs":[],"control_image":null,"expires_at":null,"error":null,
+         "response_url":"http://x/v2/requests/3c7f59ea-13f1-402c-9353-915a2b5a2124",
+         "params":{"prompt":"a owl"},"seed":null,"metrics":{},"expected_secs":12.0}],"removed":[]}"#;
+
+    #[test]
+    fn a_store_written_before_images_loads_with_its_images_and_resumes() {
+        let stored = Stored::decode(STORED_BEFORE_IMAGES);
+        assert_eq!(stored.jobs.len(), 2, "not dropped as a broken version");
+        let done = stored.get(ID).unwrap();
+        assert!(done.has_result && !done.needs_poll());
+        assert_eq!(done.outputs.len(), 2);
+        assert!(done.outputs[1].ends_with("/1.webp"));
+        let running = stored.get("3c7f59ea-13f1-402c-9353-915a2b5a2124").unwrap();
+        assert!(running.needs_poll(), "the running job is resumed");
+
+        // Its result now comes in the new shape: every image is kept, from `images`.
+        let id = "3c7f59ea-13f1-402c-9353-915a2b5a2124";
+        let result: JobResult = serde_json::from_value(serde_json::json!({
+            "request_id": id, "model": "flux-depth-pro", "status": "COMPLETED",
+            "output": format!("http://x/results/{id}/0.jpg"),
+            "images": [{"url": format!("http://x/results/{id}/0.jpg"), "content_type": "image/jpeg",
+                        "file_name": "0.jpg", "file_size": 1234}],
+            "seed": 3, "params": {"prompt": "a owl", "seed": 3}, "error": null,
+            "metrics": {"cost": 5}, "created_at": 1_700_000_001, "expires_at": 1_702_592_001,
+            "control_image": format!("http://x/results/{id}/control")
+        }))
+        .unwrap();
+        let finished = Job::from_result(&result, &running.response_url, 3.0);
+        assert_eq!(
+            finished.outputs,
+            vec![format!("http://x/results/{id}/0.jpg")]
+        );
+        let mut list = stored.jobs.clone();
+        assert!(upsert(&mut list, finished));
+        let merged = list.iter().find(|j| j.id == id).unwrap();
+        assert!(merged.has_result && merged.outputs.len() == 1);
+        assert_eq!(list.iter().find(|j| j.id == ID).unwrap().outputs.len(), 2);
     }
 
     #[test]

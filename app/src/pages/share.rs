@@ -149,7 +149,7 @@ fn Shared(
             {match status {
                 JobStatus::Completed => view! {
                     <div class="outputs">
-                        {r.output.iter().enumerate().map(|(n, url)| view! {
+                        {r.images.iter().map(|i| &i.url).enumerate().map(|(n, url)| view! {
                             <figure class="output">
                                 <CompareSlider before=control.clone() after=url.clone() label=format!("Generated: {}", r.params.prompt()) />
                                 <figcaption class="actions">

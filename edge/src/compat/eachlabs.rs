@@ -2,9 +2,12 @@
 //! `POST /v1/prediction/` with `{"model", "version", "input", "webhook_url",
 //! "webhook_secret"}` answers `{"status": "success", "message", "predictionID"}`;
 //! `GET /v1/prediction/{id}` answers `{"id", "input", "status", "output", "logs",
-//! "metrics", "urls"}` with status `starting | processing | success | error |
-//! cancelled`; the webhook payload is `{"exec_id", "flow_id", "status": "succeeded" |
-//! "failed", "output", "error"}`.
+//! "metrics", "urls"}` with status `starting | processing | success | failed |
+//! cancelled` (docs.eachlabs.ai, API reference → Get Model Prediction); a failed
+//! prediction has `output: null` and its reason in `logs` (the docs' webhook payload
+//! reference, "Prediction Failed"); the webhook payload is `{"exec_id", "flow_id",
+//! "status": "succeeded" | "failed", "output", "error"}`. The shapes are checked
+//! against `e2e/contracts/eachlabs.json`.
 //!
 //! `input` takes the model's own parameter names, which for `flux-depth-dev` are
 //! exactly Parallax's (and Replicate's); Eachlabs' defaults differ from ours only in
@@ -105,7 +108,7 @@ pub fn status(job: &JobRecord) -> &'static str {
         JobStatus::Processing => "processing",
         JobStatus::Completed => "success",
         JobStatus::Failed if job.failure == Some(FailureKind::Canceled) => "cancelled",
-        JobStatus::Failed => "error",
+        JobStatus::Failed => "failed",
     }
 }
 
@@ -126,7 +129,8 @@ fn error_detail(job: &JobRecord) -> Value {
 }
 
 /// The output: one image's URL as a string (as Eachlabs answers for one image), several
-/// as an array; a failure's error object; `null` while running or when canceled.
+/// as an array (the model's own output, as Replicate's flux-depth-dev answers it);
+/// `null` while running, when failed or canceled.
 fn output(job: &JobRecord, origin: &str) -> Value {
     match status(job) {
         "success" => {
@@ -143,7 +147,18 @@ fn output(job: &JobRecord, origin: &str) -> Value {
                 Err(many) => Value::Array(many),
             }
         }
-        "error" => error_detail(job),
+        _ => Value::Null,
+    }
+}
+
+/// `logs`: a failure's reason (`EXECUTION_TIMEOUT: …`), else `null`.
+fn logs(job: &JobRecord) -> Value {
+    match status(job) {
+        "failed" => Value::from(format!(
+            "{}: {}",
+            error_code(job),
+            job.error.as_deref().unwrap_or("The prediction failed")
+        )),
         _ => Value::Null,
     }
 }
@@ -163,7 +178,7 @@ pub fn prediction(job: &JobRecord, origin: &str) -> Value {
         "input": input,
         "status": status(job),
         "output": output(job, origin),
-        "logs": null,
+        "logs": logs(job),
         "metrics": {
             "predict_time": metrics.inference_time.unwrap_or(0.0),
             "credits": job.ownership.charged,
@@ -289,11 +304,11 @@ mod tests {
         let mut failed = job();
         failed.fail(FailureKind::Rejected, "Content moderated", 1_001_000);
         let p = prediction(&failed, "o");
-        assert_eq!(p["status"], "error");
-        assert_eq!(p["output"]["error_code"], "PROVIDER_REJECTED");
+        assert_eq!(p["status"], "failed");
+        assert_eq!(p["output"], Value::Null);
         assert_eq!(
-            p["output"]["error_message"],
-            "Rejected by the provider's safety filter (content moderated)"
+            p["logs"],
+            "PROVIDER_REJECTED: Rejected by the provider's safety filter (content moderated)"
         );
         let mut canceled = job();
         canceled.fail(FailureKind::Canceled, "Canceled by its owner", 1_001_000);

@@ -64,8 +64,8 @@ pub async fn create_prediction(
     Ok(http::json(&eachlabs::created(id.as_str()), 200))
 }
 
-/// `GET /v1/prediction/{id}`: 200 in every state (a failure is `status: "error"` with
-/// the reason in `output`), 404 for an unknown or expired id.
+/// `GET /v1/prediction/{id}`: 200 in every state (a failure is `status: "failed"` with
+/// the reason in `logs`), 404 for an unknown or expired id.
 pub async fn get_prediction(req: &Request, env: &Env, id: &str) -> EdgeResult<Response> {
     let job = load(env, id).await?;
     let origin = http::origin(req, Config::from_env(env).public_base_url.as_deref());

@@ -80,9 +80,19 @@ pub fn status_wait(req: &Request) -> EdgeResult<Option<StatusWait>> {
     StatusWait::from_pairs(req.url()?.query_pairs()).map_err(|f| EdgeError::fields(vec![f]))
 }
 
+/// The origin absolute URLs in answers are built on.
+fn origin(req: &Request, env: &Env) -> String {
+    http::origin(req, Config::from_env(env).public_base_url.as_deref())
+}
+
 /// `GET /v2/requests/{id}/status`; with `wait`, held by the runner until the status
 /// changes or the wait is over, then answered the same way.
-pub async fn get_status(env: &Env, id: &str, wait: Option<StatusWait>) -> EdgeResult<Response> {
+pub async fn get_status(
+    req: &Request,
+    env: &Env,
+    id: &str,
+    wait: Option<StatusWait>,
+) -> EdgeResult<Response> {
     let job = match wait {
         None => load(env, id).await?,
         Some(wait) => {
@@ -90,13 +100,18 @@ pub async fn get_status(env: &Env, id: &str, wait: Option<StatusWait>) -> EdgeRe
             runner_call(env, &id, &format!("/state?{}", wait.query()), false).await?
         }
     };
-    Ok(http::json(&job.status_response(), status_code(&job)))
+    Ok(http::json(
+        &job.status_response(&origin(req, env)),
+        status_code(&job),
+    ))
 }
 
 pub async fn get_result(req: &Request, env: &Env, id: &str) -> EdgeResult<Response> {
     let job = load(env, id).await?;
-    let origin = http::origin(req, Config::from_env(env).public_base_url.as_deref());
-    Ok(http::json(&job.result(&origin), status_code(&job)))
+    Ok(http::json(
+        &job.result(&origin(req, env)),
+        status_code(&job),
+    ))
 }
 
 /// What the event stream does next.
@@ -116,14 +131,19 @@ fn event(name: &str, data: &impl serde::Serialize) -> Vec<u8> {
 
 /// A `status` event, with the status as its id: a browser's `EventSource` reconnects
 /// after the stream ends and sends it back as `Last-Event-ID`.
-fn status_event(job: &JobRecord) -> Vec<u8> {
+fn status_event(job: &JobRecord, origin: &str) -> Vec<u8> {
     let mut chunk = format!("id: {}\n", job.status.as_str()).into_bytes();
-    chunk.extend(event("status", &job.status_response()));
+    chunk.extend(event("status", &job.status_response(origin)));
     chunk
 }
 
 /// One step of the event stream: the bytes to send and what comes next.
-async fn events_step(env: &Env, id: &RequestId, next: Next) -> Option<(Vec<u8>, Next)> {
+async fn events_step(
+    env: &Env,
+    id: &RequestId,
+    origin: &str,
+    next: Next,
+) -> Option<(Vec<u8>, Next)> {
     match next {
         Next::Done => None,
         Next::Send(job) => {
@@ -132,7 +152,7 @@ async fn events_step(env: &Env, id: &RequestId, next: Next) -> Option<(Vec<u8>, 
             } else {
                 Next::Wait(job.status)
             };
-            Some((status_event(&job), after))
+            Some((status_event(&job, origin), after))
         }
         Next::Wait(seen) => {
             let wait = StatusWait {
@@ -144,7 +164,7 @@ async fn events_step(env: &Env, id: &RequestId, next: Next) -> Option<(Vec<u8>, 
                 Ok(job) if job.status == seen => {
                     Some((b": waiting\n\n".to_vec(), Next::Wait(seen)))
                 }
-                Ok(job) => Box::pin(events_step(env, id, Next::Send(Box::new(job)))).await,
+                Ok(job) => Box::pin(events_step(env, id, origin, Next::Send(Box::new(job)))).await,
                 Err(e) => {
                     if let EdgeError::Internal(detail) = &e {
                         worker::console_error!("events of {id}: {detail}");
@@ -175,13 +195,15 @@ pub async fn stream_status(req: &Request, env: &Env, raw_id: &str) -> EdgeResult
     {
         return Ok(Response::empty()?.with_status(204));
     }
+    let origin = origin(req, env);
     let env = env.clone();
     let id = job.id.clone();
     let events = futures_util::stream::unfold(Next::Send(Box::new(job)), move |next| {
         let env = env.clone();
         let id = id.clone();
+        let origin = origin.clone();
         async move {
-            events_step(&env, &id, next)
+            events_step(&env, &id, &origin, next)
                 .await
                 .map(|(chunk, next)| (Ok::<_, worker::Error>(chunk), next))
         }
@@ -206,7 +228,12 @@ async fn owned(env: &Env, caller: &Caller, raw_id: &str) -> EdgeResult<JobRecord
 /// `POST /v2/requests/{id}/cancel`: stops a QUEUED or PROCESSING job and answers its
 /// status (FAILED, canceled, with `metrics.credits` saying what was refunded); a
 /// finished job answers 409 and is left as it is. Only its owner may.
-pub async fn cancel_job(env: &Env, caller: &Caller, raw_id: &str) -> EdgeResult<Response> {
+pub async fn cancel_job(
+    req: &Request,
+    env: &Env,
+    caller: &Caller,
+    raw_id: &str,
+) -> EdgeResult<Response> {
     let job = owned(env, caller, raw_id).await?;
     match runner_answer(env, &job.id, "/cancel", true).await? {
         (409, finished) => Err(EdgeError::Conflict {
@@ -218,7 +245,10 @@ pub async fn cancel_job(env: &Env, caller: &Caller, raw_id: &str) -> EdgeResult<
         }),
         (_, canceled) => {
             caller.refresh(env).await?;
-            Ok(http::json(&canceled.status_response(), 200))
+            Ok(http::json(
+                &canceled.status_response(&origin(req, env)),
+                200,
+            ))
         }
     }
 }
@@ -226,7 +256,12 @@ pub async fn cancel_job(env: &Env, caller: &Caller, raw_id: &str) -> EdgeResult<
 /// `DELETE /v2/requests/{id}`: removes a job and its images; a running job is canceled
 /// first (as by the cancel verb). Answers the job's last status with `deleted: true`.
 /// Only its owner may.
-pub async fn delete_job(env: &Env, caller: &Caller, raw_id: &str) -> EdgeResult<Response> {
+pub async fn delete_job(
+    req: &Request,
+    env: &Env,
+    caller: &Caller,
+    raw_id: &str,
+) -> EdgeResult<Response> {
     let job = owned(env, caller, raw_id).await?;
     let finished = job.status.is_terminal();
     let canceled = if finished {
@@ -245,7 +280,7 @@ pub async fn delete_job(env: &Env, caller: &Caller, raw_id: &str) -> EdgeResult<
     }
     // The job as it ended (with what it was charged and refunded), now deleted.
     let last = canceled.unwrap_or(removed);
-    let mut body = serde_json::to_value(last.status_response())
+    let mut body = serde_json::to_value(last.status_response(&origin(req, env)))
         .map_err(|e| EdgeError::Internal(e.to_string()))?;
     body["deleted"] = json!(true);
     Ok(http::json(&body, 200))
@@ -287,7 +322,7 @@ pub async fn list_jobs(req: &Request, env: &Env, caller: &Caller) -> EdgeResult<
         None => None,
     };
     let (ids, next_cursor) = caller.list(env, cursor, limit).await?;
-    let origin = http::origin(req, Config::from_env(env).public_base_url.as_deref());
+    let origin = origin(req, env);
     let mut requests = Vec::with_capacity(ids.len());
     for id in ids.iter().filter_map(|i| RequestId::parse(i)) {
         // Deleted or expired jobs are simply not listed.

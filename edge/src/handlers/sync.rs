@@ -1,6 +1,8 @@
 //! `POST /v1/{model}`: Segmind's synchronous API. The job runs exactly like a v2 job
 //! (so it survives a dropped connection); this request waits for it and answers the
-//! first image's bytes, or with `Accept: application/json` the JSON result.
+//! first image's bytes, or with `Accept: application/json` the JSON result. Both carry
+//! Segmind's accounting headers: `x-request-id`, `x-seed-value`, `x-generation-time`,
+//! `x-cost` (the job's credits) and, from the router, `x-remaining-credits`.
 
 use std::time::Duration;
 
@@ -33,6 +35,11 @@ pub async fn run_sync(
     let id = create_job_from(&mut req, env, &cfg, caller, model).await?;
     let origin = http::origin(&req, cfg.public_base_url.as_deref());
     let job = wait_for_end(env, &cfg, &id, &origin).await?;
+    if job.refund.unwrap_or(0) > 0 {
+        // A failure or a short delivery gave credits back since the submit's charge:
+        // `x-remaining-credits` says the balance after it.
+        caller.refresh(env).await?;
+    }
     if job.status == JobStatus::Failed {
         return Ok(failed(&job));
     }
@@ -49,6 +56,7 @@ pub async fn run_sync(
     if let Some(t) = job.metrics().inference_time {
         headers.set("x-generation-time", &format!("{t:.3}"))?;
     }
+    headers.set("x-cost", &job.cost().to_string())?;
     Ok(resp)
 }
 

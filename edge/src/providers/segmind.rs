@@ -1,6 +1,7 @@
 //! Segmind's v2 queue API: `POST /v2/{model}` with `x-api-key` → `request_id` and
 //! absolute `status_url` / `response_url`; status `QUEUED|PROCESSING|COMPLETED|FAILED`
-//! (FAILED is HTTP 422 with `error`); the result's `output` is a URL (or a list);
+//! (FAILED is HTTP 422 with `error`); the result's `output` is the image's URL and
+//! `images` lists every image (`e2e/contracts/segmind-v2.json`);
 //! records expire after an hour (then 404). A self-hosted Parallax speaks the same
 //! protocol, so the `parallax` provider uses this adapter too.
 
@@ -149,7 +150,7 @@ pub fn parse_state(resp: &UpstreamResponse) -> Result<UpstreamState, UpstreamErr
     match status.as_deref() {
         Some("QUEUED") => Ok(UpstreamState::Queued),
         Some("PROCESSING") => Ok(UpstreamState::Processing),
-        Some("COMPLETED") => Ok(UpstreamState::Completed(outputs(v.get("output")))),
+        Some("COMPLETED") => Ok(UpstreamState::Completed(outputs(&v))),
         Some(other) => Err(UpstreamError::Transient {
             reason: format!(
                 "segmind answered an unknown status `{}`",
@@ -164,17 +165,23 @@ pub fn parse_state(resp: &UpstreamResponse) -> Result<UpstreamState, UpstreamErr
     }
 }
 
-/// `output` is one URL, a list of URLs, or (for some models) objects with `url`.
-fn outputs(v: Option<&Value>) -> Vec<String> {
+/// The result's images: every `images[].url` when the body lists them (Segmind, and a
+/// Parallax since `output` became one URL), else `output`: one URL, or a list of URLs
+/// or of objects with `url` (a Parallax from before, some Segmind models).
+fn outputs(body: &Value) -> Vec<String> {
     let one = |v: &Value| match v {
         Value::String(s) => Some(s.clone()),
         Value::Object(o) => o.get("url").and_then(Value::as_str).map(str::to_owned),
         _ => None,
     };
-    match v {
+    let all = |v: Option<&Value>| match v {
         Some(Value::Array(items)) => items.iter().filter_map(one).collect(),
         Some(v) => one(v).into_iter().collect(),
         None => Vec::new(),
+    };
+    match all(body.get("images")) {
+        images if images.is_empty() => all(body.get("output")),
+        images => images,
     }
 }
 
@@ -354,6 +361,18 @@ mod tests {
             Ok(UpstreamState::Completed(vec![
                 "https://a/0.webp".into(),
                 "https://a/1.webp".into()
+            ]))
+        );
+        // Several images: `output` is the first, `images` has them all.
+        let image = |n: u8| json!({"url": format!("https://a/{n}.jpg"), "content_type": "image/jpeg", "file_name": format!("{n}.jpg"), "file_size": 10});
+        assert_eq!(
+            parse_state(&resp(
+                200,
+                json!({"status":"COMPLETED","output":"https://a/0.jpg","images":[image(0), image(1)]})
+            )),
+            Ok(UpstreamState::Completed(vec![
+                "https://a/0.jpg".into(),
+                "https://a/1.jpg".into()
             ]))
         );
     }

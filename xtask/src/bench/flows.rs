@@ -120,18 +120,13 @@ impl Endpoint {
         }
     }
 
-    /// The result's first output URL (Segmind answers a string for one image).
+    /// The result's first image URL: `output`, a string, as Segmind answers it.
     pub fn first_output(&self, http: &Client, submitted: &Value) -> Result<String> {
         let (_, result) = self.get(http, &field(submitted, "response_url")?)?;
-        match &result["output"] {
-            Value::String(url) => Ok(url.clone()),
-            Value::Array(urls) => urls
-                .first()
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .ok_or_else(|| format!("no output in {result}")),
-            _ => Err(format!("no output in {result}")),
-        }
+        result["output"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("no output in {result}"))
     }
 
     /// Submit → poll (every 10 ms) → result → image bytes: the whole job, timed.

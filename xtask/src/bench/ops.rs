@@ -126,15 +126,16 @@ pub fn run(report: &mut Report, options: &crate::stack::Options) -> Result {
         let sub = edge.submit(&http, &prompt, &jpeg)?;
         edge.wait(&http, &sub, Duration::from_secs(1))?;
         let (_, result) = edge.get(&http, &field(&sub, "response_url")?)?;
-        let outputs: Vec<String> = match &result["output"] {
-            Value::String(u) => vec![u.clone()],
-            Value::Array(us) => us
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect(),
-            _ => return Err(format!("no output in {result}")),
-        };
+        let outputs: Vec<String> = result["images"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["url"].as_str())
+            .map(str::to_owned)
+            .collect();
+        if outputs.is_empty() {
+            return Err(format!("no images in {result}"));
+        }
         for url in outputs {
             let bytes = http
                 .get(&url)
