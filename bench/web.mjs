@@ -1,18 +1,13 @@
 // Measures the playground in Debian's Chromium (`cargo xtask bench` runs it):
-// - `weight`: every file the first load of `/` fetches on a phone, with its size and
-//   its gzip size (text and wasm compress; images are counted as they are);
+// - `weight`: every file the first view of `/` fetches on a phone with a fresh profile,
+//   with its size and its gzip -9 size (text and wasm compress; images are counted as
+//   they are), and whether it is code (HTML, JS, wasm, CSS);
 // - `prepare`: a 12 MP JPEG picked in the studio, decoded upright, downscaled and
 //   re-encoded in the browser: the app's `parallax:prepare` performance measure
-//   (median of three; a fresh profile each time, so it includes fetching the image
-//   chunk), `parallax:prepare:work` (the work alone), and the bytes the submit then
+//   (median of three, a fresh profile each time), and the bytes the submit then
 //   uploads.
-// - `chunks`: the wasm chunks `cargo xtask build` split off (`dist/app-*/`), fetched
-//   only when first used (History, share pages, job cards, snippets, settings, image
-//   preparation, polling), each with its gzip size.
 // Usage: node bench/web.mjs <base url> <12 MP jpeg>; prints one JSON object.
 import { gzipSync } from 'node:zlib';
-import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const [base, photo] = process.argv.slice(2);
@@ -38,7 +33,7 @@ async function weight() {
       path: new URL(req.url()).pathname,
       type,
       bytes: body.length,
-      gzip: compressible ? gzipSync(body, { level: 6 }).length : body.length,
+      gzip: compressible ? gzipSync(body, { level: 9 }).length : body.length,
       core: /(javascript|css|html|wasm)/.test(type),
     };
   })()));
@@ -52,7 +47,6 @@ async function weight() {
 
 async function prepare() {
   const runs = [];
-  const work = [];
   let info = '';
   let uploaded = 0;
   for (let i = 0; i < 3; i++) {
@@ -78,7 +72,6 @@ async function prepare() {
     await page.waitForFunction(() => performance.getEntriesByName('parallax:prepare').length > 0,
       null, { timeout: 60_000 });
     runs.push(await page.evaluate(() => performance.getEntriesByName('parallax:prepare')[0].duration));
-    work.push(await page.evaluate(() => performance.getEntriesByName('parallax:prepare:work')[0]?.duration ?? 0));
     info = (await page.locator('#control-info').textContent())?.trim() ?? '';
     if (i === 0) {
       // The real upload: the submit's body as the browser sends it.
@@ -90,22 +83,11 @@ async function prepare() {
     await context.close();
   }
   runs.sort((a, b) => a - b);
-  work.sort((a, b) => a - b);
-  return { runs_ms: runs, median_ms: runs[1], work_median_ms: work[1], info, uploaded_bytes: uploaded };
-}
-
-/// Every wasm file of the build that is not the main module, from `dist/`.
-function chunks() {
-  const dist = join(import.meta.dirname, '..', 'dist');
-  return readdirSync(dist).filter((d) => d.startsWith('app-')).flatMap((d) =>
-    readdirSync(join(dist, d)).filter((f) => f.endsWith('.wasm') && !f.endsWith('_bg.wasm')).map((f) => {
-      const body = readFileSync(join(dist, d, f));
-      return { path: `/${d}/${f}`, bytes: body.length, gzip: gzipSync(body, { level: 6 }).length };
-    }));
+  return { runs_ms: runs, median_ms: runs[1], info, uploaded_bytes: uploaded };
 }
 
 try {
-  console.log(JSON.stringify({ weight: await weight(), prepare: await prepare(), chunks: chunks() }));
+  console.log(JSON.stringify({ weight: await weight(), prepare: await prepare() }));
 } finally {
   await browser.close();
 }

@@ -6,9 +6,10 @@ use leptos::prelude::*;
 use leptos_router::components::{A, Route, Router, Routes};
 use leptos_router::path;
 
-use crate::components::deferred::deferred_page;
 use crate::components::settings_panel::SettingsPanel;
+use crate::pages::history::HistoryPage;
 use crate::pages::playground::{Clock, PlaygroundPage, Studio};
+use crate::pages::share::SharePage;
 use crate::{session, store};
 
 #[component]
@@ -45,8 +46,8 @@ pub fn App() -> impl IntoView {
             <main id="main" tabindex="-1">
                 <Routes fallback=|| view! { <PlaygroundPage /> }>
                     <Route path=path!("/") view=PlaygroundPage />
-                    <Route path=path!("/history") view=|| deferred_page(crate::pages::history::lazy_history_page) />
-                    <Route path=path!("/r/:id") view=|| deferred_page(crate::pages::share::lazy_share_page) />
+                    <Route path=path!("/history") view=HistoryPage />
+                    <Route path=path!("/r/:id") view=SharePage />
                 </Routes>
             </main>
         </Router>

@@ -360,22 +360,11 @@ thread_local! {
 /// Resolves after `ms` milliseconds, or earlier on [`wake_all`] (the network back, a
 /// phone bringing the tab back), so polling resumes at once.
 pub async fn sleep(ms: i32) {
-    timer(ms, true).await;
-}
-
-/// Resolves after `ms` milliseconds, whatever wakes the sleepers.
-pub async fn delay(ms: i32) {
-    timer(ms, false).await;
-}
-
-async fn timer(ms: i32, wakeable: bool) {
     let promise = js_sys::Promise::new(&mut |resolve, _| {
         if let Some(w) = web_sys::window() {
             let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
         }
-        if wakeable {
-            SLEEPERS.with(|s| s.borrow_mut().push(resolve));
-        }
+        SLEEPERS.with(|s| s.borrow_mut().push(resolve));
     });
     let _ = JsFuture::from(promise).await;
 }

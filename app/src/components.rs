@@ -1,7 +1,6 @@
 //! Reusable view components.
 
 pub mod compare;
-pub mod deferred;
 pub mod error_view;
 pub mod image_input;
 pub mod job_card;

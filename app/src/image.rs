@@ -3,10 +3,6 @@
 //! size needs, and re-encode as JPEG, so a 12 MP phone photo uploads as a few
 //! hundred KB instead of 5 MB.
 
-use std::future::Future;
-use std::pin::Pin;
-
-use leptos::wasm_split::SplitLoaderError;
 use wasm_bindgen::{JsCast, JsValue, closure::Closure};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Blob, HtmlCanvasElement, ImageBitmap, ImageBitmapOptions, ImageOrientation};
@@ -71,51 +67,20 @@ fn js_err(e: JsValue) -> String {
         .unwrap_or_else(|| "the image could not be read".into())
 }
 
-/// A preparation under way, as the image tools' chunk hands it back.
-type Preparing = Pin<Box<dyn Future<Output = Result<Prepared, String>>>>;
-
-/// [`prepare`], from the image tools' own wasm chunk, fetched at the first pick (a
-/// first visit that never picks an image does not download it;
-/// `components::deferred`). A chunk that cannot be fetched is an error the studio
-/// shows, like an unreadable image.
-pub async fn prepare_lazily(blob: &Blob, megapixels: f64) -> Result<Prepared, String> {
-    // The measure starts here, so the first pick's figure includes the chunk's fetch.
-    if let Some(p) = web_sys::window().and_then(|w| w.performance()) {
-        let _ = p.mark(MARK);
-    }
-    match crate::components::deferred::from_chunk(prepare_chunk(blob.clone(), megapixels)).await {
-        Some(preparing) => preparing.await,
-        None => Err(
-            "The image tools could not be downloaded. Check the connection and try again, or reload the page."
-                .into(),
-        ),
-    }
-}
-
-#[leptos::wasm_split::wasm_split(image, wasm_split_path = ::leptos::wasm_split, fallible)]
-fn prepare_chunk(blob: Blob, megapixels: f64) -> Result<Preparing, SplitLoaderError> {
-    Ok(Box::pin(async move { prepare(&blob, megapixels).await }))
-}
-
-/// The User Timing names around [`prepare`], read by `cargo xtask bench`: the whole
-/// wait from the pick (with the chunk's fetch the first time), and the work alone.
+/// The User Timing names around [`prepare`], read by `cargo xtask bench`.
 const MARK: &str = "parallax:prepare:start";
 const MEASURE: &str = "parallax:prepare";
-const WORK_MARK: &str = "parallax:prepare:work:start";
-const WORK_MEASURE: &str = "parallax:prepare:work";
 
 /// Decodes `blob` upright, scales it to `megapixels`, and encodes it as JPEG; the time
-/// from [`prepare_lazily`]'s mark is recorded as the `parallax:prepare` measure, the
-/// time in here as `parallax:prepare:work`.
+/// it takes is recorded as the `parallax:prepare` measure.
 pub async fn prepare(blob: &Blob, megapixels: f64) -> Result<Prepared, String> {
     let window = web_sys::window().ok_or("no window")?;
     let perf = window.performance();
     if let Some(p) = &perf {
-        let _ = p.mark(WORK_MARK);
+        let _ = p.mark(MARK);
     }
     let prepared = encode(&window, blob, megapixels).await;
     if let Some(p) = &perf {
-        let _ = p.measure_with_start_mark(WORK_MEASURE, WORK_MARK);
         let _ = p.measure_with_start_mark(MEASURE, MARK);
     }
     prepared

@@ -10,10 +10,6 @@
 //!   `pageshow`. Running jobs are read *held* (the server answers when the status
 //!   changes), a few at a time, each held read a task of its own so the loop goes on;
 //!   the rest are polled.
-//! - Its storage format (serde) is in a wasm chunk of its own, [`Codec`]: a first
-//!   visit with nothing stored does not download it. A visitor with stored jobs gets
-//!   them a moment after the page appears (`restoring` says so meanwhile); the first
-//!   image made ready preloads it, so a new job is stored at once.
 
 use std::collections::HashMap;
 
@@ -23,7 +19,6 @@ use leptos::task::spawn_local;
 use parallax_api::{ErrorCode, JobStatus, Model, StatusWait};
 
 use crate::client::{self, ClientError};
-use crate::components::deferred::{from_chunk, from_chunk_retried};
 use crate::logic::poll::{self, Backoff, LastRead, Read};
 use crate::logic::store::{Job, LEGACY_KEY, STORAGE_KEY, Stored};
 use crate::session;
@@ -61,46 +56,6 @@ pub struct JobStore {
     held: StoredValue<Vec<String>>,
     /// Until when the server's `Retry-After` holds, even across wake-ups.
     retry_until: StoredValue<f64>,
-    /// Whether the polling scheduler runs (or its chunk is on the way).
-    polling: StoredValue<bool>,
-    /// The storage format, once its chunk is here.
-    codec: StoredValue<Option<Codec>>,
-    /// Whether the one loop fetching the codec's chunk runs.
-    codec_loading: StoredValue<bool>,
-    /// Stored jobs are being read in (their chunk is on the way): not "no jobs yet".
-    pub restoring: RwSignal<bool>,
-    /// The codec's chunk could not be fetched yet (apart from [`Self::lost`], which is
-    /// about reading jobs from the server).
-    pub restore_lost: RwSignal<bool>,
-}
-
-/// The store's storage format: serde code the first visit does not need.
-#[derive(Debug, Clone, Copy)]
-struct Codec {
-    decode: fn(&str) -> Stored,
-    from_legacy: fn(&str) -> Stored,
-    encode: fn(&Stored) -> String,
-}
-
-/// The storage format, from the `stored` wasm chunk (`components::deferred`).
-#[leptos::wasm_split::wasm_split(
-    stored,
-    wasm_split_path = ::leptos::wasm_split,
-    fallible,
-    preload(preload_codec)
-)]
-fn codec_chunk() -> Result<Codec, leptos::wasm_split::SplitLoaderError> {
-    Ok(Codec {
-        decode: Stored::decode,
-        from_legacy: Stored::from_legacy,
-        encode: Stored::encode,
-    })
-}
-
-/// Fetches the storage format's chunk ahead of need (once an image is ready).
-/// Generate then takes it ([`JobStore::codec_ready`]) without a wait.
-pub async fn preload_storage() {
-    let _ = preload_codec().await;
 }
 
 pub fn now_ms() -> f64 {
@@ -111,32 +66,19 @@ fn storage() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok().flatten()
 }
 
-/// Whether storage holds jobs (this version's or version 1's) to read in: a job is
-/// an object with an `"id"` (a copy holding only removals is not worth a download).
-fn anything_stored() -> bool {
-    storage().is_some_and(|s| {
-        [STORAGE_KEY, LEGACY_KEY].iter().any(|k| {
-            s.get_item(k)
-                .ok()
-                .flatten()
-                .is_some_and(|t| t.contains("\"id\""))
-        })
-    })
-}
-
 /// What storage holds now (this version, or version 1 migrated; an unreadable copy
 /// reads as empty).
-fn load(codec: Codec) -> Stored {
+fn load() -> Stored {
     let Some(s) = storage() else {
         return Stored::new();
     };
     match s.get_item(STORAGE_KEY).ok().flatten() {
-        Some(text) => (codec.decode)(&text),
+        Some(text) => Stored::decode(&text),
         None => s
             .get_item(LEGACY_KEY)
             .ok()
             .flatten()
-            .map_or_else(Stored::new, |t| (codec.from_legacy)(&t)),
+            .map_or_else(Stored::new, |t| Stored::from_legacy(&t)),
     }
 }
 
@@ -148,41 +90,24 @@ pub fn use_store() -> JobStore {
     expect_context::<JobStore>()
 }
 
-/// Creates the store, reads storage in (from the codec's chunk, when anything is
-/// stored), starts the scheduler and the listeners.
+/// Creates the store from storage, starts the scheduler and the listeners.
 pub fn provide() -> JobStore {
-    let restoring = anything_stored();
     let store = JobStore {
-        state: RwSignal::new(Stored::new()),
+        state: RwSignal::new(load()),
         lost: RwSignal::new(false),
         pending: RwSignal::new(Vec::new()),
         backoff: StoredValue::new(Backoff::default()),
         last_read: StoredValue::new(HashMap::new()),
         held: StoredValue::new(Vec::new()),
         retry_until: StoredValue::new(0.0),
-        polling: StoredValue::new(false),
-        codec: StoredValue::new(None),
-        codec_loading: StoredValue::new(false),
-        restoring: RwSignal::new(restoring),
-        restore_lost: RwSignal::new(false),
     };
-    if restoring {
-        // Reading storage in is the first write-back (merging what is stored).
-        store.persist();
-    }
-    // Another tab wrote: merge its copy (never overwrite ours). Before the codec is
-    // here there is nothing to do: its arrival reads storage, this write included.
+    store.persist();
+    // Another tab wrote: merge its copy (never overwrite ours).
     let on_storage = window_event_listener(ev::storage, move |e: web_sys::StorageEvent| {
         if e.key().as_deref() == Some(STORAGE_KEY) {
-            match store.codec.get_value() {
-                Some(codec) => {
-                    let other = (codec.decode)(&e.new_value().unwrap_or_default());
-                    store.state.maybe_update(|s| s.merge(&other));
-                    store.start_polling();
-                    client::wake_all();
-                }
-                None => store.persist(),
-            }
+            let other = Stored::decode(&e.new_value().unwrap_or_default());
+            store.state.maybe_update(|s| s.merge(&other));
+            client::wake_all();
         }
     });
     let wake = move || store.wake();
@@ -190,7 +115,7 @@ pub fn provide() -> JobStore {
     let on_visible = window_event_listener(ev::visibilitychange, move |_| wake());
     // Back from the back-forward cache: storage events were missed while frozen.
     let on_show = window_event_listener(ev::pageshow, move |e: web_sys::PageTransitionEvent| {
-        if e.persisted() && store.codec.get_value().is_some() {
+        if e.persisted() {
             store.persist();
         }
         wake();
@@ -202,15 +127,8 @@ pub fn provide() -> JobStore {
         on_show.remove();
     });
     provide_context(store);
-    store
-}
-
-/// Starts the scheduler, from the polling wasm chunk (`components::deferred`): a first
-/// visit with no job to poll does not download it.
-#[leptos::wasm_split::wasm_split(polling, wasm_split_path = ::leptos::wasm_split, fallible)]
-fn spawn_scheduler(store: JobStore) -> Result<(), leptos::wasm_split::SplitLoaderError> {
     spawn_local(scheduler(store));
-    Ok(())
+    store
 }
 
 impl JobStore {
@@ -223,7 +141,6 @@ impl JobStore {
         });
         if changed {
             self.persist();
-            self.start_polling();
         }
     }
 
@@ -241,66 +158,14 @@ impl JobStore {
 
     /// Reads storage, merges ours in, writes it back, and takes in what other tabs
     /// added. The read-merge-write is synchronous: no other write comes between its
-    /// read and its write. Before the codec's chunk is here it only makes sure the chunk
-    /// is on its way: its arrival does this with the state of that moment, so nothing
-    /// put meanwhile is missed.
+    /// read and its write.
     fn persist(&self) {
-        let Some(codec) = self.codec.get_value() else {
-            self.fetch_codec();
-            return;
-        };
-        let mut on_disk = load(codec);
+        let mut on_disk = load();
         self.state.with_untracked(|s| on_disk.merge(s));
         if let Some(st) = storage() {
-            let _ = st.set_item(STORAGE_KEY, &(codec.encode)(&on_disk));
+            let _ = st.set_item(STORAGE_KEY, &on_disk.encode());
         }
         self.state.maybe_update(|s| s.merge(&on_disk));
-        self.start_polling();
-    }
-
-    /// The codec is here (from [`Self::fetch_codec`] or [`Self::codec_ready`]):
-    /// storage is read in and written back once, and the restore is over.
-    fn codec_arrived(&self, codec: Codec) {
-        if self.codec.try_get_value().flatten().is_some() {
-            return;
-        }
-        if self.codec.try_set_value(Some(codec)).is_some() {
-            return; // the page is gone
-        }
-        self.persist();
-        self.restoring.set(false);
-        self.restore_lost.set(false);
-        client::wake_all();
-    }
-
-    /// The codec, fetched now if need be (once: `None` when its chunk cannot be had
-    /// now). Generate waits for it before sending, so a job the server accepted is
-    /// always stored at once.
-    pub async fn codec_ready(&self) -> bool {
-        if self.codec.get_value().is_none()
-            && let Some(codec) = from_chunk(codec_chunk()).await
-        {
-            self.codec_arrived(codec);
-        }
-        self.codec.try_get_value().flatten().is_some()
-    }
-
-    /// The one loop fetching the codec's chunk until it is here
-    /// (`deferred::from_chunk_retried`), saying meanwhile that saved jobs wait for the
-    /// connection. The store may go with its page.
-    fn fetch_codec(&self) {
-        if self.codec_loading.get_value() {
-            return;
-        }
-        self.codec_loading.set_value(true);
-        let store = *self;
-        spawn_local(async move {
-            // Loaded meanwhile by `codec_ready`: the next try takes it at once.
-            let failed = || store.restore_lost.try_set(true).is_none();
-            if let Some(codec) = from_chunk_retried(codec_chunk, failed).await {
-                store.codec_arrived(codec);
-            }
-        });
     }
 
     /// A just-submitted job: stored, and read at once (held, it answers when the
@@ -314,29 +179,7 @@ impl JobStore {
     pub fn wake(&self) {
         let until = self.retry_until.get_value();
         self.backoff.update_value(|b| b.wake(now_ms(), until));
-        self.start_polling();
         client::wake_all();
-    }
-
-    /// Starts the one polling scheduler once a stored job needs reading (it then runs
-    /// for the page's life). While its chunk cannot be fetched, the cards say
-    /// "Connection lost — retrying" and it is tried again (`deferred::from_chunk_retried`:
-    /// backoff, a wake-up — `online`, the tab shown, a submit — tries at once, and a
-    /// reload into the new build after a deploy).
-    fn start_polling(&self) {
-        if self.polling.get_value()
-            || !self
-                .state
-                .with_untracked(|s| s.jobs.iter().any(Job::needs_poll))
-        {
-            return;
-        }
-        self.polling.set_value(true);
-        let store = *self;
-        spawn_local(async move {
-            let failed = || store.lost.try_set(true).is_none();
-            from_chunk_retried(|| spawn_scheduler(store), failed).await;
-        });
     }
 
     fn next_read(&self, job: &Job, backoff: &Backoff) -> f64 {

@@ -58,7 +58,7 @@ for (const [name, options] of [['desktop', DESKTOP], ['phone', PHONE]]) {
         }
         await page.reload({ waitUntil: 'domcontentloaded' });
         await rendered(page);
-        // The page itself, not only the shell (History and share pages are chunks).
+        // The page itself, not only the shell.
         if (url.startsWith('/r/')) await page.getByTestId('share-prompt').waitFor();
         else if (url === '/history') await page.getByRole('heading', { name: 'History' }).waitFor();
         else await page.getByTestId('generate').waitFor();
@@ -287,203 +287,24 @@ for (const [name, options] of [['desktop', DESKTOP], ['phone', PHONE]]) {
   });
 }
 
-/// History's code: a wasm chunk fetched on the first visit (`components::deferred`).
-const HISTORY_CHUNK = /\/split_history\.wasm$/;
-
-/// A fresh page of `context` whose History chunk requests go to `handler`, moved to
-/// History from the studio.
-async function toHistoryWithChunk(context, handler) {
-  const opened = await open(context, base + '/');
-  await rendered(opened.page);
-  await opened.page.route(HISTORY_CHUNK, handler);
-  await opened.page.getByTestId('nav-history').click();
-  return opened;
-}
-
-test('desktop: a page whose code cannot be downloaded says so, and loads on retry', async () => {
+test('desktop: when the app\'s wasm cannot be downloaded, the page says so, and Reload brings the app', async () => {
+  // The bootstrap script (`Trunk.toml`'s `pattern_script`) shows `index.html`'s
+  // notice when the app's code cannot be fetched or started, instead of a blank page.
   const context = await browser.newContext(DESKTOP);
   let blocked = 0;
-  const { page, errors } = await toHistoryWithChunk(context, (route) => { blocked++; return route.abort('internetdisconnected'); });
-  await page.waitForURL(/\/history$/);
-  await page.getByTestId('load-error').waitFor();
-  assert.ok(blocked >= 1, 'the chunk was asked for');
-  await assertAccessible(page, 'the load-error notice');
-  // The rest of the app still works: back to the studio, and back again once online.
-  await page.getByRole('link', { name: 'Studio' }).click();
-  await page.getByTestId('generate').waitFor();
-  await page.unroute(HISTORY_CHUNK);
-  await page.getByTestId('nav-history').click();
+  await context.route(/\/parallax-app-[0-9a-f]+_bg\.wasm$/, (route) => { blocked++; return route.abort('internetdisconnected'); });
+  const { page, errors } = await open(context, base + '/history');
+  const notice = page.getByTestId('boot-error');
+  await notice.waitFor();
+  assert.ok(blocked >= 1, 'the wasm was asked for');
+  assert.match(await notice.textContent(), /could not be loaded/);
+  await assertAccessible(page, 'the boot-error notice');
+  await page.screenshot({ path: path.join(shots, 'life-boot-error-desktop.png'), fullPage: true });
+  await context.unroute(/\/parallax-app-[0-9a-f]+_bg\.wasm$/);
+  await notice.getByRole('button', { name: 'Reload' }).click();
   await page.getByRole('heading', { name: 'History' }).waitFor();
-  assert.equal(await page.getByTestId('load-error').count(), 0);
-
-  // A failed load is not remembered: a fresh page, blocked, then "Try again".
-  const second = await toHistoryWithChunk(context, (route) => route.abort('internetdisconnected'));
-  await second.page.getByTestId('load-error').waitFor();
-  await second.page.unroute(HISTORY_CHUNK);
-  await second.page.getByTestId('load-retry').click();
-  await second.page.getByRole('heading', { name: 'History' }).waitFor();
-  assert.deepEqual(errors, []);
-  assert.deepEqual(second.errors, []);
-  await context.close();
-});
-
-test('desktop: a job still ends Done when the polling code fails to download at first', async () => {
-  // The scheduler is a wasm chunk fetched once a job needs reading (`store::start_polling`);
-  // a failed fetch is retried with backoff, not given up.
-  const context = await browser.newContext(DESKTOP);
-  const { page, errors } = await open(context);
-  await pickSample(page);
-  let blocked = 0;
-  await page.route(/\/split_polling\.wasm$/, (route) => { blocked++; return route.abort('internetdisconnected'); });
-  const { card } = await submit(page, 'a lighthouse made of paper');
-  for (let i = 0; blocked < 1 && i < 150; i++) await page.waitForTimeout(100);
-  assert.ok(blocked >= 1, 'the polling chunk was asked for');
-  await page.unroute(/\/split_polling\.wasm$/);
-  assert.equal(await waitForEnd(page), 'Done');
-  await card.getByTestId('job-output').first().waitFor();
-  assert.deepEqual(errors, []);
-  await context.close();
-});
-
-test('desktop: a first visit does not download the stored-jobs code, and a return gets its jobs even when that code fails at first', async () => {
-  // The store's storage format is a wasm chunk (`store::Codec`): fetched once the first
-  // image is ready (to store a new job at once), and at start only when jobs are stored.
-  const STORED_CHUNK = /\/split_stored\.wasm$/;
-  const context = await browser.newContext(DESKTOP);
-  const asked = [];
-  context.on('request', (r) => { if (STORED_CHUNK.test(r.url())) asked.push(r.url()); });
-  const { page, errors } = await open(context);
-  await rendered(page);
-  await page.getByTestId('generate').waitFor();
-  assert.equal(asked.length, 0, 'a first visit does not fetch the stored-jobs code');
-  await pickSample(page);
-  for (let i = 0; asked.length < 1 && i < 100; i++) await page.waitForTimeout(100);
-  assert.ok(asked.length >= 1, 'a ready image fetched it, before Generate');
-  const { card, id } = await submit(page, 'a lighthouse made of glass');
-  // Stored the moment the server accepted it (not when a chunk arrives later).
-  assert.match(await page.evaluate(() => localStorage.getItem('parallax.jobs')), new RegExp(id));
-  assert.equal(await waitForEnd(page), 'Done');
-  await card.getByTestId('job-output').first().waitFor();
-  await page.close();
-
-  // Back with the chunk failing: the studio says the jobs wait for the connection
-  // (not "your images appear here"), then shows them once it is back.
-  let blocked = 0;
-  await context.route(STORED_CHUNK, (route) => { blocked++; return route.abort('internetdisconnected'); });
-  const back = await open(context);
-  await rendered(back.page);
-  const status = back.page.getByTestId('restore-status');
-  await status.filter({ hasText: 'Connection lost' }).waitFor();
-  assert.equal(await back.page.locator('.results .empty').count(), 1, 'only the connection notice');
-  assert.ok(blocked >= 1);
-  await context.unroute(STORED_CHUNK);
-  const again = back.page.locator(`[data-testid="job"][data-request-id="${id}"]`);
-  await again.waitFor({ timeout: 20_000 });
-  assert.equal(await waitForEnd(back.page), 'Done');
-  assert.equal((await status.textContent()).trim(), '');
-  assert.deepEqual([...errors, ...back.errors], []);
-  await context.close();
-});
-
-test('desktop: a chunk whose first fetch stalls loads on the next try, with no notice', async () => {
-  // A fetch whose answer has not started after 7 s is made again
-  // (`__parallaxPatientFetch`, xtask/src/build.rs): a stalled request costs seconds.
-  const context = await browser.newContext(DESKTOP);
-  let asked = 0;
-  const { page, errors } = await toHistoryWithChunk(context, (route) => {
-    asked++;
-    if (asked > 1) return route.continue();
-    // The first request is never answered.
-  });
-  await page.getByRole('heading', { name: 'History' }).waitFor({ timeout: 30_000 });
-  assert.equal(asked, 2, 'asked again once');
-  assert.equal(await page.getByTestId('load-error').count(), 0);
-  assert.deepEqual(errors, []);
-  await context.close();
-});
-
-test('desktop: the app starts when the first two requests for its wasm stall', async () => {
-  // The main wasm (preloaded, then fetched by the bootstrap's patient fetch): a request
-  // whose answer has not started after 7 s is made again, twice.
-  const context = await browser.newContext(DESKTOP);
-  let asked = 0;
-  await context.route(/\/parallax-app_bg\.wasm$/, (route) => {
-    asked++;
-    if (asked > 2) return route.continue();
-    // The first two requests are never answered.
-  });
-  const { page, errors } = await open(context, base + '/');
-  await page.getByTestId('generate').waitFor({ timeout: 40_000 });
-  assert.equal(asked, 3, 'asked three times');
-  assert.deepEqual(errors, []);
-  await context.close();
-});
-
-test('desktop: a page whose code download stalls says so, and Reload brings it', async () => {
-  // A fetch that never answers (a dead mobile connection) shows the notice after
-  // `STALLED_MS` instead of a blank page for minutes.
-  const context = await browser.newContext(DESKTOP);
-  const { page, errors } = await toHistoryWithChunk(context, () => {});
-  await page.getByTestId('load-error').waitFor({ timeout: 40_000 });
-  await page.unroute(HISTORY_CHUNK);
-  await page.getByRole('button', { name: 'Reload' }).click();
-  await page.getByRole('heading', { name: 'History' }).waitFor();
+  assert.equal(await page.getByTestId('boot-error').isVisible(), false);
   assert.equal(new URL(page.url()).pathname, '/history');
   assert.deepEqual(errors, []);
-  await context.close();
-});
-
-test('desktop: after a deploy removed this tab\'s build, a failed chunk reloads the page once, not in a loop', async () => {
-  // The tab's own main module answers 404 (what a deploy leaves): the page reloads into
-  // the new build once; when that does not help, a sessionStorage mark stops a loop.
-  const context = await browser.newContext(DESKTOP);
-  const { page, errors } = await open(context, base + '/');
-  await rendered(page);
-  await page.route(/\/app-[^/]+\/parallax-app\.js$/, (route) =>
-    (route.request().method() === 'HEAD' ? route.fulfill({ status: 404 }) : route.continue()));
-  let loads = 0;
-  page.on('load', () => { loads++; });
-  await page.route(HISTORY_CHUNK, (route) => route.abort('internetdisconnected'));
-  await page.getByTestId('nav-history').click();
-  for (let i = 0; loads < 1 && i < 300; i++) await page.waitForTimeout(100);
-  assert.equal(loads, 1, 'reloaded once');
-  await page.getByTestId('load-error').waitFor({ timeout: 30_000 });
-  assert.match(await page.evaluate(() => sessionStorage.getItem('parallax:reloaded-for')) ?? '', /parallax-app\.js$/);
-  await page.waitForTimeout(1_000);
-  assert.equal(loads, 1, 'and not again');
-  assert.deepEqual(errors, []);
-  await context.close();
-});
-
-test('desktop: when the job cards cannot be downloaded, one notice stands for them all, and Try again brings every card', async () => {
-  // The cards are one wasm chunk (`job_card::lazy_job_card`): a return whose cards
-  // chunk fails shows one notice (one alert read aloud), not one per card, and keeps
-  // every job's slot (for `/?job=`).
-  const CARDS_CHUNK = /\/split_cards\.wasm$/;
-  const context = await browser.newContext(DESKTOP);
-  const { page, errors } = await open(context);
-  await rendered(page);
-  await pickSample(page);
-  const first = await submit(page, 'a teapot of blown glass');
-  const second = await submit(page, 'a teapot of carved oak');
-  await page.close();
-
-  let blocked = 0;
-  await context.route(CARDS_CHUNK, (route) => { blocked++; return route.abort('internetdisconnected'); });
-  const back = await open(context);
-  await rendered(back.page);
-  await back.page.getByTestId('load-error').waitFor({ timeout: 30_000 });
-  assert.ok(blocked >= 1, 'the cards chunk was asked for');
-  assert.equal(await back.page.getByTestId('load-error').count(), 1, 'one notice for both cards');
-  assert.match(await back.page.getByTestId('load-error').textContent(), /Your jobs are kept/);
-  assert.equal(await back.page.locator('.job-slot').count(), 2, 'both jobs keep their slot');
-  await assertAccessible(back.page, 'the cards notice');
-  await context.unroute(CARDS_CHUNK);
-  await back.page.getByTestId('load-retry').click();
-  for (const { id } of [first, second]) {
-    await back.page.locator(`[data-testid="job"][data-request-id="${id}"]`).waitFor();
-  }
-  assert.equal(await back.page.getByTestId('load-error').count(), 0);
-  assert.deepEqual([...errors, ...back.errors], []);
   await context.close();
 });

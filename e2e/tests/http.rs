@@ -366,7 +366,7 @@ fn html_revalidation_keeps_the_pages_csp() {
 }
 
 /// The playground's build files are named by their content hash, so they are cached
-/// for good (no revalidation round trip per chunk); everything else, and a build file
+/// for good (no revalidation round trip); everything else, and a build file
 /// that does not exist (the SPA's HTML fallback), is not.
 #[test]
 #[ignore = "needs the running stack: cargo xtask test"]
@@ -379,9 +379,11 @@ fn hashed_build_files_are_immutable_and_nothing_else_is() {
         Some(page.text[start..end].to_owned())
     };
     let module = href("modulepreload").expect("the main module is preloaded");
+    let wasm = href("preload").expect("the wasm is preloaded");
     let css = href("stylesheet").expect("the stylesheet is linked");
-    assert!(module.starts_with("/app-"), "{module}");
-    for path in [module.as_str(), css.as_str()] {
+    assert!(module.starts_with("/parallax-app-"), "{module}");
+    assert!(wasm.ends_with("_bg.wasm"), "{wasm}");
+    for path in [module.as_str(), wasm.as_str(), css.as_str()] {
         let file = get(&format!("{}{path}", base()));
         assert_eq!(file.status, 200, "{path}");
         assert_eq!(
@@ -390,7 +392,7 @@ fn hashed_build_files_are_immutable_and_nothing_else_is() {
             "{path}"
         );
     }
-    for path in ["/app-0000000000000000/parallax-app.js", "/robots.txt", "/"] {
+    for path in ["/parallax-app-0000000000000000.js", "/robots.txt", "/"] {
         let other = get(&format!("{}{path}", base()));
         assert!(
             !other

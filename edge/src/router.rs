@@ -311,11 +311,25 @@ async fn static_file(req: Request, env: &Env) -> EdgeResult<Response> {
         .fixed(html.into_bytes()))
 }
 
-/// A file of the playground's build named by its content hash (`cargo xtask build`:
-/// `/app-<hash>/…` modules and chunks, `/style-<hash>.css`).
+/// A file of the playground's build named by its content hash (trunk's `filehash`:
+/// `/parallax-app-<hash>.js`, `/parallax-app-<hash>_bg.wasm`, `/style-<hash>.css`,
+/// the hash a `u64` in lowercase hex). `public/` has no script, style or wasm.
 fn is_build_file(path: &str) -> bool {
-    path.starts_with("/app-") && path[5..].contains('/')
-        || path.starts_with("/style-") && path.ends_with(".css")
+    let Some(name) = path.strip_prefix('/').filter(|n| !n.contains('/')) else {
+        return false;
+    };
+    let Some(stem) = [".css", "_bg.wasm", ".js"]
+        .iter()
+        .find_map(|ext| name.strip_suffix(ext))
+    else {
+        return false;
+    };
+    stem.rsplit_once('-').is_some_and(|(_, hash)| {
+        (1..=16).contains(&hash.len())
+            && hash
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 /// A `304 Not Modified` with the full response's headers (ETag, caching, and for HTML
@@ -328,4 +342,33 @@ fn not_modified(headers: &worker::Headers) -> worker::Result<Response> {
         .with_status(304)
         .with_headers(headers.clone())
         .empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_build_file;
+
+    #[test]
+    fn only_trunks_hashed_files_count_as_build_files() {
+        for path in [
+            "/parallax-app-3f2a9c0d1e4b5a67.js",
+            "/parallax-app-3f2a9c0d1e4b5a67_bg.wasm",
+            "/style-9e1f00aa.css",
+        ] {
+            assert!(is_build_file(path), "{path}");
+        }
+        for path in [
+            "/",
+            "/index.html",
+            "/icon-192.png",
+            "/samples/rocket.jpg",
+            "/parallax-app.js",
+            "/parallax-app-XYZ.js",
+            "/parallax-app-3f2a9c0d1e4b5a67aa.js",
+            "/sub/style-9e1f.css",
+            "/r/parallax-app-3f2a.js",
+        ] {
+            assert!(!is_build_file(path), "{path}");
+        }
+    }
 }

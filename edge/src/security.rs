@@ -1,6 +1,6 @@
 //! Security headers for the HTML the Worker serves (the playground and share pages):
 //! a strict Content-Security-Policy that allows WebAssembly and exactly the inline
-//! bootstrap script `cargo xtask build` writes (by its SHA-256), no framing, no sniffing.
+//! bootstrap script trunk writes into `index.html` (by its SHA-256), no framing, no sniffing.
 
 use base64::Engine;
 use sha2::{Digest, Sha256};

@@ -1,9 +1,9 @@
 //! Project automation. `cargo xtask <command>`:
 //!
 //! - `setup`: install what is missing (wasm32 target, worker-build,
-//!   wasm-bindgen-cli, npm packages, Chromium with `--browser`), skipping what is
-//!   already there at the pinned version.
-//! - `build`: the SPA (split wasm, `build.rs`) into `dist/` and the Worker (worker-build).
+//!   wasm-bindgen-cli, trunk, npm packages, Chromium with `--browser`), skipping what
+//!   is already there at the pinned version.
+//! - `build`: the SPA (trunk, `Trunk.toml`) into `dist/` and the Worker (worker-build).
 //! - `dev`: setup + build, then `sim` and `wrangler dev` on http://127.0.0.1:8787.
 //! - `bench`: setup + build, then measures the gateway's overhead, polling cost, the
 //!   playground's weight and the Worker's size against their targets (`bench.rs`).

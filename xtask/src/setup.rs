@@ -13,6 +13,7 @@ pub fn run(browser: bool) -> Result {
     let wasm_bindgen = tools::wasm_bindgen_version()?;
     ensure_cargo_tool("worker-build", "worker-build", tools::WORKER_BUILD)?;
     ensure_cargo_tool("wasm-bindgen", "wasm-bindgen-cli", &wasm_bindgen)?;
+    ensure_cargo_tool("trunk", "trunk", tools::TRUNK)?;
     ensure_npm()?;
     if browser {
         ensure_chromium()?;

@@ -40,8 +40,8 @@ pub fn CompareSlider(
                 let pressed = ev.buttons() & 1 == 1;
                 follow(ev, pressed)
             }>
-            <img class="compare-after" src=after alt=label data-testid="job-output" draggable="false" />
-            <img class="compare-before" src=before alt="Control image" draggable="false"
+            <img class="compare-after" src=after alt=label data-testid="job-output" draggable="false" loading="lazy" />
+            <img class="compare-before" src=before alt="Control image" draggable="false" loading="lazy"
                 style=move || format!("clip-path: inset(0 {}% 0 0)", 100.0 - position.get()) />
             <div class="compare-handle" aria-hidden="true" style=move || format!("left: {}%", position.get())></div>
         </div>

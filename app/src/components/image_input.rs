@@ -17,12 +17,14 @@ pub enum Picked {
     Sample(String),
 }
 
-/// The sample photos in `public/samples/` (see its README), with what they show.
+/// The sample photos in `public/samples/` (see its README), with what they show. The
+/// studio shows each as its 160 px thumbnail (`samples/thumbs/`, a few KB); the photo
+/// itself is fetched only when picked.
 const SAMPLES: [(&str, &str); 4] = [
-    ("/samples/chelsea.jpg", "a cat on a table"),
-    ("/samples/coffee.jpg", "a coffee cup on wood"),
-    ("/samples/rocket.jpg", "a rocket launch"),
-    ("/samples/astronaut.jpg", "an astronaut portrait"),
+    ("chelsea", "a cat on a table"),
+    ("coffee", "a coffee cup on wood"),
+    ("rocket", "a rocket launch"),
+    ("astronaut", "an astronaut portrait"),
 ];
 
 fn first_file(list: Option<web_sys::FileList>) -> Option<File> {
@@ -116,11 +118,11 @@ pub fn ImageInput(
             </div>
             <div class="samples" role="group" aria-labelledby="samples-label">
                 <span id="samples-label" class="help">"Or start from a sample:"</span>
-                {SAMPLES.into_iter().map(|(src, what)| view! {
+                {SAMPLES.into_iter().map(|(name, what)| view! {
                     <button type="button" class="sample" data-testid="sample"
                         aria-label=format!("Use the sample photo of {what}")
-                        on:click=move |_| on_pick.run(Picked::Sample(src.to_owned()))>
-                        <img src=src alt="" width="64" height="64" loading="lazy" />
+                        on:click=move |_| on_pick.run(Picked::Sample(format!("/samples/{name}.jpg")))>
+                        <img src=format!("/samples/thumbs/{name}.webp") alt="" width="56" height="56" loading="lazy" />
                     </button>
                 }).collect_view()}
             </div>

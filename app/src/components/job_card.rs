@@ -9,7 +9,6 @@ use leptos::task::spawn_local;
 use wasm_bindgen::JsValue;
 
 use crate::components::compare::CompareSlider;
-use crate::components::deferred::Loaded;
 use crate::jobs;
 use crate::logic::eta;
 use crate::logic::store::{Job, download_name};
@@ -76,19 +75,6 @@ fn short(prompt: &str) -> String {
 pub struct CardActions {
     pub remix: Callback<Job>,
     pub use_as_control: Callback<String>,
-}
-
-/// A job card, from the cards' wasm chunk: a first visit shows none, so it does not
-/// download them (`components::deferred`). `preload_cards` fetches the chunk without
-/// building a card (at Generate, while the upload runs).
-#[leptos::wasm_split::wasm_split(
-    cards,
-    wasm_split_path = ::leptos::wasm_split,
-    fallible,
-    preload(preload_cards)
-)]
-pub fn lazy_job_card(id: String, actions: CardActions, now: Signal<f64>) -> Loaded {
-    Ok(view! { <JobCard id=id actions=actions now=now /> }.into_any())
 }
 
 #[component]
@@ -229,7 +215,7 @@ pub fn JobCard(
                             let alt = format!("Generated: {}", j.prompt);
                             let image = match j.control_image.clone() {
                                 Some(before) => view! { <CompareSlider before=before after=url.clone() label=alt /> }.into_any(),
-                                None => view! { <img src=url.clone() alt=alt data-testid="job-output" /> }.into_any(),
+                                None => view! { <img src=url.clone() alt=alt data-testid="job-output" loading="lazy" /> }.into_any(),
                             };
                             let link = share_url(&j.id);
                             let link2 = link.clone();

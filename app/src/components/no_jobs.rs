@@ -1,10 +1,6 @@
-//! What a list of jobs says about its jobs: its empty text when it has none; nothing
-//! while stored jobs are being read in (their code is a wasm chunk, `store::Codec`);
-//! and, when that chunk cannot be fetched yet, that they come back with the connection.
+//! What a list of jobs says when it has none.
 
 use leptos::prelude::*;
-
-use crate::store::use_store;
 
 #[component]
 pub fn NoJobs(
@@ -14,16 +10,9 @@ pub fn NoJobs(
     /// What to say when there is no job at all.
     text: &'static str,
 ) -> impl IntoView {
-    let store = use_store();
-    // Always in the page (out of the flow while silent), so a screen reader announces
-    // the text when it appears.
-    let waiting = move || store.restoring.get() && store.restore_lost.get();
     view! {
-        <Show when=move || empty.get() && !store.restoring.get()>
+        <Show when=move || empty.get()>
             <p class="empty">{text}</p>
         </Show>
-        <p role="status" data-testid="restore-status" class:empty=waiting class:visually-hidden=move || !waiting()>
-            {move || waiting().then_some("Connection lost — your saved jobs appear here once it is back.")}
-        </p>
     }
 }

@@ -1,30 +1,21 @@
 //! Settings: the access key (kept in this browser), remaining credits, and the theme.
-//! The panel's body comes from its own wasm chunk when it is first opened
-//! (`components::deferred`).
 
 use leptos::prelude::*;
 
-use crate::components::deferred::{Loaded, deferred};
 use crate::session::{Theme, use_session};
 
 #[component]
 pub fn SettingsPanel() -> impl IntoView {
     let session = use_session();
-    let opened = RwSignal::new(false);
     view! {
-        <details class="settings" on:toggle=move |_| opened.set(true)>
+        <details class="settings">
             <summary data-testid="settings">
                 "Settings"
                 {move || session.credits.get().map(|c| view! { <span class="credits" data-testid="credits">{format!("\u{a0}· {c} credits")}</span> })}
             </summary>
-            <Show when=move || opened.get()>{deferred(lazy_settings)}</Show>
+            <SettingsBody />
         </details>
     }
-}
-
-#[leptos::wasm_split::wasm_split(settings, wasm_split_path = ::leptos::wasm_split, fallible)]
-fn lazy_settings() -> Loaded {
-    Ok(view! { <SettingsBody /> }.into_any())
 }
 
 #[component]

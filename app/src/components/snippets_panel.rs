@@ -1,10 +1,9 @@
 //! Copyable API snippets (curl, Python, JavaScript) for the current form. The panel
-//! is closed at first; its body (and the snippet builders) come from their own wasm
-//! chunk when it is first opened (`components::deferred`).
+//! is closed at first; its body is built when it is first opened (a snippet is
+//! rebuilt on every change of the form while it is there).
 
 use leptos::prelude::*;
 
-use crate::components::deferred::{Loaded, deferred};
 use crate::components::job_card::copy_text;
 use crate::logic::form::FormState;
 use crate::logic::snippets;
@@ -19,15 +18,10 @@ pub fn SnippetsPanel(
         <details class="panel snippets" on:toggle=move |_| opened.set(true)>
             <summary>"API code for these settings"</summary>
             <Show when=move || opened.get()>
-                {deferred(move || lazy_snippets(form))}
+                <SnippetsBody form=form />
             </Show>
         </details>
     }
-}
-
-#[leptos::wasm_split::wasm_split(snippets, wasm_split_path = ::leptos::wasm_split, fallible)]
-fn lazy_snippets(form: RwSignal<FormState>) -> Loaded {
-    Ok(view! { <SnippetsBody form=form /> }.into_any())
 }
 
 #[component]

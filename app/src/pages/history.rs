@@ -9,7 +9,6 @@ use leptos::task::spawn_local;
 use parallax_api::{JobStatus, Model};
 
 use crate::client;
-use crate::components::deferred::Loaded;
 use crate::components::no_jobs::NoJobs;
 use crate::jobs;
 use crate::logic::store::{self, Job};
@@ -27,13 +26,6 @@ fn confirm(question: &str) -> bool {
     window().confirm_with_message(question).unwrap_or(false)
 }
 
-/// History, from its own wasm chunk, fetched on the first visit to the page
-/// (`components::deferred`).
-#[leptos::wasm_split::wasm_split(history, wasm_split_path = ::leptos::wasm_split, fallible)]
-pub fn lazy_history_page() -> Loaded {
-    Ok(view! { <HistoryPage /> }.into_any())
-}
-
 #[component]
 pub fn HistoryPage() -> impl IntoView {
     let session = use_session();
@@ -43,10 +35,9 @@ pub fn HistoryPage() -> impl IntoView {
     let notice = RwSignal::new(None::<String>);
 
     // With a key, merge in the key's jobs from the server (other devices), once per
-    // key this page is shown with (and the restore is over).
+    // key this page is shown with.
     Effect::new(move || {
-        // After the restore, so jobs removed here are known (and stay removed).
-        if session.key.get().trim().is_empty() || store.restoring.get() {
+        if session.key.get().trim().is_empty() {
             return;
         }
         spawn_local(async move {
@@ -119,7 +110,7 @@ pub fn HistoryPage() -> impl IntoView {
                     {[JobStatus::Completed, JobStatus::Failed, JobStatus::Processing, JobStatus::Queued].into_iter()
                         .map(|s| view! { <option value=s.as_str()>{s.as_str()}</option> }).collect_view()}
                 </select>
-                <button type="button" class="button" on:click=export disabled=move || store.restoring.get()>"Export JSON"</button>
+                <button type="button" class="button" on:click=export>"Export JSON"</button>
             </div>
             <p class="form-error" role="alert">{move || notice.get()}</p>
             <NoJobs

@@ -8,22 +8,17 @@
 //! store, so a reload keeps them and resumes the running ones. The URL carries the model (`?model=`), a job to show
 //! (`?job=`), and a job to remix (`?remix=`, from a share page).
 
-use std::future::Future;
-use std::pin::Pin;
-
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use leptos::wasm_split::SplitLoaderError;
 use leptos_router::NavigateOptions;
 use leptos_router::hooks::{use_navigate, use_query_map};
-use parallax_api::{JobResult, Model, Params, RequestId, SubmitResponse};
+use parallax_api::{Model, Params, RequestId};
 use wasm_bindgen::JsCast;
 use web_sys::{Blob, FormData};
 
-use crate::client::{self, ClientError};
-use crate::components::deferred::{ChunkGroup, from_chunk};
+use crate::client;
 use crate::components::image_input::{ImageInput, Picked};
-use crate::components::job_card::{CardActions, lazy_job_card, preload_cards};
+use crate::components::job_card::{CardActions, JobCard};
 use crate::components::no_jobs::NoJobs;
 use crate::components::param_field::ParamField;
 use crate::components::snippets_panel::SnippetsPanel;
@@ -130,7 +125,6 @@ impl Studio {
         self.source.set(None);
         self.set_preview(Some(url.clone()));
         self.origin.set(Some(ImageSource::Remote(url.clone())));
-        preload_for_generate();
         self.control.set(Some(Control::Url(url)));
     }
 
@@ -143,7 +137,7 @@ impl Studio {
         self.prep_token.set_value(token);
         let megapixels = self.form.with_untracked(target_megapixels);
         spawn_local(async move {
-            let prepared = image::prepare_lazily(&blob, megapixels).await;
+            let prepared = image::prepare(&blob, megapixels).await;
             if self.prep_token.get_value() != token {
                 return; // a newer pick (or size) took over
             }
@@ -151,7 +145,6 @@ impl Studio {
                 Ok(p) => {
                     self.set_preview(web_sys::Url::create_object_url_with_blob(&p.blob).ok());
                     self.control.set(Some(Control::Prepared(p)));
-                    preload_for_generate();
                 }
                 Err(e) => self.image_error.set(Some(e)),
             }
@@ -187,61 +180,6 @@ impl Studio {
                 }
             }
         });
-    }
-}
-
-/// Generate comes next, once an image is ready: fetches the code it runs (sending the
-/// job, storing it) while the prompt is typed. Not at the pick itself, where it would
-/// slow down the image chunk's fetch; a no-op once loaded.
-fn preload_for_generate() {
-    spawn_local(async {
-        let _ = preload_submit().await;
-        crate::store::preload_storage().await;
-    });
-}
-
-/// An API call on its way, from a wasm chunk.
-type Sending<T> = Pin<Box<dyn Future<Output = Result<T, ClientError>>>>;
-
-/// Sends a job, from the submit wasm chunk (the request and the decoding of its
-/// answer): a visit that never generates does not download it. It is preloaded once
-/// an image is ready ([`preload_for_generate`]), so Generate does not wait for it.
-#[leptos::wasm_split::wasm_split(
-    submit,
-    wasm_split_path = ::leptos::wasm_split,
-    fallible,
-    preload(preload_submit)
-)]
-fn submit_chunk(
-    model: Model,
-    data: FormData,
-    idempotency_key: String,
-) -> Result<Sending<SubmitResponse>, SplitLoaderError> {
-    Ok(Box::pin(async move {
-        client::submit(model, &data, &idempotency_key).await
-    }))
-}
-
-/// Reads the job a `?remix=` link names, from the remix wasm chunk.
-#[leptos::wasm_split::wasm_split(remix, wasm_split_path = ::leptos::wasm_split, fallible)]
-fn remix_chunk(id: RequestId) -> Result<Sending<JobResult>, SplitLoaderError> {
-    Ok(Box::pin(async move {
-        client::result_retried(&format!("/v2/requests/{id}")).await
-    }))
-}
-
-/// What the studio says when a chunk it needs cannot be fetched (or stalls: the chunk
-/// loader keeps a load that has not ended as the only one, and its last try waits as
-/// long as the browser does, so a reload may be quicker).
-const CHUNK_FAILED: &str = "The app's code for this could not be downloaded. Check the connection and try again, or reload the page.";
-
-/// An API call from a chunk ([`from_chunk`]), or [`CHUNK_FAILED`].
-async fn call_from_chunk<T>(
-    chunk: impl Future<Output = Result<Sending<T>, SplitLoaderError>>,
-) -> Result<T, String> {
-    match from_chunk(chunk).await {
-        Some(sending) => sending.await.map_err(|e| e.message()),
-        None => Err(CHUNK_FAILED.into()),
     }
 }
 
@@ -351,10 +289,6 @@ pub fn PlaygroundPage() -> impl IntoView {
             }
         }
         form_error.set(None);
-        // The card's code, fetched while the upload runs (a no-op once loaded).
-        spawn_local(async {
-            let _ = preload_cards().await;
-        });
         if !state.seed_locked {
             form.update(|f| f.set("seed", String::new()));
         }
@@ -378,15 +312,7 @@ pub fn PlaygroundPage() -> impl IntoView {
         let expected = eta::expected(&session::durations(model), DEFAULT_EXPECTED_SECS);
         let idem = idempotency_key();
         spawn_local(async move {
-            // The job is stored the moment the server accepts it, so the storage
-            // format must be here first (preloaded with the image; nothing is sent
-            // without it).
-            let sent = if store.codec_ready().await {
-                call_from_chunk(submit_chunk(model, data, idem)).await
-            } else {
-                Err(CHUNK_FAILED.into())
-            };
-            match sent {
+            match client::submit(model, &data, &idem).await {
                 Ok(s) => {
                     let started = store
                         .pending
@@ -405,15 +331,13 @@ pub fn PlaygroundPage() -> impl IntoView {
                 }
                 Err(e) => store.pending.update(|p| {
                     if let Some(p) = p.iter_mut().find(|p| p.key == key) {
-                        p.error = Some(e);
+                        p.error = Some(e.message());
                     }
                 }),
             }
         });
     };
 
-    // The cards come from one chunk: if it cannot be fetched, one notice for them all.
-    let cards = ChunkGroup::new("Your jobs are kept, but their cards could not be downloaded.");
     let actions = CardActions {
         remix: Callback::new(move |job: Job| {
             form.update(|f| f.load(job.model, &job.params));
@@ -442,12 +366,12 @@ pub fn PlaygroundPage() -> impl IntoView {
             return;
         };
         spawn_local(async move {
-            match call_from_chunk(remix_chunk(id)).await {
+            match client::result_retried(&format!("/v2/requests/{id}")).await {
                 Ok(r) => {
                     form.update(|f| f.load(r.model, &r.params));
                     studio.load_url(r.control_image.clone());
                 }
-                Err(e) => form_error.set(Some(format!("Could not load that job: {e}"))),
+                Err(e) => form_error.set(Some(format!("Could not load that job: {}", e.message()))),
             }
         });
     });
@@ -475,8 +399,7 @@ pub fn PlaygroundPage() -> impl IntoView {
                 .collect::<Vec<_>>()
         })
     });
-    // Scrolled to once its slot is in the list: on a fresh load that is after the
-    // restore, and the card's chunk may still be on its way (the slot is there).
+    // Scrolled to once its slot is in the list.
     let scrolled_to = StoredValue::new(None::<String>);
     Effect::new(move || {
         let Some(id) = selected.get() else {
@@ -582,13 +505,12 @@ pub fn PlaygroundPage() -> impl IntoView {
                 <For each=move || store.pending.get() key=|p| (p.key, p.error.clone()) let(p)>
                     <PendingCard pending=p />
                 </For>
-                {cards.notice()}
                 <For each=move || job_ids.get() key=|id| id.clone() let(id)>
                     {
                         let mine = id.clone();
                         view! {
                             <div class="job-slot" data-slot=mine.clone() class:selected=move || selected.get().as_deref() == Some(mine.as_str())>
-                                {cards.part(move || lazy_job_card(id.clone(), actions, now))}
+                                <JobCard id=id actions=actions now=now />
                             </div>
                         }
                     }

@@ -13,7 +13,6 @@ use parallax_api::{JobResult, JobStatus, RequestId};
 
 use crate::client::{self, ClientError};
 use crate::components::compare::CompareSlider;
-use crate::components::deferred::Loaded;
 use crate::components::error_view::ErrorView;
 use crate::logic::eta;
 use crate::logic::form::value_text;
@@ -35,13 +34,6 @@ fn not_found() -> ClientError {
         status: 404,
         retry_after_ms: None,
     }
-}
-
-/// A share page, from its own wasm chunk, fetched on the first visit to the page
-/// (`components::deferred`).
-#[leptos::wasm_split::wasm_split(share, wasm_split_path = ::leptos::wasm_split, fallible)]
-pub fn lazy_share_page() -> Loaded {
-    Ok(view! { <SharePage /> }.into_any())
 }
 
 #[component]

@@ -114,33 +114,6 @@ pub fn inject(index: &str, tags: &str, body_html: &str) -> String {
     html
 }
 
-/// `<link rel="preload">`s for the share page's wasm chunks, which `cargo xtask build`
-/// lists in `index.html`'s `parallax-share-chunks` meta: a stranger's browser fetches
-/// them with the main module instead of after it. The mode matches the `fetch` of
-/// `__wasm_split.js`, so each is fetched once.
-pub fn chunk_preloads(index: &str) -> String {
-    const META: &str = "<meta name=\"parallax-share-chunks\" content=\"";
-    let Some(start) = index.find(META).map(|i| i + META.len()) else {
-        return String::new();
-    };
-    let Some(len) = index[start..].find('"') else {
-        return String::new();
-    };
-    index[start..start + len]
-        .split_whitespace()
-        .filter(|p| {
-            p.starts_with("/app-")
-                && p.ends_with(".wasm")
-                && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_-.".contains(&b))
-        })
-        .map(|p| {
-            format!(
-                "<link rel=\"preload\" href=\"{p}\" as=\"fetch\" type=\"application/wasm\" crossorigin>\n"
-            )
-        })
-        .collect()
-}
-
 pub async fn get_share_page(req: &Request, env: &Env, id: &str) -> EdgeResult<Response> {
     let cfg = Config::from_env(env);
     let origin = crate::http::origin(req, cfg.public_base_url.as_deref());
@@ -152,7 +125,6 @@ pub async fn get_share_page(req: &Request, env: &Env, id: &str) -> EdgeResult<Re
     let (html, status) = match load(env, id).await {
         Ok(job) => {
             let (tags, body) = head_tags(&job, &origin);
-            let tags = format!("{}{tags}", chunk_preloads(&index));
             (inject(&index, &tags, &body), 200)
         }
         Err(_) => (
@@ -236,18 +208,6 @@ mod tests {
                 "{html}"
             );
         }
-    }
-
-    #[test]
-    fn the_builds_share_chunks_become_preloads_and_nothing_else_does() {
-        let index = "<head><meta name=\"parallax-share-chunks\" content=\"/app-ab/split_share.wasm /app-ab/chunk_3.wasm /x.js /app-ab/a\"b.wasm\"></head>";
-        let tags = chunk_preloads(index);
-        assert_eq!(
-            tags,
-            "<link rel=\"preload\" href=\"/app-ab/split_share.wasm\" as=\"fetch\" type=\"application/wasm\" crossorigin>\n\
-             <link rel=\"preload\" href=\"/app-ab/chunk_3.wasm\" as=\"fetch\" type=\"application/wasm\" crossorigin>\n"
-        );
-        assert_eq!(chunk_preloads("<head></head>"), "");
     }
 
     #[test]
