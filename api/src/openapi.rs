@@ -238,7 +238,10 @@ pub fn document(origin: &str) -> Value {
     let mut result = Map::new();
     result.insert(
         "200".into(),
-        json_ok("The job, with output URLs when COMPLETED", "JobResult"),
+        json_ok(
+            "The job; once COMPLETED `output` is the image URL and `images` lists every image",
+            "JobResult",
+        ),
     );
     result.insert(
         "422".into(),

@@ -55,6 +55,10 @@ pub async fn run_feature(mut req: Request, env: &Env, caller: &Caller) -> EdgeRe
         .map_err(|e| e.map_fields(onemin::prompt_object_errors))?;
     let origin = http::origin(&req, cfg.public_base_url.as_deref());
     let job = wait_for_end(env, &cfg, &id, &origin).await?;
+    if job.refund.unwrap_or(0) > 0 {
+        // `x-remaining-credits` says the balance after the refund, not the charge.
+        caller.refresh(env).await?;
+    }
     if job.status == parallax_api::JobStatus::Failed {
         return Ok(failed(&job));
     }
