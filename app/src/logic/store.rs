@@ -392,6 +392,7 @@ mod tests {
                     charged: 5,
                     refunded: 0,
                     refund_on_cancel: Some(5),
+                    refund_pending: None,
                 }),
                 ..Metrics::default()
             },
