@@ -73,6 +73,16 @@ pub fn facts(job: &Job) -> Vec<(&'static str, String)> {
     out
 }
 
+/// A finished job's refund still to come, in words (a card and History show it).
+pub fn pending_text(job: &Job) -> Option<String> {
+    match job.refund_pending() {
+        0 => None,
+        n => Some(format!(
+            "Refund of up to {n} credits pending (the provider is asked whether it ran)"
+        )),
+    }
+}
+
 /// A job's credits in words: what was charged and refunded, and a refund that a
 /// decision under way may still give (`refund_pending`) as pending, never as 0.
 pub fn credits_text(c: &Credits) -> String {

@@ -1,9 +1,11 @@
-//! Settings: the access key (kept in this browser), remaining credits, and the theme.
+//! Settings: the access key (kept in this browser), remaining credits, the theme, and
+//! the key's credit history (`components::credits_panel`).
 //! The panel's body comes from its own wasm chunk when it is first opened
 //! (`components::deferred`).
 
 use leptos::prelude::*;
 
+use crate::components::credits_panel::CreditsPanel;
 use crate::components::deferred::{Loaded, deferred};
 use crate::session::{Theme, use_session};
 
@@ -55,6 +57,7 @@ fn SettingsBody() -> impl IntoView {
                         </label>
                     }).collect_view()}
                 </fieldset>
+                <CreditsPanel />
             </div>
     }
 }
