@@ -3,6 +3,7 @@
 //! renders its form from it, and both agree on every byte of JSON.
 
 pub mod control;
+pub mod credits;
 pub mod error;
 pub mod id;
 pub mod models;
@@ -13,6 +14,7 @@ pub mod wait;
 pub mod wire;
 
 pub use control::ControlImage;
+pub use credits::{CreditEntry, CreditsPage, Settlement};
 pub use error::{ErrorBody, ErrorCode, FieldError};
 pub use id::RequestId;
 pub use models::{Model, ParamKind, ParamSpec};

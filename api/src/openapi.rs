@@ -283,6 +283,22 @@ pub fn document(origin: &str) -> Value {
                            {"name": "cursor", "in": "query", "required": false, "schema": {"type": "string"}, "description": "next_cursor of the previous page"}],
                        "responses": list}}),
     );
+    let mut credits = Map::new();
+    credits.insert(
+        "200".into(),
+        json!({"description": "The calling key's balance and credit history, newest first: each job (charged, refunded, pending, why it ended; deleted ones too, for the retention period) and each grant",
+               "headers": credits_header(),
+               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreditsPage"}}}}),
+    );
+    credits.extend(errors(&[400, 401, 429, 500]));
+    paths.insert(
+        "/v2/credits".into(),
+        json!({"get": {"operationId": "get_credits", "summary": "Your balance and where your credits went (API keys only; without a key, x-remaining-credits on the 401 tells today's allowance)",
+                       "parameters": [
+                           {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}},
+                           {"name": "cursor", "in": "query", "required": false, "schema": {"type": "string"}, "description": "next_cursor of the previous page"}],
+                       "responses": credits}}),
+    );
     paths.insert(
         "/r/{request_id}".into(),
         json!({"get": {"operationId": "share_page", "summary": "A result's share page (HTML with Open Graph tags)", "security": [],
@@ -389,17 +405,45 @@ fn wire_schemas() -> Map<String, Value> {
                    "status_url": {"type": "string", "format": "uri"},
                    "response_url": {"type": "string", "format": "uri"}}}),
     );
-    let credits = json!({"type": "integer", "minimum": 0});
+    let count = json!({"type": "integer", "minimum": 0});
+    m.insert(
+        "Credits".into(),
+        json!({"type": "object", "required": ["charged", "refunded"],
+               "properties": {"charged": count, "refunded": count,
+                   "refund_on_cancel": {"type": "integer", "minimum": 0, "description": "While the job runs: what a cancel sent now would refund"},
+                   "refund_pending": {"type": "integer", "minimum": 0, "description": "While a decision is under way (an upstream cancel or submit whose answer decides the refund): what may still come back on top of refunded"}}}),
+    );
     m.insert(
         "Metrics".into(),
         json!({"type": "object", "properties": {
             "queue_time": seconds, "inference_time": seconds, "total_time": seconds,
             "provider": {"type": "string"},
             "model": {"type": "string", "description": "The model that made the images, when an operator fallback served another"},
-            "credits": {"type": "object", "required": ["charged", "refunded"], "properties": {
-                "charged": credits, "refunded": credits,
-                "refund_on_cancel": {"type": "integer", "minimum": 0, "description": "While the job runs: what a cancel sent now would refund"}}},
+            "credits": {"$ref": "#/components/schemas/Credits"},
             "cost": {"type": "integer", "minimum": 0, "description": "Once COMPLETED: the credits the job cost (charged less refunded); Segmind's metrics.cost"}}}),
+    );
+    let when = json!({"type": "integer", "description": "Unix seconds"});
+    m.insert(
+        "CreditEntry".into(),
+        json!({"oneOf": [
+            {"type": "object", "required": ["kind", "request_id", "model", "charged", "refunded", "pending", "created_at", "settled_at", "reason", "deleted"],
+             "properties": {"kind": {"const": "job"}, "request_id": id,
+                 "model": {"type": ["string", "null"], "enum": Model::ALL.iter().map(|m| Value::from(m.slug())).chain([Value::Null]).collect::<Vec<_>>()},
+                 "charged": count, "refunded": count,
+                 "pending": {"type": "integer", "minimum": 0, "description": "What may still be refunded: the whole charge until the job's end is recorded, then 0"},
+                 "created_at": when, "settled_at": {"type": ["integer", "null"]},
+                 "reason": {"type": ["string", "null"], "enum": ["completed", "short_of_outputs", "failed", "canceled", "not_started", null]},
+                 "deleted": {"type": "boolean"}}},
+            {"type": "object", "required": ["kind", "grant_id", "credits", "created_at"],
+             "properties": {"kind": {"const": "grant"}, "grant_id": {"type": "string"}, "credits": count,
+                 "created_at": {"type": ["integer", "null"]}}}]}),
+    );
+    m.insert(
+        "CreditsPage".into(),
+        json!({"type": "object", "required": ["balance", "entries", "next_cursor"],
+               "properties": {"balance": count,
+                   "entries": {"type": "array", "items": {"$ref": "#/components/schemas/CreditEntry"}},
+                   "next_cursor": {"type": ["string", "null"]}}}),
     );
     m.insert(
         "StatusResponse".into(),

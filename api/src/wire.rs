@@ -87,6 +87,11 @@ pub struct Credits {
     /// charge while nothing was spent upstream, else 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refund_on_cancel: Option<u64>,
+    /// Only while a decision is still under way (an upstream cancel or submit whose
+    /// answer decides the refund): the credits it may still give back, on top of
+    /// `refunded`. Absent once the refund is settled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_pending: Option<u64>,
 }
 
 /// `GET /v2/requests/{id}/status`. A FAILED job is served as 422 with `error` and

@@ -286,6 +286,16 @@ pub async fn list(cursor: Option<&str>) -> Result<ListPage, ClientError> {
     with_retries(|s| get(&url, s), false).await
 }
 
+/// A page of the key's credit history from `GET /v2/credits` (a 401 without a key;
+/// its `x-remaining-credits` still tells the anonymous allowance).
+pub async fn credits(cursor: Option<&str>) -> Result<parallax_api::CreditsPage, ClientError> {
+    let url = match cursor {
+        Some(c) => format!("/v2/credits?limit=20&cursor={c}"),
+        None => "/v2/credits?limit=20".to_owned(),
+    };
+    with_retries(|s| get(&url, s), false).await
+}
+
 /// `DELETE /v2/requests/{id}` of a *finished* job: deletes it and its images.
 pub async fn delete(response_url: &str) -> Result<(), ClientError> {
     let resp =

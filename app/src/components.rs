@@ -1,6 +1,7 @@
 //! Reusable view components.
 
 pub mod compare;
+pub mod credits_panel;
 pub mod error_view;
 pub mod image_input;
 pub mod job_card;

@@ -1,7 +1,7 @@
 //! How a job reads on a card: its label, badge style, the facts line, and the Cancel
 //! button's words. Pure, tested natively.
 
-use parallax_api::JobStatus;
+use parallax_api::{Credits, JobStatus};
 
 use crate::logic::eta;
 use crate::logic::form::value_text;
@@ -68,19 +68,38 @@ pub fn facts(job: &Job) -> Vec<(&'static str, String)> {
         out.push(("Took", eta::elapsed_text(t)));
     }
     if let Some(c) = job.metrics.credits {
-        let credits = if c.refunded > 0 {
-            format!("{} charged, {} refunded", c.charged, c.refunded)
-        } else {
-            c.charged.to_string()
-        };
-        out.push(("Credits", credits));
+        out.push(("Credits", credits_text(&c)));
     }
     out
 }
 
+/// A finished job's refund still to come, in words (a card and History show it).
+pub fn pending_text(job: &Job) -> Option<String> {
+    match job.refund_pending() {
+        0 => None,
+        n => Some(format!(
+            "Refund of up to {n} credits pending (the provider is asked whether it ran)"
+        )),
+    }
+}
+
+/// A job's credits in words: what was charged and refunded, and a refund that a
+/// decision under way may still give (`refund_pending`) as pending, never as 0.
+pub fn credits_text(c: &Credits) -> String {
+    match (c.refunded, c.refund_pending.filter(|n| *n > 0)) {
+        (0, None) => c.charged.to_string(),
+        (r, None) => format!("{} charged, {r} refunded", c.charged),
+        (0, Some(p)) => format!("{} charged, refund of up to {p} pending", c.charged),
+        (r, Some(p)) => format!(
+            "{} charged, {r} refunded, up to {p} more pending",
+            c.charged
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use parallax_api::{Credits, Metrics, Model, Params};
+    use parallax_api::{Metrics, Model, Params};
 
     use super::*;
 
@@ -114,12 +133,14 @@ mod tests {
             charged: 5,
             refunded: 0,
             refund_on_cancel: Some(5),
+            refund_pending: None,
         });
         assert_eq!(cancel_label(&j), "Cancel (refunds 5 credits)");
         j.metrics.credits = Some(Credits {
             charged: 5,
             refunded: 0,
             refund_on_cancel: Some(0),
+            refund_pending: None,
         });
         assert!(cancel_label(&j).contains("no refund"));
     }
@@ -138,6 +159,7 @@ mod tests {
                 charged: 5,
                 refunded: 5,
                 refund_on_cancel: None,
+                refund_pending: None,
             }),
             ..Metrics::default()
         };
@@ -148,5 +170,22 @@ mod tests {
         assert!(f.contains(&("Provider", "segmind".to_owned())));
         assert!(f.contains(&("Credits", "5 charged, 5 refunded".to_owned())));
         assert!(f.iter().any(|(k, _)| *k == "Took"));
+        let pending = Credits {
+            charged: 5,
+            refund_pending: Some(5),
+            ..Credits::default()
+        };
+        assert_eq!(
+            credits_text(&pending),
+            "5 charged, refund of up to 5 pending"
+        );
+        assert_eq!(
+            credits_text(&Credits {
+                refunded: 2,
+                refund_pending: Some(3),
+                ..pending
+            }),
+            "5 charged, 2 refunded, up to 3 more pending"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! The app's logic, kept out of `view!` and tested natively.
 
+pub mod credits;
 pub mod eta;
 pub mod form;
 pub mod poll;

@@ -39,6 +39,9 @@ pub struct Pending {
 pub enum Canceled {
     /// Canceled; this many credits came back.
     Refunded(u64),
+    /// Canceled; up to this many credits may still come back (the provider is asked
+    /// whether the job ran).
+    RefundPending(u64),
     /// It had already finished: the result is kept and now shown.
     AlreadyFinished,
 }
@@ -337,12 +340,17 @@ impl JobStore {
             Ok(s) => {
                 let next = job.with_status(&s, now_ms());
                 let refunded = next.metrics.credits.map_or(0, |c| c.refunded);
+                let pending = next.refund_pending();
                 let ended = next.status.is_terminal();
                 self.put(next);
                 if ended {
                     // The outputs/error as the result has them.
                     self.refresh(id).await;
-                    Ok(Canceled::Refunded(refunded))
+                    Ok(if refunded == 0 && pending > 0 {
+                        Canceled::RefundPending(pending)
+                    } else {
+                        Canceled::Refunded(refunded)
+                    })
                 } else {
                     Err("The server did not cancel this job.".into())
                 }

@@ -13,6 +13,7 @@ use crate::config::{Config, bindings};
 use crate::error::{EdgeError, EdgeResult};
 use crate::ledger::{ChargeInfo, Funding, Grant, LedgerReply, LedgerRequest, Limit, Op, Outcome};
 use crate::storage::keys;
+use parallax_api::{CreditEntry, Model, Settlement};
 
 /// An API key's record in KV (under `keys::api_key(hash)`), written by the operator
 /// (`cargo xtask keys create`, or `wrangler kv key put`).
@@ -291,12 +292,14 @@ impl Caller {
         amount: u64,
         idempotency_key: Option<String>,
         fingerprint: String,
+        model: Model,
     ) -> EdgeResult<Reservation> {
         let op = Op::Reserve {
             job_id: job_id.to_owned(),
             amount,
             idempotency_key,
             fingerprint,
+            model: Some(model),
         };
         let reply = ledger_call(env, &self.account, self.funding.clone(), op, None).await?;
         self.balance.set(Some(reply.balance));
@@ -375,6 +378,40 @@ impl Caller {
         }
     }
 
+    /// A page of this account's credit history, newest first, and the next cursor
+    /// (counted as a read).
+    pub async fn credit_history(
+        &self,
+        env: &Env,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> EdgeResult<(Vec<CreditEntry>, Option<String>)> {
+        let limit_rule = Limit {
+            bucket: "read".into(),
+            per_minute: self.reads_per_minute,
+        };
+        let reply = ledger_call(
+            env,
+            &self.account,
+            self.funding.clone(),
+            Op::History { cursor, limit },
+            Some(limit_rule),
+        )
+        .await?;
+        self.balance.set(Some(reply.balance));
+        match reply.outcome {
+            Outcome::RateLimited { retry_after_secs } => {
+                Err(EdgeError::RateLimited { retry_after_secs })
+            }
+            _ => Ok((reply.entries, reply.next_cursor)),
+        }
+    }
+
+    /// The balance this request learned (after any ledger call).
+    pub fn balance(&self) -> Option<u64> {
+        self.balance.get()
+    }
+
     /// Drops a deleted job from this account's list.
     pub async fn forget(&self, env: &Env, job_id: &str) -> EdgeResult<()> {
         self.unlimited(
@@ -425,18 +462,22 @@ fn owner_funding(env: &Env, account: &str) -> Funding {
     }
 }
 
-/// Refunds a job's owner from the runner. Idempotent per job: the first refund returns
-/// `min(credits.unwrap_or(charged), charged)`, any later one changes nothing and still
-/// answers `Ok`. `Err` unless the Ledger acknowledged, so the caller can retry.
-pub async fn refund_owner(
+/// Tells a job's owner's Ledger how the job ended and what it refunds (possibly 0),
+/// from the runner. Idempotent per job: the first settlement refunds
+/// `min(credits, charged)`, a later one only tops that up to a larger amount (see
+/// `ledger::plan_settle`), and still answers `Ok`. `Err` unless the Ledger
+/// acknowledged, so the caller can retry.
+pub async fn settle_owner(
     env: &Env,
     account: &str,
     job_id: &str,
-    credits: Option<u64>,
+    credits: u64,
+    reason: Settlement,
 ) -> EdgeResult<()> {
-    let op = Op::Refund {
+    let op = Op::Settle {
         job_id: job_id.to_owned(),
         credits,
+        reason,
     };
     ledger_call(env, account, owner_funding(env, account), op, None)
         .await

@@ -1,5 +1,6 @@
 //! Request handlers, one file per resource. Each returns `EdgeResult<Response>`.
 
+pub mod credits;
 pub mod eachlabs;
 pub mod health;
 pub mod hooks;

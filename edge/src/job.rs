@@ -3,6 +3,7 @@
 
 use parallax_api::{
     Credits, ErrorCode, JobResult, JobStatus, Metrics, Model, OutputImage, Params, RequestId,
+    Settlement,
     StatusResponse,
 };
 use serde::{Deserialize, Serialize};
@@ -203,7 +204,9 @@ pub struct CancelOrder {
 /// alarm with backoff until acknowledged (see `runner`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Outbox {
-    /// Give the decided refund (`JobRecord::refund`) back to the owner.
+    /// Settle the job with its owner's Ledger: the decided refund
+    /// (`JobRecord::refund`, 0 included) and why the job ended
+    /// (`JobRecord::settlement`), so every job's end is in the credit history.
     #[serde(default)]
     pub refund: Option<Retry>,
     /// Stop upstream jobs (canceled, timed out, superseded).
@@ -485,15 +488,32 @@ impl JobRecord {
         }
     }
 
-    /// Sets the refund once (later decisions are ignored) and queues it if non-zero.
+    /// Sets the refund once (later decisions are ignored) and queues its settlement
+    /// with the Ledger, whatever the amount (0 too: the Ledger records every job's end).
     fn decide_refund(&mut self, credits: u64, now_ms: u64) {
         if self.refund.is_some() {
             return;
         }
         let credits = credits.min(self.ownership.charged);
         self.refund = Some(credits);
-        if credits > 0 {
-            self.outbox.refund = Some(Retry::now(now_ms));
+        self.outbox.refund = Some(Retry::now(now_ms));
+    }
+
+    /// What a decision still under way may refund on top of `refund`: the whole charge
+    /// while a finished job's refund is undecided (an upstream cancel or a submit whose
+    /// answer decides it is out), else nothing. So an answer never says "refunded: 0"
+    /// for a refund that is still to come.
+    pub fn refund_pending(&self) -> Option<u64> {
+        (self.status.is_terminal() && self.refund.is_none()).then_some(self.ownership.charged)
+    }
+
+    /// Why the job ended, as its settlement tells the Ledger.
+    pub fn settlement(&self) -> Settlement {
+        match (self.status, self.failure) {
+            (JobStatus::Completed, _) if self.refund.unwrap_or(0) > 0 => Settlement::ShortOfOutputs,
+            (JobStatus::Completed, _) => Settlement::Completed,
+            (_, Some(FailureKind::Canceled)) => Settlement::Canceled,
+            _ => Settlement::Failed,
         }
     }
 
@@ -1088,6 +1108,7 @@ impl JobRecord {
                 charged: self.ownership.charged,
                 refunded: self.refund.unwrap_or(0),
                 refund_on_cancel: self.refund_on_cancel(),
+                refund_pending: self.refund_pending(),
             }),
             cost: (self.status == JobStatus::Completed).then(|| self.cost()),
         }
@@ -1689,7 +1710,11 @@ pub(crate) mod tests {
             j.cancel_outcome("u1", Ok(outcome), 1_000_400, 0.0);
             assert!(j.outbox.cancels.is_empty());
             assert_eq!(j.refund, Some(refund), "{outcome:?}");
-            assert_eq!(j.outbox.refund.is_some(), refund > 0);
+            assert!(
+                j.outbox.refund.is_some(),
+                "settled with the Ledger whatever the amount"
+            );
+            assert_eq!(j.settlement(), Settlement::Canceled);
         }
     }
 
@@ -1869,10 +1894,15 @@ pub(crate) mod tests {
         j.complete(vec![jpg()], 1_002_000);
         assert_eq!(j.refund, Some(9), "3 of 4 images missing at 3 credits each");
         assert!(j.outbox.refund.is_some());
+        assert_eq!(j.settlement(), Settlement::ShortOfOutputs);
         let mut again = job();
         again.complete(vec![jpg()], 1_002_000);
         assert_eq!(again.refund, Some(0));
-        assert!(again.outbox.refund.is_none());
+        assert!(
+            again.outbox.refund.is_some(),
+            "a job with nothing to refund still tells the Ledger it ended"
+        );
+        assert_eq!(again.settlement(), Settlement::Completed);
     }
 
     #[test]
@@ -1952,6 +1982,8 @@ pub(crate) mod tests {
         );
         j.cancel_outcome("u1", Ok(CancelOutcome::Requested), 1_000_400, 0.0);
         j.outbox.drop_outputs = None;
+        assert_eq!(j.next_due_ms(), Some(1_000_400), "then its settlement");
+        j.outbox.refund = None;
         assert_eq!(j.next_due_ms(), j.expires_ms, "then only the purge");
         let mut r = Retry::now(0);
         r.failed(10, 0.0);
@@ -2037,6 +2069,8 @@ pub(crate) mod tests {
         assert_eq!(j.refund, Some(0), "it may have run: spent");
         assert!(j.outbox.resolve_submit.is_none());
         j.delete(now);
+        assert!(!j.purge_ready(now), "its settlement first");
+        j.outbox.refund = None;
         assert!(j.purge_ready(now));
 
         // A record from before `resolve_submit` is due at once.
@@ -2108,5 +2142,79 @@ pub(crate) mod tests {
         assert!(!done.owns_outputs_of("other"));
         done.delete(1_000_400);
         assert!(!done.owns_outputs_of("u1"));
+    }
+
+    #[test]
+    fn an_answer_says_what_may_still_be_refunded_while_the_refund_is_undecided() {
+        // Canceled after the submit: the upstream's answer to the cancel decides.
+        let mut j = running();
+        assert_eq!(
+            j.refund_pending(),
+            None,
+            "running: refund_on_cancel says it"
+        );
+        j.cancel(1_000_300);
+        let c = j.metrics().credits.unwrap();
+        assert_eq!(
+            (c.refunded, c.refund_pending, c.refund_on_cancel),
+            (0, Some(5), None),
+            "never 'refunded: 0' alone while a refund may come"
+        );
+        j.cancel_outcome("u1", Ok(CancelOutcome::Stopped), 1_000_400, 0.0);
+        let c = j.metrics().credits.unwrap();
+        assert_eq!((c.refunded, c.refund_pending), (5, None));
+
+        // Canceled while the submit is out: its outcome decides.
+        let mut k = job();
+        let attempt = k.begin_submit(1_000_100);
+        k.delete(1_000_150);
+        assert_eq!(k.metrics().credits.unwrap().refund_pending, Some(5));
+        k.submit_outcome(
+            &attempt,
+            Err(UpstreamError::Permanent("refused".into())),
+            1_000_200,
+            0.0,
+        );
+        let c = k.metrics().credits.unwrap();
+        assert_eq!((c.refunded, c.refund_pending), (5, None));
+
+        // Decided at once: nothing pending.
+        let mut l = job();
+        l.cancel(1_000_100);
+        assert_eq!(l.metrics().credits.unwrap().refund_pending, None);
+        let mut m = job();
+        m.complete(vec![jpg()], 1_002_000);
+        assert_eq!(m.metrics().credits.unwrap().refund_pending, None);
+        let v = serde_json::to_value(m.metrics().credits.unwrap()).unwrap();
+        assert!(v.get("refund_pending").is_none(), "absent once settled");
+    }
+
+    #[test]
+    fn a_refund_raised_by_a_late_confirmed_stop_is_settled_again() {
+        let mut j = running();
+        j.cancel(1_000_300);
+        j.cancel_outcome("u1", Ok(CancelOutcome::Requested), 1_000_400, 0.0);
+        assert_eq!(j.refund, Some(0));
+        assert!(j.outbox.refund.is_some(), "the settlement of 0 is owed");
+        j.outbox.refund = None;
+        j.cancel_outcome("u1", Ok(CancelOutcome::Stopped), 1_000_500, 0.0);
+        assert_eq!(j.refund, Some(5));
+        assert!(
+            j.outbox.refund.is_some(),
+            "the raised refund is sent too (the Ledger tops the first one up)"
+        );
+    }
+
+    #[test]
+    fn every_end_has_its_settlement_reason() {
+        let mut failed = job();
+        failed.fail(FailureKind::Timeout, "deadline", 1_001_000);
+        assert_eq!(failed.settlement(), Settlement::Failed);
+        let mut rejected = job();
+        rejected.fail(FailureKind::Rejected, "nsfw", 1_001_000);
+        assert_eq!(rejected.settlement(), Settlement::Failed);
+        let mut canceled = job();
+        canceled.cancel(1_001_000);
+        assert_eq!(canceled.settlement(), Settlement::Canceled);
     }
 }

@@ -2,7 +2,10 @@
 //! address block). It is the only place balances live (KV is eventually consistent
 //! and would allow double spending): it applies credit grants, reserves credits at
 //! submit, refunds a job once, binds idempotency keys to their request, lists the
-//! account's jobs, and rate-limits.
+//! account's jobs, and rate-limits. Every job's end is recorded on its charge (a
+//! settlement: the refund, possibly 0, and why), so the account's credit history
+//! (`GET /v2/credits`, [`Op::History`]) shows where every credit went, deleted jobs
+//! included, until the charge row is pruned.
 //!
 //! Everything is kept as rows in the object's SQLite database (`ctx.storage.sql`), so
 //! an operation reads and writes only the rows it needs: a submit costs the same for
@@ -25,6 +28,8 @@ use serde::{Deserialize, Serialize};
 use worker::{
     DurableObject, Env, Request, Response, SqlStorage, SqlStorageValue, State, durable_object,
 };
+
+use parallax_api::{CreditEntry, Model, Settlement};
 
 use crate::config::Config;
 use crate::http;
@@ -67,6 +72,9 @@ pub enum Op {
         idempotency_key: Option<String>,
         #[serde(default)]
         fingerprint: String,
+        /// The model asked for, for the credit history.
+        #[serde(default)]
+        model: Option<Model>,
     },
     /// The job exists (its runner accepted `/start`): the key now replays it.
     Confirm {
@@ -97,6 +105,22 @@ pub enum Op {
     },
     /// Drop a deleted job from the account's list.
     Forget { job_id: String },
+    /// A job's end, sent by its runner once its refund is decided (whatever it is, 0
+    /// included) and retried until acknowledged. The first settlement records `reason`
+    /// and refunds `min(credits, charged)`; a later one with more credits (a confirmed
+    /// upstream stop that arrived after a "requested" answer) tops the refund up to
+    /// that, never past the charge; any other is a no-op. See [`plan_settle`].
+    Settle {
+        job_id: String,
+        credits: u64,
+        reason: Settlement,
+    },
+    /// A page of the account's credit history (jobs, deleted ones included, and
+    /// grants), newest first, after `cursor` (an [`EntryKey`] as text).
+    History {
+        cursor: Option<String>,
+        limit: usize,
+    },
     /// Dev/bench stacks only (`LEDGER_DEV_OPS=on`): adds `jobs` past charges.
     DevSeed { jobs: u64 },
     /// Dev/bench stacks only: replaces the account by a pre-rows (single value)
@@ -186,6 +210,9 @@ pub struct LedgerReply {
     /// For [`Op::DevStats`].
     #[serde(default)]
     pub stats: Option<Stats>,
+    /// For [`Op::History`]: the entries, newest first (`next_cursor` as for List).
+    #[serde(default)]
+    pub entries: Vec<CreditEntry>,
 }
 
 /// How long a confirmed idempotency key is remembered.
@@ -222,6 +249,10 @@ pub struct ChargeRow {
     pub credits: u64,
     pub refunded: Option<u64>,
     pub created_ms: u64,
+    /// Why the job ended ([`Settlement`] as text); `None` until its runner settled it;
+    /// [`LEGACY_REASON`] for rows from before reasons were recorded.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -351,6 +382,165 @@ pub fn plan_refund(
     })
 }
 
+/// The `reason` of charge rows that existed before reasons were recorded: their end
+/// is unknown (a job that ended then with no refund never told the Ledger).
+pub const LEGACY_REASON: &str = "legacy";
+
+/// A settlement of a charge: the refund it records and what it credits now.
+/// `None`: nothing changes (a repeat, or a lower amount than already refunded).
+///
+/// The first settlement refunds `min(credits, charged)`; a later one only tops the
+/// refund up to `min(credits, charged)` when that is more than recorded (the runner's
+/// refund only ever grows: "requested" then "confirmed stopped"), so the owner gets
+/// each credit back at most once and never more than was charged. A daily allowance
+/// renewed since the charge already gave the credits back: recorded, not credited.
+pub fn plan_settle(charge: &ChargeRow, credits: u64, account: &AccountRow) -> Option<RefundPlan> {
+    let target = credits.min(charge.credits);
+    let before = charge.refunded.unwrap_or(0);
+    let settled = charge.reason.as_deref().is_some_and(|r| r != LEGACY_REASON);
+    if (settled || charge.refunded.is_some()) && target <= before {
+        return None;
+    }
+    let recorded = target.max(before);
+    let renewed = account.day.is_some() && charge.created_ms < account.day_started_ms;
+    Some(RefundPlan {
+        recorded,
+        credited: if renewed { 0 } else { recorded - before },
+    })
+}
+
+/// Where an entry sits in the credit history: newest first by time, then jobs before
+/// grants of the same millisecond, then by row. Its text form (`at.rank.row`) is the
+/// history's cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EntryKey {
+    pub at_ms: u64,
+    /// 1 for a job, 0 for a grant.
+    pub rank: u8,
+    pub row: u64,
+}
+
+impl EntryKey {
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.split('.');
+        let key = Self {
+            at_ms: parts.next()?.parse().ok()?,
+            rank: parts.next()?.parse().ok().filter(|r| *r <= 1)?,
+            row: parts.next()?.parse().ok()?,
+        };
+        parts.next().is_none().then_some(key)
+    }
+}
+
+impl std::fmt::Display for EntryKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.at_ms, self.rank, self.row)
+    }
+}
+
+/// A charge row as the credit history reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryCharge {
+    pub seq: u64,
+    pub job_id: String,
+    pub credits: u64,
+    pub refunded: Option<u64>,
+    pub created_ms: u64,
+    pub listed: u64,
+    pub model: Option<String>,
+    pub reason: Option<String>,
+    pub settled_ms: Option<u64>,
+}
+
+/// A grant row as the credit history reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryGrant {
+    pub row: u64,
+    pub id: String,
+    pub credits: u64,
+    pub applied_ms: Option<u64>,
+}
+
+/// A job's entry. `open_ms`: how long after its charge a legacy row's job may still
+/// be settled (its deadline plus the outbox's patience): until then its pending
+/// amount is the whole charge, so an unknown end never under-reports.
+pub fn job_entry(c: &HistoryCharge, now_ms: u64, open_ms: u64) -> CreditEntry {
+    let refunded = c.refunded.unwrap_or(0).min(c.credits);
+    let legacy = c.reason.as_deref() == Some(LEGACY_REASON);
+    let reason = c.reason.as_deref().and_then(Settlement::parse);
+    let pending = match (&c.reason, legacy) {
+        (None, _) => c.credits - refunded,
+        (Some(_), true)
+            if c.refunded.is_none() && now_ms < c.created_ms.saturating_add(open_ms) =>
+        {
+            c.credits
+        }
+        _ => 0,
+    };
+    CreditEntry::Job {
+        request_id: c.job_id.clone(),
+        model: c.model.as_deref().and_then(Model::from_slug),
+        charged: c.credits,
+        refunded,
+        pending,
+        created_at: c.created_ms / 1000,
+        settled_at: c
+            .settled_ms
+            .filter(|_| reason.is_some())
+            .map(|ms| ms / 1000),
+        reason,
+        // A job that never started is unlisted by its release, not deleted.
+        deleted: c.listed == 0 && reason != Some(Settlement::NotStarted),
+    }
+}
+
+/// One page of the credit history: `charges` (newest first, at most `limit + 1`, all
+/// before `cursor`) merged with the account's `grants` (any order), newest first, and
+/// the cursor of the next page.
+pub fn history_page(
+    charges: &[HistoryCharge],
+    grants: &[HistoryGrant],
+    cursor: Option<EntryKey>,
+    limit: usize,
+    now_ms: u64,
+    open_ms: u64,
+) -> (Vec<CreditEntry>, Option<String>) {
+    let mut keyed: Vec<(EntryKey, CreditEntry)> = charges
+        .iter()
+        .map(|c| {
+            let key = EntryKey {
+                at_ms: c.created_ms,
+                rank: 1,
+                row: c.seq,
+            };
+            (key, job_entry(c, now_ms, open_ms))
+        })
+        .chain(grants.iter().map(|g| {
+            let key = EntryKey {
+                at_ms: g.applied_ms.unwrap_or(0),
+                rank: 0,
+                row: g.row,
+            };
+            let entry = CreditEntry::Grant {
+                grant_id: g.id.clone(),
+                credits: g.credits,
+                created_at: g.applied_ms.map(|ms| ms / 1000),
+            };
+            (key, entry)
+        }))
+        .filter(|(key, _)| cursor.is_none_or(|c| *key < c))
+        .collect();
+    keyed.sort_by_key(|(key, _)| std::cmp::Reverse(*key));
+    let more = keyed.len() > limit;
+    keyed.truncate(limit);
+    let next = if more {
+        keyed.last().map(|(key, _)| key.to_string())
+    } else {
+        None
+    };
+    (keyed.into_iter().map(|(_, e)| e).collect(), next)
+}
+
 /// The account after funding: new grants added, or a new day's allowance.
 pub fn fund(
     account: &AccountRow,
@@ -439,6 +629,7 @@ pub fn import(legacy: LegacyState, now_ms: u64) -> Import {
         credits: c.amount,
         refunded: c.refunded.then_some(c.amount),
         created_ms: now_ms,
+        reason: Some(LEGACY_REASON.to_owned()),
     };
     let mut charges: Vec<(ChargeRow, bool)> = legacy
         .charges
@@ -529,16 +720,24 @@ const SCHEMA: [&str; 8] = [
         balance INTEGER NOT NULL,
         day TEXT,
         day_started_ms INTEGER NOT NULL DEFAULT 0)",
-    "CREATE TABLE IF NOT EXISTS grants (id TEXT PRIMARY KEY, credits INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS grants (
+        id TEXT PRIMARY KEY,
+        credits INTEGER NOT NULL,
+        applied_ms INTEGER)",
     // `seq` orders the job list; `listed = 0` once the job was deleted (the row stays
-    // so a refund still finds it and a cursor naming it still resolves).
+    // so a refund still finds it, a cursor naming it still resolves, and the credit
+    // history still shows it). `reason` and `settled_ms`: the job's end, once its
+    // runner settled it.
     "CREATE TABLE IF NOT EXISTS charges (
         seq INTEGER PRIMARY KEY,
         job_id TEXT NOT NULL UNIQUE,
         credits INTEGER NOT NULL,
         refunded INTEGER,
         created_ms INTEGER NOT NULL,
-        listed INTEGER NOT NULL DEFAULT 1)",
+        listed INTEGER NOT NULL DEFAULT 1,
+        model TEXT,
+        reason TEXT,
+        settled_ms INTEGER)",
     "CREATE INDEX IF NOT EXISTS charges_by_age ON charges (created_ms)",
     "CREATE TABLE IF NOT EXISTS idempotency (
         idem_key TEXT PRIMARY KEY,
@@ -556,14 +755,54 @@ const SCHEMA: [&str; 8] = [
     "CREATE INDEX IF NOT EXISTS starts_by_expiry ON starts (expires_ms)",
 ];
 
+/// Columns added after the first release, for databases created before them: (table,
+/// column, its `ALTER TABLE`, what to write into the rows that existed then). Each is
+/// applied only when a probe finds the column missing, in one transaction with its
+/// back-fill.
+const MIGRATIONS: [(&str, &str, &str, Option<&str>); 4] = [
+    (
+        "grants",
+        "applied_ms",
+        "ALTER TABLE grants ADD COLUMN applied_ms INTEGER",
+        None,
+    ),
+    (
+        "charges",
+        "model",
+        "ALTER TABLE charges ADD COLUMN model TEXT",
+        None,
+    ),
+    (
+        "charges",
+        "reason",
+        "ALTER TABLE charges ADD COLUMN reason TEXT",
+        // Their jobs' ends were never recorded (see `job_entry`).
+        Some("UPDATE charges SET reason = 'legacy'"),
+    ),
+    (
+        "charges",
+        "settled_ms",
+        "ALTER TABLE charges ADD COLUMN settled_ms INTEGER",
+        None,
+    ),
+];
+
 const SET_ACCOUNT: &str =
     "INSERT INTO account (id, balance, day, day_started_ms) VALUES (0, ?, ?, ?)
      ON CONFLICT (id) DO UPDATE SET balance = excluded.balance, day = excluded.day,
      day_started_ms = excluded.day_started_ms";
-const ADD_GRANT: &str = "INSERT OR IGNORE INTO grants (id, credits) VALUES (?, ?)";
+const ADD_GRANT: &str = "INSERT OR IGNORE INTO grants (id, credits, applied_ms) VALUES (?, ?, ?)";
 const ADD_CHARGE: &str =
-    "INSERT INTO charges (job_id, credits, refunded, created_ms, listed) VALUES (?, ?, ?, ?, ?)";
+    "INSERT INTO charges (job_id, credits, refunded, created_ms, listed, model, reason)
+     VALUES (?, ?, ?, ?, ?, ?, ?)";
 const SET_REFUNDED: &str = "UPDATE charges SET refunded = ? WHERE job_id = ? AND refunded IS NULL";
+/// A settlement: the refund (as planned by `plan_settle`), and the first real reason.
+const SETTLE: &str = "UPDATE charges SET refunded = ?,
+     reason = CASE WHEN reason IS NULL OR reason = 'legacy' THEN ? ELSE reason END,
+     settled_ms = COALESCE(settled_ms, ?) WHERE job_id = ?";
+/// A settlement that changes no credits still records the first real reason.
+const SETTLE_REASON: &str = "UPDATE charges SET reason = ?, settled_ms = COALESCE(settled_ms, ?)
+     WHERE job_id = ? AND (reason IS NULL OR reason = 'legacy')";
 const UNLIST: &str = "UPDATE charges SET listed = 0 WHERE job_id = ?";
 const PUT_KEY: &str =
     "INSERT OR REPLACE INTO idempotency (idem_key, fingerprint, job_id, state, expires_ms)
@@ -591,8 +830,9 @@ const PRUNE_KEYS: &str = "DELETE FROM idempotency WHERE idem_key IN
 const PRUNE_CHARGES: &str = "DELETE FROM charges WHERE seq IN
      (SELECT seq FROM charges WHERE created_ms < ? ORDER BY created_ms LIMIT ?)";
 const SEED: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
-     INSERT OR IGNORE INTO charges (job_id, credits, refunded, created_ms, listed)
-     SELECT printf('seed-%d-%08d', ?, i), 2, CASE WHEN i % 10 = 0 THEN 2 END, ?, 1 FROM n";
+     INSERT OR IGNORE INTO charges (job_id, credits, refunded, created_ms, listed, reason)
+     SELECT printf('seed-%d-%08d', ?, i), 2, CASE WHEN i % 10 = 0 THEN 2 ELSE 0 END, ?, 1,
+            CASE WHEN i % 10 = 0 THEN 'failed' ELSE 'completed' END FROM n";
 const SEED_KEYS: &str =
     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
      INSERT OR IGNORE INTO idempotency (idem_key, fingerprint, job_id, state, expires_ms)
@@ -728,6 +968,62 @@ impl Db {
         Ok((ids, next))
     }
 
+    /// Adds the columns of [`MIGRATIONS`] a database created before them lacks, each
+    /// with its back-fill in one transaction. A column is probed by selecting it (an
+    /// error: it is missing), which needs no access to SQLite's own tables.
+    fn migrate(&self) -> worker::Result<()> {
+        for (table, column, alter, fill) in MIGRATIONS {
+            if self
+                .sql
+                .exec(&format!("SELECT {column} FROM {table} LIMIT 0"), None)
+                .is_ok()
+            {
+                continue;
+            }
+            let mut writes = vec![Write {
+                query: alter,
+                args: vec![],
+            }];
+            writes.extend(fill.map(|query| Write {
+                query,
+                args: vec![],
+            }));
+            self.apply(writes)?;
+        }
+        Ok(())
+    }
+
+    /// Up to `limit + 1` charges before `cursor`, newest first (by the `charges_by_age`
+    /// index, whose entries end with the row id `seq`).
+    fn history_charges(
+        &self,
+        cursor: Option<EntryKey>,
+        limit: usize,
+    ) -> worker::Result<Vec<HistoryCharge>> {
+        let (at, rank, row) = match cursor {
+            Some(c) => (c.at_ms, c.rank, c.row),
+            None => (i64::MAX as u64, 1, i64::MAX as u64),
+        };
+        // A job (rank 1) sorts before a grant (rank 0) of the same millisecond: after
+        // a grant's cursor, that millisecond's jobs are all on earlier pages.
+        let row = if rank == 0 { 0 } else { row };
+        self.rows(
+            "SELECT seq, job_id, credits, refunded, created_ms, listed, model, reason, settled_ms
+             FROM charges WHERE (created_ms, seq) < (?, ?)
+             ORDER BY created_ms DESC, seq DESC LIMIT ?",
+            vec![int(at), int(row), int(limit as u64 + 1)],
+        )
+    }
+
+    /// The account's grants (a few rows: the operator's), without those imported with
+    /// no amount.
+    fn history_grants(&self) -> worker::Result<Vec<HistoryGrant>> {
+        self.rows(
+            "SELECT rowid AS row, id, credits, applied_ms FROM grants WHERE credits > 0",
+            vec![],
+        )
+    }
+
     /// Runs the writes in one `transactionSync`: all of them or none.
     fn apply(&self, writes: Vec<Write>) -> worker::Result<()> {
         use worker::wasm_bindgen::JsCast;
@@ -779,7 +1075,7 @@ fn import_writes(import: &Import) -> Vec<Write> {
     for g in &import.grants {
         w.push(Write {
             query: ADD_GRANT,
-            args: vec![text(g), int(0)],
+            args: vec![text(g), int(0), SqlStorageValue::Null],
         });
     }
     for (c, listed) in &import.charges {
@@ -791,6 +1087,11 @@ fn import_writes(import: &Import) -> Vec<Write> {
                 c.refunded.map(int).unwrap_or(SqlStorageValue::Null),
                 int(c.created_ms),
                 int(u64::from(*listed)),
+                SqlStorageValue::Null,
+                c.reason
+                    .as_deref()
+                    .map(text)
+                    .unwrap_or(SqlStorageValue::Null),
             ],
         });
     }
@@ -847,12 +1148,14 @@ fn confirm_writes(job_id: &str, key: &str, now_ms: u64) -> Vec<Write> {
     ]
 }
 
-/// The job was never started: refunded in full (once), unlisted, its key dropped.
+/// The job was never started: refunded in full (once), settled as such, unlisted, its
+/// key dropped.
 fn release_writes(
     db: &Db,
     account: &mut AccountRow,
     job_id: &str,
     key: Option<&str>,
+    now_ms: u64,
 ) -> worker::Result<Vec<Write>> {
     let mut writes = Vec::new();
     if let Some(charge) = db.charge(job_id)?
@@ -864,6 +1167,14 @@ fn release_writes(
             args: vec![int(plan.recorded), text(job_id)],
         });
     }
+    writes.push(Write {
+        query: SETTLE_REASON,
+        args: vec![
+            text(Settlement::NotStarted.as_str()),
+            int(now_ms),
+            text(job_id),
+        ],
+    });
     writes.push(Write {
         query: UNLIST,
         args: vec![text(job_id)],
@@ -920,6 +1231,9 @@ pub struct Ledger {
     ready: Cell<bool>,
     /// How long a charge row is kept: the job's deadline and retention, plus a margin.
     keep_charges_ms: u64,
+    /// How long after its charge a job may still be settled: its deadline, plus a
+    /// margin for the runner's outbox (see [`job_entry`]).
+    open_ms: u64,
     dev_ops: bool,
 }
 
@@ -937,6 +1251,7 @@ fn reply(outcome: Outcome, balance: u64) -> LedgerReply {
         next_cursor: None,
         charge: None,
         stats: None,
+        entries: Vec::new(),
     }
 }
 
@@ -955,6 +1270,7 @@ impl DurableObject for Ledger {
             windows: RefCell::new(RateWindows::default()),
             ready: Cell::new(false),
             keep_charges_ms: (cfg.retention_secs + cfg.job_deadline_secs) * 1000 + CHARGE_MARGIN_MS,
+            open_ms: cfg.job_deadline_secs * 1000 + CHARGE_MARGIN_MS,
             dev_ops,
         }
     }
@@ -1045,7 +1361,7 @@ impl DurableObject for Ledger {
             let mut writes = match decision {
                 Reap::Confirm => confirm_writes(&start.job_id, &start.idem_key, now),
                 Reap::Release => {
-                    release_writes(&db, &mut account, &start.job_id, Some(&start.idem_key))?
+                    release_writes(&db, &mut account, &start.job_id, Some(&start.idem_key), now)?
                 }
                 Reap::Forget => vec![
                     Write {
@@ -1143,6 +1459,7 @@ impl Ledger {
         for statement in SCHEMA {
             metered(&db.sql.exec(statement, None)?);
         }
+        db.migrate()?;
         if db.account()?.is_some() {
             self.ready.set(true);
             return Ok(());
@@ -1170,7 +1487,7 @@ impl Ledger {
         for g in &new_grants {
             writes.push(Write {
                 query: ADD_GRANT,
-                args: vec![text(&g.id), int(g.credits)],
+                args: vec![text(&g.id), int(g.credits), int(now)],
             });
         }
         let mut account = account;
@@ -1201,6 +1518,7 @@ impl Ledger {
                     amount,
                     idempotency_key,
                     fingerprint,
+                    model,
                 } => {
                     let check = match idempotency_key {
                         Some(key) => {
@@ -1237,6 +1555,10 @@ impl Ledger {
                                     SqlStorageValue::Null,
                                     int(now),
                                     int(1),
+                                    model
+                                        .map(|m| text(m.slug()))
+                                        .unwrap_or(SqlStorageValue::Null),
+                                    SqlStorageValue::Null,
                                 ],
                             });
                             if let Some(key) = idempotency_key {
@@ -1273,6 +1595,7 @@ impl Ledger {
                     &mut account,
                     job_id,
                     idempotency_key.as_deref(),
+                    now,
                 )?),
                 Op::Refund { job_id, credits } => {
                     if let Some(charge) = db.charge(job_id)?
@@ -1285,6 +1608,42 @@ impl Ledger {
                         });
                     }
                     writes.extend(settled_start_writes(job_id, now));
+                }
+                Op::Settle {
+                    job_id,
+                    credits,
+                    reason,
+                } => {
+                    if let Some(charge) = db.charge(job_id)? {
+                        match plan_settle(&charge, *credits, &account) {
+                            Some(plan) => {
+                                account.balance = account.balance.saturating_add(plan.credited);
+                                writes.push(Write {
+                                    query: SETTLE,
+                                    args: vec![
+                                        int(plan.recorded),
+                                        text(reason.as_str()),
+                                        int(now),
+                                        text(job_id),
+                                    ],
+                                });
+                            }
+                            None => writes.push(Write {
+                                query: SETTLE_REASON,
+                                args: vec![text(reason.as_str()), int(now), text(job_id)],
+                            }),
+                        }
+                    }
+                    writes.extend(settled_start_writes(job_id, now));
+                }
+                Op::History { cursor, limit } => {
+                    let cursor = cursor.as_deref().and_then(EntryKey::parse);
+                    let charges = db.history_charges(cursor, *limit)?;
+                    let grants = db.history_grants()?;
+                    let (entries, next) =
+                        history_page(&charges, &grants, cursor, *limit, now, self.open_ms);
+                    out.entries = entries;
+                    out.next_cursor = next;
                 }
                 Op::Charge { job_id } => {
                     out.charge = db.charge(job_id)?.map(|c| ChargeInfo {
@@ -1323,6 +1682,7 @@ impl Ledger {
         for statement in SCHEMA {
             db.sql.exec(statement, None)?;
         }
+        db.migrate()?;
         let now = request.now_ms;
         match request.op {
             Op::DevSeed { jobs } => {
@@ -1365,6 +1725,8 @@ impl Ledger {
                             SqlStorageValue::Null,
                             int(now),
                             int(1),
+                            SqlStorageValue::Null,
+                            SqlStorageValue::Null,
                         ],
                     },
                 ];
@@ -1438,6 +1800,7 @@ mod tests {
             credits,
             refunded,
             created_ms,
+            reason: None,
         }
     }
 
@@ -1692,5 +2055,214 @@ mod tests {
             reap(Started::No, None, true, young, retention),
             Reap::Forget
         );
+    }
+
+    fn settled(credits: u64, refunded: Option<u64>, reason: Option<&str>) -> ChargeRow {
+        ChargeRow {
+            reason: reason.map(str::to_owned),
+            ..charge(credits, refunded, 0)
+        }
+    }
+
+    #[test]
+    fn a_settlement_refunds_once_and_only_tops_up_to_the_charge() {
+        let keyed = AccountRow::default();
+        let plan = |c: &ChargeRow, credits| plan_settle(c, credits, &keyed);
+        assert_eq!(
+            plan(&settled(5, None, None), 0),
+            Some(RefundPlan {
+                recorded: 0,
+                credited: 0
+            }),
+            "a job that refunds nothing is still settled"
+        );
+        assert_eq!(
+            plan(&settled(5, None, None), 50).map(|p| p.recorded),
+            Some(5),
+            "never more than charged"
+        );
+        assert_eq!(
+            plan(&settled(5, Some(5), Some("failed")), 5),
+            None,
+            "a repeat changes nothing"
+        );
+        assert_eq!(
+            plan(&settled(5, Some(0), Some("canceled")), 5),
+            Some(RefundPlan {
+                recorded: 5,
+                credited: 5
+            }),
+            "a confirmed stop after 'requested' tops the refund up"
+        );
+        assert_eq!(
+            plan(&settled(5, Some(5), Some("canceled")), 0),
+            None,
+            "a refund never shrinks"
+        );
+        assert_eq!(
+            plan(&settled(5, Some(2), None), 2),
+            None,
+            "a refund recorded by the older Refund op is not paid again"
+        );
+        assert_eq!(
+            plan(&settled(5, None, Some(LEGACY_REASON)), 5).map(|p| p.credited),
+            Some(5),
+            "a job from before settlements still gets its refund"
+        );
+        let renewed = AccountRow {
+            day: Some("2026-11-22".into()),
+            day_started_ms: 1,
+            ..AccountRow::default()
+        };
+        assert_eq!(
+            plan_settle(&settled(5, None, None), 5, &renewed),
+            Some(RefundPlan {
+                recorded: 5,
+                credited: 0
+            })
+        );
+    }
+
+    fn history_charge(seq: u64, created_ms: u64) -> HistoryCharge {
+        HistoryCharge {
+            seq,
+            job_id: format!("job-{seq}"),
+            credits: 5,
+            refunded: None,
+            created_ms,
+            listed: 1,
+            model: Some("flux-depth-pro".into()),
+            reason: None,
+            settled_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_job_entry_is_pending_until_settled_and_stays_after_a_delete() {
+        let open = 1_000;
+        let running = job_entry(&history_charge(1, 10_000), 10_500, open);
+        assert!(matches!(
+            running,
+            CreditEntry::Job {
+                pending: 5,
+                refunded: 0,
+                reason: None,
+                deleted: false,
+                model: Some(Model::FluxDepthPro),
+                ..
+            }
+        ));
+        let canceled = HistoryCharge {
+            refunded: Some(0),
+            reason: Some("canceled".into()),
+            settled_ms: Some(12_000),
+            listed: 0,
+            ..history_charge(1, 10_000)
+        };
+        assert_eq!(
+            job_entry(&canceled, 13_000, open),
+            CreditEntry::Job {
+                request_id: "job-1".into(),
+                model: Some(Model::FluxDepthPro),
+                charged: 5,
+                refunded: 0,
+                pending: 0,
+                created_at: 10,
+                settled_at: Some(12),
+                reason: Some(Settlement::Canceled),
+                deleted: true,
+            }
+        );
+        let never = HistoryCharge {
+            refunded: Some(5),
+            reason: Some("not_started".into()),
+            listed: 0,
+            ..history_charge(1, 10_000)
+        };
+        assert!(matches!(
+            job_entry(&never, 13_000, open),
+            CreditEntry::Job {
+                deleted: false,
+                pending: 0,
+                refunded: 5,
+                ..
+            }
+        ));
+        let legacy = HistoryCharge {
+            reason: Some(LEGACY_REASON.into()),
+            ..history_charge(1, 10_000)
+        };
+        assert!(
+            matches!(
+                job_entry(&legacy, 10_500, open),
+                CreditEntry::Job {
+                    pending: 5,
+                    reason: None,
+                    ..
+                }
+            ),
+            "a legacy job that may still run may still refund"
+        );
+        assert!(matches!(
+            job_entry(&legacy, 11_000, open),
+            CreditEntry::Job { pending: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn the_history_merges_jobs_and_grants_newest_first_page_by_page() {
+        let charges: Vec<HistoryCharge> = (1..=5)
+            .rev()
+            .map(|seq| history_charge(seq, seq * 1_000))
+            .collect();
+        let grants = vec![
+            HistoryGrant {
+                row: 1,
+                id: "g1".into(),
+                credits: 100,
+                applied_ms: Some(3_000),
+            },
+            HistoryGrant {
+                row: 2,
+                id: "old".into(),
+                credits: 7,
+                applied_ms: None,
+            },
+        ];
+        let name = |e: &CreditEntry| match e {
+            CreditEntry::Job { request_id, .. } => request_id.clone(),
+            CreditEntry::Grant { grant_id, .. } => grant_id.clone(),
+        };
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            // As the Ledger reads them: the charges before the cursor, limit + 1.
+            let before: Vec<HistoryCharge> = charges
+                .iter()
+                .filter(|c| {
+                    cursor.is_none_or(|k: EntryKey| {
+                        (c.created_ms, c.seq) < (k.at_ms, if k.rank == 0 { 0 } else { k.row })
+                    })
+                })
+                .take(3)
+                .cloned()
+                .collect();
+            let (page, next) = history_page(&before, &grants, cursor, 2, 0, 0);
+            assert!(page.len() <= 2);
+            seen.extend(page.iter().map(name));
+            match next {
+                Some(n) => cursor = Some(EntryKey::parse(&n).expect("a cursor it gave out")),
+                None => break,
+            }
+        }
+        assert_eq!(
+            seen,
+            ["job-5", "job-4", "job-3", "g1", "job-2", "job-1", "old"],
+            "a job before a grant of the same millisecond; grants of unknown time last"
+        );
+        assert_eq!(EntryKey::parse("1.2.3"), None, "rank is 0 or 1");
+        assert_eq!(EntryKey::parse("1.1"), None);
+        assert_eq!(EntryKey::parse("1.1.3.4"), None);
+        assert_eq!(EntryKey::parse("x.1.3"), None);
     }
 }

@@ -10,7 +10,7 @@ use crate::accounts::{self, Caller};
 use crate::config::{Config, bindings};
 use crate::error::{EdgeError, EdgeResult};
 use crate::handlers::{
-    eachlabs, health, hooks, jobs, onemin, openapi, results, share, submit, sync,
+    credits, eachlabs, health, hooks, jobs, onemin, openapi, results, share, submit, sync,
 };
 
 pub async fn handle(req: Request, env: Env) -> worker::Result<Response> {
@@ -32,6 +32,8 @@ enum Api {
     Delete(String),
     Cancel(String),
     List,
+    /// The key's balance and credit history.
+    Credits,
     /// Eachlabs: `POST /v1/prediction/`, `GET /v1/prediction/{id}`.
     CreatePrediction,
     Prediction(String),
@@ -91,6 +93,10 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
         ["v2", "requests"] => {
             allow(method, &["GET"], "GET")?;
             Api::List
+        }
+        ["v2", "credits"] => {
+            allow(method, &["GET"], "GET")?;
+            Api::Credits
         }
         ["v2", "requests", id, "status"] => {
             allow(method, &["GET"], "GET")?;
@@ -223,6 +229,7 @@ async fn dispatch(api: Api, req: Request, env: &Env, caller: &Caller) -> EdgeRes
             jobs::cancel_job(&req, env, caller, &id).await
         }
         Api::List => jobs::list_jobs(&req, env, caller).await,
+        Api::Credits => credits::get_credits(&req, env, caller).await,
     }
 }
 

@@ -427,21 +427,26 @@ impl JobRunner {
         self.schedule().await
     }
 
-    /// Gives the decided refund back (idempotent per job in the Ledger).
+    /// Settles the job with its owner's Ledger: the decided refund (0 included) and
+    /// why it ended (idempotent per job in the Ledger).
     async fn refund(&self, job: &JobRecord) -> worker::Result<()> {
         let credits = job.refund.unwrap_or(0);
-        let done = accounts::refund_owner(
+        let done = accounts::settle_owner(
             &self.env,
             &job.ownership.owner,
             job.id.as_str(),
-            Some(credits),
+            credits,
+            job.settlement(),
         )
         .await;
         if let Err(e) = &done {
             worker::console_warn!("job {}: refund of {credits} not acknowledged: {e}", job.id);
         }
         self.update(|j| match (&done, j.outbox.refund.as_mut()) {
-            (Ok(()), _) => j.outbox.refund = None,
+            // Acknowledged for what it sent: a refund raised meanwhile (a confirmed
+            // stop after a "requested" answer) is still owed, and sent next.
+            (Ok(()), Some(_)) if j.refund == Some(credits) => j.outbox.refund = None,
+            (Ok(()), _) => {}
             (Err(_), Some(r)) => r.failed(now_ms(), jitter()),
             (Err(_), None) => {}
         })

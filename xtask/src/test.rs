@@ -179,6 +179,9 @@ fn e2e_phases(clock: &mut Clock, mut counts: Counts) -> Result {
         ("faults", 1_000, None),
         ("history", 1_000, None),
         ("lister", 1_000, None),
+        // The public-API credits audit (issue 28): a fresh key with one grant.
+        ("credits", 2_000, None),
+        ("credits_ui", 1_000, None),
         // Balance checks run side by side: each on a key of its own.
         ("ledger", 1_000, None),
         ("ledger_replay", 1_000, None),

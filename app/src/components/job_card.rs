@@ -153,6 +153,9 @@ pub fn JobCard(
             let _ = notice.try_set(Some(match outcome {
                 Ok(Canceled::Refunded(0)) => "Canceled. No credits were refunded.".into(),
                 Ok(Canceled::Refunded(n)) => format!("Canceled. {n} credits refunded."),
+                Ok(Canceled::RefundPending(n)) => {
+                    format!("Canceled. A refund of up to {n} credits is pending.")
+                }
                 Ok(Canceled::AlreadyFinished) => {
                     "It had already finished, so nothing was canceled.".into()
                 }
@@ -203,6 +206,9 @@ pub fn JobCard(
             </Show>
             {move || failed().map(|message| view! {
                 <p class="error" data-testid="job-error">{message}</p>
+            })}
+            {move || job.with(|j| j.as_ref().and_then(jobs::pending_text)).map(|t| view! {
+                <p class="help" data-testid="job-refund-pending">{t}</p>
             })}
             <p class="notice" role="status" data-testid="job-notice">{move || notice.get()}</p>
             <Show when=move || !outputs().is_empty()>

@@ -1,7 +1,9 @@
-//! Settings: the access key (kept in this browser), remaining credits, and the theme.
+//! Settings: the access key (kept in this browser), remaining credits, the theme, and
+//! the key's credit history (`components::credits_panel`).
 
 use leptos::prelude::*;
 
+use crate::components::credits_panel::CreditsPanel;
 use crate::session::{Theme, use_session};
 
 #[component]
@@ -46,6 +48,7 @@ fn SettingsBody() -> impl IntoView {
                         </label>
                     }).collect_view()}
                 </fieldset>
+                <CreditsPanel />
             </div>
     }
 }

@@ -147,14 +147,27 @@ impl Job {
         next.status = JobStatus::Failed;
         next.has_result = true;
         next.error = Some("This job no longer exists on the server.".into());
+        // Nothing more can be read of it (its credits are in the key's history).
+        if let Some(c) = next.metrics.credits.as_mut() {
+            c.refund_pending = None;
+        }
         next.updated_ms = now_ms;
         next.finished_ms.get_or_insert(now_ms);
         next
     }
 
-    /// Whether the scheduler still has to read something for it.
+    /// Whether the scheduler still has to read something for it: its result, or how a
+    /// refund still pending (a cancel's upstream answer) was decided.
     pub fn needs_poll(&self) -> bool {
-        !self.has_result
+        !self.has_result || self.refund_pending() > 0
+    }
+
+    /// What a decision under way may still refund (0: nothing pending).
+    pub fn refund_pending(&self) -> u64 {
+        self.metrics
+            .credits
+            .and_then(|c| c.refund_pending)
+            .unwrap_or(0)
     }
 
     pub fn status_url(&self) -> String {
@@ -397,10 +410,39 @@ mod tests {
                     charged: 5,
                     refunded: 0,
                     refund_on_cancel: Some(5),
+                    refund_pending: None,
                 }),
                 ..Metrics::default()
             },
         }
+    }
+
+    #[test]
+    fn a_canceled_job_is_read_again_until_its_pending_refund_is_decided() {
+        let mut pending = status(JobStatus::Failed, Some("Canceled by its owner"));
+        pending.metrics.credits = Some(Credits {
+            charged: 5,
+            refunded: 0,
+            refund_on_cancel: None,
+            refund_pending: Some(5),
+        });
+        let canceled = job(ID, 1.0).with_status(&pending, 2.0);
+        assert!(canceled.has_result);
+        assert_eq!(canceled.refund_pending(), 5);
+        assert!(canceled.needs_poll(), "pending: read again");
+        let mut settled = pending.clone();
+        settled.metrics.credits = Some(Credits {
+            refunded: 5,
+            refund_pending: None,
+            ..settled.metrics.credits.unwrap()
+        });
+        let done = canceled.with_status(&settled, 3.0);
+        assert!(!done.needs_poll(), "decided: nothing more to read");
+        assert!(
+            !canceled.gone(4.0).needs_poll(),
+            "gone: nothing more to read"
+        );
+        assert_eq!(done.metrics.credits.map(|c| c.refunded), Some(5));
     }
 
     #[test]

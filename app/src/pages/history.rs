@@ -157,6 +157,9 @@ fn HistoryItem(
                     Ok(Canceled::Refunded(n)) => {
                         format!("Canceled “{short}”; {n} credits refunded.")
                     }
+                    Ok(Canceled::RefundPending(n)) => {
+                        format!("Canceled “{short}”; a refund of up to {n} credits is pending.")
+                    }
                     Ok(Canceled::AlreadyFinished) => {
                         format!("“{short}” had already finished; nothing was canceled.")
                     }
@@ -216,6 +219,7 @@ fn HistoryItem(
                     })}
                 </p>
                 {move || job.with(|j| j.as_ref().and_then(|j| j.error.clone())).map(|e| view! { <p class="error">{e}</p> })}
+                {move || job.with(|j| j.as_ref().and_then(jobs::pending_text)).map(|t| view! { <p class="help" data-testid="history-refund-pending">{t}</p> })}
             </div>
             <div class="history-actions">
                 <button type="button" class="button small" data-testid="history-action"

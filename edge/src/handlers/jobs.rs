@@ -278,9 +278,10 @@ pub async fn delete_job(
     if canceled.is_some() {
         caller.refresh(env).await?;
     }
-    // The job as it ended (with what it was charged and refunded), now deleted.
-    let last = canceled.unwrap_or(removed);
-    let mut body = serde_json::to_value(last.status_response(&origin(req, env)))
+    // The job as the delete left it (after the cancel's settlement, so later than the
+    // cancel's answer): what it was charged, refunded, and what may still come back
+    // (`refund_pending`), now deleted.
+    let mut body = serde_json::to_value(removed.status_response(&origin(req, env)))
         .map_err(|e| EdgeError::Internal(e.to_string()))?;
     body["deleted"] = json!(true);
     Ok(http::json(&body, 200))
@@ -291,6 +292,19 @@ pub async fn delete_job(
 pub struct ListQuery {
     limit: Option<String>,
     cursor: Option<String>,
+}
+
+/// A page's `limit` (20 when absent), or a 400 naming it.
+pub fn page_limit(raw: Option<&str>) -> EdgeResult<usize> {
+    // `limit=` with nothing is not a number: a 400 like any other (schemathesis).
+    match raw {
+        None => Ok(20),
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| EdgeError::field("limit", "must be a whole number from 1 to 100")),
+    }
 }
 
 /// `GET /v2/requests?limit=&cursor=`: the calling key's jobs, newest first. Only
@@ -304,15 +318,7 @@ pub async fn list_jobs(req: &Request, env: &Env, caller: &Caller) -> EdgeResult<
     let query: ListQuery = req
         .query()
         .map_err(|_| EdgeError::bad_request("Invalid query string"))?;
-    // `limit=` with nothing is not a number: a 400 like any other (schemathesis).
-    let limit = match query.limit.as_deref() {
-        None => 20,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=100).contains(n))
-            .ok_or_else(|| EdgeError::field("limit", "must be a whole number from 1 to 100"))?,
-    };
+    let limit = page_limit(query.limit.as_deref())?;
     let cursor = match query.cursor.filter(|c| !c.is_empty()) {
         Some(c) => Some(
             RequestId::parse(&c)

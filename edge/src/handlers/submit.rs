@@ -152,7 +152,7 @@ pub async fn create_job(
     let id = RequestId::from_random(random_bytes()?);
     let cost = cfg.cost(served, submission.params.num_outputs());
     if let Reservation::Replay(existing) = caller
-        .reserve(env, id.as_str(), cost, key.clone(), fingerprint)
+        .reserve(env, id.as_str(), cost, key.clone(), fingerprint, model)
         .await?
     {
         return RequestId::parse(&existing)
