@@ -318,7 +318,11 @@ fn limits_phase_keyless_reads_are_limited_per_address() {
             "one /56, many addresses: never limited"
         );
     }
-    assert_eq!(from("2001:db8:77:ff:ffff::9"), 429, "another /64 of the same /56");
+    assert_eq!(
+        from("2001:db8:77:ff:ffff::9"),
+        429,
+        "another /64 of the same /56"
+    );
     assert_eq!(from("2001:db8:77:100::1"), 200, "another /56");
     // Without a key nothing can be submitted here.
     let anonymous = send(

@@ -280,5 +280,8 @@ fn a_redirect_off_the_providers_host_gets_no_key() {
         .iter()
         .filter(|r| r["path"].as_str().is_some_and(|p| p.contains("/segmind/")))
         .collect();
-    assert!(arrived.is_empty(), "nothing followed the redirect: {arrived:?}");
+    assert!(
+        arrived.is_empty(),
+        "nothing followed the redirect: {arrived:?}"
+    );
 }
