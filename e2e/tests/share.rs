@@ -296,7 +296,10 @@ fn a_failed_jobs_share_page_previews_a_neutral_card() {
 fn a_nat_neighbour_cannot_cancel_or_delete_an_anonymous_job() {
     let mine = submit("mine, slowly [sim:slow]", None).json();
     let id = mine["request_id"].as_str().unwrap().to_owned();
-    let token = mine["owner_token"].as_str().expect("an owner token").to_owned();
+    let token = mine["owner_token"]
+        .as_str()
+        .expect("an owner token")
+        .to_owned();
     let theirs = submit("a neighbour's", None).json();
     let their_token = theirs["owner_token"].as_str().unwrap().to_owned();
     assert_ne!(token, their_token);

@@ -1092,7 +1092,8 @@ impl JobRecord {
         }
     }
 
-    /// The result body, with output URLs on `origin`.
+    /// The result body, with output URLs on `origin`, as anyone may read it (no link
+    /// to the control image).
     pub fn result(&self, origin: &str) -> JobResult {
         JobResult {
             request_id: self.id.clone(),
@@ -1111,7 +1112,8 @@ impl JobRecord {
             metrics: self.metrics(),
             created_at: self.created_ms / 1000,
             expires_at: self.expires_ms.map(|e| e / 1000),
-            control_image: format!("{origin}{}", keys::control_path(&self.id)),
+            // The owner's reads add a signed link (`handlers::jobs::result_view`).
+            control_image: None,
         }
     }
 }
