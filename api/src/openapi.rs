@@ -466,7 +466,7 @@ fn wire_schemas() -> Map<String, Value> {
     m.insert(
         "JobResult".into(),
         json!({"type": "object",
-               "required": ["request_id", "model", "status", "output", "images", "seed", "params", "error", "metrics", "created_at", "expires_at", "control_image"],
+               "required": ["request_id", "model", "status", "output", "images", "seed", "params", "error", "metrics", "created_at", "expires_at"],
                "properties": {"request_id": id,
                    "model": {"type": "string", "enum": Model::ALL.iter().map(|m| m.slug()).collect::<Vec<_>>()},
                    "status": status,
@@ -480,7 +480,8 @@ fn wire_schemas() -> Map<String, Value> {
                    "metrics": {"$ref": "#/components/schemas/Metrics"},
                    "created_at": {"type": "integer"},
                    "expires_at": {"type": ["integer", "null"]},
-                   "control_image": {"type": "string", "format": "uri"}}}),
+                   "control_image": {"type": "string", "format": "uri",
+                       "description": "A short-lived signed link to the control image; only in its owner's reads"}}}),
     );
     m
 }

@@ -51,6 +51,11 @@ pub struct SubmitResponse {
     pub poll_url: String,
     pub status_url: String,
     pub response_url: String,
+    /// An anonymous submit's proof of ownership: `x-owner-token` on a cancel, a delete
+    /// or a read of the job's control image link. Anyone behind the same address
+    /// (a NAT, a shared /56) is another person; only this token is the owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_token: Option<String>,
 }
 
 /// Timings of a job, in seconds, and which upstream served it.
@@ -145,6 +150,9 @@ pub struct JobResult {
     pub created_at: u64,
     /// Unix seconds after which the job and its images are gone (`null` while running).
     pub expires_at: Option<u64>,
-    /// The control image the job was submitted with, on this edge.
-    pub control_image: String,
+    /// The control image the job was submitted with: a short-lived signed link on
+    /// this edge, given only to the job's owner (absent for anyone else, and where the
+    /// deployment signs no links). The photo is private; the outputs are not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_image: Option<String>,
 }

@@ -250,6 +250,14 @@ fn get(url: &str, signal: Signal) -> Result<Request, ClientError> {
     built(prepare(Request::get(url), url, signal).build())
 }
 
+/// With an anonymous job's owner token (`x-owner-token`), to this origin only.
+fn owned(builder: RequestBuilder, url: &str, owner_token: Option<&str>) -> RequestBuilder {
+    match owner_token {
+        Some(token) if same_origin(url) => builder.header("x-owner-token", token),
+        _ => builder,
+    }
+}
+
 /// `POST /v2/{model}` with a multipart form. The `Idempotency-Key` makes a retry after
 /// a lost answer safe: the server returns the job the first attempt created.
 pub async fn submit(
@@ -296,19 +304,29 @@ pub async fn credits(cursor: Option<&str>) -> Result<parallax_api::CreditsPage, 
     with_retries(|s| get(&url, s), false).await
 }
 
-/// `DELETE /v2/requests/{id}` of a *finished* job: deletes it and its images.
-pub async fn delete(response_url: &str) -> Result<(), ClientError> {
-    let resp =
-        send_once(|s| built(prepare(Request::delete(response_url), response_url, s).build()))
-            .await?;
+/// `DELETE /v2/requests/{id}` of a *finished* job: deletes it and its images. An
+/// anonymous job needs its `owner_token`.
+pub async fn delete(response_url: &str, owner_token: Option<&str>) -> Result<(), ClientError> {
+    let resp = send_once(|s| {
+        let builder = prepare(Request::delete(response_url), response_url, s);
+        built(owned(builder, response_url, owner_token).build())
+    })
+    .await?;
     decode::<serde_json::Value>(resp, false).await.map(|_| ())
 }
 
 /// `POST /v2/requests/{id}/cancel`: cancels a running job. A 409 `conflict` means it
-/// had already finished (and nothing changed). Not retried: the caller refreshes.
-pub async fn cancel(cancel_url: &str) -> Result<StatusResponse, ClientError> {
-    let resp =
-        send_once(|s| built(prepare(Request::post(cancel_url), cancel_url, s).build())).await?;
+/// had already finished (and nothing changed). Not retried: the caller refreshes. An
+/// anonymous job needs its `owner_token`.
+pub async fn cancel(
+    cancel_url: &str,
+    owner_token: Option<&str>,
+) -> Result<StatusResponse, ClientError> {
+    let resp = send_once(|s| {
+        let builder = prepare(Request::post(cancel_url), cancel_url, s);
+        built(owned(builder, cancel_url, owner_token).build())
+    })
+    .await?;
     decode(resp, true).await
 }
 
@@ -328,9 +346,12 @@ pub async fn status_held(url: &str, wait: &StatusWait) -> Result<StatusResponse,
     .await
 }
 
-/// One result read (not retried here: the scheduler owns retries and backoff).
-pub async fn result(url: &str) -> Result<JobResult, ClientError> {
-    decode(send_once(|s| get(url, s)).await?, true).await
+/// One result read (not retried here: the scheduler owns retries and backoff). With
+/// an anonymous job's `owner_token`, it carries the owner's link to the control image.
+pub async fn result(url: &str, owner_token: Option<&str>) -> Result<JobResult, ClientError> {
+    let resp =
+        send_once(|s| built(owned(prepare(Request::get(url), url, s), url, owner_token).build()));
+    decode(resp.await?, true).await
 }
 
 /// A result read retried on transient failures (share page, Remix).

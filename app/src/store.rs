@@ -301,10 +301,11 @@ impl JobStore {
     }
 
     async fn fetch_result(&self, job: &Job) -> Result<(), ClientError> {
-        let r = client::result(&job.response_url).await?;
+        let r = client::result(&job.response_url, job.owner_token.as_deref()).await?;
         let now = now_ms();
         let mut next = Job::from_result(&r, &job.response_url, now);
         next.expected_secs = job.expected_secs;
+        next.owner_token = job.owner_token.clone();
         if let Some(current) = self.get(&job.id) {
             next.finished_ms = current.finished_ms.or(next.finished_ms);
         }
@@ -336,7 +337,7 @@ impl JobStore {
         if job.status.is_terminal() {
             return Ok(Canceled::AlreadyFinished);
         }
-        match client::cancel(&job.cancel_url()).await {
+        match client::cancel(&job.cancel_url(), job.owner_token.as_deref()).await {
             Ok(s) => {
                 let next = job.with_status(&s, now_ms());
                 let refunded = next.metrics.credits.map_or(0, |c| c.refunded);
@@ -389,7 +390,9 @@ async fn scheduler(store: JobStore) {
         let Some(running) = store.state.try_with_untracked(|s| {
             s.jobs
                 .iter()
-                .filter(|j| j.needs_poll())
+                // An ended job whose control image link is over: its result again,
+                // for a fresh link.
+                .filter(|j| j.needs_poll() || j.control_link_over(now))
                 .cloned()
                 .collect::<Vec<_>>()
         }) else {
@@ -415,7 +418,7 @@ async fn scheduler(store: JobStore) {
         let next_due = store.state.with_untracked(|s| {
             s.jobs
                 .iter()
-                .filter(|j| j.needs_poll() && !store.is_held(&j.id))
+                .filter(|j| (j.needs_poll() || j.control_link_over(now)) && !store.is_held(&j.id))
                 .map(|j| store.next_read(j, &backoff))
                 .fold(now_ms() + 60_000.0, f64::min)
         });

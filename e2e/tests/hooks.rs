@@ -425,3 +425,23 @@ fn hooks_phase_forged_misdirected_and_stale_callbacks_are_refused_and_a_replay_c
         "the forged output was never used: {result}"
     );
 }
+
+/// Issue 26: a callback body with no declared length (chunked) is read as it streams
+/// and refused at the 1 MB cap, after the URL's token and before any signature check.
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn hooks_phase_a_chunked_callback_body_over_the_cap_is_refused() {
+    let id = "3d6f0a1b-8c2e-4f5a-9b7d-1e0c2a4b6d8f";
+    let url = hook_url("replicate", id, &token("replicate", id));
+    // A reader has no length: reqwest sends it chunked, without Content-Length.
+    let big = std::io::Cursor::new(vec![b' '; (1 << 20) + 1]);
+    let a = Answer::from(
+        client()
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(reqwest::blocking::Body::new(big))
+            .send()
+            .expect("POST"),
+    );
+    assert_eq!(a.status, 413, "{}", a.text);
+}

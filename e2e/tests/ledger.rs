@@ -300,7 +300,7 @@ fn limits_phase_keyless_reads_are_limited_per_address() {
     // A key's reads are its own.
     let keyed = send(client().get(&status).header("x-api-key", &key));
     assert_eq!(keyed.status, 200, "{}", keyed.text);
-    // IPv6 clients share one bucket per /64 (`wrangler dev` passes the client's
+    // IPv6 clients share one bucket per /56 (`wrangler dev` passes the client's
     // CF-Connecting-IP through, as Cloudflare's edge sets it).
     let from = |ip: &str| {
         send(
@@ -315,11 +315,15 @@ fn limits_phase_keyless_reads_are_limited_per_address() {
         n += 1;
         assert!(
             n <= 2 * KEYLESS_PER_MIN + 1,
-            "one /64, many addresses: never limited"
+            "one /56, many addresses: never limited"
         );
     }
-    assert_eq!(from("2001:db8:77:1:ffff::9"), 429, "the same /64");
-    assert_eq!(from("2001:db8:77:2::1"), 200, "another /64");
+    assert_eq!(
+        from("2001:db8:77:ff:ffff::9"),
+        429,
+        "another /64 of the same /56"
+    );
+    assert_eq!(from("2001:db8:77:100::1"), 200, "another /56");
     // Without a key nothing can be submitted here.
     let anonymous = send(
         client()

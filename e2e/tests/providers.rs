@@ -257,3 +257,32 @@ fn permanent_faults_end_failed_with_a_reason_and_a_refund() {
     }
     assert_eq!(balance(), start, "every failed job was refunded");
 }
+
+/// Issue 26: a provider's host answering a poll with `302 Location: <another
+/// origin>` (sim's `[sim:redirect]`, twice) does not get that origin the provider's
+/// key: redirects are not followed, the poll is an upstream error, and the job goes on
+/// at the provider's own host.
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn a_redirect_off_the_providers_host_gets_no_key() {
+    let prompt = parallax_e2e::unique("redirected poll [sim:redirect]");
+    let r = finish(&submit("flux-depth-pro", &prompt, &[]));
+    assert_eq!(r["metrics"]["provider"], "segmind", "{r}");
+    assert_outputs(&r, 1, image::ImageFormat::Jpeg);
+    let polls = get(&format!("{}/debug/requests", parallax_e2e::sim_url())).json();
+    assert!(
+        polls[prompt.as_str()]["polls"].as_u64().unwrap_or(0) >= 3,
+        "the redirects were served: {polls}"
+    );
+    let elsewhere = get(&format!("{}/debug/elsewhere", parallax_e2e::sim_url())).json();
+    let arrived: Vec<&Value> = elsewhere
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["path"].as_str().is_some_and(|p| p.contains("/segmind/")))
+        .collect();
+    assert!(
+        arrived.is_empty(),
+        "nothing followed the redirect: {arrived:?}"
+    );
+}

@@ -56,6 +56,9 @@ pub struct Caller {
 
 /// How long an isolate keeps a key's record after reading it from KV.
 const KEY_CACHE_MS: u64 = 30_000;
+/// How long it remembers that a key is unknown: a client repeating a wrong key costs
+/// one KV read per this much time, and a key just created works within it.
+const UNKNOWN_KEY_CACHE_MS: u64 = 5_000;
 /// Most records an isolate keeps (then it starts over).
 const KEY_CACHE_MAX: usize = 1_000;
 
@@ -65,20 +68,35 @@ thread_local! {
     /// [`KEY_CACHE_MS`] weakens no guarantee (a disabled key or a new grant takes
     /// effect within that time) and saves a KV read on nearly every request.
     static KEY_CACHE: RefCell<HashMap<String, (u64, KeyRecord)>> = RefCell::new(HashMap::new());
+    /// Unknown keys recently looked up, with when: a map of its own, so a flood of
+    /// random keys never pushes valid keys' records out.
+    static UNKNOWN_KEYS: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
 }
 
-/// A key's record, from this isolate's cache or KV. Unknown keys are not cached, so
-/// a key works as soon as it is created.
+/// Whether a cache entry read at `at` is still fresh at `now`, given its lifetime.
+fn fresh(at: u64, ttl_ms: u64, now: u64) -> bool {
+    now.saturating_sub(at) < ttl_ms
+}
+
+/// A key's record, from this isolate's caches or KV.
 async fn key_record(env: &Env, hash: &str) -> EdgeResult<Option<KeyRecord>> {
     let now = worker::Date::now().as_millis();
     let cached = KEY_CACHE.with(|c| {
         c.borrow()
             .get(hash)
-            .filter(|(at, _)| now.saturating_sub(*at) < KEY_CACHE_MS)
+            .filter(|(at, _)| fresh(*at, KEY_CACHE_MS, now))
             .map(|(_, record)| record.clone())
     });
     if cached.is_some() {
         return Ok(cached);
+    }
+    let unknown = UNKNOWN_KEYS.with(|u| {
+        u.borrow()
+            .get(hash)
+            .is_some_and(|at| fresh(*at, UNKNOWN_KEY_CACHE_MS, now))
+    });
+    if unknown {
+        return Ok(None);
     }
     crate::meter::count(crate::meter::Op::KvRead, 1);
     let record: Option<KeyRecord> = env
@@ -86,14 +104,21 @@ async fn key_record(env: &Env, hash: &str) -> EdgeResult<Option<KeyRecord>> {
         .get(&keys::api_key(hash))
         .json()
         .await?;
-    if let Some(r) = &record {
-        KEY_CACHE.with(|c| {
+    match &record {
+        Some(r) => KEY_CACHE.with(|c| {
             let mut c = c.borrow_mut();
             if c.len() >= KEY_CACHE_MAX {
                 c.clear();
             }
             c.insert(hash.to_owned(), (now, r.clone()));
-        });
+        }),
+        None => UNKNOWN_KEYS.with(|u| {
+            let mut u = u.borrow_mut();
+            if u.len() >= KEY_CACHE_MAX {
+                u.clear();
+            }
+            u.insert(hash.to_owned(), now);
+        }),
     }
     Ok(record)
 }
@@ -110,11 +135,6 @@ fn presented_key(req: &Request) -> EdgeResult<Option<String>> {
         .headers()
         .get("authorization")?
         .and_then(|v| v.strip_prefix("Bearer ").map(|k| k.trim().to_owned())))
-}
-
-fn today() -> String {
-    let iso: String = js_sys::Date::new_0().to_iso_string().into();
-    iso.chars().take(10).collect()
 }
 
 pub async fn identify(req: &Request, env: &Env, cfg: &Config) -> EdgeResult<Caller> {
@@ -144,7 +164,6 @@ pub async fn identify(req: &Request, env: &Env, cfg: &Config) -> EdgeResult<Call
             keyed: false,
             key_hash: None,
             funding: Funding::Daily {
-                day: today(),
                 allowance: cfg.anon_daily_credits,
             },
             submits_per_minute: cfg.limits.submits_per_minute,
@@ -454,7 +473,6 @@ impl Caller {
 fn owner_funding(env: &Env, account: &str) -> Funding {
     if account.starts_with("anon:") {
         Funding::Daily {
-            day: today(),
             allowance: Config::from_env(env).anon_daily_credits,
         }
     } else {
@@ -497,9 +515,12 @@ pub async fn job_charge(env: &Env, account: &str, job_id: &str) -> EdgeResult<Op
     )
 }
 
-/// The rate-limit bucket of a client address: the address for IPv4, its /64 for
-/// IPv6 (one subscriber's allocation holds 2^64 addresses). Anything unparsable is
-/// one shared bucket.
+/// The rate-limit (and anonymous allowance) bucket of a client address: the address
+/// for IPv4, its /56 for IPv6. A /64 is one LAN, but a subscriber is commonly given
+/// a /56 or a /48 (RIPE-690 recommends either for end sites), so per /64 one
+/// subscriber (or a tunnel broker's free /48) holds 256 to 65 536 allowances; per /48,
+/// ISPs that hand out /56s would put 256 households in one. /56: at most 256 per
+/// /48, and neighbours keep theirs. Anything unparsable is one shared bucket.
 pub fn address_bucket(ip: &str) -> String {
     match ip.trim().parse::<std::net::IpAddr>() {
         Ok(std::net::IpAddr::V4(v4)) => v4.to_string(),
@@ -507,7 +528,7 @@ pub fn address_bucket(ip: &str) -> String {
             Some(v4) => v4.to_string(),
             None => {
                 let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+                format!("{:x}:{:x}:{:x}:{:x}::/56", s[0], s[1], s[2], s[3] & 0xff00)
             }
         },
         Err(_) => "unknown".into(),
@@ -525,7 +546,6 @@ fn anonymous_account(req: &Request) -> EdgeResult<String> {
 pub async fn touch_public(req: &Request, env: &Env, cfg: &Config) -> EdgeResult<()> {
     let account = anonymous_account(req)?;
     let funding = Funding::Daily {
-        day: today(),
         allowance: cfg.anon_daily_credits,
     };
     let limit = Limit {
@@ -554,6 +574,22 @@ mod tests {
     }
 
     #[test]
+    fn cache_entries_are_fresh_for_their_lifetime_only() {
+        assert!(fresh(
+            1_000,
+            UNKNOWN_KEY_CACHE_MS,
+            1_000 + UNKNOWN_KEY_CACHE_MS - 1
+        ));
+        assert!(!fresh(
+            1_000,
+            UNKNOWN_KEY_CACHE_MS,
+            1_000 + UNKNOWN_KEY_CACHE_MS
+        ));
+        assert!(!fresh(1_000, KEY_CACHE_MS, 1_000 + KEY_CACHE_MS));
+        assert!(UNKNOWN_KEY_CACHE_MS < KEY_CACHE_MS);
+    }
+
+    #[test]
     fn key_records_accept_the_minimal_operator_json() {
         let r: KeyRecord = serde_json::from_str(
             r#"{"name":"ci","created_at":1,"grants":[{"id":"g1","credits":100}]}"#,
@@ -565,15 +601,16 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_clients_share_a_bucket_per_64() {
+    fn ipv6_clients_share_a_bucket_per_56() {
         assert_eq!(
             address_bucket("2001:db8:1:2:aaaa::1"),
-            address_bucket("2001:db8:1:2:ffff:ffff:ffff:ffff")
+            address_bucket("2001:db8:1:ff:ffff:ffff:ffff:ffff")
         );
-        assert_eq!(address_bucket("2001:db8:1:2::9"), "2001:db8:1:2::/64");
+        assert_eq!(address_bucket("2001:db8:1:2::9"), "2001:db8:1:0::/56");
+        assert_eq!(address_bucket("2001:db8:1:1234::9"), "2001:db8:1:1200::/56");
         assert_ne!(
             address_bucket("2001:db8:1:2::1"),
-            address_bucket("2001:db8:1:3::1")
+            address_bucket("2001:db8:1:102::1")
         );
         assert_eq!(address_bucket("203.0.113.7"), "203.0.113.7");
         assert_eq!(address_bucket("::ffff:203.0.113.7"), "203.0.113.7");

@@ -50,7 +50,7 @@ impl Provider {
 pub struct Limits {
     pub submits_per_minute: u32,
     pub reads_per_minute: u32,
-    /// Reads without a key, per client address (IPv6: per /64), also the read limit
+    /// Reads without a key, per client address (IPv6: per /56), also the read limit
     /// of anonymous accounts (`RATE_LIMIT_KEYLESS_READS_PER_MIN`, default: the
     /// keyed read limit).
     pub keyless_reads_per_minute: u32,
@@ -74,6 +74,10 @@ pub struct Config {
     pub public_base_url: Option<String>,
     /// Signs those links (`PUBLIC_BASE_URL` + the `CONTROL_LINK_SECRET` secret).
     pub control_links: Option<crate::control_link::Signer>,
+    /// `CONTROL_LINK_SECRET` alone: signs the owner's links to a control image (on the
+    /// request's origin, see `control_link.rs`). Without it no link is made, and the
+    /// photo opens only with its owner's API key.
+    pub control_link_secret: Option<Secret>,
     /// Upstream callbacks (`PUBLIC_BASE_URL` + the `HOOK_SECRET` secret; see
     /// `hooks.rs`): providers that can call back are told to, and polled as a backstop.
     pub hooks: Option<crate::hooks::Hooks>,
@@ -180,10 +184,11 @@ impl Config {
             .collect();
         let public_base_url =
             text(env, "PUBLIC_BASE_URL").map(|u| u.trim_end_matches('/').to_owned());
-        let control_links = match (&public_base_url, text(env, "CONTROL_LINK_SECRET")) {
+        let control_link_secret = text(env, "CONTROL_LINK_SECRET").map(Secret::new);
+        let control_links = match (&public_base_url, &control_link_secret) {
             (Some(base), Some(secret)) => Some(crate::control_link::Signer {
                 base_url: base.clone(),
-                secret: Secret::new(secret),
+                secret: secret.clone(),
             }),
             _ => None,
         };
@@ -192,6 +197,7 @@ impl Config {
                 base_url: base.clone(),
                 secret: Secret::new(secret),
                 replicate_secret: text(env, "REPLICATE_WEBHOOK_SECRET").map(Secret::new),
+                fal_user_id: text(env, "FAL_USER_ID"),
                 fal_jwks_url: text(env, "FAL_WEBHOOK_JWKS_URL")
                     .unwrap_or_else(|| crate::hooks::FAL_JWKS_URL.to_owned()),
                 backstop_ms: number(env, "HOOK_BACKSTOP_MS", crate::hooks::DEFAULT_BACKSTOP_MS)
@@ -205,6 +211,7 @@ impl Config {
             fallbacks,
             public_base_url,
             control_links,
+            control_link_secret,
             hooks,
             job_deadline_secs: number(env, "JOB_DEADLINE_SECS", 900),
             retention_secs: text(env, "RETENTION_SECS")

@@ -8,6 +8,12 @@
 //! open another, and an altered `exp` breaks it. Links are only made when the
 //! deployment says where providers can reach it (`PUBLIC_BASE_URL`) and has the secret;
 //! otherwise the image goes inline as before.
+//!
+//! The job's owner gets links too ([`owner_link`], on the origin they asked, valid for
+//! [`OWNER_LINK_SECS`]): the control image is a person's photo, served to nobody else
+//! (see `handlers/results.rs`), and a link is how an `<img>` in their studio opens it.
+//! An anonymous job's owner is whoever holds its [`owner_token`] (handed out once, in
+//! the submit's answer).
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -70,16 +76,33 @@ pub fn sign(secret: &Secret, id: &RequestId, exp: u64) -> String {
     sign_message(secret, &control_message(id, exp))
 }
 
+/// The link to job `id`'s control image on `base`, valid until `exp` (unix seconds).
+fn link_on(base: &str, secret: &Secret, id: &RequestId, exp: u64) -> String {
+    format!(
+        "{base}{}?exp={exp}&sig={}",
+        keys::control_path(id),
+        sign(secret, id, exp)
+    )
+}
+
 impl Signer {
     /// The link to job `id`'s control image, valid until `exp` (unix seconds).
     pub fn link(&self, id: &RequestId, exp: u64) -> String {
-        format!(
-            "{}{}?exp={exp}&sig={}",
-            self.base_url,
-            keys::control_path(id),
-            sign(&self.secret, id, exp)
-        )
+        link_on(&self.base_url, &self.secret, id, exp)
     }
+}
+
+/// How long an owner's link lives: long enough for a page's images to load and be
+/// looked at, short enough that a copied link stops working the same hour. The
+/// studio asks for a fresh one when its link is over.
+pub const OWNER_LINK_SECS: u64 = 3600;
+
+/// The owner's link to job `id`'s control image on `origin`, made at `now` (unix
+/// seconds). The expiry is rounded up to the next quarter hour, so reads within it
+/// get the same URL and the browser's cache of the image holds.
+pub fn owner_link(secret: &Secret, origin: &str, id: &RequestId, now: u64) -> String {
+    let exp = (now + OWNER_LINK_SECS).div_ceil(900) * 900;
+    link_on(origin, secret, id, exp)
 }
 
 /// Checks a request's `exp` and `sig` for job `id` at `now` (unix seconds). The
@@ -106,6 +129,17 @@ pub fn verify(
         return Err(Refusal::Expired);
     }
     Ok(())
+}
+
+/// The owner token of anonymous job `id`: base64url(HMAC-SHA256(`CONTROL_LINK_SECRET`,
+/// "owner\n{id}")). Derived, not stored, so a replayed submit answers the same one.
+pub fn owner_token(secret: &Secret, id: &RequestId) -> String {
+    sign_message(secret, &format!("owner\n{id}"))
+}
+
+/// Whether `token` is job `id`'s owner token (compared in constant time).
+pub fn is_owner_token(secret: &Secret, id: &RequestId, token: &str) -> bool {
+    verify_message(secret, &format!("owner\n{id}"), token) == Some(true)
 }
 
 #[cfg(test)]
@@ -152,6 +186,55 @@ mod tests {
         let other = sign(&Secret::new("other"), &id(A), 1_800_000_000);
         assert_eq!(
             check(A, "1800000000", &other, 1_700_000_000),
+            Err(Refusal::Forged)
+        );
+    }
+
+    #[test]
+    fn an_owners_link_lives_about_an_hour_and_is_stable_within_a_quarter() {
+        let secret = Secret::new("s");
+        let at = |now| owner_link(&secret, "https://px.example", &id(A), now);
+        let link = at(1_800_000_100);
+        let exp: u64 = link
+            .split("exp=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (1_800_000_100 + OWNER_LINK_SECS..1_800_000_100 + OWNER_LINK_SECS + 900).contains(&exp)
+        );
+        let query = link.split_once('?').unwrap().1;
+        let (exp_s, sig) = (
+            query.split('&').next().unwrap().trim_start_matches("exp="),
+            query.split("sig=").nth(1).unwrap(),
+        );
+        assert_eq!(
+            verify(&secret, &id(A), Some(exp_s), Some(sig), exp - 1),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&secret, &id(B), Some(exp_s), Some(sig), exp - 1),
+            Err(Refusal::Forged)
+        );
+        assert_eq!(at(1_800_000_200), link, "the same link within the quarter");
+    }
+
+    #[test]
+    fn an_owner_token_names_one_job_and_is_no_link_signature() {
+        let secret = Secret::new("s");
+        let token = owner_token(&secret, &id(A));
+        assert!(is_owner_token(&secret, &id(A), &token));
+        assert!(!is_owner_token(&secret, &id(B), &token));
+        assert!(!is_owner_token(&Secret::new("t"), &id(A), &token));
+        assert!(!is_owner_token(&secret, &id(A), "not base64!"));
+        assert!(!is_owner_token(&secret, &id(A), ""));
+        // Purpose words keep a token from verifying as a link, and back.
+        assert_eq!(
+            verify(&secret, &id(A), Some("0"), Some(&token), 0),
             Err(Refusal::Forged)
         );
     }

@@ -74,6 +74,9 @@ pub struct Hooks {
     pub replicate_secret: Option<Secret>,
     /// Where fal's public keys are (`FAL_WEBHOOK_JWKS_URL`).
     pub fal_jwks_url: String,
+    /// The deployment's fal account (`FAL_USER_ID`): fal signs deliveries for every
+    /// account alike, so one for another account is refused, whatever its signature.
+    pub fal_user_id: Option<String>,
     /// The backstop's first poll (`HOOK_BACKSTOP_MS`).
     pub backstop_ms: u64,
 }
@@ -315,10 +318,16 @@ fn fal_parts<'a>(h: FalHeaders<'a>) -> Result<FalParts<'a>, Refusal> {
     })
 }
 
-/// Whether a fal delivery has every header in its form (checked before fal's keys
-/// are fetched, so a bare request costs nothing).
-pub fn check_fal_headers(h: FalHeaders<'_>) -> Result<(), Refusal> {
-    fal_parts(h).map(|_| ())
+/// Whether a fal delivery has every header in its form and, if the deployment names
+/// its fal account (`user_id`), is for that account (checked before fal's keys are
+/// fetched, so a bare or foreign request costs nothing).
+pub fn check_fal_headers(h: FalHeaders<'_>, user_id: Option<&str>) -> Result<(), Refusal> {
+    let parts = fal_parts(h)?;
+    match user_id {
+        // Signed by fal, perhaps, but for another account: not a delivery of ours.
+        Some(ours) if parts.user_id != ours => Err(Refusal::Forged),
+        _ => Ok(()),
+    }
 }
 
 /// fal's ED25519 signature against any of `keys`, then the timestamp.
@@ -410,6 +419,7 @@ mod tests {
             replicate_secret: replicate
                 .then(|| Secret::new("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD")),
             fal_jwks_url: FAL_JWKS_URL.into(),
+            fal_user_id: None,
             backstop_ms: DEFAULT_BACKSTOP_MS,
         }
     }
@@ -530,6 +540,17 @@ mod tests {
             signature: Some(sig),
         };
         let sig: &'static str = Box::leak(sig.into_boxed_str());
+        // Pinned to the deployment's fal account: another account's is refused before
+        // any key is fetched.
+        assert_eq!(check_fal_headers(headers(sig, "1700000000"), None), Ok(()));
+        assert_eq!(
+            check_fal_headers(headers(sig, "1700000000"), Some("u1")),
+            Ok(())
+        );
+        assert_eq!(
+            check_fal_headers(headers(sig, "1700000000"), Some("u2")),
+            Err(Refusal::Forged)
+        );
         assert_eq!(
             check_fal(&keys, headers(sig, "1700000000"), body, 1_700_000_100),
             Ok(Verified {

@@ -1156,7 +1156,8 @@ impl JobRecord {
     }
 
     /// The result body, with image URLs on `origin`: `output` is the first image's
-    /// URL (Segmind's shape), `images` all of them.
+    /// URL (Segmind's shape), `images` all of them; as anyone may read it (no link to
+    /// the control image).
     pub fn result(&self, origin: &str) -> JobResult {
         let images = self.images(origin);
         JobResult {
@@ -1172,7 +1173,8 @@ impl JobRecord {
             metrics: self.metrics(),
             created_at: self.created_ms / 1000,
             expires_at: self.expires_ms.map(|e| e / 1000),
-            control_image: format!("{origin}{}", keys::control_path(&self.id)),
+            // The owner's reads add a signed link (`handlers::jobs::result_view`).
+            control_image: None,
         }
     }
 }

@@ -47,8 +47,9 @@ pub struct Grant {
 pub enum Funding {
     /// An API key: the operator's grants.
     Grants { grants: Vec<Grant> },
-    /// An anonymous client: a fresh allowance every UTC day.
-    Daily { day: String, allowance: u64 },
+    /// An anonymous client: a fresh allowance every UTC day, by the Ledger's own
+    /// clock (see [`fund`]).
+    Daily { allowance: u64 },
 }
 
 /// What to do.
@@ -541,7 +542,26 @@ pub fn history_page(
     (keyed.into_iter().map(|(_, e)| e).collect(), next)
 }
 
-/// The account after funding: new grants added, or a new day's allowance.
+/// The UTC calendar day (`YYYY-MM-DD`, as `Date.toISOString` writes it) of `ms`
+/// since the Unix epoch: Howard Hinnant's `civil_from_days`
+/// (https://howardhinnant.github.io/date_algorithms.html#civil_from_days), ten lines
+/// of arithmetic instead of a date library in the Worker for one conversion.
+pub fn utc_day(ms: u64) -> String {
+    let z = i64::try_from(ms / 86_400_000).unwrap_or(i64::MAX / 2) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The account after funding: new grants added, or a new day's allowance. The day is
+/// the Ledger's (`now_ms` is its own clock), not one a request carries, and it only
+/// moves forward: an older day (a clock stepping back) never renews the allowance.
 pub fn fund(
     account: &AccountRow,
     funding: &Funding,
@@ -565,14 +585,16 @@ pub fn fund(
                 new,
             )
         }
-        Funding::Daily { day, allowance } => {
-            if account.day.as_deref() == Some(day.as_str()) {
+        Funding::Daily { allowance } => {
+            let day = utc_day(now_ms);
+            // ISO dates order as strings.
+            if account.day.as_deref().is_some_and(|d| d >= day.as_str()) {
                 return (account.clone(), Vec::new());
             }
             (
                 AccountRow {
                     balance: *allowance,
-                    day: Some(day.clone()),
+                    day: Some(day),
                     day_started_ms: now_ms,
                 },
                 Vec::new(),
@@ -1481,8 +1503,15 @@ impl Ledger {
     fn run(&self, db: &Db, request: &LedgerRequest) -> worker::Result<LedgerReply> {
         let now = request.now_ms;
         let stored = db.account()?.unwrap_or_default();
-        let (account, new_grants) =
-            fund(&stored, &request.funding, &|id| db.grant_applied(id), now);
+        // The day of a daily allowance is this object's, from its own clock: a request
+        // may have waited (a slow body) since the Worker read its clock.
+        let own_now = worker::Date::now().as_millis();
+        let (account, new_grants) = fund(
+            &stored,
+            &request.funding,
+            &|id| db.grant_applied(id),
+            own_now,
+        );
         let mut writes = Vec::new();
         for g in &new_grants {
             writes.push(Write {
@@ -1834,23 +1863,55 @@ mod tests {
 
     #[test]
     fn the_daily_allowance_resets_each_day_and_remembers_when() {
-        let day = |d: &str| Funding::Daily {
-            day: d.into(),
-            allowance: 10,
-        };
-        let (a, _) = fund(&AccountRow::default(), &day("2026-11-21"), &|_| false, 5);
+        let daily = Funding::Daily { allowance: 10 };
+        // 2026-11-21T00:00:05Z and the next day, by the Ledger's clock.
+        let nov21 = 1_795_219_200_000;
+        let (a, _) = fund(&AccountRow::default(), &daily, &|_| false, nov21 + 5);
         assert_eq!(
             a,
             AccountRow {
                 balance: 10,
                 day: Some("2026-11-21".into()),
-                day_started_ms: 5
+                day_started_ms: nov21 + 5
             }
         );
         let spent = AccountRow { balance: 2, ..a };
-        assert_eq!(fund(&spent, &day("2026-11-21"), &|_| false, 9).0, spent);
-        let next = fund(&spent, &day("2026-11-22"), &|_| false, 86_400_000).0;
-        assert_eq!((next.balance, next.day_started_ms), (10, 86_400_000));
+        assert_eq!(fund(&spent, &daily, &|_| false, nov21 + 9).0, spent);
+        let next = fund(&spent, &daily, &|_| false, nov21 + 86_400_000).0;
+        assert_eq!(
+            (next.balance, next.day_started_ms),
+            (10, nov21 + 86_400_000)
+        );
+    }
+
+    /// Issue 26: a day computed before a slow body (or a clock stepping back) must not
+    /// hand a spent account yesterday's allowance again.
+    #[test]
+    fn the_anonymous_day_only_moves_forward() {
+        let daily = Funding::Daily { allowance: 10 };
+        let nov22 = 1_795_305_600_000;
+        let spent = AccountRow {
+            balance: 0,
+            day: Some("2026-11-22".into()),
+            day_started_ms: nov22,
+        };
+        for earlier in [nov22 - 1, nov22 - 86_400_000 * 3] {
+            assert_eq!(
+                fund(&spent, &daily, &|_| false, earlier).0,
+                spent,
+                "{earlier}"
+            );
+        }
+    }
+
+    #[test]
+    fn utc_days_are_iso_dates() {
+        assert_eq!(utc_day(0), "1970-01-01");
+        assert_eq!(utc_day(86_399_999), "1970-01-01");
+        assert_eq!(utc_day(951_782_400_000), "2000-02-29");
+        assert_eq!(utc_day(1_795_219_200_000), "2026-11-21");
+        assert_eq!(utc_day(1_795_219_199_999), "2026-11-20");
+        assert_eq!(utc_day(4_107_542_400_000), "2100-03-01");
     }
 
     #[test]

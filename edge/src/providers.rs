@@ -17,8 +17,9 @@ use crate::input::image::ImageInfo;
 use crate::job::{JobRecord, PollBudget};
 
 use base64::Engine;
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use worker::{Fetch, Headers, Method, Request, RequestInit};
+use worker::{Fetch, Headers, Method, Request, RequestInit, RequestRedirect};
 
 /// An HTTP request to an upstream, built by a pure function.
 #[derive(Debug, Clone, PartialEq)]
@@ -176,11 +177,52 @@ pub fn success_json(
     })
 }
 
-/// Sends a request with a timeout. Connection failures and timeouts are transient.
+/// The error for a provider's redirect (`None` if `status` is not one). Requests that
+/// carry a provider's key are never redirected: fetch would send the key on to the
+/// `Location`, which nobody checked against [`trusts`] (a compromised host, a proxy
+/// misconfigured). So a 3xx is a transient upstream error naming where it pointed.
+pub fn redirect_error(
+    provider: &str,
+    status: u16,
+    location: Option<&str>,
+) -> Option<UpstreamError> {
+    if !(300..400).contains(&status) {
+        return None;
+    }
+    // The origin only: a location's path and query may carry tokens.
+    let target = location
+        .and_then(|l| worker::Url::parse(l).ok())
+        .map_or_else(
+            || "elsewhere".to_owned(),
+            |u| u.origin().ascii_serialization(),
+        );
+    Some(UpstreamError::Transient {
+        reason: format!(
+            "{provider} answered HTTP {status} redirecting to {target}; not followed, so its key stays with it"
+        ),
+        retry_after: None,
+    })
+}
+
+/// Sends a request with a timeout, without following redirects ([`redirect_error`]).
+/// Connection failures and timeouts are transient.
 pub async fn send(
     provider: &str,
     req: &UpstreamRequest,
     timeout_ms: u32,
+) -> Result<UpstreamResponse, UpstreamError> {
+    send_with(provider, req, timeout_ms, false, None).await
+}
+
+/// [`send`], following redirects only if `follow` (a request that carries no key),
+/// and reading at most `cap` bytes of the answer (if given; more is a permanent
+/// error, stopped as the body streams).
+async fn send_with(
+    provider: &str,
+    req: &UpstreamRequest,
+    timeout_ms: u32,
+    follow: bool,
+    cap: Option<usize>,
 ) -> Result<UpstreamResponse, UpstreamError> {
     let transient = |what: &str| UpstreamError::Transient {
         reason: format!("{provider} {what}"),
@@ -198,7 +240,12 @@ pub async fn send(
         HttpMethod::Post => Method::Post,
         HttpMethod::Put => Method::Put,
     })
-    .with_headers(headers);
+    .with_headers(headers)
+    .with_redirect(if follow {
+        RequestRedirect::Follow
+    } else {
+        RequestRedirect::Manual
+    });
     if let Some(body) = &req.body {
         let array =
             js_sys::Uint8Array::new_with_length(u32::try_from(body.len()).unwrap_or(u32::MAX));
@@ -213,12 +260,30 @@ pub async fn send(
         .send_with_signal(&signal)
         .await
         .map_err(|_| transient("could not be reached (connection failed or timed out)"))?;
+    let location = resp.headers().get("location").ok().flatten();
+    if let Some(e) = redirect_error(provider, resp.status_code(), location.as_deref()) {
+        return Err(e);
+    }
     let retry_after =
         parse_retry_after(resp.headers().get("retry-after").ok().flatten().as_deref());
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|_| transient("response was interrupted"))?;
+    let body = match cap {
+        None => resp
+            .bytes()
+            .await
+            .map_err(|_| transient("response was interrupted"))?,
+        Some(cap) => {
+            let mut stream = resp
+                .stream()
+                .map_err(|_| transient("response could not be read"))?;
+            let mut body = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|_| transient("response was interrupted"))?;
+                crate::input::remote::append_capped(&mut body, &chunk, cap)
+                    .map_err(|e| UpstreamError::Permanent(format!("{provider}: the answer {e}")))?;
+            }
+            body
+        }
+    };
     Ok(UpstreamResponse {
         status: resp.status_code(),
         retry_after,
@@ -313,7 +378,7 @@ pub async fn submit(
     Ok(sub)
 }
 
-/// The domains (each with its subdomains) whose URLs `kind`'s answers may name and
+/// The hosts (exactly these, no subdomains) whose URLs `kind`'s answers may name and
 /// that get its key, besides the configured base's origin:
 /// - Segmind: `api.segmind.com`;
 /// - Replicate: `api.replicate.com` (`urls.get`, `urls.cancel`);
@@ -322,19 +387,26 @@ pub async fn submit(
 ///   `api.eu1`/`api.us1.bfl.ai` and `api.bfl.ml` (BFL's integration guidelines; see
 ///   ../shared/reference/providers-2026.md);
 /// - a Parallax upstream and ComfyUI: their configured origin only.
-fn documented_domains(kind: Kind) -> &'static [&'static str] {
+fn documented_hosts(kind: Kind) -> &'static [&'static str] {
     match kind {
-        Kind::Segmind => &["segmind.com"],
-        Kind::Replicate => &["replicate.com"],
-        Kind::Fal => &["fal.run", "falrun.com"],
-        Kind::Bfl => &["bfl.ai", "bfl.ml"],
+        Kind::Segmind => &["api.segmind.com"],
+        Kind::Replicate => &["api.replicate.com"],
+        Kind::Fal => &["queue.fal.run", "queue.falrun.com"],
+        Kind::Bfl => &[
+            "api.bfl.ai",
+            "api.eu.bfl.ai",
+            "api.us.bfl.ai",
+            "api.eu1.bfl.ai",
+            "api.us1.bfl.ai",
+            "api.bfl.ml",
+        ],
         Kind::Parallax | Kind::ComfyUi => &[],
     }
 }
 
 /// Whether `url`, named in `provider`'s answer, may be called with its key: on the
-/// configured base's origin, or over https on a domain the provider documents
-/// ([`documented_domains`]). Anything else (another host, plain http off the base)
+/// configured base's origin, or over https on a host the provider documents
+/// ([`documented_hosts`]). Anything else (another host, plain http off the base)
 /// would hand the key to whoever wrote the answer: a proxy's error page, a tampered
 /// response.
 pub fn trusts(provider: &Provider, url: &str) -> bool {
@@ -351,10 +423,7 @@ pub fn trusts(provider: &Provider, url: &str) -> bool {
     let Some(Host::Domain(host)) = url.host() else {
         return false;
     };
-    url.scheme() == "https"
-        && documented_domains(provider.kind)
-            .iter()
-            .any(|d| host == *d || host.strip_suffix(d).is_some_and(|h| h.ends_with('.')))
+    url.scheme() == "https" && documented_hosts(provider.kind).contains(&host)
 }
 
 /// Replaces each URL of an accepted job that `provider` may not be called on with its
@@ -793,7 +862,10 @@ impl Kind {
     }
 }
 
-/// Downloads one output file. A URL on the provider's own host gets the provider's
+/// The largest output file stored (Flux's largest PNG is a few MB).
+pub const MAX_OUTPUT_BYTES: usize = 30 * 1_048_576;
+
+/// Downloads one output file (at most [`MAX_OUTPUT_BYTES`]). A URL on the provider's own host gets the provider's
 /// auth header (ComfyUI's `/view` behind an API-key proxy); a CDN URL gets none.
 pub async fn download(
     provider: &Provider,
@@ -806,7 +878,17 @@ pub async fn download(
         headers: download_headers(provider, url),
         body: None,
     };
-    let resp = send("output download", &req, timeout_ms).await?;
+    // A CDN may redirect a download; one that carries a key (ComfyUI's own host) is
+    // not followed.
+    let follow = req.headers.is_empty();
+    let resp = send_with(
+        "output download",
+        &req,
+        timeout_ms,
+        follow,
+        Some(MAX_OUTPUT_BYTES),
+    )
+    .await?;
     if resp.status == 200 {
         Ok(resp.body)
     } else {
@@ -857,6 +939,9 @@ mod tests {
             "https://evilbfl.ai/x",
             "https://api.bfl.ai@evil.example/x",
             "https://api.bfl.ai.evil.example/x",
+            "https://anything.bfl.ai/v1/get_result?id=1",
+            "https://x.api.bfl.ai/v1/get_result?id=1",
+            "https://bfl.ai/v1/get_result?id=1",
             "not a url",
         ] {
             assert!(!trusts(&bfl, bad), "{bad}");
@@ -873,6 +958,8 @@ mod tests {
                 true,
             ),
             (&fal, "https://queue.fal.run.evil.example/x", false),
+            (&fal, "https://storage.fal.run/x", false),
+            (&fal, "https://fal.run/x", false),
             (
                 &parallax,
                 "https://gpu.example.fly.dev/v2/requests/r/status",
@@ -940,6 +1027,28 @@ mod tests {
         assert!(own_urls(&bfl, &mut sub));
         assert_eq!(sub.status_url, "https://api.us1.bfl.ai/v1/get_result?id=t1");
         assert_eq!(sub.result_url, "https://api.bfl.ai/v1/get_result?id=t1");
+    }
+
+    #[test]
+    fn a_redirect_is_a_transient_error_naming_only_its_origin() {
+        assert_eq!(redirect_error("segmind", 200, None), None);
+        let e = redirect_error(
+            "segmind",
+            302,
+            Some("https://collector.example:8443/steal?token=abc"),
+        );
+        let Some(UpstreamError::Transient { reason, .. }) = e else {
+            panic!("{e:?}");
+        };
+        assert!(
+            reason.contains("HTTP 302 redirecting to https://collector.example:8443"),
+            "{reason}"
+        );
+        assert!(!reason.contains("token"), "{reason}");
+        assert!(matches!(
+            redirect_error("bfl", 307, None),
+            Some(UpstreamError::Transient { .. })
+        ));
     }
 
     #[test]

@@ -164,13 +164,13 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
     };
     let Some(caller) = caller else {
         // A public read by id (a share link opened by anyone), limited per client
-        // address (IPv6: per /64) first, so a refused client wakes no runner.
+        // address (IPv6: per /56) first, so a refused client wakes no runner.
         accounts::touch_public(&req, env, &cfg).await?;
         return match &api {
             Api::Status(id, wait) => jobs::get_status(&req, env, id, *wait).await,
             Api::Events(id) => jobs::stream_status(&req, env, id).await,
-            Api::Result(id) => jobs::get_result(&req, env, id).await,
-            Api::Prediction(id) => eachlabs::get_prediction(&req, env, id).await,
+            Api::Result(id) => jobs::get_result(&req, env, None, id).await,
+            Api::Prediction(id) => eachlabs::get_prediction(&req, env, None, id).await,
             _ => Err(EdgeError::Internal(
                 "public read of a non-read route".into(),
             )),
@@ -203,13 +203,20 @@ async fn dispatch(api: Api, req: Request, env: &Env, caller: &Caller) -> EdgeRes
             jobs::get_status(&req, env, &id, wait).await
         }
         Api::Result(id) => {
-            let (touched, result) = join(caller.touch(env), jobs::get_result(&req, env, &id)).await;
+            let (touched, result) = join(
+                caller.touch(env),
+                jobs::get_result(&req, env, Some(caller), &id),
+            )
+            .await;
             touched?;
             result
         }
         Api::Prediction(id) => {
-            let (touched, prediction) =
-                join(caller.touch(env), eachlabs::get_prediction(&req, env, &id)).await;
+            let (touched, prediction) = join(
+                caller.touch(env),
+                eachlabs::get_prediction(&req, env, Some(caller), &id),
+            )
+            .await;
             touched?;
             prediction
         }

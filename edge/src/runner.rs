@@ -920,7 +920,9 @@ impl JobRunner {
         let bucket =
             storage::media(&self.env).map_err(|e| worker::Error::RustError(e.to_string()))?;
         let mut stored = Vec::with_capacity(urls.len());
-        for (n, url) in urls.iter().enumerate().take(4) {
+        // As many as were charged for: a provider answering more stores no more.
+        let charged = job.params.num_outputs().clamp(1, 4);
+        for (n, url) in urls.iter().enumerate().take(charged) {
             // Canceled while the poll (or the previous output) was out: stop here.
             if !self.load().await?.is_some_and(|j| j.runs_on(upstream_id)) {
                 return Ok(None);

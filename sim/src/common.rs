@@ -60,6 +60,8 @@ pub struct Sim {
     pub render_ahead: bool,
     /// Fetches control images given as URLs, and delivers callbacks.
     pub http: reqwest::Client,
+    /// Another origin, where `[sim:redirect]` sends polls.
+    pub elsewhere: crate::elsewhere::Elsewhere,
 }
 
 pub type Shared = Arc<Sim>;
@@ -84,6 +86,7 @@ impl Sim {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap_or_default(),
+            elsewhere: crate::elsewhere::Elsewhere::default(),
         }
     }
 
@@ -127,6 +130,22 @@ impl Sim {
             .or_insert(0);
         *n += 1;
         always || *n <= 2
+    }
+
+    /// `[sim:redirect]`: the first two polls of a job are answered `302 Found` to the
+    /// same path on another origin ([`crate::elsewhere`]), as a compromised or
+    /// misconfigured host might; a client that follows it hands that origin its key.
+    pub fn poll_redirect(&self, scope: &str, prompt: &str, path: &str) -> Option<Response> {
+        let elsewhere = self.elsewhere.base()?;
+        (prompt.contains("[sim:redirect]") && self.fires(prompt, scope, "redirect", false)).then(
+            || {
+                (
+                    StatusCode::FOUND,
+                    [(header::LOCATION, format!("{elsewhere}{path}"))],
+                )
+                    .into_response()
+            },
+        )
     }
 
     /// The fault response a submit to `scope` gets for this prompt, if any.

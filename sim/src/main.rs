@@ -7,7 +7,8 @@
 //! `/debug/submissions` and `/debug/requests` count what the edge asked, per prompt;
 //! `/debug/jobs` lists the sim's jobs (with `finished_ms`); `/debug/controls` how control
 //! images arrived; `/debug/gates` holds calls (see `gates`); `/debug/hooks` lists the
-//! callbacks delivered (see `hooks`).
+//! callbacks delivered (see `hooks`); `/debug/elsewhere` what reached the other origin
+//! a `[sim:redirect]` poll is sent to (see `elsewhere`).
 //!
 //! Usage: `parallax-sim [--port 8790] [--queue-ms 400] [--process-ms 1800] [--expiry-s 3600]
 //! [--render-ahead]` (`--render-ahead`: outputs are rendered while a job runs, so the
@@ -19,6 +20,7 @@
 mod bfl;
 mod comfyui;
 mod common;
+mod elsewhere;
 mod fal;
 mod gates;
 mod hooks;
@@ -89,6 +91,10 @@ async fn main() {
     let mut sim = common::Sim::new(Jobs::new(args.timing), base.clone());
     sim.render_ahead = args.render_ahead;
     let sim = Arc::new(sim);
+    if let Err(e) = elsewhere::start(sim.clone()).await {
+        eprintln!("parallax-sim: {e}");
+        std::process::exit(1);
+    }
     let app = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .route("/outputs/{id}/{file}", axum::routing::get(common::output))
@@ -100,6 +106,7 @@ async fn main() {
         .route("/debug/jobs", axum::routing::get(common::jobs))
         .route("/debug/controls", axum::routing::get(common::controls))
         .route("/debug/hooks", axum::routing::get(hooks::log))
+        .route("/debug/elsewhere", axum::routing::get(elsewhere::log))
         .route("/debug/gates", axum::routing::post(gates::create))
         .route("/debug/gates/{id}/wait", axum::routing::get(gates::wait))
         .route("/debug/gates/{id}/open", axum::routing::post(gates::open))

@@ -182,6 +182,13 @@ async fn status(
         Ok(job) => job,
         Err(resp) => return resp,
     };
+    if let Some(redirect) = sim.poll_redirect(
+        scope,
+        &job.spec.prompt,
+        &format!("/{scope}/v2/requests/{id}/status"),
+    ) {
+        return redirect;
+    }
     gates::hold_job(&sim, scope, "poll", &job).await;
     let waiting = |status: &str| {
         let base = format!("{}/{scope}/v2/requests/{id}", sim.base);

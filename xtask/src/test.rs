@@ -627,6 +627,8 @@ fn links_and_hooks(e2e: &Path, env_file: &Path, probe: &str) -> Result<Counts> {
                     format!("http://127.0.0.1:{sim_port}/fal/.well-known/jwks.json"),
                 ),
                 ("HOOK_BACKSTOP_MS", "8000".to_owned()),
+                // The sim's fal account (`sim/src/hooks.rs`): deliveries are pinned to it.
+                ("FAL_USER_ID", "sim-user".to_owned()),
             ],
             phases,
             key: false,

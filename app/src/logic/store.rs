@@ -62,6 +62,10 @@ pub struct Job {
     /// Expected duration (s) at submit, from this device's recent jobs.
     #[serde(default)]
     pub expected_secs: Option<f64>,
+    /// An anonymous job's owner token from the submit's answer: what cancels or
+    /// deletes it, and gets its control image link (the server keeps no copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_token: Option<String>,
 }
 
 impl Job {
@@ -93,6 +97,7 @@ impl Job {
             seed: None,
             metrics: Metrics::default(),
             expected_secs: Some(expected_secs),
+            owner_token: None,
         }
     }
 
@@ -109,7 +114,7 @@ impl Job {
             updated_ms: now_ms,
             finished_ms: ended.then_some(now_ms),
             outputs: r.images.iter().map(|i| i.url.clone()).collect(),
-            control_image: Some(r.control_image.clone()),
+            control_image: r.control_image.clone(),
             expires_at: r.expires_at,
             error: r.error.clone(),
             response_url: response_url.to_owned(),
@@ -117,6 +122,7 @@ impl Job {
             seed: r.seed,
             metrics: r.metrics.clone(),
             expected_secs: None,
+            owner_token: None,
         }
     }
 
@@ -170,6 +176,22 @@ impl Job {
             .unwrap_or(0)
     }
 
+    /// Whether the signed link to its control image (the owner's, short-lived: see
+    /// the edge's `control_link.rs`) is over at `now_ms`, so the result must be read
+    /// again for a fresh one. A link without an `exp` never is.
+    pub fn control_link_over(&self, now_ms: f64) -> bool {
+        let exp = self.control_image.as_deref().and_then(|url| {
+            let query = url.split_once('?')?.1;
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("exp="))?
+                .parse::<f64>()
+                .ok()
+        });
+        // A minute early: the image must still load once the card shows it.
+        exp.is_some_and(|exp| exp * 1000.0 - 60_000.0 <= now_ms)
+    }
+
     pub fn status_url(&self) -> String {
         format!("{}/status", self.response_url)
     }
@@ -201,12 +223,15 @@ pub fn upsert(list: &mut Vec<Job>, incoming: Job) -> bool {
         Some(existing) => {
             let created = existing.created_ms.min(incoming.created_ms);
             let expected = existing.expected_secs.or(incoming.expected_secs);
+            // Only the submitting tab learned it; no later state may drop it.
+            let token = existing.owner_token.take().or(incoming.owner_token.clone());
             let mut changed = false;
             if incoming.newer_than(existing) {
                 *existing = incoming;
                 changed = true;
             }
             existing.expected_secs = expected;
+            existing.owner_token = token;
             if existing.created_ms != created {
                 existing.created_ms = created;
                 changed = true;
@@ -639,5 +664,47 @@ mod tests {
         assert_eq!(expiry_text(Some(100), 200).as_deref(), Some("expired"));
         let back: Vec<Job> = serde_json::from_str(&export(&l)).unwrap();
         assert_eq!(back, l);
+    }
+
+    #[test]
+    fn an_owner_token_survives_newer_states_that_lack_it() {
+        let mut mine = Job::submitted(
+            "a",
+            Model::FluxDepthDev,
+            "p",
+            "/v2/requests/a",
+            Params::default(),
+            0.0,
+            1.0,
+        );
+        mine.owner_token = Some("t".into());
+        let mut list = vec![mine.clone()];
+        let mut done = mine.clone();
+        done.owner_token = None;
+        done.status = JobStatus::Completed;
+        done.has_result = true;
+        done.updated_ms = 5.0;
+        assert!(upsert(&mut list, done));
+        assert_eq!(list[0].status, JobStatus::Completed);
+        assert_eq!(list[0].owner_token.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn a_control_link_is_over_a_minute_before_its_expiry() {
+        let mut j = Job::submitted(
+            "a",
+            Model::FluxDepthDev,
+            "p",
+            "/v2/requests/a",
+            Params::default(),
+            0.0,
+            1.0,
+        );
+        assert!(!j.control_link_over(1e15), "no link");
+        j.control_image = Some("https://px.example/results/a/control?exp=1000&sig=x".into());
+        assert!(!j.control_link_over(900_000.0));
+        assert!(j.control_link_over(940_000.0));
+        j.control_image = Some("https://px.example/results/a/control".into());
+        assert!(!j.control_link_over(1e15), "no expiry");
     }
 }

@@ -178,7 +178,7 @@ fn HistoryItem(
         busy.set(true);
         let id = act_id.clone();
         spawn_local(async move {
-            match client::delete(&j.response_url).await {
+            match client::delete(&j.response_url, j.owner_token.as_deref()).await {
                 Ok(()) => store.remove(&id),
                 // Already gone on the server: forgetting it here is what the user wants.
                 Err(e) if e.status() == 404 => store.remove(&id),

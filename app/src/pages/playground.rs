@@ -318,7 +318,7 @@ pub fn PlaygroundPage() -> impl IntoView {
                         .pending
                         .with_untracked(|p| p.iter().find(|p| p.key == key).map(|p| p.started_ms))
                         .unwrap_or_else(now_ms);
-                    store.submitted(Job::submitted(
+                    let mut job = Job::submitted(
                         &s.request_id.to_string(),
                         model,
                         &prompt,
@@ -326,7 +326,9 @@ pub fn PlaygroundPage() -> impl IntoView {
                         params,
                         started,
                         expected,
-                    ));
+                    );
+                    job.owner_token = s.owner_token;
+                    store.submitted(job);
                     store.pending.update(|p| p.retain(|p| p.key != key));
                 }
                 Err(e) => store.pending.update(|p| {
@@ -369,7 +371,10 @@ pub fn PlaygroundPage() -> impl IntoView {
             match client::result_retried(&format!("/v2/requests/{id}")).await {
                 Ok(r) => {
                     form.update(|f| f.load(r.model, &r.params));
-                    studio.load_url(r.control_image.clone());
+                    // Only the job's owner gets its photo; anyone else brings their own.
+                    if let Some(url) = r.control_image.clone() {
+                        studio.load_url(url);
+                    }
                 }
                 Err(e) => form_error.set(Some(format!("Could not load that job: {}", e.message()))),
             }

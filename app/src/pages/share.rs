@@ -1,6 +1,6 @@
-//! `/r/{id}`: a shared result, for anyone with the link: the images with a compare
-//! slider against the control image, the prompt and parameters, provider and
-//! timings, when it expires, and Remix (opens the studio prefilled).
+//! `/r/{id}`: a shared result, for anyone with the link: the images (never the
+//! control image, a photo private to the job's owner), the prompt and parameters,
+//! provider and timings, when it expires, and Remix (opens the studio prefilled).
 //!
 //! It loads with a small loop rather than a `LocalResource` in a `Transition`: this
 //! is the app's only page that loads over the network, and the Suspense machinery
@@ -12,7 +12,6 @@ use leptos_router::hooks::use_params_map;
 use parallax_api::{JobResult, JobStatus, RequestId};
 
 use crate::client::{self, ClientError};
-use crate::components::compare::CompareSlider;
 use crate::components::error_view::ErrorView;
 use crate::logic::eta;
 use crate::logic::form::value_text;
@@ -59,7 +58,7 @@ pub fn SharePage() -> impl IntoView {
                 if token.try_get_value() != Some(mine) {
                     return;
                 }
-                let read = client::result(&url).await;
+                let read = client::result(&url, None).await;
                 let next = match &read {
                     Ok(r) => Some(Shown::Job(Box::new(r.clone()))),
                     Err(e) => match e.read() {
@@ -132,7 +131,6 @@ fn Shared(
             .unwrap_or_default()
     );
     let remix = format!("/?remix={}", r.request_id);
-    let control = r.control_image.clone();
     let status = r.status;
     view! {
         <article class="panel share-card">
@@ -143,7 +141,9 @@ fn Shared(
                     <div class="outputs">
                         {r.images.iter().map(|i| &i.url).enumerate().map(|(n, url)| view! {
                             <figure class="output">
-                                <CompareSlider before=control.clone() after=url.clone() label=format!("Generated: {}", r.params.prompt()) />
+                                // The result alone: the photo it was made from is its
+                                // owner's, never shown on a share page.
+                                <img src=url.clone() alt=format!("Generated: {}", r.params.prompt()) data-testid="share-output" />
                                 <figcaption class="actions">
                                     <a class="button small" href=url.clone() target="_blank" rel="noopener" aria-label=format!("Full size: image {}", n + 1)>"Full size"</a>
                                     <a class="button small" href=url.clone() download=download_name(r.params.prompt(), r.seed, n, url)

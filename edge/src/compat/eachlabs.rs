@@ -163,13 +163,13 @@ fn logs(job: &JobRecord) -> Value {
     }
 }
 
-/// `GET /v1/prediction/{id}`'s body.
-pub fn prediction(job: &JobRecord, origin: &str) -> Value {
+/// `GET /v1/prediction/{id}`'s body. `control` is the owner's signed link to the
+/// control image (`None` for anyone else: the photo is private).
+pub fn prediction(job: &JobRecord, origin: &str, control: Option<String>) -> Value {
     let mut input: Map<String, Value> = job.params.0.clone().into_iter().collect();
-    input.insert(
-        "control_image".into(),
-        Value::from(format!("{origin}{}", keys::control_path(&job.id))),
-    );
+    if let Some(link) = control {
+        input.insert("control_image".into(), Value::from(link));
+    }
     let metrics = job.metrics();
     json!({
         "id": job.id,
@@ -202,7 +202,7 @@ pub fn webhook_body(job: &JobRecord, origin: &str) -> String {
         "status": if succeeded { "succeeded" } else { "failed" },
         "output": output,
         "error": "",
-        "prediction": prediction(job, origin),
+        "prediction": prediction(job, origin, None),
     })
     .to_string()
 }
@@ -272,19 +272,21 @@ mod tests {
     #[test]
     fn predictions_use_eachlabs_status_words_and_output_shapes() {
         let running = job();
-        let p = prediction(&running, "https://px.example");
+        let p = prediction(&running, "https://px.example", None);
         assert_eq!(p["status"], "starting");
         assert_eq!(p["output"], Value::Null);
         assert_eq!(p["input"]["seed"], 42);
-        assert!(
-            p["input"]["control_image"]
-                .as_str()
-                .unwrap()
-                .ends_with("/control")
+        assert_eq!(p["input"]["control_image"], Value::Null, "private");
+        let link = "https://px.example/results/x/control?exp=1&sig=s".to_owned();
+        let p = prediction(&running, "https://px.example", Some(link.clone()));
+        assert_eq!(
+            p["input"]["control_image"],
+            link.as_str(),
+            "the owner's link"
         );
 
         let done = completed(1);
-        let p = prediction(&done, "https://px.example");
+        let p = prediction(&done, "https://px.example", None);
         assert_eq!(p["status"], "success");
         assert_eq!(
             p["output"],
@@ -295,7 +297,7 @@ mod tests {
             format!("https://px.example/v1/prediction/{}", done.id)
         );
         assert_eq!(
-            prediction(&completed(2), "o")["output"]
+            prediction(&completed(2), "o", None)["output"]
                 .as_array()
                 .map(Vec::len),
             Some(2)
@@ -303,7 +305,7 @@ mod tests {
 
         let mut failed = job();
         failed.fail(FailureKind::Rejected, "Content moderated", 1_001_000);
-        let p = prediction(&failed, "o");
+        let p = prediction(&failed, "o", None);
         assert_eq!(p["status"], "failed");
         assert_eq!(p["output"], Value::Null);
         assert_eq!(

@@ -66,8 +66,24 @@ pub async fn create_prediction(
 
 /// `GET /v1/prediction/{id}`: 200 in every state (a failure is `status: "failed"` with
 /// the reason in `logs`), 404 for an unknown or expired id.
-pub async fn get_prediction(req: &Request, env: &Env, id: &str) -> EdgeResult<Response> {
+/// Its input's `control_image` is the owner's signed link, absent for anyone else.
+pub async fn get_prediction(
+    req: &Request,
+    env: &Env,
+    caller: Option<&Caller>,
+    id: &str,
+) -> EdgeResult<Response> {
     let job = load(env, id).await?;
-    let origin = http::origin(req, Config::from_env(env).public_base_url.as_deref());
-    Ok(http::json(&eachlabs::prediction(&job, &origin), 200))
+    let cfg = Config::from_env(env);
+    let origin = http::origin(req, cfg.public_base_url.as_deref());
+    let token = crate::handlers::jobs::owner_token(req)?;
+    let claim = crate::handlers::jobs::Claim {
+        caller,
+        token: token.as_deref(),
+    };
+    let control = crate::handlers::jobs::owner_control_link(&cfg, &claim, &job, &origin);
+    Ok(http::json(
+        &eachlabs::prediction(&job, &origin, control),
+        200,
+    ))
 }

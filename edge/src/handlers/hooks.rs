@@ -11,6 +11,7 @@
 use std::cell::RefCell;
 
 use ed25519_dalek::VerifyingKey;
+use futures_util::StreamExt;
 use parallax_api::RequestId;
 use worker::{Env, Request, Response};
 
@@ -24,10 +25,17 @@ use crate::providers::{self, HttpMethod, Kind, UpstreamRequest};
 /// fal's keys are fetched at most this often per isolate (fal suggests caching them).
 const JWKS_TTL_MS: u64 = 3_600_000;
 const JWKS_TIMEOUT_MS: u32 = 10_000;
+/// After a failed fetch of fal's keys, deliveries are refused without another fetch
+/// for this long: a flood of well-formed deliveries while fal's endpoint is down (or
+/// slow) costs one 10-second fetch per isolate per this much time, not one each.
+/// fal retries its deliveries, and the backstop polls the job anyway.
+const JWKS_FAILURE_TTL_MS: u64 = 30_000;
 
 thread_local! {
     /// (JWKS URL, fetched at, keys) of the last fetch in this isolate.
     static JWKS: RefCell<Option<(String, u64, Vec<VerifyingKey>)>> = const { RefCell::new(None) };
+    /// (JWKS URL, when) of the last failed fetch in this isolate.
+    static JWKS_FAILED: RefCell<Option<(String, u64)>> = const { RefCell::new(None) };
 }
 
 fn not_found() -> EdgeError {
@@ -73,6 +81,16 @@ async fn fal_keys(url: &str) -> EdgeResult<Vec<VerifyingKey>> {
     if let Some(keys) = cached {
         return Ok(keys);
     }
+    let failed_lately = JWKS_FAILED.with(|f| {
+        f.borrow()
+            .as_ref()
+            .is_some_and(|(u, at)| u == url && now.saturating_sub(*at) < JWKS_FAILURE_TTL_MS)
+    });
+    if failed_lately {
+        return Err(EdgeError::UpstreamFailed(
+            "fal's webhook keys could not be fetched; retry later".into(),
+        ));
+    }
     let req = UpstreamRequest {
         method: HttpMethod::Get,
         url: url.to_owned(),
@@ -81,6 +99,7 @@ async fn fal_keys(url: &str) -> EdgeResult<Vec<VerifyingKey>> {
     };
     let unavailable = |why: String| {
         worker::console_warn!("fal webhook keys: {why}");
+        JWKS_FAILED.with(|f| *f.borrow_mut() = Some((url.to_owned(), now)));
         EdgeError::UpstreamFailed("fal's webhook keys could not be fetched; retry later".into())
     };
     let resp = providers::send("fal jwks", &req, JWKS_TIMEOUT_MS)
@@ -133,7 +152,7 @@ async fn verify(
                 signature: signature.as_deref(),
             };
             // The headers' form first: a bare request fetches no keys.
-            hooks::check_fal_headers(h).map_err(refused)?;
+            hooks::check_fal_headers(h, hooks.fal_user_id.as_deref()).map_err(refused)?;
             let keys = fal_keys(&hooks.fal_jwks_url).await?;
             hooks::check_fal(&keys, h, body, now_secs).map_err(refused)
         }
@@ -171,9 +190,15 @@ pub async fn receive(
     {
         return Err(too_large());
     }
-    let body = req.bytes().await?;
-    if body.len() > hooks::MAX_BODY_BYTES {
-        return Err(too_large());
+    // A chunked body declares no length: read it as it streams, and stop at the cap.
+    let mut stream = req
+        .stream()
+        .map_err(|_| EdgeError::bad_request("callback body could not be read"))?;
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| EdgeError::bad_request("callback body could not be read"))?;
+        crate::input::remote::append_capped(&mut body, &chunk, hooks::MAX_BODY_BYTES)
+            .map_err(|_| too_large())?;
     }
     let verified = verify(hooks, kind, &id, &req, &body).await?;
     let wake = Wake {

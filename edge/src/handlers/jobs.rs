@@ -106,10 +106,98 @@ pub async fn get_status(
     ))
 }
 
-pub async fn get_result(req: &Request, env: &Env, id: &str) -> EdgeResult<Response> {
+/// The `x-owner-token` of a request (an anonymous job's proof of ownership).
+pub fn owner_token(req: &Request) -> EdgeResult<Option<String>> {
+    Ok(req.headers().get(OWNER_TOKEN)?.map(|t| t.trim().to_owned()))
+}
+
+/// The header that carries an anonymous job's owner token.
+pub const OWNER_TOKEN: &str = "x-owner-token";
+
+/// Who may act on a job as its owner: the key that submitted it, or for an anonymous
+/// job the holder of its owner token. A client address is no owner: everyone behind
+/// the same NAT (or /56) shares it.
+pub struct Claim<'a> {
+    /// Who is calling (`None`: a public read without a key).
+    pub caller: Option<&'a Caller>,
+    /// The request's `x-owner-token`, if any.
+    pub token: Option<&'a str>,
+}
+
+impl std::fmt::Debug for Claim<'_> {
+    /// The token is a credential: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claim")
+            .field("caller", &self.caller)
+            .field("token", &self.token.map(|_| "***"))
+            .finish()
+    }
+}
+
+/// Whether `claim` owns `job`. An anonymous job made where no tokens are signed
+/// (`CONTROL_LINK_SECRET` unset) falls back to its account, as before tokens.
+pub fn owns(cfg: &Config, claim: &Claim<'_>, job: &JobRecord) -> bool {
+    if !job.ownership.owner.starts_with("anon:") {
+        return claim
+            .caller
+            .is_some_and(|c| c.keyed && c.account == job.ownership.owner);
+    }
+    match &cfg.control_link_secret {
+        Some(secret) => claim
+            .token
+            .is_some_and(|t| crate::control_link::is_owner_token(secret, &job.id, t)),
+        None => claim
+            .caller
+            .is_some_and(|c| c.account == job.ownership.owner),
+    }
+}
+
+/// The owner's signed link to `job`'s control image on `origin`, if `claim` owns it
+/// and this deployment signs links (`CONTROL_LINK_SECRET`); `None` for anyone else.
+pub fn owner_control_link(
+    cfg: &Config,
+    claim: &Claim<'_>,
+    job: &JobRecord,
+    origin: &str,
+) -> Option<String> {
+    let secret = cfg.control_link_secret.as_ref()?;
+    owns(cfg, claim, job).then(|| {
+        let now = worker::Date::now().as_millis() / 1000;
+        crate::control_link::owner_link(secret, origin, &job.id, now)
+    })
+}
+
+/// The result body as `claim` may read it: its owner's carries a signed link to the
+/// control image, anyone else's none.
+pub fn result_view(
+    cfg: &Config,
+    claim: &Claim<'_>,
+    job: &JobRecord,
+    origin: &str,
+) -> parallax_api::JobResult {
+    let mut result = job.result(origin);
+    result.control_image = owner_control_link(cfg, claim, job, origin);
+    result
+}
+
+/// `GET /v2/requests/{id}`: the result, by id, to anyone (`caller` is `None` for a
+/// public read).
+pub async fn get_result(
+    req: &Request,
+    env: &Env,
+    caller: Option<&Caller>,
+    id: &str,
+) -> EdgeResult<Response> {
     let job = load(env, id).await?;
+    let cfg = Config::from_env(env);
+    let origin = http::origin(req, cfg.public_base_url.as_deref());
+    let token = owner_token(req)?;
+    let claim = Claim {
+        caller,
+        token: token.as_deref(),
+    };
     Ok(http::json(
-        &job.result(&origin(req, env)),
+        &result_view(&cfg, &claim, &job, &origin),
         status_code(&job),
     ))
 }
@@ -214,12 +302,23 @@ pub async fn stream_status(req: &Request, env: &Env, raw_id: &str) -> EdgeResult
     Ok(Response::from_stream(events)?.with_headers(headers))
 }
 
-/// The job, if `caller` submitted it (403 otherwise).
-async fn owned(env: &Env, caller: &Caller, raw_id: &str) -> EdgeResult<JobRecord> {
+/// The job, if `caller` submitted it, or for an anonymous job if the request carries
+/// its owner token (403 otherwise).
+async fn owned(req: &Request, env: &Env, caller: &Caller, raw_id: &str) -> EdgeResult<JobRecord> {
     let job = load(env, raw_id).await?;
-    if job.ownership.owner != caller.account {
+    let token = owner_token(req)?;
+    let claim = Claim {
+        caller: Some(caller),
+        token: token.as_deref(),
+    };
+    if !owns(&Config::from_env(env), &claim, &job) {
         return Err(EdgeError::Forbidden(
-            "This request belongs to another API key".into(),
+            if job.ownership.owner.starts_with("anon:") {
+                "This request belongs to whoever submitted it: send its owner token (x-owner-token)"
+            } else {
+                "This request belongs to another API key"
+            }
+            .into(),
         ));
     }
     Ok(job)
@@ -227,14 +326,14 @@ async fn owned(env: &Env, caller: &Caller, raw_id: &str) -> EdgeResult<JobRecord
 
 /// `POST /v2/requests/{id}/cancel`: stops a QUEUED or PROCESSING job and answers its
 /// status (FAILED, canceled, with `metrics.credits` saying what was refunded); a
-/// finished job answers 409 and is left as it is. Only its owner may.
+/// finished job answers 409 and is left as it is. Only its owner may ([`owns`]).
 pub async fn cancel_job(
     req: &Request,
     env: &Env,
     caller: &Caller,
     raw_id: &str,
 ) -> EdgeResult<Response> {
-    let job = owned(env, caller, raw_id).await?;
+    let job = owned(req, env, caller, raw_id).await?;
     match runner_answer(env, &job.id, "/cancel", true).await? {
         (409, finished) => Err(EdgeError::Conflict {
             message: format!(
@@ -262,7 +361,7 @@ pub async fn delete_job(
     caller: &Caller,
     raw_id: &str,
 ) -> EdgeResult<Response> {
-    let job = owned(env, caller, raw_id).await?;
+    let job = owned(req, env, caller, raw_id).await?;
     let finished = job.status.is_terminal();
     let canceled = if finished {
         None
@@ -328,12 +427,17 @@ pub async fn list_jobs(req: &Request, env: &Env, caller: &Caller) -> EdgeResult<
         None => None,
     };
     let (ids, next_cursor) = caller.list(env, cursor, limit).await?;
-    let origin = origin(req, env);
+    let cfg = Config::from_env(env);
+    let origin = http::origin(req, cfg.public_base_url.as_deref());
     let mut requests = Vec::with_capacity(ids.len());
     for id in ids.iter().filter_map(|i| RequestId::parse(i)) {
         // Deleted or expired jobs are simply not listed.
         if let Ok(job) = runner_call(env, &id, "/state", false).await {
-            requests.push(job.result(&origin));
+            let claim = Claim {
+                caller: Some(caller),
+                token: None,
+            };
+            requests.push(result_view(&cfg, &claim, &job, &origin));
         }
     }
     Ok(http::json(

@@ -11,7 +11,7 @@ use crate::accounts::Caller;
 use crate::compat::onemin::{self, ImageSource};
 use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
-use crate::handlers::results::serve_image;
+use crate::handlers::results::{PUBLIC, serve_image};
 use crate::handlers::submit::{
     JobRequest, cheapest_for, create_job, idempotency_key, random_bytes,
 };
@@ -140,5 +140,5 @@ pub async fn get_asset(req: &Request, env: &Env, file: &str) -> EdgeResult<Respo
     let format = ImageFormat::from_ext(ext)
         .filter(|f| f.ext() == ext && onemin::is_asset_id(id))
         .ok_or_else(not_found)?;
-    serve_image(req, env, &keys::asset(id, format.ext()), file).await
+    serve_image(req, env, &keys::asset(id, format.ext()), file, PUBLIC).await
 }

@@ -1,19 +1,30 @@
 //! `GET /results/{id}/{n}.{ext}`: output bytes from R2, immutable, with an ETag; and
-//! `GET /results/{id}/control`, the control image, which providers fetch through a
-//! signed link (`?exp=…&sig=…`, see `control_link.rs`).
+//! `GET /results/{id}/control`, the control image: a person's photo, private to the
+//! job's owner. It opens through a signed link (`?exp=…&sig=…`, see
+//! `control_link.rs`: the owner's reads and the providers get one) or with the owner's
+//! API key, never cached by anyone but that browser, and is gone with the job.
 
 use parallax_api::RequestId;
 use worker::{Env, Headers, Request, Response};
 
+use crate::accounts;
 use crate::config::Config;
 use crate::control_link;
 use crate::error::{EdgeError, EdgeResult};
+use crate::handlers::jobs;
 use crate::input::image::ImageFormat;
 use crate::storage::{self, keys};
 
 fn not_found() -> EdgeError {
     EdgeError::NotFound("No such result (unknown or expired)".into())
 }
+
+/// Outputs (and 1min.ai assets): public for the retention period, the same bytes
+/// forever.
+pub const PUBLIC: &str = "public, max-age=31536000, immutable";
+/// The control image: only the asking browser may keep it, and not beyond this view
+/// (a link expires; a deleted job's photo must not be served from any cache).
+const PRIVATE: &str = "private, no-store";
 
 /// Parses `{n}.{ext}` with n in 0..4 and a known image extension.
 pub fn parse_file(file: &str) -> Option<(usize, ImageFormat)> {
@@ -27,27 +38,42 @@ pub fn parse_file(file: &str) -> Option<(usize, ImageFormat)> {
 }
 
 /// `GET /results/{id}/{n}.{ext}` (an output) or `GET /results/{id}/control` (the
-/// control image it was made from). A control image request that carries a link's
-/// `exp` or `sig` must verify; a refused one is 403 and reads nothing.
+/// control image it was made from, see [`get_control`]).
 pub async fn get_output(req: &Request, env: &Env, id: &str, file: &str) -> EdgeResult<Response> {
     let id = RequestId::parse(id).ok_or_else(not_found)?;
-    let (key, download_name) = if file == "control" {
-        let name = format!("parallax-{id}-control");
-        if signed_link(req, env, &id)? {
-            let resp = serve_image(req, env, &keys::input(&id), &name).await?;
-            // A link expires: no cache may keep serving it.
-            resp.headers().set("cache-control", "private, no-store")?;
-            return Ok(resp);
+    if file == "control" {
+        return get_control(req, env, &id).await;
+    }
+    let (n, format) = parse_file(file).ok_or_else(not_found)?;
+    let key = keys::output(&id, n, format.ext());
+    let name = format!("parallax-{id}-{n}.{}", format.ext());
+    serve_image(req, env, &key, &name, PUBLIC).await
+}
+
+/// The control image, to a signed link that verifies for this job now, or to a
+/// request with the owner's API key; 403 to anyone else (a link that does not verify
+/// reads nothing), 404 once the job is gone.
+async fn get_control(req: &Request, env: &Env, id: &RequestId) -> EdgeResult<Response> {
+    let name = format!("parallax-{id}-control");
+    if !signed_link(req, env, id)? {
+        let cfg = Config::from_env(env);
+        // Only a key proves ownership here (an anonymous owner opens it through the
+        // link its token's reads carry).
+        let caller = accounts::identify_for_read(req, env, &cfg)
+            .await?
+            .filter(|c| c.keyed);
+        let job = jobs::load(env, id.as_str()).await?;
+        let claim = jobs::Claim {
+            caller: caller.as_ref(),
+            token: None,
+        };
+        if !jobs::owns(&cfg, &claim, &job) {
+            return Err(EdgeError::Forbidden(
+                "The control image is private: it opens through its owner's signed link or with the owner's API key".into(),
+            ));
         }
-        (keys::input(&id), name)
-    } else {
-        let (n, format) = parse_file(file).ok_or_else(not_found)?;
-        (
-            keys::output(&id, n, format.ext()),
-            format!("parallax-{id}-{n}.{}", format.ext()),
-        )
-    };
-    serve_image(req, env, &key, &download_name).await
+    }
+    serve_image(req, env, &keys::input(id), &name, PRIVATE).await
 }
 
 /// Whether this control image request comes through a signed link: `false` without
@@ -67,19 +93,23 @@ fn signed_link(req: &Request, env: &Env, id: &RequestId) -> EdgeResult<bool> {
         return Ok(false);
     }
     let refused = || EdgeError::Forbidden("This control image link is invalid or expired".into());
-    let signer = Config::from_env(env).control_links.ok_or_else(refused)?;
+    let secret = Config::from_env(env)
+        .control_link_secret
+        .ok_or_else(refused)?;
     let now = worker::Date::now().as_millis() / 1000;
-    control_link::verify(&signer.secret, id, exp.as_deref(), sig.as_deref(), now)
+    control_link::verify(&secret, id, exp.as_deref(), sig.as_deref(), now)
         .map_err(|_| refused())?;
     Ok(true)
 }
 
-/// Serves the image stored at R2 `key`, immutable, with an ETag; 404 when absent.
+/// Serves the image stored at R2 `key` with an ETag and `cache_control`; 404 when
+/// absent.
 pub async fn serve_image(
     req: &Request,
     env: &Env,
     key: &str,
     download_name: &str,
+    cache_control: &str,
 ) -> EdgeResult<Response> {
     crate::meter::count(crate::meter::Op::R2ClassB, 1);
     let object = storage::media(env)?
@@ -95,7 +125,7 @@ pub async fn serve_image(
     let etag = object.http_etag();
     let headers = Headers::new();
     headers.set("content-type", &content_type)?;
-    headers.set("cache-control", "public, max-age=31536000, immutable")?;
+    headers.set("cache-control", cache_control)?;
     headers.set("etag", &etag)?;
     headers.set("x-content-type-options", "nosniff")?;
     headers.set(

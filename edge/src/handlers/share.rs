@@ -2,6 +2,10 @@
 //! renders the result) with Open Graph and Twitter card tags injected here, so chat
 //! apps and crawlers that run no JavaScript get a full preview. Every injected value
 //! is HTML-escaped. Unknown or expired ids get the page with a 404 status.
+//!
+//! The page never names the control image (a person's photo, private to the job's
+//! owner): the preview is the first output, or the neutral [`CARD`] while the job runs
+//! or after it failed.
 
 use parallax_api::JobStatus;
 use worker::{Env, Headers, Request, Response};
@@ -36,6 +40,10 @@ fn shorten(s: &str, max: usize) -> String {
     }
 }
 
+/// The preview of a job that has no output to show: the app's icon (a static file of
+/// the playground), and its size.
+pub const CARD: (&str, u32, u32) = ("/icon-512.png", 512, 512);
+
 /// The tags (and a no-script summary) for a job, with absolute URLs on `origin`.
 pub fn head_tags(job: &JobRecord, origin: &str) -> (String, String) {
     let title = format!("“{}” — Parallax", shorten(job.params.prompt(), 80));
@@ -57,11 +65,7 @@ pub fn head_tags(job: &JobRecord, origin: &str) -> (String, String) {
             o.width,
             o.height,
         ),
-        _ => (
-            format!("{origin}{}", keys::control_path(&job.id)),
-            job.input.width,
-            job.input.height,
-        ),
+        _ => (format!("{origin}{}", CARD.0), CARD.1, CARD.2),
     };
     let e = |s: &str| escape(s);
     let mut tags = format!(
@@ -139,7 +143,10 @@ pub async fn get_share_page(req: &Request, env: &Env, id: &str) -> EdgeResult<Re
     let headers = Headers::new();
     headers.set("content-type", "text/html; charset=utf-8")?;
     headers.set("cache-control", "public, max-age=60")?;
-    crate::security::set_html_headers(&headers, &html)?;
+    // The policy hashes the build's own inline script (the static `index.html`), not
+    // the page after injection: whatever reached the injected tags could never add a
+    // script the policy allows.
+    crate::security::set_html_headers(&headers, &index)?;
     Ok(Response::builder()
         .with_status(status)
         .with_headers(headers)
@@ -196,6 +203,28 @@ mod tests {
         assert!(tags.contains(r#"<meta property="og:title" content="“a red barn” — Parallax">"#));
         assert!(tags.contains(r#"<meta name="twitter:card" content="summary_large_image">"#));
         assert!(tags.contains(r#"<meta property="og:url" content="https://px.example/r/2c7f59ea-13f1-402c-9353-915a2b5a2124">"#));
+    }
+
+    #[test]
+    fn a_job_without_output_previews_the_neutral_card_never_its_photo() {
+        let mut running = job("a photo");
+        running.status = JobStatus::Processing;
+        running.outputs.clear();
+        let mut failed = running.clone();
+        failed.status = JobStatus::Failed;
+        for j in [running, failed] {
+            let (tags, body) = head_tags(&j, "https://px.example");
+            assert!(
+                tags.contains(
+                    r#"<meta property="og:image" content="https://px.example/icon-512.png">"#
+                ),
+                "{tags}"
+            );
+            assert!(tags.contains(r#"<meta property="og:image:width" content="512">"#));
+            for html in [&tags, &body] {
+                assert!(!html.contains("/control"), "{html}");
+            }
+        }
     }
 
     #[test]

@@ -376,6 +376,7 @@ pub async fn submit_job(
     let origin = http::origin(&req, cfg.public_base_url.as_deref());
     let status_url = format!("{origin}/v2/requests/{id}/status");
     let response_url = format!("{origin}/v2/requests/{id}");
+    let owner_token = anonymous_owner_token(&cfg, caller, &id);
     Ok(http::json(
         &SubmitResponse {
             request_id: id,
@@ -383,9 +384,17 @@ pub async fn submit_job(
             poll_url: response_url.clone(),
             status_url,
             response_url,
+            owner_token,
         },
         200,
     ))
+}
+
+/// The owner token an anonymous caller gets for job `id` (see `control_link.rs`);
+/// `None` for a key (the key is the owner) or where no tokens are signed.
+pub fn anonymous_owner_token(cfg: &Config, caller: &Caller, id: &RequestId) -> Option<String> {
+    let secret = cfg.control_link_secret.as_ref()?;
+    (!caller.keyed).then(|| crate::control_link::owner_token(secret, id))
 }
 
 /// A request to a `JobRunner`'s internal routes.
@@ -423,6 +432,7 @@ mod tests {
             routes: vec![(Model::FluxDepthDev, dev_route)],
             public_base_url: None,
             control_links: None,
+            control_link_secret: None,
             hooks: None,
             job_deadline_secs: 900,
             retention_secs: 60,

@@ -44,7 +44,20 @@ pub async fn run_sync(
         return Ok(failed(&job));
     }
     let mut resp = if wants_json {
-        http::json(&job.result(&origin), 200)
+        // The caller made it just now: theirs, anonymous or not.
+        let owner_token = crate::handlers::submit::anonymous_owner_token(&cfg, caller, &id);
+        http::json(
+            &crate::handlers::jobs::result_view(
+                &cfg,
+                &crate::handlers::jobs::Claim {
+                    caller: Some(caller),
+                    token: owner_token.as_deref(),
+                },
+                &job,
+                &origin,
+            ),
+            200,
+        )
     } else {
         first_image(env, &job).await?
     };
