@@ -3,8 +3,7 @@
 
 use parallax_api::{
     Credits, ErrorCode, JobResult, JobStatus, Metrics, Model, OutputImage, Params, RequestId,
-    Settlement,
-    StatusResponse,
+    Settlement, StatusResponse,
 };
 use serde::{Deserialize, Serialize};
 
