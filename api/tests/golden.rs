@@ -33,6 +33,7 @@ fn submit_response_has_the_three_absolute_urls_segmind_clients_follow() {
         poll_url: format!("{base}/v2/requests/{}", id()),
         status_url: format!("{base}/v2/requests/{}/status", id()),
         response_url: format!("{base}/v2/requests/{}", id()),
+        owner_token: None,
     };
     assert_golden(
         &r,
@@ -116,8 +117,10 @@ fn completed_result_lists_outputs_seed_and_params() {
         },
         created_at: 1_790_000_000,
         expires_at: Some(1_792_592_000),
-        control_image: "http://127.0.0.1:8787/results/2c7f59ea-13f1-402c-9353-915a2b5a2124/control"
-            .into(),
+        control_image: Some(
+            "http://127.0.0.1:8787/results/2c7f59ea-13f1-402c-9353-915a2b5a2124/control?exp=1790003600&sig=c2ln"
+                .into(),
+        ),
     };
     assert_golden(
         &r,
@@ -132,7 +135,7 @@ fn completed_result_lists_outputs_seed_and_params() {
             "metrics": {"queue_time": 0.5, "inference_time": 2.0, "total_time": 2.5, "provider": "segmind"},
             "created_at": 1790000000u64,
             "expires_at": 1792592000u64,
-            "control_image": "http://127.0.0.1:8787/results/2c7f59ea-13f1-402c-9353-915a2b5a2124/control"
+            "control_image": "http://127.0.0.1:8787/results/2c7f59ea-13f1-402c-9353-915a2b5a2124/control?exp=1790003600&sig=c2ln"
         }),
     );
 }
