@@ -1582,7 +1582,10 @@ impl Ledger {
                                     text(job_id),
                                     int(*amount),
                                     SqlStorageValue::Null,
-                                    int(now),
+                                    // The allowance's day is renewed on this clock, so
+                                    // the charge is dated on it too (`plan_settle`
+                                    // compares the two).
+                                    int(own_now),
                                     int(1),
                                     model
                                         .map(|m| text(m.slug()))

@@ -239,6 +239,22 @@ impl DurableObject for JobRunner {
                                 j.clone()
                             })
                             .await?;
+                        // The photo goes at once: a signed link (the owner's or a
+                        // provider's) must not serve it once the delete has answered,
+                        // while the purge waits for what is still owed. The purge
+                        // deletes it again (a failure here is retried there).
+                        let photo = async {
+                            self.env
+                                .bucket(bindings::MEDIA)?
+                                .delete(keys::input(&job.id))
+                                .await
+                        };
+                        if let Err(e) = photo.await {
+                            worker::console_warn!(
+                                "job {}: deleting its control image failed (the purge retries): {e}",
+                                job.id
+                            );
+                        }
                         self.settle().await?;
                         let latest = self.load().await?.or(decided).unwrap_or(job);
                         Ok(http::json(&latest, 200))
