@@ -76,6 +76,8 @@ for (const [name, options] of [['desktop', DESKTOP], ['phone', PHONE]]) {
     assert.ok(texts.some((t) => t.includes('deleted')), 'the deleted job is still listed');
     assert.equal(await page.getByTestId('credits-pending').count(), 0, 'nothing pending once settled');
     assert.ok(await noHorizontalScroll(page), 'no sideways scrolling');
+    const box = await page.getByTestId('credits-panel').boundingBox();
+    assert.ok(box.x >= 0 && box.x + box.width <= options.viewport.width, `the panel is on screen: ${JSON.stringify(box)}`);
     await assertAccessible(page, `Settings with credits (${name})`);
     await page.screenshot({ path: path.join(shots, `credits-${name}.png`) });
     assert.deepEqual(errors, []);
