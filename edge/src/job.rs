@@ -743,6 +743,13 @@ impl JobRecord {
                 self.fail(FailureKind::Upstream, reason, now_ms);
             }
         }
+        // A retry after a transient answer keeps to the budget too: its backoff alone
+        // would look again at 1, 2 and 4 s just after the submit.
+        if !self.status.is_terminal()
+            && let (Some(next), Some(since)) = (self.next_step_ms, self.submitted_ms)
+        {
+            self.next_step_ms = Some(next.max(since + budget.earliest_ms(self.polls)));
+        }
         if past_deadline {
             self.time_out(now_ms);
         }
@@ -1457,6 +1464,27 @@ pub(crate) mod tests {
         // A long job is polled every eighth of its age, at most every 10 s.
         assert_eq!(j.poll_delay_ms(2_000_000 + 48_000, EVERY), 6_000);
         assert_eq!(j.poll_delay_ms(2_000_000 + 3_600_000, EVERY), POLL_MAX_MS);
+    }
+
+    #[test]
+    fn a_transient_answer_is_retried_within_the_budget() {
+        let t0 = 2_000_000;
+        let transient = |retry_after| {
+            Err(UpstreamError::Transient {
+                reason: "503".into(),
+                retry_after,
+            })
+        };
+        // A lag just after the submit: the backoff says 1 s, the tight budget 4 s.
+        let mut j = job();
+        j.submitted(sub("u"), t0);
+        j.poll_outcome("u", transient(None), t0 + 250, TIGHT, 0.0, false);
+        assert_eq!(j.next_step_ms, Some(t0 + 4_000));
+        // A longer backoff or `Retry-After` still wins.
+        let mut k = job();
+        k.submitted(sub("u"), t0);
+        k.poll_outcome("u", transient(Some(30)), t0 + 250, EVERY, 0.0, false);
+        assert_eq!(k.next_step_ms, Some(t0 + 250 + 30_000));
     }
 
     #[test]
