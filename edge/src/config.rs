@@ -96,8 +96,9 @@ pub struct Config {
     /// Timeout of one upstream call (submit or poll), in seconds.
     pub upstream_timeout_secs: u64,
     /// The polling budget's unit (`POLL_EVERY_MS`, default 2000): a job seen finished
-    /// at `t` costs at most `3 + t / 2` upstream requests (`2 + t / 2` on providers
-    /// whose status reads are rate-limited; `job::PollBudget`).
+    /// at `t` costs at most `4 + t / 2` upstream requests, the look at once and the
+    /// quick look included (`3 + t / 2` on providers whose status reads are
+    /// rate-limited; `job::PollBudget`).
     pub poll_every_ms: u64,
     /// Whether `control_image` may be an https URL the edge fetches (`REMOTE_IMAGES=off`
     /// disables it, e.g. where outbound traffic is not allowed).

@@ -305,10 +305,12 @@ pub enum FailoverStep {
     Failed,
 }
 
-/// The quick look: the first poll comes this soon after the upstream accepted a job
+/// The quick look: the second poll comes this soon after the upstream accepted a job
 /// (or at an earlier learned finish), whatever the provider's recent jobs took, so
-/// work done at once — a warm self-hosted GPU, a cached result, a small preview — is
-/// told at once. Tuned on the bench (`docs/performance.md` § "Short jobs").
+/// work done in a moment — a warm self-hosted GPU, a small `megapixels`, a depth
+/// preview — is told at once. The first poll comes at once, for work that was done
+/// before the submit answered (a cached result). Tuned on the bench
+/// (`docs/performance.md` § "Short jobs").
 pub const QUICK_LOOK_MS: u64 = 250;
 /// The longest gap between polls (long jobs are polled every eighth of their age).
 pub const POLL_MAX_MS: u64 = 10_000;
@@ -322,9 +324,12 @@ pub const MAX_HOOK_WAKES: u32 = 3;
 /// the usual end, and a look spent early is missing when the job ends.
 pub const AROUND_EXPECTED_MS: [u64; 5] = [0, 250, 600, 1_200, 2_500];
 
+/// The looks that come before the budget is counted: one at once and the quick look.
+pub const EARLY_LOOKS: u32 = 2;
+
 /// How many upstream requests polling may spend on a job: one seen finished at `t`
 /// costs at most `base + t / every_ms` of them (the submit, every look and a result
-/// fetch counted), the quick look aside.
+/// fetch counted), the [`EARLY_LOOKS`] aside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PollBudget {
     pub every_ms: u64,
@@ -332,24 +337,27 @@ pub struct PollBudget {
 }
 
 impl PollBudget {
-    /// `2 + t / every` besides the quick look (so `3 + t / every` in all): two early
+    /// `2 + t / every` besides the early looks (so `4 + t / every` in all): early
     /// looks are cheap (one Durable Object alarm and one provider GET each), so a
     /// short job is seen soon after it ends.
     pub const fn new(every_ms: u64) -> Self {
         Self { every_ms, base: 2 }
     }
 
-    /// `1 + t / every` besides the quick look, for providers whose status reads count
-    /// against a per-minute request limit (`docs/performance.md` § "Short jobs").
+    /// `1 + t / every` besides the early looks (`3 + t / every` in all), for
+    /// providers whose status reads count against a per-minute request limit (`docs/performance.md` § "Short jobs").
     pub const fn tight(every_ms: u64) -> Self {
         Self { every_ms, base: 1 }
     }
 
-    /// The earliest age of the next look after `polls` looks: without the quick look,
-    /// `polls - 1` looks so far, this one, the submit and a result fetch make
-    /// `polls + 2` requests, which `base + age / every` must cover.
+    /// The earliest age of the next look after `polls` looks: without the early
+    /// looks, `polls - 2` looks so far, this one, the submit and a result fetch make
+    /// `polls + 1` requests, which `base + age / every` must cover.
     pub fn earliest_ms(self, polls: u32) -> u64 {
-        (u64::from(polls) + 2).saturating_sub(self.base) * self.every_ms
+        if polls < EARLY_LOOKS {
+            return 0;
+        }
+        (u64::from(polls) + 3).saturating_sub(u64::from(EARLY_LOOKS) + self.base) * self.every_ms
     }
 }
 
@@ -547,8 +555,9 @@ impl JobRecord {
     /// The upstream accepted the job.
     pub fn submitted(&mut self, sub: Submitted, now_ms: u64) {
         self.submitting = None;
-        // A provider that calls back is polled only as a backstop.
-        let first = sub.backstop_ms.unwrap_or(QUICK_LOOK_MS);
+        // A provider that calls back is polled only as a backstop; any other is
+        // looked at at once.
+        let first = sub.backstop_ms.unwrap_or(0);
         self.upstream = Some(sub);
         self.submitted_ms = Some(now_ms);
         self.polls = 0;
@@ -966,9 +975,9 @@ impl JobRecord {
 
     /// Delay before the next poll while the upstream works.
     ///
-    /// The first look is the quick look ([`QUICK_LOOK_MS`] after the submit, or the
-    /// first learned finish if that is sooner). After it, each look keeps to the
-    /// [`PollBudget`]. Without learned finish times ([`Self::expected_ms`]): as often
+    /// The first look comes at once, the second is the quick look ([`QUICK_LOOK_MS`]
+    /// after the submit, or the first learned finish if that is sooner). After them,
+    /// each look keeps to the [`PollBudget`]. Without learned finish times ([`Self::expected_ms`]): as often
     /// as the budget allows, and never more often than every eighth of the job's age
     /// (capped at [`POLL_MAX_MS`]), so long jobs cost little. With them: each look
     /// goes to the next moment at or after an expected finish
@@ -980,11 +989,16 @@ impl JobRecord {
         let since = self.submitted_ms.unwrap_or(self.created_ms);
         let age = now_ms.saturating_sub(since);
         if self.polls == 0 {
+            return 0;
+        }
+        if self.polls == 1 {
             let quick = self
                 .expected_ms
                 .first()
                 .map_or(QUICK_LOOK_MS, |&e| u64::from(e).min(QUICK_LOOK_MS));
-            return quick.saturating_sub(age);
+            if quick > age {
+                return quick - age;
+            }
         }
         let earliest = budget.earliest_ms(self.polls);
         let fixed = || {
@@ -1351,7 +1365,7 @@ pub(crate) mod tests {
 
     /// The ages at which the schedule looks at a job that ends `finish` ms after its
     /// submit, up to the first look that finds it done, with `expected` learned;
-    /// every look after the quick one is checked against the budget.
+    /// every look after the early ones is checked against the budget.
     fn looks(budget: PollBudget, expected: &[u32], finish: u64) -> Vec<u64> {
         let mut j = job();
         let t0 = 2_000_000;
@@ -1363,10 +1377,11 @@ pub(crate) mod tests {
             j.polled();
             let age = now - t0;
             ages.push(age);
-            // Besides the quick look: the looks so far, the submit and a result fetch.
-            let requests = u64::from(j.polls) + 1;
+            // Besides the early looks: the looks so far, the submit and a result fetch.
+            let requests = u64::from(j.polls.saturating_sub(EARLY_LOOKS)) + 2;
             assert!(
-                j.polls == 1 || requests * budget.every_ms <= budget.base * budget.every_ms + age,
+                j.polls <= EARLY_LOOKS
+                    || requests * budget.every_ms <= budget.base * budget.every_ms + age,
                 "look {} at {age} ms (expected {expected:?}) makes {requests} requests",
                 j.polls
             );
@@ -1390,39 +1405,40 @@ pub(crate) mod tests {
     const LEARNED: [u32; 4] = [1_050, 3_050, 10_050, 30_050];
 
     #[test]
-    fn the_quick_look_stays_whatever_was_learned() {
-        let first_look = |expected: &[u32]| looks(EVERY, expected, 0)[0];
-        assert_eq!(first_look(&[]), QUICK_LOOK_MS);
-        assert_eq!(first_look(&LEARNED), QUICK_LOOK_MS);
-        assert_eq!(first_look(&[10_000]), QUICK_LOOK_MS);
+    fn the_early_looks_stay_whatever_was_learned() {
+        let early = |expected: &[u32]| looks(EVERY, expected, QUICK_LOOK_MS)[..2].to_vec();
+        assert_eq!(early(&[]), [0, QUICK_LOOK_MS]);
+        assert_eq!(early(&LEARNED), [0, QUICK_LOOK_MS]);
+        assert_eq!(early(&[10_000]), [0, QUICK_LOOK_MS]);
         // A provider whose jobs end sooner than that is looked at when they end.
-        assert_eq!(first_look(&[100, 10_000]), 100);
-        assert_eq!(looks(TIGHT, &LEARNED, 0), [QUICK_LOOK_MS]);
+        assert_eq!(early(&[100, 10_000]), [0, 100]);
+        assert_eq!(looks(TIGHT, &LEARNED, 200), [0, QUICK_LOOK_MS]);
     }
 
     #[test]
-    fn an_instant_job_is_seen_at_the_quick_look() {
+    fn an_instant_job_is_seen_at_once_and_a_short_one_at_the_quick_look() {
         for expected in [&[][..], &LEARNED, &[40]] {
-            assert!(seen_done_at(EVERY, expected, 30) <= QUICK_LOOK_MS);
-            assert!(seen_done_at(TIGHT, expected, 30) <= QUICK_LOOK_MS);
+            for budget in [EVERY, TIGHT] {
+                assert_eq!(looks(budget, expected, 0), [0]);
+                assert!(seen_done_at(budget, expected, 30) <= QUICK_LOOK_MS);
+            }
         }
     }
 
     #[test]
     fn a_one_second_job_is_seen_at_the_first_look_the_budget_allows() {
-        // Look by look: the quick one, then 2 s (the submit, two looks and a result
-        // fetch: 4 requests ≤ 3 + 2/2).
-        assert_eq!(looks(EVERY, &[], 1_000), [250, 2_000]);
-        assert_eq!(looks(EVERY, &LEARNED, 1_000), [250, 2_000]);
-        // Where status reads are rate-limited, at 4 s (1 + 4/2 besides the quick look).
-        assert_eq!(looks(TIGHT, &LEARNED, 1_000), [250, 4_000]);
+        // Look by look: the early ones, then 2 s (the submit, three looks and a result
+        // fetch: 5 requests ≤ 4 + 2/2).
+        assert_eq!(looks(EVERY, &[], 1_000), [0, 250, 2_000]);
+        // Where status reads are rate-limited, at 4 s (1 + 4/2 besides the early looks).
+        assert_eq!(looks(TIGHT, &[], 1_000), [0, 250, 4_000]);
     }
 
     #[test]
     fn learned_ten_and_thirty_second_jobs_are_seen_within_a_quarter_second() {
         assert_eq!(
             looks(EVERY, &LEARNED, 10_000),
-            [250, 2_000, 4_000, 6_000, 10_050]
+            [0, 250, 2_000, 4_000, 6_000, 10_050]
         );
         for budget in [EVERY, TIGHT] {
             for finish in [9_990, 10_100, 29_800, 30_200] {
@@ -1456,8 +1472,11 @@ pub(crate) mod tests {
         // The quick look, then every 2 s as the budget allows, then an eighth of the
         // job's age once that is longer.
         let ages = looks(EVERY, &[], 30_000);
-        assert_eq!(&ages[..6], &[250, 2_000, 4_000, 6_000, 8_000, 10_000]);
-        assert_eq!(looks(TIGHT, &[], 9_990), [250, 4_000, 6_000, 8_000, 10_000]);
+        assert_eq!(&ages[..7], &[0, 250, 2_000, 4_000, 6_000, 8_000, 10_000]);
+        assert_eq!(
+            looks(TIGHT, &[], 9_990),
+            [0, 250, 4_000, 6_000, 8_000, 10_000]
+        );
         let mut j = job();
         j.submitted(sub("u"), 2_000_000);
         j.polls = 5;
@@ -1475,14 +1494,22 @@ pub(crate) mod tests {
                 retry_after,
             })
         };
-        // A lag just after the submit: the backoff says 1 s, the tight budget 4 s.
+        let running = Ok(UpstreamState::Processing);
+        // A lag at the quick look: the backoff says 1 s, the tight budget 4 s.
         let mut j = job();
         j.submitted(sub("u"), t0);
+        j.poll_outcome("u", running.clone(), t0, TIGHT, 0.0, false);
         j.poll_outcome("u", transient(None), t0 + 250, TIGHT, 0.0, false);
         assert_eq!(j.next_step_ms, Some(t0 + 4_000));
+        // A lag at the look at once: the quick look is early too, so the backoff.
+        let mut l = job();
+        l.submitted(sub("u"), t0);
+        l.poll_outcome("u", transient(None), t0, TIGHT, 0.0, false);
+        assert_eq!(l.next_step_ms, Some(t0 + 1_000));
         // A longer backoff or `Retry-After` still wins.
         let mut k = job();
         k.submitted(sub("u"), t0);
+        k.poll_outcome("u", running, t0, EVERY, 0.0, false);
         k.poll_outcome("u", transient(Some(30)), t0 + 250, EVERY, 0.0, false);
         assert_eq!(k.next_step_ms, Some(t0 + 250 + 30_000));
     }
@@ -1991,7 +2018,7 @@ pub(crate) mod tests {
     #[test]
     fn the_alarm_is_due_at_the_earliest_of_step_outbox_and_purge() {
         let mut j = running();
-        assert_eq!(j.next_due_ms(), Some(1_000_200 + QUICK_LOOK_MS));
+        assert_eq!(j.next_due_ms(), Some(1_000_200));
         j.next_step_ms = Some(j.deadline_ms + 50_000);
         assert_eq!(
             j.next_due_ms(),
