@@ -479,14 +479,65 @@ async fn send_submit(
     before_send: impl AsyncFn() -> Result<(), UpstreamError>,
 ) -> Result<Submitted, UpstreamError> {
     let name = provider.kind.name();
-    let media_type = job.input.format.media_type();
-    let inline = || match control {
+    if provider.kind == Kind::ComfyUi {
+        // ComfyUI runs a repeated prompt again: if an earlier attempt of this job
+        // reached the server (an answer lost on the way back), follow that one.
+        let id = job.id.as_str();
+        if comfyui_lookup(provider, id, timeout_ms).await? != comfyui::Lookup::Unknown {
+            return Ok(comfyui::submitted(provider, id));
+        }
+        let file = format!("parallax-{}.{}", job.id, job.input.format.ext());
+        let upload = comfyui::build_upload(
+            provider,
+            &comfyui::job_folder(job),
+            &file,
+            &inline_bytes(provider, control)?,
+            job.input.format.media_type(),
+        );
+        let uploaded = comfyui::parse_upload(&send(name, &upload, timeout_ms).await?)?;
+        let req = build_submit(provider, job, control, callback, &uploaded)?;
+        before_send().await?;
+        return comfyui::parse_prompt(provider, id, &send(name, &req, timeout_ms).await?);
+    }
+    let req = build_submit(provider, job, control, callback, "")?;
+    before_send().await?;
+    let resp = send(name, &req, timeout_ms).await?;
+    match provider.kind {
+        Kind::Segmind | Kind::Parallax => segmind::parse_submit(provider, &resp),
+        Kind::Replicate => replicate::parse_prediction_urls(&resp),
+        Kind::Fal => fal::parse_submit(&resp),
+        Kind::Bfl => bfl::parse_submit(&resp),
+        Kind::ComfyUi => unreachable!("submitted above"),
+    }
+}
+
+/// The control image's bytes, for a provider that takes them only inline.
+fn inline_bytes<'a>(
+    provider: &Provider,
+    control: &'a ControlImage,
+) -> Result<&'a [u8], UpstreamError> {
+    match control {
         ControlImage::Inline(bytes) => Ok(bytes.as_slice()),
         ControlImage::Link(_) => Err(UpstreamError::Permanent(format!(
-            "{name} needs the control image inline"
+            "{} needs the control image inline",
+            provider.kind.name()
         ))),
-    };
-    match provider.kind {
+    }
+}
+
+/// The request that starts `job` at `provider`, built by a pure function (ComfyUI's
+/// prompt, given the name its upload answered: `comfy_image`). Every catalog
+/// parameter reaches it or is refused by [`check`] (a unit test holds each adapter
+/// to it).
+pub fn build_submit(
+    provider: &Provider,
+    job: &JobRecord,
+    control: &ControlImage,
+    callback: Option<&crate::hooks::Callback>,
+    comfy_image: &str,
+) -> Result<UpstreamRequest, UpstreamError> {
+    let media_type = job.input.format.media_type();
+    Ok(match provider.kind {
         Kind::Segmind | Kind::Parallax => {
             let mut req = segmind::build_submit(provider, job.model, &job.params, control);
             if provider.kind == Kind::Parallax {
@@ -495,59 +546,32 @@ async fn send_submit(
                 req.headers
                     .push(("idempotency-key", job.id.as_str().to_owned()));
             }
-            before_send().await?;
-            segmind::parse_submit(provider, &send(name, &req, timeout_ms).await?)
+            req
         }
-        Kind::Replicate => {
-            let req = replicate::build_submit(
-                provider,
-                job.model,
-                &job.params,
-                control,
-                media_type,
-                callback,
-            );
-            before_send().await?;
-            replicate::parse_prediction_urls(&send(name, &req, timeout_ms).await?)
-        }
-        Kind::Fal => {
-            let req = fal::build_submit(
-                provider,
-                &job.params,
-                &job.input,
-                control,
-                media_type,
-                callback,
-            );
-            before_send().await?;
-            fal::parse_submit(&send(name, &req, timeout_ms).await?)
-        }
-        Kind::Bfl => {
-            let req = bfl::build_submit(provider, &job.params, inline()?, callback);
-            before_send().await?;
-            bfl::parse_submit(&send(name, &req, timeout_ms).await?)
-        }
-        Kind::ComfyUi => {
-            // ComfyUI runs a repeated prompt again: if an earlier attempt of this job
-            // reached the server (an answer lost on the way back), follow that one.
-            let id = job.id.as_str();
-            if comfyui_lookup(provider, id, timeout_ms).await? != comfyui::Lookup::Unknown {
-                return Ok(comfyui::submitted(provider, id));
-            }
-            let file = format!("parallax-{}.{}", job.id, job.input.format.ext());
-            let upload = comfyui::build_upload(
-                provider,
-                &comfyui::job_folder(job),
-                &file,
-                inline()?,
-                media_type,
-            );
-            let uploaded = comfyui::parse_upload(&send(name, &upload, timeout_ms).await?)?;
-            let req = comfyui::build_prompt(provider, job, &uploaded);
-            before_send().await?;
-            comfyui::parse_prompt(provider, id, &send(name, &req, timeout_ms).await?)
-        }
-    }
+        Kind::Replicate => replicate::build_submit(
+            provider,
+            job.model,
+            &job.params,
+            control,
+            media_type,
+            callback,
+        ),
+        Kind::Fal => fal::build_submit(
+            provider,
+            &job.params,
+            &job.input,
+            control,
+            media_type,
+            callback,
+        ),
+        Kind::Bfl => bfl::build_submit(
+            provider,
+            &job.params,
+            inline_bytes(provider, control)?,
+            callback,
+        ),
+        Kind::ComfyUi => comfyui::build_prompt(provider, job, comfy_image),
+    })
 }
 
 /// Where prompt `prompt_id` is at a ComfyUI server (see [`comfyui::lookup_with`]:
@@ -916,6 +940,77 @@ pub fn download_headers(provider: &Provider, url: &str) -> Vec<(&'static str, St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two or more values of `spec`'s kind, each valid in the catalog.
+    fn sample_values(spec: &parallax_api::models::ParamSpec) -> Vec<serde_json::Value> {
+        use parallax_api::models::ParamKind;
+        use serde_json::json;
+        match spec.kind {
+            ParamKind::Prompt { .. } => vec![json!("a lighthouse"), json!("a barn at dusk")],
+            ParamKind::Image => Vec::new(),
+            ParamKind::Seed => vec![json!(1), json!(4_000_000_000u32)],
+            ParamKind::Integer { min, max, default } => {
+                vec![json!(min), json!(max), json!(default)]
+            }
+            ParamKind::Number {
+                min, max, default, ..
+            } => {
+                vec![json!(min), json!(max), json!(default)]
+            }
+            ParamKind::Boolean { .. } => vec![json!(false), json!(true)],
+            ParamKind::Choice { options, .. } => options.iter().map(|o| json!(o)).collect(),
+        }
+    }
+
+    #[test]
+    fn every_catalog_parameter_reaches_each_provider_or_is_refused() {
+        use crate::input::image::ImageFormat;
+        use parallax_api::models::Model;
+        let info = ImageInfo {
+            format: ImageFormat::Jpeg,
+            width: 640,
+            height: 480,
+        };
+        let control = ControlImage::Inline(vec![0xff, 0xd8, 0xff]);
+        let mut dropped = Vec::new();
+        for model in Model::ALL {
+            for kind in Kind::ALL.into_iter().filter(|k| k.serves(model)) {
+                let provider = Provider {
+                    kind,
+                    base_url: "https://upstream.example".into(),
+                    api_key: None,
+                };
+                for spec in model.params() {
+                    // Each value the adapter takes (the others it refuses by name),
+                    // and the request it builds for it.
+                    let requests: Vec<_> = sample_values(spec)
+                        .into_iter()
+                        .filter_map(|value| {
+                            let mut job = crate::job::tests::job();
+                            job.model = model;
+                            job.input = info.clone();
+                            job.params.0.insert("prompt".into(), "a house".into());
+                            job.params.0.insert(spec.name.into(), value.clone());
+                            check(kind, model, &job.params, &info).ok()?;
+                            let req = build_submit(&provider, &job, &control, None, "in.jpg")
+                                .expect("a request");
+                            Some((value, req))
+                        })
+                        .collect();
+                    let distinct = requests.iter().filter(|(_, r)| *r != requests[0].1).count();
+                    if requests.len() > 1 && distinct == 0 {
+                        dropped.push(format!(
+                            "{} drops {}'s {}",
+                            kind.name(),
+                            model.slug(),
+                            spec.name
+                        ));
+                    }
+                }
+            }
+        }
+        assert!(dropped.is_empty(), "{dropped:#?}");
+    }
 
     #[test]
     fn a_key_goes_only_to_the_providers_own_hosts() {

@@ -21,11 +21,12 @@
 //! `output_format` png/jpg → `png`/`jpeg` (fal writes no WebP here: refused at
 //! submit); `disable_safety_checker` → `enable_safety_checker` negated; `megapixels` →
 //! `image_size {width, height}` at the control image's aspect ratio (multiples of 16,
-//! match_input capped at 1440×1440); `output_quality` has no fal equivalent.
+//! match_input capped at 1440×1440); `output_quality` has no fal equivalent: a job
+//! asking for another than the default is refused (`check`) and routed elsewhere.
 //! UNVERIFIED: fal's accepted range of `guidance_scale` for this endpoint, and the
 //! exact body of a failed request's result (treated as an error status).
 
-use parallax_api::{FieldError, Params};
+use parallax_api::{FieldError, Model, Params};
 use serde_json::{Value, json};
 
 use super::{
@@ -46,12 +47,27 @@ fn headers(cfg: &Provider) -> Vec<(&'static str, String)> {
         .collect()
 }
 
-/// fal writes PNG or JPEG for this endpoint.
+/// fal writes PNG or JPEG for this endpoint, at a JPEG quality of its own: a job that
+/// asks for another quality than the catalog's default goes to a provider that can
+/// honour it (fal-js `endpoints.ts` `FluxLoraDepthInput` has no quality field).
 pub fn check(params: &Params) -> Result<(), FieldError> {
     if params.output_format() == "webp" {
         return Err(FieldError::new(
             "output_format",
             "webp is not available from fal's flux-lora-depth; use jpg or png",
+        ));
+    }
+    let default = Model::FluxDepthDev
+        .param("output_quality")
+        .and_then(parallax_api::params::default_value);
+    if params.output_format() == "jpg"
+        && params
+            .get("output_quality")
+            .is_some_and(|q| Some(q) != default.as_ref())
+    {
+        return Err(FieldError::new(
+            "output_quality",
+            "fal's flux-lora-depth sets its own JPEG quality; leave output_quality at its default",
         ));
     }
     Ok(())
