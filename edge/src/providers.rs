@@ -491,7 +491,7 @@ async fn send_submit(
             provider,
             &comfyui::job_folder(job),
             &file,
-            &inline_bytes(provider, control)?,
+            inline_bytes(provider, control)?,
             job.input.format.media_type(),
         );
         let uploaded = comfyui::parse_upload(&send(name, &upload, timeout_ms).await?)?;
@@ -988,7 +988,7 @@ mod tests {
                         .filter_map(|value| {
                             let mut job = crate::job::tests::job();
                             job.model = model;
-                            job.input = info.clone();
+                            job.input = info;
                             job.params.0.insert("prompt".into(), "a house".into());
                             job.params.0.insert(spec.name.into(), value.clone());
                             check(kind, model, &job.params, &info).ok()?;
