@@ -308,7 +308,11 @@ mod tests {
     fn routes_are_ordered_known_and_unique() {
         assert_eq!(
             parse_route("segmind, replicate ,segmind comfyui"),
-            vec![Kind::Segmind, Kind::Replicate, Kind::ComfyUi]
+            vec![
+                Kind::named("segmind"),
+                Kind::named("replicate"),
+                Kind::named("comfyui")
+            ]
         );
         assert!(parse_route("").is_empty());
     }
@@ -316,7 +320,7 @@ mod tests {
     #[test]
     fn secrets_do_not_debug_print() {
         let cfg = Provider {
-            kind: Kind::Segmind,
+            kind: Kind::named("segmind"),
             base_url: "https://api.segmind.com".into(),
             api_key: Some(Secret::new("SG_live_123")),
         };

@@ -112,11 +112,7 @@ fn secret_message(kind: Kind, id: &RequestId) -> String {
 impl Hooks {
     /// Whether `kind` is given a callback on this deployment.
     pub fn pushes(&self, kind: Kind) -> bool {
-        match kind {
-            Kind::Replicate => self.replicate_secret.is_some(),
-            Kind::Fal | Kind::Bfl => true,
-            Kind::Segmind | Kind::Parallax | Kind::ComfyUi => false,
-        }
+        kind.pushes(self)
     }
 
     /// The callback for job `id` at `kind`, if that provider calls back here.
@@ -367,7 +363,11 @@ pub fn check_bfl(
     body: &[u8],
 ) -> Result<Verified, Refusal> {
     let got = secret_header.ok_or(Refusal::Missing("x-webhook-secret"))?;
-    match verify_message(&hooks.secret, &secret_message(Kind::Bfl, id), got.trim()) {
+    match verify_message(
+        &hooks.secret,
+        &secret_message(Kind::named("bfl"), id),
+        got.trim(),
+    ) {
         Some(true) => Ok(Verified {
             delivery: format!("bfl:{}", hex(&Sha256::digest(body))),
         }),
@@ -378,13 +378,7 @@ pub fn check_bfl(
 /// The upstream job a callback names (Replicate's prediction `id`, fal's
 /// `request_id`, BFL's task `id`), if its body says.
 pub fn upstream_id(kind: Kind, body: &[u8]) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let field = if kind == Kind::Fal {
-        "request_id"
-    } else {
-        "id"
-    };
-    v.get(field)?.as_str().map(str::to_owned)
+    kind.hook_upstream_id(body)
 }
 
 /// The Worker's `POST /hook` to a job's runner: a verified callback.
@@ -427,15 +421,22 @@ mod tests {
     #[test]
     fn a_callback_names_one_job_at_one_provider() {
         let h = hooks(true);
-        let cb = h.callback(Kind::Fal, &id(A)).unwrap();
+        let cb = h.callback(Kind::named("fal"), &id(A)).unwrap();
         assert!(
             cb.url
                 .starts_with(&format!("https://px.example/hooks/fal/{A}?token="))
         );
         assert!(cb.url.ends_with(&cb.token));
         assert!(!cb.url.contains("hook-secret") && !format!("{cb:?}").contains(&cb.token));
-        assert_eq!(h.check_token(Kind::Fal, &id(A), Some(&cb.token)), Ok(()));
-        for (kind, job) in [(Kind::Fal, B), (Kind::Replicate, A), (Kind::Bfl, A)] {
+        assert_eq!(
+            h.check_token(Kind::named("fal"), &id(A), Some(&cb.token)),
+            Ok(())
+        );
+        for (kind, job) in [
+            (Kind::named("fal"), B),
+            (Kind::named("replicate"), A),
+            (Kind::named("bfl"), A),
+        ] {
             assert_eq!(
                 h.check_token(kind, &id(job), Some(&cb.token)),
                 Err(Refusal::WrongToken),
@@ -443,18 +444,26 @@ mod tests {
             );
         }
         assert_eq!(
-            h.check_token(Kind::Fal, &id(A), None),
+            h.check_token(Kind::named("fal"), &id(A), None),
             Err(Refusal::Missing("token"))
         );
         assert_eq!(
-            h.check_token(Kind::Fal, &id(A), Some("not base64!")),
+            h.check_token(Kind::named("fal"), &id(A), Some("not base64!")),
             Err(Refusal::WrongToken)
         );
         // Polled providers get none; Replicate only with its account secret.
-        for kind in [Kind::Segmind, Kind::Parallax, Kind::ComfyUi] {
+        for kind in [
+            Kind::named("segmind"),
+            Kind::named("parallax"),
+            Kind::named("comfyui"),
+        ] {
             assert!(h.callback(kind, &id(A)).is_none());
         }
-        assert!(hooks(false).callback(Kind::Replicate, &id(A)).is_none());
+        assert!(
+            hooks(false)
+                .callback(Kind::named("replicate"), &id(A))
+                .is_none()
+        );
     }
 
     #[test]
@@ -584,7 +593,7 @@ mod tests {
     #[test]
     fn bfl_echoes_the_jobs_secret_and_a_body_is_one_delivery() {
         let h = hooks(false);
-        let cb = h.callback(Kind::Bfl, &id(A)).unwrap();
+        let cb = h.callback(Kind::named("bfl"), &id(A)).unwrap();
         assert_ne!(cb.secret, cb.token);
         assert!(!cb.url.contains(&cb.secret), "the secret is not in the URL");
         let a = check_bfl(&h, &id(A), Some(&cb.secret), b"{\"id\":\"t1\"}").unwrap();
@@ -604,13 +613,13 @@ mod tests {
             Err(Refusal::Missing("x-webhook-secret"))
         );
         assert_eq!(
-            upstream_id(Kind::Bfl, b"{\"id\":\"t1\"}"),
+            upstream_id(Kind::named("bfl"), b"{\"id\":\"t1\"}"),
             Some("t1".into())
         );
         assert_eq!(
-            upstream_id(Kind::Fal, b"{\"request_id\":\"r1\",\"id\":\"x\"}"),
+            upstream_id(Kind::named("fal"), b"{\"request_id\":\"r1\",\"id\":\"x\"}"),
             Some("r1".into())
         );
-        assert_eq!(upstream_id(Kind::Replicate, b"not json"), None);
+        assert_eq!(upstream_id(Kind::named("replicate"), b"not json"), None);
     }
 }

@@ -1,20 +1,25 @@
 //! Upstream adapters. Each is pure request building and response parsing (tested on
 //! fixtures shaped like the provider's documented examples) plus this module's thin
 //! [`send`]. Status and errors are normalised into [`UpstreamState`] and
-//! [`UpstreamError`] so the job runner is provider-agnostic; [`submit`] and [`poll`]
-//! dispatch on the provider's kind.
+//! [`UpstreamError`] so the job runner is provider-agnostic. Each adapter keeps the
+//! one contract of `contract.rs` ([`Adapter`]); [`submit`], [`poll`], [`cancel`] and
+//! [`lookup`] are the same for every provider.
 
 pub mod bfl;
 pub mod comfyui;
+pub mod contract;
 pub mod fal;
+pub mod parallax;
 pub mod replicate;
 pub mod segmind;
+
+pub use contract::{Adapter, Kind};
 
 use parallax_api::{FieldError, Model, Params};
 
 use crate::config::Provider;
 use crate::input::image::ImageInfo;
-use crate::job::{JobRecord, PollBudget};
+use crate::job::JobRecord;
 
 use base64::Engine;
 use futures_util::StreamExt;
@@ -315,12 +320,7 @@ pub fn check(
             format!("{} does not serve {}", kind.name(), model.slug()),
         ));
     }
-    match kind {
-        Kind::Replicate => replicate::check(model, params),
-        Kind::ComfyUi => comfyui::check(params, input),
-        Kind::Fal => fal::check(params),
-        Kind::Segmind | Kind::Parallax | Kind::Bfl => Ok(()),
-    }
+    kind.check(model, params, input)
 }
 
 /// How the control image travels to a provider.
@@ -378,35 +378,9 @@ pub async fn submit(
     Ok(sub)
 }
 
-/// The hosts (exactly these, no subdomains) whose URLs `kind`'s answers may name and
-/// that get its key, besides the configured base's origin:
-/// - Segmind: `api.segmind.com`;
-/// - Replicate: `api.replicate.com` (`urls.get`, `urls.cancel`);
-/// - fal: `queue.fal.run` and its backup `queue.falrun.com` (fal's queue docs);
-/// - BFL: `api.bfl.ai`, its regional `api.eu.bfl.ai`/`api.us.bfl.ai`, the legacy
-///   `api.eu1`/`api.us1.bfl.ai` and `api.bfl.ml` (BFL's integration guidelines; see
-///   ../shared/reference/providers-2026.md);
-/// - a Parallax upstream and ComfyUI: their configured origin only.
-fn documented_hosts(kind: Kind) -> &'static [&'static str] {
-    match kind {
-        Kind::Segmind => &["api.segmind.com"],
-        Kind::Replicate => &["api.replicate.com"],
-        Kind::Fal => &["queue.fal.run", "queue.falrun.com"],
-        Kind::Bfl => &[
-            "api.bfl.ai",
-            "api.eu.bfl.ai",
-            "api.us.bfl.ai",
-            "api.eu1.bfl.ai",
-            "api.us1.bfl.ai",
-            "api.bfl.ml",
-        ],
-        Kind::Parallax | Kind::ComfyUi => &[],
-    }
-}
-
 /// Whether `url`, named in `provider`'s answer, may be called with its key: on the
 /// configured base's origin, or over https on a host the provider documents
-/// ([`documented_hosts`]). Anything else (another host, plain http off the base)
+/// ([`Adapter::documented_hosts`]). Anything else (another host, plain http off the base)
 /// would hand the key to whoever wrote the answer: a proxy's error page, a tampered
 /// response.
 pub fn trusts(provider: &Provider, url: &str) -> bool {
@@ -423,7 +397,7 @@ pub fn trusts(provider: &Provider, url: &str) -> bool {
     let Some(Host::Domain(host)) = url.host() else {
         return false;
     };
-    url.scheme() == "https" && documented_hosts(provider.kind).contains(&host)
+    url.scheme() == "https" && provider.kind.documented_hosts().contains(&host)
 }
 
 /// Replaces each URL of an accepted job that `provider` may not be called on with its
@@ -431,29 +405,12 @@ pub fn trusts(provider: &Provider, url: &str) -> bool {
 /// base, so the job is still polled (and canceled) where the key belongs: the job
 /// was accepted, and failing over would pay for it twice. Whether any was replaced.
 fn own_urls(provider: &Provider, sub: &mut Submitted) -> bool {
-    let (base, id) = (provider.base_url.as_str(), sub.upstream_id.clone());
-    let (status, result, cancel) = match provider.kind {
-        Kind::Segmind | Kind::Parallax => (
-            format!("{base}/v2/requests/{id}/status"),
-            format!("{base}/v2/requests/{id}"),
-            None,
-        ),
-        Kind::Replicate => (
-            format!("{base}/v1/predictions/{id}"),
-            format!("{base}/v1/predictions/{id}"),
-            Some(format!("{base}/v1/predictions/{id}/cancel")),
-        ),
-        Kind::Fal => (
-            format!("{base}/{}/requests/{id}/status", fal::APP),
-            format!("{base}/{}/requests/{id}", fal::APP),
-            Some(format!("{base}/{}/requests/{id}/cancel", fal::APP)),
-        ),
-        Kind::Bfl => {
-            let poll = format!("{base}/v1/get_result?id={id}");
-            (poll.clone(), poll, None)
-        }
-        // Built from the base already (`comfyui::submitted`).
-        Kind::ComfyUi => return false,
+    let Some((status, result, cancel)) = provider
+        .kind
+        .documented_urls(&provider.base_url, &sub.upstream_id)
+    else {
+        // Built from the base already.
+        return false;
     };
     let mend = |url: &mut String, documented: String| {
         let off = !trusts(provider, url);
@@ -478,41 +435,19 @@ async fn send_submit(
     timeout_ms: u32,
     before_send: impl AsyncFn() -> Result<(), UpstreamError>,
 ) -> Result<Submitted, UpstreamError> {
-    let name = provider.kind.name();
-    if provider.kind == Kind::ComfyUi {
-        // ComfyUI runs a repeated prompt again: if an earlier attempt of this job
-        // reached the server (an answer lost on the way back), follow that one.
-        let id = job.id.as_str();
-        if comfyui_lookup(provider, id, timeout_ms).await? != comfyui::Lookup::Unknown {
-            return Ok(comfyui::submitted(provider, id));
-        }
-        let file = format!("parallax-{}.{}", job.id, job.input.format.ext());
-        let upload = comfyui::build_upload(
-            provider,
-            &comfyui::job_folder(job),
-            &file,
-            inline_bytes(provider, control)?,
-            job.input.format.media_type(),
-        );
-        let uploaded = comfyui::parse_upload(&send(name, &upload, timeout_ms).await?)?;
-        let req = build_submit(provider, job, control, callback, &uploaded)?;
-        before_send().await?;
-        return comfyui::parse_prompt(provider, id, &send(name, &req, timeout_ms).await?);
-    }
-    let req = build_submit(provider, job, control, callback, "")?;
+    let kind = provider.kind;
+    let prepared = match kind.prepare(provider, job, control, timeout_ms).await? {
+        contract::Prepared::Already(sub) => return Ok(sub),
+        contract::Prepared::Fresh(prepared) => prepared,
+    };
+    let req = kind.build_submit(provider, job, control, callback, &prepared)?;
     before_send().await?;
-    let resp = send(name, &req, timeout_ms).await?;
-    match provider.kind {
-        Kind::Segmind | Kind::Parallax => segmind::parse_submit(provider, &resp),
-        Kind::Replicate => replicate::parse_prediction_urls(&resp),
-        Kind::Fal => fal::parse_submit(&resp),
-        Kind::Bfl => bfl::parse_submit(&resp),
-        Kind::ComfyUi => unreachable!("submitted above"),
-    }
+    let resp = send(kind.name(), &req, timeout_ms).await?;
+    kind.parse_submit(provider, job.id.as_str(), &resp)
 }
 
 /// The control image's bytes, for a provider that takes them only inline.
-fn inline_bytes<'a>(
+pub fn inline_bytes<'a>(
     provider: &Provider,
     control: &'a ControlImage,
 ) -> Result<&'a [u8], UpstreamError> {
@@ -525,132 +460,13 @@ fn inline_bytes<'a>(
     }
 }
 
-/// The request that starts `job` at `provider`, built by a pure function (ComfyUI's
-/// prompt, given the name its upload answered: `comfy_image`). Every catalog
-/// parameter reaches it or is refused by [`check`] (a unit test holds each adapter
-/// to it).
-pub fn build_submit(
-    provider: &Provider,
-    job: &JobRecord,
-    control: &ControlImage,
-    callback: Option<&crate::hooks::Callback>,
-    comfy_image: &str,
-) -> Result<UpstreamRequest, UpstreamError> {
-    let media_type = job.input.format.media_type();
-    Ok(match provider.kind {
-        Kind::Segmind | Kind::Parallax => {
-            let mut req = segmind::build_submit(provider, job.model, &job.params, control);
-            if provider.kind == Kind::Parallax {
-                // Our own API replays a submit with the same key: a resubmit after an
-                // ambiguous failure cannot start a second job.
-                req.headers
-                    .push(("idempotency-key", job.id.as_str().to_owned()));
-            }
-            req
-        }
-        Kind::Replicate => replicate::build_submit(
-            provider,
-            job.model,
-            &job.params,
-            control,
-            media_type,
-            callback,
-        ),
-        Kind::Fal => fal::build_submit(
-            provider,
-            &job.params,
-            &job.input,
-            control,
-            media_type,
-            callback,
-        ),
-        Kind::Bfl => bfl::build_submit(
-            provider,
-            &job.params,
-            inline_bytes(provider, control)?,
-            callback,
-        ),
-        Kind::ComfyUi => comfyui::build_prompt(provider, job, comfy_image),
-    })
-}
-
-/// Where prompt `prompt_id` is at a ComfyUI server (see [`comfyui::lookup_with`]:
-/// its queue first, then its history). The runner uses it before any resubmit of the
-/// same id and on cancel.
-pub async fn comfyui_lookup(
-    provider: &Provider,
-    prompt_id: &str,
-    timeout_ms: u32,
-) -> Result<comfyui::Lookup, UpstreamError> {
-    let name = provider.kind.name();
-    comfyui::lookup_with(provider, prompt_id, |probe| {
-        let req = comfyui::build_probe(provider, prompt_id, probe);
-        async move { send(name, &req, timeout_ms).await }
-    })
-    .await
-}
-
 /// Asks `provider` where a submitted job is.
 pub async fn poll(
     provider: &Provider,
     sub: &Submitted,
     timeout_ms: u32,
 ) -> Result<UpstreamState, UpstreamError> {
-    let name = provider.kind.name();
-    match provider.kind {
-        Kind::Segmind | Kind::Parallax => {
-            let resp = send(
-                name,
-                &segmind::build_get(provider, &sub.status_url),
-                timeout_ms,
-            )
-            .await?;
-            let state = segmind::parse_state(&resp)?;
-            if state != UpstreamState::Completed(Vec::new()) {
-                return Ok(state);
-            }
-            let resp = send(
-                name,
-                &segmind::build_get(provider, &sub.result_url),
-                timeout_ms,
-            )
-            .await?;
-            segmind::parse_state(&resp)
-        }
-        Kind::Replicate => {
-            let resp = send(
-                name,
-                &replicate::build_get(provider, &sub.status_url),
-                timeout_ms,
-            )
-            .await?;
-            replicate::parse_state(&resp)
-        }
-        Kind::Bfl => {
-            let resp = send(name, &bfl::build_get(provider, &sub.status_url), timeout_ms).await?;
-            bfl::parse_state(&resp)
-        }
-        Kind::Fal => {
-            let resp = send(name, &fal::build_get(provider, &sub.status_url), timeout_ms).await?;
-            let state = fal::parse_status(&resp)?;
-            if state != UpstreamState::Completed(Vec::new()) {
-                return Ok(state);
-            }
-            let resp = send(name, &fal::build_get(provider, &sub.result_url), timeout_ms).await?;
-            fal::parse_result(&resp)
-        }
-        Kind::ComfyUi => match comfyui_lookup(provider, &sub.upstream_id, timeout_ms).await? {
-            comfyui::Lookup::Done(state) => Ok(state),
-            comfyui::Lookup::Running => Ok(UpstreamState::Processing),
-            comfyui::Lookup::Queued => Ok(UpstreamState::Queued),
-            // It may have finished between the two calls: look again next time, but
-            // never forever (the job's deadline ends it).
-            comfyui::Lookup::Unknown => Err(UpstreamError::Transient {
-                reason: "comfyui has the prompt neither queued nor in its history".into(),
-                retry_after: None,
-            }),
-        },
-    }
+    provider.kind.poll(provider, sub, timeout_ms).await
 }
 
 /// What an upstream cancel achieved.
@@ -670,85 +486,7 @@ pub async fn cancel(
     sub: &Submitted,
     timeout_ms: u32,
 ) -> Result<CancelOutcome, UpstreamError> {
-    let name = provider.kind.name();
-    match provider.kind {
-        // Replicate: `POST urls.cancel` answers the prediction; one canceled before it
-        // started (`started_at` null) never ran.
-        // https://replicate.com/docs/reference/http#predictions.cancel
-        Kind::Replicate => {
-            let Some(url) = &sub.cancel_url else {
-                return Ok(CancelOutcome::Unsupported);
-            };
-            let resp = send(name, &replicate::build_cancel(provider, url), timeout_ms).await?;
-            let v = success_json(name, &resp)?;
-            let never_started = v["status"] == "canceled" && v["started_at"].is_null();
-            Ok(if never_started {
-                CancelOutcome::Stopped
-            } else {
-                CancelOutcome::Requested
-            })
-        }
-        // Our own API: `POST /v2/requests/{id}/cancel` answers the status with
-        // `metrics.credits`; a full refund there means nothing was spent. A finished
-        // job answers 409 (it ran).
-        Kind::Parallax => {
-            let url = format!(
-                "{}/v2/requests/{}/cancel",
-                provider.base_url, sub.upstream_id
-            );
-            let mut req = segmind::build_get(provider, &url);
-            req.method = HttpMethod::Post;
-            let resp = send(name, &req, timeout_ms).await?;
-            if resp.status == 409 || resp.status == 404 {
-                return Ok(CancelOutcome::Requested);
-            }
-            let v = success_json(name, &resp)?;
-            let credits = &v["metrics"]["credits"];
-            let stopped = credits["charged"].as_u64().is_some_and(|c| c > 0)
-                && credits["refunded"] == credits["charged"];
-            Ok(if stopped {
-                CancelOutcome::Stopped
-            } else {
-                CancelOutcome::Requested
-            })
-        }
-        Kind::ComfyUi => {
-            let id = sub.upstream_id.as_str();
-            match comfyui_lookup(provider, id, timeout_ms).await? {
-                comfyui::Lookup::Queued => {
-                    let req = comfyui::build_queue_delete(provider, id);
-                    send(name, &req, timeout_ms).await?;
-                    // Gone from the queue and not in the history: it never ran.
-                    Ok(match comfyui_lookup(provider, id, timeout_ms).await? {
-                        comfyui::Lookup::Unknown => CancelOutcome::Stopped,
-                        comfyui::Lookup::Running => {
-                            send(name, &comfyui::build_interrupt(provider, id), timeout_ms).await?;
-                            CancelOutcome::Requested
-                        }
-                        _ => CancelOutcome::Requested,
-                    })
-                }
-                comfyui::Lookup::Running => {
-                    // Only when ours is the one running: older servers ignore the
-                    // body and interrupt whatever runs.
-                    send(name, &comfyui::build_interrupt(provider, id), timeout_ms).await?;
-                    Ok(CancelOutcome::Requested)
-                }
-                comfyui::Lookup::Done(_) => Ok(CancelOutcome::Requested),
-                comfyui::Lookup::Unknown => Ok(CancelOutcome::Stopped),
-            }
-        }
-        Kind::Fal => match &sub.cancel_url {
-            Some(url) => {
-                fal::parse_cancel(
-                    &send(name, &fal::build_cancel(provider, url), timeout_ms).await?,
-                )?;
-                Ok(CancelOutcome::Requested)
-            }
-            None => Ok(CancelOutcome::Unsupported),
-        },
-        Kind::Segmind | Kind::Bfl => Ok(CancelOutcome::Unsupported),
-    }
+    provider.kind.cancel(provider, sub, timeout_ms).await
 }
 
 /// Whether a provider has a job we may have submitted before our record of it was lost.
@@ -760,130 +498,14 @@ pub enum Lookup {
     Unsupported,
 }
 
-/// Looks up the job we submit under our own id: ComfyUI keeps it under the
-/// `prompt_id` we chose, in `/history/{id}` once done or in `/queue` before.
+/// Looks up the job we submit under our own id, where the provider can say
+/// ([`Adapter::lookup`]).
 pub async fn lookup(
     provider: &Provider,
     job: &JobRecord,
     timeout_ms: u32,
 ) -> Result<Lookup, UpstreamError> {
-    if provider.kind != Kind::ComfyUi {
-        return Ok(Lookup::Unsupported);
-    }
-    let id = job.id.as_str();
-    Ok(match comfyui_lookup(provider, id, timeout_ms).await? {
-        comfyui::Lookup::Unknown => Lookup::Absent,
-        _ => Lookup::Found(comfyui::submitted(provider, id)),
-    })
-}
-
-/// The kinds of upstream Parallax can drive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    Segmind,
-    Replicate,
-    ComfyUi,
-    /// Another server speaking this project's v2 API (Segmind-compatible).
-    Parallax,
-    Bfl,
-    /// fal.ai's queue (`fal-ai/flux-lora-depth`, dev only).
-    Fal,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 6] = [
-        Kind::Segmind,
-        Kind::Replicate,
-        Kind::ComfyUi,
-        Kind::Parallax,
-        Kind::Bfl,
-        Kind::Fal,
-    ];
-
-    /// The name used in configuration and in a job's `metrics.provider`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Segmind => "segmind",
-            Self::Replicate => "replicate",
-            Self::ComfyUi => "comfyui",
-            Self::Parallax => "parallax",
-            Self::Bfl => "bfl",
-            Self::Fal => "fal",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.name() == name)
-    }
-
-    /// How many upstream requests polling may spend on one of its jobs. Segmind's
-    /// requests count against a per-account limit per minute (Free 5, Pro 50 RPM:
-    /// https://docs.segmind.com/api-reference/rate-limits, which does not exempt status
-    /// reads), and so do a Parallax upstream's keyed reads (`RATE_LIMIT_READS_PER_MIN`):
-    /// the tighter budget. The others' status reads are neither billed nor limited per
-    /// job (`docs/performance.md` § "Short jobs").
-    pub fn poll_budget(self, every_ms: u64) -> PollBudget {
-        match self {
-            Self::Segmind | Self::Parallax => PollBudget::tight(every_ms),
-            Self::Replicate | Self::ComfyUi | Self::Bfl | Self::Fal => PollBudget::new(every_ms),
-        }
-    }
-
-    /// Prefix of its wrangler vars: `<PREFIX>_BASE_URL`, `<PREFIX>_API_KEY`.
-    pub fn env_prefix(self) -> &'static str {
-        match self {
-            Self::Segmind => "SEGMIND",
-            Self::Replicate => "REPLICATE",
-            Self::ComfyUi => "COMFYUI",
-            Self::Parallax => "PARALLAX_UPSTREAM",
-            Self::Bfl => "BFL",
-            Self::Fal => "FAL",
-        }
-    }
-
-    /// The public endpoint, for cloud providers.
-    pub fn default_base_url(self) -> Option<&'static str> {
-        match self {
-            Self::Segmind => Some("https://api.segmind.com"),
-            Self::Replicate => Some("https://api.replicate.com"),
-            Self::Bfl => Some("https://api.bfl.ai"),
-            Self::Fal => Some("https://queue.fal.run"),
-            Self::ComfyUi | Self::Parallax => None,
-        }
-    }
-
-    /// Whether it takes its control image as `link`, a URL it fetches itself, rather
-    /// than inline. Replicate: file inputs take an HTTP(S) URL or a data URL, and data
-    /// URLs are only recommended up to 256 KB
-    /// (https://replicate.com/docs/topics/predictions/create-a-prediction). fal:
-    /// `image_url` is a URL fal downloads, data URIs also accepted (fal-js
-    /// `endpoints.ts`, `FluxLoraDepthInput`; `fal.rs`). Segmind: flux-depth-pro/dev's `control_image` is "an image URL or
-    /// base64" (https://segmind.com/models/flux-depth-pro/api). Another Parallax fetches
-    /// an `https` URL on a public host only (`input/remote.rs`), so it gets links on such
-    /// deployments only. BFL's depth endpoint documents base64 only, and ComfyUI takes
-    /// the file through `/upload/image`: both keep the bytes inline.
-    pub fn fetches(self, link: &str) -> bool {
-        match self {
-            Self::Replicate | Self::Fal | Self::Segmind => {
-                link.starts_with("https://") || link.starts_with("http://")
-            }
-            Self::Parallax => link.starts_with("https://"),
-            Self::ComfyUi | Self::Bfl => false,
-        }
-    }
-
-    /// Whether it needs a key to work at all.
-    pub fn needs_key(self) -> bool {
-        !matches!(self, Self::ComfyUi)
-    }
-
-    pub fn serves(self, model: Model) -> bool {
-        match self {
-            Self::Segmind | Self::Replicate | Self::Parallax => true,
-            Self::ComfyUi | Self::Fal => model == Model::FluxDepthDev,
-            Self::Bfl => model == Model::FluxDepthPro,
-        }
-    }
+    provider.kind.lookup(provider, job, timeout_ms).await
 }
 
 /// The largest output file stored (Flux's largest PNG is a few MB).
@@ -931,9 +553,10 @@ pub fn download_headers(provider: &Provider, url: &str) -> Vec<(&'static str, St
         && url
             .strip_prefix(&provider.base_url)
             .is_some_and(|rest| rest.starts_with('/'));
-    match provider.kind {
-        Kind::ComfyUi if own => comfyui::headers(provider),
-        _ => Vec::new(),
+    if own {
+        provider.kind.download_headers(provider, url)
+    } else {
+        Vec::new()
     }
 }
 
@@ -992,7 +615,8 @@ mod tests {
                             job.params.0.insert("prompt".into(), "a house".into());
                             job.params.0.insert(spec.name.into(), value.clone());
                             check(kind, model, &job.params, &info).ok()?;
-                            let req = build_submit(&provider, &job, &control, None, "in.jpg")
+                            let req = kind
+                                .build_submit(&provider, &job, &control, None, "in.jpg")
                                 .expect("a request");
                             Some((value, req))
                         })
@@ -1019,7 +643,7 @@ mod tests {
             base_url: base.to_owned(),
             api_key: None,
         };
-        let bfl = at(Kind::Bfl, "https://api.bfl.ai");
+        let bfl = at(Kind::named("bfl"), "https://api.bfl.ai");
         for ok in [
             "https://api.bfl.ai/v1/get_result?id=1",
             "https://api.us1.bfl.ai/v1/get_result?id=1",
@@ -1043,9 +667,9 @@ mod tests {
         }
         // (provider, URL, trusted): fal's backup queue; a Parallax upstream (or ComfyUI)
         // on a shared suffix, its own origin only; sim on loopback, its own origin only.
-        let fal = at(Kind::Fal, "https://queue.fal.run");
-        let parallax = at(Kind::Parallax, "https://gpu.example.fly.dev");
-        let sim = at(Kind::Replicate, "http://127.0.0.1:8790/replicate");
+        let fal = at(Kind::named("fal"), "https://queue.fal.run");
+        let parallax = at(Kind::named("parallax"), "https://gpu.example.fly.dev");
+        let sim = at(Kind::named("replicate"), "http://127.0.0.1:8790/replicate");
         for (p, url, trusted) in [
             (
                 &fal,
@@ -1083,7 +707,7 @@ mod tests {
     #[test]
     fn urls_off_a_providers_hosts_become_its_documented_paths_on_the_base() {
         let replicate = Provider {
-            kind: Kind::Replicate,
+            kind: Kind::named("replicate"),
             base_url: "https://api.replicate.com".into(),
             api_key: None,
         };
@@ -1108,7 +732,7 @@ mod tests {
             Some("https://api.replicate.com/v1/predictions/p1/cancel")
         );
         let bfl = Provider {
-            kind: Kind::Bfl,
+            kind: Kind::named("bfl"),
             base_url: "https://api.bfl.ai".into(),
             api_key: None,
         };
@@ -1168,7 +792,7 @@ mod tests {
     #[test]
     fn downloads_carry_the_key_only_to_the_providers_own_host() {
         let comfy = Provider {
-            kind: Kind::ComfyUi,
+            kind: Kind::named("comfyui"),
             base_url: "https://gpu.example.com".into(),
             api_key: Some(crate::config::Secret::new("k")),
         };
@@ -1178,7 +802,7 @@ mod tests {
         );
         assert!(download_headers(&comfy, "https://gpu.example.com.evil/view").is_empty());
         let replicate = Provider {
-            kind: Kind::Replicate,
+            kind: Kind::named("replicate"),
             base_url: "https://api.replicate.com".into(),
             api_key: Some(crate::config::Secret::new("r8")),
         };

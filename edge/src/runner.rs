@@ -662,8 +662,8 @@ impl JobRunner {
                     breaker::record(&self.env, &attempt.provider, signal, cfg.breaker).await;
                     match sent {
                         // An ambiguous failure: the provider may have accepted it. Ask
-                        // before moving on where it can be asked.
-                        Err(UpstreamError::Transient { .. }) if p.kind == Kind::ComfyUi => {
+                        // before moving on where it can be asked (`Adapter::lookup`).
+                        Err(UpstreamError::Transient { .. }) => {
                             match providers::lookup(&p, &job, timeout_ms(cfg)).await {
                                 Ok(Lookup::Found(sub)) => Ok(sub),
                                 _ => sent,

@@ -125,8 +125,9 @@ async fn verify(
     body: &[u8],
 ) -> EdgeResult<Verified> {
     let now_secs = now_ms() / 1000;
-    match kind {
-        Kind::Replicate => {
+    // The providers that push (`Adapter::pushes`); the others have no callback route.
+    match kind.name() {
+        "replicate" => {
             let secret = hooks.replicate_secret.as_ref().ok_or_else(not_found)?;
             hooks::check_standard(
                 secret,
@@ -138,7 +139,7 @@ async fn verify(
             )
             .map_err(refused)
         }
-        Kind::Fal => {
+        "fal" => {
             let (request_id, user_id, timestamp, signature) = (
                 header(req, "x-fal-webhook-request-id")?,
                 header(req, "x-fal-webhook-user-id")?,
@@ -156,9 +157,9 @@ async fn verify(
             let keys = fal_keys(&hooks.fal_jwks_url).await?;
             hooks::check_fal(&keys, h, body, now_secs).map_err(refused)
         }
-        Kind::Bfl => hooks::check_bfl(hooks, id, header(req, "x-webhook-secret")?.as_deref(), body)
+        "bfl" => hooks::check_bfl(hooks, id, header(req, "x-webhook-secret")?.as_deref(), body)
             .map_err(refused),
-        Kind::Segmind | Kind::Parallax | Kind::ComfyUi => Err(not_found()),
+        _ => Err(not_found()),
     }
 }
 

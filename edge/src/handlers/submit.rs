@@ -421,7 +421,7 @@ mod tests {
 
     fn config(dev_route: Vec<Kind>) -> Config {
         Config {
-            providers: [Kind::Segmind, Kind::ComfyUi]
+            providers: [Kind::named("segmind"), Kind::named("comfyui")]
                 .into_iter()
                 .map(|kind| Provider {
                     kind,
@@ -468,7 +468,11 @@ mod tests {
 
     #[test]
     fn candidates_keep_route_order_and_skip_providers_that_cannot_honour_the_job() {
-        let cfg = config(vec![Kind::ComfyUi, Kind::Segmind, Kind::Replicate]);
+        let cfg = config(vec![
+            Kind::named("comfyui"),
+            Kind::named("segmind"),
+            Kind::named("replicate"),
+        ]);
         assert_eq!(
             candidates(
                 &cfg,
@@ -538,7 +542,7 @@ mod tests {
 
     #[test]
     fn a_parameter_no_provider_can_honour_is_a_400_naming_it() {
-        let cfg = config(vec![Kind::ComfyUi]);
+        let cfg = config(vec![Kind::named("comfyui")]);
         let err = candidates(
             &cfg,
             Model::FluxDepthDev,

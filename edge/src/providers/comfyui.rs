@@ -23,14 +23,16 @@
 //! elongated than [`MAX_ASPECT`] is refused at submit (the depth model keeps a 518 px
 //! short side, so a 16:4096 strip runs the GPU out of memory after minutes).
 
-use parallax_api::{FieldError, Params};
+use parallax_api::{FieldError, Model, Params};
 use serde_json::{Value, json};
 
+use super::contract::{Adapter, Prepared, Step};
 use super::{
-    HttpMethod, Submitted, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamState,
-    error_detail,
+    CancelOutcome, ControlImage, HttpMethod, Submitted, UpstreamError, UpstreamRequest,
+    UpstreamResponse, UpstreamState, error_detail, inline_bytes, send,
 };
 use crate::config::Provider;
+use crate::hooks::Callback;
 use crate::input::image::ImageInfo;
 use crate::job::JobRecord;
 
@@ -430,6 +432,183 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
+/// Where prompt `prompt_id` is at the server (see [`lookup_with`]: its queue first,
+/// then its history). Used before any resubmit of the same id, to poll, and on cancel.
+pub async fn lookup_at(
+    cfg: &Provider,
+    prompt_id: &str,
+    timeout_ms: u32,
+) -> Result<Lookup, UpstreamError> {
+    lookup_with(cfg, prompt_id, |probe| {
+        let req = build_probe(cfg, prompt_id, probe);
+        async move { send("comfyui", &req, timeout_ms).await }
+    })
+    .await
+}
+
+/// A self-hosted ComfyUI: flux-depth-dev, polled (its progress goes to a websocket,
+/// not a callback URL), canceled by taking the prompt off the queue or interrupting it,
+/// and looked up by the `prompt_id` we choose (our job id).
+#[derive(Debug)]
+pub struct ComfyUi;
+
+impl Adapter for ComfyUi {
+    fn name(&self) -> &'static str {
+        "comfyui"
+    }
+
+    fn env_prefix(&self) -> &'static str {
+        "COMFYUI"
+    }
+
+    /// An operator's own server, perhaps behind a proxy with a key.
+    fn needs_key(&self) -> bool {
+        false
+    }
+
+    /// It takes the file through `/upload/image`.
+    fn fetches(&self, _link: &str) -> bool {
+        false
+    }
+
+    fn serves(&self, model: Model) -> bool {
+        model == Model::FluxDepthDev
+    }
+
+    fn check(&self, _model: Model, params: &Params, input: &ImageInfo) -> Result<(), FieldError> {
+        check(params, input)
+    }
+
+    /// ComfyUI runs a repeated prompt again: if an earlier attempt of this job reached
+    /// the server (an answer lost on the way back), follow that one; else upload the
+    /// control image.
+    fn prepare<'a>(
+        &'a self,
+        provider: &'a Provider,
+        job: &'a JobRecord,
+        control: &'a ControlImage,
+        timeout_ms: u32,
+    ) -> Step<'a, Prepared> {
+        Box::pin(async move {
+            let id = job.id.as_str();
+            if lookup_at(provider, id, timeout_ms).await? != Lookup::Unknown {
+                return Ok(Prepared::Already(submitted(provider, id)));
+            }
+            let file = format!("parallax-{}.{}", job.id, job.input.format.ext());
+            let upload = build_upload(
+                provider,
+                &job_folder(job),
+                &file,
+                inline_bytes(provider, control)?,
+                job.input.format.media_type(),
+            );
+            let uploaded = parse_upload(&send(self.name(), &upload, timeout_ms).await?)?;
+            Ok(Prepared::Fresh(uploaded))
+        })
+    }
+
+    fn build_submit(
+        &self,
+        provider: &Provider,
+        job: &JobRecord,
+        _control: &ControlImage,
+        _callback: Option<&Callback>,
+        prepared: &str,
+    ) -> Result<UpstreamRequest, UpstreamError> {
+        Ok(build_prompt(provider, job, prepared))
+    }
+
+    fn parse_submit(
+        &self,
+        provider: &Provider,
+        job_id: &str,
+        resp: &UpstreamResponse,
+    ) -> Result<Submitted, UpstreamError> {
+        parse_prompt(provider, job_id, resp)
+    }
+
+    /// Built from the base already ([`submitted`]).
+    fn documented_urls(&self, _base: &str, _id: &str) -> Option<(String, String, Option<String>)> {
+        None
+    }
+
+    fn poll<'a>(
+        &'a self,
+        provider: &'a Provider,
+        sub: &'a Submitted,
+        timeout_ms: u32,
+    ) -> Step<'a, UpstreamState> {
+        Box::pin(async move {
+            match lookup_at(provider, &sub.upstream_id, timeout_ms).await? {
+                Lookup::Done(state) => Ok(state),
+                Lookup::Running => Ok(UpstreamState::Processing),
+                Lookup::Queued => Ok(UpstreamState::Queued),
+                // It may have finished between the two calls: look again next time, but
+                // never forever (the job's deadline ends it).
+                Lookup::Unknown => Err(UpstreamError::Transient {
+                    reason: "comfyui has the prompt neither queued nor in its history".into(),
+                    retry_after: None,
+                }),
+            }
+        })
+    }
+
+    fn cancel<'a>(
+        &'a self,
+        provider: &'a Provider,
+        sub: &'a Submitted,
+        timeout_ms: u32,
+    ) -> Step<'a, CancelOutcome> {
+        Box::pin(async move {
+            let (name, id) = (self.name(), sub.upstream_id.as_str());
+            match lookup_at(provider, id, timeout_ms).await? {
+                Lookup::Queued => {
+                    send(name, &build_queue_delete(provider, id), timeout_ms).await?;
+                    // Gone from the queue and not in the history: it never ran.
+                    Ok(match lookup_at(provider, id, timeout_ms).await? {
+                        Lookup::Unknown => CancelOutcome::Stopped,
+                        Lookup::Running => {
+                            send(name, &build_interrupt(provider, id), timeout_ms).await?;
+                            CancelOutcome::Requested
+                        }
+                        _ => CancelOutcome::Requested,
+                    })
+                }
+                Lookup::Running => {
+                    // Only when ours is the one running: older servers ignore the
+                    // body and interrupt whatever runs.
+                    send(name, &build_interrupt(provider, id), timeout_ms).await?;
+                    Ok(CancelOutcome::Requested)
+                }
+                Lookup::Done(_) => Ok(CancelOutcome::Requested),
+                Lookup::Unknown => Ok(CancelOutcome::Stopped),
+            }
+        })
+    }
+
+    /// It keeps the job under the `prompt_id` we chose, in `/history/{id}` once done
+    /// or in `/queue` before.
+    fn lookup<'a>(
+        &'a self,
+        provider: &'a Provider,
+        job: &'a JobRecord,
+        timeout_ms: u32,
+    ) -> Step<'a, super::Lookup> {
+        Box::pin(async move {
+            let id = job.id.as_str();
+            Ok(match lookup_at(provider, id, timeout_ms).await? {
+                Lookup::Unknown => super::Lookup::Absent,
+                _ => super::Lookup::Found(submitted(provider, id)),
+            })
+        })
+    }
+
+    /// `/view` on its own host gets its auth (a server behind an API-key proxy).
+    fn download_headers(&self, provider: &Provider, _url: &str) -> Vec<(&'static str, String)> {
+        headers(provider)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,7 +647,7 @@ mod tests {
 
     fn cfg() -> Provider {
         Provider {
-            kind: crate::providers::Kind::ComfyUi,
+            kind: crate::providers::Kind::named("comfyui"),
             base_url: "http://gpu:8188".into(),
             api_key: None,
         }

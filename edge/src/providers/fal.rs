@@ -29,13 +29,15 @@
 use parallax_api::{FieldError, Model, Params};
 use serde_json::{Value, json};
 
+use super::contract::{Adapter, Step};
 use super::{
-    ControlImage, HttpMethod, Submitted, UpstreamError, UpstreamRequest, UpstreamResponse,
-    UpstreamState, success_json,
+    CancelOutcome, ControlImage, HttpMethod, Submitted, UpstreamError, UpstreamRequest,
+    UpstreamResponse, UpstreamState, send, success_json,
 };
 use crate::config::Provider;
-use crate::hooks::Callback;
+use crate::hooks::{Callback, Hooks};
 use crate::input::image::ImageInfo;
+use crate::job::JobRecord;
 
 /// The endpoint (owner/app) on fal's queue.
 pub const APP: &str = "fal-ai/flux-lora-depth";
@@ -220,6 +222,122 @@ pub fn parse_cancel(resp: &UpstreamResponse) -> Result<(), UpstreamError> {
     }
 }
 
+/// fal's queue: flux-depth-dev only, called back (`fal_webhook`), canceled by
+/// `cancel_url`.
+#[derive(Debug)]
+pub struct Fal;
+
+impl Adapter for Fal {
+    fn name(&self) -> &'static str {
+        "fal"
+    }
+
+    fn env_prefix(&self) -> &'static str {
+        "FAL"
+    }
+
+    fn default_base_url(&self) -> Option<&'static str> {
+        Some("https://queue.fal.run")
+    }
+
+    /// `queue.fal.run` and its backup `queue.falrun.com` (fal's queue docs).
+    fn documented_hosts(&self) -> &'static [&'static str] {
+        &["queue.fal.run", "queue.falrun.com"]
+    }
+
+    /// `image_url` is a URL fal downloads, data URIs also accepted (fal-js
+    /// `endpoints.ts`, `FluxLoraDepthInput`).
+    fn fetches(&self, link: &str) -> bool {
+        link.starts_with("https://") || link.starts_with("http://")
+    }
+
+    fn serves(&self, model: Model) -> bool {
+        model == Model::FluxDepthDev
+    }
+
+    fn check(&self, _model: Model, params: &Params, _input: &ImageInfo) -> Result<(), FieldError> {
+        check(params)
+    }
+
+    fn build_submit(
+        &self,
+        provider: &Provider,
+        job: &JobRecord,
+        control: &ControlImage,
+        callback: Option<&Callback>,
+        _prepared: &str,
+    ) -> Result<UpstreamRequest, UpstreamError> {
+        Ok(build_submit(
+            provider,
+            &job.params,
+            &job.input,
+            control,
+            job.input.format.media_type(),
+            callback,
+        ))
+    }
+
+    fn parse_submit(
+        &self,
+        _provider: &Provider,
+        _job_id: &str,
+        resp: &UpstreamResponse,
+    ) -> Result<Submitted, UpstreamError> {
+        parse_submit(resp)
+    }
+
+    fn documented_urls(&self, base: &str, id: &str) -> Option<(String, String, Option<String>)> {
+        Some((
+            format!("{base}/{APP}/requests/{id}/status"),
+            format!("{base}/{APP}/requests/{id}"),
+            Some(format!("{base}/{APP}/requests/{id}/cancel")),
+        ))
+    }
+
+    /// The status, then the result once it says COMPLETED.
+    fn poll<'a>(
+        &'a self,
+        provider: &'a Provider,
+        sub: &'a Submitted,
+        timeout_ms: u32,
+    ) -> Step<'a, UpstreamState> {
+        Box::pin(async move {
+            let name = self.name();
+            let resp = send(name, &build_get(provider, &sub.status_url), timeout_ms).await?;
+            let state = parse_status(&resp)?;
+            if state != UpstreamState::Completed(Vec::new()) {
+                return Ok(state);
+            }
+            let resp = send(name, &build_get(provider, &sub.result_url), timeout_ms).await?;
+            parse_result(&resp)
+        })
+    }
+
+    fn cancel<'a>(
+        &'a self,
+        provider: &'a Provider,
+        sub: &'a Submitted,
+        timeout_ms: u32,
+    ) -> Step<'a, CancelOutcome> {
+        Box::pin(async move {
+            let Some(url) = &sub.cancel_url else {
+                return Ok(CancelOutcome::Unsupported);
+            };
+            parse_cancel(&send(self.name(), &build_cancel(provider, url), timeout_ms).await?)?;
+            Ok(CancelOutcome::Requested)
+        })
+    }
+
+    fn pushes(&self, _hooks: &Hooks) -> bool {
+        true
+    }
+
+    fn hook_upstream_id(&self, body: &[u8]) -> Option<String> {
+        let v: Value = serde_json::from_slice(body).ok()?;
+        v.get("request_id")?.as_str().map(str::to_owned)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,7 +361,7 @@ mod tests {
 
     fn cfg() -> Provider {
         Provider {
-            kind: crate::providers::Kind::Fal,
+            kind: crate::providers::Kind::named("fal"),
             base_url: "https://queue.fal.run".into(),
             api_key: Some(crate::config::Secret::new("fal-key")),
         }
