@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use worker::{Env, Request, Response};
 
-use crate::config::{Config, bindings};
+use crate::bindings;
+use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
 use crate::ledger::{ChargeInfo, Funding, Grant, LedgerReply, LedgerRequest, Limit, Op, Outcome};
 use crate::storage::keys;

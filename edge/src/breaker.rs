@@ -17,7 +17,7 @@
 use serde::{Deserialize, Serialize};
 use worker::{DurableObject, Env, Method, Request, Response, State, durable_object};
 
-use crate::config::bindings;
+use crate::bindings;
 use crate::finish_times;
 use crate::http;
 use crate::providers::UpstreamError;

@@ -1,49 +1,11 @@
 //! Deployment configuration read from wrangler vars and secrets. Provider keys are held
 //! in [`Secret`], whose `Debug` prints `***`, so they cannot slip into a log line.
 
-use std::fmt;
-
 use parallax_api::Model;
 use worker::Env;
 
-use crate::providers::Kind;
-
-/// A secret string (a provider API key). Never printed, never serialised.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The raw value, for the one header that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// One configured upstream.
-#[derive(Debug, Clone)]
-pub struct Provider {
-    pub kind: Kind,
-    /// e.g. `https://api.segmind.com`, or `sim` on loopback in development.
-    pub base_url: String,
-    pub api_key: Option<Secret>,
-}
-
-impl Provider {
-    /// Usable: it has a base URL, and a key where the provider needs one.
-    pub fn is_ready(&self) -> bool {
-        !self.base_url.is_empty() && (self.api_key.is_some() || !self.kind.needs_key())
-    }
-}
+use crate::providers::{Kind, Provider};
+use crate::secret::Secret;
 
 /// Request-rate limits per account.
 #[derive(Debug, Clone, Copy)]
@@ -109,16 +71,6 @@ pub struct Config {
     /// Lets webhooks go to `http://127.0.0.1` (`WEBHOOK_LOOPBACK=on`, the test stack
     /// only: production webhooks go to public https hosts).
     pub webhook_loopback: bool,
-}
-
-/// Binding names, in one place.
-pub mod bindings {
-    pub const JOB_RUNNER: &str = "JOB_RUNNER";
-    pub const JOBS_KV: &str = "JOBS";
-    pub const MEDIA: &str = "MEDIA";
-    pub const ASSETS: &str = "ASSETS";
-    pub const LEDGER: &str = "LEDGER";
-    pub const BREAKER: &str = "BREAKER";
 }
 
 fn text(env: &Env, name: &str) -> Option<String> {

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use worker::{Env, Method, Request, RequestInit};
 
-use crate::config::bindings;
+use crate::bindings;
 
 /// Finish windows kept per model.
 pub const KEEP: usize = 16;

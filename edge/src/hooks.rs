@@ -48,9 +48,8 @@ use parallax_api::RequestId;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::Secret;
 use crate::control_link::{sign_message, verify_message};
-use crate::providers::Kind;
+use crate::secret::Secret;
 
 /// fal's published webhook keys (fal docs, "Verifying Your Webhook").
 pub const FAL_JWKS_URL: &str = "https://rest.alpha.fal.ai/.well-known/jwks.json";
@@ -100,45 +99,38 @@ impl std::fmt::Debug for Callback {
     }
 }
 
-fn message(kind: Kind, id: &RequestId) -> String {
-    format!("hook\n{}\n{id}", kind.name())
+fn message(provider: &str, id: &RequestId) -> String {
+    format!("hook\n{provider}\n{id}")
 }
 
 /// What a job's callback secret signs (not the URL token's message).
-fn secret_message(kind: Kind, id: &RequestId) -> String {
-    format!("hook-secret\n{}\n{id}", kind.name())
+fn secret_message(provider: &str, id: &RequestId) -> String {
+    format!("hook-secret\n{provider}\n{id}")
 }
 
 impl Hooks {
-    /// Whether `kind` is given a callback on this deployment.
-    pub fn pushes(&self, kind: Kind) -> bool {
-        kind.pushes(self)
-    }
-
-    /// The callback for job `id` at `kind`, if that provider calls back here.
-    pub fn callback(&self, kind: Kind, id: &RequestId) -> Option<Callback> {
-        if !self.pushes(kind) {
-            return None;
-        }
-        let token = sign_message(&self.secret, &message(kind, id));
-        Some(Callback {
-            url: format!("{}/hooks/{}/{id}?token={token}", self.base_url, kind.name()),
+    /// The callback for job `id` at `provider` (one that calls back: see
+    /// `providers::callback`).
+    pub fn callback(&self, provider: &str, id: &RequestId) -> Callback {
+        let token = sign_message(&self.secret, &message(provider, id));
+        Callback {
+            url: format!("{}/hooks/{provider}/{id}?token={token}", self.base_url),
             token,
-            secret: sign_message(&self.secret, &secret_message(kind, id)),
-        })
+            secret: sign_message(&self.secret, &secret_message(provider, id)),
+        }
     }
 
-    /// Checks the URL's token for job `id` at `kind` (constant time).
+    /// Checks the URL's token for job `id` at `provider` (constant time).
     pub fn check_token(
         &self,
-        kind: Kind,
+        provider: &str,
         id: &RequestId,
         token: Option<&str>,
     ) -> Result<(), Refusal> {
         let token = token
             .filter(|t| !t.is_empty())
             .ok_or(Refusal::Missing("token"))?;
-        match verify_message(&self.secret, &message(kind, id), token) {
+        match verify_message(&self.secret, &message(provider, id), token) {
             Some(true) => Ok(()),
             _ => Err(Refusal::WrongToken),
         }
@@ -363,22 +355,12 @@ pub fn check_bfl(
     body: &[u8],
 ) -> Result<Verified, Refusal> {
     let got = secret_header.ok_or(Refusal::Missing("x-webhook-secret"))?;
-    match verify_message(
-        &hooks.secret,
-        &secret_message(Kind::named("bfl"), id),
-        got.trim(),
-    ) {
+    match verify_message(&hooks.secret, &secret_message("bfl", id), got.trim()) {
         Some(true) => Ok(Verified {
             delivery: format!("bfl:{}", hex(&Sha256::digest(body))),
         }),
         _ => Err(Refusal::Forged),
     }
-}
-
-/// The upstream job a callback names (Replicate's prediction `id`, fal's
-/// `request_id`, BFL's task `id`), if its body says.
-pub fn upstream_id(kind: Kind, body: &[u8]) -> Option<String> {
-    kind.hook_upstream_id(body)
 }
 
 /// The Worker's `POST /hook` to a job's runner: a verified callback.
@@ -397,6 +379,7 @@ pub const SEEN_CAP: usize = 64;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::{self, Kind};
     use ed25519_dalek::{Signer, SigningKey};
 
     const A: &str = "2c7f59ea-13f1-402c-9353-915a2b5a2124";
@@ -421,34 +404,31 @@ mod tests {
     #[test]
     fn a_callback_names_one_job_at_one_provider() {
         let h = hooks(true);
-        let cb = h.callback(Kind::named("fal"), &id(A)).unwrap();
+        let cb = providers::callback(Some(&h), Kind::named("fal"), &id(A)).unwrap();
         assert!(
             cb.url
                 .starts_with(&format!("https://px.example/hooks/fal/{A}?token="))
         );
         assert!(cb.url.ends_with(&cb.token));
         assert!(!cb.url.contains("hook-secret") && !format!("{cb:?}").contains(&cb.token));
-        assert_eq!(
-            h.check_token(Kind::named("fal"), &id(A), Some(&cb.token)),
-            Ok(())
-        );
+        assert_eq!(h.check_token("fal", &id(A), Some(&cb.token)), Ok(()));
         for (kind, job) in [
             (Kind::named("fal"), B),
             (Kind::named("replicate"), A),
             (Kind::named("bfl"), A),
         ] {
             assert_eq!(
-                h.check_token(kind, &id(job), Some(&cb.token)),
+                h.check_token(kind.name(), &id(job), Some(&cb.token)),
                 Err(Refusal::WrongToken),
                 "{kind:?} {job}"
             );
         }
         assert_eq!(
-            h.check_token(Kind::named("fal"), &id(A), None),
+            h.check_token("fal", &id(A), None),
             Err(Refusal::Missing("token"))
         );
         assert_eq!(
-            h.check_token(Kind::named("fal"), &id(A), Some("not base64!")),
+            h.check_token("fal", &id(A), Some("not base64!")),
             Err(Refusal::WrongToken)
         );
         // Polled providers get none; Replicate only with its account secret.
@@ -457,12 +437,10 @@ mod tests {
             Kind::named("parallax"),
             Kind::named("comfyui"),
         ] {
-            assert!(h.callback(kind, &id(A)).is_none());
+            assert!(providers::callback(Some(&h), kind, &id(A)).is_none());
         }
         assert!(
-            hooks(false)
-                .callback(Kind::named("replicate"), &id(A))
-                .is_none()
+            providers::callback(Some(&hooks(false)), Kind::named("replicate"), &id(A)).is_none()
         );
     }
 
@@ -593,7 +571,7 @@ mod tests {
     #[test]
     fn bfl_echoes_the_jobs_secret_and_a_body_is_one_delivery() {
         let h = hooks(false);
-        let cb = h.callback(Kind::named("bfl"), &id(A)).unwrap();
+        let cb = providers::callback(Some(&h), Kind::named("bfl"), &id(A)).unwrap();
         assert_ne!(cb.secret, cb.token);
         assert!(!cb.url.contains(&cb.secret), "the secret is not in the URL");
         let a = check_bfl(&h, &id(A), Some(&cb.secret), b"{\"id\":\"t1\"}").unwrap();
@@ -613,13 +591,13 @@ mod tests {
             Err(Refusal::Missing("x-webhook-secret"))
         );
         assert_eq!(
-            upstream_id(Kind::named("bfl"), b"{\"id\":\"t1\"}"),
+            Kind::named("bfl").hook_upstream_id(b"{\"id\":\"t1\"}"),
             Some("t1".into())
         );
         assert_eq!(
-            upstream_id(Kind::named("fal"), b"{\"request_id\":\"r1\",\"id\":\"x\"}"),
+            Kind::named("fal").hook_upstream_id(b"{\"request_id\":\"r1\",\"id\":\"x\"}"),
             Some("r1".into())
         );
-        assert_eq!(upstream_id(Kind::named("replicate"), b"not json"), None);
+        assert_eq!(Kind::named("replicate").hook_upstream_id(b"not json"), None);
     }
 }

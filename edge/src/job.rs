@@ -350,6 +350,16 @@ impl PollBudget {
         Self { every_ms, base: 1 }
     }
 
+    /// The budget for a job at `kind`: the tighter one where its status reads count
+    /// against a per-minute limit ([`crate::providers::Adapter::reads_limited`]).
+    pub fn of(kind: crate::providers::Kind, every_ms: u64) -> Self {
+        if kind.reads_limited() {
+            Self::tight(every_ms)
+        } else {
+            Self::new(every_ms)
+        }
+    }
+
     /// The earliest age of the next look after `polls` looks: without the early
     /// looks, `polls - 2` looks so far, this one, the submit and a result fetch make
     /// `polls + 1` requests, which `base + age / every` must cover.
@@ -362,6 +372,16 @@ impl PollBudget {
 }
 
 impl JobRecord {
+    /// What a provider's adapter sees of this job.
+    pub fn order(&self) -> crate::providers::Order<'_> {
+        crate::providers::Order {
+            id: &self.id,
+            model: self.model,
+            params: &self.params,
+            input: self.input,
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: RequestId,

@@ -1454,11 +1454,10 @@ impl Ledger {
     async fn runner_has(&self, job_id: &str) -> worker::Result<Started> {
         // `/abandon`, not `/state`: without a record the runner also refuses a late
         // `/start` from then on, so its "no such job" stays true.
-        let req = crate::handlers::submit::internal_request("/abandon", Some(&()))
-            .map_err(|e| worker::Error::RustError(e.to_string()))?;
+        let req = http::internal_request("/abandon", Some(&()))?;
         let mut resp = self
             .env
-            .durable_object(crate::config::bindings::JOB_RUNNER)?
+            .durable_object(crate::bindings::JOB_RUNNER)?
             .id_from_name(job_id)?
             .get_stub()?
             .fetch_with_request(req)

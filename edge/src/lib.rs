@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod accounts;
+pub mod bindings;
 pub mod breaker;
 pub mod compat;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod meter;
 pub mod providers;
 pub mod router;
 pub mod runner;
+pub mod secret;
 pub mod security;
 pub mod storage;
 pub mod waiters;

@@ -13,13 +13,11 @@ pub mod parallax;
 pub mod replicate;
 pub mod segmind;
 
-pub use contract::{Adapter, Kind};
+pub use contract::{Adapter, Kind, Order, Provider};
 
 use parallax_api::{FieldError, Model, Params};
 
-use crate::config::Provider;
 use crate::input::image::ImageInfo;
-use crate::job::JobRecord;
 
 use base64::Engine;
 use futures_util::StreamExt;
@@ -361,7 +359,7 @@ impl ControlImage {
 /// runner checks there that the job was not canceled while it waited.
 pub async fn submit(
     provider: &Provider,
-    job: &JobRecord,
+    job: &Order<'_>,
     control: &ControlImage,
     callback: Option<&crate::hooks::Callback>,
     timeout_ms: u32,
@@ -429,7 +427,7 @@ fn own_urls(provider: &Provider, sub: &mut Submitted) -> bool {
 
 async fn send_submit(
     provider: &Provider,
-    job: &JobRecord,
+    job: &Order<'_>,
     control: &ControlImage,
     callback: Option<&crate::hooks::Callback>,
     timeout_ms: u32,
@@ -444,6 +442,18 @@ async fn send_submit(
     before_send().await?;
     let resp = send(kind.name(), &req, timeout_ms).await?;
     kind.parse_submit(provider, job.id.as_str(), &resp)
+}
+
+/// The callback a job at `kind` is given, where the deployment takes callbacks and
+/// the provider calls back ([`Adapter::pushes`]).
+pub fn callback(
+    hooks: Option<&crate::hooks::Hooks>,
+    kind: Kind,
+    id: &parallax_api::RequestId,
+) -> Option<crate::hooks::Callback> {
+    hooks
+        .filter(|h| kind.pushes(h))
+        .map(|h| h.callback(kind.name(), id))
 }
 
 /// The control image's bytes, for a provider that takes them only inline.
@@ -502,7 +512,7 @@ pub enum Lookup {
 /// ([`Adapter::lookup`]).
 pub async fn lookup(
     provider: &Provider,
-    job: &JobRecord,
+    job: &Order<'_>,
     timeout_ms: u32,
 ) -> Result<Lookup, UpstreamError> {
     provider.kind.lookup(provider, job, timeout_ms).await
@@ -616,7 +626,7 @@ mod tests {
                             job.params.0.insert(spec.name.into(), value.clone());
                             check(kind, model, &job.params, &info).ok()?;
                             let req = kind
-                                .build_submit(&provider, &job, &control, None, "in.jpg")
+                                .build_submit(&provider, &job.order(), &control, None, "in.jpg")
                                 .expect("a request");
                             Some((value, req))
                         })
@@ -794,7 +804,7 @@ mod tests {
         let comfy = Provider {
             kind: Kind::named("comfyui"),
             base_url: "https://gpu.example.com".into(),
-            api_key: Some(crate::config::Secret::new("k")),
+            api_key: Some(crate::secret::Secret::new("k")),
         };
         assert_eq!(
             download_headers(&comfy, "https://gpu.example.com/view?filename=a.png"),
@@ -804,7 +814,7 @@ mod tests {
         let replicate = Provider {
             kind: Kind::named("replicate"),
             base_url: "https://api.replicate.com".into(),
-            api_key: Some(crate::config::Secret::new("r8")),
+            api_key: Some(crate::secret::Secret::new("r8")),
         };
         assert!(download_headers(&replicate, "https://replicate.delivery/x.webp").is_empty());
     }

@@ -7,7 +7,8 @@ use futures_util::future::join;
 use worker::{Env, Request, Response};
 
 use crate::accounts::{self, Caller};
-use crate::config::{Config, bindings};
+use crate::bindings;
+use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
 use crate::handlers::{
     credits, eachlabs, health, hooks, jobs, onemin, openapi, results, share, submit, sync,

@@ -36,9 +36,10 @@ use parallax_api::StatusWait;
 use worker::{DurableObject, Env, Method, Request, Response, State, durable_object};
 
 use crate::accounts;
+use crate::bindings;
 use crate::breaker;
 use crate::compat;
-use crate::config::{Config, bindings};
+use crate::config::Config;
 use crate::finish_times;
 use crate::hooks;
 use crate::http;
@@ -47,7 +48,9 @@ use crate::job::{
     Attempt, CancelVerdict, FailoverStep, HookVerdict, JobRecord, PollBudget, Start, StoredOutput,
 };
 use crate::meter;
-use crate::providers::{self, ControlImage, Kind, Lookup, Submitted, UpstreamError, UpstreamState};
+use crate::providers::{
+    self, ControlImage, Kind, Lookup, Provider, Submitted, UpstreamError, UpstreamState,
+};
 use crate::storage::{self, keys};
 use crate::waiters::Waiters;
 use crate::webhook::{self, Delivery};
@@ -306,7 +309,7 @@ fn held(req: &Request) -> Option<StatusWait> {
 }
 
 /// The configured provider named `name`.
-fn provider(cfg: &Config, name: &str) -> Result<crate::config::Provider, UpstreamError> {
+fn provider(cfg: &Config, name: &str) -> Result<Provider, UpstreamError> {
     Kind::from_name(name)
         .and_then(|k| cfg.provider(k).cloned())
         .ok_or_else(|| UpstreamError::Permanent(format!("provider {name} is no longer configured")))
@@ -598,7 +601,7 @@ impl JobRunner {
                 lost.provider
             );
             if lost.provider == attempt.provider {
-                match providers::lookup(p, &job, timeout_ms(cfg)).await {
+                match providers::lookup(p, &job.order(), timeout_ms(cfg)).await {
                     Ok(Lookup::Found(sub)) => {
                         return self
                             .submitted(&attempt, Ok(sub), job.hooks, Vec::new())
@@ -617,13 +620,7 @@ impl JobRunner {
         // looks around those moments (not for a provider asked to call back, which is
         // polled only as a backstop).
         let expected = match &upstream {
-            Ok(p)
-                if cfg
-                    .hooks
-                    .as_ref()
-                    .and_then(|h| h.callback(p.kind, &job.id))
-                    .is_none() =>
-            {
+            Ok(p) if providers::callback(cfg.hooks.as_ref(), p.kind, &job.id).is_none() => {
                 finish_times::fetch_expected(&self.env, &attempt.provider, job.model.slug()).await
             }
             _ => Vec::new(),
@@ -642,10 +639,10 @@ impl JobRunner {
             Ok(p) => match self.control_image(cfg, &p, &job).await {
                 Ok(control) => {
                     let hooks = cfg.hooks.as_ref();
-                    let callback = hooks.and_then(|h| h.callback(p.kind, &job.id));
+                    let callback = providers::callback(hooks, p.kind, &job.id);
                     let sent = providers::submit(
                         &p,
-                        &job,
+                        &job.order(),
                         &control,
                         callback.as_ref(),
                         timeout_ms(cfg),
@@ -664,7 +661,7 @@ impl JobRunner {
                         // An ambiguous failure: the provider may have accepted it. Ask
                         // before moving on where it can be asked (`Adapter::lookup`).
                         Err(UpstreamError::Transient { .. }) => {
-                            match providers::lookup(&p, &job, timeout_ms(cfg)).await {
+                            match providers::lookup(&p, &job.order(), timeout_ms(cfg)).await {
                                 Ok(Lookup::Found(sub)) => Ok(sub),
                                 _ => sent,
                             }
@@ -729,7 +726,7 @@ impl JobRunner {
         }
         let budget = Kind::from_name(&attempt.provider)
             .map_or(PollBudget::tight(self.config().poll_every_ms), |k| {
-                k.poll_budget(self.config().poll_every_ms)
+                PollBudget::of(k, self.config().poll_every_ms)
             });
         self.update(|j| {
             if j.submit_outcome(attempt, outcome, now_ms(), jitter()) == FailoverStep::Now {
@@ -753,7 +750,7 @@ impl JobRunner {
         };
         let cfg = self.config();
         let found = match provider(&cfg, &attempt.provider) {
-            Ok(p) => providers::lookup(&p, &job, timeout_ms(&cfg)).await,
+            Ok(p) => providers::lookup(&p, &job.order(), timeout_ms(&cfg)).await,
             Err(_) => Ok(Lookup::Unsupported),
         };
         match found {
@@ -791,7 +788,7 @@ impl JobRunner {
     async fn control_image(
         &self,
         cfg: &Config,
-        provider: &crate::config::Provider,
+        provider: &Provider,
         job: &JobRecord,
     ) -> Result<ControlImage, UpstreamError> {
         if let Some(signer) = &cfg.control_links {
@@ -839,7 +836,7 @@ impl JobRunner {
         // When the provider was seen done (the downloads below take a while).
         let looked = now_ms();
         let budget = match &upstream {
-            Ok(p) => p.kind.poll_budget(cfg.poll_every_ms),
+            Ok(p) => PollBudget::of(p.kind, cfg.poll_every_ms),
             Err(_) => PollBudget::tight(cfg.poll_every_ms),
         };
         let id = sub.upstream_id.clone();
@@ -928,7 +925,7 @@ impl JobRunner {
     /// (`None`: it does not, stop).
     async fn store_outputs(
         &self,
-        provider: &crate::config::Provider,
+        provider: &Provider,
         job: &JobRecord,
         upstream_id: &str,
         urls: &[String],

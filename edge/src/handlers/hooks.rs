@@ -18,8 +18,8 @@ use worker::{Env, Request, Response};
 use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
 use crate::handlers::jobs::runner_stub;
-use crate::handlers::submit::internal_request;
 use crate::hooks::{self, FalHeaders, Hooks, Refusal, Verified, Wake};
+use crate::http::internal_request;
 use crate::providers::{self, HttpMethod, Kind, UpstreamRequest};
 
 /// fal's keys are fetched at most this often per isolate (fal suggests caching them).
@@ -173,7 +173,7 @@ pub async fn receive(
     let cfg = Config::from_env(env);
     let hooks = cfg.hooks.as_ref().ok_or_else(not_found)?;
     let kind = Kind::from_name(provider)
-        .filter(|k| hooks.pushes(*k))
+        .filter(|k| k.pushes(hooks))
         .ok_or_else(not_found)?;
     let id = RequestId::parse(id).ok_or_else(not_found)?;
     let token = req
@@ -182,7 +182,7 @@ pub async fn receive(
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v.into_owned());
     hooks
-        .check_token(kind, &id, token.as_deref())
+        .check_token(kind.name(), &id, token.as_deref())
         .map_err(refused)?;
     let too_large = || EdgeError::PayloadTooLarge("A callback body is at most 1 MB".into());
     if header(&req, "content-length")?
@@ -205,7 +205,7 @@ pub async fn receive(
     let wake = Wake {
         provider: kind.name().to_owned(),
         delivery: verified.delivery,
-        upstream_id: hooks::upstream_id(kind, &body),
+        upstream_id: kind.hook_upstream_id(&body),
     };
     let mut resp = runner_stub(env, &id)?
         .fetch_with_request(internal_request("/hook", Some(&wake))?)

@@ -9,10 +9,11 @@ use serde_json::json;
 use worker::{Env, Request, Response, Stub};
 
 use crate::accounts::Caller;
-use crate::config::{Config, bindings};
+use crate::bindings;
+use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
-use crate::handlers::submit::internal_request;
 use crate::http;
+use crate::http::internal_request;
 use crate::job::JobRecord;
 
 pub fn runner_stub(env: &Env, id: &RequestId) -> EdgeResult<Stub> {

@@ -10,7 +10,8 @@
 use parallax_api::JobStatus;
 use worker::{Env, Headers, Request, Response};
 
-use crate::config::{Config, bindings};
+use crate::bindings;
+use crate::config::Config;
 use crate::error::EdgeResult;
 use crate::handlers::jobs::load;
 use crate::job::JobRecord;

@@ -329,7 +329,7 @@ async fn start(
     )
     .await?;
     let resp = runner_stub(env, &record.id)?
-        .fetch_with_request(internal_request(
+        .fetch_with_request(http::internal_request(
             "/start",
             Some(&Start {
                 job: record.clone(),
@@ -397,27 +397,14 @@ pub fn anonymous_owner_token(cfg: &Config, caller: &Caller, id: &RequestId) -> O
     (!caller.keyed).then(|| crate::control_link::owner_token(secret, id))
 }
 
-/// A request to a `JobRunner`'s internal routes.
-pub fn internal_request<T: serde::Serialize>(path: &str, body: Option<&T>) -> EdgeResult<Request> {
-    let mut init = worker::RequestInit::new();
-    if let Some(body) = body {
-        let text = serde_json::to_string(body).map_err(|e| EdgeError::Internal(e.to_string()))?;
-        init.with_method(worker::Method::Post)
-            .with_body(Some(text.into()));
-    }
-    Ok(Request::new_with_init(
-        &format!("https://runner{path}"),
-        &init,
-    )?)
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::config::{Limits, Provider};
+    use crate::config::Limits;
     use crate::providers::Kind;
+    use crate::providers::Provider;
 
     fn config(dev_route: Vec<Kind>) -> Config {
         Config {
@@ -426,7 +413,7 @@ mod tests {
                 .map(|kind| Provider {
                     kind,
                     base_url: "http://sim".into(),
-                    api_key: Some(crate::config::Secret::new("k")),
+                    api_key: Some(crate::secret::Secret::new("k")),
                 })
                 .collect(),
             routes: vec![(Model::FluxDepthDev, dev_route)],

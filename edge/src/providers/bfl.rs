@@ -8,14 +8,14 @@ use base64::Engine;
 use parallax_api::{Model, Params};
 use serde_json::{Map, Value};
 
+use super::Order;
+use super::Provider;
 use super::contract::{Adapter, Step};
 use super::{
     ControlImage, Submitted, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamState,
     inline_bytes, send,
 };
-use crate::config::Provider;
 use crate::hooks::{Callback, Hooks};
-use crate::job::JobRecord;
 
 fn headers(cfg: &Provider) -> Vec<(&'static str, String)> {
     let mut h = vec![("accept", "application/json".to_owned())];
@@ -174,14 +174,14 @@ impl Adapter for Bfl {
     fn build_submit(
         &self,
         provider: &Provider,
-        job: &JobRecord,
+        job: &Order<'_>,
         control: &ControlImage,
         callback: Option<&Callback>,
         _prepared: &str,
     ) -> Result<UpstreamRequest, UpstreamError> {
         Ok(build_submit(
             provider,
-            &job.params,
+            job.params,
             inline_bytes(provider, control)?,
             callback,
         ))

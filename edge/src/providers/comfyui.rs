@@ -26,15 +26,15 @@
 use parallax_api::{FieldError, Model, Params};
 use serde_json::{Value, json};
 
+use super::Order;
+use super::Provider;
 use super::contract::{Adapter, Prepared, Step};
 use super::{
     CancelOutcome, ControlImage, HttpMethod, Submitted, UpstreamError, UpstreamRequest,
     UpstreamResponse, UpstreamState, error_detail, inline_bytes, send,
 };
-use crate::config::Provider;
 use crate::hooks::Callback;
 use crate::input::image::ImageInfo;
-use crate::job::JobRecord;
 
 const WORKFLOW: &str = include_str!("comfyui_flux_depth_dev.json");
 const SAVE_NODE: &str = "14";
@@ -85,7 +85,7 @@ pub fn headers(cfg: &Provider) -> Vec<(&'static str, String)> {
 /// Where a job's control image goes under ComfyUI's `input/` (and its outputs under
 /// `output/`): one folder per job, so `LoadImage`'s listing of `input/` stays small and
 /// an operator can prune old jobs by folder.
-pub fn job_folder(job: &JobRecord) -> String {
+pub fn job_folder(job: &Order<'_>) -> String {
     format!("parallax/{}", job.id)
 }
 
@@ -212,7 +212,7 @@ pub fn megapixels(params: &Params, input: &ImageInfo) -> f64 {
 }
 
 /// The workflow graph with the job's parameters filled in.
-pub fn workflow(job: &JobRecord, image_name: &str) -> Value {
+pub fn workflow(job: &Order<'_>, image_name: &str) -> Value {
     let mut g: Value = serde_json::from_str(WORKFLOW).unwrap_or_default();
     let p = &job.params;
     g["4"]["inputs"]["image"] = json!(image_name);
@@ -235,7 +235,7 @@ pub fn workflow(job: &JobRecord, image_name: &str) -> Value {
     g
 }
 
-pub fn build_prompt(cfg: &Provider, job: &JobRecord, image_name: &str) -> UpstreamRequest {
+pub fn build_prompt(cfg: &Provider, job: &Order<'_>, image_name: &str) -> UpstreamRequest {
     UpstreamRequest::post_json(
         format!("{}/prompt", cfg.base_url),
         headers(cfg),
@@ -485,7 +485,7 @@ impl Adapter for ComfyUi {
     fn prepare<'a>(
         &'a self,
         provider: &'a Provider,
-        job: &'a JobRecord,
+        job: &'a Order<'a>,
         control: &'a ControlImage,
         timeout_ms: u32,
     ) -> Step<'a, Prepared> {
@@ -510,7 +510,7 @@ impl Adapter for ComfyUi {
     fn build_submit(
         &self,
         provider: &Provider,
-        job: &JobRecord,
+        job: &Order<'_>,
         _control: &ControlImage,
         _callback: Option<&Callback>,
         prepared: &str,
@@ -591,7 +591,7 @@ impl Adapter for ComfyUi {
     fn lookup<'a>(
         &'a self,
         provider: &'a Provider,
-        job: &'a JobRecord,
+        job: &'a Order<'a>,
         timeout_ms: u32,
     ) -> Step<'a, super::Lookup> {
         Box::pin(async move {
@@ -613,7 +613,7 @@ impl Adapter for ComfyUi {
 mod tests {
     use super::*;
     use crate::input::image::ImageFormat;
-    use crate::job::Ownership;
+    use crate::job::{JobRecord, Ownership};
     use parallax_api::{Model, RequestId};
 
     fn job_sized(fields: Value, width: u32, height: u32) -> JobRecord {
@@ -667,7 +667,7 @@ mod tests {
             json!({"prompt": "a red barn", "num_outputs": 3, "guidance": 12.5, "num_inference_steps": 30,
                            "megapixels": "0.25", "output_format": "webp", "output_quality": 70}),
         );
-        let g = workflow(&j, "parallax/x/parallax-x.png");
+        let g = workflow(&j.order(), "parallax/x/parallax-x.png");
         assert_eq!(g["4"]["inputs"]["image"], "parallax/x/parallax-x.png");
         assert_eq!(g["7"]["inputs"]["text"], "a red barn");
         assert_eq!(g["8"]["inputs"]["guidance"], 12.5);
@@ -693,7 +693,8 @@ mod tests {
             "parallax/2c7f59ea-13f1-402c-9353-915a2b5a2124/img"
         );
         let png = workflow(
-            &job(json!({"prompt": "x", "output_format": "png", "megapixels": "match_input"})),
+            &job(json!({"prompt": "x", "output_format": "png", "megapixels": "match_input"}))
+                .order(),
             "a.png",
         );
         assert_eq!(png["14"]["class_type"], "SaveImage");
@@ -750,9 +751,15 @@ mod tests {
     #[test]
     fn uploads_go_to_the_job_folder_with_auth() {
         let mut c = cfg();
-        c.api_key = Some(crate::config::Secret::new("proxy-key"));
+        c.api_key = Some(crate::secret::Secret::new("proxy-key"));
         let j = job(json!({"prompt": "x", "output_format": "png"}));
-        let req = build_upload(&c, &job_folder(&j), "in.png", b"PNGDATA", "image/png");
+        let req = build_upload(
+            &c,
+            &job_folder(&j.order()),
+            "in.png",
+            b"PNGDATA",
+            "image/png",
+        );
         let body = String::from_utf8_lossy(req.body.as_deref().unwrap()).into_owned();
         assert!(body.contains(
             "name=\"subfolder\"\r\n\r\nparallax/2c7f59ea-13f1-402c-9353-915a2b5a2124\r\n"

@@ -9,20 +9,29 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use parallax_api::{FieldError, Model, Params};
+use parallax_api::{FieldError, Model, Params, RequestId};
 
 use super::{
     CancelOutcome, ControlImage, Lookup, Submitted, UpstreamError, UpstreamRequest,
     UpstreamResponse, UpstreamState,
 };
-use crate::config::Provider;
 use crate::hooks::{Callback, Hooks};
 use crate::input::image::ImageInfo;
-use crate::job::{JobRecord, PollBudget};
+use crate::secret::Secret;
 
 /// One asynchronous step of an adapter's protocol (its requests sent with
 /// [`super::send`]): boxed, as a trait object's async method must be.
 pub type Step<'a, T> = Pin<Box<dyn Future<Output = Result<T, UpstreamError>> + 'a>>;
+
+/// What an adapter sees of a job: what to make, and from what image.
+#[derive(Debug, Clone, Copy)]
+pub struct Order<'a> {
+    /// Our job id (ComfyUI's `prompt_id`, a Parallax upstream's `Idempotency-Key`).
+    pub id: &'a RequestId,
+    pub model: Model,
+    pub params: &'a Params,
+    pub input: ImageInfo,
+}
 
 /// What an adapter found or did before the POST that starts a job.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,7 +95,7 @@ pub trait Adapter: Sync {
     fn prepare<'a>(
         &'a self,
         _provider: &'a Provider,
-        _job: &'a JobRecord,
+        _job: &'a Order<'a>,
         _control: &'a ControlImage,
         _timeout_ms: u32,
     ) -> Step<'a, Prepared> {
@@ -97,7 +106,7 @@ pub trait Adapter: Sync {
     fn build_submit(
         &self,
         provider: &Provider,
-        job: &JobRecord,
+        job: &Order<'_>,
         control: &ControlImage,
         callback: Option<&Callback>,
         prepared: &str,
@@ -139,7 +148,7 @@ pub trait Adapter: Sync {
     fn lookup<'a>(
         &'a self,
         _provider: &'a Provider,
-        _job: &'a JobRecord,
+        _job: &'a Order<'a>,
         _timeout_ms: u32,
     ) -> Step<'a, Lookup> {
         Box::pin(async { Ok(Lookup::Unsupported) })
@@ -159,6 +168,22 @@ pub trait Adapter: Sync {
     fn hook_upstream_id(&self, body: &[u8]) -> Option<String> {
         let v: serde_json::Value = serde_json::from_slice(body).ok()?;
         v.get("id")?.as_str().map(str::to_owned)
+    }
+}
+
+/// One configured upstream.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub kind: Kind,
+    /// e.g. `https://api.segmind.com`, or `sim` on loopback in development.
+    pub base_url: String,
+    pub api_key: Option<Secret>,
+}
+
+impl Provider {
+    /// Usable: it has a base URL, and a key where the provider needs one.
+    pub fn is_ready(&self) -> bool {
+        !self.base_url.is_empty() && (self.api_key.is_some() || !self.kind.needs_key())
     }
 }
 
@@ -185,15 +210,6 @@ impl Kind {
     /// The adapter named `name`, which must be registered (tests and defaults).
     pub fn named(name: &str) -> Self {
         Self::from_name(name).unwrap_or_else(|| panic!("no provider named {name}"))
-    }
-
-    /// How many upstream requests polling may spend on one of its jobs.
-    pub fn poll_budget(self, every_ms: u64) -> PollBudget {
-        if self.reads_limited() {
-            PollBudget::tight(every_ms)
-        } else {
-            PollBudget::new(every_ms)
-        }
     }
 }
 

@@ -29,15 +29,15 @@
 use parallax_api::{FieldError, Model, Params};
 use serde_json::{Value, json};
 
+use super::Order;
+use super::Provider;
 use super::contract::{Adapter, Step};
 use super::{
     CancelOutcome, ControlImage, HttpMethod, Submitted, UpstreamError, UpstreamRequest,
     UpstreamResponse, UpstreamState, send, success_json,
 };
-use crate::config::Provider;
 use crate::hooks::{Callback, Hooks};
 use crate::input::image::ImageInfo;
-use crate::job::JobRecord;
 
 /// The endpoint (owner/app) on fal's queue.
 pub const APP: &str = "fal-ai/flux-lora-depth";
@@ -262,14 +262,14 @@ impl Adapter for Fal {
     fn build_submit(
         &self,
         provider: &Provider,
-        job: &JobRecord,
+        job: &Order<'_>,
         control: &ControlImage,
         callback: Option<&Callback>,
         _prepared: &str,
     ) -> Result<UpstreamRequest, UpstreamError> {
         Ok(build_submit(
             provider,
-            &job.params,
+            job.params,
             &job.input,
             control,
             job.input.format.media_type(),
@@ -363,7 +363,7 @@ mod tests {
         Provider {
             kind: crate::providers::Kind::named("fal"),
             base_url: "https://queue.fal.run".into(),
-            api_key: Some(crate::config::Secret::new("fal-key")),
+            api_key: Some(crate::secret::Secret::new("fal-key")),
         }
     }
 

@@ -6,14 +6,14 @@
 
 use parallax_api::Model;
 
+use super::Order;
+use super::Provider;
 use super::contract::{Adapter, Step};
 use super::{
     CancelOutcome, ControlImage, HttpMethod, Submitted, UpstreamError, UpstreamRequest,
     UpstreamResponse, UpstreamState, error_detail, segmind, send, success_json,
 };
-use crate::config::Provider;
 use crate::hooks::Callback;
-use crate::job::JobRecord;
 
 /// A Parallax upstream: polled (its v2 API takes no callback URL).
 #[derive(Debug)]
@@ -46,12 +46,12 @@ impl Adapter for ParallaxUpstream {
     fn build_submit(
         &self,
         provider: &Provider,
-        job: &JobRecord,
+        job: &Order<'_>,
         control: &ControlImage,
         _callback: Option<&Callback>,
         _prepared: &str,
     ) -> Result<UpstreamRequest, UpstreamError> {
-        let mut req = segmind::build_submit(provider, job.model, &job.params, control);
+        let mut req = segmind::build_submit(provider, job.model, job.params, control);
         req.headers
             .push(("idempotency-key", job.id.as_str().to_owned()));
         Ok(req)
@@ -129,8 +129,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::config::Secret;
     use crate::providers::Kind;
+    use crate::secret::Secret;
 
     #[test]
     fn a_parallax_upstreams_idempotency_409_is_retried_after_its_retry_after() {

@@ -6,15 +6,15 @@
 use parallax_api::{FieldError, Model, Params};
 use serde_json::{Map, Value, json};
 
+use super::Order;
+use super::Provider;
 use super::contract::{Adapter, Step};
 use super::{
     CancelOutcome, ControlImage, Submitted, UpstreamError, UpstreamRequest, UpstreamResponse,
     UpstreamState, send, success_json,
 };
-use crate::config::Provider;
 use crate::hooks::{Callback, Hooks};
 use crate::input::image::ImageInfo;
-use crate::job::JobRecord;
 
 /// Input names per model; ours are Replicate's own for both models.
 const PRO_INPUTS: &[&str] = &[
@@ -211,7 +211,7 @@ impl Adapter for Replicate {
     fn build_submit(
         &self,
         provider: &Provider,
-        job: &JobRecord,
+        job: &Order<'_>,
         control: &ControlImage,
         callback: Option<&Callback>,
         _prepared: &str,
@@ -219,7 +219,7 @@ impl Adapter for Replicate {
         Ok(build_submit(
             provider,
             job.model,
-            &job.params,
+            job.params,
             control,
             job.input.format.media_type(),
             callback,
@@ -294,8 +294,8 @@ impl Adapter for Replicate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
     use crate::providers::Kind;
+    use crate::secret::Secret;
 
     fn cfg() -> Provider {
         Provider {

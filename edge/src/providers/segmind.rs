@@ -8,15 +8,15 @@
 use parallax_api::{Model, Params};
 use serde_json::{Map, Value};
 
+use super::Order;
 use super::contract::{Adapter, Step};
 use super::{
     ControlImage, Submitted, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamState,
     error_detail, send,
 };
 use crate::hooks::Callback;
-use crate::job::JobRecord;
 
-use crate::config::Provider;
+use super::Provider;
 
 fn headers(cfg: &Provider) -> Vec<(&'static str, String)> {
     let mut h = vec![("accept", "application/json".to_owned())];
@@ -241,12 +241,12 @@ impl Adapter for Segmind {
     fn build_submit(
         &self,
         provider: &Provider,
-        job: &JobRecord,
+        job: &Order<'_>,
         control: &ControlImage,
         _callback: Option<&Callback>,
         _prepared: &str,
     ) -> Result<UpstreamRequest, UpstreamError> {
-        Ok(build_submit(provider, job.model, &job.params, control))
+        Ok(build_submit(provider, job.model, job.params, control))
     }
 
     fn parse_submit(
@@ -277,8 +277,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::config::Secret;
     use crate::providers::{HttpMethod, Kind};
+    use crate::secret::Secret;
 
     fn cfg() -> Provider {
         Provider {
