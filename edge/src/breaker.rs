@@ -47,6 +47,8 @@ impl Signal {
                 Self::Neutral
             }
             Err(UpstreamError::Transient { .. }) => Self::Failed,
+            // It did not answer in time, or its answer broke off.
+            Err(UpstreamError::Ambiguous { .. }) => Self::Failed,
             Err(UpstreamError::Permanent(reason))
                 if reason.contains("HTTP 404") || reason.contains("HTTP 410") =>
             {

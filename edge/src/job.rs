@@ -156,6 +156,10 @@ pub struct Attempt {
     pub n: u32,
     pub provider: String,
     pub started_ms: u64,
+    /// Its POST was sent but no answer came whole (`UpstreamError::Ambiguous`) and the
+    /// provider cannot be asked: the job waits for its deadline to decide it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ambiguous: bool,
 }
 
 /// Retry state of an outbox entry.
@@ -482,10 +486,16 @@ impl JobRecord {
         if self.upstream.is_some() {
             self.outbox.drop_outputs = Some(Retry::now(now_ms));
         }
-        if self.submitting.is_some() {
+        if let Some(attempt) = &self.submitting {
+            // An ambiguous submit is decided at the deadline, not before.
+            let earliest = if attempt.ambiguous {
+                self.deadline_ms
+            } else {
+                0
+            };
             self.outbox.resolve_submit = Some(Retry {
                 tries: 0,
-                next_ms: now_ms + RESOLVE_SUBMIT_AFTER_MS,
+                next_ms: (now_ms + RESOLVE_SUBMIT_AFTER_MS).max(earliest),
             });
         }
         self.finish(now_ms);
@@ -610,6 +620,7 @@ impl JobRecord {
             n: self.attempts,
             provider: self.provider.clone(),
             started_ms: now_ms,
+            ambiguous: false,
         };
         self.submitting = Some(attempt.clone());
         attempt
@@ -633,6 +644,9 @@ impl JobRecord {
                 self.provider = provider;
             }
             return FailoverStep::Failed;
+        }
+        if let Err(UpstreamError::Ambiguous { reason }) = &outcome {
+            return self.submit_ambiguous(attempt, reason.clone(), now_ms);
         }
         self.submitting = None;
         self.outbox.resolve_submit = None;
@@ -663,12 +677,57 @@ impl JobRecord {
         }
     }
 
-    /// A canceled job whose submit outcome was lost (the object was reset mid-POST)
+    /// A submit whose answer never came whole, at a provider that cannot be asked
+    /// about it (the runner asked where it can: `Adapter::lookup`, or a Parallax
+    /// upstream's idempotent resubmit). It may run there: the job is not failed over
+    /// (that could pay for it twice) and waits, the attempt kept, until its deadline
+    /// decides it; a cancel meanwhile leaves the refund undecided until then.
+    fn submit_ambiguous(&mut self, attempt: &Attempt, reason: String, now_ms: u64) -> FailoverStep {
+        self.submitting = Some(Attempt {
+            ambiguous: true,
+            ..attempt.clone()
+        });
+        if self.status.is_terminal() {
+            // Canceled while the POST was out: decided at the deadline.
+            self.outbox.resolve_submit = Some(Retry {
+                tries: 0,
+                next_ms: self.deadline_ms.max(now_ms),
+            });
+            return FailoverStep::Failed;
+        }
+        self.mark_processing(now_ms);
+        self.last_problem = Some(format!(
+            "{}: {reason}; the job waits for its deadline to tell",
+            attempt.provider
+        ));
+        let wait = self.deadline_ms.saturating_sub(now_ms);
+        self.next_step_ms = Some(now_ms + wait);
+        FailoverStep::After(wait)
+    }
+
+    /// A finished job whose submit outcome was lost (the object was reset mid-POST)
     /// and cannot be looked up: it may be running upstream, so nothing is refunded.
+    /// One whose submit was ambiguous is decided at the job's deadline: the owner got
+    /// nothing, so the whole charge comes back (the upstream run it may have cost is
+    /// ours: `docs/reliability.md`).
     pub fn lost_submit_after_cancel(&mut self, now_ms: u64) {
-        if self.status.is_terminal() && self.submitting.take().is_some() {
+        if self.submitting.as_ref().is_some_and(|a| a.ambiguous) && now_ms < self.deadline_ms {
+            self.outbox.resolve_submit = Some(Retry {
+                tries: 0,
+                next_ms: self.deadline_ms,
+            });
+            return;
+        }
+        if self.status.is_terminal()
+            && let Some(attempt) = self.submitting.take()
+        {
             self.outbox.resolve_submit = None;
-            self.decide_refund(0, now_ms);
+            let refund = if attempt.ambiguous {
+                self.ownership.charged
+            } else {
+                0
+            };
+            self.decide_refund(refund, now_ms);
         }
     }
 
@@ -767,6 +826,9 @@ impl JobRecord {
                 reason,
                 retry_after,
             }) => self.transient(reason, Some(retry_after), now_ms, jitter),
+            Err(UpstreamError::Ambiguous { reason }) => {
+                self.transient(reason, None, now_ms, jitter)
+            }
             Err(UpstreamError::Permanent(reason)) => {
                 let reason = format!("{}: {reason}", self.provider);
                 self.fail(FailureKind::Upstream, reason, now_ms);
@@ -953,6 +1015,9 @@ impl JobRecord {
                 retry_after,
             } => (reason, true, retry_after),
             UpstreamError::Permanent(reason) => (reason, false, None),
+            // Only through `submit_outcome`, which keeps such an attempt; a caller that
+            // comes here directly has decided it was not accepted.
+            UpstreamError::Ambiguous { reason } => (reason, true, None),
             // Not a failure, and never a reason to go elsewhere (the job may run
             // there): the same upstream again after its Retry-After.
             UpstreamError::InProgress {
@@ -1358,6 +1423,75 @@ pub(crate) mod tests {
             e.contains("segmind: HTTP 400: bad") && e.contains("replicate: HTTP 404"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_submit_whose_answer_was_lost_is_neither_failed_over_nor_refunded_before_the_deadline() {
+        let lost = || {
+            Err(UpstreamError::Ambiguous {
+                reason: "segmind did not answer in time; it may have been accepted".into(),
+            })
+        };
+        // Running: the job stays on that provider and waits for its deadline.
+        let mut j = job();
+        let attempt = j.begin_submit(1_000_100);
+        let step = j.submit_outcome(&attempt, lost(), 1_008_100, 0.0);
+        assert_eq!(step, FailoverStep::After(j.deadline_ms - 1_008_100));
+        assert_eq!(j.provider, "segmind", "not failed over");
+        assert!(
+            j.submitting
+                .as_ref()
+                .is_some_and(|a| a.ambiguous && a.n == attempt.n)
+        );
+        assert_eq!(j.next_step_ms, Some(j.deadline_ms));
+        assert!(j.refund.is_none());
+        // A cancel meanwhile: the refund stays undecided, also when the resolver looks
+        // before the deadline.
+        let mut k = j.clone();
+        k.cancel(1_010_000);
+        assert_eq!(k.refund, None);
+        assert_eq!(k.refund_pending(), Some(k.ownership.charged));
+        assert!(!k.lost_submit_due(1_010_000 + RESOLVE_SUBMIT_AFTER_MS));
+        k.lost_submit_after_cancel(1_020_000);
+        assert_eq!(k.refund, None, "not decided before the deadline");
+        assert!(k.lost_submit_due(k.deadline_ms));
+        k.lost_submit_after_cancel(k.deadline_ms);
+        assert_eq!(k.refund, Some(k.ownership.charged), "the owner got nothing");
+        assert!(k.submitting.is_none());
+        // Not canceled: the deadline ends it, then it is refunded in full.
+        j.time_out(j.deadline_ms);
+        assert_eq!(j.failure, Some(FailureKind::Timeout));
+        assert!(j.lost_submit_due(j.deadline_ms + RESOLVE_SUBMIT_AFTER_MS));
+        j.lost_submit_after_cancel(j.deadline_ms + RESOLVE_SUBMIT_AFTER_MS);
+        assert_eq!(j.refund, Some(j.ownership.charged));
+
+        // Canceled while the POST was out, then its answer was lost: decided at the
+        // deadline too, not refunded in full at once.
+        let mut c = job();
+        let attempt = c.begin_submit(1_000_100);
+        c.cancel(1_000_200);
+        assert_eq!(c.refund, None);
+        assert_eq!(
+            c.submit_outcome(&attempt, lost(), 1_008_100, 0.0),
+            FailoverStep::Failed
+        );
+        assert_eq!(c.refund, None);
+        assert_eq!(
+            c.outbox.resolve_submit.map(|r| r.next_ms),
+            Some(c.deadline_ms)
+        );
+        // A lookup that finds it (where the provider has one) follows it as a cancel.
+        c.submit_outcome(
+            &c.submitting.clone().unwrap(),
+            Ok(sub("u9")),
+            1_009_000,
+            0.0,
+        );
+        assert_eq!(
+            c.upstream.as_ref().map(|u| u.upstream_id.as_str()),
+            Some("u9")
+        );
+        assert!(c.submitting.is_none());
     }
 
     #[test]

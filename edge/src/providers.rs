@@ -115,6 +115,19 @@ pub enum UpstreamError {
     /// our `Idempotency-Key`): it may run, so ask the same upstream again after
     /// `retry_after` seconds — never another one, and it is not a failure.
     InProgress { reason: String, retry_after: u64 },
+    /// A request that changes something upstream (a submit) was sent, but its answer
+    /// never came whole: it timed out or was cut off. The provider may have accepted
+    /// it, so a submit is neither failed over nor refunded in full until that is
+    /// decided (`docs/reliability.md` § "A submit whose fate is unknown").
+    Ambiguous { reason: String },
+}
+
+impl UpstreamError {
+    /// Worth asking again later (an ambiguous answer too: for anything but a submit
+    /// it is simply a failed call).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient { .. } | Self::Ambiguous { .. })
+    }
 }
 
 impl UpstreamError {
@@ -231,6 +244,18 @@ async fn send_with(
         reason: format!("{provider} {what}"),
         retry_after: None,
     };
+    // Once a request that changes something upstream is out, a missing or cut-off
+    // answer leaves its fate unknown.
+    let changes = req.method != HttpMethod::Get;
+    let unanswered = |what: &str| {
+        if changes {
+            UpstreamError::Ambiguous {
+                reason: format!("{provider} {what}; it may have been accepted"),
+            }
+        } else {
+            transient(what)
+        }
+    };
     let headers = Headers::new();
     for (name, value) in &req.headers {
         headers
@@ -262,7 +287,13 @@ async fn send_with(
     let mut resp = Fetch::Request(request)
         .send_with_signal(&signal)
         .await
-        .map_err(|_| transient("could not be reached (connection failed or timed out)"))?;
+        .map_err(|_| {
+            if signal.aborted() {
+                unanswered("did not answer in time")
+            } else {
+                transient("could not be reached (connection failed)")
+            }
+        })?;
     let location = resp.headers().get("location").ok().flatten();
     if let Some(e) = redirect_error(provider, resp.status_code(), location.as_deref()) {
         return Err(e);
@@ -273,7 +304,7 @@ async fn send_with(
         None => resp
             .bytes()
             .await
-            .map_err(|_| transient("response was interrupted"))?,
+            .map_err(|_| unanswered("response was interrupted"))?,
         Some(cap) => {
             let mut stream = resp
                 .stream()

@@ -308,6 +308,38 @@ fn held(req: &Request) -> Option<StatusWait> {
         .flatten()
 }
 
+/// Decides a submit that failed after the POST may have reached `provider`: where it
+/// can look the job up by our id (`Adapter::lookup`), found is accepted and absent is
+/// an ordinary failure; where a resubmit under the same key replays it (a Parallax
+/// upstream), the same upstream is asked again; otherwise an ambiguous answer stays
+/// ambiguous (`JobRecord::submit_outcome` keeps the attempt until the deadline).
+async fn decide_submit(
+    provider: &Provider,
+    job: &JobRecord,
+    error: UpstreamError,
+    timeout_ms: u32,
+) -> Result<Submitted, UpstreamError> {
+    match providers::lookup(provider, &job.order(), timeout_ms).await {
+        Ok(Lookup::Found(sub)) => Ok(sub),
+        Ok(Lookup::Absent) => match error {
+            UpstreamError::Ambiguous { reason } => Err(UpstreamError::Transient {
+                reason: format!("{reason}; it was not"),
+                retry_after: None,
+            }),
+            other => Err(other),
+        },
+        _ => match error {
+            UpstreamError::Ambiguous { reason } if provider.kind.resubmit_replays() => {
+                Err(UpstreamError::InProgress {
+                    reason,
+                    retry_after: 1,
+                })
+            }
+            other => Err(other),
+        },
+    }
+}
+
 /// The configured provider named `name`.
 fn provider(cfg: &Config, name: &str) -> Result<Provider, UpstreamError> {
     Kind::from_name(name)
@@ -588,6 +620,12 @@ impl JobRunner {
     /// found recorded but unresolved was lost after the POST: where the provider can be
     /// asked, it is looked up instead of sent again.
     async fn submit(&self, cfg: &Config, job: JobRecord) -> worker::Result<()> {
+        // An ambiguous attempt is never sent again: only the deadline decides it.
+        if job.submitting.as_ref().is_some_and(|a| a.ambiguous) {
+            let deadline = job.deadline_ms;
+            self.update(|j| j.next_step_ms = Some(deadline)).await?;
+            return Ok(());
+        }
         let lost = job.submitting.clone();
         let Some(attempt) = self.update(|j| j.begin_submit(now_ms())).await? else {
             return Ok(());
@@ -658,13 +696,10 @@ impl JobRunner {
                     let signal = breaker::Signal::of(&sent.as_ref().map(|_| ()));
                     breaker::record(&self.env, &attempt.provider, signal, cfg.breaker).await;
                     match sent {
-                        // An ambiguous failure: the provider may have accepted it. Ask
-                        // before moving on where it can be asked (`Adapter::lookup`).
-                        Err(UpstreamError::Transient { .. }) => {
-                            match providers::lookup(&p, &job.order(), timeout_ms(cfg)).await {
-                                Ok(Lookup::Found(sub)) => Ok(sub),
-                                _ => sent,
-                            }
+                        // A failure after which the provider may hold the job: ask
+                        // before moving on where it can be asked.
+                        Err(e) if e.is_transient() => {
+                            decide_submit(&p, &job, e, timeout_ms(cfg)).await
                         }
                         other => other,
                     }

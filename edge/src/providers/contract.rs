@@ -154,6 +154,13 @@ pub trait Adapter: Sync {
         Box::pin(async { Ok(Lookup::Unsupported) })
     }
 
+    /// Whether submitting the same job again replays the first submit instead of
+    /// starting a second (an idempotency key): then a submit whose answer was lost is
+    /// simply sent again.
+    fn resubmit_replays(&self) -> bool {
+        false
+    }
+
     /// Headers for downloading an output at `url` (its auth only where it belongs).
     fn download_headers(&self, _provider: &Provider, _url: &str) -> Vec<(&'static str, String)> {
         Vec::new()

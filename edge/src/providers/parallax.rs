@@ -79,6 +79,11 @@ impl Adapter for ParallaxUpstream {
         segmind::parse_submit(provider, resp)
     }
 
+    /// Our own API replays a submit under the same `Idempotency-Key`.
+    fn resubmit_replays(&self) -> bool {
+        true
+    }
+
     fn documented_urls(&self, base: &str, id: &str) -> Option<(String, String, Option<String>)> {
         Some(segmind::documented_urls(base, id))
     }
