@@ -1,6 +1,6 @@
 //! Who is calling: an API key (looked up by its SHA-256 in KV, never stored in clear)
 //! or, when the operator allows it, an anonymous client with a daily allowance per IP.
-//! Each account's balance and rate limits live in its [`crate::ledger::Ledger`].
+//! Each account's balance and rate limits live in its [`crate::objects::ledger::Ledger`].
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -12,7 +12,9 @@ use worker::{Env, Request, Response};
 use crate::bindings;
 use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
-use crate::ledger::{ChargeInfo, Funding, Grant, LedgerReply, LedgerRequest, Limit, Op, Outcome};
+use crate::objects::ledger::{
+    ChargeInfo, Funding, Grant, LedgerReply, LedgerRequest, Limit, Op, Outcome,
+};
 use crate::storage::keys;
 use parallax_api::{CreditEntry, Model, Settlement};
 

@@ -19,8 +19,8 @@ pub mod hooks;
 pub mod http;
 pub mod input;
 pub mod job;
-pub mod ledger;
 pub mod meter;
+pub mod objects;
 pub mod providers;
 pub mod router;
 pub mod runner;
@@ -30,7 +30,7 @@ pub mod storage;
 pub mod waiters;
 pub mod webhook;
 
-pub use ledger::Ledger;
+pub use objects::ledger::Ledger;
 pub use runner::JobRunner;
 
 #[worker::event(start)]
