@@ -18,12 +18,10 @@ pub mod handlers;
 pub mod hooks;
 pub mod http;
 pub mod input;
-pub mod job;
 pub mod meter;
 pub mod objects;
 pub mod providers;
 pub mod router;
-pub mod runner;
 pub mod secret;
 pub mod security;
 pub mod storage;
@@ -31,7 +29,7 @@ pub mod waiters;
 pub mod webhook;
 
 pub use objects::ledger::Ledger;
-pub use runner::JobRunner;
+pub use objects::runner::JobRunner;
 
 #[worker::event(start)]
 fn start() {

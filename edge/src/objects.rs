@@ -2,3 +2,4 @@
 //! (the typed requests the Worker sends it) and the pure rules it decides by.
 
 pub mod ledger;
+pub mod runner;

@@ -519,7 +519,7 @@ mod tests {
                     let requests: Vec<_> = sample_values(spec)
                         .into_iter()
                         .filter_map(|value| {
-                            let mut job = crate::job::tests::job();
+                            let mut job = crate::objects::runner::tests::job();
                             job.model = model;
                             job.input = info;
                             job.params.0.insert("prompt".into(), "a house".into());

@@ -57,6 +57,10 @@ fn sources(src: &Path) -> Vec<Source> {
                 if module == ["lib"] || module == ["main"] {
                     module.clear();
                 }
+                // A module file of its own holding tests (`tests.rs`) is test code.
+                if module.last().is_some_and(|m| m == "tests") {
+                    continue;
+                }
                 let room = room_of(&module);
                 let text = fs::read_to_string(&path).unwrap_or_default();
                 out.push(Source { room, module, text });
@@ -244,9 +248,7 @@ mod tests {
 
     /// The modules still over [`MAX_LINES`] while issue 24 splits them, with their
     /// length when this check came: none may grow, and no other may pass the limit.
-    const BEING_SPLIT: [(&str, &str, usize); 5] = [
-        ("edge", "job", 1286),
-        ("edge", "runner", 1155),
+    const BEING_SPLIT: [(&str, &str, usize); 3] = [
         ("edge", "providers/comfyui", 611),
         ("sim", "common", 603),
         ("app", "pages/playground", 603),

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
 use crate::http;
 use crate::http::internal_request;
-use crate::job::JobRecord;
+use crate::objects::runner::JobRecord;
 
 pub fn runner_stub(env: &Env, id: &RequestId) -> EdgeResult<Stub> {
     Ok(env

@@ -14,7 +14,7 @@ use crate::bindings;
 use crate::config::Config;
 use crate::error::EdgeResult;
 use crate::handlers::jobs::load;
-use crate::job::JobRecord;
+use crate::objects::runner::JobRecord;
 use crate::storage::keys;
 
 /// Escapes text for HTML content and attribute values.
@@ -160,7 +160,7 @@ mod tests {
 
     use super::*;
     use crate::input::image::{ImageFormat, ImageInfo};
-    use crate::job::{Ownership, StoredOutput};
+    use crate::objects::runner::{Ownership, StoredOutput};
 
     fn job(prompt: &str) -> JobRecord {
         let mut params = Params::default();

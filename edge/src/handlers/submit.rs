@@ -12,7 +12,7 @@ use crate::error::{EdgeError, EdgeResult};
 use crate::handlers::jobs::runner_stub;
 use crate::http;
 use crate::input::body;
-use crate::job::{JobRecord, Ownership, Start};
+use crate::objects::runner::{JobRecord, Ownership, Start};
 use crate::providers;
 use crate::storage::{self, keys};
 

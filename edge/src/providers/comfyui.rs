@@ -613,7 +613,7 @@ impl Adapter for ComfyUi {
 mod tests {
     use super::*;
     use crate::input::image::ImageFormat;
-    use crate::job::{JobRecord, Ownership};
+    use crate::objects::runner::{JobRecord, Ownership};
     use parallax_api::{Model, RequestId};
 
     fn job_sized(fields: Value, width: u32, height: u32) -> JobRecord {
