@@ -67,7 +67,7 @@ pub struct Config {
     pub remote_images: bool,
     /// The per-provider circuit breaker (`BREAKER_FAILURES`, 0 = off;
     /// `BREAKER_COOL_DOWN_SECS`).
-    pub breaker: crate::breaker::Policy,
+    pub breaker: crate::objects::breaker::Policy,
     /// Lets webhooks go to `http://127.0.0.1` (`WEBHOOK_LOOPBACK=on`, the test stack
     /// only: production webhooks go to public https hosts).
     pub webhook_loopback: bool,
@@ -188,17 +188,17 @@ impl Config {
             upstream_timeout_secs: number(env, "UPSTREAM_TIMEOUT_SECS", 30),
             poll_every_ms: number(env, "POLL_EVERY_MS", 2000).max(100),
             remote_images: text(env, "REMOTE_IMAGES").is_none_or(|v| v != "off"),
-            breaker: crate::breaker::Policy {
+            breaker: crate::objects::breaker::Policy {
                 failures: u32::try_from(number(
                     env,
                     "BREAKER_FAILURES",
-                    u64::from(crate::breaker::BREAKER_THRESHOLD),
+                    u64::from(crate::objects::breaker::BREAKER_THRESHOLD),
                 ))
                 .unwrap_or(u32::MAX),
                 cool_down_ms: number(
                     env,
                     "BREAKER_COOL_DOWN_SECS",
-                    crate::breaker::COOL_DOWN_MS / 1000,
+                    crate::objects::breaker::COOL_DOWN_MS / 1000,
                 ) * 1000,
             },
             webhook_loopback: text(env, "WEBHOOK_LOOPBACK").is_some_and(|v| v == "on"),

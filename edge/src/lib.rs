@@ -7,7 +7,6 @@
 
 pub mod accounts;
 pub mod bindings;
-pub mod breaker;
 pub mod compat;
 pub mod config;
 pub mod control_link;

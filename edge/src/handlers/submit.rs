@@ -263,7 +263,7 @@ async fn serve(
     };
     if let Ok(names) = &own {
         for name in names {
-            if crate::breaker::allow(env, name).await {
+            if crate::objects::breaker::allow(env, name).await {
                 return own.map(|c| (model, c));
             }
         }
@@ -436,7 +436,7 @@ mod tests {
             poll_every_ms: 2000,
             remote_images: false,
             webhook_loopback: false,
-            breaker: crate::breaker::Policy::default(),
+            breaker: crate::objects::breaker::Policy::default(),
             fallbacks: Vec::new(),
         }
     }

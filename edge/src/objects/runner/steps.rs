@@ -2,11 +2,11 @@
 //! decide a submit whose answer was lost, poll, and copy outputs into R2.
 
 use super::{Attempt, FailoverStep, JobRecord, PollBudget, StoredOutput};
-use crate::breaker;
 use crate::config::Config;
 use crate::finish_times;
 use crate::input::image::{ImageFormat, is_complete};
 use crate::meter;
+use crate::objects::breaker;
 use crate::providers::{
     self, ControlImage, Kind, Lookup, Provider, Submitted, UpstreamError, UpstreamState,
 };
