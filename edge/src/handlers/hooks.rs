@@ -17,9 +17,9 @@ use worker::{Env, Request, Response};
 
 use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
-use crate::handlers::jobs::runner_stub;
 use crate::hooks::{self, FalHeaders, Hooks, Refusal, Verified, Wake};
 use crate::http::internal_request;
+use crate::objects::runner::client::runner_stub;
 use crate::providers::{self, HttpMethod, Kind, UpstreamRequest};
 
 /// fal's keys are fetched at most this often per isolate (fal suggests caching them).

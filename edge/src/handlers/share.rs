@@ -13,8 +13,8 @@ use worker::{Env, Headers, Request, Response};
 use crate::bindings;
 use crate::config::Config;
 use crate::error::EdgeResult;
-use crate::handlers::jobs::load;
 use crate::objects::runner::JobRecord;
+use crate::objects::runner::client::load;
 use crate::storage::keys;
 
 /// Escapes text for HTML content and attribute values.

@@ -9,9 +9,9 @@ use worker::{Env, Request, Response};
 use crate::accounts::{Caller, Reservation};
 use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
-use crate::handlers::jobs::runner_stub;
 use crate::http;
 use crate::input::body;
+use crate::objects::runner::client::runner_stub;
 use crate::objects::runner::{JobRecord, Ownership, Start};
 use crate::providers;
 use crate::storage::{self, keys};
@@ -229,7 +229,7 @@ enum Started {
 /// after a short pause.
 async fn probe_start(env: &Env, id: &RequestId, start_error: &EdgeError) -> Started {
     for attempt in 0..3 {
-        match crate::handlers::jobs::abandon_unless_started(env, id).await {
+        match crate::objects::runner::client::abandon_unless_started(env, id).await {
             Ok(_) => return Started::Yes,
             Err(EdgeError::NotFound(_)) => return Started::No,
             Err(probe) => {

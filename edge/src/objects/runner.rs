@@ -5,6 +5,7 @@
 //! (`view.rs`), all tested natively (`tests.rs`).
 
 mod charges;
+pub mod client;
 pub mod eachlabs;
 mod object;
 mod outbox;
