@@ -14,7 +14,7 @@ pub mod replicate;
 pub mod segmind;
 mod transport;
 
-pub use contract::{Adapter, Kind, Order, Provider};
+pub use contract::{Adapter, HookError, Kind, Order, Provider};
 pub(crate) use transport::send_with;
 pub use transport::{redirect_error, send};
 

@@ -5,17 +5,17 @@
 //! behind configuration, and a 404/410 is a clear error rather than a hang.
 
 use base64::Engine;
-use parallax_api::{Model, Params};
+use parallax_api::{Model, Params, RequestId};
 use serde_json::{Map, Value};
 
 use super::Order;
 use super::Provider;
-use super::contract::{Adapter, Step};
+use super::contract::{Adapter, HookCheck, HookError, Step};
 use super::{
     ControlImage, Submitted, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamState,
     inline_bytes, send,
 };
-use crate::hooks::{Callback, Hooks};
+use crate::hooks::{self, Callback, Hooks};
 
 fn headers(cfg: &Provider) -> Vec<(&'static str, String)> {
     let mut h = vec![("accept", "application/json".to_owned())];
@@ -220,6 +220,21 @@ impl Adapter for Bfl {
 
     fn pushes(&self, _hooks: &Hooks) -> bool {
         true
+    }
+
+    /// `X-Webhook-Secret` must be the job's callback secret (`hooks::check_bfl`).
+    fn verify_hook<'a>(
+        &'a self,
+        hooks: &'a Hooks,
+        id: &'a RequestId,
+        header: &'a dyn Fn(&str) -> Option<String>,
+        body: &'a [u8],
+        _now_secs: u64,
+    ) -> HookCheck<'a> {
+        Box::pin(async move {
+            hooks::check_bfl(hooks, id, header("x-webhook-secret").as_deref(), body)
+                .map_err(HookError::Refused)
+        })
     }
 }
 

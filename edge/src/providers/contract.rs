@@ -15,7 +15,7 @@ use super::{
     CancelOutcome, ControlImage, Lookup, Submitted, UpstreamError, UpstreamRequest,
     UpstreamResponse, UpstreamState,
 };
-use crate::hooks::{Callback, Hooks};
+use crate::hooks::{Callback, Hooks, Refusal, Verified};
 use crate::input::image::ImageInfo;
 use crate::secret::Secret;
 
@@ -32,6 +32,20 @@ pub struct Order<'a> {
     pub params: &'a Params,
     pub input: ImageInfo,
 }
+
+/// Why a callback was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookError {
+    /// The provider has no callback route on this deployment.
+    NoRoute,
+    /// The provider's own proof does not hold.
+    Refused(Refusal),
+    /// What the proof is checked against could not be had (fal's keys): retry later.
+    Unavailable(String),
+}
+
+/// A callback's check (async: fal's keys may have to be fetched).
+pub type HookCheck<'a> = Pin<Box<dyn Future<Output = Result<Verified, HookError>> + 'a>>;
 
 /// What an adapter found or did before the POST that starts a job.
 #[derive(Debug, Clone, PartialEq)]
@@ -169,6 +183,20 @@ pub trait Adapter: Sync {
     /// Whether it is given a callback URL on this deployment (`hooks.rs`).
     fn pushes(&self, _hooks: &Hooks) -> bool {
         false
+    }
+
+    /// Checks one callback delivery for job `id` by the provider's own proof (its
+    /// signature, or the secret it echoes), after the URL's token passed. `header`
+    /// reads a request header.
+    fn verify_hook<'a>(
+        &'a self,
+        _hooks: &'a Hooks,
+        _id: &'a RequestId,
+        _header: &'a dyn Fn(&str) -> Option<String>,
+        _body: &'a [u8],
+        _now_secs: u64,
+    ) -> HookCheck<'a> {
+        Box::pin(async { Err(HookError::NoRoute) })
     }
 
     /// The upstream job a callback's body names, if it says.

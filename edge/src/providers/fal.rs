@@ -26,17 +26,21 @@
 //! UNVERIFIED: fal's accepted range of `guidance_scale` for this endpoint, and the
 //! exact body of a failed request's result (treated as an error status).
 
-use parallax_api::{FieldError, Model, Params};
+use parallax_api::{FieldError, Model, Params, RequestId};
 use serde_json::{Value, json};
 
 use super::Order;
 use super::Provider;
-use super::contract::{Adapter, Step};
+use std::cell::RefCell;
+
+use ed25519_dalek::VerifyingKey;
+
+use super::contract::{Adapter, HookCheck, HookError, Step};
 use super::{
     CancelOutcome, ControlImage, HttpMethod, Submitted, UpstreamError, UpstreamRequest,
     UpstreamResponse, UpstreamState, send, success_json,
 };
-use crate::hooks::{Callback, Hooks};
+use crate::hooks::{self, Callback, FalHeaders, Hooks};
 use crate::input::image::ImageInfo;
 
 /// The endpoint (owner/app) on fal's queue.
@@ -222,6 +226,66 @@ pub fn parse_cancel(resp: &UpstreamResponse) -> Result<(), UpstreamError> {
     }
 }
 
+/// fal's keys are fetched at most this often per isolate (fal suggests caching them).
+const JWKS_TTL_MS: u64 = 3_600_000;
+const JWKS_TIMEOUT_MS: u32 = 10_000;
+/// After a failed fetch of fal's keys, deliveries are refused without another fetch
+/// for this long: a flood of well-formed deliveries while fal's endpoint is down (or
+/// slow) costs one 10-second fetch per isolate per this much time, not one each.
+/// fal retries its deliveries, and the backstop polls the job anyway.
+const JWKS_FAILURE_TTL_MS: u64 = 30_000;
+
+thread_local! {
+    /// (JWKS URL, fetched at, keys) of the last fetch in this isolate.
+    static JWKS: RefCell<Option<(String, u64, Vec<VerifyingKey>)>> = const { RefCell::new(None) };
+    /// (JWKS URL, when) of the last failed fetch in this isolate.
+    static JWKS_FAILED: RefCell<Option<(String, u64)>> = const { RefCell::new(None) };
+}
+
+/// fal's public keys, from this isolate's cache or fetched.
+pub async fn webhook_keys(url: &str) -> Result<Vec<VerifyingKey>, String> {
+    let now = worker::Date::now().as_millis();
+    let cached = JWKS.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|(u, at, _)| u == url && now.saturating_sub(*at) < JWKS_TTL_MS)
+            .map(|(_, _, keys)| keys.clone())
+    });
+    if let Some(keys) = cached {
+        return Ok(keys);
+    }
+    let failed_lately = JWKS_FAILED.with(|f| {
+        f.borrow()
+            .as_ref()
+            .is_some_and(|(u, at)| u == url && now.saturating_sub(*at) < JWKS_FAILURE_TTL_MS)
+    });
+    if failed_lately {
+        return Err("the last fetch failed less than 30 s ago".into());
+    }
+    let req = UpstreamRequest {
+        method: HttpMethod::Get,
+        url: url.to_owned(),
+        headers: vec![("accept", "application/json".to_owned())],
+        body: None,
+    };
+    let unavailable = |why: String| {
+        JWKS_FAILED.with(|f| *f.borrow_mut() = Some((url.to_owned(), now)));
+        why
+    };
+    let resp = send("fal jwks", &req, JWKS_TIMEOUT_MS)
+        .await
+        .map_err(|e| unavailable(format!("{e:?}")))?;
+    if resp.status != 200 {
+        return Err(unavailable(format!("HTTP {}", resp.status)));
+    }
+    let keys = hooks::parse_jwks(&resp.body);
+    if keys.is_empty() {
+        return Err(unavailable("no Ed25519 key in the JWKS".into()));
+    }
+    JWKS.with(|c| *c.borrow_mut() = Some((url.to_owned(), now, keys.clone())));
+    Ok(keys)
+}
+
 /// fal's queue: flux-depth-dev only, called back (`fal_webhook`), canceled by
 /// `cancel_url`.
 #[derive(Debug)]
@@ -330,6 +394,38 @@ impl Adapter for Fal {
 
     fn pushes(&self, _hooks: &Hooks) -> bool {
         true
+    }
+
+    /// ED25519 over the delivery, against fal's published keys (`hooks::check_fal`);
+    /// the headers' form and the account first, so a bare request fetches no keys.
+    fn verify_hook<'a>(
+        &'a self,
+        hooks: &'a Hooks,
+        _id: &'a RequestId,
+        header: &'a dyn Fn(&str) -> Option<String>,
+        body: &'a [u8],
+        now_secs: u64,
+    ) -> HookCheck<'a> {
+        Box::pin(async move {
+            let (request_id, user_id, timestamp, signature) = (
+                header("x-fal-webhook-request-id"),
+                header("x-fal-webhook-user-id"),
+                header("x-fal-webhook-timestamp"),
+                header("x-fal-webhook-signature"),
+            );
+            let h = FalHeaders {
+                request_id: request_id.as_deref(),
+                user_id: user_id.as_deref(),
+                timestamp: timestamp.as_deref(),
+                signature: signature.as_deref(),
+            };
+            hooks::check_fal_headers(h, hooks.fal_user_id.as_deref())
+                .map_err(HookError::Refused)?;
+            let keys = webhook_keys(&hooks.fal_jwks_url)
+                .await
+                .map_err(HookError::Unavailable)?;
+            hooks::check_fal(&keys, h, body, now_secs).map_err(HookError::Refused)
+        })
     }
 
     fn hook_upstream_id(&self, body: &[u8]) -> Option<String> {

@@ -3,17 +3,17 @@
 //! `urls.get`; `starting | processing | succeeded | failed | canceled | aborted`;
 //! cancel via `urls.cancel`. Outputs are deleted after an hour: download at once.
 
-use parallax_api::{FieldError, Model, Params};
+use parallax_api::{FieldError, Model, Params, RequestId};
 use serde_json::{Map, Value, json};
 
 use super::Order;
 use super::Provider;
-use super::contract::{Adapter, Step};
+use super::contract::{Adapter, HookCheck, HookError, Step};
 use super::{
     CancelOutcome, ControlImage, Submitted, UpstreamError, UpstreamRequest, UpstreamResponse,
     UpstreamState, send, success_json,
 };
-use crate::hooks::{Callback, Hooks};
+use crate::hooks::{self, Callback, Hooks};
 use crate::input::image::ImageInfo;
 
 /// Input names per model; ours are Replicate's own for both models.
@@ -288,6 +288,29 @@ impl Adapter for Replicate {
     /// Only with the account's webhook secret, to verify deliveries by.
     fn pushes(&self, hooks: &Hooks) -> bool {
         hooks.replicate_secret.is_some()
+    }
+
+    /// Standard Webhooks, keyed with the account's secret (`hooks::check_standard`).
+    fn verify_hook<'a>(
+        &'a self,
+        hooks: &'a Hooks,
+        _id: &'a RequestId,
+        header: &'a dyn Fn(&str) -> Option<String>,
+        body: &'a [u8],
+        now_secs: u64,
+    ) -> HookCheck<'a> {
+        Box::pin(async move {
+            let secret = hooks.replicate_secret.as_ref().ok_or(HookError::NoRoute)?;
+            hooks::check_standard(
+                secret,
+                header("webhook-id").as_deref(),
+                header("webhook-timestamp").as_deref(),
+                header("webhook-signature").as_deref(),
+                body,
+                now_secs,
+            )
+            .map_err(HookError::Refused)
+        })
     }
 }
 
