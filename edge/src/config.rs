@@ -60,7 +60,7 @@ pub struct Config {
     /// The polling budget's unit (`POLL_EVERY_MS`, default 2000): a job seen finished
     /// at `t` costs at most `4 + t / 2` upstream requests, the look at once and the
     /// quick look included (`3 + t / 2` on providers whose status reads are
-    /// rate-limited; `job::PollBudget`).
+    /// rate-limited; `objects::runner::PollBudget`).
     pub poll_every_ms: u64,
     /// Whether `control_image` may be an https URL the edge fetches (`REMOTE_IMAGES=off`
     /// disables it, e.g. where outbound traffic is not allowed).

@@ -105,7 +105,8 @@ pub enum UpstreamState {
 /// Why an upstream call did not give an answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum UpstreamError {
-    /// Worth retrying later (429, 5xx, connection failure, timeout).
+    /// Worth retrying later (429, 5xx, a connection that could not be made, a read's
+    /// timeout).
     Transient {
         reason: String,
         retry_after: Option<u64>,
@@ -341,7 +342,28 @@ async fn send_submit(
     let req = kind.build_submit(provider, job, control, callback, &prepared)?;
     before_send().await?;
     let resp = send(kind.name(), &req, timeout_ms).await?;
-    kind.parse_submit(provider, job.id.as_str(), &resp)
+    // A gateway that timed out waiting for the provider (504, Cloudflare's 524) passed
+    // the request on: the provider may hold the job.
+    if matches!(resp.status, 504 | 524) {
+        return Err(UpstreamError::Ambiguous {
+            reason: format!(
+                "{} answered HTTP {} (a gateway timed out)",
+                kind.name(),
+                resp.status
+            ),
+        });
+    }
+    match kind.parse_submit(provider, job.id.as_str(), &resp) {
+        // A 2xx is an acceptance, whatever its body: one we cannot read leaves the
+        // job's fate unknown, never "refused".
+        Err(e) if (200..300).contains(&resp.status) => Err(UpstreamError::Ambiguous {
+            reason: format!(
+                "{} accepted the submit but its answer is unreadable: {e:?}",
+                kind.name()
+            ),
+        }),
+        other => other,
+    }
 }
 
 /// The callback a job at `kind` is given, where the deployment takes callbacks and

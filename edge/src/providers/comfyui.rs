@@ -355,7 +355,17 @@ impl Adapter for ComfyUi {
                 inline_bytes(provider, control)?,
                 job.input.format.media_type(),
             );
-            let uploaded = parse_upload(&send(self.name(), &upload, timeout_ms).await?)?;
+            // An upload starts nothing: a lost answer to it is an ordinary failure.
+            let answer = send(self.name(), &upload, timeout_ms)
+                .await
+                .map_err(|e| match e {
+                    UpstreamError::Ambiguous { reason } => UpstreamError::Transient {
+                        reason,
+                        retry_after: None,
+                    },
+                    e => e,
+                })?;
+            let uploaded = parse_upload(&answer)?;
             Ok(Prepared::Fresh(uploaded))
         })
     }

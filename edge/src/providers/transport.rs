@@ -34,7 +34,8 @@ pub fn redirect_error(
 }
 
 /// Sends a request with a timeout, without following redirects ([`redirect_error`]).
-/// Connection failures and timeouts are transient.
+/// A connection that could not be made is transient; a timeout or a lost answer is
+/// transient for a read and ambiguous for anything else ([`UpstreamError::Ambiguous`]).
 pub async fn send(
     provider: &str,
     req: &UpstreamRequest,
@@ -100,11 +101,16 @@ pub(crate) async fn send_with(
     let mut resp = Fetch::Request(request)
         .send_with_signal(&signal)
         .await
-        .map_err(|_| {
+        .map_err(|e| {
+            // workerd says "Network connection lost" when a connection broke after the
+            // request went out: like a timeout, its fate is unknown.
+            let text: String = e.to_string().chars().take(80).collect();
             if signal.aborted() {
                 unanswered("did not answer in time")
+            } else if text.contains("connection lost") || text.contains("reset") {
+                unanswered(&format!("lost the connection ({text})"))
             } else {
-                transient("could not be reached (connection failed)")
+                transient(&format!("could not be reached ({text})"))
             }
         })?;
     let location = resp.headers().get("location").ok().flatten();
@@ -113,11 +119,20 @@ pub(crate) async fn send_with(
     }
     let retry_after =
         parse_retry_after(resp.headers().get("retry-after").ok().flatten().as_deref());
+    let status = resp.status_code();
+    // An answer that broke off after a refusal's status is a refusal all the same.
+    let cut = |what: &str| {
+        if (200..300).contains(&status) {
+            unanswered(what)
+        } else {
+            transient(what)
+        }
+    };
     let body = match cap {
         None => resp
             .bytes()
             .await
-            .map_err(|_| unanswered("response was interrupted"))?,
+            .map_err(|_| cut("response was interrupted"))?,
         Some(cap) => {
             let mut stream = resp
                 .stream()

@@ -418,16 +418,12 @@ impl JobRecord {
         if self.upstream.is_some() {
             self.outbox.drop_outputs = Some(Retry::now(now_ms));
         }
-        if let Some(attempt) = &self.submitting {
-            // An ambiguous submit is decided at the deadline, not before.
-            let earliest = if attempt.ambiguous {
-                self.deadline_ms
-            } else {
-                0
-            };
+        if self.submitting.is_some() {
+            // Looked up (or replayed) soon; an ambiguous one that cannot be is then
+            // left for the deadline (`lost_submit_after_cancel`).
             self.outbox.resolve_submit = Some(Retry {
                 tries: 0,
-                next_ms: (now_ms + RESOLVE_SUBMIT_AFTER_MS).max(earliest),
+                next_ms: now_ms + RESOLVE_SUBMIT_AFTER_MS,
             });
         }
         self.finish(now_ms);

@@ -14,11 +14,14 @@ use crate::storage::{self, keys};
 
 use super::object::*;
 
+/// How soon an ambiguous submit is replayed where that is safe.
+pub(super) const REPLAY_AFTER_MS: u64 = 2_000;
+
 /// Decides a submit that failed after the POST may have reached `provider`: where it
 /// can look the job up by our id (`Adapter::lookup`), found is accepted and absent is
-/// an ordinary failure; where a resubmit under the same key replays it (a Parallax
-/// upstream), the same upstream is asked again; otherwise an ambiguous answer stays
-/// ambiguous (`JobRecord::submit_outcome` keeps the attempt until the deadline).
+/// an ordinary failure; otherwise an ambiguous answer stays ambiguous
+/// (`JobRecord::submit_outcome` keeps the attempt: it is sent again only where that
+/// replays it, [`JobRunner::replay`], else the deadline decides it).
 pub(super) async fn decide_submit(
     provider: &Provider,
     job: &JobRecord,
@@ -34,15 +37,7 @@ pub(super) async fn decide_submit(
             }),
             other => Err(other),
         },
-        _ => match error {
-            UpstreamError::Ambiguous { reason } if provider.kind.resubmit_replays() => {
-                Err(UpstreamError::InProgress {
-                    reason,
-                    retry_after: 1,
-                })
-            }
-            other => Err(other),
-        },
+        _ => Err(error),
     }
 }
 
@@ -87,11 +82,22 @@ impl JobRunner {
     /// found recorded but unresolved was lost after the POST: where the provider can be
     /// asked, it is looked up instead of sent again.
     pub(super) async fn submit(&self, cfg: &Config, job: JobRecord) -> worker::Result<()> {
-        // An ambiguous attempt is never sent again: only the deadline decides it.
-        if job.submitting.as_ref().is_some_and(|a| a.ambiguous) {
-            let deadline = job.deadline_ms;
-            self.update(|j| j.next_step_ms = Some(deadline)).await?;
-            return Ok(());
+        // An ambiguous attempt is sent again only where that replays it (the same
+        // attempt: no new one, no breaker, never another provider); elsewhere only
+        // the deadline decides it.
+        if let Some(attempt) = job.submitting.clone().filter(|a| a.ambiguous) {
+            let replays = provider(cfg, &attempt.provider)
+                .ok()
+                .filter(|p| p.kind.resubmit_replays());
+            let Some(p) = replays else {
+                let deadline = job.deadline_ms;
+                self.update(|j| j.next_step_ms = Some(deadline)).await?;
+                return Ok(());
+            };
+            let outcome = self.replay(cfg, &job, &p).await;
+            self.submitted(&attempt, outcome, job.hooks, Vec::new())
+                .await?;
+            return self.replay_soon().await;
         }
         let lost = job.submitting.clone();
         let Some(attempt) = self.update(|j| j.begin_submit(now_ms())).await? else {
@@ -168,6 +174,11 @@ impl JobRunner {
                         Err(e) if e.is_transient() => {
                             decide_submit(&p, &job, e, timeout_ms(cfg)).await
                         }
+                        // "Still starting this job": it may run there, so the attempt
+                        // is kept and replayed, never failed over.
+                        Err(UpstreamError::InProgress { reason, .. }) => {
+                            Err(UpstreamError::Ambiguous { reason })
+                        }
                         other => other,
                     }
                 }
@@ -175,7 +186,60 @@ impl JobRunner {
             },
             Err(e) => Err(e),
         };
-        self.submitted(&attempt, outcome, job.hooks, expected).await
+        self.submitted(&attempt, outcome, job.hooks, expected)
+            .await?;
+        self.replay_soon().await
+    }
+
+    /// Sends the job again under the same key to a provider whose resubmit replays it
+    /// (`Adapter::resubmit_replays`): its answer is the first submit's job. A definite
+    /// refusal is one (nothing was accepted); anything else leaves it unknown.
+    pub(super) async fn replay(
+        &self,
+        cfg: &Config,
+        job: &JobRecord,
+        p: &Provider,
+    ) -> Result<Submitted, UpstreamError> {
+        let sent = match self.control_image(cfg, p, job).await {
+            Ok(control) => {
+                providers::submit(
+                    p,
+                    &job.order(),
+                    &control,
+                    None,
+                    timeout_ms(cfg),
+                    async || Ok(()),
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(sub) => Ok(sub),
+            Err(UpstreamError::Permanent(reason)) => Err(UpstreamError::Permanent(reason)),
+            Err(e) => Err(UpstreamError::Ambiguous {
+                reason: format!("{e:?}"),
+            }),
+        }
+    }
+
+    /// After an outcome that left an attempt ambiguous at a provider that replays: the
+    /// next replay in [`REPLAY_AFTER_MS`], not at the deadline.
+    async fn replay_soon(&self) -> worker::Result<()> {
+        let cfg = self.config();
+        let replays = |name: &str| provider(&cfg, name).is_ok_and(|p| p.kind.resubmit_replays());
+        let now = now_ms();
+        self.update(|j| {
+            if !j.status.is_terminal()
+                && j.submitting
+                    .as_ref()
+                    .is_some_and(|a| a.ambiguous && replays(&a.provider))
+            {
+                j.next_step_ms = Some((now + REPLAY_AFTER_MS).min(j.deadline_ms));
+            }
+        })
+        .await?;
+        Ok(())
     }
 
     /// Whether submit `attempt` is still the one the record waits for, read right
@@ -252,6 +316,15 @@ impl JobRunner {
         };
         let cfg = self.config();
         let found = match provider(&cfg, &attempt.provider) {
+            // Where a resend replays it, the replay finds it (or its refusal says it
+            // was never accepted); then it is stopped there like any canceled job.
+            Ok(p) if attempt.ambiguous && p.kind.resubmit_replays() => {
+                match self.replay(&cfg, &job, &p).await {
+                    Ok(sub) => Ok(Lookup::Found(sub)),
+                    Err(UpstreamError::Permanent(_)) => Ok(Lookup::Absent),
+                    Err(e) => Err(e),
+                }
+            }
             Ok(p) => providers::lookup(&p, &job.order(), timeout_ms(&cfg)).await,
             Err(_) => Ok(Lookup::Unsupported),
         };

@@ -117,10 +117,11 @@ impl JobRecord {
             ..attempt.clone()
         });
         if self.status.is_terminal() {
-            // Canceled while the POST was out: decided at the deadline.
+            // Canceled while the POST was out: resolved by a lookup or a replay where
+            // the provider allows one, else at the deadline (`lost_submit_after_cancel`).
             self.outbox.resolve_submit = Some(Retry {
                 tries: 0,
-                next_ms: self.deadline_ms.max(now_ms),
+                next_ms: now_ms + RESOLVE_SUBMIT_AFTER_MS,
             });
             return FailoverStep::Failed;
         }
