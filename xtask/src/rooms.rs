@@ -1,7 +1,8 @@
-//! The house's rooms: which top-level module of a crate uses which (`crate::x` and
-//! `super::x` paths, read from the source), so import circles between them are
-//! found, and how long each module's non-test code is. Run by `cargo test` (the
-//! `native` phase) over `edge/`, `sim/` and `app/`.
+//! The house's rooms: which top-level module of a crate uses which (every `use` tree
+//! and path of its non-test code, parsed with `syn`, `crate::`/`super::`/`self::`
+//! resolved), so import circles between them are found, and how long each module's
+//! non-test code is. Run by `cargo test` (the `native` phase): circles over `edge/` and
+//! `app/` (`sim/` joins once its own circle is gone), lengths over all three.
 //!
 //! A room is a top-level module with everything under it (`providers` holds
 //! `providers/segmind.rs`), except under [`HOUSES`] (`objects`), where each child is a
@@ -70,70 +71,136 @@ fn sources(src: &Path) -> Vec<Source> {
     out
 }
 
-/// The text before the file's `#[cfg(test)] mod tests`, where its tests start.
+/// The text before the file's `#[cfg(test)] mod tests { … }`, where its tests start (a
+/// `mod tests;` declaration is not a start: that file is skipped as a whole).
 fn non_test(text: &str) -> &str {
-    text.find("#[cfg(test)]\nmod tests")
-        .or_else(|| text.find("#[cfg(test)]\npub(crate) mod tests"))
-        .map_or(text, |i| &text[..i])
+    [
+        "#[cfg(test)]\nmod tests {",
+        "#[cfg(test)]\npub(crate) mod tests {",
+    ]
+    .iter()
+    .filter_map(|start| text.find(start))
+    .min()
+    .map_or(text, |i| &text[..i])
 }
 
-/// The rooms a file's code names: `crate::room`, and `super::…` resolved against its
-/// own module path. Comments are skipped.
-fn uses(src: &Source, rooms: &BTreeSet<String>) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for line in non_test(&src.text).lines() {
-        let code = line.split("//").next().unwrap_or_default();
-        for (i, _) in code.match_indices("crate::") {
-            let before = code[..i].chars().last();
-            if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
-                continue;
-            }
-            let rest = &code[i + "crate::".len()..];
-            let path: Vec<String> = rest
-                .split("::")
-                .take(2)
-                .map(|seg| {
-                    seg.chars()
-                        .take_while(|c| c.is_alphanumeric() || *c == '_')
-                        .collect()
-                })
-                .collect();
-            let name = room_of(&path);
-            if rooms.contains(&name) {
-                out.insert(name);
-            } else if rest.starts_with('{') {
-                // `use crate::{a, b::c}`: every first segment in the braces.
-                let inner = rest
-                    .strip_prefix('{')
-                    .unwrap_or(rest)
-                    .split('}')
-                    .next()
-                    .unwrap_or_default();
-                for part in inner.split(',') {
-                    let name = part.trim().split("::").next().unwrap_or_default().trim();
-                    if rooms.contains(name) {
-                        out.insert(name.to_owned());
-                    }
+/// Whether an item is compiled for tests only (`#[cfg(test)]`).
+fn test_only(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().any(|a| {
+        a.path().is_ident("cfg")
+            && a.parse_args::<syn::Path>()
+                .is_ok_and(|p| p.is_ident("test"))
+    })
+}
+
+/// Collects the rooms a file's non-test code names, resolving `crate::`, `super::` and
+/// `self::` against the file's module path, in `use` trees and in every other path.
+struct Uses<'a> {
+    module: &'a [String],
+    rooms: &'a BTreeSet<String>,
+    found: BTreeSet<String>,
+}
+
+impl Uses<'_> {
+    /// The room of a path written in this file, from its segments.
+    fn note(&mut self, segments: &[String]) {
+        let Some((first, rest)) = segments.split_first() else {
+            return;
+        };
+        let mut path: Vec<String> = match first.as_str() {
+            "crate" => Vec::new(),
+            "self" => self.module.to_vec(),
+            "super" => {
+                let mut base = self.module.to_vec();
+                base.pop();
+                let mut rest = rest;
+                while let Some(("super", more)) = rest.split_first().map(|(h, t)| (h.as_str(), t)) {
+                    base.pop();
+                    rest = more;
                 }
+                base.extend(rest.iter().cloned());
+                self.add(&base);
+                return;
             }
+            _ => return,
+        };
+        path.extend(rest.iter().cloned());
+        self.add(&path);
+    }
+
+    fn add(&mut self, path: &[String]) {
+        let room = room_of(path);
+        if self.rooms.contains(&room) {
+            self.found.insert(room);
         }
-        // `super::x` from a top-level room's child reaches another room only when the
-        // child sits directly in the crate root's folder (depth 1 → `super` is root).
-        if src.module.len() == 1 {
-            for (i, _) in code.match_indices("super::") {
-                let rest = &code[i + "super::".len()..];
-                let name: String = rest
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
-                if rooms.contains(&name) {
-                    out.insert(name);
+    }
+
+    /// Every full path a `use` tree names (`a::{b, c::d}` → `a::b`, `a::c::d`).
+    fn tree(&mut self, prefix: &mut Vec<String>, tree: &syn::UseTree) {
+        match tree {
+            syn::UseTree::Path(p) => {
+                prefix.push(p.ident.to_string());
+                self.tree(prefix, &p.tree);
+                prefix.pop();
+            }
+            syn::UseTree::Name(n) => {
+                prefix.push(n.ident.to_string());
+                self.note(&prefix.clone());
+                prefix.pop();
+            }
+            syn::UseTree::Rename(r) => {
+                prefix.push(r.ident.to_string());
+                self.note(&prefix.clone());
+                prefix.pop();
+            }
+            syn::UseTree::Glob(_) => self.note(&prefix.clone()),
+            syn::UseTree::Group(g) => {
+                for t in &g.items {
+                    self.tree(prefix, t);
                 }
             }
         }
     }
-    out.remove(&src.room);
-    out
+}
+
+impl<'ast> syn::visit::Visit<'ast> for Uses<'_> {
+    fn visit_item_use(&mut self, u: &'ast syn::ItemUse) {
+        if !test_only(&u.attrs) {
+            self.tree(&mut Vec::new(), &u.tree);
+        }
+    }
+
+    fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
+        if !test_only(&m.attrs) {
+            syn::visit::visit_item_mod(self, m);
+        }
+    }
+
+    fn visit_item_fn(&mut self, f: &'ast syn::ItemFn) {
+        if !test_only(&f.attrs) {
+            syn::visit::visit_item_fn(self, f);
+        }
+    }
+
+    fn visit_path(&mut self, p: &'ast syn::Path) {
+        let segments: Vec<String> = p.segments.iter().map(|s| s.ident.to_string()).collect();
+        self.note(&segments);
+        syn::visit::visit_path(self, p);
+    }
+}
+
+/// The rooms a file's code names (its own aside).
+fn uses(src: &Source, rooms: &BTreeSet<String>) -> BTreeSet<String> {
+    let file =
+        syn::parse_file(&src.text).unwrap_or_else(|e| panic!("{}: {e}", src.module.join("/")));
+    let mut v = Uses {
+        module: &src.module,
+        rooms,
+        found: BTreeSet::new(),
+    };
+    syn::visit::Visit::visit_file(&mut v, &file);
+    v.found.remove(&src.room);
+    v.found
 }
 
 /// Each room's rooms it uses.
@@ -265,6 +332,33 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn multi_line_use_trees_super_paths_and_inline_paths_are_read() {
+        let dir = std::env::temp_dir().join(format!("rooms-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("objects/ledger")).unwrap();
+        let write = |path: &str, text: &str| fs::write(dir.join(path), text).unwrap();
+        write(
+            "lib.rs",
+            "pub mod a;\npub mod b;\npub mod c;\npub mod objects;\n",
+        );
+        // A rustfmt-style multi-line group, nested, reaching b.
+        write("a.rs", "use crate::{\n    c,\n    b::{X, Y},\n};\n");
+        // A house's child reaching a through `super::super`.
+        write("objects.rs", "pub mod ledger;\n");
+        write("objects/ledger.rs", "fn f() { super::super::a::g(); }\n");
+        // An inline path in an expression, reaching the ledger's room.
+        write("b.rs", "fn f() { crate::objects::ledger::h(); }\n");
+        // Test code names anything.
+        write("c.rs", "#[cfg(test)]\nmod tests {\n    use crate::a;\n}\n");
+        let g = graph(&dir);
+        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(g["a"], ["b", "c"].map(str::to_owned).into());
+        assert_eq!(g["objects/ledger"], ["a"].map(str::to_owned).into());
+        assert!(g["c"].is_empty(), "{g:?}");
+        assert_eq!(circles(&g), [["a", "b", "objects/ledger"]]);
     }
 
     #[test]
