@@ -391,7 +391,7 @@ impl JobRunner {
                 200,
             ));
         }
-        seen.push(wake.delivery);
+        seen.push(wake.delivery.clone());
         let over = seen.len().saturating_sub(hooks::SEEN_CAP);
         seen.drain(..over);
         meter::count(meter::Op::RowsWritten, 1);
@@ -404,7 +404,10 @@ impl JobRunner {
                 storage.set_alarm(0).await?;
                 (202, "polling")
             }
-            Some(HookVerdict::Noted) => (202, "submit pending"),
+            Some(HookVerdict::Noted) => match self.adopt(&wake).await? {
+                true => (202, "submit confirmed by the callback"),
+                false => (202, "submit pending"),
+            },
             Some(HookVerdict::Finished) => (200, "finished"),
             Some(HookVerdict::Ignored) => (200, "another upstream job"),
             None => return Ok(http::json(&"no such job", 404)),
@@ -413,6 +416,46 @@ impl JobRunner {
             &serde_json::json!({"taken": status == 202, "why": why}),
             status,
         ))
+    }
+
+    /// A verified callback naming the upstream job of a submit whose answer was lost
+    /// (`Attempt::ambiguous`): the provider did accept it, so the job follows that
+    /// upstream job (at the provider's documented URLs) instead of waiting for its
+    /// deadline. Whether it was adopted.
+    pub(super) async fn adopt(&self, wake: &hooks::Wake) -> worker::Result<bool> {
+        let Some(job) = self.load().await? else {
+            return Ok(false);
+        };
+        let (Some(attempt), Some(upstream_id)) = (job.submitting.clone(), &wake.upstream_id) else {
+            return Ok(false);
+        };
+        if !attempt.ambiguous || attempt.provider != wake.provider || job.status.is_terminal() {
+            return Ok(false);
+        }
+        let cfg = self.config();
+        let Ok(p) = super::steps::provider(&cfg, &attempt.provider) else {
+            return Ok(false);
+        };
+        let Some((status_url, result_url, cancel_url)) =
+            p.kind.documented_urls(&p.base_url, upstream_id)
+        else {
+            return Ok(false);
+        };
+        let sub = crate::providers::Submitted {
+            upstream_id: upstream_id.clone(),
+            status_url,
+            result_url,
+            cancel_url,
+            backstop_ms: cfg.hooks.as_ref().map(|h| h.backstop_ms),
+        };
+        worker::console_log!(
+            "job {}: a callback names {upstream_id} at {}: its lost submit was accepted",
+            job.id,
+            attempt.provider
+        );
+        self.submitted(&attempt, Ok(sub), job.hooks, Vec::new())
+            .await?;
+        Ok(true)
     }
 
     /// Sets the alarm to the earliest thing due (record, outbox, webhook).
