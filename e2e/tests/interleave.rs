@@ -498,3 +498,26 @@ fn a_submit_whose_answer_is_lost_is_not_failed_over_and_is_decided_at_the_deadli
     }
     gate.open();
 }
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn a_lost_answer_from_another_parallax_is_replayed_under_the_same_key_never_failed_over() {
+    // Pro reaches the Parallax upstream when the providers before it refuse. Its answer
+    // is held past the Worker's upstream timeout (8 s): the submit is ambiguous, and
+    // another Parallax replays a submit under the same `Idempotency-Key`, so the same
+    // attempt is sent again (no second job there, and no other provider).
+    let prompt =
+        unique("lost parallax answer [sim:segmind:503!] [sim:replicate:503!] [sim:bfl:503!]");
+    let gate = Gate::close(Some("parallax"), "submit", &prompt);
+    let job = submit_as(OWN_KEY, "flux-depth-pro", &prompt, &[]);
+    gate.wait_parked();
+    let id = job["request_id"].as_str().unwrap().to_owned();
+    let done = eventually("the job on its replay", Duration::from_secs(60), || {
+        let r = result(&id);
+        matches!(r["status"].as_str(), Some("COMPLETED" | "FAILED")).then_some(r)
+    });
+    gate.open();
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert_eq!(done["metrics"]["provider"], "parallax", "{done}");
+    assert_eq!(sim_submissions()[prompt.as_str()], 1, "one job upstream");
+}
