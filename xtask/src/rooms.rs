@@ -216,7 +216,7 @@ mod tests {
 
     #[test]
     fn no_room_reaches_back_into_a_room_that_uses_it() {
-        for krate in ["edge", "app"] {
+        for krate in ["edge", "sim", "app"] {
             let graph = graph(&root().join(krate).join("src"));
             let found = circles(&graph);
             assert!(found.is_empty(), "{krate}: import circles {found:?}");
@@ -225,12 +225,11 @@ mod tests {
 
     /// The modules still over [`MAX_LINES`] while issue 24 splits them, with their
     /// length when this check came: none may grow, and no other may pass the limit.
-    const BEING_SPLIT: [(&str, &str, usize); 6] = [
+    const BEING_SPLIT: [(&str, &str, usize); 5] = [
         ("edge", "job", 1221),
         ("edge", "ledger", 1812),
         ("edge", "runner", 1126),
         ("edge", "providers/comfyui", 611),
-        ("sim", "common", 603),
         ("app", "pages/playground", 603),
     ];
 

@@ -29,6 +29,7 @@ pub mod validate;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{Multipart, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
@@ -38,11 +39,40 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use crate::common::{Ask, Shared, create_job_as, error};
+use crate::common::{Ask, create_job_as, error};
 use crate::jobs::Phase;
+use crate::state::Shared;
 use parallax_sim::render::Format;
 
-pub fn router(keyed: bool) -> Router<Shared> {
+/// The server's own state beside the sim's: its inputs and the files each prompt
+/// writes. One for both mounts, as they play one server.
+#[derive(Debug)]
+pub struct Comfy {
+    sim: Shared,
+    /// Uploads: `subfolder/name` → bytes.
+    uploads: Mutex<HashMap<String, Vec<u8>>>,
+    /// Output files: `subfolder/filename` → (prompt id, output index).
+    files: Mutex<HashMap<String, (String, usize)>>,
+    /// The files each prompt's graph writes, per prompt id.
+    saved: Mutex<HashMap<String, Vec<graph::SavedFile>>>,
+}
+
+impl Comfy {
+    pub fn new(sim: Shared) -> Arc<Self> {
+        Arc::new(Self {
+            sim,
+            uploads: Mutex::default(),
+            files: Mutex::default(),
+            saved: Mutex::default(),
+        })
+    }
+
+    fn uploads(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<u8>>> {
+        self.uploads.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub fn router(keyed: bool) -> Router<Arc<Comfy>> {
     let r = Router::new()
         .route("/upload/image", post(upload))
         .route("/prompt", post(queue_prompt))
@@ -78,14 +108,8 @@ async fn require_key(req: Request, next: Next) -> Response {
     }
 }
 
-fn uploads(sim: &Shared) -> HashMap<String, Vec<u8>> {
-    sim.uploads
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-}
-
-async fn upload(State(sim): State<Shared>, mut mp: Multipart) -> Response {
+async fn upload(State(comfy): State<Arc<Comfy>>, mut mp: Multipart) -> Response {
+    let sim = &comfy.sim;
     let mut name = None;
     let mut data = None;
     let mut subfolder = String::new();
@@ -112,7 +136,7 @@ async fn upload(State(sim): State<Shared>, mut mp: Multipart) -> Response {
     }
     let subfolder = subfolder.trim_matches('/').to_owned();
     // A test can hold the upload (the Worker names the file after the job id).
-    crate::gates::hold(&sim, "comfyui", "upload", &[&name, &subfolder]).await;
+    crate::gates::hold(&sim.gates, "comfyui", "upload", &[&name, &subfolder]).await;
     let key = |n: &str| {
         if subfolder.is_empty() {
             n.to_owned()
@@ -120,7 +144,7 @@ async fn upload(State(sim): State<Shared>, mut mp: Multipart) -> Response {
             format!("{subfolder}/{n}")
         }
     };
-    let mut files = sim.uploads.lock().unwrap_or_else(|e| e.into_inner());
+    let mut files = comfy.uploads();
     if !overwrite && files.contains_key(&key(&name)) {
         // server.py: a taken name becomes "name (1).ext", "name (2).ext", …
         let (stem, ext) = name.rsplit_once('.').unwrap_or((&name, ""));
@@ -154,7 +178,8 @@ fn is_canonical_uuid(s: &str) -> bool {
 
 static NUMBER: AtomicU64 = AtomicU64::new(0);
 
-async fn queue_prompt(State(sim): State<Shared>, Json(body): Json<Value>) -> Response {
+async fn queue_prompt(State(comfy): State<Arc<Comfy>>, Json(body): Json<Value>) -> Response {
+    let sim = &comfy.sim;
     let Some(prompt) = body.get("prompt") else {
         return refusal(
             json!({"type": "no_prompt", "message": "No prompt provided", "details": "No prompt provided", "extra_info": {}}),
@@ -186,7 +211,7 @@ async fn queue_prompt(State(sim): State<Shared>, Json(body): Json<Value>) -> Res
     if let Some(fault) = sim.submit_fault("comfyui", &text).await {
         return fault;
     }
-    let files = uploads(&sim);
+    let files = comfy.uploads().clone();
     let names: HashSet<String> = files.keys().cloned().collect();
     let outputs = match validate::validate_prompt(graph, &names) {
         Ok(outputs) => outputs,
@@ -258,9 +283,9 @@ async fn queue_prompt(State(sim): State<Shared>, Json(body): Json<Value>) -> Res
         },
         prompt: text,
     };
-    let job = create_job_as(&sim, ask, Some(id), first.map(|f| (f.width, f.height)));
+    let job = create_job_as(sim, ask, Some(id), first.map(|f| (f.width, f.height)));
     // Register the files under the names get_save_image_path would give them.
-    let mut registry = sim.comfy_files.lock().unwrap_or_else(|e| e.into_inner());
+    let mut registry = comfy.files.lock().unwrap_or_else(|e| e.into_inner());
     let mut counters: HashMap<String, usize> = HashMap::new();
     for (n, f) in saved.iter().enumerate() {
         let (sub, stem) = f.prefix.rsplit_once('/').unwrap_or(("", f.prefix.as_str()));
@@ -271,14 +296,16 @@ async fn queue_prompt(State(sim): State<Shared>, Json(body): Json<Value>) -> Res
         registry.insert(format!("{sub}/{name}"), (job.id.clone(), n));
     }
     drop(registry);
-    sim.comfy_saved
+    comfy
+        .saved
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(job.id.clone(), saved);
     Json(json!({"prompt_id": job.id, "number": number, "node_errors": {}})).into_response()
 }
 
-async fn queue(State(sim): State<Shared>) -> Response {
+async fn queue(State(comfy): State<Arc<Comfy>>) -> Response {
+    let sim = &comfy.sim;
     let (running, pending) = sim.jobs.partition(|job| match sim.jobs.phase(job) {
         Phase::Queued => Some(false),
         Phase::Processing => Some(true),
@@ -294,7 +321,8 @@ async fn queue(State(sim): State<Shared>) -> Response {
 
 /// `POST /queue`: `{"delete": [ids]}` takes pending prompts off the queue (a running
 /// or finished one is untouched), `{"clear": true}` empties it. 200, empty body.
-async fn edit_queue(State(sim): State<Shared>, Json(body): Json<Value>) -> Response {
+async fn edit_queue(State(comfy): State<Arc<Comfy>>, Json(body): Json<Value>) -> Response {
+    let sim = &comfy.sim;
     let pending = |id: &str| {
         sim.jobs
             .get(id)
@@ -320,7 +348,8 @@ async fn edit_queue(State(sim): State<Shared>, Json(body): Json<Value>) -> Respo
 
 /// `POST /interrupt`: with a `prompt_id`, only if that prompt is the one running;
 /// without, whatever runs. 200, empty body.
-async fn interrupt(State(sim): State<Shared>, body: axum::body::Bytes) -> Response {
+async fn interrupt(State(comfy): State<Arc<Comfy>>, body: axum::body::Bytes) -> Response {
+    let sim = &comfy.sim;
     let target = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| v["prompt_id"].as_str().map(str::to_owned));
@@ -337,12 +366,13 @@ async fn interrupt(State(sim): State<Shared>, body: axum::body::Bytes) -> Respon
     StatusCode::OK.into_response()
 }
 
-async fn history(State(sim): State<Shared>, Path(id): Path<String>) -> Response {
+async fn history(State(comfy): State<Arc<Comfy>>, Path(id): Path<String>) -> Response {
+    let sim = &comfy.sim;
     let Some(job) = sim.jobs.get(&id) else {
         return Json(json!({})).into_response();
     };
-    let saved = sim
-        .comfy_saved
+    let saved = comfy
+        .saved
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get(&id)
@@ -401,14 +431,18 @@ async fn history(State(sim): State<Shared>, Path(id): Path<String>) -> Response 
     Json(Value::Object(map)).into_response()
 }
 
-async fn view(State(sim): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn view(
+    State(comfy): State<Arc<Comfy>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let sim = &comfy.sim;
     let name = q.get("filename").cloned().unwrap_or_default();
     let sub = q.get("subfolder").cloned().unwrap_or_default();
     if name.is_empty() || sub.split('/').any(|p| p == "..") || name.contains('/') {
         return StatusCode::BAD_REQUEST.into_response();
     }
-    let found = sim
-        .comfy_files
+    let found = comfy
+        .files
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get(&format!("{sub}/{name}"))
@@ -432,13 +466,13 @@ async fn view(State(sim): State<Shared>, Query(q): Query<HashMap<String, String>
     }
 }
 
-async fn object_info(State(sim): State<Shared>) -> Response {
-    let names: Vec<String> = uploads(&sim).into_keys().collect();
+async fn object_info(State(comfy): State<Arc<Comfy>>) -> Response {
+    let names: Vec<String> = comfy.uploads().keys().cloned().collect();
     Json(Value::Object(validate::object_info(&names))).into_response()
 }
 
-async fn object_info_class(State(sim): State<Shared>, Path(class): Path<String>) -> Response {
-    let names: Vec<String> = uploads(&sim).into_keys().collect();
+async fn object_info_class(State(comfy): State<Arc<Comfy>>, Path(class): Path<String>) -> Response {
+    let names: Vec<String> = comfy.uploads().keys().cloned().collect();
     let mut out = Map::new();
     if let Some(info) = validate::object_info(&names).remove(&class) {
         out.insert(class, info);
