@@ -9,6 +9,9 @@
 //!   the first two submits fail that way, then it works; a trailing `!` (e.g.
 //!   `[sim:segmind:503!]`) makes it permanent;
 //! - `[sim:redirect]` the first two polls are sent to another origin;
+//! - `[sim:lost]` (ComfyUI only) the first two submits are accepted and run, but
+//!   answered `502` as when a proxy loses the server's answer: a client that submits
+//!   again without looking first starts the prompt twice;
 //! - `[sim:output404]`, `[sim:slowdownload]` (3 s per output), `[sim:truncate]` (the
 //!   first two downloads are cut short).
 //!
@@ -41,6 +44,21 @@ impl Sim {
                     .into_response()
             },
         )
+    }
+
+    /// `[sim:lost]`: the answer to a submit the provider accepted, when the prompt
+    /// asks for it to be lost on the way back.
+    pub fn lost_answer(&self, scope: &str, prompt: &str) -> Option<Response> {
+        requested_faults(prompt, scope)
+            .into_iter()
+            .find(|(fault, _)| fault == "lost")
+            .filter(|(fault, always)| self.fires(prompt, scope, fault, *always))
+            .map(|_| {
+                error(
+                    StatusCode::BAD_GATEWAY,
+                    "Bad Gateway (sim: the answer was lost)",
+                )
+            })
     }
 
     /// The fault response a submit to `scope` gets for this prompt, if any.
