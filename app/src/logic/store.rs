@@ -379,6 +379,15 @@ pub fn export(list: &[Job]) -> String {
     serde_json::to_string_pretty(list).unwrap_or_else(|_| "[]".into())
 }
 
+/// Unicode lowercasing by the browser's `toLowerCase` in the app: Rust's own
+/// (`str::to_lowercase`) links Unicode's case tables, 8 KB gzip of wasm for a file name.
+fn lowercase(word: &str) -> String {
+    #[cfg(target_arch = "wasm32")]
+    return js_sys::JsString::from(word).to_lower_case().into();
+    #[cfg(not(target_arch = "wasm32"))]
+    word.to_lowercase()
+}
+
 /// A file name for output `n` of a job: the prompt's first words and the seed,
 /// e.g. `a-red-door-seed-42-2.jpg`.
 pub fn download_name(prompt: &str, seed: Option<u32>, n: usize, url: &str) -> String {
@@ -386,7 +395,7 @@ pub fn download_name(prompt: &str, seed: Option<u32>, n: usize, url: &str) -> St
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .take(6)
-        .map(str::to_lowercase)
+        .map(lowercase)
         .collect();
     let stem = if words.is_empty() {
         "parallax".to_owned()
