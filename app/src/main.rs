@@ -5,6 +5,7 @@ mod client;
 mod components;
 mod image;
 mod jobs;
+mod json;
 mod logic;
 mod pages;
 mod session;
