@@ -1,4 +1,4 @@
-//! The Parallax playground: mounts the app, nothing else.
+//! The Parallax playground: swaps index.html's static first view for the app.
 
 mod app;
 mod client;
@@ -13,5 +13,10 @@ mod store;
 
 fn main() {
     console_error_panic_hook::set_once();
+    // index.html's static first view goes in the same task as the app mounts: no
+    // frame shows neither or both.
+    if let Some(shell) = leptos::prelude::document().get_element_by_id("shell") {
+        shell.remove();
+    }
     leptos::mount::mount_to_body(app::App);
 }
