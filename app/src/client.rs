@@ -312,7 +312,9 @@ pub async fn delete(response_url: &str, owner_token: Option<&str>) -> Result<(),
         built(owned(builder, response_url, owner_token).build())
     })
     .await?;
-    decode::<serde::de::IgnoredAny>(resp, false).await.map(|_| ())
+    decode::<serde::de::IgnoredAny>(resp, false)
+        .await
+        .map(|_| ())
 }
 
 /// `POST /v2/requests/{id}/cancel`: cancels a running job. A 409 `conflict` means it

@@ -137,8 +137,5 @@ pub fn durations(model: Model) -> Vec<f64> {
 pub fn record_duration(model: Model, seconds: f64) {
     let mut history = durations(model);
     eta::record(&mut history, seconds);
-    save(
-        &eta_key(model),
-        &crate::json::stringify(&history),
-    );
+    save(&eta_key(model), &crate::json::stringify(&history));
 }
