@@ -17,8 +17,8 @@ use wasm_bindgen::JsCast;
 
 fn main() {
     std::panic::set_hook(Box::new(stopped));
-    // index.html's static first view goes in the same task as the app mounts: no
-    // frame shows neither or both.
+    // index.html's static first view goes in the same task as the app mounts, so no
+    // frame shows both, or neither.
     if let Some(shell) = document().get_element_by_id("shell") {
         shell.remove();
     }

@@ -320,7 +320,8 @@ for (const [name, device] of [['desktop', DESKTOP], ['phone', PHONE]]) {
     await context.route(/\/parallax-app-[0-9a-f]+_bg\.wasm$/, async (route) => { await held; await route.continue(); });
     const { page, errors } = await open(context);
     await page.locator('#shell .drop-hint').waitFor();
-    // Header parts: where they stand (their widths follow the credits shown later).
+    // Header parts: where they stand (their widths follow the credits shown later);
+    // the studio's: where, how large, and what they say.
     const header = ['.top', '.brand', '.tagline', '.nav', '.settings'];
     const studio = ['.models', '.hint', '.image-input .field-label', '.drop', '.drop-hint', '.pick-row', '.url-row', '.samples', 'textarea', 'textarea + .help', '.generate-bar', '.results .empty', '.snippets'];
     const boxes = (scope) => page.evaluate(([scope, header, studio]) => {
@@ -328,7 +329,9 @@ for (const [name, device] of [['desktop', DESKTOP], ['phone', PHONE]]) {
         const el = document.querySelector(`${scope} ${sel}`);
         if (!el) return { text: `${sel}: missing`, top: 0 };
         const r = el.getBoundingClientRect();
-        return { text: `${sel}: ${(all ? [r.left, r.top, r.width, r.height] : [r.top, r.height]).map(Math.round)}`, top: r.top };
+        // The words (the shell's markup has line breaks between elements, the app's none).
+        const said = all ? ` "${el.textContent.replace(/\s+/g, '')}"` : '';
+        return { text: `${sel}: ${(all ? [r.left, r.top, r.width, r.height] : [r.top, r.height]).map(Math.round)}${said}`, top: r.top };
       };
       return [...header.map((s) => box(s, false)), ...studio.map((s) => box(s, true))];
     }, [scope, header, studio]);
