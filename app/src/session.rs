@@ -130,15 +130,12 @@ fn eta_key(model: Model) -> String {
 /// Recent job durations on this device for `model`, in seconds.
 pub fn durations(model: Model) -> Vec<f64> {
     load(&eta_key(model))
-        .and_then(|s| serde_json::from_str(&s).ok())
+        .and_then(|s| crate::json::parse(&s).ok())
         .unwrap_or_default()
 }
 
 pub fn record_duration(model: Model, seconds: f64) {
     let mut history = durations(model);
     eta::record(&mut history, seconds);
-    save(
-        &eta_key(model),
-        &serde_json::to_string(&history).unwrap_or_default(),
-    );
+    save(&eta_key(model), &crate::json::stringify(&history));
 }
