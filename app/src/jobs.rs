@@ -193,7 +193,10 @@ mod tests {
             ("Disable safety checker", "no"),
             ("Format", "webp"),
         ] {
-            assert!(f.contains(&(want.0, want.1.to_owned())), "{want:?} in {f:?}");
+            assert!(
+                f.contains(&(want.0, want.1.to_owned())),
+                "{want:?} in {f:?}"
+            );
         }
         assert!(!f.iter().any(|(k, _)| *k == "Prompt"));
         let pending = Credits {

@@ -29,13 +29,23 @@ pub fn load(name: &str) -> Option<String> {
     storage()?.get_item(name).ok().flatten()
 }
 
+/// Remembers a setting across visits. Storage may refuse (full, or blocked in a
+/// private window): the setting then holds for this tab only, and the console says so.
 pub fn save(name: &str, value: &str) {
-    if let Some(s) = storage() {
-        let _ = if value.is_empty() {
+    let stored = storage().map(|s| {
+        if value.is_empty() {
             s.remove_item(name)
         } else {
             s.set_item(name, value)
-        };
+        }
+    });
+    if !matches!(stored, Some(Ok(()))) {
+        web_sys::console::warn_1(
+            &format!(
+                "Parallax: the setting {name} could not be stored; it holds for this tab only"
+            )
+            .into(),
+        );
     }
 }
 

@@ -312,23 +312,14 @@ mod tests {
         }
     }
 
-    /// The modules still over [`MAX_LINES`] while issue 24 splits them, with their
-    /// length when this check came: none may grow, and no other may pass the limit.
-    const BEING_SPLIT: [(&str, &str, usize); 1] = [("app", "pages/playground", 603)];
-
     #[test]
     fn no_module_grows_past_six_hundred_lines_of_code() {
         for krate in ["edge", "sim", "app"] {
-            for (module, lines) in long_modules(&root().join(krate).join("src")) {
-                let allowed = BEING_SPLIT
-                    .iter()
-                    .find(|(k, m, _)| *k == krate && *m == module)
-                    .map_or(MAX_LINES, |(_, _, n)| *n);
-                assert!(
-                    lines <= allowed,
-                    "{krate}/src/{module}.rs has {lines} lines of non-test code (at most {allowed})"
-                );
-            }
+            let long = long_modules(&root().join(krate).join("src"));
+            assert!(
+                long.is_empty(),
+                "{krate}: modules over {MAX_LINES} lines of non-test code: {long:?}"
+            );
         }
     }
 
