@@ -673,6 +673,12 @@ mod tests {
         )
         .await;
         assert_eq!(null["prompt_id"], "None");
+        let (_, number) = post(
+            &comfy,
+            json!({"prompt": workflow("number id"), "prompt_id": 7}),
+        )
+        .await;
+        assert_eq!(number["prompt_id"], "7");
         let (_, minted) = post(&comfy, json!({"prompt": workflow("minted")})).await;
         let (_, other) = post(&comfy, json!({"prompt": workflow("minted")})).await;
         assert_ne!(minted["prompt_id"], other["prompt_id"]);
