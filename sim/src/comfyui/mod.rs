@@ -107,7 +107,7 @@ impl Comfy {
         job.submitted.elapsed() <= self.sim.jobs.timing.expiry
     }
 
-    /// The runs still queued (`Some(false)`) or running (`Some(true)`), in order.
+    /// The runs running and the runs pending, each in queue order.
     fn queued(&self) -> (Vec<Run>, Vec<Run>) {
         let mut running = Vec::new();
         let mut pending = Vec::new();
@@ -153,6 +153,20 @@ impl Comfy {
             });
         }
         written
+    }
+
+    /// Drops the runs and files of jobs past the sim's expiry (as the job table does).
+    fn forget_expired(&self) {
+        let mut runs = self.runs();
+        for list in runs.values_mut() {
+            list.retain(|run| self.live(&run.job));
+        }
+        runs.retain(|_, list| !list.is_empty());
+        drop(runs);
+        self.files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, (job, _)| self.live(job));
     }
 
     /// Takes the pending runs `which` picks off the queue (they never run, and no
@@ -291,6 +305,8 @@ static NUMBER: AtomicU64 = AtomicU64::new(0);
 
 async fn queue_prompt(State(comfy): State<Arc<Comfy>>, Json(body): Json<Value>) -> Response {
     let sim = &comfy.sim;
+    // server.py takes the queue number first, whatever becomes of the prompt.
+    let number = NUMBER.fetch_add(1, Ordering::Relaxed);
     let Some(prompt) = body.get("prompt") else {
         return refusal(
             json!({"type": "no_prompt", "message": "No prompt provided", "details": "No prompt provided", "extra_info": {}}),
@@ -333,13 +349,10 @@ async fn queue_prompt(State(comfy): State<Arc<Comfy>>, Json(body): Json<Value>) 
             node_errors,
         );
     }
-    let id = id.unwrap_or_else(|| {
-        let n = NUMBER.load(Ordering::Relaxed);
-        format!("00000000-0000-4000-8000-{n:012x}")
-    });
     // A repeated id is queued and run again, as on the real server (its queue holds
-    // `(number, prompt_id, …)` tuples and nothing checks the id is new).
-    let number = NUMBER.fetch_add(1, Ordering::Relaxed);
+    // `(number, prompt_id, …)` tuples and nothing checks the id is new). A minted id
+    // is unique: it carries the number.
+    let id = id.unwrap_or_else(|| format!("00000000-0000-4000-8000-{number:012x}"));
     let (load_name, bytes) = nodes
         .values()
         .find(|(class, _)| class == "LoadImage")
@@ -379,6 +392,7 @@ async fn queue_prompt(State(comfy): State<Arc<Comfy>>, Json(body): Json<Value>) 
         prompt: text,
     };
     let job = create_job_as(sim, ask, Some(id), first.map(|f| (f.width, f.height)));
+    comfy.forget_expired();
     let written = comfy.write(&job, &saved);
     comfy.runs().entry(job.id.clone()).or_default().push(Run {
         number,
@@ -556,4 +570,126 @@ async fn object_info_class(State(comfy): State<Arc<Comfy>>, Path(class): Path<St
         out.insert(class, info);
     }
     Json(Value::Object(out)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::jobs::{Jobs, Timing};
+
+    /// A server whose prompts finish at once, with one upload.
+    fn server() -> Arc<Comfy> {
+        let timing = Timing {
+            queue: Duration::ZERO,
+            process: Duration::ZERO,
+            expiry: Duration::from_secs(60),
+        };
+        let sim = crate::state::Sim::new(Jobs::new(timing), "http://sim".into());
+        let comfy = Comfy::new(Arc::new(sim));
+        let mut png = Vec::new();
+        image::RgbImage::new(64, 48)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        comfy.uploads().insert("t/in.png".into(), png);
+        comfy
+    }
+
+    fn workflow(text: &str) -> Value {
+        let mut g: Value = serde_json::from_str(include_str!(
+            "../../../edge/src/providers/comfyui_flux_depth_dev.json"
+        ))
+        .unwrap();
+        g["4"]["inputs"]["image"] = json!("t/in.png");
+        g["7"]["inputs"]["text"] = json!(text);
+        g
+    }
+
+    async fn answer(resp: Response) -> (StatusCode, Value) {
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn post(comfy: &Arc<Comfy>, body: Value) -> (StatusCode, Value) {
+        answer(queue_prompt(State(comfy.clone()), Json(body)).await).await
+    }
+
+    async fn files(comfy: &Arc<Comfy>, id: &str) -> Vec<String> {
+        let (_, h) = answer(history(State(comfy.clone()), Path(id.to_owned())).await).await;
+        let messages: Vec<&str> = h[id]["status"]["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m[0].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            messages,
+            ["execution_start", "execution_cached", "execution_success"]
+        );
+        h[id]["outputs"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|o| o["images"].as_array().unwrap().clone())
+            .map(|i| i["filename"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_repeated_prompt_id_runs_again_and_its_history_is_the_last_run() {
+        let comfy = server();
+        let (status, first) = post(
+            &comfy,
+            json!({"prompt": workflow("again"), "prompt_id": "same"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{first}");
+        assert_eq!(first["prompt_id"], "same");
+        let before = files(&comfy, "same").await;
+        assert!(before.iter().all(|f| f.contains("_00001_")), "{before:?}");
+
+        let (status, again) = post(
+            &comfy,
+            json!({"prompt": workflow("again"), "prompt_id": "same"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{again}");
+        assert!(again["number"].as_u64() > first["number"].as_u64());
+        let after = files(&comfy, "same").await;
+        assert!(after.iter().all(|f| f.contains("_00002_")), "{after:?}");
+        assert_eq!(comfy.sim.submissions()["again"], 2);
+
+        // Any id is taken as Python prints it; none given, one is minted.
+        let (_, null) = post(
+            &comfy,
+            json!({"prompt": workflow("null id"), "prompt_id": null}),
+        )
+        .await;
+        assert_eq!(null["prompt_id"], "None");
+        let (_, number) = post(
+            &comfy,
+            json!({"prompt": workflow("number id"), "prompt_id": 7}),
+        )
+        .await;
+        assert_eq!(number["prompt_id"], "7");
+        let (_, minted) = post(&comfy, json!({"prompt": workflow("minted")})).await;
+        let (_, other) = post(&comfy, json!({"prompt": workflow("minted")})).await;
+        assert_ne!(minted["prompt_id"], other["prompt_id"]);
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_still_queues_the_prompt() {
+        let comfy = server();
+        let body = json!({"prompt": workflow("lost [sim:comfyui:lost]"), "prompt_id": "p"});
+        let (status, _) = post(&comfy, body).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert_eq!(files(&comfy, "p").await.len(), 1);
+    }
 }

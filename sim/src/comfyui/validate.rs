@@ -72,6 +72,7 @@ fn py_num(v: &Value) -> String {
                 format!("{f}")
             }
         }
+        Value::Number(n) => n.to_string(),
         other => py_repr(other, false),
     }
 }
