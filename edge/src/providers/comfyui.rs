@@ -254,8 +254,10 @@ pub fn submitted(cfg: &Provider, id: &str) -> Submitted {
     }
 }
 
-/// The queued prompt; `ours` is the id we sent. The newest server answers 409 "prompt_id
-/// already exists" to a repeat, which means ours is there already. Older servers ignore
+/// The queued prompt; `ours` is the id we sent. ComfyUI v0.3.64 and v0.8.0 take a
+/// repeated id and run it again (`server.py` `post_prompt` has no duplicate check), so
+/// we never send one we could look up first ([`ComfyUi::prepare`]); a 409 for a repeat,
+/// should a server ever answer one, still means ours is there. Older servers ignore
 /// our id and mint their own, which is then the one to follow.
 pub fn parse_prompt(
     cfg: &Provider,
