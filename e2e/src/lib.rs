@@ -88,24 +88,31 @@ pub fn get(url: &str) -> Answer {
 }
 
 /// Submits `sample` (a JPEG of `public/samples/`) with `prompt` to `POST /v2/{model}`,
-/// with `key` if given; asserts the 200 and answers it.
+/// with `key` if given; asserts the 200 and answers it. It carries an Idempotency-Key
+/// of its own, so a submit `wrangler dev`'s proxy lost is sent again safely
+/// ([`send_repeatable`]).
 pub fn submit_sample(model: &str, prompt: &str, sample_name: &str, key: Option<&str>) -> Answer {
-    let form = reqwest::blocking::multipart::Form::new()
-        .text("prompt", prompt.to_owned())
-        .part(
-            "control_image",
-            reqwest::blocking::multipart::Part::bytes(sample(sample_name))
-                .file_name(sample_name.to_owned())
-                .mime_str("image/jpeg")
-                .expect("mime"),
-        );
-    let mut req = client()
-        .post(format!("{}/v2/{model}", base()))
-        .multipart(form);
-    if let Some(key) = key {
-        req = req.header("x-api-key", key);
-    }
-    let a = Answer::from(req.send().expect("submit"));
+    let bytes = sample(sample_name);
+    let idempotency = unique("submit-sample").replace(' ', "-");
+    let a = send_repeatable(|| {
+        let form = reqwest::blocking::multipart::Form::new()
+            .text("prompt", prompt.to_owned())
+            .part(
+                "control_image",
+                reqwest::blocking::multipart::Part::bytes(bytes.clone())
+                    .file_name(sample_name.to_owned())
+                    .mime_str("image/jpeg")
+                    .expect("mime"),
+            );
+        let req = client()
+            .post(format!("{}/v2/{model}", base()))
+            .header("idempotency-key", &idempotency)
+            .multipart(form);
+        match key {
+            Some(key) => req.header("x-api-key", key),
+            None => req,
+        }
+    });
     assert_eq!(a.status, 200, "{}", a.text);
     a
 }
