@@ -12,9 +12,8 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::NavigateOptions;
 use leptos_router::hooks::{use_navigate, use_query_map};
-use parallax_api::{Model, Params, RequestId};
+use parallax_api::{Model, RequestId};
 use wasm_bindgen::JsCast;
-use web_sys::FormData;
 
 use crate::client;
 use crate::components::image_input::{ImageInput, Picked};
@@ -23,19 +22,18 @@ use crate::components::no_jobs::NoJobs;
 use crate::components::param_field::ParamField;
 use crate::components::snippets_panel::SnippetsPanel;
 use crate::image::{self};
-use crate::logic::eta;
 use crate::logic::form::target_megapixels;
 use crate::logic::store::Job;
-use crate::session;
-use crate::store::{Pending, now_ms, use_store};
+use crate::store::use_store;
 
+mod generate;
 mod pending_card;
 mod state;
 
 pub use pending_card::Clock;
 use pending_card::PendingCard;
+use state::Control;
 pub use state::Studio;
-use state::{Control, idempotency_key};
 
 /// ETA before this device has finished a job of the model.
 const DEFAULT_EXPECTED_SECS: f64 = 20.0;
@@ -105,97 +103,7 @@ pub fn StudioPage() -> impl IntoView {
         })
     });
 
-    let generate = move || {
-        show_errors.set(true);
-        if preparing.get_untracked() {
-            form_error.set(Some("The image is still being prepared.".into()));
-            return;
-        }
-        let Some(ctl) = control.get_untracked() else {
-            form_error.set(Some("Choose a control image first.".into()));
-            return;
-        };
-        let state = form.get_untracked();
-        if let Some((name, e)) = state.errors().into_iter().next() {
-            let label = state.model.param(name).map_or(name, |p| p.label);
-            form_error.set(Some(format!("{label} {e}")));
-            focus(&format!("param-{name}"));
-            return;
-        }
-        // Every field goes in, or nothing is sent: a dropped field would make another
-        // job than the one on screen.
-        let mut params = Params::default();
-        let built = FormData::new().and_then(|data| {
-            for (name, value) in state.fields() {
-                data.append_with_str(name, &value)?;
-                params.0.insert(name.to_owned(), value.into());
-            }
-            match &ctl {
-                Control::Prepared(p) => {
-                    data.append_with_blob_and_filename("control_image", &p.blob, "control.jpg")?
-                }
-                Control::Url(u) => data.append_with_str("control_image", u)?,
-            }
-            Ok(data)
-        });
-        let Ok(data) = built else {
-            form_error.set(Some(
-                "This browser could not put the request together; nothing was sent. Please try again."
-                    .into(),
-            ));
-            return;
-        };
-        form_error.set(None);
-        if !state.seed_locked {
-            form.update(|f| f.set("seed", String::new()));
-        }
-        let key = studio.next_key.get_value();
-        studio.next_key.set_value(key + 1);
-        let prompt = state.get("prompt").trim().to_owned();
-        let model = state.model;
-        store.pending.update(|p| {
-            p.insert(
-                0,
-                Pending {
-                    key,
-                    model,
-                    prompt: prompt.clone(),
-                    started_ms: now_ms(),
-                    error: None,
-                },
-            )
-        });
-        scroll_to_newest_job();
-        let expected = eta::expected(&session::durations(model), DEFAULT_EXPECTED_SECS);
-        let idem = idempotency_key();
-        spawn_local(async move {
-            match client::submit(model, &data, &idem).await {
-                Ok(s) => {
-                    let started = store
-                        .pending
-                        .with_untracked(|p| p.iter().find(|p| p.key == key).map(|p| p.started_ms))
-                        .unwrap_or_else(now_ms);
-                    let mut job = Job::submitted(
-                        &s.request_id.to_string(),
-                        model,
-                        &prompt,
-                        &s.response_url,
-                        params,
-                        started,
-                        expected,
-                    );
-                    job.owner_token = s.owner_token;
-                    store.submitted(job);
-                    store.pending.update(|p| p.retain(|p| p.key != key));
-                }
-                Err(e) => store.pending.update(|p| {
-                    if let Some(p) = p.iter_mut().find(|p| p.key == key) {
-                        p.error = Some(e.message());
-                    }
-                }),
-            }
-        });
-    };
+    let generate = move || studio.generate(store);
 
     let actions = CardActions {
         remix: Callback::new(move |job: Job| {
