@@ -99,6 +99,8 @@ pub enum Op {
     Charge { job_id: String },
     /// Just count a request and report the balance.
     Touch,
+    /// A held read or stream ended: give its lease back (see [`LedgerRequest::hold`]).
+    Unhold { id: String },
     /// A page of the account's jobs, newest first, after `cursor` (a job id).
     List {
         cursor: Option<String>,
@@ -153,6 +155,20 @@ pub struct LedgerRequest {
     pub op: Op,
     pub limit: Option<Limit>,
     pub now_ms: u64,
+    /// A read to be held: a lease on one of the account's held reads
+    /// (`crate::holds`), taken only if the request passed its rate limit.
+    #[serde(default)]
+    pub hold: Option<Hold>,
+}
+
+/// A lease asked for by a held read or an event stream's hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub id: String,
+    /// When the lease lapses if it is not given back (Unix ms).
+    pub until_ms: u64,
+    /// Most leases the account may hold at once.
+    pub max: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,6 +230,9 @@ pub struct LedgerReply {
     /// For [`Op::History`]: the entries, newest first (`next_cursor` as for List).
     #[serde(default)]
     pub entries: Vec<CreditEntry>,
+    /// For a request with a [`LedgerRequest::hold`]: the lease was taken.
+    #[serde(default)]
+    pub held: bool,
 }
 
 /// How long a confirmed idempotency key is remembered.
@@ -1248,6 +1267,8 @@ pub struct Ledger {
     /// A job's retention: a runner without a record for a younger job never had one.
     retention_ms: u64,
     windows: RefCell<RateWindows>,
+    /// Leases of held reads (`crate::holds`): in memory, as the rate windows.
+    leases: RefCell<crate::holds::Leases>,
     /// The schema exists and any legacy value was imported (checked once per
     /// instance).
     ready: Cell<bool>,
@@ -1274,6 +1295,7 @@ fn reply(outcome: Outcome, balance: u64) -> LedgerReply {
         charge: None,
         stats: None,
         entries: Vec::new(),
+        held: false,
     }
 }
 
@@ -1290,6 +1312,7 @@ impl DurableObject for Ledger {
             env,
             retention_ms: cfg.retention_secs * 1000,
             windows: RefCell::new(RateWindows::default()),
+            leases: RefCell::new(crate::holds::Leases::default()),
             ready: Cell::new(false),
             keep_charges_ms: (cfg.retention_secs + cfg.job_deadline_secs) * 1000 + CHARGE_MARGIN_MS,
             open_ms: cfg.job_deadline_secs * 1000 + CHARGE_MARGIN_MS,
@@ -1313,6 +1336,11 @@ impl DurableObject for Ledger {
                 return Ok(http::json(&serde_json::json!({"error": "no dev ops"}), 404));
             }
             return self.dev(&db, request).await;
+        }
+        // Memory only: no row is read or written for it.
+        if let Op::Unhold { id } = &request.op {
+            self.leases.borrow_mut().give_back(id);
+            return Ok(http::json(&reply(Outcome::Ok, 0), 200));
         }
         if !self.ready.get() {
             self.prepare(&db, request.now_ms).await?;
@@ -1528,8 +1556,14 @@ impl Ledger {
         if let Some(retry_after_secs) = limited {
             out.outcome = Outcome::RateLimited { retry_after_secs };
         } else {
+            if let Some(hold) = &request.hold {
+                out.held = self
+                    .leases
+                    .borrow_mut()
+                    .take(&hold.id, hold.until_ms, hold.max, now);
+            }
             match &request.op {
-                Op::Touch => {}
+                Op::Touch | Op::Unhold { .. } => {}
                 Op::Precheck {
                     amount,
                     idempotency_key,

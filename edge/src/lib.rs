@@ -14,6 +14,7 @@ pub mod error;
 pub mod fallback;
 pub mod finish_times;
 pub mod handlers;
+pub mod holds;
 pub mod hooks;
 pub mod http;
 pub mod input;

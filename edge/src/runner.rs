@@ -212,6 +212,18 @@ impl DurableObject for JobRunner {
                             storage.set_alarm(0).await?;
                         }
                         match held(&req) {
+                            // Beyond the job's cap (`holds.rs`): answered at once, as it
+                            // is. Its waiters are the exact count: every hold of this job
+                            // waits here.
+                            Some(wait)
+                                if self.waiters.len() >= crate::holds::PER_JOB
+                                    && !wait.answers(job.status, job.status) =>
+                            {
+                                let mut resp = http::json(&job, 200);
+                                resp.headers_mut()
+                                    .set(crate::holds::NOT_HELD_HEADER, "no")?;
+                                Ok(resp)
+                            }
                             Some(wait) => match self.hold(job, wait).await? {
                                 Some(job) => Ok(http::json(&job, 200)),
                                 None => Ok(http::json(&"expired or deleted", 404)),

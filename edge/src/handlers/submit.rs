@@ -443,6 +443,8 @@ mod tests {
                 submits_per_minute: 1,
                 reads_per_minute: 1,
                 keyless_reads_per_minute: 1,
+                holds_per_account: 1,
+                stream_max_secs: 1,
             },
             sync_wait_secs: 1,
             upstream_timeout_secs: 1,
