@@ -101,6 +101,45 @@ fn the_same_key_with_another_request_is_a_422_naming_the_header() {
 
 #[test]
 #[ignore = "needs the running stack: cargo xtask test"]
+fn a_known_key_with_another_request_is_refused_before_its_image_is_fetched() {
+    let key = test_key("ledger");
+    let idem = unique("cheap");
+    let first = submit(&key, Some(&idem), form("bound first"));
+    assert_eq!(first.status, 200, "{}", first.text);
+    // The test stack fetches no URL (`REMOTE_IMAGES=off`: such a submit is a 400 naming
+    // control_image where the fetch would be). Under a key bound to another request
+    // the 422 comes first: nothing was about to be fetched.
+    let a = send(
+        client()
+            .post(format!("{}/v2/flux-depth-pro", base()))
+            .header("x-api-key", &key)
+            .header("idempotency-key", &idem)
+            .json(&json!({
+                "prompt": "bound first",
+                "control_image": "https://images.example.com/elsewhere.jpg",
+            })),
+    );
+    assert_eq!(a.status, 422, "{}", a.text);
+    assert_eq!(a.json()["code"], "idempotency_key_reused");
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn an_account_without_credits_is_refused_before_its_body_is_read() {
+    // Not even JSON: a 400 if it were read; a 406 because it is not.
+    let a = send(
+        client()
+            .post(format!("{}/v2/flux-depth-pro", base()))
+            .header("x-api-key", test_key("broke"))
+            .header("content-type", "application/json")
+            .body("{ this is not read"),
+    );
+    assert_eq!(a.status, 406, "{}", a.text);
+    assert_eq!(a.json()["code"], "insufficient_credits");
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
 fn concurrent_submits_with_one_key_make_one_job_charged_once() {
     let key = test_key("ledger_concurrent");
     let idem = unique("concurrent");

@@ -304,20 +304,27 @@ impl Caller {
     /// Before anything of a submit is read or fetched: counts it against the submit
     /// rate limit and checks the account can pay for the cheapest job (`amount`).
     /// A retry under a known `idempotency_key` passes whatever the balance (its job is
-    /// paid for already and will be replayed).
+    /// paid for already and will be replayed). `Ok(Some(fingerprint))`: the request
+    /// the key is bound to, so a different one is refused before anything is fetched.
     pub async fn precheck(
         &self,
         env: &Env,
         amount: u64,
         idempotency_key: Option<&str>,
-    ) -> EdgeResult<()> {
+    ) -> EdgeResult<Option<String>> {
         let op = Op::Precheck {
             amount,
             idempotency_key: idempotency_key.map(str::to_owned),
         };
-        match self.call(env, op, self.submit_limit()).await? {
+        let limit = Some(self.submit_limit());
+        let reply = ledger_call(env, &self.account, self.funding.clone(), op, limit).await?;
+        self.balance.set(Some(reply.balance));
+        match reply.outcome {
+            Outcome::RateLimited { retry_after_secs } => {
+                Err(EdgeError::RateLimited { retry_after_secs })
+            }
             Outcome::Insufficient { needed } => Err(self.insufficient(needed)),
-            _ => Ok(()),
+            _ => Ok(reply.key_fingerprint),
         }
     }
 

@@ -233,6 +233,10 @@ pub struct LedgerReply {
     /// For a request with a [`LedgerRequest::hold`]: the lease was taken.
     #[serde(default)]
     pub held: bool,
+    /// For [`Op::Precheck`] with a live idempotency key: the fingerprint it is bound
+    /// to (none for keys from before fingerprints, which replay any body).
+    #[serde(default)]
+    pub key_fingerprint: Option<String>,
 }
 
 /// How long a confirmed idempotency key is remembered.
@@ -1296,6 +1300,7 @@ fn reply(outcome: Outcome, balance: u64) -> LedgerReply {
         stats: None,
         entries: Vec::new(),
         held: false,
+        key_fingerprint: None,
     }
 }
 
@@ -1568,10 +1573,12 @@ impl Ledger {
                     amount,
                     idempotency_key,
                 } => {
-                    let known = match idempotency_key {
-                        Some(key) => db.key(key)?.is_some_and(|row| row.expires_ms > now),
-                        None => false,
+                    let live = match idempotency_key {
+                        Some(key) => db.key(key)?.filter(|row| row.expires_ms > now),
+                        None => None,
                     };
+                    let known = live.is_some();
+                    out.key_fingerprint = live.map(|row| row.fingerprint).filter(|f| !f.is_empty());
                     if !known && account.balance < *amount {
                         out.outcome = Outcome::Insufficient { needed: *amount };
                     }

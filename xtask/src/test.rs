@@ -193,6 +193,8 @@ fn e2e_phases(clock: &mut Clock, mut counts: Counts) -> Result {
         ("poor", 7, None),
         // Held reads beyond the caps: an account of its own (the cap is per account).
         ("holder", 1_000, None),
+        // Refused before its body is read: an account with nothing.
+        ("broke", 0, None),
         ("limited", 100_000, Some(2)),
     ];
     let test_keys: Vec<String> = keys::create_many(&keys::Target::Local(&state), &specs)?

@@ -26,7 +26,7 @@ use crate::storage::{self, keys};
 pub async fn run_feature(mut req: Request, env: &Env, caller: &Caller) -> EdgeResult<Response> {
     let cfg = Config::from_env(env);
     let idempotency_key = idempotency_key(&req)?;
-    caller
+    let bound_to = caller
         .precheck(
             env,
             cheapest_for(&cfg, onemin::model()),
@@ -49,6 +49,7 @@ pub async fn run_feature(mut req: Request, env: &Env, caller: &Caller) -> EdgeRe
         raw,
         idempotency_key,
         webhook: None,
+        bound_to,
     };
     let id = create_job(env, &cfg, caller, onemin::model(), request)
         .await
