@@ -324,3 +324,49 @@ fn a_nat_neighbour_cannot_cancel_or_delete_an_anonymous_job() {
     assert_eq!(deleted.status, 200, "{}", deleted.text);
     assert_eq!(get(&link).status, 404, "the photo is gone with the job");
 }
+
+/// The public media routes' limit per address (`wrangler.toml`'s `MEDIA_LIMIT`).
+const MEDIA_PER_MIN: usize = 600;
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn public_media_is_rate_limited_per_address() {
+    let from = |path: &str, ip: &str| {
+        Answer::from(
+            client()
+                .get(format!("{}{path}", base()))
+                .header("cf-connecting-ip", ip)
+                .send()
+                .expect("media request"),
+        )
+    };
+    let missing = "/results/00000000-0000-4000-8000-000000000000/0.jpg";
+    // An address of its own (IPv6 /56 buckets), so no other test shares its count.
+    let ip = "2001:db8:2601:4200::7";
+    let mut refused = None;
+    // The minute may roll over once meanwhile: allow two windows' worth.
+    for n in 0..=2 * MEDIA_PER_MIN + 1 {
+        let a = from(missing, ip);
+        if a.status == 429 {
+            refused = Some((n, a));
+            break;
+        }
+        assert_eq!(a.status, 404, "{}", a.text);
+    }
+    let (n, a) = refused.expect("media requests were never limited");
+    assert!(n >= MEDIA_PER_MIN, "limited after {n}");
+    assert_eq!(a.json()["code"], "rate_limited", "{}", a.text);
+    assert!(a.header("retry-after").is_some());
+    // Assets share the bucket; another /56 has its own.
+    assert_eq!(from("/api/assets/missing.jpg", ip).status, 429);
+    assert_eq!(
+        from(missing, "2001:db8:2601:4201::7").status,
+        429,
+        "same /56"
+    );
+    assert_eq!(
+        from(missing, "2001:db8:2601:4300::7").status,
+        404,
+        "another /56"
+    );
+}

@@ -123,6 +123,8 @@ pub mod bindings {
     pub const ASSETS: &str = "ASSETS";
     pub const LEDGER: &str = "LEDGER";
     pub const BREAKER: &str = "BREAKER";
+    /// The Rate Limiting binding of the public media routes (`media_limit.rs`).
+    pub const MEDIA_LIMIT: &str = "MEDIA_LIMIT";
 }
 
 fn text(env: &Env, name: &str) -> Option<String> {

@@ -20,6 +20,7 @@ pub mod http;
 pub mod input;
 pub mod job;
 pub mod ledger;
+pub mod media_limit;
 pub mod meter;
 pub mod providers;
 pub mod router;

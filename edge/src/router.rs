@@ -75,6 +75,7 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
         }
         ["results", id, file] => {
             allow(method, &["GET"], "GET")?;
+            crate::media_limit::check(&req, env).await?;
             return results::get_output(&req, env, id, file).await;
         }
         // Providers' callbacks: no caller (they carry the job's token and their own
@@ -136,6 +137,7 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
         }
         ["api", "assets", file] => {
             allow(method, &["GET"], "GET")?;
+            crate::media_limit::check(&req, env).await?;
             return onemin::get_asset(&req, env, file).await;
         }
         ["v2", model] => {
