@@ -370,3 +370,87 @@ fn public_media_is_rate_limited_per_address() {
         "another /56"
     );
 }
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn an_uploaded_asset_goes_with_the_last_job_made_from_it_or_unused() {
+    let key = test_key("rich");
+    let upload = || {
+        let form = Form::new().part(
+            "asset",
+            Part::bytes(sample("chelsea.jpg"))
+                .file_name("chelsea.jpg")
+                .mime_str("image/jpeg")
+                .unwrap(),
+        );
+        let a = Answer::from(
+            client()
+                .post(format!("{}/api/assets", base()))
+                .header("API-KEY", &key)
+                .multipart(form)
+                .send()
+                .expect("upload"),
+        );
+        assert_eq!(a.status, 200, "{}", a.text);
+        a.json()["fileContent"]["path"].as_str().unwrap().to_owned()
+    };
+    // Its own address: these reads count against no other test's media limit.
+    let get_asset = |path: &str| {
+        Answer::from(
+            client()
+                .get(format!("{}/api/{path}", base()))
+                .header("cf-connecting-ip", "198.51.100.26")
+                .send()
+                .expect("asset"),
+        )
+        .status
+    };
+    let feature = |path: &str| {
+        let a = Answer::from(
+            client()
+                .post(format!("{}/api/features", base()))
+                .header("API-KEY", &key)
+                .json(&serde_json::json!({
+                    "type": "IMAGE_EDITOR",
+                    "model": "black-forest-labs/flux-depth-pro",
+                    "promptObject": {"imageUrl": path, "prompt": "made from an asset"},
+                }))
+                .send()
+                .expect("feature"),
+        );
+        assert_eq!(a.status, 200, "{}", a.text);
+        a.header("x-request-id").unwrap().to_owned()
+    };
+    let delete = |id: &str| {
+        let a = get_as_delete(id, &key);
+        assert_eq!(a, 200);
+    };
+    let used = upload();
+    let unused = upload();
+    let (first, second) = (feature(&used), feature(&used));
+    assert_eq!(get_asset(&used), 200);
+    delete(&first);
+    assert_eq!(get_asset(&used), 200, "the second job still uses it");
+    delete(&second);
+    assert_eq!(get_asset(&used), 404, "gone with the last job made from it");
+    // No job used the other: gone after the stack's ASSET_UNUSED_SECS (20 s).
+    let start = std::time::Instant::now();
+    while get_asset(&unused) == 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "an unused asset never went"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert_eq!(get_asset(&unused), 404);
+}
+
+fn get_as_delete(id: &str, key: &str) -> u16 {
+    client()
+        .delete(format!("{}/v2/requests/{id}", base()))
+        .header("x-api-key", key)
+        .send()
+        .expect("delete")
+        .status()
+        .as_u16()
+}

@@ -143,6 +143,11 @@ fn number(env: &Env, name: &str, default: u64) -> u64 {
 }
 
 impl Config {
+    /// A whole-number var, or `default` when unset or not a number.
+    pub fn number_var(env: &Env, name: &str, default: u64) -> u64 {
+        number(env, name, default)
+    }
+
     pub fn from_env(env: &Env) -> Self {
         let providers = Kind::ALL
             .into_iter()

@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod accounts;
+pub mod asset_refs;
 pub mod breaker;
 pub mod compat;
 pub mod config;

@@ -435,6 +435,8 @@ fn stack_options(
             // threshold the fault tests would open it under the tests that need that
             // provider. Every submit still goes through the breaker's Durable Object.
             ("BREAKER_FAILURES", "1000"),
+            // An uploaded asset no job used is gone after this (production: an hour).
+            ("ASSET_UNUSED_SECS", "20"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .to_vec(),

@@ -463,6 +463,10 @@ pub async fn delete_job(
     };
     let removed = runner_call(env, &job.id, "/delete", true).await?;
     caller.forget(env, job.id.as_str()).await?;
+    // An uploaded asset goes with the last job made from it (`asset_refs.rs`).
+    if let Err(e) = crate::asset_refs::release(env, &job.id).await {
+        worker::console_warn!("job {}: its asset was not released: {e}", job.id);
+    }
     if canceled.is_some() {
         caller.refresh(env).await?;
     }
