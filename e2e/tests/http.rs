@@ -404,3 +404,37 @@ fn hashed_build_files_are_immutable_and_nothing_else_is() {
         );
     }
 }
+
+/// Lines the Worker wrote for refused requests so far (`refusal_log.rs`), from the
+/// stack's log (beside its state directory).
+fn refusal_lines() -> usize {
+    let dir = parallax_e2e::state_dir().expect("PARALLAX_STATE_DIR");
+    let log = std::fs::read_to_string(dir.with_file_name("stack.log")).unwrap_or_default();
+    log.lines()
+        .filter(|l| l.contains("parallax-refused "))
+        .count()
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn refusals_are_logged_but_a_flood_of_them_is_not() {
+    let before = refusal_lines();
+    let flood = 300;
+    for _ in 0..flood {
+        let a = Answer::from(
+            client()
+                .get(format!("{}/v2/requests", base()))
+                .header("x-api-key", "px_not_a_key_of_this_stack")
+                .send()
+                .expect("request"),
+        );
+        assert_eq!(a.status, 401, "{}", a.text);
+    }
+    // The log is written as it comes: wait for the first line.
+    let written = parallax_e2e::eventually("a refusal logged", Duration::from_secs(20), || {
+        let n = refusal_lines() - before;
+        (n > 0).then_some(n)
+    });
+    // A few lines per 10 s window at most (other tests' refusals share the budget).
+    assert!(written <= 50, "{written} lines for {flood} refusals");
+}

@@ -24,6 +24,7 @@ pub mod ledger;
 pub mod media_limit;
 pub mod meter;
 pub mod providers;
+pub mod refusal_log;
 pub mod router;
 pub mod runner;
 pub mod security;
