@@ -454,3 +454,56 @@ fn get_as_delete(id: &str, key: &str) -> u16 {
         .status()
         .as_u16()
 }
+
+/// `POST /v2/requests/{id}/share` as `key` (a test key's name) with `body`.
+fn share_as(id: &str, key: &str, body: serde_json::Value) -> Answer {
+    Answer::from(
+        client()
+            .post(format!("{}/v2/requests/{id}/share", base()))
+            .header("x-api-key", test_key(key))
+            .json(&body)
+            .send()
+            .unwrap(),
+    )
+}
+
+/// The share page shows the photo a job was made from only when its owner chose to:
+/// by default the result alone, and no link to the photo for anyone but the owner.
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn the_share_page_shows_the_photo_only_when_its_owner_chose_to() {
+    let sub = submit("a photo shared on purpose", Some("rich")).json();
+    let id = sub["request_id"].as_str().unwrap().to_owned();
+    wait_terminal(sub["status_url"].as_str().unwrap(), Duration::from_secs(60));
+    let result_url = format!("{}/v2/requests/{id}", base());
+    let public = || get_as(&result_url, None).json();
+    assert!(public()["control_image"].is_null(), "not shared by default");
+    assert!(public()["share_control"].is_null(), "none: absent");
+
+    let stranger = share_as(&id, "other", serde_json::json!({"share_control": "photo"}));
+    assert_eq!(stranger.status, 403, "{}", stranger.text);
+    let bad = share_as(&id, "rich", serde_json::json!({"share_control": "yes"}));
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    assert_eq!(bad.json()["fields"][0]["field"], "share_control");
+    assert!(
+        public()["control_image"].is_null(),
+        "refusals changed nothing"
+    );
+
+    let chosen = share_as(&id, "rich", serde_json::json!({"share_control": "photo"}));
+    assert_eq!(chosen.status, 200, "{}", chosen.text);
+    assert_eq!(chosen.json()["share_control"], "photo");
+    let shared = public();
+    assert_eq!(shared["share_control"], "photo");
+    let link = shared["control_image"].as_str().expect("a link for anyone");
+    let opened = client().get(link).send().unwrap();
+    assert_eq!(opened.status().as_u16(), 200);
+    assert_eq!(opened.bytes().unwrap().to_vec(), sample("astronaut.jpg"));
+    // The crawlers' HTML still previews the result, never the photo.
+    let page = get(&format!("{}/r/{id}", base()));
+    assert!(!page.text.contains("/control"), "{}", page.text);
+
+    let back = share_as(&id, "rich", serde_json::json!({"share_control": "none"}));
+    assert_eq!(back.status, 200, "{}", back.text);
+    assert!(public()["control_image"].is_null(), "unshared again");
+}

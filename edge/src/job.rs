@@ -135,6 +135,9 @@ pub struct JobRecord {
     /// arrived looks again when it ends, so no callback is lost to a racing poll.
     #[serde(default)]
     pub hooks: u32,
+    /// What its share page shows beside the result (its owner's choice).
+    #[serde(default)]
+    pub share_control: parallax_api::ShareControl,
 }
 
 /// What a verified upstream callback does to a job (`JobRecord::take_hook`).
@@ -402,6 +405,7 @@ impl JobRecord {
             refund_withheld_for: None,
             asked_model: None,
             hooks: 0,
+            share_control: parallax_api::ShareControl::None,
         }
     }
 
@@ -1181,6 +1185,7 @@ impl JobRecord {
             expires_at: self.expires_ms.map(|e| e / 1000),
             // The owner's reads add a signed link (`handlers::jobs::result_view`).
             control_image: None,
+            share_control: self.share_control,
         }
     }
 }

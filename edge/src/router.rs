@@ -31,6 +31,8 @@ enum Api {
     Result(String),
     Delete(String),
     Cancel(String),
+    /// What the share page shows (owner only).
+    Share(String),
     List,
     /// The key's balance and credit history.
     Credits,
@@ -110,6 +112,10 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
         ["v2", "requests", id, "cancel"] => {
             allow(method, &["POST"], "POST")?;
             Api::Cancel((*id).to_owned())
+        }
+        ["v2", "requests", id, "share"] => {
+            allow(method, &["POST"], "POST")?;
+            Api::Share((*id).to_owned())
         }
         ["v2", "requests", id] => {
             allow(method, &["GET", "DELETE"], "GET, DELETE")?;
@@ -243,6 +249,10 @@ async fn dispatch(api: Api, req: Request, env: &Env, caller: &Caller) -> EdgeRes
         Api::Cancel(id) => {
             caller.touch(env).await?;
             jobs::cancel_job(&req, env, caller, &id).await
+        }
+        Api::Share(id) => {
+            caller.touch(env).await?;
+            jobs::share_job(req, env, caller, &id).await
         }
         Api::List => jobs::list_jobs(&req, env, caller).await,
         Api::Credits => credits::get_credits(&req, env, caller).await,

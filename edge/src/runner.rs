@@ -272,6 +272,15 @@ impl DurableObject for JobRunner {
                         Ok(http::json(&latest, 200))
                     }
                     (Method::Post, "/hook") => self.hook(req).await,
+                    // The owner's choice of what the share page shows (the Worker
+                    // checked ownership).
+                    (Method::Post, "/share") => {
+                        let choice: parallax_api::ShareControl = req.json().await?;
+                        match self.update(|j| j.share_control = choice).await? {
+                            Some(()) => Ok(http::json(&choice, 200)),
+                            None => Ok(http::json(&"no such job", 404)),
+                        }
+                    }
                     _ => Ok(http::json(&"unknown runner route", 404)),
                 }
             }

@@ -222,7 +222,8 @@ pub fn owner_control_link(
 }
 
 /// The result body as `claim` may read it: its owner's carries a signed link to the
-/// control image, anyone else's none.
+/// control image, anyone else's only when the owner chose to show the photo on the
+/// share page.
 pub fn result_view(
     cfg: &Config,
     claim: &Claim<'_>,
@@ -230,8 +231,47 @@ pub fn result_view(
     origin: &str,
 ) -> parallax_api::JobResult {
     let mut result = job.result(origin);
-    result.control_image = owner_control_link(cfg, claim, job, origin);
+    result.control_image = match job.share_control {
+        parallax_api::ShareControl::Photo => cfg.control_link_secret.as_ref().map(|secret| {
+            let now = worker::Date::now().as_millis() / 1000;
+            crate::control_link::owner_link(secret, origin, &job.id, now)
+        }),
+        parallax_api::ShareControl::None => owner_control_link(cfg, claim, job, origin),
+    };
     result
+}
+
+/// `POST /v2/requests/{id}/share` (`{"share_control": "none" | "photo"}`): what the
+/// job's share page shows beside the result, stored with the job. Only its owner may
+/// ([`owns`]).
+pub async fn share_job(
+    mut req: Request,
+    env: &Env,
+    caller: &Caller,
+    raw_id: &str,
+) -> EdgeResult<Response> {
+    let job = owned(&req, env, caller, raw_id).await?;
+    let body: parallax_api::ShareRequest = req.json().await.map_err(|e| {
+        EdgeError::field(
+            "share_control",
+            format!("must be \"none\" or \"photo\" ({e})"),
+        )
+    })?;
+    let choice = body.share_control;
+    let stored = runner_stub(env, &job.id)?
+        .fetch_with_request(internal_request("/share", Some(&choice))?)
+        .await?;
+    match stored.status_code() {
+        200 => Ok(http::json(
+            &parallax_api::ShareResponse {
+                request_id: job.id,
+                share_control: choice,
+            },
+            200,
+        )),
+        404 => Err(not_found()),
+        other => Err(EdgeError::Internal(format!("runner answered {other}"))),
+    }
 }
 
 /// `GET /v2/requests/{id}`: the result, by id, to anyone (`caller` is `None` for a
