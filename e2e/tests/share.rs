@@ -25,6 +25,26 @@ fn submit(prompt: &str, key: Option<&str>) -> Answer {
     a
 }
 
+/// `'sha256-…'` of each inline `<script>` (one without `src`) in a served page, as a
+/// browser computes it over the script's text.
+fn inline_script_hashes(html: &str) -> Vec<String> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    html.split("<script")
+        .skip(1)
+        .filter_map(|rest| {
+            let (tag, after) = rest.split_once('>')?;
+            let (body, _) = after.split_once("</script>")?;
+            (!tag.contains("src=")).then(|| {
+                format!(
+                    "'sha256-{}'",
+                    base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(body))
+                )
+            })
+        })
+        .collect()
+}
+
 fn meta<'a>(html: &'a str, attr: &str, name: &str) -> Option<&'a str> {
     let needle = format!("<meta {attr}=\"{name}\" content=\"");
     let start = html.find(&needle)? + needle.len();
@@ -176,6 +196,17 @@ fn html_is_served_with_a_strict_content_security_policy() {
             !scripts.contains("unsafe-inline"),
             "{path}: no inline scripts beyond the hashed one"
         );
+        // The hashes are exactly those of the inline scripts this page serves.
+        let mut allowed: Vec<String> = scripts
+            .split_whitespace()
+            .filter(|s| s.starts_with("'sha256-"))
+            .map(str::to_owned)
+            .collect();
+        let mut served = inline_script_hashes(&page.text);
+        allowed.sort();
+        served.sort();
+        assert!(!served.is_empty(), "{path}: the bootstrap is inline");
+        assert_eq!(allowed, served, "{path}");
         assert!(csp.contains("frame-ancestors 'none'"));
         assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
         assert_eq!(

@@ -13,7 +13,7 @@
 //!   the first two submits fail that way, then it works; a trailing `!` (e.g.
 //!   `[sim:segmind:503!]`) makes it permanent;
 //! - `[sim:output404]`, `[sim:slowdownload]` (3 s per output), `[sim:truncate]` (the
-//!   first two downloads are cut short).
+//!   first two downloads are cut short), `[sim:extra]` (one output more than asked).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

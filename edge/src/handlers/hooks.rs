@@ -69,6 +69,12 @@ fn now_ms() -> u64 {
     worker::Date::now().as_millis()
 }
 
+/// Whether a failed fetch of `failed_url` at `failed_at` still stands for `url` at
+/// `now`: no new fetch is made until it lapses.
+fn failed_lately(failed_url: &str, failed_at: u64, url: &str, now: u64) -> bool {
+    failed_url == url && now.saturating_sub(failed_at) < JWKS_FAILURE_TTL_MS
+}
+
 /// fal's public keys, from this isolate's cache or fetched.
 async fn fal_keys(url: &str) -> EdgeResult<Vec<VerifyingKey>> {
     let now = now_ms();
@@ -84,7 +90,7 @@ async fn fal_keys(url: &str) -> EdgeResult<Vec<VerifyingKey>> {
     let failed_lately = JWKS_FAILED.with(|f| {
         f.borrow()
             .as_ref()
-            .is_some_and(|(u, at)| u == url && now.saturating_sub(*at) < JWKS_FAILURE_TTL_MS)
+            .is_some_and(|(u, at)| failed_lately(u, *at, url, now))
     });
     if failed_lately {
         return Err(EdgeError::UpstreamFailed(
@@ -223,5 +229,25 @@ pub async fn receive(
             200,
         )),
         other => Err(EdgeError::Internal(format!("runner answered {other}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_jwks_fetch_is_remembered_for_its_url_for_30_s() {
+        let url = "https://rest.alpha.fal.ai/.well-known/jwks.json";
+        assert!(failed_lately(url, 1_000, url, 1_000));
+        assert!(failed_lately(
+            url,
+            1_000,
+            url,
+            1_000 + JWKS_FAILURE_TTL_MS - 1
+        ));
+        assert!(!failed_lately(url, 1_000, url, 1_000 + JWKS_FAILURE_TTL_MS));
+        assert!(!failed_lately("https://other/jwks", 1_000, url, 1_001));
+        assert_eq!(JWKS_FAILURE_TTL_MS, 30_000);
     }
 }
