@@ -405,3 +405,44 @@ fn a_start_never_confirmed_nor_released_is_reaped_by_the_ledgers_alarm() {
     assert_eq!(a.status, 200, "{}", a.text);
     assert_ne!(a.json()["request_id"], job_id);
 }
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn a_charge_is_never_pruned_before_its_settlement() {
+    let key = test_key("ledger_prune");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let job_id = format!("5e1a0b2c-3d4e-4f5a-8b6c-{:012x}", nanos & 0xffff_ffff_ffff);
+    // A charge far past retention whose job never settled (its start pending an hour).
+    dev_ledger(
+        &key,
+        json!({"op": "dev_reserve", "job_id": job_id, "amount": 5,
+               "idempotency_key": unique("unsettled"), "pending_ms": 3_600_000,
+               "age_ms": 10 * 3_600_000u64}),
+    );
+    // A submit prunes old charges as it reserves.
+    let a = submit(&key, None, form(&unique("prunes")));
+    assert_eq!(a.status, 200, "{}", a.text);
+    let charge = dev_ledger(&key, json!({"op": "charge", "job_id": job_id}));
+    assert_eq!(
+        charge["charge"]["charged"], 5,
+        "kept until settled: {charge}"
+    );
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn a_sync_answer_counts_its_refund_in_the_remaining_credits() {
+    let key = test_key("ledger_sync");
+    let before = balance_of(&key);
+    let a = send(
+        client()
+            .post(format!("{}/v1/flux-depth-pro", base()))
+            .header("x-api-key", &key)
+            .multipart(form(&unique("refunded at once [sim:fail]"))),
+    );
+    assert_eq!(a.status, 422, "{}", a.text);
+    assert_eq!(credits(&a), before, "the refund is in the answer's balance");
+}

@@ -139,6 +139,10 @@ pub enum Op {
         amount: u64,
         idempotency_key: String,
         pending_ms: u64,
+        /// How old the charge is made (its `created_ms` is now minus this), for the
+        /// pruning test.
+        #[serde(default)]
+        age_ms: u64,
     },
 }
 
@@ -872,8 +876,13 @@ const PRUNE_KEYS: &str = "DELETE FROM idempotency WHERE idem_key IN
      (SELECT idem_key FROM idempotency WHERE expires_ms <= ?
         AND NOT (state = 'pending' AND job_id IN (SELECT job_id FROM starts))
       ORDER BY expires_ms LIMIT ?)";
+/// Only settled charges (a recorded end, or a refund recorded before settlements
+/// were): a charge whose settlement has not arrived yet is kept until it does, so a
+/// late settlement still finds it.
 const PRUNE_CHARGES: &str = "DELETE FROM charges WHERE seq IN
-     (SELECT seq FROM charges WHERE created_ms < ? ORDER BY created_ms LIMIT ?)";
+     (SELECT seq FROM charges WHERE created_ms < ?
+        AND (reason IS NOT NULL OR refunded IS NOT NULL)
+      ORDER BY created_ms LIMIT ?)";
 const SEED: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
      INSERT OR IGNORE INTO charges (job_id, credits, refunded, created_ms, listed, reason)
      SELECT printf('seed-%d-%08d', ?, i), 2, CASE WHEN i % 10 = 0 THEN 2 ELSE 0 END, ?, 1,
@@ -1687,7 +1696,16 @@ impl Ledger {
                     credits,
                     reason,
                 } => {
-                    if let Some(charge) = db.charge(job_id)? {
+                    let charge = db.charge(job_id)?;
+                    if charge.is_none() {
+                        // Nothing to settle against: refused (no credit is given for a
+                        // charge this Ledger does not hold), and logged.
+                        worker::console_error!(
+                            "ledger: settle of job {job_id} ({credits} credits, {}) without a charge row: refused",
+                            reason.as_str()
+                        );
+                    }
+                    if let Some(charge) = charge {
                         match plan_settle(&charge, *credits, &account) {
                             Some(plan) => {
                                 account.balance = account.balance.saturating_add(plan.credited);
@@ -1782,6 +1800,7 @@ impl Ledger {
                 amount,
                 idempotency_key,
                 pending_ms,
+                age_ms,
             } => {
                 if !self.ready.get() {
                     self.prepare(db, now).await?;
@@ -1796,7 +1815,7 @@ impl Ledger {
                             text(&job_id),
                             int(amount),
                             SqlStorageValue::Null,
-                            int(now),
+                            int(now.saturating_sub(age_ms)),
                             int(1),
                             SqlStorageValue::Null,
                             SqlStorageValue::Null,

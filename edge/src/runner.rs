@@ -312,8 +312,11 @@ impl DurableObject for JobRunner {
                 self.resolve_lost_submit().await?;
             }
         }
-        self.deliver_webhook().await?;
+        // The owner's Ledger first: whoever the webhook tells (or a v1 caller, who reads
+        // the balance once the job is settled) then sees the refund in the balance.
         self.settle().await?;
+        self.deliver_webhook().await?;
+        self.schedule().await?;
         Response::ok("done")
     }
 }
@@ -1046,7 +1049,9 @@ impl JobRunner {
         let Some(job) = self.load().await? else {
             return Ok(());
         };
-        if !job.status.is_terminal() || job.deleted {
+        // Not before the job's settlement is acknowledged by its owner's Ledger (the
+        // alarm retries that first).
+        if !job.status.is_terminal() || job.deleted || job.outbox.refund.is_some() {
             return Ok(());
         }
         meter::count(meter::Op::RowsRead, 1);

@@ -188,6 +188,8 @@ fn e2e_phases(clock: &mut Clock, mut counts: Counts) -> Result {
         ("ledger_concurrent", 1_000, None),
         ("ledger_truncated", 1_000, None),
         ("ledger_reaper", 1_000, None),
+        ("ledger_prune", 1_000, None),
+        ("ledger_sync", 1_000, None),
         ("legacy", 1_000, None),
         ("load", 10_000_000, None),
         ("poor", 7, None),
