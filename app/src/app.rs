@@ -8,8 +8,8 @@ use leptos_router::path;
 
 use crate::components::settings_panel::SettingsPanel;
 use crate::pages::history::HistoryPage;
-use crate::pages::playground::{Clock, PlaygroundPage, Studio};
 use crate::pages::share::SharePage;
+use crate::pages::studio::{Clock, Studio, StudioPage};
 use crate::{session, store};
 
 #[component]
@@ -44,8 +44,8 @@ pub fn App() -> impl IntoView {
                 <SettingsPanel />
             </header>
             <main id="main" tabindex="-1">
-                <Routes fallback=|| view! { <PlaygroundPage /> }>
-                    <Route path=path!("/") view=PlaygroundPage />
+                <Routes fallback=|| view! { <StudioPage /> }>
+                    <Route path=path!("/") view=StudioPage />
                     <Route path=path!("/history") view=HistoryPage />
                     <Route path=path!("/r/:id") view=SharePage />
                 </Routes>

@@ -199,9 +199,9 @@ fn decode_text<T: DeserializeOwned>(
     retry_after_ms: Option<f64>,
 ) -> Result<T, ClientError> {
     if (200..300).contains(&status) || (accept_failed && status == 422) {
-        serde_json::from_str(text).map_err(|e| ClientError::Decode(e.to_string()))
+        crate::json::parse(text).map_err(ClientError::Decode)
     } else {
-        match serde_json::from_str::<ErrorBody>(text) {
+        match crate::json::parse::<ErrorBody>(text) {
             Ok(body) => Err(ClientError::Api {
                 status,
                 body,
@@ -312,7 +312,9 @@ pub async fn delete(response_url: &str, owner_token: Option<&str>) -> Result<(),
         built(owned(builder, response_url, owner_token).build())
     })
     .await?;
-    decode::<serde_json::Value>(resp, false).await.map(|_| ())
+    decode::<serde::de::IgnoredAny>(resp, false)
+        .await
+        .map(|_| ())
 }
 
 /// `POST /v2/requests/{id}/cancel`: cancels a running job. A 409 `conflict` means it

@@ -41,7 +41,9 @@ pub fn cancel_label(job: &Job) -> String {
     }
 }
 
-/// The facts a finished card shows: seed, key parameters, provider, duration, credits.
+/// The facts a finished card shows: the seed, every other parameter the job ran with
+/// (named and ordered as the model's catalog has them, so a parameter the catalog
+/// gains shows up here too), provider, duration, credits.
 pub fn facts(job: &Job) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     if let Some(seed) = job
@@ -51,14 +53,17 @@ pub fn facts(job: &Job) -> Vec<(&'static str, String)> {
     {
         out.push(("Seed", seed));
     }
-    for (name, label) in [
-        ("steps", "Steps"),
-        ("guidance", "Guidance"),
-        ("megapixels", "Size"),
-        ("num_outputs", "Images"),
-    ] {
-        if let Some(v) = job.params.get(name) {
-            out.push((label, value_text(v)));
+    for spec in job.model.params() {
+        if matches!(spec.name, "prompt" | "control_image" | "seed") {
+            continue;
+        }
+        if let Some(v) = job.params.get(spec.name) {
+            let text = match v {
+                serde_json::Value::Bool(true) => "yes".to_owned(),
+                serde_json::Value::Bool(false) => "no".to_owned(),
+                other => value_text(other),
+            };
+            out.push((spec.label, text));
         }
     }
     if let Some(p) = &job.metrics.provider {
@@ -170,6 +175,30 @@ mod tests {
         assert!(f.contains(&("Provider", "segmind".to_owned())));
         assert!(f.contains(&("Credits", "5 charged, 5 refunded".to_owned())));
         assert!(f.iter().any(|(k, _)| *k == "Took"));
+        // Every parameter of the catalog the job ran with, under the catalog's label:
+        // a dev job's steps are `num_inference_steps`.
+        let mut dev = job();
+        dev.model = Model::FluxDepthDev;
+        dev.params = serde_json::from_value(serde_json::json!({
+            "prompt": "x", "num_inference_steps": 28, "megapixels": "0.25", "num_outputs": 2,
+            "output_quality": 80, "disable_safety_checker": false, "output_format": "webp"
+        }))
+        .unwrap();
+        let f = facts(&dev);
+        for want in [
+            ("Steps", "28"),
+            ("Size", "0.25"),
+            ("Images", "2"),
+            ("Quality", "80"),
+            ("Disable safety checker", "no"),
+            ("Format", "webp"),
+        ] {
+            assert!(
+                f.contains(&(want.0, want.1.to_owned())),
+                "{want:?} in {f:?}"
+            );
+        }
+        assert!(!f.iter().any(|(k, _)| *k == "Prompt"));
         let pending = Credits {
             charged: 5,
             refund_pending: Some(5),

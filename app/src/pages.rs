@@ -2,5 +2,5 @@
 //! `/r/{id}` (a shared result).
 
 pub mod history;
-pub mod playground;
 pub mod share;
+pub mod studio;

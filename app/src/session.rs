@@ -29,13 +29,23 @@ pub fn load(name: &str) -> Option<String> {
     storage()?.get_item(name).ok().flatten()
 }
 
+/// Remembers a setting across visits. Storage may refuse (full, or blocked in a
+/// private window): the setting then holds for this tab only, and the console says so.
 pub fn save(name: &str, value: &str) {
-    if let Some(s) = storage() {
-        let _ = if value.is_empty() {
+    let stored = storage().map(|s| {
+        if value.is_empty() {
             s.remove_item(name)
         } else {
             s.set_item(name, value)
-        };
+        }
+    });
+    if !matches!(stored, Some(Ok(()))) {
+        web_sys::console::warn_1(
+            &format!(
+                "Parallax: the setting {name} could not be stored; it holds for this tab only"
+            )
+            .into(),
+        );
     }
 }
 
@@ -130,15 +140,12 @@ fn eta_key(model: Model) -> String {
 /// Recent job durations on this device for `model`, in seconds.
 pub fn durations(model: Model) -> Vec<f64> {
     load(&eta_key(model))
-        .and_then(|s| serde_json::from_str(&s).ok())
+        .and_then(|s| crate::json::parse(&s).ok())
         .unwrap_or_default()
 }
 
 pub fn record_duration(model: Model, seconds: f64) {
     let mut history = durations(model);
     eta::record(&mut history, seconds);
-    save(
-        &eta_key(model),
-        &serde_json::to_string(&history).unwrap_or_default(),
-    );
+    save(&eta_key(model), &crate::json::stringify(&history));
 }

@@ -165,8 +165,14 @@ impl JobStore {
     fn persist(&self) {
         let mut on_disk = load();
         self.state.with_untracked(|s| on_disk.merge(s));
-        if let Some(st) = storage() {
-            let _ = st.set_item(STORAGE_KEY, &on_disk.encode());
+        // Storage may refuse (full, or blocked): the jobs then stay in this tab's
+        // memory (and on the server for their retention); the console says so.
+        let written = storage().map(|st| st.set_item(STORAGE_KEY, &on_disk.encode()));
+        if !matches!(written, Some(Ok(()))) {
+            web_sys::console::warn_1(
+                &"Parallax: this browser's storage refused the job list; it is kept in this tab"
+                    .into(),
+            );
         }
         self.state.maybe_update(|s| s.merge(&on_disk));
     }

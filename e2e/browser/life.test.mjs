@@ -308,3 +308,49 @@ test('desktop: when the app\'s wasm cannot be downloaded, the page says so, and 
   assert.deepEqual(errors, []);
   await context.close();
 });
+
+for (const [name, device] of [['desktop', DESKTOP], ['phone', PHONE]]) {
+  test(`${name}: index.html's static first view is laid out as the app's, and gives way to it`, async () => {
+    // What paints before the wasm has arrived (the app shell in `app/index.html`) must
+    // sit where the app then draws the same things: the wasm is held back, the shell
+    // measured, the wasm let through, the app measured.
+    const context = await browser.newContext(device);
+    let release;
+    const held = new Promise((r) => { release = r; });
+    await context.route(/\/parallax-app-[0-9a-f]+_bg\.wasm$/, async (route) => { await held; await route.continue(); });
+    const { page, errors } = await open(context);
+    await page.locator('#shell .drop-hint').waitFor();
+    // Header parts: where they stand (their widths follow the credits shown later);
+    // the studio's: where, how large, and what they say.
+    const header = ['.top', '.brand', '.tagline', '.nav', '.settings'];
+    const studio = ['.models', '.hint', '.image-input .field-label', '.drop', '.drop-hint', '.pick-row', '.url-row', '.samples', 'textarea', 'textarea + .help', '.generate-bar', '.results .empty', '.snippets'];
+    const boxes = (scope) => page.evaluate(([scope, header, studio]) => {
+      const box = (sel, all) => {
+        const el = document.querySelector(`${scope} ${sel}`);
+        if (!el) return { text: `${sel}: missing`, top: 0 };
+        const r = el.getBoundingClientRect();
+        // The words (the shell's markup has line breaks between elements, the app's none).
+        const said = all ? ` "${el.textContent.replace(/\s+/g, '')}"` : '';
+        return { text: `${sel}: ${(all ? [r.left, r.top, r.width, r.height] : [r.top, r.height]).map(Math.round)}${said}`, top: r.top };
+      };
+      return [...header.map((s) => box(s, false)), ...studio.map((s) => box(s, true))];
+    }, [scope, header, studio]);
+    const shell = await boxes('#shell');
+    await page.screenshot({ path: path.join(shots, `life-shell-${name}.png`) });
+    release();
+    await page.getByTestId('drop-zone').waitFor({ timeout: 60_000 });
+    assert.equal(await page.locator('#shell').count(), 0, 'the shell is gone once the app is up');
+    const app = await boxes('body');
+    // What either shows in the first screenful (below it the shell has no more form).
+    const height = device.viewport.height;
+    const seen = (list) => list.filter((_, i) => shell[i].top < height || app[i].top < height).map((b) => b.text);
+    assert.deepEqual(seen(app), seen(shell));
+    assert.deepEqual(errors, []);
+    // Another page than the studio: the shell is its header only.
+    const other = await context.newPage();
+    await other.route(/\/parallax-app-[0-9a-f]+_bg\.wasm$/, (route) => route.abort('internetdisconnected'));
+    await visit(other, base + '/history');
+    assert.equal(await other.locator('#shell .drop').count(), 0);
+    await context.close();
+  });
+}

@@ -186,8 +186,11 @@ fn the_sim_refuses_what_the_real_server_refuses() {
     let ok = post_prompt(&json!({"prompt": g, "prompt_id": id}));
     assert_eq!(ok.status, 200, "{}", ok.text);
     assert_eq!(ok.json()["prompt_id"], id, "our prompt_id is honoured");
+    // A repeated id is queued and run again, as v0.3.64 and v0.8.0 do.
     let again = post_prompt(&json!({"prompt": g, "prompt_id": id}));
-    assert_eq!(again.status, 409, "{}", again.text);
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.json()["prompt_id"], id);
+    assert!(again.json()["number"].as_u64() > ok.json()["number"].as_u64());
 
     // The workflow as shipped before Dec 2025: no resolution_steps.
     let mut old = g.clone();
@@ -210,12 +213,54 @@ fn the_sim_refuses_what_the_real_server_refuses() {
     let none = post_prompt(&json!({"client_id": "x"}));
     assert_eq!(none.status, 400);
     assert_eq!(none.json()["error"]["type"], "no_prompt");
-    let bad_id = post_prompt(&json!({"prompt": g, "prompt_id": "NOT-A-UUID"}));
-    assert_eq!(bad_id.json()["error"]["type"], "invalid_prompt_id");
+    // Any prompt_id is taken as given (only the newest servers insist on a UUID).
+    let any_id = post_prompt(&json!({"prompt": g, "prompt_id": "NOT-A-UUID"}));
+    assert_eq!(any_id.status, 200, "{}", any_id.text);
+    assert_eq!(any_id.json()["prompt_id"], "NOT-A-UUID");
+    // An unknown node class: invalid_prompt, with an empty extra_info.
+    let mut unknown = g.clone();
+    unknown["6"]["class_type"] = json!("NoSuchNode");
+    let refused = post_prompt(&json!({"prompt": unknown}));
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert_eq!(
+        refused.json()["error"],
+        json!({"type": "invalid_prompt", "message": "Cannot execute because node NoSuchNode does not exist.",
+               "details": "Node ID '#6'", "extra_info": {}})
+    );
     // Behind the proxy, no key: 401 on every route.
     let keyless = client()
         .get(format!("{}/comfyui-proxy/object_info", sim()))
         .send()
         .unwrap();
     assert_eq!(keyless.status(), 401);
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn a_lost_answer_is_looked_up_not_submitted_again() {
+    // ComfyUI runs a repeated prompt_id again, so a second POST would start a second
+    // render: the sim accepts the prompt and loses the answer (502); the Worker must
+    // find its prompt in the queue instead of posting it again.
+    let marker = format!(
+        "lost answer {}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let r = finish(&submit(
+        &format!("{marker} [sim:comfyui:lost]"),
+        &[("output_format", "png")],
+        None,
+    ));
+    assert_eq!(decoded(&r).len(), 1, "{r}");
+    let seen = parallax_e2e::sim_submissions();
+    let counts: Vec<&Value> = seen
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(prompt, _)| prompt.contains(&marker))
+        .map(|(_, n)| n)
+        .collect();
+    assert_eq!(counts, [&json!(1)], "submitted upstream once: {seen}");
 }

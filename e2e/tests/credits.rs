@@ -20,7 +20,7 @@ use parallax_e2e::{Answer, base, client, credits, get, sample, send_repeatable, 
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::Value;
 
-/// Faults from the prompt (`sim/src/common.rs`); the provider lists of the test stack
+/// Faults from the prompt (`sim/src/faults.rs`); the provider lists of the test stack
 /// are `segmind, replicate, bfl, parallax` (pro) and `segmind, replicate, comfyui,
 /// parallax, fal` (dev), so a permanent fault moves a job to the next provider.
 const FAULTS: [&str; 9] = [

@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use parallax_e2e::{
-    Answer, base, client, eventually, get, sim_jobs, sim_url, submit_sample, unique, wait_terminal,
+    Answer, Gate, base, client, eventually, get, sim_jobs, sim_submissions, sim_url, submit_sample,
+    unique, wait_terminal,
 };
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -444,4 +445,35 @@ fn hooks_phase_a_chunked_callback_body_over_the_cap_is_refused() {
             .expect("POST"),
     );
     assert_eq!(a.status, 413, "{}", a.text);
+}
+
+#[test]
+#[ignore = "needs the hooks stack: cargo xtask test (phase hooks)"]
+fn hooks_phase_a_callback_decides_a_submit_whose_answer_was_lost() {
+    // Replicate accepts the job, but sim holds its answer past the Worker's upstream
+    // timeout (8 s): the submit is ambiguous, so the job is neither failed over nor sent
+    // again. The prediction ends at 12 s and Replicate calls back naming it: the Worker
+    // follows that prediction, and the job completes long before its deadline (30 s).
+    let (model, skips) = route("replicate");
+    let prompt = format!(
+        "{} {skips} [sim:process=12]",
+        unique("lost answer called back")
+    )
+    .trim()
+    .to_owned();
+    let gate = Gate::close(Some("replicate"), "submit", &prompt);
+    let sub = submit_sample(model, &prompt, "coffee.jpg", None).json();
+    gate.wait_parked();
+    wait_terminal(sub["status_url"].as_str().unwrap(), Duration::from_secs(90));
+    let result = get(sub["response_url"].as_str().unwrap()).json();
+    gate.open();
+    assert_eq!(result["status"], "COMPLETED", "{result}");
+    assert_eq!(result["metrics"]["provider"], "replicate", "{result}");
+    assert_eq!(
+        sim_submissions()[prompt.as_str()],
+        1,
+        "one prediction, never sent again"
+    );
+    let d = answered_deliveries(&prompt, 1);
+    assert_eq!(d[0]["status"], 202, "the callback was taken: {}", d[0]);
 }

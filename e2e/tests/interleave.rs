@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use parallax_e2e::{
-    Answer, Gate, audit, balance_of, base, client, eventually, get, sample, sim_jobs, sim_url,
-    state_dir, test_key, unique, wait_terminal,
+    Answer, Gate, audit, balance_of, base, client, eventually, get, sample, sim_jobs,
+    sim_submissions, sim_url, state_dir, test_key, unique, wait_terminal,
 };
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::Value;
@@ -443,4 +443,81 @@ fn a_delete_during_a_webhook_attempt_purges_the_job_and_stops_the_deliveries() {
             .collect();
         assert!(left.is_empty(), "left in R2: {left:?}");
     }
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn a_submit_whose_answer_is_lost_is_not_failed_over_and_is_decided_at_the_deadline() {
+    // Segmind accepts both jobs, and sim holds its answers past the Worker's upstream
+    // timeout (8 s on the test stack): their fate is unknown. Segmind has no lookup
+    // by our id, so neither job may go to Replicate (it could run twice), and a cancel
+    // refunds nothing yet; the deadline (30 s on the test stack) decides both.
+    let tag = unique("lost answer");
+    let kept = format!("{tag} kept [sim:queue=0]");
+    let canceled = format!("{tag} canceled [sim:queue=0]");
+    let gate = Gate::close(Some("segmind"), "submit", &tag);
+    let a = submit_as(OWN_KEY, "flux-depth-pro", &kept, &[]);
+    let b = submit_as(OWN_KEY, "flux-depth-pro", &canceled, &[]);
+    gate.wait_parked();
+    // Past the Worker's upstream timeout: the POSTs are given up on.
+    std::thread::sleep(Duration::from_secs(10));
+    let id = |j: &Value| j["request_id"].as_str().unwrap().to_owned();
+    let (a, b) = (id(&a), id(&b));
+    for (id, prompt) in [(&a, &kept), (&b, &canceled)] {
+        let r = result(id);
+        assert!(
+            matches!(r["status"].as_str(), Some("QUEUED" | "PROCESSING")),
+            "waits for its deadline: {r}"
+        );
+        assert_eq!(r["metrics"]["provider"], "segmind", "not failed over: {r}");
+        assert_eq!(
+            sim_submissions()[prompt.as_str()],
+            1,
+            "one submit, to Segmind only"
+        );
+    }
+    let c = cancel_as(OWN_KEY, &b);
+    assert_eq!(c.status, 200, "{}", c.text);
+    assert_eq!(
+        c.json()["metrics"]["credits"]["refunded"],
+        0,
+        "not refunded in full while it may run: {}",
+        c.text
+    );
+    // The deadline decides: the owners got nothing, so both charges come back.
+    for (id, why) in [(&a, "timed out"), (&b, "canceled")] {
+        let r = eventually(why, Duration::from_secs(90), || {
+            let r = result(id);
+            (r["metrics"]["credits"]["refunded"] == 5).then_some(r)
+        });
+        assert_eq!(r["status"], "FAILED", "{r}");
+    }
+    assert_eq!(result(&b)["error"], "Canceled by its owner");
+    for prompt in [&kept, &canceled] {
+        assert_eq!(sim_submissions()[prompt.as_str()], 1, "never sent again");
+    }
+    gate.open();
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn a_lost_answer_from_another_parallax_is_replayed_under_the_same_key_never_failed_over() {
+    // Pro reaches the Parallax upstream when the providers before it refuse. Its answer
+    // is held past the Worker's upstream timeout (8 s): the submit is ambiguous, and
+    // another Parallax replays a submit under the same `Idempotency-Key`, so the same
+    // attempt is sent again (no second job there, and no other provider).
+    let prompt =
+        unique("lost parallax answer [sim:segmind:503!] [sim:replicate:503!] [sim:bfl:503!]");
+    let gate = Gate::close(Some("parallax"), "submit", &prompt);
+    let job = submit_as(OWN_KEY, "flux-depth-pro", &prompt, &[]);
+    gate.wait_parked();
+    let id = job["request_id"].as_str().unwrap().to_owned();
+    let done = eventually("the job on its replay", Duration::from_secs(60), || {
+        let r = result(&id);
+        matches!(r["status"].as_str(), Some("COMPLETED" | "FAILED")).then_some(r)
+    });
+    gate.open();
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert_eq!(done["metrics"]["provider"], "parallax", "{done}");
+    assert_eq!(sim_submissions()[prompt.as_str()], 1, "one job upstream");
 }

@@ -1,6 +1,6 @@
 //! Who is calling: an API key (looked up by its SHA-256 in KV, never stored in clear)
 //! or, when the operator allows it, an anonymous client with a daily allowance per IP.
-//! Each account's balance and rate limits live in its [`crate::ledger::Ledger`].
+//! Each account's balance and rate limits live in its [`crate::objects::ledger::Ledger`].
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -10,13 +10,17 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use worker::{Env, Request, Response};
 
-use crate::config::{Config, bindings};
+use crate::bindings;
+use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
-use crate::ledger::{
-    ChargeInfo, Funding, Grant, Hold, LedgerReply, LedgerRequest, Limit, Op, Outcome,
+use crate::objects::ledger::{
+    ChargeInfo, Funding, Grant, LedgerReply, LedgerRequest, Limit, Op, Outcome,
 };
 use crate::storage::keys;
+
+mod reader;
 use parallax_api::{CreditEntry, Model, Settlement};
+pub use reader::{Reader, public_reader};
 
 /// An API key's record in KV (under `keys::api_key(hash)`), written by the operator
 /// (`cargo xtask keys create`, or `wrangler kv key put`).
@@ -279,17 +283,6 @@ impl Caller {
             "Not enough credits: this job costs {needed}, {} remaining",
             self.balance.get().unwrap_or(0)
         ))
-    }
-
-    /// Who this caller's held reads and streams are counted against.
-    pub fn reader(&self) -> Reader {
-        Reader {
-            account: self.account.clone(),
-            funding: self.funding.clone(),
-            per_minute: self.reads_per_minute,
-            max_holds: self.holds_per_account,
-            balance: Rc::clone(&self.balance),
-        }
     }
 
     /// Counts a read request against the rate limit and learns the balance.
@@ -573,72 +566,6 @@ pub fn address_bucket(ip: &str) -> String {
 fn anonymous_account(req: &Request) -> EdgeResult<String> {
     let ip = req.headers().get("cf-connecting-ip")?.unwrap_or_default();
     Ok(format!("anon:{}", address_bucket(&ip)))
-}
-
-/// Who a held read or an event stream is counted against: its account's Ledger, for
-/// the read rate limit and the account's cap on held reads (`holds.rs`).
-#[derive(Debug, Clone)]
-pub struct Reader {
-    account: String,
-    funding: Funding,
-    per_minute: u32,
-    max_holds: u32,
-    balance: Rc<Cell<Option<u64>>>,
-}
-
-impl Reader {
-    /// Counts a read against the rate limit (`Err(RateLimited)` over it) and asks for
-    /// the lease `id` for `secs`: `true` if it may be held.
-    pub async fn hold(&self, env: &Env, id: &str, secs: u32) -> EdgeResult<bool> {
-        let now_ms = worker::Date::now().as_millis();
-        let body = LedgerRequest {
-            funding: self.funding.clone(),
-            op: Op::Touch,
-            limit: Some(Limit {
-                bucket: "read".into(),
-                per_minute: self.per_minute,
-            }),
-            now_ms,
-            hold: Some(Hold {
-                id: id.to_owned(),
-                until_ms: now_ms + u64::from(secs) * 1000 + crate::holds::LEASE_MARGIN_MS,
-                max: self.max_holds,
-            }),
-        };
-        let reply = ledger_request(env, &self.account, body).await?;
-        if !matches!(reply.outcome, Outcome::RateLimited { .. }) {
-            self.balance.set(Some(reply.balance));
-        }
-        match reply.outcome {
-            Outcome::RateLimited { retry_after_secs } => {
-                Err(EdgeError::RateLimited { retry_after_secs })
-            }
-            _ => Ok(reply.held),
-        }
-    }
-
-    /// Gives the lease `id` back (its hold ended). A lost give-back only keeps the
-    /// lease until it lapses by itself, so it is logged, not retried.
-    pub async fn give_back(&self, env: &Env, id: &str) {
-        let op = Op::Unhold { id: id.to_owned() };
-        if let Err(e) = ledger_call(env, &self.account, self.funding.clone(), op, None).await {
-            worker::console_warn!("held read lease not given back (it lapses): {e}");
-        }
-    }
-}
-
-/// The [`Reader`] of a read without a key (a public read by id while anonymous use
-/// is off): its client address's bucket, as [`touch_public`] counts it.
-pub fn public_reader(req: &Request, cfg: &Config) -> EdgeResult<Reader> {
-    Ok(Reader {
-        account: anonymous_account(req)?,
-        funding: Funding::Daily {
-            allowance: cfg.anon_daily_credits,
-        },
-        per_minute: cfg.limits.keyless_reads_per_minute,
-        max_holds: cfg.limits.holds_per_account,
-        balance: Rc::default(),
-    })
 }
 
 /// Counts a read without a key (a public read by id while anonymous use is off)

@@ -68,7 +68,7 @@ async fn used(
         if except == Some(&job) {
             continue;
         }
-        match crate::handlers::jobs::load(env, job.as_str()).await {
+        match crate::objects::runner::client::load(env, job.as_str()).await {
             Ok(record) if !record.deleted => return Ok(true),
             Ok(_) | Err(crate::error::EdgeError::NotFound(_)) => bucket.delete(&mark).await?,
             Err(e) => return Err(e),

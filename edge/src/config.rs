@@ -1,49 +1,11 @@
 //! Deployment configuration read from wrangler vars and secrets. Provider keys are held
 //! in [`Secret`], whose `Debug` prints `***`, so they cannot slip into a log line.
 
-use std::fmt;
-
 use parallax_api::Model;
 use worker::Env;
 
-use crate::providers::Kind;
-
-/// A secret string (a provider API key). Never printed, never serialised.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The raw value, for the one header that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// One configured upstream.
-#[derive(Debug, Clone)]
-pub struct Provider {
-    pub kind: Kind,
-    /// e.g. `https://api.segmind.com`, or `sim` on loopback in development.
-    pub base_url: String,
-    pub api_key: Option<Secret>,
-}
-
-impl Provider {
-    /// Usable: it has a base URL, and a key where the provider needs one.
-    pub fn is_ready(&self) -> bool {
-        !self.base_url.is_empty() && (self.api_key.is_some() || !self.kind.needs_key())
-    }
-}
+use crate::providers::{Kind, Provider};
+use crate::secret::Secret;
 
 /// Request-rate limits per account.
 #[derive(Debug, Clone, Copy)]
@@ -101,30 +63,19 @@ pub struct Config {
     /// Timeout of one upstream call (submit or poll), in seconds.
     pub upstream_timeout_secs: u64,
     /// The polling budget's unit (`POLL_EVERY_MS`, default 2000): a job seen finished
-    /// at `t` costs at most `3 + t / 2` upstream requests (`2 + t / 2` on providers
-    /// whose status reads are rate-limited; `job::PollBudget`).
+    /// at `t` costs at most `4 + t / 2` upstream requests, the look at once and the
+    /// quick look included (`3 + t / 2` on providers whose status reads are
+    /// rate-limited; `objects::runner::PollBudget`).
     pub poll_every_ms: u64,
     /// Whether `control_image` may be an https URL the edge fetches (`REMOTE_IMAGES=off`
     /// disables it, e.g. where outbound traffic is not allowed).
     pub remote_images: bool,
     /// The per-provider circuit breaker (`BREAKER_FAILURES`, 0 = off;
     /// `BREAKER_COOL_DOWN_SECS`).
-    pub breaker: crate::breaker::Policy,
+    pub breaker: crate::objects::breaker::Policy,
     /// Lets webhooks go to `http://127.0.0.1` (`WEBHOOK_LOOPBACK=on`, the test stack
     /// only: production webhooks go to public https hosts).
     pub webhook_loopback: bool,
-}
-
-/// Binding names, in one place.
-pub mod bindings {
-    pub const JOB_RUNNER: &str = "JOB_RUNNER";
-    pub const JOBS_KV: &str = "JOBS";
-    pub const MEDIA: &str = "MEDIA";
-    pub const ASSETS: &str = "ASSETS";
-    pub const LEDGER: &str = "LEDGER";
-    pub const BREAKER: &str = "BREAKER";
-    /// The Rate Limiting binding of the public media routes (`media_limit.rs`).
-    pub const MEDIA_LIMIT: &str = "MEDIA_LIMIT";
 }
 
 fn text(env: &Env, name: &str) -> Option<String> {
@@ -255,17 +206,17 @@ impl Config {
             upstream_timeout_secs: number(env, "UPSTREAM_TIMEOUT_SECS", 30),
             poll_every_ms: number(env, "POLL_EVERY_MS", 2000).max(100),
             remote_images: text(env, "REMOTE_IMAGES").is_none_or(|v| v != "off"),
-            breaker: crate::breaker::Policy {
+            breaker: crate::objects::breaker::Policy {
                 failures: u32::try_from(number(
                     env,
                     "BREAKER_FAILURES",
-                    u64::from(crate::breaker::BREAKER_THRESHOLD),
+                    u64::from(crate::objects::breaker::BREAKER_THRESHOLD),
                 ))
                 .unwrap_or(u32::MAX),
                 cool_down_ms: number(
                     env,
                     "BREAKER_COOL_DOWN_SECS",
-                    crate::breaker::COOL_DOWN_MS / 1000,
+                    crate::objects::breaker::COOL_DOWN_MS / 1000,
                 ) * 1000,
             },
             webhook_loopback: text(env, "WEBHOOK_LOOPBACK").is_some_and(|v| v == "on"),
@@ -327,7 +278,11 @@ mod tests {
     fn routes_are_ordered_known_and_unique() {
         assert_eq!(
             parse_route("segmind, replicate ,segmind comfyui"),
-            vec![Kind::Segmind, Kind::Replicate, Kind::ComfyUi]
+            vec![
+                Kind::named("segmind"),
+                Kind::named("replicate"),
+                Kind::named("comfyui")
+            ]
         );
         assert!(parse_route("").is_empty());
     }
@@ -335,7 +290,7 @@ mod tests {
     #[test]
     fn secrets_do_not_debug_print() {
         let cfg = Provider {
-            kind: Kind::Segmind,
+            kind: Kind::named("segmind"),
             base_url: "https://api.segmind.com".into(),
             api_key: Some(Secret::new("SG_live_123")),
         };

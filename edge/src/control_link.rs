@@ -20,7 +20,7 @@ use hmac::{Hmac, Mac};
 use parallax_api::RequestId;
 use sha2::Sha256;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 use crate::storage::keys;
 
 /// Where links point and how they are signed (both from the deployment's config).

@@ -2,7 +2,7 @@
 //! provider that pushes nothing is polled around the moments its jobs usually end
 //! rather than on a fixed cadence.
 //!
-//! Each provider's [`crate::breaker::Breaker`] object (one per provider already, so
+//! Each provider's [`crate::objects::breaker::Breaker`] object (one per provider already, so
 //! every isolate sees the same figures) keeps, per model, the last [`KEEP`] jobs'
 //! *finish windows*: the job ended after the last look that found it running and by
 //! the look that found it done (milliseconds after the upstream accepted it). Windows
@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use worker::{Env, Method, Request, RequestInit};
 
-use crate::config::bindings;
+use crate::bindings;
 
 /// Finish windows kept per model.
 pub const KEEP: usize = 16;

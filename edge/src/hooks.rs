@@ -48,9 +48,8 @@ use parallax_api::RequestId;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::Secret;
 use crate::control_link::{sign_message, verify_message};
-use crate::providers::Kind;
+use crate::secret::Secret;
 
 /// fal's published webhook keys (fal docs, "Verifying Your Webhook").
 pub const FAL_JWKS_URL: &str = "https://rest.alpha.fal.ai/.well-known/jwks.json";
@@ -100,49 +99,38 @@ impl std::fmt::Debug for Callback {
     }
 }
 
-fn message(kind: Kind, id: &RequestId) -> String {
-    format!("hook\n{}\n{id}", kind.name())
+fn message(provider: &str, id: &RequestId) -> String {
+    format!("hook\n{provider}\n{id}")
 }
 
 /// What a job's callback secret signs (not the URL token's message).
-fn secret_message(kind: Kind, id: &RequestId) -> String {
-    format!("hook-secret\n{}\n{id}", kind.name())
+fn secret_message(provider: &str, id: &RequestId) -> String {
+    format!("hook-secret\n{provider}\n{id}")
 }
 
 impl Hooks {
-    /// Whether `kind` is given a callback on this deployment.
-    pub fn pushes(&self, kind: Kind) -> bool {
-        match kind {
-            Kind::Replicate => self.replicate_secret.is_some(),
-            Kind::Fal | Kind::Bfl => true,
-            Kind::Segmind | Kind::Parallax | Kind::ComfyUi => false,
-        }
-    }
-
-    /// The callback for job `id` at `kind`, if that provider calls back here.
-    pub fn callback(&self, kind: Kind, id: &RequestId) -> Option<Callback> {
-        if !self.pushes(kind) {
-            return None;
-        }
-        let token = sign_message(&self.secret, &message(kind, id));
-        Some(Callback {
-            url: format!("{}/hooks/{}/{id}?token={token}", self.base_url, kind.name()),
+    /// The callback for job `id` at `provider` (one that calls back: see
+    /// `providers::callback`).
+    pub fn callback(&self, provider: &str, id: &RequestId) -> Callback {
+        let token = sign_message(&self.secret, &message(provider, id));
+        Callback {
+            url: format!("{}/hooks/{provider}/{id}?token={token}", self.base_url),
             token,
-            secret: sign_message(&self.secret, &secret_message(kind, id)),
-        })
+            secret: sign_message(&self.secret, &secret_message(provider, id)),
+        }
     }
 
-    /// Checks the URL's token for job `id` at `kind` (constant time).
+    /// Checks the URL's token for job `id` at `provider` (constant time).
     pub fn check_token(
         &self,
-        kind: Kind,
+        provider: &str,
         id: &RequestId,
         token: Option<&str>,
     ) -> Result<(), Refusal> {
         let token = token
             .filter(|t| !t.is_empty())
             .ok_or(Refusal::Missing("token"))?;
-        match verify_message(&self.secret, &message(kind, id), token) {
+        match verify_message(&self.secret, &message(provider, id), token) {
             Some(true) => Ok(()),
             _ => Err(Refusal::WrongToken),
         }
@@ -367,24 +355,12 @@ pub fn check_bfl(
     body: &[u8],
 ) -> Result<Verified, Refusal> {
     let got = secret_header.ok_or(Refusal::Missing("x-webhook-secret"))?;
-    match verify_message(&hooks.secret, &secret_message(Kind::Bfl, id), got.trim()) {
+    match verify_message(&hooks.secret, &secret_message("bfl", id), got.trim()) {
         Some(true) => Ok(Verified {
             delivery: format!("bfl:{}", hex(&Sha256::digest(body))),
         }),
         _ => Err(Refusal::Forged),
     }
-}
-
-/// The upstream job a callback names (Replicate's prediction `id`, fal's
-/// `request_id`, BFL's task `id`), if its body says.
-pub fn upstream_id(kind: Kind, body: &[u8]) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let field = if kind == Kind::Fal {
-        "request_id"
-    } else {
-        "id"
-    };
-    v.get(field)?.as_str().map(str::to_owned)
 }
 
 /// The Worker's `POST /hook` to a job's runner: a verified callback.
@@ -403,6 +379,7 @@ pub const SEEN_CAP: usize = 64;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::{self, Kind};
     use ed25519_dalek::{Signer, SigningKey};
 
     const A: &str = "2c7f59ea-13f1-402c-9353-915a2b5a2124";
@@ -427,34 +404,44 @@ mod tests {
     #[test]
     fn a_callback_names_one_job_at_one_provider() {
         let h = hooks(true);
-        let cb = h.callback(Kind::Fal, &id(A)).unwrap();
+        let cb = providers::callback(Some(&h), Kind::named("fal"), &id(A)).unwrap();
         assert!(
             cb.url
                 .starts_with(&format!("https://px.example/hooks/fal/{A}?token="))
         );
         assert!(cb.url.ends_with(&cb.token));
         assert!(!cb.url.contains("hook-secret") && !format!("{cb:?}").contains(&cb.token));
-        assert_eq!(h.check_token(Kind::Fal, &id(A), Some(&cb.token)), Ok(()));
-        for (kind, job) in [(Kind::Fal, B), (Kind::Replicate, A), (Kind::Bfl, A)] {
+        assert_eq!(h.check_token("fal", &id(A), Some(&cb.token)), Ok(()));
+        for (kind, job) in [
+            (Kind::named("fal"), B),
+            (Kind::named("replicate"), A),
+            (Kind::named("bfl"), A),
+        ] {
             assert_eq!(
-                h.check_token(kind, &id(job), Some(&cb.token)),
+                h.check_token(kind.name(), &id(job), Some(&cb.token)),
                 Err(Refusal::WrongToken),
                 "{kind:?} {job}"
             );
         }
         assert_eq!(
-            h.check_token(Kind::Fal, &id(A), None),
+            h.check_token("fal", &id(A), None),
             Err(Refusal::Missing("token"))
         );
         assert_eq!(
-            h.check_token(Kind::Fal, &id(A), Some("not base64!")),
+            h.check_token("fal", &id(A), Some("not base64!")),
             Err(Refusal::WrongToken)
         );
         // Polled providers get none; Replicate only with its account secret.
-        for kind in [Kind::Segmind, Kind::Parallax, Kind::ComfyUi] {
-            assert!(h.callback(kind, &id(A)).is_none());
+        for kind in [
+            Kind::named("segmind"),
+            Kind::named("parallax"),
+            Kind::named("comfyui"),
+        ] {
+            assert!(providers::callback(Some(&h), kind, &id(A)).is_none());
         }
-        assert!(hooks(false).callback(Kind::Replicate, &id(A)).is_none());
+        assert!(
+            providers::callback(Some(&hooks(false)), Kind::named("replicate"), &id(A)).is_none()
+        );
     }
 
     #[test]
@@ -584,7 +571,7 @@ mod tests {
     #[test]
     fn bfl_echoes_the_jobs_secret_and_a_body_is_one_delivery() {
         let h = hooks(false);
-        let cb = h.callback(Kind::Bfl, &id(A)).unwrap();
+        let cb = providers::callback(Some(&h), Kind::named("bfl"), &id(A)).unwrap();
         assert_ne!(cb.secret, cb.token);
         assert!(!cb.url.contains(&cb.secret), "the secret is not in the URL");
         let a = check_bfl(&h, &id(A), Some(&cb.secret), b"{\"id\":\"t1\"}").unwrap();
@@ -604,13 +591,13 @@ mod tests {
             Err(Refusal::Missing("x-webhook-secret"))
         );
         assert_eq!(
-            upstream_id(Kind::Bfl, b"{\"id\":\"t1\"}"),
+            Kind::named("bfl").hook_upstream_id(b"{\"id\":\"t1\"}"),
             Some("t1".into())
         );
         assert_eq!(
-            upstream_id(Kind::Fal, b"{\"request_id\":\"r1\",\"id\":\"x\"}"),
+            Kind::named("fal").hook_upstream_id(b"{\"request_id\":\"r1\",\"id\":\"x\"}"),
             Some("r1".into())
         );
-        assert_eq!(upstream_id(Kind::Replicate, b"not json"), None);
+        assert_eq!(Kind::named("replicate").hook_upstream_id(b"not json"), None);
     }
 }

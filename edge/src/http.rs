@@ -30,3 +30,16 @@ pub fn origin(req: &Request, configured: Option<&str>) -> String {
         Err(_) => String::new(),
     }
 }
+
+/// A request to a Durable Object's internal routes (`path`, with `body` as JSON: a
+/// POST). Durable Objects are reached by stub only, so the host is a placeholder.
+pub fn internal_request<T: Serialize>(path: &str, body: Option<&T>) -> worker::Result<Request> {
+    let mut init = worker::RequestInit::new();
+    if let Some(body) = body {
+        let text =
+            serde_json::to_string(body).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        init.with_method(worker::Method::Post)
+            .with_body(Some(text.into()));
+    }
+    Request::new_with_init(&format!("https://runner{path}"), &init)
+}

@@ -7,7 +7,7 @@
 
 pub mod accounts;
 pub mod asset_refs;
-pub mod breaker;
+pub mod bindings;
 pub mod compat;
 pub mod config;
 pub mod control_link;
@@ -19,21 +19,20 @@ pub mod holds;
 pub mod hooks;
 pub mod http;
 pub mod input;
-pub mod job;
-pub mod ledger;
 pub mod media_limit;
 pub mod meter;
+pub mod objects;
 pub mod providers;
 pub mod refusal_log;
 pub mod router;
-pub mod runner;
+pub mod secret;
 pub mod security;
 pub mod storage;
 pub mod waiters;
 pub mod webhook;
 
-pub use ledger::Ledger;
-pub use runner::JobRunner;
+pub use objects::ledger::Ledger;
+pub use objects::runner::JobRunner;
 
 #[worker::event(start)]
 fn start() {

@@ -14,7 +14,7 @@
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{Env, Request};
 
-use crate::config::bindings;
+use crate::bindings;
 use crate::error::{EdgeError, EdgeResult};
 
 /// Counts a public media request against its client address's bucket:

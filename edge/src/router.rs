@@ -7,7 +7,8 @@ use futures_util::future::join;
 use worker::{Env, Request, Response};
 
 use crate::accounts::{self, Caller};
-use crate::config::{Config, bindings};
+use crate::bindings;
+use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
 use crate::handlers::{
     credits, eachlabs, health, hooks, jobs, onemin, openapi, results, share, submit, sync,
@@ -272,18 +273,18 @@ fn dev_ops(env: &Env) -> bool {
 async fn dev_ledger(mut req: Request, env: &Env) -> EdgeResult<Response> {
     let cfg = Config::from_env(env);
     let caller = accounts::identify(&req, env, &cfg).await?;
-    let op: crate::ledger::Op = req
+    let op: crate::objects::ledger::Op = req
         .json()
         .await
         .map_err(|e| EdgeError::bad_request(format!("not a ledger op: {e}")))?;
     if !matches!(
         op,
-        crate::ledger::Op::DevSeed { .. }
-            | crate::ledger::Op::DevLegacy { .. }
-            | crate::ledger::Op::DevStats
-            | crate::ledger::Op::DevReserve { .. }
+        crate::objects::ledger::Op::DevSeed { .. }
+            | crate::objects::ledger::Op::DevLegacy { .. }
+            | crate::objects::ledger::Op::DevStats
+            | crate::objects::ledger::Op::DevReserve { .. }
             // Read-only: the audit's look at a gone job's charge row.
-            | crate::ledger::Op::Charge { .. }
+            | crate::objects::ledger::Op::Charge { .. }
     ) {
         return Err(EdgeError::bad_request("only dev_* and charge operations"));
     }

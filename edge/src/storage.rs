@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use worker::{Bucket, Env, HttpMetadata};
 
-use crate::config::bindings;
+use crate::bindings;
 use crate::error::EdgeResult;
 
 pub fn media(env: &Env) -> EdgeResult<Bucket> {

@@ -15,9 +15,11 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::common::{
-    Ask, Shared, create_job, decode_control, has_header, num, output_urls, read_fields, text,
+    Ask, create_job, decode_control, has_header, num, output_urls, read_fields, text,
 };
-use crate::jobs::Phase;
+use crate::hooks::{self, Target};
+use crate::jobs::{Job, Phase};
+use crate::state::Shared;
 use parallax_sim::render::Format;
 
 pub fn router() -> Router<Shared> {
@@ -66,16 +68,18 @@ async fn submit(State(sim): State<Shared>, req: Request) -> Response {
     };
     let job = create_job(&sim, ask);
     if let Some(url) = text(&body, "webhook_url") {
-        crate::hooks::schedule(
-            &sim,
+        let shown = sim.clone();
+        hooks::schedule(
+            &sim.hooks,
             job.clone(),
-            crate::hooks::Target::Bfl {
+            Target::Bfl {
                 url,
                 secret: text(&body, "webhook_secret"),
             },
+            move |job| result_body(&shown, job),
         );
     }
-    crate::gates::hold_job(&sim, "bfl", "submit", &job).await;
+    crate::gates::hold_job(&sim.gates, "bfl", "submit", &job).await;
     Json(json!({
         "id": job.id,
         "polling_url": format!("{}/bfl/v1/get_result?id={}", sim.base, job.id),
@@ -96,13 +100,13 @@ async fn get_result(
     let Some(job) = sim.jobs.get(&id) else {
         return Json(json!({"id": id, "status": "Task not found", "result": null, "progress": null, "details": null})).into_response();
     };
-    crate::gates::hold_job(&sim, "bfl", "poll", &job).await;
+    crate::gates::hold_job(&sim.gates, "bfl", "poll", &job).await;
     let body = result_body(&sim, &job);
     Json::<Value>(body).into_response()
 }
 
 /// The task as `get_result` answers it (and the webhook carries it).
-pub(crate) fn result_body(sim: &Shared, job: &crate::jobs::Job) -> Value {
+fn result_body(sim: &Shared, job: &Job) -> Value {
     let id = &job.id;
     match sim.jobs.phase(job) {
         Phase::Queued => {

@@ -1,22 +1,8 @@
-//! What every protocol of the sim shares: the server state (jobs, fault counters, base
-//! URL), reading bodies, turning parameters into a render, fault injection, and the
-//! output "CDN" that serves generated images.
-//!
-//! Fault injection is driven by the prompt, so each test controls its own job:
-//! - `[sim:fail]` the job ends FAILED as a moderation/content block;
-//! - `[sim:reject]` the submit is refused with HTTP 400;
-//! - `[sim:slow]` processing takes ten times longer; `[sim:process=8.5]` takes 8.5 s;
-//!   `[sim:queue=60]` keeps the job queued for 60 s;
-//! - `[sim:FAULT]` or `[sim:PROTOCOL:FAULT]` (PROTOCOL = segmind, replicate, comfyui,
-//!   bfl, parallax, fal) with FAULT one of `429` (with Retry-After), `500`, `502`, `503`,
-//!   `404`, `410` (a retired endpoint), `hang` (no answer for two minutes), `badjson`:
-//!   the first two submits fail that way, then it works; a trailing `!` (e.g.
-//!   `[sim:segmind:503!]`) makes it permanent;
-//! - `[sim:output404]`, `[sim:slowdownload]` (3 s per output), `[sim:truncate]` (the
-//!   first two downloads are cut short), `[sim:extra]` (one output more than asked).
+//! What every protocol of the sim shares: reading bodies, the control image, turning
+//! parameters into a job ([`Ask`], [`create_job`]), the output URLs, and the output
+//! "CDN" that serves generated images (with the download faults of `faults`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -27,192 +13,9 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
-use crate::jobs::{Job, Jobs, Phase};
+use crate::jobs::{Job, Jobs, Phase, requested_secs};
+use crate::state::{Shared, Sim};
 use parallax_sim::render::{self, Format, RenderSpec};
-
-/// The sim's shared state.
-#[derive(Debug)]
-pub struct Sim {
-    pub jobs: Jobs,
-    /// This server's base URL (no trailing slash).
-    pub base: String,
-    /// (prompt, scope, fault) → times served.
-    faults: Mutex<HashMap<(String, String, String), u32>>,
-    /// ComfyUI output files: `subfolder/filename` → (job id, output index).
-    pub comfy_files: Mutex<HashMap<String, (String, usize)>>,
-    /// ComfyUI: the files each prompt's graph writes, per prompt id.
-    pub comfy_saved: Mutex<HashMap<String, Vec<crate::comfyui::graph::SavedFile>>>,
-    /// ComfyUI uploads: name → bytes.
-    pub uploads: Mutex<HashMap<String, Vec<u8>>>,
-    /// Accepted submissions per prompt (to detect duplicate upstream submits).
-    submissions: Mutex<HashMap<String, u32>>,
-    /// Later requests naming a job, per prompt: (polls and other API calls, downloads).
-    requests: Mutex<HashMap<String, (u32, u32)>>,
-    /// Gates that hold provider calls for interleaving tests.
-    pub gates: crate::gates::Gates,
-    /// Idempotency keys seen by the Parallax protocol: key → job id.
-    pub idempotency: Mutex<HashMap<String, String>>,
-    /// How each submit's control image arrived, per prompt (see [`control_image`]).
-    controls: Mutex<HashMap<String, Vec<Value>>>,
-    /// Callbacks delivered so far (`hooks`).
-    pub hooks: crate::hooks::Log,
-    /// Render each job's outputs while it runs (`--render-ahead`).
-    pub render_ahead: bool,
-    /// Fetches control images given as URLs, and delivers callbacks.
-    pub http: reqwest::Client,
-    /// Another origin, where `[sim:redirect]` sends polls.
-    pub elsewhere: crate::elsewhere::Elsewhere,
-}
-
-pub type Shared = Arc<Sim>;
-
-impl Sim {
-    pub fn new(jobs: Jobs, base: String) -> Self {
-        Self {
-            jobs,
-            base,
-            faults: Mutex::new(HashMap::new()),
-            uploads: Mutex::new(HashMap::new()),
-            comfy_files: Mutex::new(HashMap::new()),
-            comfy_saved: Mutex::new(HashMap::new()),
-            submissions: Mutex::new(HashMap::new()),
-            requests: Mutex::new(HashMap::new()),
-            gates: crate::gates::Gates::default(),
-            idempotency: Mutex::new(HashMap::new()),
-            controls: Mutex::new(HashMap::new()),
-            hooks: crate::hooks::Log::default(),
-            render_ahead: false,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap_or_default(),
-            elsewhere: crate::elsewhere::Elsewhere::default(),
-        }
-    }
-
-    /// Counts a request against the job its path or query names, if any: a download
-    /// when it fetches an output, else a poll (or another API call about the job).
-    pub fn count_request(&self, path: &str, query: &str) {
-        let named = path
-            .split('/')
-            .chain(
-                query
-                    .split('&')
-                    .filter_map(|kv| kv.split_once('=').map(|(_, v)| v))
-                    .flat_map(|v| v.split("%2F")),
-            )
-            .find_map(|part| self.jobs.get(part));
-        let Some(job) = named else { return };
-        let download = path.starts_with("/outputs/") || path.ends_with("/view");
-        let mut map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = map.entry(job.spec.prompt.clone()).or_insert((0, 0));
-        if download {
-            entry.1 += 1;
-        } else {
-            entry.0 += 1;
-        }
-    }
-
-    /// Accepted submissions per prompt so far.
-    pub fn submissions(&self) -> HashMap<String, u32> {
-        self.submissions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Counts one occurrence of `fault` for this prompt and scope; true while it should
-    /// still fire (twice, or always with `!`).
-    fn fires(&self, prompt: &str, scope: &str, fault: &str, always: bool) -> bool {
-        let mut map = self.faults.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map
-            .entry((prompt.to_owned(), scope.to_owned(), fault.to_owned()))
-            .or_insert(0);
-        *n += 1;
-        always || *n <= 2
-    }
-
-    /// `[sim:redirect]`: the first two polls of a job are answered `302 Found` to the
-    /// same path on another origin ([`crate::elsewhere`]), as a compromised or
-    /// misconfigured host might; a client that follows it hands that origin its key.
-    pub fn poll_redirect(&self, scope: &str, prompt: &str, path: &str) -> Option<Response> {
-        let elsewhere = self.elsewhere.base()?;
-        (prompt.contains("[sim:redirect]") && self.fires(prompt, scope, "redirect", false)).then(
-            || {
-                (
-                    StatusCode::FOUND,
-                    [(header::LOCATION, format!("{elsewhere}{path}"))],
-                )
-                    .into_response()
-            },
-        )
-    }
-
-    /// The fault response a submit to `scope` gets for this prompt, if any.
-    pub async fn submit_fault(&self, scope: &str, prompt: &str) -> Option<Response> {
-        if prompt.contains("[sim:reject]") {
-            return Some(error(
-                StatusCode::BAD_REQUEST,
-                "Invalid request: rejected by the provider (sim)",
-            ));
-        }
-        for (fault, always) in requested_faults(prompt, scope) {
-            let status = match fault.as_str() {
-                "429" => StatusCode::TOO_MANY_REQUESTS,
-                "500" => StatusCode::INTERNAL_SERVER_ERROR,
-                "502" => StatusCode::BAD_GATEWAY,
-                "503" => StatusCode::SERVICE_UNAVAILABLE,
-                "404" => StatusCode::NOT_FOUND,
-                "410" => StatusCode::GONE,
-                "hang" | "badjson" => StatusCode::OK,
-                _ => continue,
-            };
-            if !self.fires(prompt, scope, &fault, always) {
-                continue;
-            }
-            return Some(match fault.as_str() {
-                "hang" => {
-                    tokio::time::sleep(Duration::from_secs(120)).await;
-                    error(StatusCode::GATEWAY_TIMEOUT, "hung")
-                }
-                "badjson" => (
-                    [(header::CONTENT_TYPE, "application/json")],
-                    "{\"status\": \"QUEUED\", \"request_id\": ",
-                )
-                    .into_response(),
-                "429" => (
-                    status,
-                    [(header::RETRY_AFTER, "1")],
-                    Json(json!({"error": "Too many requests (sim)", "detail": "Request was throttled. Your rate limit resets in ~1s."})),
-                )
-                    .into_response(),
-                _ => error(status, format!("Upstream error {} (sim)", status.as_u16())),
-            });
-        }
-        None
-    }
-}
-
-/// `[sim:FAULT]` and `[sim:SCOPE:FAULT]` tokens for `scope`, with their `!` flag.
-fn requested_faults(prompt: &str, scope: &str) -> Vec<(String, bool)> {
-    let mut out = Vec::new();
-    let mut rest = prompt;
-    while let Some(start) = rest.find("[sim:") {
-        let after = &rest[start + 5..];
-        let Some(end) = after.find(']') else { break };
-        let token = &after[..end];
-        let (token_scope, fault) = match token.split_once(':') {
-            Some((s, f)) => (Some(s), f),
-            None => (None, token),
-        };
-        if token_scope.is_none_or(|s| s == scope) {
-            let always = fault.ends_with('!');
-            out.push((fault.trim_end_matches('!').to_owned(), always));
-        }
-        rest = &after[end..];
-    }
-    out
-}
 
 pub fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({ "error": msg.into() }))).into_response()
@@ -340,12 +143,7 @@ pub async fn control_image(
             )
         }
     };
-    sim.controls
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(prompt.to_owned())
-        .or_default()
-        .push(record);
+    sim.record_control(prompt, record);
     bytes
 }
 
@@ -362,17 +160,6 @@ async fn fetch(sim: &Sim, url: &str) -> Result<(u16, Vec<u8>), String> {
         .await
         .map_err(|e| e.without_url().to_string())?;
     Ok((status, body.to_vec()))
-}
-
-/// `GET /debug/controls`: per prompt, how each submit's control image arrived
-/// (`via` inline or url, the URL, the fetch's status, the bytes).
-pub async fn controls(State(sim): State<Shared>) -> Response {
-    let map = sim
-        .controls
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    Json(json!(map)).into_response()
 }
 
 /// What a submit asks for, protocol-neutral.
@@ -402,11 +189,7 @@ pub fn create_job_as(
     id: Option<String>,
     size: Option<(u32, u32)>,
 ) -> Arc<Job> {
-    *sim.submissions
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(ask.prompt.clone())
-        .or_insert(0) += 1;
+    sim.count_submission(&ask.prompt);
     let mut failure = None;
     let (control, control_hash) = match ask.image {
         Ok(bytes) => match image::load_from_memory(&bytes) {
@@ -460,15 +243,6 @@ pub fn create_job_as(
     job
 }
 
-/// The time a `[sim:NAME=SECONDS]` token asks for (`process`, `queue`).
-pub fn requested_secs(prompt: &str, name: &str) -> Option<Duration> {
-    let token = format!("[sim:{name}=");
-    let start = prompt.find(&token)? + token.len();
-    let end = prompt[start..].find(']')? + start;
-    let secs: f64 = prompt[start..end].trim().parse().ok()?;
-    Duration::try_from_secs_f64(secs).ok()
-}
-
 /// Output URLs of a completed job, on this server's CDN route.
 pub fn output_urls(sim: &Sim, job: &Job) -> Vec<String> {
     job.outputs()
@@ -491,74 +265,6 @@ pub fn has_header(headers: &HeaderMap, name: &str) -> bool {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| !v.trim().is_empty())
-}
-
-/// `GET /debug/submissions`: accepted submissions per prompt (tests only; the sim
-/// is never deployed).
-pub async fn submissions(State(sim): State<Shared>) -> Response {
-    Json(json!(sim.submissions())).into_response()
-}
-
-/// Middleware: counts every request that names a job (see [`Sim::count_request`]).
-pub async fn count_requests(
-    State(sim): State<Shared>,
-    req: Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let path = req.uri().path().to_owned();
-    let query = req.uri().query().unwrap_or_default().to_owned();
-    let resp = next.run(req).await;
-    sim.count_request(&path, &query);
-    resp
-}
-
-/// `GET /debug/jobs`: every live job with its prompt, phase, whether it was canceled
-/// (the audit checks no job still runs for a finished Parallax job) and
-/// `finished_ms`, when it finished (Unix ms; null while it runs, or if canceled).
-pub async fn jobs(State(sim): State<Shared>) -> Response {
-    let (all, _) = sim.jobs.partition(|_| Some(true));
-    let out: Vec<Value> = all
-        .iter()
-        .filter_map(|id| sim.jobs.get(id))
-        .map(|job| {
-            let phase = match sim.jobs.phase(&job) {
-                Phase::Queued => "queued".to_owned(),
-                Phase::Processing => "processing".to_owned(),
-                Phase::Completed => "completed".to_owned(),
-                Phase::Failed(_) => "failed".to_owned(),
-            };
-            let canceled = job.canceled.load(std::sync::atomic::Ordering::Relaxed);
-            // When the job's GPU work ended (Unix ms), once it has.
-            let finished_ms = (matches!(phase.as_str(), "completed" | "failed") && !canceled)
-                .then(|| job.finished_unix_ms());
-            json!({"id": job.id, "prompt": job.spec.prompt, "phase": phase,
-                   "canceled": canceled, "finished_ms": finished_ms})
-        })
-        .collect();
-    Json(Value::from(out)).into_response()
-}
-
-/// `GET /debug/requests`: per prompt, upstream requests the sim served for it
-/// (`submits`, `polls`, `downloads`), so tests and benchmarks can count the edge's
-/// polling cost.
-pub async fn requests(State(sim): State<Shared>) -> Response {
-    let submits = sim.submissions();
-    let polls = sim
-        .requests
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let out: Map<String, Value> = submits
-        .iter()
-        .map(|(prompt, n)| {
-            let (p, d) = polls.get(prompt).copied().unwrap_or((0, 0));
-            (
-                prompt.clone(),
-                json!({"submits": n, "polls": p, "downloads": d}),
-            )
-        })
-        .collect();
-    Json(Value::Object(out)).into_response()
 }
 
 /// `GET /outputs/{id}/{n}.{ext}`: the CDN, with the download faults.
@@ -588,7 +294,7 @@ pub async fn output(
         job.spec.prompt,
         file.split('.').next().unwrap_or("")
     );
-    crate::gates::hold(&sim, "cdn", "download", &[&nth, &job.id]).await;
+    crate::gates::hold(&sim.gates, "cdn", "download", &[&nth, &job.id]).await;
     if job.spec.prompt.contains("[sim:slowdownload]") {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
@@ -623,23 +329,9 @@ mod tests {
         );
         let inline = control_image(&sim, "segmind", "p", Some("QUJD".into())).await;
         assert_eq!(inline.unwrap(), b"ABC");
-        let seen = sim.controls.lock().unwrap()["p"].clone();
+        let seen = sim.controls()["p"].clone();
         assert_eq!(seen[0]["via"], "url");
         assert_eq!(seen[0]["status"], 0);
         assert_eq!(seen[1]["via"], "inline");
-    }
-
-    #[test]
-    fn fault_tokens_are_scoped_by_protocol() {
-        let p = "a cat [sim:segmind:503!] [sim:429] [sim:replicate:hang]";
-        assert_eq!(
-            requested_faults(p, "segmind"),
-            vec![("503".to_string(), true), ("429".to_string(), false)]
-        );
-        assert_eq!(
-            requested_faults(p, "replicate"),
-            vec![("429".to_string(), false), ("hang".to_string(), false)]
-        );
-        assert!(requested_faults("plain", "bfl").is_empty());
     }
 }

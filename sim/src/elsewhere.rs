@@ -5,14 +5,12 @@
 //! no key follows a redirect off the provider's host. `GET /debug/elsewhere` on the
 //! main listener lists the record.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-
-use crate::common::Shared;
 
 /// The headers that carry a provider's key: Segmind's and a Parallax upstream's
 /// `x-api-key`, BFL's `x-key`, Replicate's and fal's `authorization`.
@@ -33,13 +31,13 @@ impl Elsewhere {
 }
 
 /// Binds the second listener on an ephemeral loopback port and serves it.
-pub async fn start(sim: Shared) -> Result<(), String> {
+pub async fn start(elsewhere: Arc<Elsewhere>) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
         .map_err(|e| format!("cannot listen elsewhere: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let _ = sim.elsewhere.base.set(format!("http://{addr}"));
-    let app = Router::new().fallback(catch).with_state(sim);
+    let _ = elsewhere.base.set(format!("http://{addr}"));
+    let app = Router::new().fallback(catch).with_state(elsewhere);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             eprintln!("parallax-sim elsewhere: {e}");
@@ -49,12 +47,12 @@ pub async fn start(sim: Shared) -> Result<(), String> {
 }
 
 /// Any request elsewhere: recorded, and answered as a job still running.
-async fn catch(State(sim): State<Shared>, req: Request) -> Response {
+async fn catch(State(elsewhere): State<Arc<Elsewhere>>, req: Request) -> Response {
     let keyed: Vec<&str> = CREDENTIALS
         .into_iter()
         .filter(|h| req.headers().contains_key(*h))
         .collect();
-    sim.elsewhere
+    elsewhere
         .log
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -63,9 +61,8 @@ async fn catch(State(sim): State<Shared>, req: Request) -> Response {
 }
 
 /// `GET /debug/elsewhere`: every request that reached the other origin.
-pub async fn log(State(sim): State<Shared>) -> Response {
-    let log = sim
-        .elsewhere
+pub async fn log(State(elsewhere): State<Arc<Elsewhere>>) -> Response {
+    let log = elsewhere
         .log
         .lock()
         .unwrap_or_else(|e| e.into_inner())

@@ -30,15 +30,17 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use crate::common::{Ask, Shared, control_image, num, output_urls, text};
-use crate::jobs::Phase;
+use crate::common::{Ask, control_image, create_job_as, num, output_urls, text};
+use crate::hooks::{self, Target};
+use crate::jobs::{Job, Phase};
+use crate::state::Shared;
 use parallax_sim::render::Format;
 
 const APP: &str = "fal-ai/flux-lora-depth";
 
 pub fn router() -> Router<Shared> {
     Router::new()
-        .route("/.well-known/jwks.json", get(crate::hooks::fal_jwks))
+        .route("/.well-known/jwks.json", get(hooks::fal_jwks))
         .route("/{owner}/{app}", post(submit))
         .route("/{owner}/{app}/requests/{id}/status", get(status))
         .route("/{owner}/{app}/requests/{id}", get(result))
@@ -123,12 +125,14 @@ async fn submit(
         image: control_image(&sim, "fal", &prompt, text(&input, "image_url")).await,
         prompt,
     };
-    let job = crate::common::create_job_as(&sim, ask, None, size);
+    let job = create_job_as(&sim, ask, None, size);
     if let Some(url) = query.get("fal_webhook") {
-        crate::hooks::schedule(
-            &sim,
+        let shown = sim.clone();
+        hooks::schedule(
+            &sim.hooks,
             job.clone(),
-            crate::hooks::Target::Fal { url: url.clone() },
+            Target::Fal { url: url.clone() },
+            move |job| webhook_body(&shown, job),
         );
     }
     let root = format!("{}/fal/{APP}/requests/{}", sim.base, job.id);
@@ -143,7 +147,7 @@ fn job_or_404(
     sim: &Shared,
     headers: &HeaderMap,
     id: &str,
-) -> Result<std::sync::Arc<crate::jobs::Job>, Response> {
+) -> Result<std::sync::Arc<Job>, Response> {
     if !authorized(headers) {
         return Err(unauthorized());
     }
@@ -203,7 +207,7 @@ async fn result(
 }
 
 /// A completed request's output, as the result (and the webhook's `payload`) carries it.
-fn output(sim: &Shared, job: &crate::jobs::Job) -> Value {
+fn output(sim: &Shared, job: &Job) -> Value {
     let outputs = job.outputs();
     let images: Vec<Value> = output_urls(sim, job)
         .into_iter()
@@ -229,7 +233,7 @@ fn output(sim: &Shared, job: &crate::jobs::Job) -> Value {
 
 /// The webhook body (https://docs.fal.ai/model-endpoints/webhooks): `status` OK with
 /// the output as `payload`, or ERROR with `error` and the error's `payload`.
-pub(crate) fn webhook_body(sim: &Shared, job: &crate::jobs::Job) -> Value {
+fn webhook_body(sim: &Shared, job: &Job) -> Value {
     match sim.jobs.phase(job) {
         Phase::Completed => json!({"request_id": job.id, "gateway_request_id": job.id,
                                    "status": "OK", "payload": output(sim, job)}),

@@ -18,7 +18,7 @@
 //! Protocol modules call [`hold`] at each step; it returns at once when no gate is
 //! closed for the call.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::common::Shared;
+use crate::jobs::Job;
 
 #[derive(Debug)]
 struct Gate {
@@ -55,15 +55,15 @@ impl Gates {
 }
 
 /// [`hold`] for a call about `job`.
-pub async fn hold_job(sim: &Shared, provider: &str, step: &str, job: &crate::jobs::Job) {
-    hold(sim, provider, step, &[&job.spec.prompt, &job.id]).await;
+pub async fn hold_job(gates: &Gates, provider: &str, step: &str, job: &Job) {
+    hold(gates, provider, step, &[&job.spec.prompt, &job.id]).await;
 }
 
 /// Parks the calling handler while a closed gate matches this call. `keys` are what
 /// identifies the job (its prompt, its id).
-pub async fn hold(sim: &Shared, provider: &str, step: &str, keys: &[&str]) {
+pub async fn hold(gates: &Gates, provider: &str, step: &str, keys: &[&str]) {
     let waiting = {
-        let gates = sim.gates.lock();
+        let gates = gates.lock();
         gates
             .iter()
             .filter(|g| !*g.open.borrow())
@@ -94,7 +94,7 @@ pub struct NewGate {
 }
 
 /// `POST /debug/gates`.
-pub async fn create(State(sim): State<Shared>, Json(new): Json<NewGate>) -> Response {
+pub async fn create(State(gates): State<Arc<Gates>>, Json(new): Json<NewGate>) -> Response {
     let steps = ["submit", "poll", "result", "download", "cancel", "upload"];
     if !steps.contains(&new.step.as_str()) {
         return (
@@ -104,11 +104,11 @@ pub async fn create(State(sim): State<Shared>, Json(new): Json<NewGate>) -> Resp
             .into_response();
     }
     let id = {
-        let mut n = sim.gates.next.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = gates.next.lock().unwrap_or_else(|e| e.into_inner());
         *n += 1;
         *n
     };
-    sim.gates.lock().push(Gate {
+    gates.lock().push(Gate {
         id,
         provider: new.provider,
         step: new.step,
@@ -126,12 +126,11 @@ pub struct WaitQuery {
 
 /// `GET /debug/gates/{id}/wait?ms=`.
 pub async fn wait(
-    State(sim): State<Shared>,
+    State(gates): State<Arc<Gates>>,
     Path(id): Path<u64>,
     Query(q): Query<WaitQuery>,
 ) -> Response {
-    let parked = sim
-        .gates
+    let parked = gates
         .lock()
         .iter()
         .find(|g| g.id == id)
@@ -155,8 +154,8 @@ pub async fn wait(
 }
 
 /// `POST /debug/gates/{id}/open`.
-pub async fn open(State(sim): State<Shared>, Path(id): Path<u64>) -> Response {
-    let gates = sim.gates.lock();
+pub async fn open(State(gates): State<Arc<Gates>>, Path(id): Path<u64>) -> Response {
+    let gates = gates.lock();
     match gates.iter().find(|g| g.id == id) {
         Some(g) => {
             g.open.send_replace(true);
@@ -172,29 +171,13 @@ pub async fn open(State(sim): State<Shared>, Path(id): Path<u64>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::common::Sim;
-    use crate::jobs::{Jobs, Timing};
-
-    fn sim() -> Shared {
-        let d = Duration::from_millis(1);
-        Arc::new(Sim::new(
-            Jobs::new(Timing {
-                queue: d,
-                process: d,
-                expiry: Duration::from_secs(60),
-            }),
-            "http://sim".into(),
-        ))
-    }
 
     #[tokio::test]
     async fn a_matching_call_parks_until_the_gate_opens_and_others_pass() {
-        let sim = sim();
+        let gates = Arc::new(Gates::default());
         let made = create(
-            State(sim.clone()),
+            State(gates.clone()),
             Json(NewGate {
                 provider: Some("segmind".into()),
                 step: "poll".into(),
@@ -204,16 +187,16 @@ mod tests {
         .await;
         assert_eq!(made.status(), StatusCode::OK);
         // Other providers, steps and jobs are not held.
-        hold(&sim, "replicate", "poll", &["a cat"]).await;
-        hold(&sim, "segmind", "submit", &["a cat"]).await;
-        hold(&sim, "segmind", "poll", &["a dog"]).await;
+        hold(&gates, "replicate", "poll", &["a cat"]).await;
+        hold(&gates, "segmind", "submit", &["a cat"]).await;
+        hold(&gates, "segmind", "poll", &["a dog"]).await;
 
         let held = tokio::spawn({
-            let sim = sim.clone();
-            async move { hold(&sim, "segmind", "poll", &["a cat"]).await }
+            let gates = gates.clone();
+            async move { hold(&gates, "segmind", "poll", &["a cat"]).await }
         });
         let parked = wait(
-            State(sim.clone()),
+            State(gates.clone()),
             Path(1),
             Query(WaitQuery { ms: Some(5_000) }),
         )
@@ -221,14 +204,14 @@ mod tests {
         assert_eq!(parked.status(), StatusCode::OK);
         assert!(!held.is_finished(), "still parked before the gate opens");
         assert_eq!(
-            open(State(sim.clone()), Path(1)).await.status(),
+            open(State(gates.clone()), Path(1)).await.status(),
             StatusCode::OK
         );
         held.await.unwrap();
         // Open for good: later calls pass.
-        hold(&sim, "segmind", "poll", &["a cat"]).await;
+        hold(&gates, "segmind", "poll", &["a cat"]).await;
         assert_eq!(
-            open(State(sim), Path(9)).await.status(),
+            open(State(gates), Path(9)).await.status(),
             StatusCode::NOT_FOUND
         );
     }

@@ -17,6 +17,9 @@
 //!   `webhook_secret` echoed in `X-Webhook-Secret` (black-forest-labs/blackforest
 //!   `src/bfl/_webhooks.py`).
 //!
+//! The provider's module builds each body (when the delivery is made, as the job then
+//! stands) and hands the builder to [`schedule`]; this module signs and sends it.
+//!
 //! The prompt picks how: `[sim:hook=dup]` delivers twice (the very same delivery, as a
 //! provider's retry after a lost answer), `[sim:hook=late]` delivers, then once more
 //! three seconds later (a fresh delivery, after the job is done), `[sim:hook=none]`
@@ -39,7 +42,6 @@ use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::common::Shared;
 use crate::jobs::Job;
 
 /// The sim account's Replicate webhook secret.
@@ -82,24 +84,30 @@ fn mode(prompt: &str) -> Mode {
     }
 }
 
-/// The deliveries made so far.
-#[derive(Debug, Default)]
-pub struct Log(Mutex<Vec<Value>>);
+/// What delivers callbacks, and the deliveries made so far.
+#[derive(Debug)]
+pub struct Hooks {
+    http: reqwest::Client,
+    log: Mutex<Vec<Value>>,
+}
 
-impl Log {
-    fn push(&self, v: Value) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+impl Hooks {
+    /// Deliveries go out through `http`.
+    pub fn new(http: reqwest::Client) -> Self {
+        Self {
+            http,
+            log: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, Vec<Value>> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 /// `GET /debug/hooks`.
-pub async fn log(State(sim): State<Shared>) -> Response {
-    let all = sim
-        .hooks
-        .0
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+pub async fn log(State(hooks): State<Arc<Hooks>>) -> Response {
+    let all = hooks.log().clone();
     Json(Value::from(all)).into_response()
 }
 
@@ -129,11 +137,12 @@ struct Delivery {
     body: String,
 }
 
-fn build(sim: &Shared, job: &Job, target: &Target, n: u32) -> Delivery {
+/// The `n`th delivery of `body` (the job as its provider shows it) to `target`.
+fn build(job: &Job, target: &Target, n: u32, body: &Value) -> Delivery {
     let ts = unix_secs();
+    let body = body.to_string();
     match target {
         Target::Replicate { url } => {
-            let body = crate::replicate::prediction(sim, job, &serde_json::Map::new()).to_string();
             let id = format!("msg_{}_{n}", job.id.replace('-', ""));
             let signature = standardwebhooks::Webhook::new(REPLICATE_SECRET)
                 .and_then(|w| w.sign(&id, i64::try_from(ts).unwrap_or(0), body.as_bytes()))
@@ -149,7 +158,6 @@ fn build(sim: &Shared, job: &Job, target: &Target, n: u32) -> Delivery {
             }
         }
         Target::Fal { url } => {
-            let body = crate::fal::webhook_body(sim, job).to_string();
             let digest: String = hex::encode(Sha256::digest(body.as_bytes()));
             let message = format!("{}\n{FAL_USER}\n{ts}\n{digest}", job.id);
             let signature = hex::encode(fal_key().sign(message.as_bytes()).to_bytes());
@@ -170,7 +178,7 @@ fn build(sim: &Shared, job: &Job, target: &Target, n: u32) -> Delivery {
                 .iter()
                 .map(|s| ("x-webhook-secret".to_owned(), s.clone()))
                 .collect(),
-            body: crate::bfl::result_body(sim, job).to_string(),
+            body,
         },
     }
 }
@@ -188,13 +196,13 @@ fn provider(target: &Target) -> &'static str {
 /// 10 times over 2 hours; Replicate and Standard Webhooks: with backoff), shortened.
 const ATTEMPTS: u32 = 4;
 
-async fn send(sim: &Shared, job: &Job, target: &Target, d: &Delivery) {
+async fn send(hooks: &Hooks, job: &Job, target: &Target, d: &Delivery) {
     let mut status = Value::Null;
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
         }
-        let mut req = sim
+        let mut req = hooks
             .http
             .post(&d.url)
             .header("content-type", "application/json")
@@ -216,16 +224,22 @@ async fn send(sim: &Shared, job: &Job, target: &Target, d: &Delivery) {
         .iter()
         .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
-    sim.hooks.push(json!({
+    hooks.log().push(json!({
         "prompt": job.spec.prompt, "job": job.id, "provider": provider(target),
         "url": d.url, "headers": headers, "body": d.body, "status": status,
         "at_ms": crate::jobs::unix_ms(),
     }));
 }
 
-/// Delivers `job`'s callback to `target` when the job finishes, as its prompt asks.
-pub fn schedule(sim: &Shared, job: Arc<Job>, target: Target) {
-    let sim = sim.clone();
+/// Delivers `job`'s callback to `target` when the job finishes, as its prompt asks;
+/// `body` gives the job as its provider shows it at the time of each delivery.
+pub fn schedule(
+    hooks: &Arc<Hooks>,
+    job: Arc<Job>,
+    target: Target,
+    body: impl Fn(&Job) -> Value + Send + 'static,
+) {
+    let hooks = hooks.clone();
     tokio::spawn(async move {
         let mode = mode(&job.spec.prompt);
         if mode == Mode::Never {
@@ -233,14 +247,14 @@ pub fn schedule(sim: &Shared, job: Arc<Job>, target: Target) {
         }
         let done = job.queue + job.process;
         tokio::time::sleep(done.saturating_sub(job.submitted.elapsed())).await;
-        let first = build(&sim, &job, &target, 1);
-        send(&sim, &job, &target, &first).await;
+        let first = build(&job, &target, 1, &body(&job));
+        send(&hooks, &job, &target, &first).await;
         match mode {
-            Mode::Duplicate => send(&sim, &job, &target, &first).await,
+            Mode::Duplicate => send(&hooks, &job, &target, &first).await,
             Mode::Late => {
                 tokio::time::sleep(LATE).await;
-                let again = build(&sim, &job, &target, 2);
-                send(&sim, &job, &target, &again).await;
+                let again = build(&job, &target, 2, &body(&job));
+                send(&hooks, &job, &target, &again).await;
             }
             Mode::Once | Mode::Never => {}
         }

@@ -100,8 +100,7 @@ impl Jobs {
             failure,
             model: model.to_owned(),
             process: process.unwrap_or(self.timing.process),
-            queue: crate::common::requested_secs(&spec.prompt, "queue")
-                .unwrap_or(self.timing.queue),
+            queue: requested_secs(&spec.prompt, "queue").unwrap_or(self.timing.queue),
             spec,
             canceled: std::sync::atomic::AtomicBool::new(false),
             never_started: std::sync::atomic::AtomicBool::new(false),
@@ -162,6 +161,15 @@ impl Jobs {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Job>>> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The time a `[sim:NAME=SECONDS]` token asks for (`process`, `queue`).
+pub fn requested_secs(prompt: &str, name: &str) -> Option<Duration> {
+    let token = format!("[sim:{name}=");
+    let start = prompt.find(&token)? + token.len();
+    let end = prompt[start..].find(']')? + start;
+    let secs: f64 = prompt[start..end].trim().parse().ok()?;
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 /// Now, in Unix milliseconds.

@@ -20,18 +20,22 @@
 mod bfl;
 mod comfyui;
 mod common;
+mod debug;
 mod elsewhere;
 mod fal;
+mod faults;
 mod gates;
 mod hooks;
 mod jobs;
 mod replicate;
 mod segmind;
+mod state;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::routing::{get, post};
 use jobs::{Jobs, Timing};
 
 #[derive(Debug)]
@@ -88,38 +92,51 @@ async fn main() {
     // Loopback only: this server exists for local development and tests.
     let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
     let base = format!("http://{addr}");
-    let mut sim = common::Sim::new(Jobs::new(args.timing), base.clone());
+    let mut sim = state::Sim::new(Jobs::new(args.timing), base.clone());
     sim.render_ahead = args.render_ahead;
     let sim = Arc::new(sim);
-    if let Err(e) = elsewhere::start(sim.clone()).await {
+    if let Err(e) = elsewhere::start(sim.elsewhere.clone()).await {
         eprintln!("parallax-sim: {e}");
         std::process::exit(1);
     }
+    let comfy = comfyui::Comfy::new(sim.clone());
     let app = axum::Router::new()
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .route("/outputs/{id}/{file}", axum::routing::get(common::output))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/outputs/{id}/{file}", get(common::output))
+        .route("/debug/submissions", get(debug::submissions))
+        .route("/debug/requests", get(debug::requests))
+        .route("/debug/jobs", get(debug::jobs))
+        .route("/debug/controls", get(debug::controls))
         .route(
-            "/debug/submissions",
-            axum::routing::get(common::submissions),
+            "/debug/hooks",
+            get(hooks::log).with_state(sim.hooks.clone()),
         )
-        .route("/debug/requests", axum::routing::get(common::requests))
-        .route("/debug/jobs", axum::routing::get(common::jobs))
-        .route("/debug/controls", axum::routing::get(common::controls))
-        .route("/debug/hooks", axum::routing::get(hooks::log))
-        .route("/debug/elsewhere", axum::routing::get(elsewhere::log))
-        .route("/debug/gates", axum::routing::post(gates::create))
-        .route("/debug/gates/{id}/wait", axum::routing::get(gates::wait))
-        .route("/debug/gates/{id}/open", axum::routing::post(gates::open))
+        .route(
+            "/debug/elsewhere",
+            get(elsewhere::log).with_state(sim.elsewhere.clone()),
+        )
+        .route(
+            "/debug/gates",
+            post(gates::create).with_state(sim.gates.clone()),
+        )
+        .route(
+            "/debug/gates/{id}/wait",
+            get(gates::wait).with_state(sim.gates.clone()),
+        )
+        .route(
+            "/debug/gates/{id}/open",
+            post(gates::open).with_state(sim.gates.clone()),
+        )
         .nest("/segmind", segmind::router("segmind"))
         .nest("/parallax", segmind::router("parallax"))
         .nest("/replicate", replicate::router())
-        .nest("/comfyui", comfyui::router(false))
-        .nest("/comfyui-proxy", comfyui::router(true))
+        .nest("/comfyui", comfyui::router(false).with_state(comfy.clone()))
+        .nest("/comfyui-proxy", comfyui::router(true).with_state(comfy))
         .nest("/bfl", bfl::router())
         .nest("/fal", fal::router())
         .layer(axum::middleware::from_fn_with_state(
             sim.clone(),
-            common::count_requests,
+            debug::count_requests,
         ))
         .with_state(sim)
         // Generous: base64 control images of a few MB.

@@ -14,8 +14,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use crate::common::{Ask, Shared, control_image, create_job, num, output_urls, read_fields, text};
+use crate::common::{Ask, control_image, create_job, num, output_urls, read_fields, text};
+use crate::hooks::{self, Target};
 use crate::jobs::{Job, Phase};
+use crate::state::Shared;
 use parallax_sim::render::Format;
 
 pub fn router() -> Router<Shared> {
@@ -30,7 +32,7 @@ pub fn router() -> Router<Shared> {
             "/v1/webhooks/default/secret",
             get(|headers: HeaderMap| async move {
                 if authorized(&headers) {
-                    crate::hooks::replicate_secret().await
+                    hooks::replicate_secret().await
                 } else {
                     unauthenticated()
                 }
@@ -151,20 +153,22 @@ async fn create(State(sim): State<Shared>, Path(model): Path<String>, req: Reque
     if let Some(url) = body.get("webhook").and_then(Value::as_str)
         && completed
     {
-        crate::hooks::schedule(
-            &sim,
+        let shown = sim.clone();
+        hooks::schedule(
+            &sim.hooks,
             job.clone(),
-            crate::hooks::Target::Replicate {
+            Target::Replicate {
                 url: url.to_owned(),
             },
+            move |job| prediction(&shown, job, &Map::new()),
         );
     }
-    crate::gates::hold_job(&sim, "replicate", "submit", &job).await;
+    crate::gates::hold_job(&sim.gates, "replicate", "submit", &job).await;
     (StatusCode::CREATED, Json(prediction(&sim, &job, &input))).into_response()
 }
 
 /// The prediction object, as `GET` answers it (and the webhook carries it).
-pub(crate) fn prediction(sim: &Shared, job: &Job, input: &Map<String, Value>) -> Value {
+fn prediction(sim: &Shared, job: &Job, input: &Map<String, Value>) -> Value {
     let dev = job.model == "flux-depth-dev";
     let base = format!("{}/replicate/v1/predictions/{}", sim.base, job.id);
     let phase = sim.jobs.phase(job);
@@ -227,7 +231,7 @@ async fn get_prediction(
     }
     match sim.jobs.get(&id) {
         Some(job) => {
-            crate::gates::hold_job(&sim, "replicate", "poll", &job).await;
+            crate::gates::hold_job(&sim.gates, "replicate", "poll", &job).await;
             Json(prediction(&sim, &job, &Map::new())).into_response()
         }
         None => problem(
@@ -253,7 +257,7 @@ async fn cancel(State(sim): State<Shared>, Path(id): Path<String>, headers: Head
                     .store(phase == Phase::Queued, std::sync::atomic::Ordering::Relaxed);
             }
             // Applied on arrival; a gate holds only the answer.
-            crate::gates::hold_job(&sim, "replicate", "cancel", &job).await;
+            crate::gates::hold_job(&sim.gates, "replicate", "cancel", &job).await;
             Json(prediction(&sim, &job, &Map::new())).into_response()
         }
         None => problem(

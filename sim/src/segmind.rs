@@ -18,11 +18,11 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::common::{
-    Ask, Shared, control_image, create_job, error, has_header, metrics, num, output_urls,
-    read_fields, text,
+    Ask, control_image, create_job, error, has_header, metrics, num, output_urls, read_fields, text,
 };
 use crate::gates;
 use crate::jobs::{Job, Phase};
+use crate::state::Shared;
 use parallax_sim::render::Format;
 
 /// The protocol under `/{scope}` (`segmind` or `parallax`).
@@ -137,7 +137,7 @@ async fn submit(
             .unwrap_or_else(|e| e.into_inner())
             .insert(k, job.id.clone());
     }
-    gates::hold_job(&sim, scope, "submit", &job).await;
+    gates::hold_job(&sim.gates, scope, "submit", &job).await;
     accepted(&sim, scope, &job.id)
 }
 
@@ -189,7 +189,7 @@ async fn status(
     ) {
         return redirect;
     }
-    gates::hold_job(&sim, scope, "poll", &job).await;
+    gates::hold_job(&sim.gates, scope, "poll", &job).await;
     let waiting = |status: &str| {
         let base = format!("{}/{scope}/v2/requests/{id}", sim.base);
         json!({"status": status, "request_id": id, "status_url": format!("{base}/status"),
@@ -216,7 +216,7 @@ async fn result(
         Ok(job) => job,
         Err(resp) => return resp,
     };
-    gates::hold_job(&sim, scope, "result", &job).await;
+    gates::hold_job(&sim.gates, scope, "result", &job).await;
     let (status, output, images) = match sim.jobs.phase(&job) {
         Phase::Queued => ("QUEUED", Value::Null, Vec::new()),
         Phase::Processing => ("PROCESSING", Value::Null, Vec::new()),
@@ -269,7 +269,7 @@ async fn cancel(
     job.canceled
         .store(true, std::sync::atomic::Ordering::Relaxed);
     // Applied on arrival; a gate holds only the answer.
-    gates::hold_job(&sim, scope, "cancel", &job).await;
+    gates::hold_job(&sim.gates, scope, "cancel", &job).await;
     let refunded = if phase == Phase::Queued { 5 } else { 0 };
     (
         StatusCode::OK,

@@ -20,6 +20,8 @@ mod cmd;
 mod comfyui_check;
 mod dev;
 mod keys;
+#[cfg(test)]
+mod rooms;
 mod setup;
 mod stack;
 mod test;

@@ -15,7 +15,8 @@ pub fn CompareSlider(
     /// Accessible description of the generated image.
     label: String,
 ) -> impl IntoView {
-    let position = RwSignal::new(50.0_f64);
+    // Whole percents (u32): formatting them needs no float formatting code in the wasm.
+    let position = RwSignal::new(50_u32);
     // Pointer (mouse, pen, touch) anywhere on the image moves the handle there.
     let follow = move |ev: web_sys::PointerEvent, pressed: bool| {
         if !pressed || ev.button() > 0 {
@@ -30,7 +31,7 @@ pub fn CompareSlider(
         let rect = el.get_bounding_client_rect();
         if rect.width() > 0.0 {
             let x = (f64::from(ev.client_x()) - rect.left()) / rect.width() * 100.0;
-            position.set(x.clamp(0.0, 100.0).round());
+            position.set(x.clamp(0.0, 100.0).round() as u32);
         }
     };
     view! {
@@ -42,17 +43,17 @@ pub fn CompareSlider(
             }>
             <img class="compare-after" src=after alt=label data-testid="job-output" draggable="false" loading="lazy" />
             <img class="compare-before" src=before alt="Control image" draggable="false" loading="lazy"
-                style=move || format!("clip-path: inset(0 {}% 0 0)", 100.0 - position.get()) />
+                style=move || format!("clip-path: inset(0 {}% 0 0)", 100 - position.get()) />
             <div class="compare-handle" aria-hidden="true" style=move || format!("left: {}%", position.get())></div>
         </div>
         <input class="compare-range" type="range" min="0" max="100" step="1"
                 aria-label="Compare with the control image"
-                aria-valuetext=move || format!("{:.0}% control image shown", position.get())
+                aria-valuetext=move || format!("{}% control image shown", position.get())
                 data-testid="compare-range"
                 prop:value=move || position.get().to_string()
                 on:input=move |ev| {
-                    if let Ok(v) = event_target_value(&ev).parse() {
-                        position.set(v);
+                    if let Ok(v) = event_target_value(&ev).parse::<u32>() {
+                        position.set(v.min(100));
                     }
                 } />
     }

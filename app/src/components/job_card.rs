@@ -120,7 +120,7 @@ pub fn JobCard(
             format!("took {}", eta::elapsed_text(e))
         }
     };
-    let percent = move || (eta::progress(elapsed(), expected()) * 100.0).round();
+    let percent = move || (eta::progress(elapsed(), expected()) * 100.0).round() as u32;
     let outputs = move || job.with(|j| j.as_ref().map(|j| j.outputs.clone()).unwrap_or_default());
     let failed = move || {
         job.with(|j| {

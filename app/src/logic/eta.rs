@@ -41,9 +41,9 @@ pub fn progress(elapsed: f64, expected: f64) -> f64 {
 pub fn remaining_text(elapsed: f64, expected: f64) -> String {
     let left = expected - elapsed;
     if left > 90.0 {
-        format!("about {} min left", (left / 60.0).round())
+        format!("about {} min left", (left / 60.0).round() as u64)
     } else if left > 5.0 {
-        format!("about {} s left", left.round())
+        format!("about {} s left", left.round() as u64)
     } else if left > -10.0 {
         "a few seconds left".into()
     } else {

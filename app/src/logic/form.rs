@@ -29,7 +29,8 @@ pub fn value_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
-        other => other.to_string(),
+        // Not `Value`'s Display: in the app that would link serde_json's writer.
+        other => crate::json::stringify(other),
     }
 }
 
@@ -168,14 +169,14 @@ pub fn encode(form: &FormState, image: Option<&ImageSource>) -> String {
             .filter(|u| u.len() <= MAX_SAVED_URL),
         image_remote: matches!(image, Some(ImageSource::Remote(_))),
     };
-    serde_json::to_string(&saved).unwrap_or_default()
+    crate::json::stringify(&saved)
 }
 
 /// A saved form back: its model's form with the saved values it has (text as typed,
 /// checked as usual when shown), and its image source. `None` for anything else
 /// (another version, an unknown model, not JSON).
 pub fn decode(text: &str) -> Option<(FormState, Option<ImageSource>)> {
-    let saved: SavedForm = serde_json::from_str(text).ok()?;
+    let saved: SavedForm = crate::json::parse(text).ok()?;
     if saved.version != SAVED_VERSION {
         return None;
     }

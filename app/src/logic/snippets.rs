@@ -32,14 +32,14 @@ fn python_value(model: Model, name: &str, value: &str) -> String {
                 "False".into()
             }
         }
-        _ if is_text(model, name) => serde_json::to_string(value).unwrap_or_default(),
+        _ if is_text(model, name) => crate::json::stringify(value),
         _ => value.to_owned(),
     }
 }
 
 fn js_value(model: Model, name: &str, value: &str) -> String {
     if is_text(model, name) {
-        serde_json::to_string(value).unwrap_or_default()
+        crate::json::stringify(value)
     } else {
         value.to_owned()
     }

@@ -323,13 +323,13 @@ impl Stored {
     }
 
     pub fn encode(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        crate::json::stringify(self)
     }
 
     /// Reads the stored text: this version, or nothing (an unknown or broken version is
     /// dropped rather than misread).
     pub fn decode(text: &str) -> Self {
-        match serde_json::from_str::<Stored>(text) {
+        match crate::json::parse::<Stored>(text) {
             Ok(s) if s.version == SCHEMA_VERSION => s,
             _ => Self::new(),
         }
@@ -339,7 +339,7 @@ impl Stored {
     /// created_ms, outputs, …, response_url}`) into this version.
     pub fn from_legacy(text: &str) -> Self {
         let mut stored = Self::new();
-        let Ok(entries) = serde_json::from_str::<Vec<serde_json::Value>>(text) else {
+        let Ok(entries) = crate::json::parse::<Vec<serde_json::Value>>(text) else {
             return stored;
         };
         for e in entries {
@@ -386,7 +386,19 @@ pub fn expiry_text(expires_at: Option<u64>, now_secs: u64) -> Option<String> {
 
 /// The export: every job as pretty JSON.
 pub fn export(list: &[Job]) -> String {
-    serde_json::to_string_pretty(list).unwrap_or_else(|_| "[]".into())
+    match crate::json::pretty(list) {
+        t if t.is_empty() => "[]".into(),
+        t => t,
+    }
+}
+
+/// Unicode lowercasing by the browser's `toLowerCase` in the app: Rust's own
+/// (`str::to_lowercase`) links Unicode's case tables, 8 KB gzip of wasm for a file name.
+fn lowercase(word: &str) -> String {
+    #[cfg(target_arch = "wasm32")]
+    return js_sys::JsString::from(word).to_lower_case().into();
+    #[cfg(not(target_arch = "wasm32"))]
+    word.to_lowercase()
 }
 
 /// A file name for output `n` of a job: the prompt's first words and the seed,
@@ -396,7 +408,7 @@ pub fn download_name(prompt: &str, seed: Option<u32>, n: usize, url: &str) -> St
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .take(6)
-        .map(str::to_lowercase)
+        .map(lowercase)
         .collect();
     let stem = if words.is_empty() {
         "parallax".to_owned()

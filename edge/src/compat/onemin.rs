@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 
 use super::{choice_field, object_field, unknown_fields};
 use crate::input::image::ImageFormat;
-use crate::job::JobRecord;
+use crate::objects::runner::JobRecord;
 use crate::storage::keys;
 
 pub const TYPE: &str = "IMAGE_EDITOR";
@@ -283,7 +283,7 @@ pub const fn model() -> Model {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::tests::completed;
+    use crate::objects::runner::tests::completed;
 
     fn body(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()

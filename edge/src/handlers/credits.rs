@@ -10,7 +10,7 @@ use crate::accounts::Caller;
 use crate::error::{EdgeError, EdgeResult};
 use crate::handlers::jobs::page_limit;
 use crate::http;
-use crate::ledger::EntryKey;
+use crate::objects::ledger::EntryKey;
 
 /// Query of `GET /v2/credits`.
 #[derive(Debug, Default, serde::Deserialize)]

@@ -8,10 +8,10 @@ use crate::accounts::Caller;
 use crate::compat::eachlabs;
 use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
-use crate::handlers::jobs::load;
 use crate::handlers::submit::{JobRequest, cheapest_job, create_job, idempotency_key};
 use crate::http;
 use crate::input::body::{self, RawSubmission};
+use crate::objects::runner::client::load;
 use crate::webhook::{self, Target};
 
 /// `POST /v1/prediction/`.

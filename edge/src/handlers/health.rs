@@ -20,7 +20,7 @@ pub async fn get_health(env: &Env) -> Response {
                 "name": kind.name(),
                 "configured": provider.is_some_and(|p| p.is_ready()),
                 // The circuit breaker: closed, open, half_open (or unknown).
-                "health": crate::breaker::health(env, kind.name()).await,
+                "health": crate::objects::breaker::health(env, kind.name()).await,
             }));
         }
         models.insert(model.slug().to_owned(), Value::from(providers));

@@ -6,65 +6,14 @@
 
 use parallax_api::{JobStatus, RequestId, StatusWait};
 use serde_json::json;
-use worker::{Env, Request, Response, Stub};
+use worker::{Env, Request, Response};
 
 use crate::accounts::{Caller, Reader};
-use crate::config::{Config, bindings};
+use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
-use crate::handlers::submit::internal_request;
-use crate::http;
-use crate::job::JobRecord;
-
-pub fn runner_stub(env: &Env, id: &RequestId) -> EdgeResult<Stub> {
-    Ok(env
-        .durable_object(bindings::JOB_RUNNER)?
-        .id_from_name(id.as_str())?
-        .get_stub()?)
-}
-
-fn not_found() -> EdgeError {
-    EdgeError::NotFound("No such request (unknown or expired id)".into())
-}
-
-/// Sends an internal request to a job's runner and decodes its record, or 404.
-async fn runner_call(env: &Env, id: &RequestId, path: &str, post: bool) -> EdgeResult<JobRecord> {
-    match runner_answer(env, id, path, post).await? {
-        (200, job) => Ok(job),
-        (other, _) => Err(EdgeError::Internal(format!("runner answered {other}"))),
-    }
-}
-
-/// The runner's status and record (200, or 409 for a cancel of a finished job).
-async fn runner_answer(
-    env: &Env,
-    id: &RequestId,
-    path: &str,
-    post: bool,
-) -> EdgeResult<(u16, JobRecord)> {
-    let req = if post {
-        internal_request(path, Some(&()))?
-    } else {
-        internal_request::<()>(path, None)?
-    };
-    let mut resp = runner_stub(env, id)?.fetch_with_request(req).await?;
-    match resp.status_code() {
-        code @ (200 | 409) => Ok((code, resp.json::<JobRecord>().await?)),
-        404 => Err(not_found()),
-        other => Err(EdgeError::Internal(format!("runner answered {other}"))),
-    }
-}
-
-/// After a lost `/start` answer: the job's record if the runner has it, else 404 —
-/// and then the runner refuses any late `/start` of it, so the 404 is final.
-pub async fn abandon_unless_started(env: &Env, id: &RequestId) -> EdgeResult<JobRecord> {
-    runner_call(env, id, "/abandon", true).await
-}
-
-/// Loads a job's live record, or 404 (unknown, malformed or expired id).
-pub async fn load(env: &Env, raw_id: &str) -> EdgeResult<JobRecord> {
-    let id = RequestId::parse(raw_id).ok_or_else(not_found)?;
-    runner_call(env, &id, "/state", false).await
-}
+use crate::http::{self, internal_request};
+use crate::objects::runner::JobRecord;
+use crate::objects::runner::client::{load, not_found, runner_answer, runner_call, runner_stub};
 
 fn status_code(job: &JobRecord) -> u16 {
     if job.status == JobStatus::Failed {

@@ -62,7 +62,7 @@ async fn get_control(req: &Request, env: &Env, id: &RequestId) -> EdgeResult<Res
         let caller = accounts::identify_for_read(req, env, &cfg)
             .await?
             .filter(|c| c.keyed);
-        let job = jobs::load(env, id.as_str()).await?;
+        let job = crate::objects::runner::client::load(env, id.as_str()).await?;
         let claim = jobs::Claim {
             caller: caller.as_ref(),
             token: None,

@@ -10,10 +10,11 @@
 use parallax_api::JobStatus;
 use worker::{Env, Headers, Request, Response};
 
-use crate::config::{Config, bindings};
+use crate::bindings;
+use crate::config::Config;
 use crate::error::EdgeResult;
-use crate::handlers::jobs::load;
-use crate::job::JobRecord;
+use crate::objects::runner::JobRecord;
+use crate::objects::runner::client::load;
 use crate::storage::keys;
 
 /// Escapes text for HTML content and attribute values.
@@ -159,7 +160,7 @@ mod tests {
 
     use super::*;
     use crate::input::image::{ImageFormat, ImageInfo};
-    use crate::job::{Ownership, StoredOutput};
+    use crate::objects::runner::{Ownership, StoredOutput};
 
     fn job(prompt: &str) -> JobRecord {
         let mut params = Params::default();

@@ -9,10 +9,10 @@ use worker::{Env, Request, Response};
 use crate::accounts::{Caller, Reservation};
 use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
-use crate::handlers::jobs::runner_stub;
 use crate::http;
 use crate::input::body;
-use crate::job::{JobRecord, Ownership, Start};
+use crate::objects::runner::client::runner_stub;
+use crate::objects::runner::{JobRecord, Ownership, Start};
 use crate::providers;
 use crate::storage::{self, keys};
 
@@ -253,7 +253,7 @@ enum Started {
 /// after a short pause.
 async fn probe_start(env: &Env, id: &RequestId, start_error: &EdgeError) -> Started {
     for attempt in 0..3 {
-        match crate::handlers::jobs::abandon_unless_started(env, id).await {
+        match crate::objects::runner::client::abandon_unless_started(env, id).await {
             Ok(_) => return Started::Yes,
             Err(EdgeError::NotFound(_)) => return Started::No,
             Err(probe) => {
@@ -287,7 +287,7 @@ async fn serve(
     };
     if let Ok(names) = &own {
         for name in names {
-            if crate::breaker::allow(env, name).await {
+            if crate::objects::breaker::allow(env, name).await {
                 return own.map(|c| (model, c));
             }
         }
@@ -353,7 +353,7 @@ async fn start(
     )
     .await?;
     let resp = runner_stub(env, &record.id)?
-        .fetch_with_request(internal_request(
+        .fetch_with_request(http::internal_request(
             "/start",
             Some(&Start {
                 job: record.clone(),
@@ -421,37 +421,24 @@ pub fn anonymous_owner_token(cfg: &Config, caller: &Caller, id: &RequestId) -> O
     (!caller.keyed).then(|| crate::control_link::owner_token(secret, id))
 }
 
-/// A request to a `JobRunner`'s internal routes.
-pub fn internal_request<T: serde::Serialize>(path: &str, body: Option<&T>) -> EdgeResult<Request> {
-    let mut init = worker::RequestInit::new();
-    if let Some(body) = body {
-        let text = serde_json::to_string(body).map_err(|e| EdgeError::Internal(e.to_string()))?;
-        init.with_method(worker::Method::Post)
-            .with_body(Some(text.into()));
-    }
-    Ok(Request::new_with_init(
-        &format!("https://runner{path}"),
-        &init,
-    )?)
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::config::{Limits, Provider};
+    use crate::config::Limits;
     use crate::input::body::Given;
     use crate::providers::Kind;
+    use crate::providers::Provider;
 
     fn config(dev_route: Vec<Kind>) -> Config {
         Config {
-            providers: [Kind::Segmind, Kind::ComfyUi]
+            providers: [Kind::named("segmind"), Kind::named("comfyui")]
                 .into_iter()
                 .map(|kind| Provider {
                     kind,
                     base_url: "http://sim".into(),
-                    api_key: Some(crate::config::Secret::new("k")),
+                    api_key: Some(crate::secret::Secret::new("k")),
                 })
                 .collect(),
             routes: vec![(Model::FluxDepthDev, dev_route)],
@@ -476,7 +463,7 @@ mod tests {
             poll_every_ms: 2000,
             remote_images: false,
             webhook_loopback: false,
-            breaker: crate::breaker::Policy::default(),
+            breaker: crate::objects::breaker::Policy::default(),
             fallbacks: Vec::new(),
         }
     }
@@ -495,7 +482,11 @@ mod tests {
 
     #[test]
     fn candidates_keep_route_order_and_skip_providers_that_cannot_honour_the_job() {
-        let cfg = config(vec![Kind::ComfyUi, Kind::Segmind, Kind::Replicate]);
+        let cfg = config(vec![
+            Kind::named("comfyui"),
+            Kind::named("segmind"),
+            Kind::named("replicate"),
+        ]);
         assert_eq!(
             candidates(
                 &cfg,
@@ -585,7 +576,7 @@ mod tests {
 
     #[test]
     fn a_parameter_no_provider_can_honour_is_a_400_naming_it() {
-        let cfg = config(vec![Kind::ComfyUi]);
+        let cfg = config(vec![Kind::named("comfyui")]);
         let err = candidates(
             &cfg,
             Model::FluxDepthDev,

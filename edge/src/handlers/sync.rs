@@ -12,10 +12,10 @@ use worker::{Delay, Env, Headers, Request, Response};
 use crate::accounts::Caller;
 use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
-use crate::handlers::jobs::load;
 use crate::handlers::submit::{create_job_from, find_model};
 use crate::http;
-use crate::job::{FailureKind, JobRecord};
+use crate::objects::runner::client::load;
+use crate::objects::runner::{FailureKind, JobRecord};
 use crate::storage::{self, keys};
 
 const POLL_MS: u64 = 400;

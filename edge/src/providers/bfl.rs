@@ -5,12 +5,17 @@
 //! behind configuration, and a 404/410 is a clear error rather than a hang.
 
 use base64::Engine;
-use parallax_api::Params;
+use parallax_api::{Model, Params, RequestId};
 use serde_json::{Map, Value};
 
-use super::{Submitted, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamState};
-use crate::config::Provider;
-use crate::hooks::Callback;
+use super::Order;
+use super::Provider;
+use super::contract::{Adapter, HookCheck, HookError, Step};
+use super::{
+    ControlImage, Submitted, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamState,
+    inline_bytes, send,
+};
+use crate::hooks::{self, Callback, Hooks};
 
 fn headers(cfg: &Provider) -> Vec<(&'static str, String)> {
     let mut h = vec![("accept", "application/json".to_owned())];
@@ -123,6 +128,113 @@ pub fn parse_state(resp: &UpstreamResponse) -> Result<UpstreamState, UpstreamErr
             reason: "bfl answered without a status".into(),
             retry_after: None,
         }),
+    }
+}
+
+/// BFL direct: flux-depth-pro only, called back (`webhook_url`), no cancel.
+#[derive(Debug)]
+pub struct Bfl;
+
+impl Adapter for Bfl {
+    fn name(&self) -> &'static str {
+        "bfl"
+    }
+
+    fn env_prefix(&self) -> &'static str {
+        "BFL"
+    }
+
+    fn default_base_url(&self) -> Option<&'static str> {
+        Some("https://api.bfl.ai")
+    }
+
+    /// `api.bfl.ai`, its regional `api.eu.bfl.ai`/`api.us.bfl.ai`, the legacy
+    /// `api.eu1`/`api.us1.bfl.ai` and `api.bfl.ml` (BFL's integration guidelines; see
+    /// ../shared/reference/providers-2026.md).
+    fn documented_hosts(&self) -> &'static [&'static str] {
+        &[
+            "api.bfl.ai",
+            "api.eu.bfl.ai",
+            "api.us.bfl.ai",
+            "api.eu1.bfl.ai",
+            "api.us1.bfl.ai",
+            "api.bfl.ml",
+        ]
+    }
+
+    /// Its depth endpoint documents base64 only.
+    fn fetches(&self, _link: &str) -> bool {
+        false
+    }
+
+    fn serves(&self, model: Model) -> bool {
+        model == Model::FluxDepthPro
+    }
+
+    fn build_submit(
+        &self,
+        provider: &Provider,
+        job: &Order<'_>,
+        control: &ControlImage,
+        callback: Option<&Callback>,
+        _prepared: &str,
+    ) -> Result<UpstreamRequest, UpstreamError> {
+        Ok(build_submit(
+            provider,
+            job.params,
+            inline_bytes(provider, control)?,
+            callback,
+        ))
+    }
+
+    fn parse_submit(
+        &self,
+        _provider: &Provider,
+        _job_id: &str,
+        resp: &UpstreamResponse,
+    ) -> Result<Submitted, UpstreamError> {
+        parse_submit(resp)
+    }
+
+    fn documented_urls(&self, base: &str, id: &str) -> Option<(String, String, Option<String>)> {
+        let poll = format!("{base}/v1/get_result?id={id}");
+        Some((poll.clone(), poll, None))
+    }
+
+    fn poll<'a>(
+        &'a self,
+        provider: &'a Provider,
+        sub: &'a Submitted,
+        timeout_ms: u32,
+    ) -> Step<'a, UpstreamState> {
+        Box::pin(async move {
+            let resp = send(
+                self.name(),
+                &build_get(provider, &sub.status_url),
+                timeout_ms,
+            )
+            .await?;
+            parse_state(&resp)
+        })
+    }
+
+    fn pushes(&self, _hooks: &Hooks) -> bool {
+        true
+    }
+
+    /// `X-Webhook-Secret` must be the job's callback secret (`hooks::check_bfl`).
+    fn verify_hook<'a>(
+        &'a self,
+        hooks: &'a Hooks,
+        id: &'a RequestId,
+        header: &'a dyn Fn(&str) -> Option<String>,
+        body: &'a [u8],
+        _now_secs: u64,
+    ) -> HookCheck<'a> {
+        Box::pin(async move {
+            hooks::check_bfl(hooks, id, header("x-webhook-secret").as_deref(), body)
+                .map_err(HookError::Refused)
+        })
     }
 }
 

@@ -23,16 +23,18 @@
 //! elongated than [`MAX_ASPECT`] is refused at submit (the depth model keeps a 518 px
 //! short side, so a 16:4096 strip runs the GPU out of memory after minutes).
 
-use parallax_api::{FieldError, Params};
+use parallax_api::{FieldError, Model, Params};
 use serde_json::{Value, json};
 
+use super::Order;
+use super::Provider;
+use super::contract::{Adapter, Prepared, Step};
 use super::{
-    HttpMethod, Submitted, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamState,
-    error_detail,
+    CancelOutcome, ControlImage, HttpMethod, Submitted, UpstreamError, UpstreamRequest,
+    UpstreamResponse, UpstreamState, error_detail, inline_bytes, send,
 };
-use crate::config::Provider;
+use crate::hooks::Callback;
 use crate::input::image::ImageInfo;
-use crate::job::JobRecord;
 
 const WORKFLOW: &str = include_str!("comfyui_flux_depth_dev.json");
 const SAVE_NODE: &str = "14";
@@ -83,7 +85,7 @@ pub fn headers(cfg: &Provider) -> Vec<(&'static str, String)> {
 /// Where a job's control image goes under ComfyUI's `input/` (and its outputs under
 /// `output/`): one folder per job, so `LoadImage`'s listing of `input/` stays small and
 /// an operator can prune old jobs by folder.
-pub fn job_folder(job: &JobRecord) -> String {
+pub fn job_folder(job: &Order<'_>) -> String {
     format!("parallax/{}", job.id)
 }
 
@@ -210,7 +212,7 @@ pub fn megapixels(params: &Params, input: &ImageInfo) -> f64 {
 }
 
 /// The workflow graph with the job's parameters filled in.
-pub fn workflow(job: &JobRecord, image_name: &str) -> Value {
+pub fn workflow(job: &Order<'_>, image_name: &str) -> Value {
     let mut g: Value = serde_json::from_str(WORKFLOW).unwrap_or_default();
     let p = &job.params;
     g["4"]["inputs"]["image"] = json!(image_name);
@@ -233,7 +235,7 @@ pub fn workflow(job: &JobRecord, image_name: &str) -> Value {
     g
 }
 
-pub fn build_prompt(cfg: &Provider, job: &JobRecord, image_name: &str) -> UpstreamRequest {
+pub fn build_prompt(cfg: &Provider, job: &Order<'_>, image_name: &str) -> UpstreamRequest {
     UpstreamRequest::post_json(
         format!("{}/prompt", cfg.base_url),
         headers(cfg),
@@ -293,148 +295,188 @@ pub fn build_interrupt(cfg: &Provider, id: &str) -> UpstreamRequest {
     )
 }
 
-/// Where a prompt is at a ComfyUI server, from `/history/{id}` then `/queue`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Lookup {
-    /// Neither in its history nor in its queue: never queued, taken off the queue,
-    /// or lost with a restart (history is in memory).
-    Unknown,
-    Queued,
-    Running,
-    /// Finished: completed (output URLs) or failed.
-    Done(UpstreamState),
-}
+mod queue;
 
-/// The two reads a lookup makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Probe {
-    /// `GET /queue`: running and pending prompts.
-    Queue,
-    /// `GET /history/{prompt_id}`: finished prompts.
-    History,
-}
+pub use queue::{Lookup, Probe, build_probe, lookup_at, lookup_with, parse_history, parse_queue};
 
-/// The request for one of a lookup's reads.
-pub fn build_probe(cfg: &Provider, prompt_id: &str, probe: Probe) -> UpstreamRequest {
-    match probe {
-        Probe::Queue => build_get(cfg, &format!("{}/queue", cfg.base_url)),
-        Probe::History => build_get(cfg, &format!("{}/history/{prompt_id}", cfg.base_url)),
+/// A self-hosted ComfyUI: flux-depth-dev, polled (its progress goes to a websocket,
+/// not a callback URL), canceled by taking the prompt off the queue or interrupting it,
+/// and looked up by the `prompt_id` we choose (our job id).
+#[derive(Debug)]
+pub struct ComfyUi;
+
+impl Adapter for ComfyUi {
+    fn name(&self) -> &'static str {
+        "comfyui"
     }
-}
 
-/// Where prompt `prompt_id` is, from two reads made by `read`: the queue **first**,
-/// then the history. A prompt moves queue → history and never back, so a prompt that
-/// finishes between the reads is found in the history; read the other way round it
-/// would be in neither (Unknown: canceled as "never ran", or resubmitted).
-pub async fn lookup_with<F, Fut>(
-    cfg: &Provider,
-    prompt_id: &str,
-    read: F,
-) -> Result<Lookup, UpstreamError>
-where
-    F: Fn(Probe) -> Fut,
-    Fut: Future<Output = Result<UpstreamResponse, UpstreamError>>,
-{
-    let queued = parse_queue(prompt_id, &read(Probe::Queue).await?)?;
-    match parse_history(cfg, prompt_id, &read(Probe::History).await?)? {
-        Some(state) => Ok(Lookup::Done(state)),
-        None => Ok(queued),
+    fn env_prefix(&self) -> &'static str {
+        "COMFYUI"
     }
-}
 
-/// `Some(state)` once the history has the prompt; `None` while it is not there yet.
-pub fn parse_history(
-    cfg: &Provider,
-    prompt_id: &str,
-    resp: &UpstreamResponse,
-) -> Result<Option<UpstreamState>, UpstreamError> {
-    let v = checked(resp)?;
-    let Some(entry) = v.get(prompt_id) else {
-        return Ok(None);
-    };
-    let status = entry["status"]["status_str"].as_str().unwrap_or_default();
-    if status == "error" {
-        let messages: Vec<&Value> = entry["status"]["messages"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .collect();
-        let message = if let Some(m) = messages.iter().find(|m| m[0] == "execution_error") {
-            let node = m[1]["node_type"].as_str().unwrap_or("a node");
-            let text = m[1]["exception_message"]
-                .as_str()
-                .unwrap_or_default()
-                .trim();
-            format!("the workflow failed in {node}: {text}")
-        } else if messages.iter().any(|m| m[0] == "execution_interrupted") {
-            "the workflow was interrupted".to_owned()
-        } else {
-            "the workflow failed".to_owned()
-        };
-        return Ok(Some(UpstreamState::Failed(
-            message.chars().take(500).collect(),
-        )));
+    /// An operator's own server, perhaps behind a proxy with a key.
+    fn needs_key(&self) -> bool {
+        false
     }
-    let urls: Vec<String> = entry["outputs"]
-        .as_object()
-        .into_iter()
-        .flat_map(|outputs| outputs.values())
-        .flat_map(|node| node["images"].as_array().into_iter().flatten())
-        .filter(|img| img["type"] == "output")
-        .filter_map(|img| {
-            let name = img["filename"].as_str()?;
-            let sub = img["subfolder"].as_str().unwrap_or_default();
-            Some(format!(
-                "{}/view?filename={}&subfolder={}&type=output",
-                cfg.base_url,
-                encode(name),
-                encode(sub)
-            ))
-        })
-        .collect();
-    if urls.is_empty() {
-        return Ok(Some(UpstreamState::Failed(
-            "the workflow finished without images".into(),
-        )));
+
+    /// It takes the file through `/upload/image`.
+    fn fetches(&self, _link: &str) -> bool {
+        false
     }
-    Ok(Some(UpstreamState::Completed(urls)))
-}
 
-/// Running, pending or absent, from `/queue` (items are `[number, prompt_id, …]`).
-pub fn parse_queue(prompt_id: &str, resp: &UpstreamResponse) -> Result<Lookup, UpstreamError> {
-    let v = checked(resp)?;
-    let has = |key: &str| {
-        v[key]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|item| item[1] == prompt_id)
-    };
-    Ok(if has("queue_running") {
-        Lookup::Running
-    } else if has("queue_pending") {
-        Lookup::Queued
-    } else {
-        Lookup::Unknown
-    })
-}
+    fn serves(&self, model: Model) -> bool {
+        model == Model::FluxDepthDev
+    }
 
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
+    fn check(&self, _model: Model, params: &Params, input: &ImageInfo) -> Result<(), FieldError> {
+        check(params, input)
+    }
+
+    /// ComfyUI runs a repeated prompt again: if an earlier attempt of this job reached
+    /// the server (an answer lost on the way back), follow that one; else upload the
+    /// control image.
+    fn prepare<'a>(
+        &'a self,
+        provider: &'a Provider,
+        job: &'a Order<'a>,
+        control: &'a ControlImage,
+        timeout_ms: u32,
+    ) -> Step<'a, Prepared> {
+        Box::pin(async move {
+            let id = job.id.as_str();
+            if lookup_at(provider, id, timeout_ms).await? != Lookup::Unknown {
+                return Ok(Prepared::Already(submitted(provider, id)));
             }
-            _ => format!("%{b:02X}"),
+            let file = format!("parallax-{}.{}", job.id, job.input.format.ext());
+            let upload = build_upload(
+                provider,
+                &job_folder(job),
+                &file,
+                inline_bytes(provider, control)?,
+                job.input.format.media_type(),
+            );
+            // An upload starts nothing: a lost answer to it is an ordinary failure.
+            let answer = send(self.name(), &upload, timeout_ms)
+                .await
+                .map_err(|e| match e {
+                    UpstreamError::Ambiguous { reason } => UpstreamError::Transient {
+                        reason,
+                        retry_after: None,
+                    },
+                    e => e,
+                })?;
+            let uploaded = parse_upload(&answer)?;
+            Ok(Prepared::Fresh(uploaded))
         })
-        .collect()
+    }
+
+    fn build_submit(
+        &self,
+        provider: &Provider,
+        job: &Order<'_>,
+        _control: &ControlImage,
+        _callback: Option<&Callback>,
+        prepared: &str,
+    ) -> Result<UpstreamRequest, UpstreamError> {
+        Ok(build_prompt(provider, job, prepared))
+    }
+
+    fn parse_submit(
+        &self,
+        provider: &Provider,
+        job_id: &str,
+        resp: &UpstreamResponse,
+    ) -> Result<Submitted, UpstreamError> {
+        parse_prompt(provider, job_id, resp)
+    }
+
+    /// Built from the base already ([`submitted`]).
+    fn documented_urls(&self, _base: &str, _id: &str) -> Option<(String, String, Option<String>)> {
+        None
+    }
+
+    fn poll<'a>(
+        &'a self,
+        provider: &'a Provider,
+        sub: &'a Submitted,
+        timeout_ms: u32,
+    ) -> Step<'a, UpstreamState> {
+        Box::pin(async move {
+            match lookup_at(provider, &sub.upstream_id, timeout_ms).await? {
+                Lookup::Done(state) => Ok(state),
+                Lookup::Running => Ok(UpstreamState::Processing),
+                Lookup::Queued => Ok(UpstreamState::Queued),
+                // It may have finished between the two calls: look again next time, but
+                // never forever (the job's deadline ends it).
+                Lookup::Unknown => Err(UpstreamError::Transient {
+                    reason: "comfyui has the prompt neither queued nor in its history".into(),
+                    retry_after: None,
+                }),
+            }
+        })
+    }
+
+    fn cancel<'a>(
+        &'a self,
+        provider: &'a Provider,
+        sub: &'a Submitted,
+        timeout_ms: u32,
+    ) -> Step<'a, CancelOutcome> {
+        Box::pin(async move {
+            let (name, id) = (self.name(), sub.upstream_id.as_str());
+            match lookup_at(provider, id, timeout_ms).await? {
+                Lookup::Queued => {
+                    send(name, &build_queue_delete(provider, id), timeout_ms).await?;
+                    // Gone from the queue and not in the history: it never ran.
+                    Ok(match lookup_at(provider, id, timeout_ms).await? {
+                        Lookup::Unknown => CancelOutcome::Stopped,
+                        Lookup::Running => {
+                            send(name, &build_interrupt(provider, id), timeout_ms).await?;
+                            CancelOutcome::Requested
+                        }
+                        _ => CancelOutcome::Requested,
+                    })
+                }
+                Lookup::Running => {
+                    // Only when ours is the one running: older servers ignore the
+                    // body and interrupt whatever runs.
+                    send(name, &build_interrupt(provider, id), timeout_ms).await?;
+                    Ok(CancelOutcome::Requested)
+                }
+                Lookup::Done(_) => Ok(CancelOutcome::Requested),
+                Lookup::Unknown => Ok(CancelOutcome::Stopped),
+            }
+        })
+    }
+
+    /// It keeps the job under the `prompt_id` we chose, in `/history/{id}` once done
+    /// or in `/queue` before.
+    fn lookup<'a>(
+        &'a self,
+        provider: &'a Provider,
+        job: &'a Order<'a>,
+        timeout_ms: u32,
+    ) -> Step<'a, super::Lookup> {
+        Box::pin(async move {
+            let id = job.id.as_str();
+            Ok(match lookup_at(provider, id, timeout_ms).await? {
+                Lookup::Unknown => super::Lookup::Absent,
+                _ => super::Lookup::Found(submitted(provider, id)),
+            })
+        })
+    }
+
+    /// `/view` on its own host gets its auth (a server behind an API-key proxy).
+    fn download_headers(&self, provider: &Provider, _url: &str) -> Vec<(&'static str, String)> {
+        headers(provider)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::input::image::ImageFormat;
-    use crate::job::Ownership;
+    use crate::objects::runner::{JobRecord, Ownership};
     use parallax_api::{Model, RequestId};
 
     fn job_sized(fields: Value, width: u32, height: u32) -> JobRecord {
@@ -468,7 +510,7 @@ mod tests {
 
     fn cfg() -> Provider {
         Provider {
-            kind: crate::providers::Kind::ComfyUi,
+            kind: crate::providers::Kind::named("comfyui"),
             base_url: "http://gpu:8188".into(),
             api_key: None,
         }
@@ -488,7 +530,7 @@ mod tests {
             json!({"prompt": "a red barn", "num_outputs": 3, "guidance": 12.5, "num_inference_steps": 30,
                            "megapixels": "0.25", "output_format": "webp", "output_quality": 70}),
         );
-        let g = workflow(&j, "parallax/x/parallax-x.png");
+        let g = workflow(&j.order(), "parallax/x/parallax-x.png");
         assert_eq!(g["4"]["inputs"]["image"], "parallax/x/parallax-x.png");
         assert_eq!(g["7"]["inputs"]["text"], "a red barn");
         assert_eq!(g["8"]["inputs"]["guidance"], 12.5);
@@ -514,7 +556,8 @@ mod tests {
             "parallax/2c7f59ea-13f1-402c-9353-915a2b5a2124/img"
         );
         let png = workflow(
-            &job(json!({"prompt": "x", "output_format": "png", "megapixels": "match_input"})),
+            &job(json!({"prompt": "x", "output_format": "png", "megapixels": "match_input"}))
+                .order(),
             "a.png",
         );
         assert_eq!(png["14"]["class_type"], "SaveImage");
@@ -571,9 +614,15 @@ mod tests {
     #[test]
     fn uploads_go_to_the_job_folder_with_auth() {
         let mut c = cfg();
-        c.api_key = Some(crate::config::Secret::new("proxy-key"));
+        c.api_key = Some(crate::secret::Secret::new("proxy-key"));
         let j = job(json!({"prompt": "x", "output_format": "png"}));
-        let req = build_upload(&c, &job_folder(&j), "in.png", b"PNGDATA", "image/png");
+        let req = build_upload(
+            &c,
+            &job_folder(&j.order()),
+            "in.png",
+            b"PNGDATA",
+            "image/png",
+        );
         let body = String::from_utf8_lossy(req.body.as_deref().unwrap()).into_owned();
         assert!(body.contains(
             "name=\"subfolder\"\r\n\r\nparallax/2c7f59ea-13f1-402c-9353-915a2b5a2124\r\n"

@@ -21,19 +21,26 @@
 //! `output_format` png/jpg → `png`/`jpeg` (fal writes no WebP here: refused at
 //! submit); `disable_safety_checker` → `enable_safety_checker` negated; `megapixels` →
 //! `image_size {width, height}` at the control image's aspect ratio (multiples of 16,
-//! match_input capped at 1440×1440); `output_quality` has no fal equivalent.
+//! match_input capped at 1440×1440); `output_quality` has no fal equivalent: a job
+//! asking for another than the default is refused (`check`) and routed elsewhere.
 //! UNVERIFIED: fal's accepted range of `guidance_scale` for this endpoint, and the
 //! exact body of a failed request's result (treated as an error status).
 
-use parallax_api::{FieldError, Params};
+use parallax_api::{FieldError, Model, Params, RequestId};
 use serde_json::{Value, json};
 
+use super::Order;
+use super::Provider;
+use std::cell::RefCell;
+
+use ed25519_dalek::VerifyingKey;
+
+use super::contract::{Adapter, HookCheck, HookError, Step};
 use super::{
-    ControlImage, HttpMethod, Submitted, UpstreamError, UpstreamRequest, UpstreamResponse,
-    UpstreamState, success_json,
+    CancelOutcome, ControlImage, HttpMethod, Submitted, UpstreamError, UpstreamRequest,
+    UpstreamResponse, UpstreamState, send, success_json,
 };
-use crate::config::Provider;
-use crate::hooks::Callback;
+use crate::hooks::{self, Callback, FalHeaders, Hooks};
 use crate::input::image::ImageInfo;
 
 /// The endpoint (owner/app) on fal's queue.
@@ -46,12 +53,27 @@ fn headers(cfg: &Provider) -> Vec<(&'static str, String)> {
         .collect()
 }
 
-/// fal writes PNG or JPEG for this endpoint.
+/// fal writes PNG or JPEG for this endpoint, at a JPEG quality of its own: a job that
+/// asks for another quality than the catalog's default goes to a provider that can
+/// honour it (fal-js `endpoints.ts` `FluxLoraDepthInput` has no quality field).
 pub fn check(params: &Params) -> Result<(), FieldError> {
     if params.output_format() == "webp" {
         return Err(FieldError::new(
             "output_format",
             "webp is not available from fal's flux-lora-depth; use jpg or png",
+        ));
+    }
+    let default = Model::FluxDepthDev
+        .param("output_quality")
+        .and_then(parallax_api::params::default_value);
+    if params.output_format() == "jpg"
+        && params
+            .get("output_quality")
+            .is_some_and(|q| Some(q) != default.as_ref())
+    {
+        return Err(FieldError::new(
+            "output_quality",
+            "fal's flux-lora-depth sets its own JPEG quality; leave output_quality at its default",
         ));
     }
     Ok(())
@@ -204,8 +226,238 @@ pub fn parse_cancel(resp: &UpstreamResponse) -> Result<(), UpstreamError> {
     }
 }
 
+/// fal's keys are fetched at most this often per isolate (fal suggests caching them).
+const JWKS_TTL_MS: u64 = 3_600_000;
+const JWKS_TIMEOUT_MS: u32 = 10_000;
+/// After a failed fetch of fal's keys, deliveries are refused without another fetch
+/// for this long: a flood of well-formed deliveries while fal's endpoint is down (or
+/// slow) costs one 10-second fetch per isolate per this much time, not one each.
+/// fal retries its deliveries, and the backstop polls the job anyway.
+const JWKS_FAILURE_TTL_MS: u64 = 30_000;
+
+thread_local! {
+    /// (JWKS URL, fetched at, keys) of the last fetch in this isolate.
+    static JWKS: RefCell<Option<(String, u64, Vec<VerifyingKey>)>> = const { RefCell::new(None) };
+    /// (JWKS URL, when) of the last failed fetch in this isolate.
+    static JWKS_FAILED: RefCell<Option<(String, u64)>> = const { RefCell::new(None) };
+}
+
+/// Whether a failed fetch of `failed_url` at `failed_at` still stands for `url` at
+/// `now`: no new fetch is made until it lapses.
+fn failed_lately(failed_url: &str, failed_at: u64, url: &str, now: u64) -> bool {
+    failed_url == url && now.saturating_sub(failed_at) < JWKS_FAILURE_TTL_MS
+}
+
+/// fal's public keys, from this isolate's cache or fetched.
+pub async fn webhook_keys(url: &str) -> Result<Vec<VerifyingKey>, String> {
+    let now = worker::Date::now().as_millis();
+    let cached = JWKS.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|(u, at, _)| u == url && now.saturating_sub(*at) < JWKS_TTL_MS)
+            .map(|(_, _, keys)| keys.clone())
+    });
+    if let Some(keys) = cached {
+        return Ok(keys);
+    }
+    let failed_lately = JWKS_FAILED.with(|f| {
+        f.borrow()
+            .as_ref()
+            .is_some_and(|(u, at)| failed_lately(u, *at, url, now))
+    });
+    if failed_lately {
+        return Err("the last fetch failed less than 30 s ago".into());
+    }
+    let req = UpstreamRequest {
+        method: HttpMethod::Get,
+        url: url.to_owned(),
+        headers: vec![("accept", "application/json".to_owned())],
+        body: None,
+    };
+    let unavailable = |why: String| {
+        JWKS_FAILED.with(|f| *f.borrow_mut() = Some((url.to_owned(), now)));
+        why
+    };
+    let resp = send("fal jwks", &req, JWKS_TIMEOUT_MS)
+        .await
+        .map_err(|e| unavailable(format!("{e:?}")))?;
+    if resp.status != 200 {
+        return Err(unavailable(format!("HTTP {}", resp.status)));
+    }
+    let keys = hooks::parse_jwks(&resp.body);
+    if keys.is_empty() {
+        return Err(unavailable("no Ed25519 key in the JWKS".into()));
+    }
+    JWKS.with(|c| *c.borrow_mut() = Some((url.to_owned(), now, keys.clone())));
+    Ok(keys)
+}
+
+/// fal's queue: flux-depth-dev only, called back (`fal_webhook`), canceled by
+/// `cancel_url`.
+#[derive(Debug)]
+pub struct Fal;
+
+impl Adapter for Fal {
+    fn name(&self) -> &'static str {
+        "fal"
+    }
+
+    fn env_prefix(&self) -> &'static str {
+        "FAL"
+    }
+
+    fn default_base_url(&self) -> Option<&'static str> {
+        Some("https://queue.fal.run")
+    }
+
+    /// `queue.fal.run` and its backup `queue.falrun.com` (fal's queue docs).
+    fn documented_hosts(&self) -> &'static [&'static str] {
+        &["queue.fal.run", "queue.falrun.com"]
+    }
+
+    /// `image_url` is a URL fal downloads, data URIs also accepted (fal-js
+    /// `endpoints.ts`, `FluxLoraDepthInput`).
+    fn fetches(&self, link: &str) -> bool {
+        link.starts_with("https://") || link.starts_with("http://")
+    }
+
+    fn serves(&self, model: Model) -> bool {
+        model == Model::FluxDepthDev
+    }
+
+    fn check(&self, _model: Model, params: &Params, _input: &ImageInfo) -> Result<(), FieldError> {
+        check(params)
+    }
+
+    fn build_submit(
+        &self,
+        provider: &Provider,
+        job: &Order<'_>,
+        control: &ControlImage,
+        callback: Option<&Callback>,
+        _prepared: &str,
+    ) -> Result<UpstreamRequest, UpstreamError> {
+        Ok(build_submit(
+            provider,
+            job.params,
+            &job.input,
+            control,
+            job.input.format.media_type(),
+            callback,
+        ))
+    }
+
+    fn parse_submit(
+        &self,
+        _provider: &Provider,
+        _job_id: &str,
+        resp: &UpstreamResponse,
+    ) -> Result<Submitted, UpstreamError> {
+        parse_submit(resp)
+    }
+
+    fn documented_urls(&self, base: &str, id: &str) -> Option<(String, String, Option<String>)> {
+        Some((
+            format!("{base}/{APP}/requests/{id}/status"),
+            format!("{base}/{APP}/requests/{id}"),
+            Some(format!("{base}/{APP}/requests/{id}/cancel")),
+        ))
+    }
+
+    /// The status, then the result once it says COMPLETED.
+    fn poll<'a>(
+        &'a self,
+        provider: &'a Provider,
+        sub: &'a Submitted,
+        timeout_ms: u32,
+    ) -> Step<'a, UpstreamState> {
+        Box::pin(async move {
+            let name = self.name();
+            let resp = send(name, &build_get(provider, &sub.status_url), timeout_ms).await?;
+            let state = parse_status(&resp)?;
+            if state != UpstreamState::Completed(Vec::new()) {
+                return Ok(state);
+            }
+            let resp = send(name, &build_get(provider, &sub.result_url), timeout_ms).await?;
+            parse_result(&resp)
+        })
+    }
+
+    fn cancel<'a>(
+        &'a self,
+        provider: &'a Provider,
+        sub: &'a Submitted,
+        timeout_ms: u32,
+    ) -> Step<'a, CancelOutcome> {
+        Box::pin(async move {
+            let Some(url) = &sub.cancel_url else {
+                return Ok(CancelOutcome::Unsupported);
+            };
+            parse_cancel(&send(self.name(), &build_cancel(provider, url), timeout_ms).await?)?;
+            Ok(CancelOutcome::Requested)
+        })
+    }
+
+    fn pushes(&self, _hooks: &Hooks) -> bool {
+        true
+    }
+
+    /// ED25519 over the delivery, against fal's published keys (`hooks::check_fal`);
+    /// the headers' form and the account first, so a bare request fetches no keys.
+    fn verify_hook<'a>(
+        &'a self,
+        hooks: &'a Hooks,
+        _id: &'a RequestId,
+        header: &'a dyn Fn(&str) -> Option<String>,
+        body: &'a [u8],
+        now_secs: u64,
+    ) -> HookCheck<'a> {
+        Box::pin(async move {
+            let (request_id, user_id, timestamp, signature) = (
+                header("x-fal-webhook-request-id"),
+                header("x-fal-webhook-user-id"),
+                header("x-fal-webhook-timestamp"),
+                header("x-fal-webhook-signature"),
+            );
+            let h = FalHeaders {
+                request_id: request_id.as_deref(),
+                user_id: user_id.as_deref(),
+                timestamp: timestamp.as_deref(),
+                signature: signature.as_deref(),
+            };
+            hooks::check_fal_headers(h, hooks.fal_user_id.as_deref())
+                .map_err(HookError::Refused)?;
+            let keys = webhook_keys(&hooks.fal_jwks_url)
+                .await
+                .map_err(HookError::Unavailable)?;
+            hooks::check_fal(&keys, h, body, now_secs).map_err(HookError::Refused)
+        })
+    }
+
+    fn hook_upstream_id(&self, body: &[u8]) -> Option<String> {
+        let v: Value = serde_json::from_slice(body).ok()?;
+        v.get("request_id")?.as_str().map(str::to_owned)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_failed_jwks_fetch_is_remembered_for_its_url_for_30_s() {
+        use super::{JWKS_FAILURE_TTL_MS, failed_lately};
+        let url = "https://rest.alpha.fal.ai/.well-known/jwks.json";
+        assert!(failed_lately(url, 1_000, url, 1_000));
+        assert!(failed_lately(
+            url,
+            1_000,
+            url,
+            1_000 + JWKS_FAILURE_TTL_MS - 1
+        ));
+        assert!(!failed_lately(url, 1_000, url, 1_000 + JWKS_FAILURE_TTL_MS));
+        assert!(!failed_lately("https://other/jwks", 1_000, url, 1_001));
+        assert_eq!(JWKS_FAILURE_TTL_MS, 30_000);
+    }
+
     use super::*;
     use crate::input::image::ImageFormat;
     use crate::providers::test_response;
@@ -227,9 +479,9 @@ mod tests {
 
     fn cfg() -> Provider {
         Provider {
-            kind: crate::providers::Kind::Fal,
+            kind: crate::providers::Kind::named("fal"),
             base_url: "https://queue.fal.run".into(),
-            api_key: Some(crate::config::Secret::new("fal-key")),
+            api_key: Some(crate::secret::Secret::new("fal-key")),
         }
     }
 

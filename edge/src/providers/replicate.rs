@@ -3,14 +3,18 @@
 //! `urls.get`; `starting | processing | succeeded | failed | canceled | aborted`;
 //! cancel via `urls.cancel`. Outputs are deleted after an hour: download at once.
 
-use parallax_api::{FieldError, Model, Params};
+use parallax_api::{FieldError, Model, Params, RequestId};
 use serde_json::{Map, Value, json};
 
+use super::Order;
+use super::Provider;
+use super::contract::{Adapter, HookCheck, HookError, Step};
 use super::{
-    ControlImage, Submitted, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamState,
+    CancelOutcome, ControlImage, Submitted, UpstreamError, UpstreamRequest, UpstreamResponse,
+    UpstreamState, send, success_json,
 };
-use crate::config::Provider;
-use crate::hooks::Callback;
+use crate::hooks::{self, Callback, Hooks};
+use crate::input::image::ImageInfo;
 
 /// Input names per model; ours are Replicate's own for both models.
 const PRO_INPUTS: &[&str] = &[
@@ -107,7 +111,7 @@ pub fn build_cancel(cfg: &Provider, url: &str) -> UpstreamRequest {
 }
 
 fn prediction(resp: &UpstreamResponse) -> Result<Value, UpstreamError> {
-    super::success_json("replicate", resp)
+    success_json("replicate", resp)
 }
 
 pub fn parse_prediction_urls(resp: &UpstreamResponse) -> Result<Submitted, UpstreamError> {
@@ -167,15 +171,158 @@ pub fn parse_state(resp: &UpstreamResponse) -> Result<UpstreamState, UpstreamErr
     }
 }
 
+/// Replicate: polled, or called back where the deployment has its webhook secret.
+#[derive(Debug)]
+pub struct Replicate;
+
+impl Adapter for Replicate {
+    fn name(&self) -> &'static str {
+        "replicate"
+    }
+
+    fn env_prefix(&self) -> &'static str {
+        "REPLICATE"
+    }
+
+    fn default_base_url(&self) -> Option<&'static str> {
+        Some("https://api.replicate.com")
+    }
+
+    /// `urls.get` and `urls.cancel`.
+    fn documented_hosts(&self) -> &'static [&'static str] {
+        &["api.replicate.com"]
+    }
+
+    /// File inputs take an HTTP(S) URL or a data URL, and data URLs are only
+    /// recommended up to 256 KB
+    /// (https://replicate.com/docs/topics/predictions/create-a-prediction).
+    fn fetches(&self, link: &str) -> bool {
+        link.starts_with("https://") || link.starts_with("http://")
+    }
+
+    fn serves(&self, _model: Model) -> bool {
+        true
+    }
+
+    fn check(&self, model: Model, params: &Params, _input: &ImageInfo) -> Result<(), FieldError> {
+        check(model, params)
+    }
+
+    fn build_submit(
+        &self,
+        provider: &Provider,
+        job: &Order<'_>,
+        control: &ControlImage,
+        callback: Option<&Callback>,
+        _prepared: &str,
+    ) -> Result<UpstreamRequest, UpstreamError> {
+        Ok(build_submit(
+            provider,
+            job.model,
+            job.params,
+            control,
+            job.input.format.media_type(),
+            callback,
+        ))
+    }
+
+    fn parse_submit(
+        &self,
+        _provider: &Provider,
+        _job_id: &str,
+        resp: &UpstreamResponse,
+    ) -> Result<Submitted, UpstreamError> {
+        parse_prediction_urls(resp)
+    }
+
+    fn documented_urls(&self, base: &str, id: &str) -> Option<(String, String, Option<String>)> {
+        let get = format!("{base}/v1/predictions/{id}");
+        Some((
+            get.clone(),
+            get,
+            Some(format!("{base}/v1/predictions/{id}/cancel")),
+        ))
+    }
+
+    fn poll<'a>(
+        &'a self,
+        provider: &'a Provider,
+        sub: &'a Submitted,
+        timeout_ms: u32,
+    ) -> Step<'a, UpstreamState> {
+        Box::pin(async move {
+            let resp = send(
+                self.name(),
+                &build_get(provider, &sub.status_url),
+                timeout_ms,
+            )
+            .await?;
+            parse_state(&resp)
+        })
+    }
+
+    /// `POST urls.cancel` answers the prediction; one canceled before it started
+    /// (`started_at` null) never ran.
+    /// https://replicate.com/docs/reference/http#predictions.cancel
+    fn cancel<'a>(
+        &'a self,
+        provider: &'a Provider,
+        sub: &'a Submitted,
+        timeout_ms: u32,
+    ) -> Step<'a, CancelOutcome> {
+        Box::pin(async move {
+            let Some(url) = &sub.cancel_url else {
+                return Ok(CancelOutcome::Unsupported);
+            };
+            let resp = send(self.name(), &build_cancel(provider, url), timeout_ms).await?;
+            let v = success_json(self.name(), &resp)?;
+            let never_started = v["status"] == "canceled" && v["started_at"].is_null();
+            Ok(if never_started {
+                CancelOutcome::Stopped
+            } else {
+                CancelOutcome::Requested
+            })
+        })
+    }
+
+    /// Only with the account's webhook secret, to verify deliveries by.
+    fn pushes(&self, hooks: &Hooks) -> bool {
+        hooks.replicate_secret.is_some()
+    }
+
+    /// Standard Webhooks, keyed with the account's secret (`hooks::check_standard`).
+    fn verify_hook<'a>(
+        &'a self,
+        hooks: &'a Hooks,
+        _id: &'a RequestId,
+        header: &'a dyn Fn(&str) -> Option<String>,
+        body: &'a [u8],
+        now_secs: u64,
+    ) -> HookCheck<'a> {
+        Box::pin(async move {
+            let secret = hooks.replicate_secret.as_ref().ok_or(HookError::NoRoute)?;
+            hooks::check_standard(
+                secret,
+                header("webhook-id").as_deref(),
+                header("webhook-timestamp").as_deref(),
+                header("webhook-signature").as_deref(),
+                body,
+                now_secs,
+            )
+            .map_err(HookError::Refused)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
     use crate::providers::Kind;
+    use crate::secret::Secret;
 
     fn cfg() -> Provider {
         Provider {
-            kind: Kind::Replicate,
+            kind: Kind::named("replicate"),
             base_url: "https://api.replicate.com".into(),
             api_key: Some(Secret::new("r8_test")),
         }

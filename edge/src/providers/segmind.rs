@@ -3,17 +3,20 @@
 //! (FAILED is HTTP 422 with `error`); the result's `output` is the image's URL and
 //! `images` lists every image (`e2e/contracts/segmind-v2.json`);
 //! records expire after an hour (then 404). A self-hosted Parallax speaks the same
-//! protocol, so the `parallax` provider uses this adapter too.
+//! protocol: `parallax.rs` builds on these functions.
 
 use parallax_api::{Model, Params};
 use serde_json::{Map, Value};
 
+use super::Order;
+use super::contract::{Adapter, Step};
 use super::{
     ControlImage, Submitted, UpstreamError, UpstreamRequest, UpstreamResponse, UpstreamState,
-    error_detail,
+    error_detail, send,
 };
+use crate::hooks::Callback;
 
-use crate::config::Provider;
+use super::Provider;
 
 fn headers(cfg: &Provider) -> Vec<(&'static str, String)> {
     let mut h = vec![("accept", "application/json".to_owned())];
@@ -53,18 +56,6 @@ fn json(body: &[u8]) -> Option<Value> {
 
 pub fn parse_submit(cfg: &Provider, resp: &UpstreamResponse) -> Result<Submitted, UpstreamError> {
     let name = cfg.kind.name();
-    // A Parallax upstream answers 409 + `Retry-After` while the first request under
-    // the same `Idempotency-Key` (our job id) is still starting its job: a resubmit
-    // that came too soon, worth retrying (the answer then replays that job).
-    if cfg.kind == super::Kind::Parallax && resp.status == 409 {
-        return Err(UpstreamError::InProgress {
-            reason: format!(
-                "{name} is still starting this job (409: {})",
-                error_detail(&resp.body)
-            ),
-            retry_after: resp.retry_after.unwrap_or(1),
-        });
-    }
     if resp.status != 200 && resp.status != 201 && resp.status != 202 {
         return Err(UpstreamError::from_status(
             name,
@@ -185,17 +176,113 @@ fn outputs(body: &Value) -> Vec<String> {
     }
 }
 
+/// Its documented URLs for a request `id` on `base`: status and result, no cancel.
+pub fn documented_urls(base: &str, id: &str) -> (String, String, Option<String>) {
+    (
+        format!("{base}/v2/requests/{id}/status"),
+        format!("{base}/v2/requests/{id}"),
+        None,
+    )
+}
+
+/// A poll: the status, then the result once it says COMPLETED.
+pub async fn poll(
+    cfg: &Provider,
+    sub: &Submitted,
+    timeout_ms: u32,
+) -> Result<UpstreamState, UpstreamError> {
+    let name = cfg.kind.name();
+    let resp = send(name, &build_get(cfg, &sub.status_url), timeout_ms).await?;
+    let state = parse_state(&resp)?;
+    if state != UpstreamState::Completed(Vec::new()) {
+        return Ok(state);
+    }
+    let resp = send(name, &build_get(cfg, &sub.result_url), timeout_ms).await?;
+    parse_state(&resp)
+}
+
+/// Segmind: polled (its v2 async API names no webhook), no cancel.
+#[derive(Debug)]
+pub struct Segmind;
+
+impl Adapter for Segmind {
+    fn name(&self) -> &'static str {
+        "segmind"
+    }
+
+    fn env_prefix(&self) -> &'static str {
+        "SEGMIND"
+    }
+
+    fn default_base_url(&self) -> Option<&'static str> {
+        Some("https://api.segmind.com")
+    }
+
+    fn documented_hosts(&self) -> &'static [&'static str] {
+        &["api.segmind.com"]
+    }
+
+    /// "Free 5 RPM, Pro 50 RPM, Enterprise custom" per account, status reads not
+    /// exempted (https://docs.segmind.com/api-reference/rate-limits).
+    fn reads_limited(&self) -> bool {
+        true
+    }
+
+    /// flux-depth-pro/dev's `control_image` is "an image URL or base64"
+    /// (https://segmind.com/models/flux-depth-pro/api).
+    fn fetches(&self, link: &str) -> bool {
+        link.starts_with("https://") || link.starts_with("http://")
+    }
+
+    fn serves(&self, _model: Model) -> bool {
+        true
+    }
+
+    fn build_submit(
+        &self,
+        provider: &Provider,
+        job: &Order<'_>,
+        control: &ControlImage,
+        _callback: Option<&Callback>,
+        _prepared: &str,
+    ) -> Result<UpstreamRequest, UpstreamError> {
+        Ok(build_submit(provider, job.model, job.params, control))
+    }
+
+    fn parse_submit(
+        &self,
+        provider: &Provider,
+        _job_id: &str,
+        resp: &UpstreamResponse,
+    ) -> Result<Submitted, UpstreamError> {
+        parse_submit(provider, resp)
+    }
+
+    fn documented_urls(&self, base: &str, id: &str) -> Option<(String, String, Option<String>)> {
+        Some(documented_urls(base, id))
+    }
+
+    fn poll<'a>(
+        &'a self,
+        provider: &'a Provider,
+        sub: &'a Submitted,
+        timeout_ms: u32,
+    ) -> Step<'a, UpstreamState> {
+        Box::pin(poll(provider, sub, timeout_ms))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::config::Secret;
     use crate::providers::{HttpMethod, Kind};
+    use crate::secret::Secret;
 
     fn cfg() -> Provider {
         Provider {
-            kind: Kind::Segmind,
+            kind: Kind::named("segmind"),
             base_url: "https://api.segmind.com".into(),
             api_key: Some(Secret::new("SG_test")),
         }
@@ -286,42 +373,6 @@ mod tests {
                 ..
             })
         ));
-    }
-
-    #[test]
-    fn a_parallax_upstreams_idempotency_409_is_retried_after_its_retry_after() {
-        let parallax = Provider {
-            kind: Kind::Parallax,
-            base_url: "https://gpu.example.com".into(),
-            api_key: Some(Secret::new("px_test")),
-        };
-        // What our own edge answers (`accounts.rs`, `Outcome::InProgress`).
-        let pending = UpstreamResponse {
-            status: 409,
-            retry_after: Some(1),
-            body: json!({"error": "A request with this Idempotency-Key is still being processed; retry shortly", "code": "conflict"})
-                .to_string()
-                .into_bytes(),
-        };
-        assert!(matches!(
-            parse_submit(&parallax, &pending),
-            Err(UpstreamError::InProgress { retry_after: 1, .. })
-        ));
-        let no_header = UpstreamResponse {
-            retry_after: None,
-            ..pending.clone()
-        };
-        assert!(matches!(
-            parse_submit(&parallax, &no_header),
-            Err(UpstreamError::InProgress { retry_after: 1, .. })
-        ));
-        assert!(
-            matches!(
-                parse_submit(&cfg(), &pending),
-                Err(UpstreamError::Permanent(_))
-            ),
-            "Segmind has no idempotency: its 409 is a refusal"
-        );
     }
 
     #[test]

@@ -1,26 +1,33 @@
-//! ComfyUI's HTTP API (the usual self-hosted GPU server), held to the real server's
-//! contract (Comfy-Org/ComfyUI `server.py` @5e14d797, `execution.py` @cb707e9c):
+//! ComfyUI's HTTP API (the usual self-hosted GPU server), held to the contract of
+//! the servers Parallax was run against, v0.3.64 (Comfy-Org/ComfyUI @a125cd84
+//! `server.py`, `execution.py`) and v0.8.0 (issue 25: both accept every variant
+//! Parallax sends, and v0.8.0's output sizes match the sim's):
 //!
 //! - `POST /upload/image` (multipart `image`, `subfolder`, `overwrite`) stores the
 //!   control image under `subfolder/name`; 400 with an empty body without `image`.
-//! - `POST /prompt` checks `prompt_id` (canonical lowercase UUID, else 400
-//!   `invalid_prompt_id`), validates the graph against the real node schemas
+//! - `POST /prompt` takes any `prompt_id` (`post_prompt`: `str(json_data.get(
+//!   "prompt_id", uuid.uuid4()))`), validates the graph against the real node schemas
 //!   ([`validate`]) and answers the real refusal shapes (`no_prompt`,
-//!   `missing_node_type`, `prompt_no_outputs`, `prompt_outputs_failed_validation` with
-//!   filled `node_errors`); a `prompt_id` already known is 409. The job runs under the
-//!   client's `prompt_id`, and its files are what the graph really writes ([`graph`]):
-//!   sizes through every resize, one file per image for `SaveImage`, one (animated)
-//!   file per batch for `SaveAnimatedWEBP`.
+//!   `invalid_prompt`, `prompt_no_outputs`, `prompt_outputs_failed_validation` with
+//!   filled `node_errors`). A `prompt_id` already known is queued and run again, as
+//!   there: nothing in `post_prompt` or `PromptQueue.put` looks for it, the history
+//!   keeps the run that finished last (`task_done`), and the new run's files take
+//!   the next counter. The job runs under the client's `prompt_id`, and its files are
+//!   what the graph really writes ([`graph`]): sizes through every resize, one file
+//!   per image for `SaveImage`, one (animated) file per batch for `SaveAnimatedWEBP`.
 //! - `GET /queue`, `POST /queue {"delete"|"clear"}`, `POST /interrupt {"prompt_id"}`
 //!   (only the running prompt; none given: whatever runs), `GET /history/{id}` (`{}`
-//!   until done; `execution_interrupted` after an interrupt), `GET /view`,
-//!   `GET /object_info[/{class}]` (built from the same vendored schemas).
+//!   until a run is done; its messages `execution_start`, `execution_cached`, then
+//!   `execution_success`, `_error` or `_interrupted`), `GET /view`,
+//!   `GET /object_info[/{class}]` (built from the same vendored schemas). The queue
+//!   and interrupt see only this server's prompts.
 //!
 //! Mounted twice: `/comfyui` as the bare server (no auth, like the real one) and
 //! `/comfyui-proxy` as ComfyUI behind the API-key proxy the README describes: every
 //! request there, `/view` included, needs `Authorization: Bearer …` or gets 401.
 //!
-//! Simplification: an animated WebP is served as a still of its first frame (the
+//! Simplifications: the sim caches no node, so `execution_cached` lists none (a real
+//! server lists the nodes whose inputs it ran before); an animated WebP is served as a still of its first frame (the
 //! `image` crate writes no animation); its history entry says `animated: [true]` and
 //! it is one file, as on the real server.
 
@@ -29,6 +36,7 @@ pub mod validate;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{Multipart, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
@@ -38,11 +46,142 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use crate::common::{Ask, Shared, create_job_as, error};
-use crate::jobs::Phase;
+use crate::common::{Ask, create_job_as, error};
+use crate::jobs::{Job, Phase};
+use crate::state::Shared;
 use parallax_sim::render::Format;
 
-pub fn router(keyed: bool) -> Router<Shared> {
+/// The server's own state beside the sim's: its inputs and the files each prompt
+/// writes. One for both mounts, as they play one server.
+#[derive(Debug)]
+pub struct Comfy {
+    sim: Shared,
+    /// Uploads: `subfolder/name` → bytes.
+    uploads: Mutex<HashMap<String, Vec<u8>>>,
+    /// Output files: `subfolder/filename` → (the run that wrote it, output index).
+    files: Mutex<HashMap<String, (Arc<Job>, usize)>>,
+    /// Every run of each prompt id, oldest first: the real server queues a repeated
+    /// id again and runs it again.
+    runs: Mutex<HashMap<String, Vec<Run>>>,
+}
+
+/// One accepted prompt: its queue entry, its job, and the files its graph writes.
+#[derive(Debug, Clone)]
+struct Run {
+    number: u64,
+    outputs: Vec<String>,
+    job: Arc<Job>,
+    written: Vec<Written>,
+}
+
+/// One file a run writes, as its history entry names it.
+#[derive(Debug, Clone)]
+struct Written {
+    node: String,
+    subfolder: String,
+    filename: String,
+    /// For a WebP: whether it is animated (`SaveAnimatedWEBP`'s `animated` list).
+    animated: Option<bool>,
+}
+
+impl Comfy {
+    pub fn new(sim: Shared) -> Arc<Self> {
+        Arc::new(Self {
+            sim,
+            uploads: Mutex::default(),
+            files: Mutex::default(),
+            runs: Mutex::default(),
+        })
+    }
+
+    fn uploads(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<u8>>> {
+        self.uploads.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Run>>> {
+        self.runs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `job` is still within the sim's expiry (the sim forgets old jobs).
+    fn live(&self, job: &Job) -> bool {
+        job.submitted.elapsed() <= self.sim.jobs.timing.expiry
+    }
+
+    /// The runs still queued (`Some(false)`) or running (`Some(true)`), in order.
+    fn queued(&self) -> (Vec<Run>, Vec<Run>) {
+        let mut running = Vec::new();
+        let mut pending = Vec::new();
+        for run in self.runs().values().flatten() {
+            match self.sim.jobs.phase(&run.job) {
+                Phase::Processing if self.live(&run.job) => running.push(run.clone()),
+                Phase::Queued if self.live(&run.job) => pending.push(run.clone()),
+                _ => {}
+            }
+        }
+        running.sort_by_key(|r| r.number);
+        pending.sort_by_key(|r| r.number);
+        (running, pending)
+    }
+
+    /// Registers the files `saved` of `job` under the names they get on disk
+    /// (folder_paths.get_save_image_path: the counter goes on from the highest one
+    /// already in the folder for that prefix, so a repeated prompt writes `_00002_`
+    /// beside the first run's `_00001_`), and answers them as the history lists them.
+    fn write(&self, job: &Arc<Job>, saved: &[graph::SavedFile]) -> Vec<Written> {
+        let mut registry = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counters: HashMap<String, usize> = HashMap::new();
+        let mut written = Vec::new();
+        for (n, f) in saved.iter().enumerate() {
+            let (sub, stem) = f.prefix.rsplit_once('/').unwrap_or(("", f.prefix.as_str()));
+            let counter = counters.entry(f.prefix.clone()).or_insert_with(|| {
+                let taken = format!("{sub}/{stem}_");
+                registry
+                    .keys()
+                    .filter_map(|k| k.strip_prefix(&taken)?.get(..5)?.parse::<usize>().ok())
+                    .max()
+                    .unwrap_or(0)
+            });
+            *counter += 1;
+            let ext = if f.webp { "webp" } else { "png" };
+            let filename = format!("{stem}_{:05}_.{ext}", *counter);
+            registry.insert(format!("{sub}/{filename}"), (job.clone(), n));
+            written.push(Written {
+                node: f.node.clone(),
+                subfolder: sub.to_owned(),
+                filename,
+                animated: f.webp.then_some(f.frames != 1),
+            });
+        }
+        written
+    }
+
+    /// Takes the pending runs `which` picks off the queue (they never run, and no
+    /// history keeps them).
+    fn delete_pending(&self, which: impl Fn(&str) -> bool) {
+        let mut runs = self.runs();
+        for (id, list) in runs.iter_mut() {
+            if !which(id) {
+                continue;
+            }
+            list.retain(|run| {
+                let pending = self.sim.jobs.phase(&run.job) == Phase::Queued;
+                if pending
+                    && self
+                        .sim
+                        .jobs
+                        .get(id)
+                        .is_some_and(|j| Arc::ptr_eq(&j, &run.job))
+                {
+                    self.sim.jobs.remove(id);
+                }
+                !pending
+            });
+        }
+        runs.retain(|_, list| !list.is_empty());
+    }
+}
+
+pub fn router(keyed: bool) -> Router<Arc<Comfy>> {
     let r = Router::new()
         .route("/upload/image", post(upload))
         .route("/prompt", post(queue_prompt))
@@ -78,14 +217,8 @@ async fn require_key(req: Request, next: Next) -> Response {
     }
 }
 
-fn uploads(sim: &Shared) -> HashMap<String, Vec<u8>> {
-    sim.uploads
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-}
-
-async fn upload(State(sim): State<Shared>, mut mp: Multipart) -> Response {
+async fn upload(State(comfy): State<Arc<Comfy>>, mut mp: Multipart) -> Response {
+    let sim = &comfy.sim;
     let mut name = None;
     let mut data = None;
     let mut subfolder = String::new();
@@ -112,7 +245,7 @@ async fn upload(State(sim): State<Shared>, mut mp: Multipart) -> Response {
     }
     let subfolder = subfolder.trim_matches('/').to_owned();
     // A test can hold the upload (the Worker names the file after the job id).
-    crate::gates::hold(&sim, "comfyui", "upload", &[&name, &subfolder]).await;
+    crate::gates::hold(&sim.gates, "comfyui", "upload", &[&name, &subfolder]).await;
     let key = |n: &str| {
         if subfolder.is_empty() {
             n.to_owned()
@@ -120,7 +253,7 @@ async fn upload(State(sim): State<Shared>, mut mp: Multipart) -> Response {
             format!("{subfolder}/{n}")
         }
     };
-    let mut files = sim.uploads.lock().unwrap_or_else(|e| e.into_inner());
+    let mut files = comfy.uploads();
     if !overwrite && files.contains_key(&key(&name)) {
         // server.py: a taken name becomes "name (1).ext", "name (2).ext", …
         let (stem, ext) = name.rsplit_once('.').unwrap_or((&name, ""));
@@ -143,36 +276,28 @@ fn refusal(error: Value, node_errors: Map<String, Value>) -> Response {
         .into_response()
 }
 
-/// server.py `validate_job_id`: a UUID in canonical lowercase hyphenated form.
-fn is_canonical_uuid(s: &str) -> bool {
-    s.len() == 36
-        && s.char_indices().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => c == '-',
-            _ => c.is_ascii_digit() || ('a'..='f').contains(&c),
-        })
+/// The id a given `prompt_id` becomes: server.py `post_prompt` (v0.3.64 @a125cd84
+/// l.692, and v0.8.0) takes `str(json_data.get("prompt_id", uuid.uuid4()))`, so any
+/// value is accepted as Python prints it (`null` is `"None"`, `7` is `"7"`); only
+/// the newest servers insist on a UUID (`validate_job_id`, @002c3fb9).
+fn given_id(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => validate::py_repr(other, true),
+    }
 }
 
 static NUMBER: AtomicU64 = AtomicU64::new(0);
 
-async fn queue_prompt(State(sim): State<Shared>, Json(body): Json<Value>) -> Response {
+async fn queue_prompt(State(comfy): State<Arc<Comfy>>, Json(body): Json<Value>) -> Response {
+    let sim = &comfy.sim;
     let Some(prompt) = body.get("prompt") else {
         return refusal(
             json!({"type": "no_prompt", "message": "No prompt provided", "details": "No prompt provided", "extra_info": {}}),
             Map::new(),
         );
     };
-    let id = match body.get("prompt_id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if is_canonical_uuid(s) => Some(s.clone()),
-        Some(_) => {
-            return refusal(
-                json!({"type": "invalid_prompt_id", "message": "prompt_id must be a valid UUID",
-                       "details": "prompt_id must be a UUID string in canonical lowercase hyphenated form; omit it to let the server generate one",
-                       "extra_info": {}}),
-                Map::new(),
-            );
-        }
-    };
+    let id = body.get("prompt_id").map(given_id);
     let Some(graph) = prompt.as_object() else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "prompt is not an object");
     };
@@ -186,7 +311,7 @@ async fn queue_prompt(State(sim): State<Shared>, Json(body): Json<Value>) -> Res
     if let Some(fault) = sim.submit_fault("comfyui", &text).await {
         return fault;
     }
-    let files = uploads(&sim);
+    let files = comfy.uploads().clone();
     let names: HashSet<String> = files.keys().cloned().collect();
     let outputs = match validate::validate_prompt(graph, &names) {
         Ok(outputs) => outputs,
@@ -212,13 +337,8 @@ async fn queue_prompt(State(sim): State<Shared>, Json(body): Json<Value>) -> Res
         let n = NUMBER.load(Ordering::Relaxed);
         format!("00000000-0000-4000-8000-{n:012x}")
     });
-    if sim.jobs.get(&id).is_some() {
-        return (
-            StatusCode::CONFLICT,
-            Json(json!({"error": "prompt_id already exists"})),
-        )
-            .into_response();
-    }
+    // A repeated id is queued and run again, as on the real server (its queue holds
+    // `(number, prompt_id, …)` tuples and nothing checks the id is new).
     let number = NUMBER.fetch_add(1, Ordering::Relaxed);
     let (load_name, bytes) = nodes
         .values()
@@ -258,141 +378,132 @@ async fn queue_prompt(State(sim): State<Shared>, Json(body): Json<Value>) -> Res
         },
         prompt: text,
     };
-    let job = create_job_as(&sim, ask, Some(id), first.map(|f| (f.width, f.height)));
-    // Register the files under the names get_save_image_path would give them.
-    let mut registry = sim.comfy_files.lock().unwrap_or_else(|e| e.into_inner());
-    let mut counters: HashMap<String, usize> = HashMap::new();
-    for (n, f) in saved.iter().enumerate() {
-        let (sub, stem) = f.prefix.rsplit_once('/').unwrap_or(("", f.prefix.as_str()));
-        let counter = counters.entry(f.prefix.clone()).or_insert(0);
-        *counter += 1;
-        let ext = if f.webp { "webp" } else { "png" };
-        let name = format!("{stem}_{:05}_.{ext}", *counter);
-        registry.insert(format!("{sub}/{name}"), (job.id.clone(), n));
+    let job = create_job_as(sim, ask, Some(id), first.map(|f| (f.width, f.height)));
+    let written = comfy.write(&job, &saved);
+    comfy.runs().entry(job.id.clone()).or_default().push(Run {
+        number,
+        outputs: outputs.clone(),
+        job: job.clone(),
+        written,
+    });
+    crate::gates::hold_job(&sim.gates, "comfyui", "submit", &job).await;
+    if let Some(lost) = sim.lost_answer("comfyui", &job.spec.prompt) {
+        return lost;
     }
-    drop(registry);
-    sim.comfy_saved
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(job.id.clone(), saved);
     Json(json!({"prompt_id": job.id, "number": number, "node_errors": {}})).into_response()
 }
 
-async fn queue(State(sim): State<Shared>) -> Response {
-    let (running, pending) = sim.jobs.partition(|job| match sim.jobs.phase(job) {
-        Phase::Queued => Some(false),
-        Phase::Processing => Some(true),
-        _ => None,
-    });
-    let entry = |id: &String| json!([1, id, {}, {"client_id": "parallax"}, ["14"]]);
+/// A queue item as server.py lists it: `[number, prompt_id, prompt, extra_data,
+/// outputs_to_execute]` (the sim keeps no copy of the graph).
+fn queue_item(run: &Run) -> Value {
+    json!([run.number, run.job.id, {}, {"client_id": "parallax"}, run.outputs])
+}
+
+async fn queue(State(comfy): State<Arc<Comfy>>) -> Response {
+    let (running, pending) = comfy.queued();
     Json(json!({
-        "queue_running": running.iter().map(entry).collect::<Vec<_>>(),
-        "queue_pending": pending.iter().map(entry).collect::<Vec<_>>()
+        "queue_running": running.iter().map(queue_item).collect::<Vec<_>>(),
+        "queue_pending": pending.iter().map(queue_item).collect::<Vec<_>>()
     }))
     .into_response()
 }
 
 /// `POST /queue`: `{"delete": [ids]}` takes pending prompts off the queue (a running
 /// or finished one is untouched), `{"clear": true}` empties it. 200, empty body.
-async fn edit_queue(State(sim): State<Shared>, Json(body): Json<Value>) -> Response {
-    let pending = |id: &str| {
-        sim.jobs
-            .get(id)
-            .is_some_and(|j| sim.jobs.phase(&j) == Phase::Queued)
-    };
+async fn edit_queue(State(comfy): State<Arc<Comfy>>, Json(body): Json<Value>) -> Response {
     if body["clear"] == true {
-        let (_, queued) = sim
-            .jobs
-            .partition(|job| (sim.jobs.phase(job) == Phase::Queued).then_some(false));
-        for id in queued {
-            sim.jobs.remove(&id);
-        }
+        comfy.delete_pending(|_| true);
     }
-    for id in body["delete"].as_array().into_iter().flatten() {
-        if let Some(id) = id.as_str()
-            && pending(id)
-        {
-            sim.jobs.remove(id);
-        }
+    let delete: Vec<&str> = body["delete"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if !delete.is_empty() {
+        comfy.delete_pending(|id| delete.contains(&id));
     }
     StatusCode::OK.into_response()
 }
 
 /// `POST /interrupt`: with a `prompt_id`, only if that prompt is the one running;
 /// without, whatever runs. 200, empty body.
-async fn interrupt(State(sim): State<Shared>, body: axum::body::Bytes) -> Response {
+async fn interrupt(State(comfy): State<Arc<Comfy>>, body: axum::body::Bytes) -> Response {
     let target = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| v["prompt_id"].as_str().map(str::to_owned));
-    let (running, _) = sim
-        .jobs
-        .partition(|job| (sim.jobs.phase(job) == Phase::Processing).then_some(true));
-    for id in running {
-        if target.as_ref().is_none_or(|t| *t == id)
-            && let Some(job) = sim.jobs.get(&id)
-        {
-            job.canceled.store(true, Ordering::Relaxed);
+    let (running, _) = comfy.queued();
+    for run in running {
+        if target.as_ref().is_none_or(|t| *t == run.job.id) {
+            run.job.canceled.store(true, Ordering::Relaxed);
         }
     }
     StatusCode::OK.into_response()
 }
 
-async fn history(State(sim): State<Shared>, Path(id): Path<String>) -> Response {
-    let Some(job) = sim.jobs.get(&id) else {
+/// `GET /history/{id}`: the last finished run of that id (a repeat replaces the entry
+/// when it ends, as `PromptQueue.task_done` does), `{}` while none has.
+async fn history(State(comfy): State<Arc<Comfy>>, Path(id): Path<String>) -> Response {
+    let sim = &comfy.sim;
+    let finished = comfy.runs().get(&id).and_then(|runs| {
+        runs.iter()
+            .filter(|r| comfy.live(&r.job))
+            .filter(|r| !matches!(sim.jobs.phase(&r.job), Phase::Queued | Phase::Processing))
+            .max_by_key(|r| r.job.finished_unix_ms())
+            .cloned()
+    });
+    let Some(run) = finished else {
         return Json(json!({})).into_response();
     };
-    let saved = sim
-        .comfy_saved
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&id)
-        .cloned()
-        .unwrap_or_default();
+    let job = &run.job;
+    let prompt = queue_item(&run);
     let started = json!(["execution_start", {"prompt_id": id, "timestamp": 0}]);
-    let status = |ok: bool, messages: Value| json!({"status_str": if ok { "success" } else { "error" }, "completed": ok, "messages": messages});
-    let entry = match sim.jobs.phase(&job) {
+    // execution.py `execute_async` (@a125cd84 l.677) records which nodes it took
+    // from its cache before it runs; the sim caches nothing, as a first run.
+    let cached = json!(["execution_cached", {"nodes": [], "prompt_id": id, "timestamp": 0}]);
+    let status = |ok: bool, last: Value| json!({"status_str": if ok { "success" } else { "error" }, "completed": ok, "messages": [started, cached, last]});
+    let entry = match sim.jobs.phase(job) {
         Phase::Queued | Phase::Processing => return Json(json!({})).into_response(),
         Phase::Completed => {
             let mut outputs = Map::new();
-            for (n, f) in saved.iter().enumerate() {
-                let (sub, stem) = f.prefix.rsplit_once('/').unwrap_or(("", f.prefix.as_str()));
-                let count = saved[..n].iter().filter(|g| g.prefix == f.prefix).count() + 1;
-                let ext = if f.webp { "webp" } else { "png" };
+            for f in &run.written {
                 let node = outputs
                     .entry(f.node.clone())
                     .or_insert_with(|| json!({"images": []}));
                 if let Some(images) = node["images"].as_array_mut() {
-                    images.push(json!({"filename": format!("{stem}_{count:05}_.{ext}"), "subfolder": sub, "type": "output"}));
+                    images.push(
+                        json!({"filename": f.filename, "subfolder": f.subfolder, "type": "output"}),
+                    );
                 }
-                if f.webp {
+                if let Some(animated) = f.animated {
                     if node.get("animated").is_none() {
                         node["animated"] = json!([]);
                     }
                     if let Some(a) = node["animated"].as_array_mut() {
-                        a.push(json!(f.frames != 1));
+                        a.push(json!(animated));
                     }
                 }
             }
             json!({
-                "prompt": [1, id, {}, {"client_id": "parallax"}, ["14"]],
+                "prompt": prompt,
                 "outputs": outputs,
-                "status": status(true, json!([started, ["execution_success", {"prompt_id": id, "timestamp": 0}]])),
+                "status": status(true, json!(["execution_success", {"prompt_id": id, "timestamp": 0}])),
                 "meta": {}
             })
         }
         Phase::Failed(_) if job.canceled.load(Ordering::Relaxed) => json!({
-            "prompt": [1, id, {}, {"client_id": "parallax"}, ["14"]],
+            "prompt": prompt,
             "outputs": {},
-            "status": status(false, json!([started, ["execution_interrupted",
-                {"prompt_id": id, "node_id": "12", "node_type": "KSampler", "executed": [], "timestamp": 0}]])),
+            "status": status(false, json!(["execution_interrupted",
+                {"prompt_id": id, "node_id": "12", "node_type": "KSampler", "executed": [], "timestamp": 0}])),
             "meta": {}
         }),
         Phase::Failed(reason) => json!({
-            "prompt": [1, id, {}, {"client_id": "parallax"}, ["14"]],
+            "prompt": prompt,
             "outputs": {},
-            "status": status(false, json!([started, ["execution_error", {"prompt_id": id, "node_id": "12", "node_type": "KSampler",
+            "status": status(false, json!(["execution_error", {"prompt_id": id, "node_id": "12", "node_type": "KSampler",
                 "executed": [], "exception_type": "RuntimeError", "exception_message": format!("{reason}\n"),
-                "traceback": [], "current_inputs": {}, "current_outputs": {}, "timestamp": 0}]])),
+                "traceback": [], "current_inputs": {}, "current_outputs": {}, "timestamp": 0}])),
             "meta": {}
         }),
     };
@@ -401,22 +512,23 @@ async fn history(State(sim): State<Shared>, Path(id): Path<String>) -> Response 
     Json(Value::Object(map)).into_response()
 }
 
-async fn view(State(sim): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn view(
+    State(comfy): State<Arc<Comfy>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let sim = &comfy.sim;
     let name = q.get("filename").cloned().unwrap_or_default();
     let sub = q.get("subfolder").cloned().unwrap_or_default();
     if name.is_empty() || sub.split('/').any(|p| p == "..") || name.contains('/') {
         return StatusCode::BAD_REQUEST.into_response();
     }
-    let found = sim
-        .comfy_files
+    let found = comfy
+        .files
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get(&format!("{sub}/{name}"))
         .cloned();
-    let Some((id, n)) = found else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let Some(job) = sim.jobs.get(&id) else {
+    let Some((job, n)) = found.filter(|(job, _)| comfy.live(job)) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     if sim.jobs.phase(&job) != Phase::Completed || job.spec.prompt.contains("[sim:output404]") {
@@ -432,13 +544,13 @@ async fn view(State(sim): State<Shared>, Query(q): Query<HashMap<String, String>
     }
 }
 
-async fn object_info(State(sim): State<Shared>) -> Response {
-    let names: Vec<String> = uploads(&sim).into_keys().collect();
+async fn object_info(State(comfy): State<Arc<Comfy>>) -> Response {
+    let names: Vec<String> = comfy.uploads().keys().cloned().collect();
     Json(Value::Object(validate::object_info(&names))).into_response()
 }
 
-async fn object_info_class(State(sim): State<Shared>, Path(class): Path<String>) -> Response {
-    let names: Vec<String> = uploads(&sim).into_keys().collect();
+async fn object_info_class(State(comfy): State<Arc<Comfy>>, Path(class): Path<String>) -> Response {
+    let names: Vec<String> = comfy.uploads().keys().cloned().collect();
     let mut out = Map::new();
     if let Some(info) = validate::object_info(&names).remove(&class) {
         out.insert(class, info);

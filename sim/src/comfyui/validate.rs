@@ -2,11 +2,12 @@
 //! from the real source (`nodes.json`, each class's commit and file in its `sources`).
 //!
 //! A port of `validate_prompt` / `validate_inputs` in Comfy-Org/ComfyUI `execution.py`
-//! @cb707e9c (the newest read; the 2025-10 snapshot @a125cd84 l.725-1069 differs only
-//! in naming a missing class `invalid_prompt` instead of `missing_node_type`): the
-//! same checks in the same order, the same error `type`s, messages and `details`
-//! strings, and the same `node_errors` map (only nodes with reasons of their own,
-//! each with `dependent_outputs` and `class_type`).
+//! v0.3.64 (@a125cd84 l.725-1069; v0.8.0 answers alike, issue 25): the same checks
+//! in the same order, the same error `type`s, messages and `details` strings, and the
+//! same `node_errors` map (only nodes with reasons of their own, each with
+//! `dependent_outputs` and `class_type`). A node without `class_type` or of an unknown
+//! class is `invalid_prompt` with an empty `extra_info`, as on those servers (the
+//! newest, @cb707e9c, say `missing_node_type` instead).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
@@ -76,7 +77,7 @@ fn py_num(v: &Value) -> String {
 }
 
 /// Python's `repr()` of a JSON value (strings in single quotes, `True`, `None`).
-fn py_repr(v: &Value, quote: bool) -> String {
+pub fn py_repr(v: &Value, quote: bool) -> String {
     match v {
         Value::String(s) if quote => format!("'{s}'"),
         Value::String(s) => s.clone(),
@@ -365,6 +366,14 @@ impl Validator<'_> {
     }
 }
 
+/// Python's `str()` of a value (a string bare, anything else as `repr`).
+fn given(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => py_repr(other, true),
+    }
+}
+
 /// `validate_prompt`: the output nodes to run, or the refusal the server sends.
 pub fn validate_prompt(
     prompt: &Map<String, Value>,
@@ -380,25 +389,25 @@ pub fn validate_prompt(
         .unwrap_or_default();
     let mut outputs = Vec::new();
     for (x, node) in prompt {
-        let title = node["_meta"]["title"].as_str();
-        let Some(class_type) = node.get("class_type").and_then(Value::as_str) else {
-            let shown = title.map_or_else(|| format!("ID #{x}"), str::to_owned);
+        // Both checks as v0.3.64 (@a125cd84 l.966-987) and v0.8.0 make them:
+        // `invalid_prompt` with an empty `extra_info` (only the newest servers say
+        // `missing_node_type`, with the node's title).
+        let Some(class_type) = node.get("class_type") else {
             return Err(refuse(error(
-                "missing_node_type",
-                format!(
-                    "Node '{shown}' has no class_type. The workflow may be corrupted or a custom node is missing."
-                ),
+                "invalid_prompt",
+                "Cannot execute because a node is missing the class_type property.".into(),
                 format!("Node ID '#{x}'"),
-                json!({"node_id": x, "class_type": null, "node_title": title}),
+                json!({}),
             )));
         };
-        let Some(schema) = info.get(class_type) else {
-            let shown = title.unwrap_or(class_type);
+        let schema = class_type.as_str().and_then(|c| info.get(c));
+        let Some(schema) = schema else {
+            let shown = given(class_type);
             return Err(refuse(error(
-                "missing_node_type",
-                format!("Node '{shown}' not found. The custom node may not be installed."),
+                "invalid_prompt",
+                format!("Cannot execute because node {shown} does not exist."),
                 format!("Node ID '#{x}'"),
-                json!({"node_id": x, "class_type": class_type, "node_title": shown}),
+                json!({}),
             )));
         };
         if schema["output_node"] == true {
@@ -556,7 +565,7 @@ mod tests {
         assert_eq!(e("12")["type"], "value_not_in_list");
         assert_eq!(
             e("12")["details"],
-            "sampler_name: 'eulerx' not in (list of length 42)"
+            "sampler_name: 'eulerx' not in (list of length 44)"
         );
         assert_eq!(e("4")["type"], "custom_validation_failed");
         assert_eq!(e("4")["details"], "image - Invalid image file: gone.png");
@@ -574,12 +583,22 @@ mod tests {
         let mut g = shipped();
         g["6"]["class_type"] = json!("DepthAnythingV3Preprocessor");
         let r = validate_prompt(&g, &uploads()).unwrap_err();
-        assert_eq!(r.error["type"], "missing_node_type");
+        assert_eq!(r.error["type"], "invalid_prompt");
         assert_eq!(
             r.error["message"],
-            "Node 'DepthAnythingV3Preprocessor' not found. The custom node may not be installed."
+            "Cannot execute because node DepthAnythingV3Preprocessor does not exist."
         );
         assert_eq!(r.error["details"], "Node ID '#6'");
+        assert_eq!(r.error["extra_info"], json!({}));
+        let mut g = shipped();
+        g["6"].as_object_mut().unwrap().remove("class_type");
+        let r = validate_prompt(&g, &uploads()).unwrap_err();
+        assert_eq!(r.error["type"], "invalid_prompt");
+        assert_eq!(
+            r.error["message"],
+            "Cannot execute because a node is missing the class_type property."
+        );
+        assert_eq!(r.error["extra_info"], json!({}));
         let mut g = shipped();
         g.remove("14");
         assert_eq!(
@@ -610,5 +629,25 @@ mod tests {
             info["LoadImage"]["input"]["required"]["image"][0],
             json!(["a.png"])
         );
+        // As v0.8.0 lists them: the newer samplers, a V3 node's combo in the COMBO
+        // form, and no `is_input_list` (a schema field NodeInfoV1 does not carry).
+        let samplers = &info["KSampler"]["input"]["required"]["sampler_name"][0];
+        assert!(
+            samplers
+                .as_array()
+                .unwrap()
+                .contains(&json!("exp_heun_2_x0_sde"))
+        );
+        let method = &info["ImageScaleToTotalPixels"]["input"]["required"]["upscale_method"];
+        assert_eq!(method[0], "COMBO");
+        assert_eq!(method[1]["options"][0], "nearest-exact");
+        assert!(info["RebatchImages"].get("is_input_list").is_none());
+        let mut g = shipped();
+        g["12"]["inputs"]["sampler_name"] = json!("exp_heun_2_x0");
+        g["5"]["inputs"]["upscale_method"] = json!("bicubic");
+        assert!(validate_prompt(&g, &uploads()).is_ok());
+        g["5"]["inputs"]["upscale_method"] = json!("cubic");
+        let r = validate_prompt(&g, &uploads()).unwrap_err();
+        assert_eq!(r.node_errors["5"]["errors"][0]["type"], "value_not_in_list");
     }
 }

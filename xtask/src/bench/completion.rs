@@ -30,14 +30,15 @@ use crate::stack::Options;
 /// job ends (Replicate, fal and BFL; Segmind, ComfyUI and another Parallax, whose v2
 /// API takes no callback URL, are polled: `edge/src/hooks.rs`), and the polling
 /// budget's requests besides `t / 2` (`edge/src/providers.rs` `Kind::poll_budget`:
-/// 3, or 2 where status reads count against a per-minute limit).
+/// 4 — the look at once and the quick look besides `2 + t/2` — or 3 where status
+/// reads count against a per-minute limit).
 const UPSTREAMS: [Upstream; 6] = [
-    ("segmind", "flux-depth-pro", false, 2.0),
-    ("replicate", "flux-depth-pro", true, 3.0),
-    ("bfl", "flux-depth-pro", true, 3.0),
-    ("parallax", "flux-depth-pro", false, 2.0),
-    ("comfyui", "flux-depth-dev", false, 3.0),
-    ("fal", "flux-depth-dev", true, 3.0),
+    ("segmind", "flux-depth-pro", false, 3.0),
+    ("replicate", "flux-depth-pro", true, 4.0),
+    ("bfl", "flux-depth-pro", true, 4.0),
+    ("parallax", "flux-depth-pro", false, 3.0),
+    ("comfyui", "flux-depth-dev", false, 4.0),
+    ("fal", "flux-depth-dev", true, 4.0),
 ];
 type Upstream = (&'static str, &'static str, bool, f64);
 /// How often the SDK-like client reads the status.
@@ -357,7 +358,7 @@ fn one_upstream(
     // 2 s; where status reads are rate-limited the first is at 4 s (the figure is
     // printed, bound by the provider's budget, not by the gateway).
     let one = format!("{provider} ({hooks}): 1 s job, record COMPLETED after it finished");
-    match budget >= 3.0 || webhooks {
+    match budget >= 4.0 || webhooks {
         true => report.target(
             S,
             one,

@@ -17,7 +17,7 @@
 use serde::{Deserialize, Serialize};
 use worker::{DurableObject, Env, Method, Request, Response, State, durable_object};
 
-use crate::config::bindings;
+use crate::bindings;
 use crate::finish_times;
 use crate::http;
 use crate::providers::UpstreamError;
@@ -47,6 +47,8 @@ impl Signal {
                 Self::Neutral
             }
             Err(UpstreamError::Transient { .. }) => Self::Failed,
+            // It did not answer in time, or its answer broke off.
+            Err(UpstreamError::Ambiguous { .. }) => Self::Failed,
             Err(UpstreamError::Permanent(reason))
                 if reason.contains("HTTP 404") || reason.contains("HTTP 410") =>
             {

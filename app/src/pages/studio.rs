@@ -14,7 +14,7 @@ use leptos_router::NavigateOptions;
 use leptos_router::hooks::{use_navigate, use_query_map};
 use parallax_api::{Model, Params, RequestId};
 use wasm_bindgen::JsCast;
-use web_sys::{Blob, FormData};
+use web_sys::FormData;
 
 use crate::client;
 use crate::components::image_input::{ImageInput, Picked};
@@ -22,180 +22,28 @@ use crate::components::job_card::{CardActions, JobCard};
 use crate::components::no_jobs::NoJobs;
 use crate::components::param_field::ParamField;
 use crate::components::snippets_panel::SnippetsPanel;
-use crate::image::{self, Prepared};
+use crate::image::{self};
 use crate::logic::eta;
-use crate::logic::form::{self, FormState, ImageSource, target_megapixels};
+use crate::logic::form::target_megapixels;
 use crate::logic::store::Job;
 use crate::session;
 use crate::store::{Pending, now_ms, use_store};
+
+mod pending_card;
+mod state;
+
+pub use pending_card::Clock;
+use pending_card::PendingCard;
+pub use state::Studio;
+use state::{Control, idempotency_key};
 
 /// ETA before this device has finished a job of the model.
 const DEFAULT_EXPECTED_SECS: f64 = 20.0;
 /// Jobs shown in the studio (History has them all).
 const STUDIO_JOBS: usize = 24;
 
-/// The control image, ready to send.
-#[derive(Debug, Clone)]
-pub enum Control {
-    Prepared(Prepared),
-    Url(String),
-}
-
-/// The studio's form and image, kept across page changes.
-#[derive(Debug, Clone, Copy)]
-pub struct Studio {
-    form: RwSignal<FormState>,
-    control: RwSignal<Option<Control>>,
-    /// The picked image as it came, re-prepared when the size to ask for changes.
-    source: RwSignal<Option<Blob>>,
-    /// Where the control image came from, if it can be had again after a reload.
-    origin: RwSignal<Option<ImageSource>>,
-    preview: RwSignal<Option<String>>,
-    preparing: RwSignal<bool>,
-    /// Bumped by each prepare; only the newest one's answer is used.
-    prep_token: StoredValue<u64>,
-    image_error: RwSignal<Option<String>>,
-    form_error: RwSignal<Option<String>>,
-    show_errors: RwSignal<bool>,
-    next_key: StoredValue<u64>,
-    /// The `?remix=` id already loaded.
-    remixed: StoredValue<Option<String>>,
-}
-
-impl Studio {
-    /// Creates the studio from the saved form (the URL's `?model=` still wins, see
-    /// [`PlaygroundPage`]) and saves the form on every change.
-    pub fn provide() {
-        let (saved, image) = session::load(form::SAVED_KEY)
-            .and_then(|text| form::decode(&text))
-            .unwrap_or_else(|| (FormState::new(Model::FluxDepthPro), None));
-        let studio = Self {
-            form: RwSignal::new(saved),
-            control: RwSignal::new(None),
-            source: RwSignal::new(None),
-            origin: RwSignal::new(None),
-            preview: RwSignal::new(None),
-            preparing: RwSignal::new(false),
-            prep_token: StoredValue::new(0),
-            image_error: RwSignal::new(None),
-            form_error: RwSignal::new(None),
-            show_errors: RwSignal::new(false),
-            next_key: StoredValue::new(0),
-            remixed: StoredValue::new(None),
-        };
-        provide_context(studio);
-        // A remix link brings its own image; otherwise the saved one comes back.
-        let remixing = window()
-            .location()
-            .search()
-            .is_ok_and(|q| q.contains("remix="));
-        match image {
-            Some(ImageSource::Remote(u)) if !remixing => studio.use_remote(u),
-            Some(ImageSource::Fetched(u)) if !remixing => studio.fetch(u, false),
-            _ => {}
-        }
-        Effect::new(move || {
-            let text = studio
-                .form
-                .with(|f| studio.origin.with(|o| form::encode(f, o.as_ref())));
-            session::save(form::SAVED_KEY, &text);
-        });
-    }
-
-    fn set_preview(&self, url: Option<String>) {
-        if let Some(old) = self.preview.get_untracked()
-            && old.starts_with("blob:")
-        {
-            let _ = web_sys::Url::revoke_object_url(&old);
-        }
-        self.preview.set(url);
-    }
-
-    /// Picks a file: its bytes are not kept, so a reload does not bring it back.
-    fn pick_file(self, file: web_sys::File) {
-        self.origin.set(None);
-        self.prepare(file.into());
-    }
-
-    /// Uses an https URL the server fetches.
-    fn use_remote(self, url: String) {
-        self.image_error.set(None);
-        self.prep_token.update_value(|t| *t += 1);
-        self.preparing.set(false);
-        self.source.set(None);
-        self.set_preview(Some(url.clone()));
-        self.origin.set(Some(ImageSource::Remote(url.clone())));
-        self.control.set(Some(Control::Url(url)));
-    }
-
-    /// Prepares `blob` (upright, downscaled, JPEG) for the size the form asks for now.
-    fn prepare(self, blob: Blob) {
-        self.image_error.set(None);
-        self.preparing.set(true);
-        self.source.set(Some(blob.clone()));
-        let token = self.prep_token.get_value() + 1;
-        self.prep_token.set_value(token);
-        let megapixels = self.form.with_untracked(target_megapixels);
-        spawn_local(async move {
-            let prepared = image::prepare(&blob, megapixels).await;
-            if self.prep_token.get_value() != token {
-                return; // a newer pick (or size) took over
-            }
-            match prepared {
-                Ok(p) => {
-                    self.set_preview(web_sys::Url::create_object_url_with_blob(&p.blob).ok());
-                    self.control.set(Some(Control::Prepared(p)));
-                }
-                Err(e) => self.image_error.set(Some(e)),
-            }
-            self.preparing.set(false);
-        });
-    }
-
-    /// Loads an image URL (a sample, an output, a job's control image) as the control
-    /// image; says so when it cannot be fetched.
-    fn load_url(self, url: String) {
-        self.fetch(url, true);
-    }
-
-    /// Fetches and prepares `url`; a failure is shown when `loud` (a restored image
-    /// that is gone, e.g. a purged output, is just not restored).
-    fn fetch(self, url: String, loud: bool) {
-        self.image_error.set(None);
-        self.preparing.set(true);
-        spawn_local(async move {
-            match client::blob(&url).await {
-                Ok(blob) => {
-                    self.origin.set(Some(ImageSource::Fetched(url)));
-                    self.prepare(blob);
-                }
-                Err(e) => {
-                    self.preparing.set(false);
-                    if loud {
-                        self.image_error
-                            .set(Some(format!("Could not load that image: {}", e.message())));
-                    } else {
-                        self.origin.set(None);
-                    }
-                }
-            }
-        });
-    }
-}
-
-/// A random Idempotency-Key for one submit.
-fn idempotency_key() -> String {
-    let r = || (js_sys::Math::random() * f64::from(u32::MAX)) as u32;
-    format!(
-        "px-{:08x}{:08x}{:08x}",
-        r(),
-        r(),
-        js_sys::Date::now() as u64 as u32
-    )
-}
-
 #[component]
-pub fn PlaygroundPage() -> impl IntoView {
+pub fn StudioPage() -> impl IntoView {
     let studio = expect_context::<Studio>();
     let now = expect_context::<Clock>().0;
     let store = use_store();
@@ -274,20 +122,29 @@ pub fn PlaygroundPage() -> impl IntoView {
             focus(&format!("param-{name}"));
             return;
         }
-        let Ok(data) = FormData::new() else { return };
+        // Every field goes in, or nothing is sent: a dropped field would make another
+        // job than the one on screen.
         let mut params = Params::default();
-        for (name, value) in state.fields() {
-            let _ = data.append_with_str(name, &value);
-            params.0.insert(name.to_owned(), value.into());
-        }
-        match &ctl {
-            Control::Prepared(p) => {
-                let _ = data.append_with_blob_and_filename("control_image", &p.blob, "control.jpg");
+        let built = FormData::new().and_then(|data| {
+            for (name, value) in state.fields() {
+                data.append_with_str(name, &value)?;
+                params.0.insert(name.to_owned(), value.into());
             }
-            Control::Url(u) => {
-                let _ = data.append_with_str("control_image", u);
+            match &ctl {
+                Control::Prepared(p) => {
+                    data.append_with_blob_and_filename("control_image", &p.blob, "control.jpg")?
+                }
+                Control::Url(u) => data.append_with_str("control_image", u)?,
             }
-        }
+            Ok(data)
+        });
+        let Ok(data) = built else {
+            form_error.set(Some(
+                "This browser could not put the request together; nothing was sent. Please try again."
+                    .into(),
+            ));
+            return;
+        };
         form_error.set(None);
         if !state.seed_locked {
             form.update(|f| f.set("seed", String::new()));
@@ -526,39 +383,6 @@ pub fn PlaygroundPage() -> impl IntoView {
                 <SnippetsPanel form=form />
             </section>
         </section>
-    }
-}
-
-/// The page-wide clock (ms), ticking once a second, provided by the app.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock(pub Signal<f64>);
-
-/// A submit waiting for the server (or refused by it).
-#[component]
-fn PendingCard(
-    /// The submit.
-    pending: Pending,
-) -> impl IntoView {
-    let store = use_store();
-    let key = pending.key;
-    view! {
-        <article class="job" data-testid="job">
-            <header>
-                <span class=if pending.error.is_some() { "badge failed" } else { "badge queued" }
-                    data-testid="job-status" role="status" aria-live="polite">
-                    {if pending.error.is_some() { "Not submitted" } else { "Uploading…" }}
-                </span>
-                <span class="model">{pending.model.title()}</span>
-            </header>
-            <h2 class="prompt">{pending.prompt.clone()}</h2>
-            {pending.error.clone().map(|e| view! {
-                <p class="error" role="alert" data-testid="job-error">{e}</p>
-                <div class="actions">
-                    <button type="button" class="button small"
-                        on:click=move |_| store.pending.update(|p| p.retain(|p| p.key != key))>"Dismiss"</button>
-                </div>
-            })}
-        </article>
     }
 }
 

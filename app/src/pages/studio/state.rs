@@ -1,0 +1,172 @@
+//! The studio's form and control image ([`Studio`]), provided by the app so going to
+//! History and back keeps them, and saved in localStorage so a reload does too.
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use parallax_api::Model;
+use web_sys::Blob;
+
+use crate::client;
+use crate::image::{self, Prepared};
+use crate::logic::form::{self, FormState, ImageSource, target_megapixels};
+use crate::session;
+
+/// The control image, ready to send.
+#[derive(Debug, Clone)]
+pub enum Control {
+    Prepared(Prepared),
+    Url(String),
+}
+
+/// The studio's form and image, kept across page changes.
+#[derive(Debug, Clone, Copy)]
+pub struct Studio {
+    pub(super) form: RwSignal<FormState>,
+    pub(super) control: RwSignal<Option<Control>>,
+    /// The picked image as it came, re-prepared when the size to ask for changes.
+    pub(super) source: RwSignal<Option<Blob>>,
+    /// Where the control image came from, if it can be had again after a reload.
+    pub(super) origin: RwSignal<Option<ImageSource>>,
+    pub(super) preview: RwSignal<Option<String>>,
+    pub(super) preparing: RwSignal<bool>,
+    /// Bumped by each prepare; only the newest one's answer is used.
+    pub(super) prep_token: StoredValue<u64>,
+    pub(super) image_error: RwSignal<Option<String>>,
+    pub(super) form_error: RwSignal<Option<String>>,
+    pub(super) show_errors: RwSignal<bool>,
+    pub(super) next_key: StoredValue<u64>,
+    /// The `?remix=` id already loaded.
+    pub(super) remixed: StoredValue<Option<String>>,
+}
+
+impl Studio {
+    /// Creates the studio from the saved form (the URL's `?model=` still wins, see
+    /// [`super::StudioPage`]) and saves the form on every change.
+    pub fn provide() {
+        let (saved, image) = session::load(form::SAVED_KEY)
+            .and_then(|text| form::decode(&text))
+            .unwrap_or_else(|| (FormState::new(Model::FluxDepthPro), None));
+        let studio = Self {
+            form: RwSignal::new(saved),
+            control: RwSignal::new(None),
+            source: RwSignal::new(None),
+            origin: RwSignal::new(None),
+            preview: RwSignal::new(None),
+            preparing: RwSignal::new(false),
+            prep_token: StoredValue::new(0),
+            image_error: RwSignal::new(None),
+            form_error: RwSignal::new(None),
+            show_errors: RwSignal::new(false),
+            next_key: StoredValue::new(0),
+            remixed: StoredValue::new(None),
+        };
+        provide_context(studio);
+        // A remix link brings its own image; otherwise the saved one comes back.
+        let remixing = window()
+            .location()
+            .search()
+            .is_ok_and(|q| q.contains("remix="));
+        match image {
+            Some(ImageSource::Remote(u)) if !remixing => studio.use_remote(u),
+            Some(ImageSource::Fetched(u)) if !remixing => studio.fetch(u, false),
+            _ => {}
+        }
+        Effect::new(move || {
+            let text = studio
+                .form
+                .with(|f| studio.origin.with(|o| form::encode(f, o.as_ref())));
+            session::save(form::SAVED_KEY, &text);
+        });
+    }
+
+    pub(super) fn set_preview(&self, url: Option<String>) {
+        if let Some(old) = self.preview.get_untracked()
+            && old.starts_with("blob:")
+        {
+            let _ = web_sys::Url::revoke_object_url(&old);
+        }
+        self.preview.set(url);
+    }
+
+    /// Picks a file: its bytes are not kept, so a reload does not bring it back.
+    pub(super) fn pick_file(self, file: web_sys::File) {
+        self.origin.set(None);
+        self.prepare(file.into());
+    }
+
+    /// Uses an https URL the server fetches.
+    pub(super) fn use_remote(self, url: String) {
+        self.image_error.set(None);
+        self.prep_token.update_value(|t| *t += 1);
+        self.preparing.set(false);
+        self.source.set(None);
+        self.set_preview(Some(url.clone()));
+        self.origin.set(Some(ImageSource::Remote(url.clone())));
+        self.control.set(Some(Control::Url(url)));
+    }
+
+    /// Prepares `blob` (upright, downscaled, JPEG) for the size the form asks for now.
+    pub(super) fn prepare(self, blob: Blob) {
+        self.image_error.set(None);
+        self.preparing.set(true);
+        self.source.set(Some(blob.clone()));
+        let token = self.prep_token.get_value() + 1;
+        self.prep_token.set_value(token);
+        let megapixels = self.form.with_untracked(target_megapixels);
+        spawn_local(async move {
+            let prepared = image::prepare(&blob, megapixels).await;
+            if self.prep_token.get_value() != token {
+                return; // a newer pick (or size) took over
+            }
+            match prepared {
+                Ok(p) => {
+                    self.set_preview(web_sys::Url::create_object_url_with_blob(&p.blob).ok());
+                    self.control.set(Some(Control::Prepared(p)));
+                }
+                Err(e) => self.image_error.set(Some(e)),
+            }
+            self.preparing.set(false);
+        });
+    }
+
+    /// Loads an image URL (a sample, an output, a job's control image) as the control
+    /// image; says so when it cannot be fetched.
+    pub(super) fn load_url(self, url: String) {
+        self.fetch(url, true);
+    }
+
+    /// Fetches and prepares `url`; a failure is shown when `loud` (a restored image
+    /// that is gone, e.g. a purged output, is just not restored).
+    pub(super) fn fetch(self, url: String, loud: bool) {
+        self.image_error.set(None);
+        self.preparing.set(true);
+        spawn_local(async move {
+            match client::blob(&url).await {
+                Ok(blob) => {
+                    self.origin.set(Some(ImageSource::Fetched(url)));
+                    self.prepare(blob);
+                }
+                Err(e) => {
+                    self.preparing.set(false);
+                    if loud {
+                        self.image_error
+                            .set(Some(format!("Could not load that image: {}", e.message())));
+                    } else {
+                        self.origin.set(None);
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// A random Idempotency-Key for one submit.
+pub(super) fn idempotency_key() -> String {
+    let r = || (js_sys::Math::random() * f64::from(u32::MAX)) as u32;
+    format!(
+        "px-{:08x}{:08x}{:08x}",
+        r(),
+        r(),
+        js_sys::Date::now() as u64 as u32
+    )
+}

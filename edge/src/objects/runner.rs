@@ -1,0 +1,22 @@
+//! The `JobRunner` Durable Object, one per job: its record ([`JobRecord`]) and the
+//! pure rules of its life, split by concern — the record and its lifecycle
+//! (`record.rs`), submit attempts and failover (`submits.rs`), charges, refunds and
+//! the outbox (`charges.rs`), the polling schedule (`schedule.rs`) and the wire view
+//! (`view.rs`), all tested natively (`tests.rs`).
+
+mod charges;
+pub mod client;
+pub mod eachlabs;
+mod object;
+mod outbox;
+mod record;
+mod schedule;
+mod steps;
+mod submits;
+#[cfg(test)]
+pub(crate) mod tests;
+mod view;
+
+pub use object::JobRunner;
+pub use record::*;
+pub use schedule::*;
