@@ -10,6 +10,7 @@ pub mod models;
 pub mod num;
 pub mod openapi;
 pub mod params;
+pub mod share;
 pub mod wait;
 pub mod wire;
 
@@ -19,6 +20,7 @@ pub use error::{ErrorBody, ErrorCode, FieldError};
 pub use id::RequestId;
 pub use models::{Model, ParamKind, ParamSpec};
 pub use params::{Params, Validated, validate, validate_value};
+pub use share::{ShareControl, ShareRequest, ShareResponse};
 pub use wait::StatusWait;
 pub use wire::{
     Credits, JobResult, JobStatus, Metrics, OutputImage, StatusResponse, SubmitResponse,

@@ -343,6 +343,24 @@ pub fn document(origin: &str) -> Value {
         json!({"post": {"operationId": "cancel_request", "summary": "Stop a QUEUED or PROCESSING job (its owner only); a finished one is 409",
                         "parameters": [request_id_param()], "responses": cancel}}),
     );
+    let mut share = Map::new();
+    share.insert(
+        "200".into(),
+        json!({"description": "The choice as stored", "content": {"application/json": {"schema": {
+            "type": "object", "required": ["request_id", "share_control"],
+            "properties": {"request_id": {"type": "string"}, "share_control": {"type": "string", "enum": ["none", "photo"]}}}}}}),
+    );
+    share.extend(errors(&[400, 401, 403, 404, 429, 500]));
+    paths.insert(
+        "/v2/requests/{request_id}/share".into(),
+        json!({"post": {"operationId": "share_request",
+                        "summary": "What the job's share page shows beside the result: none (the default) or the control photo (its owner only)",
+                        "parameters": [request_id_param()],
+                        "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                            "type": "object", "required": ["share_control"], "additionalProperties": false,
+                            "properties": {"share_control": {"type": "string", "enum": ["none", "photo"]}}}}}},
+                        "responses": share}}),
+    );
     compat::add(&mut paths, &mut schemas);
 
     paths.insert(
@@ -481,7 +499,9 @@ fn wire_schemas() -> Map<String, Value> {
                    "created_at": {"type": "integer"},
                    "expires_at": {"type": ["integer", "null"]},
                    "control_image": {"type": "string", "format": "uri",
-                       "description": "A short-lived signed link to the control image; only in its owner's reads"}}}),
+                       "description": "A short-lived signed link to the control image; only in its owner's reads, or anyone's when the owner chose share_control photo"},
+                   "share_control": {"type": "string", "enum": ["none", "photo"], "default": "none",
+                       "description": "What the share page shows beside the result; absent: none"}}}),
     );
     m
 }

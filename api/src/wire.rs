@@ -151,8 +151,12 @@ pub struct JobResult {
     /// Unix seconds after which the job and its images are gone (`null` while running).
     pub expires_at: Option<u64>,
     /// The control image the job was submitted with: a short-lived signed link on
-    /// this edge, given only to the job's owner (absent for anyone else, and where the
-    /// deployment signs no links). The photo is private; the outputs are not.
+    /// this edge, given only to the job's owner, or to anyone when the owner chose to
+    /// show it on the share page (absent otherwise, and where the deployment signs no
+    /// links). The photo is private unless shared; the outputs are not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_image: Option<String>,
+    /// What the share page shows beside the result (its owner's choice).
+    #[serde(default, skip_serializing_if = "crate::ShareControl::is_none")]
+    pub share_control: crate::ShareControl,
 }

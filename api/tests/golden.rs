@@ -138,6 +138,7 @@ fn completed_result_has_the_image_url_as_output_and_every_image_in_images() {
             "http://127.0.0.1:8787/results/2c7f59ea-13f1-402c-9353-915a2b5a2124/control?exp=1790003600&sig=c2ln"
                 .into(),
         ),
+        share_control: parallax_api::ShareControl::None,
     };
     assert_golden(
         &r,

@@ -332,6 +332,25 @@ pub async fn cancel(
     decode(resp, true).await
 }
 
+/// `POST /v2/requests/{id}/share`: what the job's share page shows beside the result
+/// (its owner only; an anonymous job needs its `owner_token`). Not retried: the
+/// caller shows the error and the toggle stays as the server has it.
+pub async fn share(
+    share_url: &str,
+    choice: parallax_api::ShareControl,
+    owner_token: Option<&str>,
+) -> Result<parallax_api::ShareResponse, ClientError> {
+    let body = parallax_api::ShareRequest {
+        share_control: choice,
+    };
+    let resp = send_once(|s| {
+        let builder = prepare(Request::post(share_url), share_url, s);
+        built(owned(builder, share_url, owner_token).json(&body))
+    })
+    .await?;
+    decode(resp, false).await
+}
+
 /// One status read (not retried here: the scheduler owns retries and backoff).
 pub async fn status(url: &str) -> Result<StatusResponse, ClientError> {
     decode(send_once(|s| get(url, s)).await?, true).await

@@ -332,6 +332,28 @@ impl JobStore {
         }
     }
 
+    /// Sets what the job's share page shows beside the result; the job keeps the
+    /// server's answer.
+    pub async fn set_share_control(
+        &self,
+        id: &str,
+        choice: parallax_api::ShareControl,
+    ) -> Result<(), String> {
+        let Some(job) = self.get(id) else {
+            return Err("This job is no longer in this browser.".into());
+        };
+        match client::share(&job.share_url(), choice, job.owner_token.as_deref()).await {
+            Ok(answer) => {
+                if let Some(mut job) = self.get(id) {
+                    job.share_control = answer.share_control;
+                    self.put(job);
+                }
+                Ok(())
+            }
+            Err(e) => Err(format!("Could not change the share page: {}", e.message())),
+        }
+    }
+
     /// Cancels a running job: refreshes it first (it may have finished meanwhile, and
     /// then nothing is sent), then `POST …/cancel`. A 409 means it finished first: the
     /// result is kept and read.

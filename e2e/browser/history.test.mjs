@@ -100,6 +100,37 @@ test('a share link opens for a stranger on a phone: the result, never the photo,
   await stranger.close();
 });
 
+test('its owner chooses to show the photo on the share page, and a stranger then compares', async () => {
+  const maker = await browser.newContext(DESKTOP);
+  const page = await maker.newPage();
+  await visit(page, base + '/');
+  await page.getByTestId('control-image').setInputFiles(sample('coffee.jpg'));
+  await page.getByText(/Will upload/).waitFor();
+  await page.getByTestId('prompt').fill('a teapot of green glass');
+  await page.getByTestId('generate').click();
+  assert.equal(await waitForEnd(page), 'Done');
+  const id = await page.locator('[data-testid="job"][data-request-id]').first().getAttribute('data-request-id');
+  const toggle = page.getByTestId('job-share-photo').first();
+  assert.equal(await toggle.isChecked(), false, 'not shared by default');
+
+  const stranger = await browser.newContext(PHONE);
+  const share = await stranger.newPage();
+  await visit(share, `${base}/r/${id}`);
+  await share.getByTestId('share-output').first().waitFor();
+  assert.equal(await share.getByTestId('compare-range').count(), 0);
+
+  // The owner ticks it: the server stores the choice, and the stranger's page compares.
+  const stored = page.waitForResponse((r) => r.url().endsWith(`/v2/requests/${id}/share`) && r.status() === 200);
+  await toggle.check();
+  await stored;
+  await visit(share, `${base}/r/${id}`);
+  await share.getByTestId('compare-range').first().waitFor();
+  assert.match(await share.locator('.compare-before').first().getAttribute('src'), new RegExp(`/results/${id}/control\\?exp=`));
+  await share.screenshot({ path: path.join(shots, 'share-photo-phone.png'), fullPage: true });
+  await stranger.close();
+  await maker.close();
+});
+
 test('jobs stored by the studio before results answered one output URL still show, and a running one finishes', async () => {
   // Two real jobs: one finished, one still queued when the "old" tab closed.
   const done = await apiJob('kept from before the upgrade');

@@ -404,3 +404,79 @@ fn hashed_build_files_are_immutable_and_nothing_else_is() {
         );
     }
 }
+
+/// Lines the Worker wrote for refused requests so far (`refusal_log.rs`), from the
+/// stack's log (beside its state directory).
+fn refusal_lines() -> usize {
+    let dir = parallax_e2e::state_dir().expect("PARALLAX_STATE_DIR");
+    let log = std::fs::read_to_string(dir.with_file_name("stack.log")).unwrap_or_default();
+    log.lines()
+        .filter(|l| l.contains("parallax-refused "))
+        .count()
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn refusals_are_logged_but_a_flood_of_them_is_not() {
+    let before = refusal_lines();
+    let flood = 300;
+    for _ in 0..flood {
+        let a = Answer::from(
+            client()
+                .get(format!("{}/v2/requests", base()))
+                .header("x-api-key", "px_not_a_key_of_this_stack")
+                .send()
+                .expect("request"),
+        );
+        assert_eq!(a.status, 401, "{}", a.text);
+    }
+    // The log is written as it comes: wait for the first line.
+    let written = parallax_e2e::eventually("a refusal logged", Duration::from_secs(20), || {
+        let n = refusal_lines() - before;
+        (n > 0).then_some(n)
+    });
+    // A few lines per 10 s window at most (other tests' refusals share the budget).
+    assert!(written <= 50, "{written} lines for {flood} refusals");
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn only_the_outputs_charged_for_are_stored() {
+    let submit = |prompt: &str| {
+        let form = Form::new().text("prompt", prompt.to_owned()).part(
+            "control_image",
+            Part::bytes(sample("chelsea.jpg"))
+                .file_name("c.jpg")
+                .mime_str("image/jpeg")
+                .unwrap(),
+        );
+        let a = submit_form("flux-depth-pro", form);
+        assert_eq!(a.status, 200, "{}", a.text);
+        let sub = a.json();
+        let done = wait_terminal(sub["status_url"].as_str().unwrap(), Duration::from_secs(90));
+        (sub["request_id"].as_str().unwrap().to_owned(), done)
+    };
+    // The provider answers two images for a one-image job: one is stored.
+    let (id, done) = submit("one charged, two answered [sim:extra]");
+    assert_eq!(done.json()["status"], "COMPLETED", "{}", done.text);
+    let result = get(&format!("{}/v2/requests/{id}", base())).json();
+    assert_eq!(image_urls(&result).len(), 1, "{result}");
+    // The provider did have a second image (its CDN serves it).
+    let upstream = parallax_e2e::sim_jobs()
+        .into_iter()
+        .find(|j| {
+            j["prompt"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("one charged, two answered"))
+        })
+        .expect("the sim's job");
+    let second = client()
+        .get(format!(
+            "{}/outputs/{}/1.jpg",
+            parallax_e2e::sim_url(),
+            upstream["id"].as_str().unwrap()
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(second.status().as_u16(), 200, "two were answered");
+}

@@ -101,6 +101,45 @@ fn the_same_key_with_another_request_is_a_422_naming_the_header() {
 
 #[test]
 #[ignore = "needs the running stack: cargo xtask test"]
+fn a_known_key_with_another_request_is_refused_before_its_image_is_fetched() {
+    let key = test_key("ledger");
+    let idem = unique("cheap");
+    let first = submit(&key, Some(&idem), form("bound first"));
+    assert_eq!(first.status, 200, "{}", first.text);
+    // The test stack fetches no URL (`REMOTE_IMAGES=off`: such a submit is a 400 naming
+    // control_image where the fetch would be). Under a key bound to another request
+    // the 422 comes first: nothing was about to be fetched.
+    let a = send(
+        client()
+            .post(format!("{}/v2/flux-depth-pro", base()))
+            .header("x-api-key", &key)
+            .header("idempotency-key", &idem)
+            .json(&json!({
+                "prompt": "bound first",
+                "control_image": "https://images.example.com/elsewhere.jpg",
+            })),
+    );
+    assert_eq!(a.status, 422, "{}", a.text);
+    assert_eq!(a.json()["code"], "idempotency_key_reused");
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn an_account_without_credits_is_refused_before_its_body_is_read() {
+    // Not even JSON: a 400 if it were read; a 406 because it is not.
+    let a = send(
+        client()
+            .post(format!("{}/v2/flux-depth-pro", base()))
+            .header("x-api-key", test_key("broke"))
+            .header("content-type", "application/json")
+            .body("{ this is not read"),
+    );
+    assert_eq!(a.status, 406, "{}", a.text);
+    assert_eq!(a.json()["code"], "insufficient_credits");
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
 fn concurrent_submits_with_one_key_make_one_job_charged_once() {
     let key = test_key("ledger_concurrent");
     let idem = unique("concurrent");
@@ -365,4 +404,45 @@ fn a_start_never_confirmed_nor_released_is_reaped_by_the_ledgers_alarm() {
     let a = submit(&key, Some(&idem), form(&unique("after the reaper")));
     assert_eq!(a.status, 200, "{}", a.text);
     assert_ne!(a.json()["request_id"], job_id);
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn a_charge_is_never_pruned_before_its_settlement() {
+    let key = test_key("ledger_prune");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let job_id = format!("5e1a0b2c-3d4e-4f5a-8b6c-{:012x}", nanos & 0xffff_ffff_ffff);
+    // A charge far past retention whose job never settled (its start pending an hour).
+    dev_ledger(
+        &key,
+        json!({"op": "dev_reserve", "job_id": job_id, "amount": 5,
+               "idempotency_key": unique("unsettled"), "pending_ms": 3_600_000,
+               "age_ms": 10 * 3_600_000u64}),
+    );
+    // A submit prunes old charges as it reserves.
+    let a = submit(&key, None, form(&unique("prunes")));
+    assert_eq!(a.status, 200, "{}", a.text);
+    let charge = dev_ledger(&key, json!({"op": "charge", "job_id": job_id}));
+    assert_eq!(
+        charge["charge"]["charged"], 5,
+        "kept until settled: {charge}"
+    );
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn a_sync_answer_counts_its_refund_in_the_remaining_credits() {
+    let key = test_key("ledger_sync");
+    let before = balance_of(&key);
+    let a = send(
+        client()
+            .post(format!("{}/v1/flux-depth-pro", base()))
+            .header("x-api-key", &key)
+            .multipart(form(&unique("refunded at once [sim:fail]"))),
+    );
+    assert_eq!(a.status, 422, "{}", a.text);
+    assert_eq!(credits(&a), before, "the refund is in the answer's balance");
 }

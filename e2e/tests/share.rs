@@ -25,6 +25,26 @@ fn submit(prompt: &str, key: Option<&str>) -> Answer {
     a
 }
 
+/// `'sha256-…'` of each inline `<script>` (one without `src`) in a served page, as a
+/// browser computes it over the script's text.
+fn inline_script_hashes(html: &str) -> Vec<String> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    html.split("<script")
+        .skip(1)
+        .filter_map(|rest| {
+            let (tag, after) = rest.split_once('>')?;
+            let (body, _) = after.split_once("</script>")?;
+            (!tag.contains("src=")).then(|| {
+                format!(
+                    "'sha256-{}'",
+                    base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(body))
+                )
+            })
+        })
+        .collect()
+}
+
 fn meta<'a>(html: &'a str, attr: &str, name: &str) -> Option<&'a str> {
     let needle = format!("<meta {attr}=\"{name}\" content=\"");
     let start = html.find(&needle)? + needle.len();
@@ -176,6 +196,17 @@ fn html_is_served_with_a_strict_content_security_policy() {
             !scripts.contains("unsafe-inline"),
             "{path}: no inline scripts beyond the hashed one"
         );
+        // The hashes are exactly those of the inline scripts this page serves.
+        let mut allowed: Vec<String> = scripts
+            .split_whitespace()
+            .filter(|s| s.starts_with("'sha256-"))
+            .map(str::to_owned)
+            .collect();
+        let mut served = inline_script_hashes(&page.text);
+        allowed.sort();
+        served.sort();
+        assert!(!served.is_empty(), "{path}: the bootstrap is inline");
+        assert_eq!(allowed, served, "{path}");
         assert!(csp.contains("frame-ancestors 'none'"));
         assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
         assert_eq!(
@@ -323,4 +354,187 @@ fn a_nat_neighbour_cannot_cancel_or_delete_an_anonymous_job() {
     let deleted = send(client().delete(&url), Some(&token));
     assert_eq!(deleted.status, 200, "{}", deleted.text);
     assert_eq!(get(&link).status, 404, "the photo is gone with the job");
+}
+
+/// The public media routes' limit per address (`wrangler.toml`'s `MEDIA_LIMIT`).
+const MEDIA_PER_MIN: usize = 600;
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn public_media_is_rate_limited_per_address() {
+    let from = |path: &str, ip: &str| {
+        Answer::from(
+            client()
+                .get(format!("{}{path}", base()))
+                .header("cf-connecting-ip", ip)
+                .send()
+                .expect("media request"),
+        )
+    };
+    let missing = "/results/00000000-0000-4000-8000-000000000000/0.jpg";
+    // An address of its own (IPv6 /56 buckets), so no other test shares its count.
+    let ip = "2001:db8:2601:4200::7";
+    let mut refused = None;
+    // The minute may roll over once meanwhile: allow two windows' worth.
+    for n in 0..=2 * MEDIA_PER_MIN + 1 {
+        let a = from(missing, ip);
+        if a.status == 429 {
+            refused = Some((n, a));
+            break;
+        }
+        assert_eq!(a.status, 404, "{}", a.text);
+    }
+    let (n, a) = refused.expect("media requests were never limited");
+    assert!(n >= MEDIA_PER_MIN, "limited after {n}");
+    assert_eq!(a.json()["code"], "rate_limited", "{}", a.text);
+    assert!(a.header("retry-after").is_some());
+    // Assets share the bucket; another /56 has its own.
+    assert_eq!(from("/api/assets/missing.jpg", ip).status, 429);
+    assert_eq!(
+        from(missing, "2001:db8:2601:4201::7").status,
+        429,
+        "same /56"
+    );
+    assert_eq!(
+        from(missing, "2001:db8:2601:4300::7").status,
+        404,
+        "another /56"
+    );
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn an_uploaded_asset_goes_with_the_last_job_made_from_it_or_unused() {
+    let key = test_key("rich");
+    let upload = || {
+        let form = Form::new().part(
+            "asset",
+            Part::bytes(sample("chelsea.jpg"))
+                .file_name("chelsea.jpg")
+                .mime_str("image/jpeg")
+                .unwrap(),
+        );
+        let a = Answer::from(
+            client()
+                .post(format!("{}/api/assets", base()))
+                .header("API-KEY", &key)
+                .multipart(form)
+                .send()
+                .expect("upload"),
+        );
+        assert_eq!(a.status, 200, "{}", a.text);
+        a.json()["fileContent"]["path"].as_str().unwrap().to_owned()
+    };
+    // Its own address: these reads count against no other test's media limit.
+    let get_asset = |path: &str| {
+        Answer::from(
+            client()
+                .get(format!("{}/api/{path}", base()))
+                .header("cf-connecting-ip", "198.51.100.26")
+                .send()
+                .expect("asset"),
+        )
+        .status
+    };
+    let feature = |path: &str| {
+        let a = Answer::from(
+            client()
+                .post(format!("{}/api/features", base()))
+                .header("API-KEY", &key)
+                .json(&serde_json::json!({
+                    "type": "IMAGE_EDITOR",
+                    "model": "black-forest-labs/flux-depth-pro",
+                    "promptObject": {"imageUrl": path, "prompt": "made from an asset"},
+                }))
+                .send()
+                .expect("feature"),
+        );
+        assert_eq!(a.status, 200, "{}", a.text);
+        a.header("x-request-id").unwrap().to_owned()
+    };
+    let delete = |id: &str| {
+        let a = get_as_delete(id, &key);
+        assert_eq!(a, 200);
+    };
+    let used = upload();
+    let unused = upload();
+    let (first, second) = (feature(&used), feature(&used));
+    assert_eq!(get_asset(&used), 200);
+    delete(&first);
+    assert_eq!(get_asset(&used), 200, "the second job still uses it");
+    delete(&second);
+    assert_eq!(get_asset(&used), 404, "gone with the last job made from it");
+    // No job used the other: gone after the stack's ASSET_UNUSED_SECS (20 s).
+    let start = std::time::Instant::now();
+    while get_asset(&unused) == 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "an unused asset never went"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert_eq!(get_asset(&unused), 404);
+}
+
+fn get_as_delete(id: &str, key: &str) -> u16 {
+    client()
+        .delete(format!("{}/v2/requests/{id}", base()))
+        .header("x-api-key", key)
+        .send()
+        .expect("delete")
+        .status()
+        .as_u16()
+}
+
+/// `POST /v2/requests/{id}/share` as `key` (a test key's name) with `body`.
+fn share_as(id: &str, key: &str, body: serde_json::Value) -> Answer {
+    Answer::from(
+        client()
+            .post(format!("{}/v2/requests/{id}/share", base()))
+            .header("x-api-key", test_key(key))
+            .json(&body)
+            .send()
+            .unwrap(),
+    )
+}
+
+/// The share page shows the photo a job was made from only when its owner chose to:
+/// by default the result alone, and no link to the photo for anyone but the owner.
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn the_share_page_shows_the_photo_only_when_its_owner_chose_to() {
+    let sub = submit("a photo shared on purpose", Some("rich")).json();
+    let id = sub["request_id"].as_str().unwrap().to_owned();
+    wait_terminal(sub["status_url"].as_str().unwrap(), Duration::from_secs(60));
+    let result_url = format!("{}/v2/requests/{id}", base());
+    let public = || get_as(&result_url, None).json();
+    assert!(public()["control_image"].is_null(), "not shared by default");
+    assert!(public()["share_control"].is_null(), "none: absent");
+
+    let stranger = share_as(&id, "other", serde_json::json!({"share_control": "photo"}));
+    assert_eq!(stranger.status, 403, "{}", stranger.text);
+    let bad = share_as(&id, "rich", serde_json::json!({"share_control": "yes"}));
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    assert_eq!(bad.json()["fields"][0]["field"], "share_control");
+    assert!(
+        public()["control_image"].is_null(),
+        "refusals changed nothing"
+    );
+
+    let chosen = share_as(&id, "rich", serde_json::json!({"share_control": "photo"}));
+    assert_eq!(chosen.status, 200, "{}", chosen.text);
+    assert_eq!(chosen.json()["share_control"], "photo");
+    let shared = public();
+    assert_eq!(shared["share_control"], "photo");
+    let link = shared["control_image"].as_str().expect("a link for anyone");
+    let opened = client().get(link).send().unwrap();
+    assert_eq!(opened.status().as_u16(), 200);
+    assert_eq!(opened.bytes().unwrap().to_vec(), sample("astronaut.jpg"));
+    // The crawlers' HTML still previews the result, never the photo.
+    let page = get(&format!("{}/r/{id}", base()));
+    assert!(!page.text.contains("/control"), "{}", page.text);
+
+    let back = share_as(&id, "rich", serde_json::json!({"share_control": "none"}));
+    assert_eq!(back.status, 200, "{}", back.text);
+    assert!(public()["control_image"].is_null(), "unshared again");
 }

@@ -308,3 +308,117 @@ fn events_stream_each_status_change_and_end_with_the_finished_job() {
     assert_eq!(missing.status, 404, "{}", missing.text);
     assert_eq!(missing.json()["code"], "not_found");
 }
+
+/// A `[sim:process=60]` job of the `holder` key, once its upstream has it.
+fn long_job(label: &str) -> String {
+    let sub = submit_sample(
+        "flux-depth-pro",
+        &format!("{label} [sim:process=60]"),
+        "chelsea.jpg",
+        Some(&test_key("holder")),
+    )
+    .json();
+    let id = sub["request_id"].as_str().unwrap().to_owned();
+    parallax_e2e::eventually("the upstream has it", Duration::from_secs(20), || {
+        (status_of(&read(&id, "", "holder")) == "PROCESSING").then_some(())
+    });
+    id
+}
+
+fn cancel(id: &str) {
+    let a = Answer::from(
+        client()
+            .post(format!("{}/v2/requests/{id}/cancel", base()))
+            .header("x-api-key", test_key("holder"))
+            .send()
+            .expect("cancel"),
+    );
+    assert_eq!(a.status, 200, "{}", a.text);
+}
+
+/// Sends a held read (`seen=PROCESSING`) of each of `ids` at once; answers them as they
+/// come. Every held one stays held until its job changes (its jobs run a minute).
+fn hold_all(ids: &[&str]) -> std::sync::mpsc::Receiver<Answer> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    for id in ids {
+        let (tx, id) = (tx.clone(), (*id).to_owned());
+        std::thread::spawn(move || {
+            let _ = tx.send(read(&id, "?wait=30&seen=PROCESSING", "holder"));
+        });
+    }
+    rx
+}
+
+fn not_held(a: &Answer) -> bool {
+    a.header("x-parallax-held") == Some("no")
+}
+
+/// Of `n` held reads, the first answer is the one beyond the cap: answered at once (not
+/// refused), as the job is, marked not held. Then the jobs are canceled, which answers
+/// the held ones. Answers how many were not held.
+fn over_cap_then_release(rx: &std::sync::mpsc::Receiver<Answer>, n: usize, jobs: &[&str]) -> usize {
+    let first = rx.recv_timeout(Duration::from_secs(60)).expect("an answer");
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert_eq!(status_of(&first), "PROCESSING", "{}", first.text);
+    assert!(
+        not_held(&first),
+        "the first answer is the unheld one: {:?}",
+        first.text
+    );
+    assert!(first.header("retry-after").is_some());
+    for id in jobs {
+        cancel(id);
+    }
+    let rest: Vec<Answer> = (1..n)
+        .map(|_| rx.recv_timeout(Duration::from_secs(60)).expect("an answer"))
+        .collect();
+    for a in &rest {
+        assert_eq!(status_of(a), "FAILED", "held until its cancel: {}", a.text);
+    }
+    1 + rest.iter().filter(|a| not_held(a)).count()
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn held_reads_beyond_the_caps_are_answered_at_once_and_a_stream_ends_to_reconnect() {
+    // Per job: 9 held reads of one job, 8 held (`holds::PER_JOB`), one answered at once.
+    let a = long_job("per job");
+    let rx = hold_all(&[a.as_str(); 9]);
+    let first = rx.recv_timeout(Duration::from_secs(60)).expect("an answer");
+    assert!(not_held(&first), "{:?}", first.text);
+    // A stream of the same job: its first event, then (its hold over the cap) it ends
+    // with a `retry:` for its EventSource, while the job still runs.
+    let stream = Answer::from(
+        client()
+            .get(format!("{}/v2/requests/{a}/events", base()))
+            .header("x-api-key", test_key("holder"))
+            .send()
+            .expect("events"),
+    );
+    assert_eq!(stream.status, 200, "{}", stream.text);
+    let statuses = status_events(&stream.text);
+    assert_eq!(statuses.len(), 1, "{}", stream.text);
+    assert_eq!(statuses[0]["status"], "PROCESSING");
+    assert!(stream.text.contains("\nretry: 3000\n"), "{}", stream.text);
+    cancel(&a);
+    let rest: Vec<Answer> = (0..8)
+        .map(|_| rx.recv_timeout(Duration::from_secs(60)).expect("an answer"))
+        .collect();
+    assert!(
+        rest.iter()
+            .all(|r| !not_held(r) && status_of(r) == "FAILED")
+    );
+
+    // Per account (`HELD_READS_PER_ACCOUNT`, 16): 8 + 8 + 1 reads of three jobs, none
+    // over its job's cap; one of the 17 is answered at once.
+    let (b, c, d) = (
+        long_job("account b"),
+        long_job("account c"),
+        long_job("account d"),
+    );
+    let mut ids = vec![b.as_str(); 8];
+    ids.extend([c.as_str(); 8]);
+    ids.push(d.as_str());
+    let rx = hold_all(&ids);
+    assert_eq!(over_cap_then_release(&rx, 17, &[&b, &c, &d]), 1);
+}

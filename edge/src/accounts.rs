@@ -4,6 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -16,7 +17,10 @@ use crate::objects::ledger::{
     ChargeInfo, Funding, Grant, LedgerReply, LedgerRequest, Limit, Op, Outcome,
 };
 use crate::storage::keys;
+
+mod reader;
 use parallax_api::{CreditEntry, Model, Settlement};
+pub use reader::{Reader, public_reader};
 
 /// An API key's record in KV (under `keys::api_key(hash)`), written by the operator
 /// (`cargo xtask keys create`, or `wrangler kv key put`).
@@ -53,8 +57,10 @@ pub struct Caller {
     funding: Funding,
     submits_per_minute: u32,
     reads_per_minute: u32,
-    /// The balance as of this request's ledger call, for `x-remaining-credits`.
-    balance: Cell<Option<u64>>,
+    holds_per_account: u32,
+    /// The balance as of this request's ledger call, for `x-remaining-credits`
+    /// (shared with its [`Reader`]).
+    balance: Rc<Cell<Option<u64>>>,
 }
 
 /// How long an isolate keeps a key's record after reading it from KV.
@@ -159,7 +165,8 @@ pub async fn identify(req: &Request, env: &Env, cfg: &Config) -> EdgeResult<Call
                     .submits_per_minute
                     .unwrap_or(cfg.limits.submits_per_minute),
                 reads_per_minute: cfg.limits.reads_per_minute,
-                balance: Cell::new(None),
+                holds_per_account: cfg.limits.holds_per_account,
+                balance: Rc::default(),
             })
         }
         _ if cfg.anon_daily_credits > 0 => Ok(Caller {
@@ -171,7 +178,8 @@ pub async fn identify(req: &Request, env: &Env, cfg: &Config) -> EdgeResult<Call
             },
             submits_per_minute: cfg.limits.submits_per_minute,
             reads_per_minute: cfg.limits.keyless_reads_per_minute,
-            balance: Cell::new(None),
+            holds_per_account: cfg.limits.holds_per_account,
+            balance: Rc::default(),
         }),
         _ => Err(EdgeError::Unauthorized(
             "Missing API key (x-api-key, API-KEY or Authorization: Bearer)".into(),
@@ -204,16 +212,25 @@ pub async fn ledger_call(
     op: Op,
     limit: Option<Limit>,
 ) -> EdgeResult<LedgerReply> {
+    ledger_request(
+        env,
+        account,
+        LedgerRequest {
+            funding,
+            op,
+            limit,
+            now_ms: worker::Date::now().as_millis(),
+            hold: None,
+        },
+    )
+    .await
+}
+
+async fn ledger_request(env: &Env, account: &str, body: LedgerRequest) -> EdgeResult<LedgerReply> {
     let stub = env
         .durable_object(bindings::LEDGER)?
         .id_from_name(account)?
         .get_stub()?;
-    let body = LedgerRequest {
-        funding,
-        op,
-        limit,
-        now_ms: worker::Date::now().as_millis(),
-    };
     let text = serde_json::to_string(&body).map_err(|e| EdgeError::Internal(e.to_string()))?;
     let mut init = worker::RequestInit::new();
     init.with_method(worker::Method::Post)
@@ -280,20 +297,27 @@ impl Caller {
     /// Before anything of a submit is read or fetched: counts it against the submit
     /// rate limit and checks the account can pay for the cheapest job (`amount`).
     /// A retry under a known `idempotency_key` passes whatever the balance (its job is
-    /// paid for already and will be replayed).
+    /// paid for already and will be replayed). `Ok(Some(fingerprint))`: the request
+    /// the key is bound to, so a different one is refused before anything is fetched.
     pub async fn precheck(
         &self,
         env: &Env,
         amount: u64,
         idempotency_key: Option<&str>,
-    ) -> EdgeResult<()> {
+    ) -> EdgeResult<Option<String>> {
         let op = Op::Precheck {
             amount,
             idempotency_key: idempotency_key.map(str::to_owned),
         };
-        match self.call(env, op, self.submit_limit()).await? {
+        let limit = Some(self.submit_limit());
+        let reply = ledger_call(env, &self.account, self.funding.clone(), op, limit).await?;
+        self.balance.set(Some(reply.balance));
+        match reply.outcome {
+            Outcome::RateLimited { retry_after_secs } => {
+                Err(EdgeError::RateLimited { retry_after_secs })
+            }
             Outcome::Insufficient { needed } => Err(self.insufficient(needed)),
-            _ => Ok(()),
+            _ => Ok(reply.key_fingerprint),
         }
     }
 

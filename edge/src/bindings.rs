@@ -7,3 +7,5 @@ pub const MEDIA: &str = "MEDIA";
 pub const ASSETS: &str = "ASSETS";
 pub const LEDGER: &str = "LEDGER";
 pub const BREAKER: &str = "BREAKER";
+/// The Rate Limiting binding of the public media routes (`media_limit.rs`).
+pub const MEDIA_LIMIT: &str = "MEDIA_LIMIT";

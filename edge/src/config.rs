@@ -16,6 +16,11 @@ pub struct Limits {
     /// of anonymous accounts (`RATE_LIMIT_KEYLESS_READS_PER_MIN`, default: the
     /// keyed read limit).
     pub keyless_reads_per_minute: u32,
+    /// Reads held (and event streams) at once per account (`HELD_READS_PER_ACCOUNT`,
+    /// see `holds.rs`).
+    pub holds_per_account: u32,
+    /// Longest life of an event stream, seconds (`STREAM_MAX_SECS`).
+    pub stream_max_secs: u64,
 }
 
 /// Everything the edge reads from its environment.
@@ -89,6 +94,11 @@ fn number(env: &Env, name: &str, default: u64) -> u64 {
 }
 
 impl Config {
+    /// A whole-number var, or `default` when unset or not a number.
+    pub fn number_var(env: &Env, name: &str, default: u64) -> u64 {
+        number(env, name, default)
+    }
+
     pub fn from_env(env: &Env) -> Self {
         let providers = Kind::ALL
             .into_iter()
@@ -183,6 +193,14 @@ impl Config {
                     u64::from(reads_per_minute),
                 ))
                 .unwrap_or(u32::MAX),
+                holds_per_account: u32::try_from(number(
+                    env,
+                    "HELD_READS_PER_ACCOUNT",
+                    u64::from(crate::holds::PER_ACCOUNT),
+                ))
+                .unwrap_or(u32::MAX),
+                stream_max_secs: number(env, "STREAM_MAX_SECS", crate::holds::STREAM_MAX_SECS)
+                    .max(1),
             },
             sync_wait_secs: number(env, "SYNC_WAIT_SECS", 300),
             upstream_timeout_secs: number(env, "UPSTREAM_TIMEOUT_SECS", 30),

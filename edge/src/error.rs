@@ -132,6 +132,10 @@ impl EdgeError {
             worker::console_error!("internal error: {detail}");
         }
         let status = self.code().http_status();
+        if matches!(status, 401 | 403 | 429) {
+            // The message names no secret (the key is never in it).
+            crate::refusal_log::warn(&format!("{status}: {self}"));
+        }
         let mut resp = http::json(&self.body(), status);
         match self {
             Self::MethodNotAllowed { allow } => {

@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod accounts;
+pub mod asset_refs;
 pub mod bindings;
 pub mod compat;
 pub mod config;
@@ -14,12 +15,15 @@ pub mod error;
 pub mod fallback;
 pub mod finish_times;
 pub mod handlers;
+pub mod holds;
 pub mod hooks;
 pub mod http;
 pub mod input;
+pub mod media_limit;
 pub mod meter;
 pub mod objects;
 pub mod providers;
+pub mod refusal_log;
 pub mod router;
 pub mod secret;
 pub mod security;

@@ -32,6 +32,8 @@ enum Api {
     Result(String),
     Delete(String),
     Cancel(String),
+    /// What the share page shows (owner only).
+    Share(String),
     List,
     /// The key's balance and credit history.
     Credits,
@@ -76,6 +78,7 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
         }
         ["results", id, file] => {
             allow(method, &["GET"], "GET")?;
+            crate::media_limit::check(&req, env).await?;
             return results::get_output(&req, env, id, file).await;
         }
         // Providers' callbacks: no caller (they carry the job's token and their own
@@ -111,6 +114,10 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
             allow(method, &["POST"], "POST")?;
             Api::Cancel((*id).to_owned())
         }
+        ["v2", "requests", id, "share"] => {
+            allow(method, &["POST"], "POST")?;
+            Api::Share((*id).to_owned())
+        }
         ["v2", "requests", id] => {
             allow(method, &["GET", "DELETE"], "GET, DELETE")?;
             if method == "DELETE" {
@@ -137,6 +144,7 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
         }
         ["api", "assets", file] => {
             allow(method, &["GET"], "GET")?;
+            crate::media_limit::check(&req, env).await?;
             return onemin::get_asset(&req, env, file).await;
         }
         ["v2", model] => {
@@ -165,11 +173,19 @@ async fn route(req: Request, env: &Env) -> EdgeResult<Response> {
     };
     let Some(caller) = caller else {
         // A public read by id (a share link opened by anyone), limited per client
-        // address (IPv6: per /56) first, so a refused client wakes no runner.
+        // address (IPv6: per /56) first, so a refused client wakes no runner. A held
+        // read is counted by its hold, which also takes the address's lease.
+        if let Api::Status(id, Some(wait)) = &api {
+            let reader = accounts::public_reader(&req, &cfg)?;
+            return jobs::get_held_status(&req, env, &reader, id, *wait).await;
+        }
         accounts::touch_public(&req, env, &cfg).await?;
         return match &api {
-            Api::Status(id, wait) => jobs::get_status(&req, env, id, *wait).await,
-            Api::Events(id) => jobs::stream_status(&req, env, id).await,
+            Api::Status(id, _) => jobs::get_status(&req, env, id).await,
+            Api::Events(id) => {
+                let reader = accounts::public_reader(&req, &cfg)?;
+                jobs::stream_status(&req, env, reader, id).await
+            }
             Api::Result(id) => jobs::get_result(&req, env, None, id).await,
             Api::Prediction(id) => eachlabs::get_prediction(&req, env, None, id).await,
             _ => Err(EdgeError::Internal(
@@ -193,15 +209,14 @@ async fn dispatch(api: Api, req: Request, env: &Env, caller: &Caller) -> EdgeRes
         // by the job's runner: two Durable Objects, asked at once. A refused read is
         // still refused.
         Api::Status(id, None) => {
-            let (touched, status) =
-                join(caller.touch(env), jobs::get_status(&req, env, &id, None)).await;
+            let (touched, status) = join(caller.touch(env), jobs::get_status(&req, env, &id)).await;
             touched?;
             status
         }
-        // A held read is counted (and maybe refused) before it is held.
-        Api::Status(id, wait) => {
-            caller.touch(env).await?;
-            jobs::get_status(&req, env, &id, wait).await
+        // A held read is counted (and maybe refused) before it is held, in the same
+        // Ledger call that takes its lease on one of the account's held reads.
+        Api::Status(id, Some(wait)) => {
+            jobs::get_held_status(&req, env, &caller.reader(), &id, wait).await
         }
         Api::Result(id) => {
             let (touched, result) = join(
@@ -223,7 +238,7 @@ async fn dispatch(api: Api, req: Request, env: &Env, caller: &Caller) -> EdgeRes
         }
         Api::Events(id) => {
             caller.touch(env).await?;
-            jobs::stream_status(&req, env, &id).await
+            jobs::stream_status(&req, env, caller.reader(), &id).await
         }
         Api::CreatePrediction => eachlabs::create_prediction(req, env, caller).await,
         Api::Feature => onemin::run_feature(req, env, caller).await,
@@ -235,6 +250,10 @@ async fn dispatch(api: Api, req: Request, env: &Env, caller: &Caller) -> EdgeRes
         Api::Cancel(id) => {
             caller.touch(env).await?;
             jobs::cancel_job(&req, env, caller, &id).await
+        }
+        Api::Share(id) => {
+            caller.touch(env).await?;
+            jobs::share_job(req, env, caller, &id).await
         }
         Api::List => jobs::list_jobs(&req, env, caller).await,
         Api::Credits => credits::get_credits(&req, env, caller).await,

@@ -13,7 +13,7 @@
 //!   answered `502` as when a proxy loses the server's answer: a client that submits
 //!   again without looking first starts the prompt twice;
 //! - `[sim:output404]`, `[sim:slowdownload]` (3 s per output), `[sim:truncate]` (the
-//!   first two downloads are cut short).
+//!   first two downloads are cut short), `[sim:extra]` (one output more than asked).
 //!
 //! This module answers the submit and poll faults; the job faults are applied where
 //! the job is made (`common::create_job_as`, `jobs`), the download faults by the CDN

@@ -95,7 +95,10 @@ pub fn output_size(w: u32, h: u32, megapixels: Option<f64>) -> (u32, u32) {
 }
 
 pub fn render_all(spec: &RenderSpec) -> Vec<Rendered> {
-    (0..spec.count).map(|i| render_one(spec, i)).collect()
+    // `[sim:extra]`: one output more than asked, as a provider answering more images
+    // than were charged for.
+    let count = spec.count + usize::from(spec.prompt.contains("[sim:extra]"));
+    (0..count).map(|i| render_one(spec, i)).collect()
 }
 
 fn render_one(spec: &RenderSpec, index: usize) -> Rendered {

@@ -188,9 +188,15 @@ fn e2e_phases(clock: &mut Clock, mut counts: Counts) -> Result {
         ("ledger_concurrent", 1_000, None),
         ("ledger_truncated", 1_000, None),
         ("ledger_reaper", 1_000, None),
+        ("ledger_prune", 1_000, None),
+        ("ledger_sync", 1_000, None),
         ("legacy", 1_000, None),
         ("load", 10_000_000, None),
         ("poor", 7, None),
+        // Held reads beyond the caps: an account of its own (the cap is per account).
+        ("holder", 1_000, None),
+        // Refused before its body is read: an account with nothing.
+        ("broke", 0, None),
         ("limited", 100_000, Some(2)),
     ];
     let test_keys: Vec<String> = keys::create_many(&keys::Target::Local(&state), &specs)?
@@ -431,6 +437,8 @@ fn stack_options(
             // threshold the fault tests would open it under the tests that need that
             // provider. Every submit still goes through the breaker's Durable Object.
             ("BREAKER_FAILURES", "1000"),
+            // An uploaded asset no job used is gone after this (production: an hour).
+            ("ASSET_UNUSED_SECS", "20"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .to_vec(),

@@ -13,6 +13,7 @@ use crate::jobs;
 use crate::logic::eta;
 use crate::logic::store::{Job, download_name};
 use crate::store::{Canceled, use_store};
+use parallax_api::ShareControl;
 
 /// Calls `navigator.<object>.<method>(arg)` if it exists (APIs web-sys marks unstable).
 fn navigator_call(object: Option<&str>, method: &str, arg: &JsValue) -> bool {
@@ -173,6 +174,27 @@ pub fn JobCard(
             with(&jobs::cancel_label)
         }
     };
+    // The owner's choice of what the share page shows beside the result.
+    let photo_shared = move || {
+        job.with(|j| {
+            j.as_ref()
+                .is_some_and(|j| j.share_control == ShareControl::Photo)
+        })
+    };
+    let share_id = StoredValue::new(id.clone());
+    let set_photo_shared = move |on: bool| {
+        let id = share_id.get_value();
+        spawn_local(async move {
+            let choice = if on {
+                ShareControl::Photo
+            } else {
+                ShareControl::None
+            };
+            if let Err(e) = store.set_share_control(&id, choice).await {
+                let _ = notice.try_set(Some(e));
+            }
+        });
+    };
     let title_id = format!("job-{id}-prompt");
     let labelled_by = title_id.clone();
     view! {
@@ -263,6 +285,12 @@ pub fn JobCard(
                         on:click=move |_| { if let Some(j) = get() { actions.remix.run(j) } }>"Remix"</button>
                     <a class="button" href=move || with(&|j| format!("/r/{}", j.id)) data-testid="job-page"
                         aria-label=move || format!("Share page of “{}”", short(&prompt()))>"Share page"</a>
+                    <label class="check-label">
+                        <input type="checkbox" class="check" data-testid="job-share-photo"
+                            prop:checked=photo_shared
+                            on:change=move |ev| set_photo_shared(event_target_checked(&ev)) />
+                        " Show my photo on the share page"
+                    </label>
                 </div>
             </Show>
         </article>

@@ -7,7 +7,7 @@
 //! later phase always beats an earlier one (a job never goes back from FAILED to
 //! PROCESSING, whatever clock says), and within a phase the state learned last wins.
 
-use parallax_api::{JobResult, JobStatus, Metrics, Model, Params, StatusResponse};
+use parallax_api::{JobResult, JobStatus, Metrics, Model, Params, ShareControl, StatusResponse};
 use serde::{Deserialize, Serialize};
 
 /// The persisted schema's version; bump it when [`Job`] changes incompatibly.
@@ -66,6 +66,10 @@ pub struct Job {
     /// deletes it, and gets its control image link (the server keeps no copy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_token: Option<String>,
+    /// What its share page shows beside the result (the owner's choice, stored with
+    /// the job on the server).
+    #[serde(default, skip_serializing_if = "ShareControl::is_none")]
+    pub share_control: ShareControl,
 }
 
 impl Job {
@@ -98,6 +102,7 @@ impl Job {
             metrics: Metrics::default(),
             expected_secs: Some(expected_secs),
             owner_token: None,
+            share_control: ShareControl::None,
         }
     }
 
@@ -123,6 +128,7 @@ impl Job {
             metrics: r.metrics.clone(),
             expected_secs: None,
             owner_token: None,
+            share_control: r.share_control,
         }
     }
 
@@ -198,6 +204,10 @@ impl Job {
 
     pub fn cancel_url(&self) -> String {
         format!("{}/cancel", self.response_url)
+    }
+
+    pub fn share_url(&self) -> String {
+        format!("{}/share", self.response_url)
     }
 
     /// How far along it is, for merging: a later phase always wins.

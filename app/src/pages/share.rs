@@ -1,5 +1,6 @@
-//! `/r/{id}`: a shared result, for anyone with the link: the images (never the
-//! control image, a photo private to the job's owner), the prompt and parameters,
+//! `/r/{id}`: a shared result, for anyone with the link: the images (beside the
+//! control image only when its owner chose to show it: the server then gives its
+//! link; a photo is otherwise private to the job's owner), the prompt and parameters,
 //! provider and timings, when it expires, and Remix (opens the studio prefilled).
 //!
 //! It loads with a small loop rather than a `LocalResource` in a `Transition`: this
@@ -12,6 +13,7 @@ use leptos_router::hooks::use_params_map;
 use parallax_api::{JobResult, JobStatus, RequestId};
 
 use crate::client::{self, ClientError};
+use crate::components::compare::CompareSlider;
 use crate::components::error_view::ErrorView;
 use crate::logic::eta;
 use crate::logic::form::value_text;
@@ -141,9 +143,16 @@ fn Shared(
                     <div class="outputs">
                         {r.images.iter().map(|i| &i.url).enumerate().map(|(n, url)| view! {
                             <figure class="output">
-                                // The result alone: the photo it was made from is its
-                                // owner's, never shown on a share page.
-                                <img src=url.clone() alt=format!("Generated: {}", r.params.prompt()) data-testid="share-output" />
+                                // The result alone, unless its owner chose to show the
+                                // photo it was made from (only then is its link here).
+                                {match r.control_image.clone() {
+                                    Some(before) => view! {
+                                        <CompareSlider before=before after=url.clone() label=format!("Generated: {}", r.params.prompt()) />
+                                    }.into_any(),
+                                    None => view! {
+                                        <img src=url.clone() alt=format!("Generated: {}", r.params.prompt()) data-testid="share-output" />
+                                    }.into_any(),
+                                }}
                                 <figcaption class="actions">
                                     <a class="button small" href=url.clone() target="_blank" rel="noopener" aria-label=format!("Full size: image {}", n + 1)>"Full size"</a>
                                     <a class="button small" href=url.clone() download=download_name(r.params.prompt(), r.seed, n, url)

@@ -22,7 +22,7 @@ pub async fn create_prediction(
 ) -> EdgeResult<Response> {
     let cfg = Config::from_env(env);
     let idempotency_key = idempotency_key(&req)?;
-    caller
+    let bound_to = caller
         .precheck(env, cheapest_job(&cfg), idempotency_key.as_deref())
         .await?;
     let raw = body::read_json(&mut req).await?;
@@ -57,6 +57,7 @@ pub async fn create_prediction(
         },
         idempotency_key,
         webhook,
+        bound_to,
     };
     let id = create_job(env, &cfg, caller, create.model, request)
         .await

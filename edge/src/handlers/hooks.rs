@@ -24,10 +24,10 @@ fn not_found() -> EdgeError {
 }
 
 fn refused(r: Refusal) -> EdgeError {
-    // Logged (no secret is in a refusal): a rotated secret or a proxy in the way
-    // would otherwise only show as every pushing provider's jobs ending on the slow
-    // backstop.
-    worker::console_warn!("upstream callback refused: {r:?}");
+    // Logged (no secret is in a refusal), within the refusal log's budget: a rotated
+    // secret or a proxy in the way would otherwise only show as every pushing
+    // provider's jobs ending on the slow backstop.
+    crate::refusal_log::warn(&format!("upstream callback: {r:?}"));
     match r {
         Refusal::Missing(name) => EdgeError::field(name, "is required"),
         Refusal::Malformed(name) => EdgeError::field(name, "is not in the provider's format"),

@@ -8,12 +8,12 @@ use parallax_api::{JobStatus, RequestId, StatusWait};
 use serde_json::json;
 use worker::{Env, Request, Response};
 
-use crate::accounts::Caller;
+use crate::accounts::{Caller, Reader};
 use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
-use crate::http;
+use crate::http::{self, internal_request};
 use crate::objects::runner::JobRecord;
-use crate::objects::runner::client::{load, not_found, runner_answer, runner_call};
+use crate::objects::runner::client::{load, not_found, runner_answer, runner_call, runner_stub};
 
 fn status_code(job: &JobRecord) -> u16 {
     if job.status == JobStatus::Failed {
@@ -34,25 +34,79 @@ fn origin(req: &Request, env: &Env) -> String {
     http::origin(req, Config::from_env(env).public_base_url.as_deref())
 }
 
-/// `GET /v2/requests/{id}/status`; with `wait`, held by the runner until the status
-/// changes or the wait is over, then answered the same way.
-pub async fn get_status(
-    req: &Request,
-    env: &Env,
-    id: &str,
-    wait: Option<StatusWait>,
-) -> EdgeResult<Response> {
-    let job = match wait {
-        None => load(env, id).await?,
-        Some(wait) => {
-            let id = RequestId::parse(id).ok_or_else(not_found)?;
-            runner_call(env, &id, &format!("/state?{}", wait.query()), false).await?
-        }
-    };
+/// `GET /v2/requests/{id}/status` (a plain read; the caller counted it).
+pub async fn get_status(req: &Request, env: &Env, id: &str) -> EdgeResult<Response> {
+    let job = load(env, id).await?;
     Ok(http::json(
         &job.status_response(&origin(req, env)),
         status_code(&job),
     ))
+}
+
+/// A lease id for one hold (`holds.rs`).
+fn lease_id() -> EdgeResult<String> {
+    Ok(crate::handlers::submit::random_bytes()?
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// A read held at the job's runner: the record, and whether it was held (`false`:
+/// the job already had its most holds, and the runner answered at once).
+async fn held_state(env: &Env, id: &RequestId, wait: StatusWait) -> EdgeResult<(JobRecord, bool)> {
+    let req = internal_request::<()>(&format!("/state?{}", wait.query()), None)?;
+    let mut resp = runner_stub(env, id)?.fetch_with_request(req).await?;
+    match resp.status_code() {
+        200 => {
+            let held = resp.headers().get(crate::holds::NOT_HELD_HEADER)?.is_none();
+            Ok((resp.json::<JobRecord>().await?, held))
+        }
+        404 => Err(not_found()),
+        other => Err(EdgeError::Internal(format!("runner answered {other}"))),
+    }
+}
+
+/// A held read of job `id`, counted against `reader`'s read limit and, while held,
+/// its account's cap: the record, and whether it was held. Beyond the account's or
+/// the job's cap it is the record as it is now, at once.
+async fn hold_read(
+    env: &Env,
+    reader: &Reader,
+    id: &RequestId,
+    wait: StatusWait,
+) -> EdgeResult<(JobRecord, bool)> {
+    let lease = lease_id()?;
+    if !reader.hold(env, &lease, wait.secs).await? {
+        return Ok((runner_call(env, id, "/state", false).await?, false));
+    }
+    let answer = held_state(env, id, wait).await;
+    reader.give_back(env, &lease).await;
+    answer
+}
+
+/// `GET /v2/requests/{id}/status?wait=N`: held by the runner until the status changes
+/// or the wait is over, then answered as a plain read. Counted against `reader`'s read
+/// limit; beyond a cap on held reads (`holds.rs`) it is answered at once, marked
+/// `x-parallax-held: no` with a `retry-after` for when to read again.
+pub async fn get_held_status(
+    req: &Request,
+    env: &Env,
+    reader: &Reader,
+    id: &str,
+    wait: StatusWait,
+) -> EdgeResult<Response> {
+    let id = RequestId::parse(id).ok_or_else(not_found)?;
+    let (job, held) = hold_read(env, reader, &id, wait).await?;
+    let mut resp = http::json(&job.status_response(&origin(req, env)), status_code(&job));
+    if !held && !wait.answers(job.status, job.status) {
+        let headers = resp.headers_mut();
+        headers.set(crate::holds::NOT_HELD_HEADER, "no")?;
+        headers.set(
+            "retry-after",
+            &(crate::holds::STREAM_RETRY_MS / 1000).to_string(),
+        )?;
+    }
+    Ok(resp)
 }
 
 /// The `x-owner-token` of a request (an anonymous job's proof of ownership).
@@ -117,7 +171,8 @@ pub fn owner_control_link(
 }
 
 /// The result body as `claim` may read it: its owner's carries a signed link to the
-/// control image, anyone else's none.
+/// control image, anyone else's only when the owner chose to show the photo on the
+/// share page.
 pub fn result_view(
     cfg: &Config,
     claim: &Claim<'_>,
@@ -125,8 +180,47 @@ pub fn result_view(
     origin: &str,
 ) -> parallax_api::JobResult {
     let mut result = job.result(origin);
-    result.control_image = owner_control_link(cfg, claim, job, origin);
+    result.control_image = match job.share_control {
+        parallax_api::ShareControl::Photo => cfg.control_link_secret.as_ref().map(|secret| {
+            let now = worker::Date::now().as_millis() / 1000;
+            crate::control_link::owner_link(secret, origin, &job.id, now)
+        }),
+        parallax_api::ShareControl::None => owner_control_link(cfg, claim, job, origin),
+    };
     result
+}
+
+/// `POST /v2/requests/{id}/share` (`{"share_control": "none" | "photo"}`): what the
+/// job's share page shows beside the result, stored with the job. Only its owner may
+/// ([`owns`]).
+pub async fn share_job(
+    mut req: Request,
+    env: &Env,
+    caller: &Caller,
+    raw_id: &str,
+) -> EdgeResult<Response> {
+    let job = owned(&req, env, caller, raw_id).await?;
+    let body: parallax_api::ShareRequest = req.json().await.map_err(|e| {
+        EdgeError::field(
+            "share_control",
+            format!("must be \"none\" or \"photo\" ({e})"),
+        )
+    })?;
+    let choice = body.share_control;
+    let stored = runner_stub(env, &job.id)?
+        .fetch_with_request(internal_request("/share", Some(&choice))?)
+        .await?;
+    match stored.status_code() {
+        200 => Ok(http::json(
+            &parallax_api::ShareResponse {
+                request_id: job.id,
+                share_control: choice,
+            },
+            200,
+        )),
+        404 => Err(not_found()),
+        other => Err(EdgeError::Internal(format!("runner answered {other}"))),
+    }
 }
 
 /// `GET /v2/requests/{id}`: the result, by id, to anyone (`caller` is `None` for a
@@ -160,6 +254,23 @@ enum Next {
     Done,
 }
 
+/// What an event stream is: its job, who it is counted against, and its life.
+#[derive(Clone)]
+struct Stream {
+    env: Env,
+    id: RequestId,
+    origin: String,
+    reader: Reader,
+    opened_ms: u64,
+    max_secs: u64,
+}
+
+/// The stream's last words when it ends before its job: how long its `EventSource`
+/// waits before it reconnects (with `Last-Event-ID`, answered at once).
+fn reconnect_later() -> Vec<u8> {
+    format!("retry: {}\n: reconnect\n\n", crate::holds::STREAM_RETRY_MS).into_bytes()
+}
+
 /// One server-sent event.
 fn event(name: &str, data: &impl serde::Serialize) -> Vec<u8> {
     let data = serde_json::to_string(data).unwrap_or_else(|_| "null".into());
@@ -175,12 +286,8 @@ fn status_event(job: &JobRecord, origin: &str) -> Vec<u8> {
 }
 
 /// One step of the event stream: the bytes to send and what comes next.
-async fn events_step(
-    env: &Env,
-    id: &RequestId,
-    origin: &str,
-    next: Next,
-) -> Option<(Vec<u8>, Next)> {
+async fn events_step(stream: &Stream, next: Next) -> Option<(Vec<u8>, Next)> {
+    let (env, id, origin) = (&stream.env, &stream.id, stream.origin.as_str());
     match next {
         Next::Done => None,
         Next::Send(job) => {
@@ -192,16 +299,27 @@ async fn events_step(
             Some((status_event(&job, origin), after))
         }
         Next::Wait(seen) => {
+            // Each hold is counted and capped as a held read is; a stream past its
+            // life, or one not held, ends, and its client reconnects.
+            let Some(secs) = crate::holds::stream_hold_secs(
+                stream.opened_ms,
+                worker::Date::now().as_millis(),
+                stream.max_secs,
+                parallax_api::wait::MAX_WAIT_SECS,
+            ) else {
+                return Some((reconnect_later(), Next::Done));
+            };
             let wait = StatusWait {
-                secs: parallax_api::wait::MAX_WAIT_SECS,
+                secs,
                 seen: Some(parallax_api::wait::Seen::one(seen)),
             };
-            match runner_call(env, id, &format!("/state?{}", wait.query()), false).await {
+            match hold_read(env, &stream.reader, id, wait).await {
+                Ok((job, false)) if job.status == seen => Some((reconnect_later(), Next::Done)),
                 // The hold ran out: a comment line, so proxies see the stream alive.
-                Ok(job) if job.status == seen => {
+                Ok((job, _)) if job.status == seen => {
                     Some((b": waiting\n\n".to_vec(), Next::Wait(seen)))
                 }
-                Ok(job) => Box::pin(events_step(env, id, origin, Next::Send(Box::new(job)))).await,
+                Ok((job, _)) => Box::pin(events_step(stream, Next::Send(Box::new(job)))).await,
                 Err(e) => {
                     if let EdgeError::Internal(detail) = &e {
                         worker::console_error!("events of {id}: {detail}");
@@ -216,10 +334,18 @@ async fn events_step(
 /// `GET /v2/requests/{id}/events`: the job's status as server-sent events: a `status`
 /// event at once and one at each change (each the body of a plain status read), the
 /// last one COMPLETED or FAILED, and then the stream ends; an `error` event (the error
-/// body) ends it early (the job expired or was deleted, or the runner failed). Between
-/// changes the Worker holds reads at the runner (`status?wait=30`), so the stream
-/// costs what held reads cost. An unknown id is a plain 404, before any stream.
-pub async fn stream_status(req: &Request, env: &Env, raw_id: &str) -> EdgeResult<Response> {
+/// body) ends it early (the job expired or was deleted, the runner failed, or the
+/// read limit was reached). Between changes the Worker holds reads at the runner
+/// (`status?wait=30`), each counted and capped as a held read (`holds.rs`), so the
+/// stream costs what held reads cost. A stream ends after `STREAM_MAX_SECS`, or when a
+/// cap leaves its hold unheld, with a `retry:` for its `EventSource`, which reconnects
+/// and is told the status at once. An unknown id is a plain 404, before any stream.
+pub async fn stream_status(
+    req: &Request,
+    env: &Env,
+    reader: Reader,
+    raw_id: &str,
+) -> EdgeResult<Response> {
     let job = load(env, raw_id).await?;
     // An `EventSource` reconnecting after the last event (it always does when a
     // stream ends): 204 is what makes it stop, instead of a new stream every 3 s.
@@ -232,15 +358,18 @@ pub async fn stream_status(req: &Request, env: &Env, raw_id: &str) -> EdgeResult
     {
         return Ok(Response::empty()?.with_status(204));
     }
-    let origin = origin(req, env);
-    let env = env.clone();
-    let id = job.id.clone();
+    let stream = Stream {
+        env: env.clone(),
+        id: job.id.clone(),
+        origin: origin(req, env),
+        reader,
+        opened_ms: worker::Date::now().as_millis(),
+        max_secs: Config::from_env(env).limits.stream_max_secs,
+    };
     let events = futures_util::stream::unfold(Next::Send(Box::new(job)), move |next| {
-        let env = env.clone();
-        let id = id.clone();
-        let origin = origin.clone();
+        let stream = stream.clone();
         async move {
-            events_step(&env, &id, &origin, next)
+            events_step(&stream, next)
                 .await
                 .map(|(chunk, next)| (Ok::<_, worker::Error>(chunk), next))
         }
@@ -323,6 +452,10 @@ pub async fn delete_job(
     };
     let removed = runner_call(env, &job.id, "/delete", true).await?;
     caller.forget(env, job.id.as_str()).await?;
+    // An uploaded asset goes with the last job made from it (`asset_refs.rs`).
+    if let Err(e) = crate::asset_refs::release(env, &job.id).await {
+        worker::console_warn!("job {}: its asset was not released: {e}", job.id);
+    }
     if canceled.is_some() {
         caller.refresh(env).await?;
     }

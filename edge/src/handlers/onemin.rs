@@ -11,7 +11,7 @@ use crate::accounts::Caller;
 use crate::compat::onemin::{self, ImageSource};
 use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
-use crate::handlers::results::{PUBLIC, serve_image};
+use crate::handlers::results::{PUBLIC, fetch_image, respond_image};
 use crate::handlers::submit::{
     JobRequest, cheapest_for, create_job, idempotency_key, random_bytes,
 };
@@ -26,7 +26,7 @@ use crate::storage::{self, keys};
 pub async fn run_feature(mut req: Request, env: &Env, caller: &Caller) -> EdgeResult<Response> {
     let cfg = Config::from_env(env);
     let idempotency_key = idempotency_key(&req)?;
-    caller
+    let bound_to = caller
         .precheck(
             env,
             cheapest_for(&cfg, onemin::model()),
@@ -39,20 +39,32 @@ pub async fn run_feature(mut req: Request, env: &Env, caller: &Caller) -> EdgeRe
         fields: feature.fields,
         upload: None,
     };
+    let mut asset = None;
     match feature.image {
         ImageSource::Inline(value) => {
             raw.fields.insert("control_image".into(), value.into());
         }
-        ImageSource::Stored(key) => raw.upload = Some(stored_image(env, &key).await?),
+        ImageSource::Stored(key) => {
+            raw.upload = Some(stored_image(env, &key).await?);
+            asset = key.starts_with("assets/").then_some(key);
+        }
     }
     let request = JobRequest {
         raw,
         idempotency_key,
         webhook: None,
+        bound_to,
     };
     let id = create_job(env, &cfg, caller, onemin::model(), request)
         .await
         .map_err(|e| e.map_fields(onemin::prompt_object_errors))?;
+    if let Some(key) = asset {
+        // The asset now lives as long as a job made from it (`asset_refs.rs`). Unmarked,
+        // it only goes sooner; the job has its own copy either way.
+        if let Err(e) = crate::asset_refs::mark(env, &key, &id).await {
+            worker::console_warn!("job {id}: its asset was not marked: {e}");
+        }
+    }
     let origin = http::origin(&req, cfg.public_base_url.as_deref());
     let job = wait_for_end(env, &cfg, &id, &origin).await?;
     if job.refund.unwrap_or(0) > 0 {
@@ -84,6 +96,11 @@ async fn stored_image(env: &Env, key: &str) -> EdgeResult<Vec<u8>> {
         .execute()
         .await?
         .ok_or_else(gone)?;
+    if key.starts_with("assets/")
+        && !crate::asset_refs::alive(env, key, object.uploaded().as_millis()).await?
+    {
+        return Err(gone());
+    }
     let body = object.body().ok_or_else(gone)?;
     Ok(body.bytes().await?)
 }
@@ -140,5 +157,10 @@ pub async fn get_asset(req: &Request, env: &Env, file: &str) -> EdgeResult<Respo
     let format = ImageFormat::from_ext(ext)
         .filter(|f| f.ext() == ext && onemin::is_asset_id(id))
         .ok_or_else(not_found)?;
-    serve_image(req, env, &keys::asset(id, format.ext()), file, PUBLIC).await
+    let key = keys::asset(id, format.ext());
+    let object = fetch_image(env, &key).await?;
+    if !crate::asset_refs::alive(env, &key, object.uploaded().as_millis()).await? {
+        return Err(not_found());
+    }
+    respond_image(req, object, file, PUBLIC)
 }

@@ -111,12 +111,27 @@ pub async fn serve_image(
     download_name: &str,
     cache_control: &str,
 ) -> EdgeResult<Response> {
+    let object = fetch_image(env, key).await?;
+    respond_image(req, object, download_name, cache_control)
+}
+
+/// The object at R2 `key`, 404 when absent.
+pub async fn fetch_image(env: &Env, key: &str) -> EdgeResult<worker::Object> {
     crate::meter::count(crate::meter::Op::R2ClassB, 1);
-    let object = storage::media(env)?
+    storage::media(env)?
         .get(key)
         .execute()
         .await?
-        .ok_or_else(not_found)?;
+        .ok_or_else(not_found)
+}
+
+/// An image object as the answer, with an ETag and `cache_control`.
+pub fn respond_image(
+    req: &Request,
+    object: worker::Object,
+    download_name: &str,
+    cache_control: &str,
+) -> EdgeResult<Response> {
     let content_type = object
         .http_metadata()
         .content_type

@@ -64,14 +64,22 @@ pub struct JobRequest {
     pub idempotency_key: Option<String>,
     /// Where to POST the finished job (the Eachlabs API's `webhook_url`).
     pub webhook: Option<crate::webhook::Target>,
+    /// The fingerprint the account's Ledger holds for `idempotency_key`, learned at
+    /// the precheck ([`Caller::precheck`]): a request that does not match it is refused
+    /// before its control image is fetched.
+    pub bound_to: Option<String>,
 }
 
 /// Reads a Segmind-shaped submit: the body's fields and the `Idempotency-Key` header.
-pub async fn read_job_request(req: &mut Request) -> EdgeResult<JobRequest> {
+pub async fn read_job_request(
+    req: &mut Request,
+    bound_to: Option<String>,
+) -> EdgeResult<JobRequest> {
     Ok(JobRequest {
         idempotency_key: idempotency_key(req)?,
         raw: body::read(req).await?,
         webhook: None,
+        bound_to,
     })
 }
 
@@ -98,21 +106,26 @@ pub fn cheapest_for(cfg: &Config, model: Model) -> u64 {
 }
 
 /// What an `Idempotency-Key` is bound to: the model, the validated parameters (in
-/// their canonical form, before a seed is drawn), the control image's bytes (however
-/// they were sent) and the webhook. SHA-256, hex.
+/// their canonical form, before a seed is drawn), the control image as sent (its
+/// bytes, however they were encoded, or its URL: so a retry is matched before any
+/// image is fetched) and the webhook. SHA-256, hex.
 pub fn fingerprint(
     model: Model,
     params: &parallax_api::Params,
-    image: &[u8],
+    image: &body::Given,
     webhook: Option<&crate::webhook::Target>,
 ) -> String {
     use sha2::{Digest, Sha256};
     let params = serde_json::to_string(params).unwrap_or_default();
+    let image = match image {
+        body::Given::Bytes(bytes) => Sha256::digest(bytes).to_vec(),
+        body::Given::Url(url) => format!("url:{url}").into_bytes(),
+    };
     let mut h = Sha256::new();
     for part in [
         model.slug().as_bytes(),
         params.as_bytes(),
-        &Sha256::digest(image)[..],
+        &image[..],
         webhook.map_or(&b""[..], |w| w.url.as_bytes()),
     ] {
         h.update((part.len() as u64).to_le_bytes());
@@ -130,17 +143,28 @@ pub async fn create_job(
     model: Model,
     request: JobRequest,
 ) -> EdgeResult<RequestId> {
-    let mut submission = body::resolve(model, request.raw, cfg.remote_images).await?;
+    let validated = body::validate(model, request.raw)?;
     let key = request.idempotency_key;
     let fingerprint = match key {
         Some(_) => fingerprint(
             model,
-            &submission.params,
-            &submission.image,
+            &validated.params,
+            &validated.image,
             request.webhook.as_ref(),
         ),
         None => String::new(),
     };
+    // A key already bound to another request is refused here, before its image is
+    // fetched or stored. Its body had to be read: the binding is to the body. (The
+    // reservation checks again: another request may bind the key meanwhile.)
+    if request
+        .bound_to
+        .as_ref()
+        .is_some_and(|bound| *bound != fingerprint)
+    {
+        return Err(EdgeError::IdempotencyKeyReused);
+    }
+    let mut submission = body::obtain(validated, cfg.remote_images).await?;
 
     let random = random_bytes()?;
     if submission.params.seed().is_none() {
@@ -353,14 +377,14 @@ pub async fn create_job_from(
     caller: &Caller,
     model: Model,
 ) -> EdgeResult<RequestId> {
-    caller
+    let bound_to = caller
         .precheck(
             env,
             cheapest_for(cfg, model),
             idempotency_key(req)?.as_deref(),
         )
         .await?;
-    let request = read_job_request(req).await?;
+    let request = read_job_request(req, bound_to).await?;
     create_job(env, cfg, caller, model, request).await
 }
 
@@ -403,6 +427,7 @@ mod tests {
 
     use super::*;
     use crate::config::Limits;
+    use crate::input::body::Given;
     use crate::providers::Kind;
     use crate::providers::Provider;
 
@@ -430,6 +455,8 @@ mod tests {
                 submits_per_minute: 1,
                 reads_per_minute: 1,
                 keyless_reads_per_minute: 1,
+                holds_per_account: 1,
+                stream_max_secs: 1,
             },
             sync_wait_secs: 1,
             upstream_timeout_secs: 1,
@@ -487,20 +514,40 @@ mod tests {
     #[test]
     fn the_fingerprint_binds_model_params_image_and_webhook() {
         let p = params(json!({"prompt": "x"}));
-        let base = fingerprint(Model::FluxDepthDev, &p, b"img", None);
-        assert_eq!(base, fingerprint(Model::FluxDepthDev, &p, b"img", None));
+        let img = Given::Bytes(b"img".to_vec());
+        let base = fingerprint(Model::FluxDepthDev, &p, &img, None);
+        assert_eq!(base, fingerprint(Model::FluxDepthDev, &p, &img, None));
         assert_eq!(base.len(), 64);
-        assert_ne!(base, fingerprint(Model::FluxDepthPro, &p, b"img", None));
+        assert_ne!(base, fingerprint(Model::FluxDepthPro, &p, &img, None));
         assert_ne!(
             base,
             fingerprint(
                 Model::FluxDepthDev,
                 &params(json!({"prompt": "y"})),
-                b"img",
+                &img,
                 None
             )
         );
-        assert_ne!(base, fingerprint(Model::FluxDepthDev, &p, b"img2", None));
+        assert_ne!(
+            base,
+            fingerprint(
+                Model::FluxDepthDev,
+                &p,
+                &Given::Bytes(b"img2".to_vec()),
+                None
+            )
+        );
+        // A URL is bound as sent (nothing is fetched to check a retry).
+        let url = |u: &str| fingerprint(Model::FluxDepthDev, &p, &Given::Url(u.into()), None);
+        assert_eq!(
+            url("https://a.example/x.jpg"),
+            url("https://a.example/x.jpg")
+        );
+        assert_ne!(
+            url("https://a.example/x.jpg"),
+            url("https://a.example/y.jpg")
+        );
+        assert_ne!(url("https://a.example/x.jpg"), base);
         let hook = crate::webhook::Target {
             url: "https://example.com/h".into(),
             secret: "s".into(),
@@ -508,20 +555,20 @@ mod tests {
         };
         assert_ne!(
             base,
-            fingerprint(Model::FluxDepthDev, &p, b"img", Some(&hook))
+            fingerprint(Model::FluxDepthDev, &p, &img, Some(&hook))
         );
         // Fields in another order, or a number sent as text, are the same request.
         assert_eq!(
             fingerprint(
                 Model::FluxDepthDev,
                 &params(json!({"num_outputs": 2, "prompt": "x"})),
-                b"img",
+                &img,
                 None
             ),
             fingerprint(
                 Model::FluxDepthDev,
                 &params(json!({"prompt": "x", "num_outputs": "2"})),
-                b"img",
+                &img,
                 None
             )
         );

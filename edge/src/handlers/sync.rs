@@ -73,8 +73,10 @@ pub async fn run_sync(
     Ok(resp)
 }
 
-/// Waits up to `SYNC_WAIT_SECS` for a job to end; still running then is a 504 that
-/// says where to follow it (the job goes on).
+/// Waits up to `SYNC_WAIT_SECS` for a job to end and its end to be settled with its
+/// owner's Ledger (so `x-remaining-credits`, read next, counts its refund); still
+/// running then is a 504 that says where to follow it (the job goes on). An ended job
+/// whose settlement is still owed then is answered as it is.
 pub async fn wait_for_end(
     env: &Env,
     cfg: &Config,
@@ -85,10 +87,11 @@ pub async fn wait_for_end(
     let started = worker::Date::now().as_millis();
     loop {
         let job = load(env, id.as_str()).await?;
-        if job.status.is_terminal() {
+        let over = worker::Date::now().as_millis() - started > waited.as_millis() as u64;
+        if job.status.is_terminal() && (job.outbox.refund.is_none() || over) {
             return Ok(job);
         }
-        if worker::Date::now().as_millis() - started > waited.as_millis() as u64 {
+        if over {
             return Err(EdgeError::UpstreamTimeout(format!(
                 "The job is still running after {} s; follow it at {origin}/v2/requests/{id}/status",
                 waited.as_secs()

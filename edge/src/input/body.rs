@@ -19,6 +19,22 @@ pub struct RawSubmission {
     pub upload: Option<Vec<u8>>,
 }
 
+/// The control image as the request gave it: its bytes (an upload, base64 or a data
+/// URL, decoded), or a URL not fetched yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Given {
+    Bytes(Vec<u8>),
+    Url(String),
+}
+
+/// A validated submission whose control image may still have to be fetched: what an
+/// `Idempotency-Key` is checked against before anything is fetched.
+#[derive(Debug)]
+pub struct Validated {
+    pub params: Params,
+    pub image: Given,
+}
+
 /// A validated submission with its control image's bytes in hand.
 #[derive(Debug)]
 pub struct Submission {
@@ -148,22 +164,41 @@ fn parse_form(bytes: &[u8], boundary: &str) -> EdgeResult<RawSubmission> {
     Ok(out)
 }
 
-/// Validates the fields and obtains the control image's bytes from wherever it is.
-pub async fn resolve(
-    model: Model,
-    raw: RawSubmission,
-    remote_images: bool,
-) -> EdgeResult<Submission> {
+/// Validates the fields and decodes an inline control image; a URL is not fetched.
+pub fn validate(model: Model, raw: RawSubmission) -> EdgeResult<Validated> {
     let validated = parallax_api::validate(model, &raw.fields, raw.upload.is_some())
         .map_err(EdgeError::fields)?;
     // The body's copy of a base64 image is no longer needed: free it before decoding
     // (a 15 MB body would otherwise be held three times at once).
     drop(raw.fields);
     let image = match validated.control_image {
-        ControlImage::Upload => raw.upload.unwrap_or_default(),
-        ControlImage::Base64 { data, .. } => decode_base64(&data)
-            .ok_or_else(|| EdgeError::field("control_image", "is not valid base64"))?,
-        ControlImage::Url(url) if !remote_images => {
+        ControlImage::Upload => Given::Bytes(raw.upload.unwrap_or_default()),
+        ControlImage::Base64 { data, .. } => Given::Bytes(
+            decode_base64(&data)
+                .ok_or_else(|| EdgeError::field("control_image", "is not valid base64"))?,
+        ),
+        ControlImage::Url(url) => Given::Url(url),
+    };
+    Ok(Validated {
+        params: validated.params,
+        image,
+    })
+}
+
+/// Validates the fields and obtains the control image's bytes from wherever it is.
+pub async fn resolve(
+    model: Model,
+    raw: RawSubmission,
+    remote_images: bool,
+) -> EdgeResult<Submission> {
+    obtain(validate(model, raw)?, remote_images).await
+}
+
+/// The control image's bytes (fetched if it was given as a URL), checked.
+pub async fn obtain(validated: Validated, remote_images: bool) -> EdgeResult<Submission> {
+    let image = match validated.image {
+        Given::Bytes(bytes) => bytes,
+        Given::Url(url) if !remote_images => {
             // The address rules first, so a refused address says why.
             remote::check_url(&url).map_err(|e| EdgeError::field("control_image", e))?;
             return Err(EdgeError::field(
@@ -171,7 +206,7 @@ pub async fn resolve(
                 "URLs are not fetched on this deployment; send the image as a file, data URL or base64",
             ));
         }
-        ControlImage::Url(url) => remote::fetch_image(&url)
+        Given::Url(url) => remote::fetch_image(&url)
             .await
             .map_err(|e| EdgeError::field("control_image", e))?,
     };

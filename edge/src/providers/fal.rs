@@ -242,6 +242,12 @@ thread_local! {
     static JWKS_FAILED: RefCell<Option<(String, u64)>> = const { RefCell::new(None) };
 }
 
+/// Whether a failed fetch of `failed_url` at `failed_at` still stands for `url` at
+/// `now`: no new fetch is made until it lapses.
+fn failed_lately(failed_url: &str, failed_at: u64, url: &str, now: u64) -> bool {
+    failed_url == url && now.saturating_sub(failed_at) < JWKS_FAILURE_TTL_MS
+}
+
 /// fal's public keys, from this isolate's cache or fetched.
 pub async fn webhook_keys(url: &str) -> Result<Vec<VerifyingKey>, String> {
     let now = worker::Date::now().as_millis();
@@ -257,7 +263,7 @@ pub async fn webhook_keys(url: &str) -> Result<Vec<VerifyingKey>, String> {
     let failed_lately = JWKS_FAILED.with(|f| {
         f.borrow()
             .as_ref()
-            .is_some_and(|(u, at)| u == url && now.saturating_sub(*at) < JWKS_FAILURE_TTL_MS)
+            .is_some_and(|(u, at)| failed_lately(u, *at, url, now))
     });
     if failed_lately {
         return Err("the last fetch failed less than 30 s ago".into());
@@ -436,6 +442,22 @@ impl Adapter for Fal {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_failed_jwks_fetch_is_remembered_for_its_url_for_30_s() {
+        use super::{JWKS_FAILURE_TTL_MS, failed_lately};
+        let url = "https://rest.alpha.fal.ai/.well-known/jwks.json";
+        assert!(failed_lately(url, 1_000, url, 1_000));
+        assert!(failed_lately(
+            url,
+            1_000,
+            url,
+            1_000 + JWKS_FAILURE_TTL_MS - 1
+        ));
+        assert!(!failed_lately(url, 1_000, url, 1_000 + JWKS_FAILURE_TTL_MS));
+        assert!(!failed_lately("https://other/jwks", 1_000, url, 1_001));
+        assert_eq!(JWKS_FAILURE_TTL_MS, 30_000);
+    }
+
     use super::*;
     use crate::input::image::ImageFormat;
     use crate::providers::test_response;

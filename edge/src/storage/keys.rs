@@ -18,6 +18,24 @@ pub fn asset(id: &str, ext: &str) -> String {
     format!("assets/{id}.{ext}")
 }
 
+/// R2: the mark of job `job` on the asset at `asset_key` (see `asset_refs.rs`).
+pub fn asset_ref(asset_key: &str, job: &RequestId) -> String {
+    format!("{}{job}", asset_refs_prefix(asset_key))
+}
+
+/// R2: the prefix of every mark on the asset at `asset_key`.
+pub fn asset_refs_prefix(asset_key: &str) -> String {
+    format!(
+        "asset-refs/{}/",
+        asset_key.strip_prefix("assets/").unwrap_or(asset_key)
+    )
+}
+
+/// R2: which asset job `job` was made from (its body is the asset's key).
+pub fn job_asset(job: &RequestId) -> String {
+    format!("job-assets/{job}")
+}
+
 /// R2: the prefix of every output of a job (purged as a whole, so an output that no
 /// record lists cannot survive).
 pub fn outputs_prefix(id: &RequestId) -> String {

@@ -21,6 +21,8 @@ pub struct Ledger {
     /// A job's retention: a runner without a record for a younger job never had one.
     retention_ms: u64,
     windows: RefCell<RateWindows>,
+    /// Leases of held reads (`crate::holds`): in memory, as the rate windows.
+    leases: RefCell<crate::holds::Leases>,
     /// The schema exists and any legacy value was imported (checked once per
     /// instance).
     ready: Cell<bool>,
@@ -38,18 +40,6 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
-pub(super) fn reply(outcome: Outcome, balance: u64) -> LedgerReply {
-    LedgerReply {
-        outcome,
-        balance,
-        jobs: Vec::new(),
-        next_cursor: None,
-        charge: None,
-        stats: None,
-        entries: Vec::new(),
-    }
-}
-
 impl DurableObject for Ledger {
     fn new(state: State, env: Env) -> Self {
         crate::meter::init(&env);
@@ -63,6 +53,7 @@ impl DurableObject for Ledger {
             env,
             retention_ms: cfg.retention_secs * 1000,
             windows: RefCell::new(RateWindows::default()),
+            leases: RefCell::new(crate::holds::Leases::default()),
             ready: Cell::new(false),
             keep_charges_ms: (cfg.retention_secs + cfg.job_deadline_secs) * 1000 + CHARGE_MARGIN_MS,
             open_ms: cfg.job_deadline_secs * 1000 + CHARGE_MARGIN_MS,
@@ -86,6 +77,11 @@ impl DurableObject for Ledger {
                 return Ok(http::json(&serde_json::json!({"error": "no dev ops"}), 404));
             }
             return self.dev(&db, request).await;
+        }
+        // Memory only: no row is read or written for it.
+        if let Op::Unhold { id } = &request.op {
+            self.leases.borrow_mut().give_back(id);
+            return Ok(http::json(&reply(Outcome::Ok, 0), 200));
         }
         if !self.ready.get() {
             self.prepare(&db, request.now_ms).await?;
@@ -300,16 +296,24 @@ impl Ledger {
         if let Some(retry_after_secs) = limited {
             out.outcome = Outcome::RateLimited { retry_after_secs };
         } else {
+            if let Some(hold) = &request.hold {
+                out.held = self
+                    .leases
+                    .borrow_mut()
+                    .take(&hold.id, hold.until_ms, hold.max, now);
+            }
             match &request.op {
-                Op::Touch => {}
+                Op::Touch | Op::Unhold { .. } => {}
                 Op::Precheck {
                     amount,
                     idempotency_key,
                 } => {
-                    let known = match idempotency_key {
-                        Some(key) => db.key(key)?.is_some_and(|row| row.expires_ms > now),
-                        None => false,
+                    let live = match idempotency_key {
+                        Some(key) => db.key(key)?.filter(|row| row.expires_ms > now),
+                        None => None,
                     };
+                    let known = live.is_some();
+                    out.key_fingerprint = live.map(|row| row.fingerprint).filter(|f| !f.is_empty());
                     if !known && account.balance < *amount {
                         out.outcome = Outcome::Insufficient { needed: *amount };
                     }
@@ -418,7 +422,14 @@ impl Ledger {
                     credits,
                     reason,
                 } => {
-                    if let Some(charge) = db.charge(job_id)? {
+                    let charge = db.charge(job_id)?;
+                    if charge.is_none() {
+                        // Nothing to settle against: refused (no credit given), logged.
+                        worker::console_error!(
+                            "ledger: settle of {job_id} without a charge: refused"
+                        );
+                    }
+                    if let Some(charge) = charge {
                         match plan_settle(&charge, *credits, &account) {
                             Some(plan) => {
                                 account.balance = account.balance.saturating_add(plan.credited);
@@ -513,6 +524,7 @@ impl Ledger {
                 amount,
                 idempotency_key,
                 pending_ms,
+                age_ms,
             } => {
                 if !self.ready.get() {
                     self.prepare(db, now).await?;
@@ -527,7 +539,7 @@ impl Ledger {
                             text(&job_id),
                             int(amount),
                             SqlStorageValue::Null,
-                            int(now),
+                            int(now.saturating_sub(age_ms)),
                             int(1),
                             SqlStorageValue::Null,
                             SqlStorageValue::Null,

@@ -73,6 +73,8 @@ pub enum Op {
     Charge { job_id: String },
     /// Just count a request and report the balance.
     Touch,
+    /// A held read or stream ended: give its lease back (see [`LedgerRequest::hold`]).
+    Unhold { id: String },
     /// A page of the account's jobs, newest first, after `cursor` (a job id).
     List {
         cursor: Option<String>,
@@ -111,6 +113,10 @@ pub enum Op {
         amount: u64,
         idempotency_key: String,
         pending_ms: u64,
+        /// How old the charge is made (its `created_ms` is now minus this), for the
+        /// pruning test.
+        #[serde(default)]
+        age_ms: u64,
     },
 }
 
@@ -127,6 +133,20 @@ pub struct LedgerRequest {
     pub op: Op,
     pub limit: Option<Limit>,
     pub now_ms: u64,
+    /// A read to be held: a lease on one of the account's held reads
+    /// (`crate::holds`), taken only if the request passed its rate limit.
+    #[serde(default)]
+    pub hold: Option<Hold>,
+}
+
+/// A lease asked for by a held read or an event stream's hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub id: String,
+    /// When the lease lapses if it is not given back (Unix ms).
+    pub until_ms: u64,
+    /// Most leases the account may hold at once.
+    pub max: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +208,13 @@ pub struct LedgerReply {
     /// For [`Op::History`]: the entries, newest first (`next_cursor` as for List).
     #[serde(default)]
     pub entries: Vec<CreditEntry>,
+    /// For a request with a [`LedgerRequest::hold`]: the lease was taken.
+    #[serde(default)]
+    pub held: bool,
+    /// For [`Op::Precheck`] with a live idempotency key: the fingerprint it is bound
+    /// to (none for keys from before fingerprints, which replay any body).
+    #[serde(default)]
+    pub key_fingerprint: Option<String>,
 }
 
 /// How long a confirmed idempotency key is remembered.
@@ -204,3 +231,18 @@ pub const PRUNE_BATCH: u64 = 32;
 /// Charge rows outlive their job's retention by this much (a late refund still finds
 /// its charge; the job record itself is gone by then).
 pub const CHARGE_MARGIN_MS: u64 = 3600 * 1000;
+
+/// A reply with `outcome` and `balance` and nothing else.
+pub(super) fn reply(outcome: Outcome, balance: u64) -> LedgerReply {
+    LedgerReply {
+        outcome,
+        balance,
+        jobs: Vec::new(),
+        next_cursor: None,
+        charge: None,
+        stats: None,
+        entries: Vec::new(),
+        held: false,
+        key_fingerprint: None,
+    }
+}

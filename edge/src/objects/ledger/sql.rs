@@ -141,8 +141,13 @@ pub(super) const PRUNE_KEYS: &str = "DELETE FROM idempotency WHERE idem_key IN
      (SELECT idem_key FROM idempotency WHERE expires_ms <= ?
         AND NOT (state = 'pending' AND job_id IN (SELECT job_id FROM starts))
       ORDER BY expires_ms LIMIT ?)";
+/// Only settled charges (a recorded end, or a refund recorded before settlements
+/// were): a charge whose settlement has not arrived yet is kept until it does, so a
+/// late settlement still finds it.
 pub(super) const PRUNE_CHARGES: &str = "DELETE FROM charges WHERE seq IN
-     (SELECT seq FROM charges WHERE created_ms < ? ORDER BY created_ms LIMIT ?)";
+     (SELECT seq FROM charges WHERE created_ms < ?
+        AND (reason IS NOT NULL OR refunded IS NOT NULL)
+      ORDER BY created_ms LIMIT ?)";
 pub(super) const SEED: &str =
     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
      INSERT OR IGNORE INTO charges (job_id, credits, refunded, created_ms, listed, reason)

@@ -205,6 +205,18 @@ impl DurableObject for JobRunner {
                             storage.set_alarm(0).await?;
                         }
                         match held(&req) {
+                            // Beyond the job's cap (`holds.rs`): answered at once, as it
+                            // is. Its waiters are the exact count: every hold of this job
+                            // waits here.
+                            Some(wait)
+                                if self.waiters.len() >= crate::holds::PER_JOB
+                                    && !wait.answers(job.status, job.status) =>
+                            {
+                                let mut resp = http::json(&job, 200);
+                                resp.headers_mut()
+                                    .set(crate::holds::NOT_HELD_HEADER, "no")?;
+                                Ok(resp)
+                            }
                             Some(wait) => match self.hold(job, wait).await? {
                                 Some(job) => Ok(http::json(&job, 200)),
                                 None => Ok(http::json(&"expired or deleted", 404)),
@@ -253,6 +265,15 @@ impl DurableObject for JobRunner {
                         Ok(http::json(&latest, 200))
                     }
                     (Method::Post, "/hook") => self.hook(req).await,
+                    // The owner's choice of what the share page shows (the Worker
+                    // checked ownership).
+                    (Method::Post, "/share") => {
+                        let choice: parallax_api::ShareControl = req.json().await?;
+                        match self.update(|j| j.share_control = choice).await? {
+                            Some(()) => Ok(http::json(&choice, 200)),
+                            None => Ok(http::json(&"no such job", 404)),
+                        }
+                    }
                     _ => Ok(http::json(&"unknown runner route", 404)),
                 }
             }
@@ -284,8 +305,11 @@ impl DurableObject for JobRunner {
                 self.resolve_lost_submit().await?;
             }
         }
-        self.deliver_webhook().await?;
+        // The owner's Ledger first: whoever the webhook tells (or a v1 caller, who reads
+        // the balance once the job is settled) then sees the refund in the balance.
         self.settle().await?;
+        self.deliver_webhook().await?;
+        self.schedule().await?;
         Response::ok("done")
     }
 }

@@ -114,7 +114,9 @@ impl JobRunner {
         let Some(job) = self.load().await? else {
             return Ok(());
         };
-        if !job.status.is_terminal() || job.deleted {
+        // Not before the job's settlement is acknowledged by its owner's Ledger (the
+        // alarm retries that first).
+        if !job.status.is_terminal() || job.deleted || job.outbox.refund.is_some() {
             return Ok(());
         }
         meter::count(meter::Op::RowsRead, 1);

@@ -133,6 +133,9 @@ pub struct JobRecord {
     /// arrived looks again when it ends, so no callback is lost to a racing poll.
     #[serde(default)]
     pub hooks: u32,
+    /// What its share page shows beside the result (its owner's choice).
+    #[serde(default)]
+    pub share_control: parallax_api::ShareControl,
 }
 
 /// What a verified upstream callback does to a job (`JobRecord::take_hook`).
@@ -366,6 +369,7 @@ impl JobRecord {
             refund_withheld_for: None,
             asked_model: None,
             hooks: 0,
+            share_control: parallax_api::ShareControl::None,
         }
     }
 

@@ -92,6 +92,7 @@ impl JobRecord {
             expires_at: self.expires_ms.map(|e| e / 1000),
             // The owner's reads add a signed link (`handlers::jobs::result_view`).
             control_image: None,
+            share_control: self.share_control,
         }
     }
 }
