@@ -15,8 +15,8 @@ use worker::{Env, Request, Response};
 use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
 use crate::hooks::{self, Hooks, Refusal, Verified, Wake};
-use crate::http::internal_request;
 use crate::objects::runner::client::runner_stub;
+use crate::objects::runner::protocol::RunnerCall;
 use crate::providers::{HookError, Kind};
 
 fn not_found() -> EdgeError {
@@ -119,7 +119,7 @@ pub async fn receive(
         upstream_id: kind.hook_upstream_id(&body),
     };
     let mut resp = runner_stub(env, &id)?
-        .fetch_with_request(internal_request("/hook", Some(&wake))?)
+        .fetch_with_request(RunnerCall::Hook(&wake).request()?)
         .await?;
     let status = resp.status_code();
     match status {

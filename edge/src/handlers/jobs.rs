@@ -11,9 +11,10 @@ use worker::{Env, Request, Response};
 use crate::accounts::{Caller, Reader};
 use crate::config::Config;
 use crate::error::{EdgeError, EdgeResult};
-use crate::http::{self, internal_request};
+use crate::http;
 use crate::objects::runner::JobRecord;
 use crate::objects::runner::client::{load, not_found, runner_answer, runner_call, runner_stub};
+use crate::objects::runner::protocol::RunnerCall;
 
 fn status_code(job: &JobRecord) -> u16 {
     if job.status == JobStatus::Failed {
@@ -54,7 +55,7 @@ fn lease_id() -> EdgeResult<String> {
 /// A read held at the job's runner: the record, and whether it was held (`false`:
 /// the job already had its most holds, and the runner answered at once).
 async fn held_state(env: &Env, id: &RequestId, wait: StatusWait) -> EdgeResult<(JobRecord, bool)> {
-    let req = internal_request::<()>(&format!("/state?{}", wait.query()), None)?;
+    let req = RunnerCall::State(Some(wait)).request()?;
     let mut resp = runner_stub(env, id)?.fetch_with_request(req).await?;
     match resp.status_code() {
         200 => {
@@ -77,7 +78,7 @@ async fn hold_read(
 ) -> EdgeResult<(JobRecord, bool)> {
     let lease = lease_id()?;
     if !reader.hold(env, &lease, wait.secs).await? {
-        return Ok((runner_call(env, id, "/state", false).await?, false));
+        return Ok((runner_call(env, id, RunnerCall::State(None)).await?, false));
     }
     let answer = held_state(env, id, wait).await;
     reader.give_back(env, &lease).await;
@@ -208,7 +209,7 @@ pub async fn share_job(
     })?;
     let choice = body.share_control;
     let stored = runner_stub(env, &job.id)?
-        .fetch_with_request(internal_request("/share", Some(&choice))?)
+        .fetch_with_request(RunnerCall::Share(choice).request()?)
         .await?;
     match stored.status_code() {
         200 => Ok(http::json(
@@ -412,7 +413,7 @@ pub async fn cancel_job(
     raw_id: &str,
 ) -> EdgeResult<Response> {
     let job = owned(req, env, caller, raw_id).await?;
-    match runner_answer(env, &job.id, "/cancel", true).await? {
+    match runner_answer(env, &job.id, RunnerCall::Cancel).await? {
         (409, finished) => Err(EdgeError::Conflict {
             message: format!(
                 "This request already finished ({}); there is nothing to cancel",
@@ -444,13 +445,13 @@ pub async fn delete_job(
     let canceled = if finished {
         None
     } else {
-        match runner_answer(env, &job.id, "/cancel", true).await? {
+        match runner_answer(env, &job.id, RunnerCall::Cancel).await? {
             (200, canceled) => Some(canceled),
             // It finished meanwhile: delete it as a finished job.
             _ => None,
         }
     };
-    let removed = runner_call(env, &job.id, "/delete", true).await?;
+    let removed = runner_call(env, &job.id, RunnerCall::Delete).await?;
     caller.forget(env, job.id.as_str()).await?;
     // An uploaded asset goes with the last job made from it (`asset_refs.rs`).
     if let Err(e) = crate::asset_refs::release(env, &job.id).await {
@@ -514,7 +515,7 @@ pub async fn list_jobs(req: &Request, env: &Env, caller: &Caller) -> EdgeResult<
     let mut requests = Vec::with_capacity(ids.len());
     for id in ids.iter().filter_map(|i| RequestId::parse(i)) {
         // Deleted or expired jobs are simply not listed.
-        if let Ok(job) = runner_call(env, &id, "/state", false).await {
+        if let Ok(job) = runner_call(env, &id, RunnerCall::State(None)).await {
             let claim = Claim {
                 caller: Some(caller),
                 token: None,

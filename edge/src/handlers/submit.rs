@@ -12,6 +12,7 @@ use crate::error::{EdgeError, EdgeResult};
 use crate::http;
 use crate::input::body;
 use crate::objects::runner::client::runner_stub;
+use crate::objects::runner::protocol::RunnerCall;
 use crate::objects::runner::{JobRecord, Ownership, Start};
 use crate::providers;
 use crate::storage::{self, keys};
@@ -353,13 +354,13 @@ async fn start(
     )
     .await?;
     let resp = runner_stub(env, &record.id)?
-        .fetch_with_request(http::internal_request(
-            "/start",
-            Some(&Start {
+        .fetch_with_request(
+            RunnerCall::Start(&Start {
                 job: record.clone(),
                 webhook,
-            }),
-        )?)
+            })
+            .request()?,
+        )
         .await?;
     match resp.status_code() {
         201 => Ok(()),

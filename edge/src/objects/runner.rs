@@ -9,6 +9,7 @@ pub mod client;
 pub mod eachlabs;
 mod object;
 mod outbox;
+pub mod protocol;
 mod record;
 mod schedule;
 mod steps;

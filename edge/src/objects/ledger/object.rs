@@ -223,6 +223,7 @@ impl Ledger {
     async fn runner_has(&self, job_id: &str) -> worker::Result<Started> {
         // `/abandon`, not `/state`: without a record the runner also refuses a late
         // `/start` from then on, so its "no such job" stays true.
+        // The runner's `/abandon` (`objects/runner/protocol.rs` `route::ABANDON`).
         let req = http::internal_request("/abandon", Some(&()))?;
         let mut resp = self
             .env

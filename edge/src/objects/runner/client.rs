@@ -5,9 +5,9 @@ use parallax_api::RequestId;
 use worker::{Env, Stub};
 
 use super::JobRecord;
+use super::protocol::RunnerCall;
 use crate::bindings;
 use crate::error::{EdgeError, EdgeResult};
-use crate::http::internal_request;
 
 pub fn runner_stub(env: &Env, id: &RequestId) -> EdgeResult<Stub> {
     Ok(env
@@ -21,13 +21,8 @@ pub fn not_found() -> EdgeError {
 }
 
 /// Sends an internal request to a job's runner and decodes its record, or 404.
-pub async fn runner_call(
-    env: &Env,
-    id: &RequestId,
-    path: &str,
-    post: bool,
-) -> EdgeResult<JobRecord> {
-    match runner_answer(env, id, path, post).await? {
+pub async fn runner_call(env: &Env, id: &RequestId, call: RunnerCall<'_>) -> EdgeResult<JobRecord> {
+    match runner_answer(env, id, call).await? {
         (200, job) => Ok(job),
         (other, _) => Err(EdgeError::Internal(format!("runner answered {other}"))),
     }
@@ -37,15 +32,11 @@ pub async fn runner_call(
 pub async fn runner_answer(
     env: &Env,
     id: &RequestId,
-    path: &str,
-    post: bool,
+    call: RunnerCall<'_>,
 ) -> EdgeResult<(u16, JobRecord)> {
-    let req = if post {
-        internal_request(path, Some(&()))?
-    } else {
-        internal_request::<()>(path, None)?
-    };
-    let mut resp = runner_stub(env, id)?.fetch_with_request(req).await?;
+    let mut resp = runner_stub(env, id)?
+        .fetch_with_request(call.request()?)
+        .await?;
     match resp.status_code() {
         code @ (200 | 409) => Ok((code, resp.json::<JobRecord>().await?)),
         404 => Err(not_found()),
@@ -56,11 +47,11 @@ pub async fn runner_answer(
 /// After a lost `/start` answer: the job's record if the runner has it, else 404 —
 /// and then the runner refuses any late `/start` of it, so the 404 is final.
 pub async fn abandon_unless_started(env: &Env, id: &RequestId) -> EdgeResult<JobRecord> {
-    runner_call(env, id, "/abandon", true).await
+    runner_call(env, id, RunnerCall::Abandon).await
 }
 
 /// Loads a job's live record, or 404 (unknown, malformed or expired id).
 pub async fn load(env: &Env, raw_id: &str) -> EdgeResult<JobRecord> {
     let id = RequestId::parse(raw_id).ok_or_else(not_found)?;
-    runner_call(env, &id, "/state", false).await
+    runner_call(env, &id, RunnerCall::State(None)).await
 }

@@ -35,6 +35,7 @@ use std::collections::HashSet;
 use parallax_api::StatusWait;
 use worker::{DurableObject, Env, Method, Request, Response, State, durable_object};
 
+use super::protocol::route;
 use super::{CancelVerdict, HookVerdict, JobRecord, Start};
 use crate::bindings;
 use crate::config::Config;
@@ -146,7 +147,7 @@ impl DurableObject for JobRunner {
         let _request = meter::DoRequest::start();
         let storage = self.state.storage();
         match (req.method(), req.path().as_str()) {
-            (Method::Post, "/start") => {
+            (Method::Post, route::START) => {
                 // The body first: from the check to the write only storage is awaited
                 // (the input gate stays closed), so no `/abandon` can run in between.
                 let start: Start = req.json().await?;
@@ -172,7 +173,7 @@ impl DurableObject for JobRunner {
             // The submit lost `/start`'s answer and gives the job up unless it exists:
             // without a record a tombstone makes a late `/start` refuse, so "not found"
             // here is final and the submit may refund.
-            (Method::Post, "/abandon") => match self.load().await? {
+            (Method::Post, route::ABANDON) => match self.load().await? {
                 Some(job) => Ok(http::json(&job, 200)),
                 None => {
                     meter::count(meter::Op::RowsWritten, 1);
@@ -198,7 +199,7 @@ impl DurableObject for JobRunner {
                     return Ok(http::json(&"expired or deleted", 404));
                 }
                 match (method, path) {
-                    (Method::Get, "/state") => {
+                    (Method::Get, route::STATE) => {
                         // The sweeper: a read of a job whose alarm chain broke re-arms it.
                         if job.is_stuck(now) && !Stepping::under_way(&self.stepping) {
                             worker::console_warn!("job {}: stuck; re-arming its alarm", job.id);
@@ -224,7 +225,7 @@ impl DurableObject for JobRunner {
                             None => Ok(http::json(&job, 200)),
                         }
                     }
-                    (Method::Post, "/cancel") => {
+                    (Method::Post, route::CANCEL) => {
                         let verdict = self.update(|j| j.cancel(now_ms())).await?;
                         if verdict == Some(CancelVerdict::AlreadyFinished) {
                             return Ok(http::json(&job, 409));
@@ -235,7 +236,7 @@ impl DurableObject for JobRunner {
                             None => Ok(http::json(&"no such job", 404)),
                         }
                     }
-                    (Method::Post, "/delete") => {
+                    (Method::Post, route::DELETE) => {
                         // The answer tells what the delete decided (a running job's
                         // cancel and refund), as far as it is known once settled.
                         let decided = self
@@ -264,10 +265,10 @@ impl DurableObject for JobRunner {
                         let latest = self.load().await?.or(decided).unwrap_or(job);
                         Ok(http::json(&latest, 200))
                     }
-                    (Method::Post, "/hook") => self.hook(req).await,
+                    (Method::Post, route::HOOK) => self.hook(req).await,
                     // The owner's choice of what the share page shows (the Worker
                     // checked ownership).
-                    (Method::Post, "/share") => {
+                    (Method::Post, route::SHARE) => {
                         let choice: parallax_api::ShareControl = req.json().await?;
                         match self.update(|j| j.share_control = choice).await? {
                             Some(()) => Ok(http::json(&choice, 200)),
