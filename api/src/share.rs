@@ -46,6 +46,7 @@ mod tests {
         assert_eq!(r.share_control, ShareControl::Photo);
         assert!(serde_json::from_str::<ShareRequest>(r#"{"share_control":true}"#).is_err());
         assert!(serde_json::from_str::<ShareRequest>(r#"{"share_control":"depth"}"#).is_err());
+        assert!(serde_json::from_str::<ShareRequest>(r#"{"share_control":"none","x":1}"#).is_err());
         assert_eq!(ShareControl::default(), ShareControl::None);
     }
 }

@@ -516,6 +516,13 @@ fn the_share_page_shows_the_photo_only_when_its_owner_chose_to() {
     let bad = share_as(&id, "rich", serde_json::json!({"share_control": "yes"}));
     assert_eq!(bad.status, 400, "{}", bad.text);
     assert_eq!(bad.json()["fields"][0]["field"], "share_control");
+    // The schema allows no other property; a misspelt one is refused, not ignored.
+    let extra = share_as(
+        &id,
+        "rich",
+        serde_json::json!({"share_control": "photo", "share_contol": "none"}),
+    );
+    assert_eq!(extra.status, 400, "{}", extra.text);
     assert!(
         public()["control_image"].is_null(),
         "refusals changed nothing"

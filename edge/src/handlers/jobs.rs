@@ -201,10 +201,14 @@ pub async fn share_job(
     raw_id: &str,
 ) -> EdgeResult<Response> {
     let job = owned(&req, env, caller, raw_id).await?;
-    let body: parallax_api::ShareRequest = req.json().await.map_err(|e| {
+    // Not `req.json()`: workers-rs reads it through serde-wasm-bindgen, which looks up a
+    // struct's fields by name and so never sees an unknown one (`deny_unknown_fields`
+    // would not hold); serde_json over the bytes refuses them, as the schema says.
+    let (_, bytes) = crate::input::body::read_bytes(&mut req).await?;
+    let body: parallax_api::ShareRequest = serde_json::from_slice(&bytes).map_err(|e| {
         EdgeError::field(
             "share_control",
-            format!("must be \"none\" or \"photo\" ({e})"),
+            format!("must be {{\"share_control\": \"none\" | \"photo\"}} ({e})"),
         )
     })?;
     let choice = body.share_control;
