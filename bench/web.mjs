@@ -6,6 +6,11 @@
 //   re-encoded in the browser: the app's `parallax:prepare` performance measure
 //   (median of three, a fresh profile each time), and the bytes the submit then
 //   uploads.
+// - `depth`: pick → depth map shown in the studio (the app's `parallax:depth` measure,
+//   from the pick to the depth map's image loaded), on the sim: three new images
+//   (each a preview job upstream), then the last one picked again (kept by the API by
+//   the image's hash: no upstream preview); with the image's own preparation
+//   (`parallax:prepare`), so the preview's added latency is the difference.
 // Usage: node bench/web.mjs <base url> <12 MP jpeg>; prints one JSON object.
 import { gzipSync } from 'node:zlib';
 import { chromium } from 'playwright-core';
@@ -57,7 +62,8 @@ async function prepare() {
       const original = window.fetch;
       window.__uploads = [];
       window.fetch = async function (input, init) {
-        if (input instanceof Request && input.method === 'POST') {
+        // A job's submit (not the picked image's depth preview, sent first).
+        if (input instanceof Request && input.method === 'POST' && !input.url.endsWith('/v2/depth-anything-v2')) {
           window.__uploads.push((await input.clone().arrayBuffer()).byteLength);
         } else if (init?.body instanceof FormData) {
           window.__uploads.push((await new Response(init.body).arrayBuffer()).byteLength);
@@ -86,8 +92,50 @@ async function prepare() {
   return { runs_ms: runs, median_ms: runs[1], info, uploaded_bytes: uploaded };
 }
 
+/// A 1 MP JPEG of random shapes, new each call (a new image to the API's cache).
+async function newImage(page) {
+  return Buffer.from(await page.evaluate(async () => {
+    const c = new OffscreenCanvas(1200, 800);
+    const g = c.getContext('2d');
+    g.fillStyle = `hsl(${Math.random() * 360} 40% 60%)`;
+    g.fillRect(0, 0, 1200, 800);
+    for (let i = 0; i < 60; i++) {
+      g.fillStyle = `hsl(${Math.random() * 360} 60% ${20 + Math.random() * 60}%)`;
+      g.fillRect(Math.random() * 1200, Math.random() * 800, 40 + Math.random() * 300, 40 + Math.random() * 300);
+    }
+    const blob = await c.convertToBlob({ type: 'image/jpeg', quality: 0.9 });
+    return [...new Uint8Array(await blob.arrayBuffer())];
+  }));
+}
+
+async function depth() {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  const page = await context.newPage();
+  await page.goto(base + '/');
+  await page.getByTestId('generate').waitFor();
+  const pick = async (buffer) => {
+    await page.evaluate(() => { performance.clearMeasures('parallax:depth'); performance.clearMeasures('parallax:prepare'); });
+    await page.getByTestId('control-image').setInputFiles({ name: 'bench.jpg', mimeType: 'image/jpeg', buffer });
+    await page.waitForFunction(() => performance.getEntriesByName('parallax:depth').length > 0, null, { timeout: 60_000 });
+    return page.evaluate(() => ({
+      shown_ms: performance.getEntriesByName('parallax:depth')[0].duration,
+      prepare_ms: performance.getEntriesByName('parallax:prepare')[0]?.duration ?? 0,
+    }));
+  };
+  const runs = [];
+  let image;
+  for (let i = 0; i < 3; i++) {
+    image = await newImage(page);
+    runs.push(await pick(image));
+  }
+  const again = await pick(image);
+  await context.close();
+  runs.sort((a, b) => a.shown_ms - b.shown_ms);
+  return { runs, median: runs[1], again };
+}
+
 try {
-  console.log(JSON.stringify({ weight: await weight(), prepare: await prepare() }));
+  console.log(JSON.stringify({ weight: await weight(), prepare: await prepare(), depth: await depth() }));
 } finally {
   await browser.close();
 }

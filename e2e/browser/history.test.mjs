@@ -110,8 +110,8 @@ test('its owner chooses to show the photo on the share page, and a stranger then
   await page.getByTestId('generate').click();
   assert.equal(await waitForEnd(page), 'Done');
   const id = await page.locator('[data-testid="job"][data-request-id]').first().getAttribute('data-request-id');
-  const toggle = page.getByTestId('job-share-photo').first();
-  assert.equal(await toggle.isChecked(), false, 'not shared by default');
+  const choice = page.getByTestId('job-share-control').first();
+  assert.equal(await choice.inputValue(), 'none', 'not shared by default');
 
   const stranger = await browser.newContext(PHONE);
   const share = await stranger.newPage();
@@ -119,9 +119,9 @@ test('its owner chooses to show the photo on the share page, and a stranger then
   await share.getByTestId('share-output').first().waitFor();
   assert.equal(await share.getByTestId('compare-range').count(), 0);
 
-  // The owner ticks it: the server stores the choice, and the stranger's page compares.
+  // The owner chooses it: the server stores the choice, and the stranger's page compares.
   const stored = page.waitForResponse((r) => r.url().endsWith(`/v2/requests/${id}/share`) && r.status() === 200);
-  await toggle.check();
+  await choice.selectOption('photo');
   await stored;
   await visit(share, `${base}/r/${id}`);
   await share.getByTestId('compare-range').first().waitFor();

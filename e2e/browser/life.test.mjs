@@ -212,7 +212,11 @@ for (const [name, options] of [['desktop', DESKTOP], ['phone', PHONE]]) {
     const context = await browser.newContext(options);
     const { page, errors } = await open(context);
     const posts = [];
-    page.on('request', (r) => { if (r.method() === 'POST' && new URL(r.url()).pathname.startsWith('/v2/')) posts.push(r.url()); });
+    // Jobs submitted (a picked image's depth preview is not one).
+    page.on('request', (r) => {
+      const p = new URL(r.url()).pathname;
+      if (r.method() === 'POST' && p.startsWith('/v2/') && p !== '/v2/depth-anything-v2') posts.push(r.url());
+    });
 
     const guidance = page.locator('#param-guidance');
     await guidance.fill('');

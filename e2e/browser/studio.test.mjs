@@ -83,7 +83,8 @@ test('a phone photo with EXIF orientation 6 is uploaded upright and small', asyn
   await context.addInitScript(() => {
     const original = window.fetch;
     window.fetch = async (input, init) => {
-      if (input instanceof Request && input.method === 'POST') {
+      // The job's upload (not the picked image's depth preview, sent first).
+      if (input instanceof Request && input.method === 'POST' && !input.url.endsWith('/v2/depth-anything-v2')) {
         const form = await input.clone().formData();
         const file = form.get('control_image');
         if (file instanceof Blob) window.__uploaded = [...new Uint8Array(await file.arrayBuffer())];

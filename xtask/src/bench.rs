@@ -765,6 +765,27 @@ fn playground(report: &mut Report, base: &str, dir: &Path) -> Result {
         None,
         prep["info"].as_str().unwrap_or(""),
     );
+    let depth = &measured["depth"];
+    let shown = num(&depth["median"], "shown_ms");
+    report.push(
+        S,
+        "depth preview: pick → depth map shown, a new image (sim, median of 3)",
+        shown,
+        "ms",
+        None,
+        &format!(
+            "{:.0} ms of it after the image was ready",
+            shown - num(&depth["median"], "prepare_ms")
+        ),
+    );
+    report.push(
+        S,
+        "depth preview: the same image picked again (kept by its hash)",
+        num(&depth["again"], "shown_ms"),
+        "ms",
+        None,
+        "no upstream preview",
+    );
     report.detail("playground", measured);
     Ok(())
 }

@@ -14,9 +14,21 @@ pub fn CompareSlider(
     after: String,
     /// Accessible description of the generated image.
     label: String,
+    /// What the image left of the handle is ("Control image", "Depth map").
+    #[prop(default = "Control image".into(), into)]
+    before_label: String,
+    /// The test id of the image right of the handle.
+    #[prop(default = "job-output")]
+    after_testid: &'static str,
+    /// The handle's position (whole percents of the before image shown), when the
+    /// caller keeps it across layer changes.
+    #[prop(optional)]
+    position: Option<RwSignal<u32>>,
 ) -> impl IntoView {
     // Whole percents (u32): formatting them needs no float formatting code in the wasm.
-    let position = RwSignal::new(50_u32);
+    let position = position.unwrap_or_else(|| RwSignal::new(50_u32));
+    let range_label = format!("Compare with the {}", before_label.to_lowercase());
+    let range_text = before_label.clone();
     // Pointer (mouse, pen, touch) anywhere on the image moves the handle there.
     let follow = move |ev: web_sys::PointerEvent, pressed: bool| {
         if !pressed || ev.button() > 0 {
@@ -41,14 +53,14 @@ pub fn CompareSlider(
                 let pressed = ev.buttons() & 1 == 1;
                 follow(ev, pressed)
             }>
-            <img class="compare-after" src=after alt=label data-testid="job-output" draggable="false" loading="lazy" />
-            <img class="compare-before" src=before alt="Control image" draggable="false" loading="lazy"
+            <img class="compare-after" src=after alt=label data-testid=after_testid draggable="false" loading="lazy" />
+            <img class="compare-before" src=before alt=before_label draggable="false" loading="lazy"
                 style=move || format!("clip-path: inset(0 {}% 0 0)", 100 - position.get()) />
             <div class="compare-handle" aria-hidden="true" style=move || format!("left: {}%", position.get())></div>
         </div>
         <input class="compare-range" type="range" min="0" max="100" step="1"
-                aria-label="Compare with the control image"
-                aria-valuetext=move || format!("{}% control image shown", position.get())
+                aria-label=range_label
+                aria-valuetext=move || format!("{}% {} shown", position.get(), range_text.to_lowercase())
                 data-testid="compare-range"
                 prop:value=move || position.get().to_string()
                 on:input=move |ev| {

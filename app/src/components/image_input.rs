@@ -43,6 +43,9 @@ pub fn ImageInput(
     error: Signal<Option<String>>,
     /// A line about the prepared upload ("1024×683, 180 KB").
     info: Signal<Option<String>>,
+    /// Shown beside the image (the studio's depth map).
+    #[prop(optional)]
+    children: Option<Children>,
 ) -> impl IntoView {
     let dragging = RwSignal::new(false);
     let url = RwSignal::new(String::new());
@@ -72,6 +75,7 @@ pub fn ImageInput(
     view! {
         <div class="image-input">
             <span class="field-label" id="control-label">"Control image"</span>
+            <div class="control-pair">
             <div class=move || if dragging.get() { "drop dragging" } else { "drop" }
                 data-testid="drop-zone"
                 on:dragover=move |ev: web_sys::DragEvent| { ev.prevent_default(); dragging.set(true); }
@@ -90,6 +94,8 @@ pub fn ImageInput(
                 <Show when=move || busy.get()>
                     <p class="busy" role="status">"Preparing image…"</p>
                 </Show>
+            </div>
+            {children.map(|c| c())}
             </div>
             <div class="pick-row">
                 <label class="button">

@@ -8,7 +8,8 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use wasm_bindgen::JsValue;
 
-use crate::components::compare::CompareSlider;
+use crate::components::compare_layers::CompareLayers;
+use crate::components::share_choice::ShareChoice;
 use crate::jobs;
 use crate::logic::eta;
 use crate::logic::store::{Job, download_name};
@@ -175,26 +176,17 @@ pub fn JobCard(
         }
     };
     // The owner's choice of what the share page shows beside the result.
-    let photo_shared = move || {
-        job.with(|j| {
-            j.as_ref()
-                .is_some_and(|j| j.share_control == ShareControl::Photo)
-        })
-    };
+    let shared = move || job.with(|j| j.as_ref().map(|j| j.share_control).unwrap_or_default());
     let share_id = StoredValue::new(id.clone());
-    let set_photo_shared = move |on: bool| {
+    let set_shared = move |choice: ShareControl| {
         let id = share_id.get_value();
         spawn_local(async move {
-            let choice = if on {
-                ShareControl::Photo
-            } else {
-                ShareControl::None
-            };
             if let Err(e) = store.set_share_control(&id, choice).await {
                 let _ = notice.try_set(Some(e));
             }
         });
     };
+    let share_select = format!("job-{id}-share");
     let title_id = format!("job-{id}-prompt");
     let labelled_by = title_id.clone();
     view! {
@@ -241,9 +233,9 @@ pub fn JobCard(
                             get().map(|j| {
                             let what = format!("image {} of “{}”", n + 1, short(&j.prompt));
                             let alt = format!("Generated: {}", j.prompt);
-                            let image = match j.control_image.clone() {
-                                Some(before) => view! { <CompareSlider before=before after=url.clone() label=alt /> }.into_any(),
-                                None => view! { <img src=url.clone() alt=alt data-testid="job-output" loading="lazy" /> }.into_any(),
+                            let image = view! {
+                                <CompareLayers control=j.control_image.clone() depth=j.depth_image.clone()
+                                    output=url.clone() label=alt />
                             };
                             let link = share_url(&j.id);
                             let link2 = link.clone();
@@ -285,12 +277,7 @@ pub fn JobCard(
                         on:click=move |_| { if let Some(j) = get() { actions.remix.run(j) } }>"Remix"</button>
                     <a class="button" href=move || with(&|j| format!("/r/{}", j.id)) data-testid="job-page"
                         aria-label=move || format!("Share page of “{}”", short(&prompt()))>"Share page"</a>
-                    <label class="check-label">
-                        <input type="checkbox" class="check" data-testid="job-share-photo"
-                            prop:checked=photo_shared
-                            on:change=move |ev| set_photo_shared(event_target_checked(&ev)) />
-                        " Show my photo on the share page"
-                    </label>
+                    <ShareChoice id=share_select.clone() shared=Signal::derive(shared) set=Callback::new(set_shared) />
                 </div>
             </Show>
         </article>

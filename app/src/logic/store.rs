@@ -47,6 +47,10 @@ pub struct Job {
     pub outputs: Vec<String>,
     #[serde(default)]
     pub control_image: Option<String>,
+    /// The depth map the job was made from, when the server knows it (see
+    /// `JobResult::depth_image`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth_image: Option<String>,
     #[serde(default)]
     pub expires_at: Option<u64>,
     #[serde(default)]
@@ -94,6 +98,7 @@ impl Job {
             finished_ms: None,
             outputs: Vec::new(),
             control_image: None,
+            depth_image: None,
             expires_at: None,
             error: None,
             response_url: response_url.to_owned(),
@@ -120,6 +125,7 @@ impl Job {
             finished_ms: ended.then_some(now_ms),
             outputs: r.images.iter().map(|i| i.url.clone()).collect(),
             control_image: r.control_image.clone(),
+            depth_image: r.depth_image.clone(),
             expires_at: r.expires_at,
             error: r.error.clone(),
             response_url: response_url.to_owned(),

@@ -47,7 +47,8 @@ pub fn HistoryPage() -> impl IntoView {
                 match client::list(cursor.as_deref()).await {
                     Ok(page) => {
                         let now = now_ms();
-                        for r in &page.requests {
+                        // Depth previews are the studio's, not jobs of their own.
+                        for r in page.requests.iter().filter(|r| !r.model.is_preview()) {
                             let url = format!("{origin}/v2/requests/{}", r.request_id);
                             store.put(Job::from_result(r, &url, now));
                         }
@@ -102,7 +103,7 @@ pub fn HistoryPage() -> impl IntoView {
                 <label for="filter-model" class="visually-hidden">"Model"</label>
                 <select id="filter-model" on:change=move |ev| model_filter.set(event_target_value(&ev))>
                     <option value="">"All models"</option>
-                    {Model::ALL.into_iter().map(|m| view! { <option value=m.slug()>{m.title()}</option> }).collect_view()}
+                    {Model::GENERATORS.into_iter().map(|m| view! { <option value=m.slug()>{m.title()}</option> }).collect_view()}
                 </select>
                 <label for="filter-status" class="visually-hidden">"Status"</label>
                 <select id="filter-status" on:change=move |ev| status_filter.set(event_target_value(&ev))>

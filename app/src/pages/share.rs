@@ -1,6 +1,7 @@
 //! `/r/{id}`: a shared result, for anyone with the link: the images (beside the
-//! control image only when its owner chose to show it: the server then gives its
-//! link; a photo is otherwise private to the job's owner), the prompt and parameters,
+//! control image and its depth map, or the depth map alone, only when its owner chose
+//! to show them: the server then gives their links; a photo is otherwise private to
+//! the job's owner), the prompt and parameters,
 //! provider and timings, when it expires, and Remix (opens the studio prefilled).
 //!
 //! It loads with a small loop rather than a `LocalResource` in a `Transition`: this
@@ -13,7 +14,7 @@ use leptos_router::hooks::use_params_map;
 use parallax_api::{JobResult, JobStatus, RequestId};
 
 use crate::client::{self, ClientError};
-use crate::components::compare::CompareSlider;
+use crate::components::compare_layers::CompareLayers;
 use crate::components::error_view::ErrorView;
 use crate::logic::eta;
 use crate::logic::form::value_text;
@@ -144,15 +145,11 @@ fn Shared(
                         {r.images.iter().map(|i| &i.url).enumerate().map(|(n, url)| view! {
                             <figure class="output">
                                 // The result alone, unless its owner chose to show the
-                                // photo it was made from (only then is its link here).
-                                {match r.control_image.clone() {
-                                    Some(before) => view! {
-                                        <CompareSlider before=before after=url.clone() label=format!("Generated: {}", r.params.prompt()) />
-                                    }.into_any(),
-                                    None => view! {
-                                        <img src=url.clone() alt=format!("Generated: {}", r.params.prompt()) data-testid="share-output" />
-                                    }.into_any(),
-                                }}
+                                // photo it was made from, or only its depth map (only
+                                // then are their links here).
+                                <CompareLayers control=r.control_image.clone() depth=r.depth_image.clone()
+                                    output=url.clone() label=format!("Generated: {}", r.params.prompt())
+                                    output_testid="share-output" />
                                 <figcaption class="actions">
                                     <a class="button small" href=url.clone() target="_blank" rel="noopener" aria-label=format!("Full size: image {}", n + 1)>"Full size"</a>
                                     <a class="button small" href=url.clone() download=download_name(r.params.prompt(), r.seed, n, url)

@@ -26,10 +26,13 @@ use crate::logic::form::target_megapixels;
 use crate::logic::store::Job;
 use crate::store::use_store;
 
+mod depth;
+mod depth_panel;
 mod generate;
 mod pending_card;
 mod state;
 
+use depth_panel::{DepthPanel, DepthToggle};
 pub use pending_card::Clock;
 use pending_card::PendingCard;
 use state::Control;
@@ -107,10 +110,12 @@ pub fn StudioPage() -> impl IntoView {
 
     let actions = CardActions {
         remix: Callback::new(move |job: Job| {
-            form.update(|f| f.load(job.model, &job.params));
+            // The image first: a new pick resets a depth marking "Use as control" made,
+            // and the job's own `control_type` then comes with its parameters.
             if let Some(url) = job.control_image.clone() {
                 studio.load_url(url);
             }
+            form.update(|f| f.load(job.model, &job.params));
             scroll_to_form();
         }),
         use_as_control: Callback::new(move |url: String| {
@@ -135,11 +140,11 @@ pub fn StudioPage() -> impl IntoView {
         spawn_local(async move {
             match client::result_retried(&format!("/v2/requests/{id}")).await {
                 Ok(r) => {
-                    form.update(|f| f.load(r.model, &r.params));
                     // Only the job's owner gets its photo; anyone else brings their own.
                     if let Some(url) = r.control_image.clone() {
                         studio.load_url(url);
                     }
+                    form.update(|f| f.load(r.model, &r.params));
                 }
                 Err(e) => form_error.set(Some(format!("Could not load that job: {}", e.message()))),
             }
@@ -213,7 +218,7 @@ pub fn StudioPage() -> impl IntoView {
                 }>
                 <fieldset class="models">
                     <legend>"Model"</legend>
-                    {Model::ALL.into_iter().map(|m| { let switch_model = switch_model.clone(); view! {
+                    {Model::GENERATORS.into_iter().map(|m| { let switch_model = switch_model.clone(); view! {
                         <label class="model-choice">
                             <input type="radio" name="model" value=m.slug() data-testid=format!("model-{}", m.slug())
                                 prop:checked=move || model.get() == m
@@ -225,7 +230,10 @@ pub fn StudioPage() -> impl IntoView {
                 <p class="hint">{move || model.get().summary()}</p>
 
                 <ImageInput on_pick=on_pick preview=preview.into() busy=preparing.into()
-                    error=image_error.into() info=info />
+                    error=image_error.into() info=info>
+                    <DepthPanel />
+                </ImageInput>
+                <DepthToggle />
 
                 <label for="prompt" class="field-label">"Prompt"</label>
                 <textarea id="prompt" rows="3" placeholder="A cosy reading nook, warm evening light"
@@ -243,7 +251,7 @@ pub fn StudioPage() -> impl IntoView {
                 {move || {
                     let m = model.get();
                     let (basic, advanced): (Vec<_>, Vec<_>) = m.params().iter()
-                        .filter(|p| !matches!(p.name, "prompt" | "control_image"))
+                        .filter(|p| !matches!(p.name, "prompt" | "control_image" | "control_type"))
                         .partition(|p| !p.advanced);
                     view! {
                         <div class="params">

@@ -6,6 +6,7 @@ use leptos::task::spawn_local;
 use parallax_api::Model;
 use web_sys::Blob;
 
+use super::depth::DepthPreview;
 use crate::client;
 use crate::image::{self, Prepared};
 use crate::logic::form::{self, FormState, ImageSource, target_megapixels};
@@ -37,6 +38,11 @@ pub struct Studio {
     pub(super) next_key: StoredValue<u64>,
     /// The `?remix=` id already loaded.
     pub(super) remixed: StoredValue<Option<String>>,
+    /// The control image's depth map, beside it.
+    pub(super) depth: DepthPreview,
+    /// Whether `control_type: depth` was set by "Use as control" (a new pick then
+    /// sets it back), not ticked by the user.
+    pub(super) auto_depth: StoredValue<bool>,
 }
 
 impl Studio {
@@ -59,6 +65,8 @@ impl Studio {
             show_errors: RwSignal::new(false),
             next_key: StoredValue::new(0),
             remixed: StoredValue::new(None),
+            depth: DepthPreview::new(),
+            auto_depth: StoredValue::new(false),
         };
         provide_context(studio);
         // A remix link brings its own image; otherwise the saved one comes back.
@@ -90,12 +98,14 @@ impl Studio {
 
     /// Picks a file: its bytes are not kept, so a reload does not bring it back.
     pub(super) fn pick_file(self, file: web_sys::File) {
+        self.begin_pick();
         self.origin.set(None);
         self.prepare(file.into());
     }
 
     /// Uses an https URL the server fetches.
     pub(super) fn use_remote(self, url: String) {
+        self.begin_pick();
         self.image_error.set(None);
         self.prep_token.update_value(|t| *t += 1);
         self.preparing.set(false);
@@ -103,6 +113,7 @@ impl Studio {
         self.set_preview(Some(url.clone()));
         self.origin.set(Some(ImageSource::Remote(url.clone())));
         self.control.set(Some(Control::Url(url)));
+        self.refresh_depth();
     }
 
     /// Prepares `blob` (upright, downscaled, JPEG) for the size the form asks for now.
@@ -122,6 +133,7 @@ impl Studio {
                 Ok(p) => {
                     self.set_preview(web_sys::Url::create_object_url_with_blob(&p.blob).ok());
                     self.control.set(Some(Control::Prepared(p)));
+                    self.refresh_depth();
                 }
                 Err(e) => self.image_error.set(Some(e)),
             }
@@ -138,6 +150,7 @@ impl Studio {
     /// Fetches and prepares `url`; a failure is shown when `loud` (a restored image
     /// that is gone, e.g. a purged output, is just not restored).
     pub(super) fn fetch(self, url: String, loud: bool) {
+        self.begin_pick();
         self.image_error.set(None);
         self.preparing.set(true);
         spawn_local(async move {
@@ -159,6 +172,52 @@ impl Studio {
         });
     }
 }
+
+impl Studio {
+    /// A new image is being chosen: its preview starts once it is ready, and a depth
+    /// map marked by "Use as control" is no longer the control image.
+    fn begin_pick(self) {
+        self.depth.new_pick();
+        if self.auto_depth.get_value() {
+            self.auto_depth.set_value(false);
+            self.form.update(|f| f.set(CONTROL_TYPE, "image".into()));
+        }
+    }
+
+    /// Whether the control image is marked as a depth map (`control_type: depth`).
+    pub(super) fn is_depth_map(self) -> Signal<bool> {
+        let form = self.form;
+        Signal::derive(move || form.with(|f| f.get(CONTROL_TYPE) == "depth"))
+    }
+
+    /// Previews the control image's depth, or not when it is itself a depth map.
+    pub(super) fn refresh_depth(self) {
+        if self.form.with_untracked(|f| f.get(CONTROL_TYPE) == "depth") {
+            self.depth.off();
+        } else if let Some(c) = self.control.get_untracked() {
+            self.depth.preview(&c);
+        }
+    }
+
+    /// The toggle "This image is already a depth map".
+    pub(super) fn mark_depth_map(self, on: bool) {
+        self.auto_depth.set_value(false);
+        let value = if on { "depth" } else { "image" };
+        self.form.update(|f| f.set(CONTROL_TYPE, value.into()));
+        self.refresh_depth();
+    }
+
+    /// "Use as control": the depth map becomes the next job's control image, marked
+    /// as a depth map.
+    pub(super) fn use_depth_map(self, url: String) {
+        self.load_url(url);
+        self.auto_depth.set_value(true);
+        self.form.update(|f| f.set(CONTROL_TYPE, "depth".into()));
+    }
+}
+
+/// The parameter that says whether the control image is a photo or a depth map.
+pub(super) const CONTROL_TYPE: &str = "control_type";
 
 /// A random Idempotency-Key for one submit.
 pub(super) fn idempotency_key() -> String {

@@ -1,0 +1,197 @@
+//! The studio's depth preview as data: what sits beside the control image
+//! ([`DepthShown`]), which pick an answer belongs to (an answer for an older pick is
+//! never shown next to a newer image: [`Picks`]), and the short reason shown when there
+//! is no depth map. Pure, tested natively.
+
+use parallax_api::{ErrorCode, JobStatus};
+
+/// What the studio shows beside the control image.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum DepthShown {
+    /// No image, or the image is itself a depth map: nothing to preview.
+    #[default]
+    Off,
+    /// A preview job is being computed.
+    Computing,
+    /// The depth map (a greyscale PNG, near is bright) at this URL.
+    Ready(String),
+    /// No depth map, and why (the image alone is shown; Generate still works).
+    Unavailable(String),
+}
+
+/// The picks of control images, numbered: a preview started for pick `n` may only be
+/// shown while `n` is still the current pick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Picks {
+    current: u64,
+    /// The pick the shown (or computing) preview is for.
+    previewed: Option<u64>,
+}
+
+impl Picks {
+    /// A new image was chosen: whatever preview runs is now stale.
+    pub fn new_pick(&mut self) -> u64 {
+        self.current += 1;
+        self.previewed = None;
+        self.current
+    }
+
+    pub fn current(&self) -> u64 {
+        self.current
+    }
+
+    /// Whether a preview for the current pick is shown or under way, so the same
+    /// image prepared again (another size) needs none.
+    pub fn has_preview(&self) -> bool {
+        self.previewed == Some(self.current)
+    }
+
+    /// A preview is started for the current pick; returns the pick it belongs to.
+    pub fn start(&mut self) -> u64 {
+        self.previewed = Some(self.current);
+        self.current
+    }
+
+    /// Forgets the current pick's preview (the image became a depth map itself).
+    pub fn drop_preview(&mut self) {
+        self.previewed = None;
+    }
+
+    /// Whether an answer for `pick` may be shown now.
+    pub fn is_current(&self, pick: u64) -> bool {
+        pick == self.current && self.previewed == Some(pick)
+    }
+}
+
+/// Why a preview's submit was refused, in a few words (`status` is the HTTP status,
+/// `code` the API's error code, `message` the client's line for the error).
+pub fn refused_reason(status: u16, code: Option<ErrorCode>, message: &str) -> String {
+    match (status, code) {
+        // An edge without the preview model, or without a provider that computes it.
+        (404, _) | (501 | 503, _) | (_, Some(ErrorCode::NotFound)) => {
+            "No depth preview: no provider here can compute depth maps.".into()
+        }
+        (429, _) | (_, Some(ErrorCode::RateLimited)) => {
+            "No depth preview right now: too many requests.".into()
+        }
+        (_, Some(ErrorCode::InsufficientCredits)) => {
+            "No depth preview: not enough credits for one.".into()
+        }
+        (0, _) => "No depth preview: the server could not be reached.".into(),
+        _ => format!("No depth preview: {message}"),
+    }
+}
+
+/// Why a preview job ended without a depth map.
+pub fn failed_reason(status: JobStatus, error: Option<&str>) -> String {
+    match (status, error) {
+        (JobStatus::Failed, Some(e)) if !e.is_empty() => format!("No depth preview: {e}"),
+        (JobStatus::Failed, _) => "No depth preview: the provider could not compute it.".into(),
+        _ => "No depth preview: the result had no image.".into(),
+    }
+}
+
+/// The name a downloaded depth map is saved under.
+pub fn download_name(pick: u64) -> String {
+    format!("parallax-depth-{pick}.png")
+}
+
+/// Two layers of a result the compare slider shows, left (revealed by the handle) and
+/// right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layers {
+    PhotoResult,
+    DepthResult,
+    PhotoDepth,
+}
+
+impl Layers {
+    /// The choice's words and its value (test id suffix).
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::PhotoResult => "Photo vs result",
+            Self::DepthResult => "Depth vs result",
+            Self::PhotoDepth => "Photo vs depth",
+        }
+    }
+
+    pub fn slug(self) -> &'static str {
+        match self {
+            Self::PhotoResult => "photo-result",
+            Self::DepthResult => "depth-result",
+            Self::PhotoDepth => "photo-depth",
+        }
+    }
+
+    /// The pairs a result can be compared in, given which layers it has (the result
+    /// always): none with one layer only (the result alone).
+    pub fn available(photo: bool, depth: bool) -> Vec<Self> {
+        match (photo, depth) {
+            (true, true) => vec![Self::PhotoResult, Self::DepthResult, Self::PhotoDepth],
+            (true, false) => vec![Self::PhotoResult],
+            (false, true) => vec![Self::DepthResult],
+            (false, false) => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_layers_give_three_pairs_and_two_give_one() {
+        assert_eq!(Layers::available(true, true).len(), 3);
+        assert_eq!(Layers::available(true, false), vec![Layers::PhotoResult]);
+        assert_eq!(Layers::available(false, true), vec![Layers::DepthResult]);
+        assert!(Layers::available(false, false).is_empty());
+    }
+
+    #[test]
+    fn an_answer_for_an_older_pick_is_never_current() {
+        let mut p = Picks::default();
+        p.new_pick();
+        let first = p.start();
+        assert!(p.is_current(first));
+        p.new_pick();
+        assert!(!p.is_current(first), "a newer image was picked");
+        let second = p.start();
+        assert!(p.is_current(second));
+        assert!(!p.is_current(first));
+    }
+
+    #[test]
+    fn the_same_pick_prepared_again_keeps_its_preview() {
+        let mut p = Picks::default();
+        p.new_pick();
+        assert!(!p.has_preview());
+        p.start();
+        assert!(p.has_preview());
+        p.drop_preview();
+        assert!(
+            !p.has_preview(),
+            "marked a depth map: previewed again if unmarked"
+        );
+        p.start();
+        p.new_pick();
+        assert!(!p.has_preview());
+    }
+
+    #[test]
+    fn reasons_are_short_and_say_what_happened() {
+        assert!(refused_reason(404, None, "x").contains("no provider"));
+        assert!(refused_reason(503, None, "x").contains("no provider"));
+        assert!(refused_reason(0, None, "x").contains("reached"));
+        assert!(refused_reason(429, Some(ErrorCode::RateLimited), "x").contains("too many"));
+        assert_eq!(
+            refused_reason(400, Some(ErrorCode::BadRequest), "control_image: too large"),
+            "No depth preview: control_image: too large"
+        );
+        assert_eq!(
+            failed_reason(JobStatus::Failed, Some("The provider failed")),
+            "No depth preview: The provider failed"
+        );
+        assert!(failed_reason(JobStatus::Failed, None).contains("could not"));
+        assert!(failed_reason(JobStatus::Completed, None).contains("no image"));
+    }
+}

@@ -1,0 +1,170 @@
+//! The control image's depth preview: as soon as an image is ready, a preview job
+//! (`POST /v2/depth-anything-v2` with the control image, submitted like a generation)
+//! is read until it ends, and its depth map shown beside the image. It never blocks
+//! Generate. An answer for an older pick is dropped ([`Picks`]); the stale job itself
+//! is left to finish, not canceled: the API keeps previews by the image's hash, so the
+//! user picking that image again gets it without another upstream preview. The same
+//! image prepared again for another size keeps its preview.
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use parallax_api::wait::Seen;
+use parallax_api::{JobStatus, Model, StatusWait};
+use web_sys::FormData;
+
+use super::state::{Control, idempotency_key};
+use crate::client::{self, ClientError};
+use crate::logic::depth::{DepthShown, Picks, failed_reason, refused_reason};
+use crate::logic::poll::{self, Read};
+
+/// The User Timing names of pick → depth shown, read by `cargo xtask bench`.
+pub const PICK_MARK: &str = "parallax:pick";
+pub const DEPTH_MEASURE: &str = "parallax:depth";
+
+/// Failed reads in a row before a preview is given up ("could not be reached").
+const MAX_FAILURES: u32 = 5;
+
+/// The depth preview beside the control image.
+#[derive(Debug, Clone, Copy)]
+pub struct DepthPreview {
+    pub shown: RwSignal<DepthShown>,
+    picks: StoredValue<Picks>,
+}
+
+impl DepthPreview {
+    pub fn new() -> Self {
+        Self {
+            shown: RwSignal::new(DepthShown::Off),
+            picks: StoredValue::new(Picks::default()),
+        }
+    }
+
+    /// A new image is being chosen: any preview under way is for the old one.
+    pub fn new_pick(self) {
+        self.picks.update_value(|p| {
+            p.new_pick();
+        });
+        if let Some(perf) = window().performance() {
+            perf.clear_marks_with_mark_name(PICK_MARK);
+            let _ = perf.mark(PICK_MARK);
+        }
+        self.shown.set(DepthShown::Off);
+    }
+
+    /// The current pick, for naming its download.
+    pub fn pick(self) -> u64 {
+        self.picks.with_value(Picks::current)
+    }
+
+    /// The image needs no preview (it is itself a depth map, or there is none).
+    pub fn off(self) {
+        self.picks.update_value(Picks::drop_preview);
+        self.shown.set(DepthShown::Off);
+    }
+
+    /// Previews `control` unless this pick already has one shown or under way.
+    pub fn preview(self, control: &Control) {
+        if self.picks.with_value(Picks::has_preview) {
+            return;
+        }
+        let pick = self
+            .picks
+            .try_update_value(Picks::start)
+            .unwrap_or_default();
+        self.shown.set(DepthShown::Computing);
+        let data = FormData::new().and_then(|data| {
+            match control {
+                Control::Prepared(p) => {
+                    data.append_with_blob_and_filename("control_image", &p.blob, "control.jpg")?
+                }
+                Control::Url(u) => data.append_with_str("control_image", u)?,
+            }
+            Ok(data)
+        });
+        spawn_local(async move {
+            let shown = match data {
+                Ok(data) => compute(data, self, pick).await,
+                Err(_) => Some(DepthShown::Unavailable(
+                    "No depth preview: this browser could not send the image.".into(),
+                )),
+            };
+            if let Some(shown) = shown
+                && self.picks.try_with_value(|p| p.is_current(pick)) == Some(true)
+            {
+                self.shown.set(shown);
+            }
+        });
+    }
+
+    fn stale(self, pick: u64) -> bool {
+        self.picks.try_with_value(|p| p.is_current(pick)) != Some(true)
+    }
+
+    /// Records pick → depth shown (the depth map's image has loaded).
+    pub fn measure_shown() {
+        if let Some(perf) = window().performance() {
+            perf.clear_measures_with_measure_name(DEPTH_MEASURE);
+            let _ = perf.measure_with_start_mark(DEPTH_MEASURE, PICK_MARK);
+        }
+    }
+}
+
+/// Submits the preview and reads it until it ends; `None` once it is stale.
+async fn compute(data: FormData, depth: DepthPreview, pick: u64) -> Option<DepthShown> {
+    let submitted = client::submit(Model::DepthAnythingV2, &data, &idempotency_key()).await;
+    let s = match submitted {
+        Ok(s) => s,
+        Err(e) => return Some(DepthShown::Unavailable(refused(&e))),
+    };
+    let wait = StatusWait {
+        secs: poll::WAIT_SECS,
+        seen: Seen::parse("QUEUED,PROCESSING"),
+    };
+    let mut status = s.status;
+    let mut failures = 0;
+    while !status.is_terminal() {
+        if depth.stale(pick) {
+            return None;
+        }
+        match client::status_held(&s.status_url, &wait).await {
+            Ok(answer) => {
+                failures = 0;
+                status = answer.status;
+            }
+            Err(e) => match e.read() {
+                Read::Gone => {
+                    return Some(DepthShown::Unavailable(failed_reason(
+                        JobStatus::Failed,
+                        None,
+                    )));
+                }
+                _ if failures >= MAX_FAILURES => return Some(DepthShown::Unavailable(refused(&e))),
+                _ => {
+                    failures += 1;
+                    let wait = e.retry_after_ms().unwrap_or(1_000.0).min(5_000.0);
+                    client::sleep(wait as i32).await;
+                }
+            },
+        }
+    }
+    if depth.stale(pick) {
+        return None;
+    }
+    match client::result_retried(&s.response_url).await {
+        Ok(r) => Some(
+            r.output
+                .clone()
+                .or_else(|| r.images.first().map(|i| i.url.clone()))
+                .filter(|_| r.status == JobStatus::Completed)
+                .map_or_else(
+                    || DepthShown::Unavailable(failed_reason(r.status, r.error.as_deref())),
+                    DepthShown::Ready,
+                ),
+        ),
+        Err(e) => Some(DepthShown::Unavailable(refused(&e))),
+    }
+}
+
+fn refused(e: &ClientError) -> String {
+    refused_reason(e.status(), e.code(), &e.message())
+}
