@@ -37,7 +37,7 @@ pub(super) fn DepthPanel() -> impl IntoView {
             let name = download_name(studio.depth.pick());
             view! {
                 <div class="depth" data-testid="depth">
-                    <img class="preview" src=url.clone() data-testid="depth-map"
+                    <img class="depth-img" src=url.clone() data-testid="depth-map"
                         alt="Depth map of the control image: near is bright, far is dark"
                         on:load=move |_| DepthPreview::measure_shown() />
                     <div class="depth-actions">
