@@ -7,23 +7,42 @@ use serde::Serialize;
 /// Longest prompt accepted, in characters.
 pub const MAX_PROMPT_CHARS: usize = 2_000;
 
-/// A FLUX.1 Depth model served by Parallax.
+/// A model served by Parallax: the two FLUX.1 Depth generators, and the depth preview
+/// (a control image's depth map, without diffusion).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub enum Model {
     #[serde(rename = "flux-depth-pro")]
     FluxDepthPro,
     #[serde(rename = "flux-depth-dev")]
     FluxDepthDev,
+    /// Depth Anything V2's depth map of the control image: one greyscale PNG, near =
+    /// bright. No prompt, no seed; priced on its own (`PREVIEW_CREDITS`, 0 by default).
+    #[serde(rename = "depth-anything-v2")]
+    DepthAnythingV2,
 }
 
 impl Model {
-    pub const ALL: [Model; 2] = [Model::FluxDepthPro, Model::FluxDepthDev];
+    /// Every model, the preview included (routes, the catalog, the OpenAPI document).
+    pub const ALL: [Model; 3] = [
+        Model::FluxDepthPro,
+        Model::FluxDepthDev,
+        Model::DepthAnythingV2,
+    ];
+
+    /// The models that generate an image from a prompt (a studio's model picker).
+    pub const GENERATORS: [Model; 2] = [Model::FluxDepthPro, Model::FluxDepthDev];
+
+    /// Whether this is the depth preview: no prompt, no seed, a greyscale PNG out.
+    pub fn is_preview(self) -> bool {
+        matches!(self, Self::DepthAnythingV2)
+    }
 
     /// The URL path segment, e.g. `flux-depth-pro`.
     pub fn slug(self) -> &'static str {
         match self {
             Self::FluxDepthPro => "flux-depth-pro",
             Self::FluxDepthDev => "flux-depth-dev",
+            Self::DepthAnythingV2 => "depth-anything-v2",
         }
     }
 
@@ -35,6 +54,7 @@ impl Model {
         match self {
             Self::FluxDepthPro => "FLUX.1 Depth [pro]",
             Self::FluxDepthDev => "FLUX.1 Depth [dev]",
+            Self::DepthAnythingV2 => "Depth Anything V2 (depth preview)",
         }
     }
 
@@ -46,6 +66,9 @@ impl Model {
             Self::FluxDepthDev => {
                 "The open-weight depth-guided model: up to four images per job, size and quality controls."
             }
+            Self::DepthAnythingV2 => {
+                "The depth map the FLUX models keep of a control image (greyscale PNG, near = bright), to see before spending on a generation."
+            }
         }
     }
 
@@ -54,6 +77,7 @@ impl Model {
         match self {
             Self::FluxDepthPro => PRO_PARAMS,
             Self::FluxDepthDev => DEV_PARAMS,
+            Self::DepthAnythingV2 => PREVIEW_PARAMS,
         }
     }
 
@@ -138,11 +162,37 @@ const SEED: ParamSpec = ParamSpec {
     advanced: true,
 };
 
+/// `control_type`'s values.
+pub const CONTROL_TYPES: &[&str] = &["image", "depth"];
+
+/// Whether the control image is a photo whose depth is estimated, or already a depth map.
+const CONTROL_TYPE: ParamSpec = ParamSpec {
+    name: "control_type",
+    label: "Control type",
+    help: "image: Parallax estimates the depth; depth: the control image already is a depth map (near = bright)",
+    kind: ParamKind::Choice {
+        options: CONTROL_TYPES,
+        default: "image",
+    },
+    required: false,
+    advanced: false,
+};
+
 const OUTPUT_FORMATS: &[&str] = &["jpg", "png", "webp"];
+
+const PREVIEW_PARAMS: &[ParamSpec] = &[ParamSpec {
+    name: "control_image",
+    label: "Control image",
+    help: "The image whose depth map to estimate. JPEG, PNG or WebP.",
+    kind: ParamKind::Image,
+    required: true,
+    advanced: false,
+}];
 
 const PRO_PARAMS: &[ParamSpec] = &[
     PROMPT,
     CONTROL_IMAGE,
+    CONTROL_TYPE,
     ParamSpec {
         name: "steps",
         label: "Steps",
@@ -205,6 +255,7 @@ const PRO_PARAMS: &[ParamSpec] = &[
 const DEV_PARAMS: &[ParamSpec] = &[
     PROMPT,
     CONTROL_IMAGE,
+    CONTROL_TYPE,
     ParamSpec {
         name: "guidance",
         label: "Guidance",
@@ -297,6 +348,30 @@ mod tests {
             assert_eq!(Model::from_slug(m.slug()), Some(m));
         }
         assert_eq!(Model::from_slug("flux-depth"), None);
+    }
+
+    #[test]
+    fn the_preview_takes_only_an_image_and_the_generators_take_a_control_type() {
+        let preview = Model::DepthAnythingV2;
+        assert!(preview.is_preview() && !Model::GENERATORS.contains(&preview));
+        let names: Vec<&str> = preview.params().iter().map(|p| p.name).collect();
+        assert_eq!(names, ["control_image"]);
+        for m in Model::GENERATORS {
+            assert!(!m.is_preview());
+            assert!(m.param("prompt").is_some());
+            let ct = m.param("control_type").unwrap();
+            assert_eq!(
+                ct.kind,
+                ParamKind::Choice {
+                    options: &["image", "depth"],
+                    default: "image"
+                }
+            );
+        }
+        assert_eq!(
+            serde_json::to_value(preview).unwrap(),
+            serde_json::json!("depth-anything-v2")
+        );
     }
 
     #[test]

@@ -127,6 +127,7 @@ fn schema_name(model: Model) -> &'static str {
     match model {
         Model::FluxDepthPro => "FluxDepthPro",
         Model::FluxDepthDev => "FluxDepthDev",
+        Model::DepthAnythingV2 => "DepthAnythingV2",
     }
 }
 
@@ -348,17 +349,17 @@ pub fn document(origin: &str) -> Value {
         "200".into(),
         json!({"description": "The choice as stored", "content": {"application/json": {"schema": {
             "type": "object", "required": ["request_id", "share_control"],
-            "properties": {"request_id": {"type": "string"}, "share_control": {"type": "string", "enum": ["none", "photo"]}}}}}}),
+            "properties": {"request_id": {"type": "string"}, "share_control": {"type": "string", "enum": ["none", "photo", "depth"]}}}}}}),
     );
     share.extend(errors(&[400, 401, 403, 404, 429, 500]));
     paths.insert(
         "/v2/requests/{request_id}/share".into(),
         json!({"post": {"operationId": "share_request",
-                        "summary": "What the job's share page shows beside the result: none (the default) or the control photo (its owner only)",
+                        "summary": "What the job's share page shows beside the result: none (the default), the control photo, or the depth map the job was made from instead of the photo (its owner only)",
                         "parameters": [request_id_param()],
                         "requestBody": {"required": true, "content": {"application/json": {"schema": {
                             "type": "object", "required": ["share_control"], "additionalProperties": false,
-                            "properties": {"share_control": {"type": "string", "enum": ["none", "photo"]}}}}}},
+                            "properties": {"share_control": {"type": "string", "enum": ["none", "photo", "depth"]}}}}}},
                         "responses": share}}),
     );
     compat::add(&mut paths, &mut schemas);
@@ -500,8 +501,10 @@ fn wire_schemas() -> Map<String, Value> {
                    "expires_at": {"type": ["integer", "null"]},
                    "control_image": {"type": "string", "format": "uri",
                        "description": "A short-lived signed link to the control image; only in its owner's reads, or anyone's when the owner chose share_control photo"},
-                   "share_control": {"type": "string", "enum": ["none", "photo"], "default": "none",
-                       "description": "What the share page shows beside the result; absent: none"}}}),
+                   "share_control": {"type": "string", "enum": ["none", "photo", "depth"], "default": "none",
+                       "description": "What the share page shows beside the result; absent: none"},
+                   "depth_image": {"type": "string", "format": "uri",
+                       "description": "A generation job's depth map (greyscale PNG, near = bright): with control_type depth a short-lived signed link to the control image itself; with control_type image the output of the same account's earlier depth preview of the same bytes. Only in its owner's reads, or anyone's when the owner chose share_control depth or photo; absent when none is known"}}}),
     );
     m
 }

@@ -45,9 +45,15 @@ impl Params {
         self.get(name).and_then(Value::as_i64)
     }
 
-    /// The output file extension (`jpg`, `png` or `webp`).
+    /// The output file extension (`jpg`, `png` or `webp`). A depth preview's params
+    /// have no `output_format`: see [`crate::Model::output_format`].
     pub fn output_format(&self) -> &str {
         self.str("output_format").unwrap_or("jpg")
+    }
+
+    /// Whether the control image already is a depth map (`control_type: depth`).
+    pub fn control_is_depth(&self) -> bool {
+        self.str("control_type") == Some("depth")
     }
 
     /// How many images the job produces.
@@ -300,7 +306,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             serde_json::to_value(&v.params).unwrap(),
-            json!({"prompt": "a cat", "steps": 40, "guidance": 7.0, "output_format": "jpg",
+            json!({"prompt": "a cat", "steps": 40, "guidance": 7.0, "output_format": "jpg", "control_type": "image",
                    "safety_tolerance": 2, "prompt_upsampling": false})
         );
         assert_eq!(v.params.seed(), None);

@@ -1,6 +1,7 @@
 //! What a job's share page (`/r/{id}`) shows besides the result: its owner's choice,
 //! set with `POST /v2/requests/{id}/share` and stored with the job. By default the
-//! result alone; the photo the job was made from only when its owner chose to show it.
+//! result alone; the photo the job was made from, or only its depth map, when its owner
+//! chose to show it.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +15,9 @@ pub enum ShareControl {
     None,
     /// The control photo too, in a before/after view.
     Photo,
+    /// The depth map the job was made from instead of the photo (`JobResult::depth_image`):
+    /// what a result kept of a person's photo, without the photo.
+    Depth,
 }
 
 impl ShareControl {
@@ -45,7 +49,9 @@ mod tests {
         let r: ShareRequest = serde_json::from_str(r#"{"share_control":"photo"}"#).unwrap();
         assert_eq!(r.share_control, ShareControl::Photo);
         assert!(serde_json::from_str::<ShareRequest>(r#"{"share_control":true}"#).is_err());
-        assert!(serde_json::from_str::<ShareRequest>(r#"{"share_control":"depth"}"#).is_err());
+        let r: ShareRequest = serde_json::from_str(r#"{"share_control":"depth"}"#).unwrap();
+        assert_eq!(r.share_control, ShareControl::Depth);
+        assert!(serde_json::from_str::<ShareRequest>(r#"{"share_control":"map"}"#).is_err());
         assert!(serde_json::from_str::<ShareRequest>(r#"{"share_control":"none","x":1}"#).is_err());
         assert_eq!(ShareControl::default(), ShareControl::None);
     }

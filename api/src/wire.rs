@@ -159,4 +159,14 @@ pub struct JobResult {
     /// What the share page shows beside the result (its owner's choice).
     #[serde(default, skip_serializing_if = "crate::ShareControl::is_none")]
     pub share_control: crate::ShareControl,
+    /// The depth map a generation job was made from, an absolute URL on this edge
+    /// (a greyscale PNG, near = bright); absent for a depth preview (its output is
+    /// the depth map) and where none is known. With `control_type: depth` it is the
+    /// control image itself (a short-lived signed link, as `control_image`); with
+    /// `control_type: image` it is the output of the same account's depth preview of
+    /// the same control image bytes, when one was made before the job was submitted
+    /// (`/v2/requests/{preview id}/outputs/0.png`). Given to the owner, and to anyone
+    /// when the owner chose `share_control` `depth` or `photo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth_image: Option<String>,
 }

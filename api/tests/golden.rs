@@ -139,6 +139,7 @@ fn completed_result_has_the_image_url_as_output_and_every_image_in_images() {
                 .into(),
         ),
         share_control: parallax_api::ShareControl::None,
+        depth_image: None,
     };
     assert_golden(
         &r,

@@ -55,6 +55,9 @@ pub struct Config {
     /// Credits per output image, per model.
     pub credits_pro: u64,
     pub credits_dev: u64,
+    /// Credits per depth preview (`PREVIEW_CREDITS`, default 0: seeing the depth
+    /// before spending is free unless the operator prices it).
+    pub credits_preview: u64,
     /// Credits per day for callers without a key; 0 requires a key.
     pub anon_daily_credits: u64,
     pub limits: Limits,
@@ -182,6 +185,7 @@ impl Config {
                 .unwrap_or_else(|| number(env, "RETENTION_DAYS", 30) * 86_400),
             credits_pro: number(env, "CREDITS_FLUX_DEPTH_PRO", 5),
             credits_dev: number(env, "CREDITS_FLUX_DEPTH_DEV", 2),
+            credits_preview: number(env, "PREVIEW_CREDITS", 0),
             anon_daily_credits: number(env, "ANON_DAILY_CREDITS", 0),
             limits: Limits {
                 submits_per_minute: u32::try_from(number(env, "RATE_LIMIT_SUBMITS_PER_MIN", 30))
@@ -248,6 +252,7 @@ impl Config {
         let per_image = match model {
             Model::FluxDepthPro => self.credits_pro,
             Model::FluxDepthDev => self.credits_dev,
+            Model::DepthAnythingV2 => self.credits_preview,
         };
         per_image * images as u64
     }

@@ -186,7 +186,9 @@ pub fn result_view(
             let now = worker::Date::now().as_millis() / 1000;
             crate::control_link::owner_link(secret, origin, &job.id, now)
         }),
-        parallax_api::ShareControl::None => owner_control_link(cfg, claim, job, origin),
+        parallax_api::ShareControl::None | parallax_api::ShareControl::Depth => {
+            owner_control_link(cfg, claim, job, origin)
+        }
     };
     result
 }

@@ -451,6 +451,7 @@ mod tests {
             retention_secs: 60,
             credits_pro: 5,
             credits_dev: 2,
+            credits_preview: 0,
             anon_daily_credits: 0,
             limits: Limits {
                 submits_per_minute: 1,

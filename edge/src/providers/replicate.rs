@@ -71,6 +71,7 @@ pub fn build_submit(
     let names = match model {
         Model::FluxDepthPro => PRO_INPUTS,
         Model::FluxDepthDev => DEV_INPUTS,
+        Model::DepthAnythingV2 => &[],
     };
     let mut input = Map::new();
     for name in names {
@@ -200,8 +201,8 @@ impl Adapter for Replicate {
         link.starts_with("https://") || link.starts_with("http://")
     }
 
-    fn serves(&self, _model: Model) -> bool {
-        true
+    fn serves(&self, model: Model) -> bool {
+        !model.is_preview()
     }
 
     fn check(&self, model: Model, params: &Params, _input: &ImageInfo) -> Result<(), FieldError> {

@@ -234,8 +234,9 @@ impl Adapter for Segmind {
         link.starts_with("https://") || link.starts_with("http://")
     }
 
-    fn serves(&self, _model: Model) -> bool {
-        true
+    /// The FLUX models; Segmind has no depth preview operation Parallax maps to.
+    fn serves(&self, model: Model) -> bool {
+        !model.is_preview()
     }
 
     fn build_submit(

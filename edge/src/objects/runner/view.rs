@@ -93,6 +93,8 @@ impl JobRecord {
             // The owner's reads add a signed link (`handlers::jobs::result_view`).
             control_image: None,
             share_control: self.share_control,
+            // Added per reader, as the control link (`handlers::jobs::result_view`).
+            depth_image: None,
         }
     }
 }
