@@ -11,6 +11,7 @@ use wasm_bindgen::JsValue;
 use crate::components::compare_layers::CompareLayers;
 use crate::components::share_choice::ShareChoice;
 use crate::jobs;
+use crate::logic::depth::result_layers;
 use crate::logic::eta;
 use crate::logic::store::{Job, download_name};
 use crate::store::{Canceled, use_store};
@@ -233,10 +234,8 @@ pub fn JobCard(
                             get().map(|j| {
                             let what = format!("image {} of “{}”", n + 1, short(&j.prompt));
                             let alt = format!("Generated: {}", j.prompt);
-                            let image = view! {
-                                <CompareLayers control=j.control_image.clone() depth=j.depth_image.clone()
-                                    output=url.clone() label=alt />
-                            };
+                            let (control, depth) = result_layers(&j.params, j.control_image.as_ref(), j.depth_image.as_ref());
+                            let image = view! { <CompareLayers control=control depth=depth output=url.clone() label=alt /> };
                             let link = share_url(&j.id);
                             let link2 = link.clone();
                             let use_url = url.clone();

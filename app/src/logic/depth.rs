@@ -3,7 +3,7 @@
 //! never shown next to a newer image: [`Picks`]), and the short reason shown when there
 //! is no depth map. Pure, tested natively.
 
-use parallax_api::{ErrorCode, JobStatus};
+use parallax_api::{ErrorCode, JobStatus, Params};
 
 /// What the studio shows beside the control image.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -135,9 +135,48 @@ impl Layers {
     }
 }
 
+/// The photo and the depth map a result is compared with. A job sent with
+/// `control_type: depth` had a depth map as its control image: that is its depth layer,
+/// and it has no photo.
+pub fn result_layers(
+    params: &Params,
+    control: Option<&String>,
+    depth: Option<&String>,
+) -> (Option<String>, Option<String>) {
+    let control_is_depth = params
+        .get("control_type")
+        .and_then(serde_json::Value::as_str)
+        == Some("depth");
+    if control_is_depth {
+        (None, depth.or(control).cloned())
+    } else {
+        (control.cloned(), depth.cloned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_depth_map_sent_as_control_is_the_depth_layer_not_a_photo() {
+        let photo = "https://x/results/a/control".to_owned();
+        let depth = "https://x/results/p/0.png".to_owned();
+        let mut params = Params::default();
+        assert_eq!(
+            result_layers(&params, Some(&photo), Some(&depth)),
+            (Some(photo.clone()), Some(depth.clone()))
+        );
+        params.0.insert("control_type".into(), "depth".into());
+        assert_eq!(
+            result_layers(&params, Some(&photo), None),
+            (None, Some(photo.clone()))
+        );
+        assert_eq!(
+            result_layers(&params, Some(&photo), Some(&depth)),
+            (None, Some(depth))
+        );
+    }
 
     #[test]
     fn three_layers_give_three_pairs_and_two_give_one() {

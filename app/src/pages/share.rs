@@ -16,6 +16,7 @@ use parallax_api::{JobResult, JobStatus, RequestId};
 use crate::client::{self, ClientError};
 use crate::components::compare_layers::CompareLayers;
 use crate::components::error_view::ErrorView;
+use crate::logic::depth::result_layers;
 use crate::logic::eta;
 use crate::logic::form::value_text;
 use crate::logic::poll::Read;
@@ -134,6 +135,8 @@ fn Shared(
             .unwrap_or_default()
     );
     let remix = format!("/?remix={}", r.request_id);
+    let (control, depth) =
+        result_layers(&r.params, r.control_image.as_ref(), r.depth_image.as_ref());
     let status = r.status;
     view! {
         <article class="panel share-card">
@@ -147,7 +150,7 @@ fn Shared(
                                 // The result alone, unless its owner chose to show the
                                 // photo it was made from, or only its depth map (only
                                 // then are their links here).
-                                <CompareLayers control=r.control_image.clone() depth=r.depth_image.clone()
+                                <CompareLayers control=control.clone() depth=depth.clone()
                                     output=url.clone() label=format!("Generated: {}", r.params.prompt())
                                     output_testid="share-output" />
                                 <figcaption class="actions">
