@@ -219,6 +219,16 @@ pub fn check(
             format!("{} does not serve {}", kind.name(), model.slug()),
         ));
     }
+    if params.control_is_depth() && !kind.takes_depth_maps(model) {
+        return Err(FieldError::new(
+            "control_type",
+            format!(
+                "depth is not available from {} for {}: it always estimates the depth of the control image itself",
+                kind.name(),
+                model.slug()
+            ),
+        ));
+    }
     kind.check(model, params, input)
 }
 
@@ -515,6 +525,51 @@ mod tests {
             ParamKind::Boolean { .. } => vec![json!(false), json!(true)],
             ParamKind::Choice { options, .. } => options.iter().map(|o| json!(o)).collect(),
         }
+    }
+
+    #[test]
+    fn a_depth_map_control_goes_only_where_the_estimator_can_be_skipped() {
+        use crate::input::image::ImageFormat;
+        use parallax_api::models::Model;
+        let info = ImageInfo {
+            format: ImageFormat::Png,
+            width: 640,
+            height: 480,
+        };
+        let mut params = Params::default();
+        params.0.insert("control_type".into(), "depth".into());
+        params.0.insert("output_format".into(), "png".into());
+        let takes = |model| -> Vec<&str> {
+            Kind::ALL
+                .into_iter()
+                .filter(|k| check(*k, model, &params, &info).is_ok())
+                .map(|k| k.name())
+                .collect()
+        };
+        assert_eq!(takes(Model::FluxDepthPro), ["parallax", "bfl"]);
+        assert_eq!(takes(Model::FluxDepthDev), ["comfyui", "parallax"]);
+        let refusal = check(
+            Kind::named("replicate"),
+            Model::FluxDepthDev,
+            &params,
+            &info,
+        )
+        .unwrap_err();
+        assert_eq!(refusal.field, "control_type");
+        // BFL gets the map as `preprocessed_image`, not `control_image`.
+        let bfl = bfl::build_submit(
+            &Provider {
+                kind: Kind::named("bfl"),
+                base_url: "https://api.bfl.ai".into(),
+                api_key: None,
+            },
+            &params,
+            b"map",
+            None,
+        );
+        let body: serde_json::Value = serde_json::from_slice(bfl.body.as_deref().unwrap()).unwrap();
+        assert_eq!(body["preprocessed_image"], "bWFw");
+        assert!(body.get("control_image").is_none());
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! `result.sample` (a short-lived URL), or `Error` / `Content Moderated` /
 //! `Task not found`. A `[sim:bfl:410!]` prompt plays the retired endpoint. A
 //! `webhook_url` (+ `webhook_secret`) gets the finished task POSTed (`hooks`).
+//! `preprocessed_image` (a depth map of the caller's own) stands in for
+//! `control_image`.
 
 use std::collections::HashMap;
 
@@ -63,7 +65,11 @@ async fn submit(State(sim): State<Shared>, req: Request) -> Response {
         format,
         quality: 90,
         megapixels: Some(1.0),
-        image: decode_control(text(&body, "control_image")),
+        // One of the two must be given; `preprocessed_image` is the caller's own depth
+        // map (providers-2026.md §1.2).
+        image: decode_control(
+            text(&body, "control_image").or_else(|| text(&body, "preprocessed_image")),
+        ),
         prompt,
     };
     let job = create_job(&sim, ask);

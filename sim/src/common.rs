@@ -225,6 +225,7 @@ pub fn create_job_as(
         size,
         control,
         control_hash,
+        depth: model == "depth-anything-v2",
     };
     let job = sim.jobs.insert(model, failure.clone(), spec, process, id);
     // With `--render-ahead` (benchmarks): a provider's outputs exist when its job

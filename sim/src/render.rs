@@ -1,7 +1,8 @@
 //! The sim's "model": a deterministic image derived from the control image, the prompt,
 //! the seed and the output index. Its luminance stands in for depth and is recoloured
 //! with a palette hashed from the prompt and seed, so the layout is visibly kept and
-//! every input change shows in the output.
+//! every input change shows in the output. A depth preview (`depth-anything-v2`) is a
+//! pseudo-depth map instead ([`render_depth`]): greyscale, near = bright.
 
 use std::io::Cursor;
 
@@ -61,6 +62,8 @@ pub struct RenderSpec {
     pub control: Option<DynamicImage>,
     /// Hash of the control image's bytes.
     pub control_hash: u64,
+    /// A depth preview: one greyscale pseudo-depth map of the control image.
+    pub depth: bool,
 }
 
 /// One encoded output.
@@ -109,6 +112,12 @@ fn render_one(spec: &RenderSpec, index: usize) -> Rendered {
     let (w, h) = spec
         .size
         .unwrap_or_else(|| output_size(control.width(), control.height(), spec.megapixels));
+    if spec.depth {
+        return Rendered {
+            bytes: encode(&render_depth(&control, w, h), spec.format, spec.quality),
+            format: spec.format,
+        };
+    }
     let luma = control.resize_exact(w, h, FilterType::Triangle).to_luma8();
     let key = fnv1a(&[
         &spec.control_hash.to_le_bytes(),
@@ -145,6 +154,23 @@ fn render_one(spec: &RenderSpec, index: usize) -> Rendered {
         bytes: encode(&out, spec.format, spec.quality),
         format: spec.format,
     }
+}
+
+/// A deterministic pseudo-depth map of `control` at `w×h`: its luminance, blurred
+/// (a depth estimator sees shapes, not texture), blended half and half with a vertical
+/// gradient (the ground near the bottom of a photo is usually nearest), near = bright,
+/// in three equal channels as ComfyUI's `SaveImage` writes a depth map.
+pub fn render_depth(control: &DynamicImage, w: u32, h: u32) -> RgbImage {
+    let (w, h) = (w.max(1), h.max(1));
+    let luma = control.resize_exact(w, h, FilterType::Triangle).to_luma8();
+    let sigma = (w.max(h) as f32 / 120.0).max(1.0);
+    let blurred = image::imageops::fast_blur(&luma, sigma);
+    RgbImage::from_fn(w, h, |x, y| {
+        let lum = f32::from(blurred.get_pixel(x, y)[0]);
+        let ground = 255.0 * (y as f32 + 0.5) / h as f32;
+        let v = (0.5 * lum + 0.5 * ground).round().clamp(0.0, 255.0) as u8;
+        image::Rgb([v, v, v])
+    })
 }
 
 fn color(h: u64) -> [u8; 3] {
@@ -202,7 +228,27 @@ mod tests {
                 |x, _| image::Rgb([(x * 2) as u8, 0, 0]),
             ))),
             control_hash: 7,
+            depth: false,
         }
+    }
+
+    #[test]
+    fn a_depth_preview_is_greyscale_deterministic_and_brighter_below() {
+        let mut s = spec("", 0, Format::Png);
+        s.depth = true;
+        s.size = Some((90, 60));
+        let a = render_all(&s);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].bytes, render_all(&s)[0].bytes);
+        let img = image::load_from_memory(&a[0].bytes).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (90, 60));
+        assert!(img.pixels().all(|p| p[0] == p[1] && p[1] == p[2]));
+        let row = |y| {
+            (0..90)
+                .map(|x| u32::from(img.get_pixel(x, y)[0]))
+                .sum::<u32>()
+        };
+        assert!(row(59) > row(0), "near (bottom) is brighter");
     }
 
     #[test]

@@ -52,8 +52,16 @@ pub fn build_submit(
         other => other,
     };
     body.insert("output_format".into(), Value::from(format));
+    // `preprocessed_image` "bypasses the control preprocessing step": the caller's own
+    // depth map; one of it and `control_image` must be given (providers-2026.md §1.2,
+    // black-forest-labs/blackforest `src/blackforest/types/inputs/flux_pro_depth.py`).
+    let field = if params.control_is_depth() {
+        "preprocessed_image"
+    } else {
+        "control_image"
+    };
     body.insert(
-        "control_image".into(),
+        field.into(),
         Value::from(base64::engine::general_purpose::STANDARD.encode(image)),
     );
     if let Some(cb) = callback {
@@ -169,6 +177,11 @@ impl Adapter for Bfl {
 
     fn serves(&self, model: Model) -> bool {
         model == Model::FluxDepthPro
+    }
+
+    /// As `preprocessed_image` ([`build_submit`]).
+    fn takes_depth_maps(&self, _model: Model) -> bool {
+        true
     }
 
     fn build_submit(

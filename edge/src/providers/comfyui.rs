@@ -49,9 +49,11 @@ const MIN_MEGAPIXELS: f64 = 0.01;
 const MAX_MATCH_MEGAPIXELS: f64 = 1440.0 * 1440.0 / (1024.0 * 1024.0);
 
 /// What ComfyUI can do for these parameters and this control image: PNG or WebP only
-/// (core has no JPEG writer), and an aspect ratio the depth model can hold in memory.
-pub fn check(params: &Params, input: &ImageInfo) -> Result<(), FieldError> {
-    if params.output_format() == "jpg" {
+/// (core has no JPEG writer; the depth preview is always a PNG), and an aspect ratio
+/// the depth model can hold in memory. `control_type: depth` is taken: the workflow
+/// then leaves the estimator out ([`preview::without_estimator`]).
+pub fn check(model: Model, params: &Params, input: &ImageInfo) -> Result<(), FieldError> {
+    if !model.is_preview() && params.output_format() == "jpg" {
         return Err(FieldError::new(
             "output_format",
             "jpg is not available from the self-hosted ComfyUI server; use png or webp",
@@ -211,8 +213,12 @@ pub fn megapixels(params: &Params, input: &ImageInfo) -> f64 {
     }
 }
 
-/// The workflow graph with the job's parameters filled in.
+/// The workflow graph with the job's parameters filled in: the depth preview's own
+/// graph for `depth-anything-v2`, else FLUX.1 Depth [dev]'s.
 pub fn workflow(job: &Order<'_>, image_name: &str) -> Value {
+    if job.model.is_preview() {
+        return preview::workflow(job, image_name);
+    }
     let mut g: Value = serde_json::from_str(WORKFLOW).unwrap_or_default();
     let p = &job.params;
     g["4"]["inputs"]["image"] = json!(image_name);
@@ -231,6 +237,9 @@ pub fn workflow(job: &Order<'_>, image_name: &str) -> Value {
         g[SAVE_NODE] = json!({"class_type": "SaveAnimatedWEBP", "inputs": {
             "images": ["16", 0], "filename_prefix": prefix, "fps": 6.0, "lossless": false,
             "quality": p.int("output_quality").unwrap_or(80), "method": "default"}});
+    }
+    if p.control_is_depth() {
+        preview::without_estimator(&mut g);
     }
     g
 }
@@ -297,11 +306,12 @@ pub fn build_interrupt(cfg: &Provider, id: &str) -> UpstreamRequest {
     )
 }
 
+mod preview;
 mod queue;
 
 pub use queue::{Lookup, Probe, build_probe, lookup_at, lookup_with, parse_history, parse_queue};
 
-/// A self-hosted ComfyUI: flux-depth-dev, polled (its progress goes to a websocket,
+/// A self-hosted ComfyUI: flux-depth-dev and the depth preview, polled (its progress goes to a websocket,
 /// not a callback URL), canceled by taking the prompt off the queue or interrupting it,
 /// and looked up by the `prompt_id` we choose (our job id).
 #[derive(Debug)]
@@ -327,11 +337,16 @@ impl Adapter for ComfyUi {
     }
 
     fn serves(&self, model: Model) -> bool {
+        matches!(model, Model::FluxDepthDev | Model::DepthAnythingV2)
+    }
+
+    /// The main workflow without its estimator ([`preview::without_estimator`]).
+    fn takes_depth_maps(&self, model: Model) -> bool {
         model == Model::FluxDepthDev
     }
 
-    fn check(&self, _model: Model, params: &Params, input: &ImageInfo) -> Result<(), FieldError> {
-        check(params, input)
+    fn check(&self, model: Model, params: &Params, input: &ImageInfo) -> Result<(), FieldError> {
+        check(model, params, input)
     }
 
     /// ComfyUI runs a repeated prompt again: if an earlier attempt of this job reached
@@ -569,6 +584,47 @@ mod tests {
     }
 
     #[test]
+    fn the_preview_is_load_depth_save_and_depth_controls_skip_the_estimator() {
+        let info = |width, height| ImageInfo {
+            format: ImageFormat::Png,
+            width,
+            height,
+        };
+        let mut p = job(json!({"prompt": "x", "output_format": "png"}));
+        p.model = Model::DepthAnythingV2;
+        p.params = Params::default();
+        assert!(check(p.model, &p.params, &info(800, 600)).is_ok());
+        let g = workflow(&p.order(), "a.png");
+        let classes: Vec<&str> = g
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|n| n["class_type"].as_str().unwrap())
+            .collect();
+        assert_eq!(classes.len(), 3, "{g}");
+        assert_eq!(g["4"]["inputs"]["image"], "a.png");
+        assert_eq!(g["6"]["class_type"], "DepthAnythingV2Preprocessor");
+        assert_eq!(g["6"]["inputs"]["image"], json!(["4", 0]));
+        assert_eq!(g["6"]["inputs"]["ckpt_name"], "depth_anything_v2_vitl.pth");
+        assert_eq!(g["6"]["inputs"]["resolution"], 512);
+        assert_eq!(g["14"]["class_type"], "SaveImage");
+        assert_eq!(g["14"]["inputs"]["images"], json!(["6", 0]));
+
+        let given = workflow(
+            &job(json!({"prompt": "x", "output_format": "png", "control_type": "depth"})).order(),
+            "d.png",
+        );
+        assert!(given.get("6").is_none(), "{given}");
+        assert_eq!(given["15"]["inputs"]["image"], json!(["5", 0]));
+        assert_eq!(given["10"]["inputs"]["pixels"], json!(["15", 0]));
+        let estimated = workflow(
+            &job(json!({"prompt": "x", "output_format": "png"})).order(),
+            "d.png",
+        );
+        assert_eq!(estimated["15"]["inputs"]["image"], json!(["6", 0]));
+    }
+
+    #[test]
     fn match_input_stays_inside_the_node_range() {
         let p = |w, h| {
             let j = job_sized(
@@ -596,19 +652,25 @@ mod tests {
             height,
         };
         assert_eq!(
-            check(&job(json!({"prompt": "x"})).params, &info(800, 600))
-                .unwrap_err()
-                .field,
+            check(
+                Model::FluxDepthDev,
+                &job(json!({"prompt": "x"})).params,
+                &info(800, 600)
+            )
+            .unwrap_err()
+            .field,
             "output_format"
         );
         let params = job(png).params;
-        assert!(check(&params, &info(4000, 1000)).is_ok());
-        assert!(check(&params, &info(1000, 4000)).is_ok());
-        let err = check(&params, &info(4001, 1000)).unwrap_err();
+        assert!(check(Model::FluxDepthDev, &params, &info(4000, 1000)).is_ok());
+        assert!(check(Model::FluxDepthDev, &params, &info(1000, 4000)).is_ok());
+        let err = check(Model::FluxDepthDev, &params, &info(4001, 1000)).unwrap_err();
         assert_eq!(err.field, "control_image");
         assert!(err.message.contains("4:1"), "{}", err.message);
         assert_eq!(
-            check(&params, &info(8192, 16)).unwrap_err().field,
+            check(Model::FluxDepthDev, &params, &info(8192, 16))
+                .unwrap_err()
+                .field,
             "control_image"
         );
     }

@@ -98,6 +98,14 @@ pub trait Adapter: Sync {
     /// Whether it runs `model` at all.
     fn serves(&self, model: Model) -> bool;
 
+    /// Whether it can take, for `model`, a control image that already is a depth map
+    /// (`control_type: depth`) and skip its own depth estimation. A provider that always
+    /// estimates keeps the default: such a job is routed past it
+    /// ([`super::check`] refuses `control_type` there).
+    fn takes_depth_maps(&self, _model: Model) -> bool {
+        false
+    }
+
     /// Whether it can do what `params` ask for `model` with this control image; the
     /// error names the field. Every catalog parameter is either carried by
     /// [`Adapter::build_submit`] or refused here (a unit test holds each adapter to it).

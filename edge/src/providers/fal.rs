@@ -25,6 +25,10 @@
 //! asking for another than the default is refused (`check`) and routed elsewhere.
 //! UNVERIFIED: fal's accepted range of `guidance_scale` for this endpoint, and the
 //! exact body of a failed request's result (treated as an error status).
+//! `control_type: depth` is refused (the default of [`Adapter::takes_depth_maps`]):
+//! flux-lora-depth estimates the depth of `image_url` itself, and no switch to skip
+//! that is documented for it (UNVERIFIED whether one exists; fal's other endpoint
+//! `flux-control-lora-depth` has `preprocess_depth`, not used here).
 
 use parallax_api::{FieldError, Model, Params, RequestId};
 use serde_json::{Value, json};

@@ -43,6 +43,12 @@ impl Adapter for ParallaxUpstream {
         true
     }
 
+    /// It is Parallax: it routes `control_type: depth` to a provider of its own that
+    /// takes it, or refuses it by name (a 400, which fails the job here).
+    fn takes_depth_maps(&self, _model: Model) -> bool {
+        true
+    }
+
     fn build_submit(
         &self,
         provider: &Provider,

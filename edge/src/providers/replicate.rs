@@ -2,6 +2,9 @@
 //! (`Authorization: Bearer`) with `{"input": {...}}`; poll the prediction's
 //! `urls.get`; `starting | processing | succeeded | failed | canceled | aborted`;
 //! cancel via `urls.cancel`. Outputs are deleted after an hour: download at once.
+//! `control_type: depth` is refused (the default of [`Adapter::takes_depth_maps`]):
+//! black-forest-labs/flux-depth-dev and -pro take only `control_image` and estimate
+//! its depth themselves (https://replicate.com/black-forest-labs/flux-depth-dev/api).
 
 use parallax_api::{FieldError, Model, Params, RequestId};
 use serde_json::{Map, Value, json};

@@ -29,6 +29,11 @@ fn headers(cfg: &Provider) -> Vec<(&'static str, String)> {
 /// The submit request. Our parameter names are Segmind's own; each is copied by name
 /// from the catalog; the control image is a link where the deployment has one (both
 /// Segmind and Parallax fetch an image URL), else base64.
+///
+/// `control_type` is not Segmind's (its flux-depth models always estimate the depth,
+/// https://segmind.com/models/flux-depth-pro/api lists no such input): it is sent only
+/// to a Parallax upstream, and there only when it is `depth`, so an upstream that
+/// predates it still takes every other job.
 pub fn build_submit(
     cfg: &Provider,
     model: Model,
@@ -39,6 +44,10 @@ pub fn build_submit(
     for spec in model.params() {
         if spec.name == "control_image" {
             body.insert(spec.name.into(), Value::from(control.url_or_base64()));
+        } else if spec.name == "control_type" {
+            if cfg.kind.takes_depth_maps(model) && params.control_is_depth() {
+                body.insert(spec.name.into(), Value::from("depth"));
+            }
         } else if let Some(v) = params.get(spec.name) {
             body.insert(spec.name.into(), v.clone());
         }

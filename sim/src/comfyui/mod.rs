@@ -362,6 +362,13 @@ async fn queue_prompt(State(comfy): State<Arc<Comfy>>, Json(body): Json<Value>) 
     let loaded = image::load_from_memory(&bytes)
         .map(|i| (i.width(), i.height()))
         .unwrap_or((0, 0));
+    // A graph that estimates depth and samples nothing is the depth preview: its
+    // output is the map itself ([`preview_label`] names the job).
+    let preview = nodes.values().all(|(class, _)| class != "KSampler")
+        && nodes
+            .values()
+            .any(|(class, _)| class == "DepthAnythingV2Preprocessor");
+    let text = if preview { preview_label(&bytes) } else { text };
     let saved = graph::saved_files(&nodes, &outputs, loaded);
     let first = saved.first();
     let quality = nodes
@@ -370,7 +377,11 @@ async fn queue_prompt(State(comfy): State<Arc<Comfy>>, Json(body): Json<Value>) 
         .and_then(|(_, i)| i.get("quality").and_then(Value::as_u64))
         .unwrap_or(80);
     let ask = Ask {
-        model: "flux-depth-dev",
+        model: if preview {
+            "depth-anything-v2"
+        } else {
+            "flux-depth-dev"
+        },
         seed: nodes
             .values()
             .find(|(class, _)| class == "KSampler")
@@ -405,6 +416,14 @@ async fn queue_prompt(State(comfy): State<Arc<Comfy>>, Json(body): Json<Value>) 
         return lost;
     }
     Json(json!({"prompt_id": job.id, "number": number, "node_errors": {}})).into_response()
+}
+
+/// What the sim counts a depth preview under (it has no prompt): the model and the
+/// SHA-256 of the control image's bytes, so a test can ask how often the same image
+/// was previewed upstream (`GET /debug/submissions`).
+pub fn preview_label(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("depth-anything-v2:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 /// A queue item as server.py lists it: `[number, prompt_id, prompt, extra_data,
@@ -640,6 +659,32 @@ mod tests {
             .flat_map(|o| o["images"].as_array().unwrap().clone())
             .map(|i| i["filename"].as_str().unwrap().to_owned())
             .collect()
+    }
+
+    #[tokio::test]
+    async fn the_shipped_preview_graph_validates_and_writes_one_depth_map() {
+        let comfy = server();
+        let mut g: Value = serde_json::from_str(include_str!(
+            "../../../edge/src/providers/comfyui_depth_preview.json"
+        ))
+        .unwrap();
+        g["4"]["inputs"]["image"] = json!("t/in.png");
+        let (status, body) = post(&comfy, json!({"prompt": g, "prompt_id": "dp"})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let written = files(&comfy, "dp").await;
+        assert_eq!(written.len(), 1, "{written:?}");
+        let job = comfy.sim.jobs.get("dp").unwrap();
+        assert_eq!(job.model, "depth-anything-v2");
+        // The node's short side is `resolution` (512): 64×48 becomes 683×512.
+        assert_eq!(job.spec.size, Some((683, 512)));
+        let label = preview_label(&comfy.uploads()["t/in.png"]);
+        assert_eq!(comfy.sim.submissions()[&label], 1);
+
+        // A misspelt checkpoint is refused as the real node's choice list refuses it.
+        g["6"]["inputs"]["ckpt_name"] = json!("depth_anything_v3.pth");
+        let (status, body) = post(&comfy, json!({"prompt": g})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body["node_errors"]["6"].is_object(), "{body}");
     }
 
     #[tokio::test]
