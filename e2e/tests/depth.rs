@@ -76,10 +76,7 @@ fn preview(png: &[u8], key: &str) -> Value {
 
 /// Waits for a submitted job and reads its result (as `key`, or anyone).
 fn finish(sub: &Value, key: Option<&str>) -> Value {
-    wait_terminal(
-        sub["status_url"].as_str().unwrap(),
-        Duration::from_secs(90),
-    );
+    wait_terminal(sub["status_url"].as_str().unwrap(), Duration::from_secs(90));
     read(sub["request_id"].as_str().unwrap(), key)
 }
 
@@ -98,14 +95,21 @@ fn greyscale_png(result: &Value) -> (u32, u32) {
     assert_eq!(urls.len(), 1, "{result}");
     assert_eq!(result["images"][0]["content_type"], "image/png", "{result}");
     let bytes = output_bytes(&urls[0]);
-    assert_eq!(image::guess_format(&bytes).unwrap(), image::ImageFormat::Png);
+    assert_eq!(
+        image::guess_format(&bytes).unwrap(),
+        image::ImageFormat::Png
+    );
     let img = image::load_from_memory(&bytes).unwrap().to_rgb8();
     assert!(
         img.pixels().all(|p| p[0] == p[1] && p[1] == p[2]),
         "a depth map is greyscale"
     );
     let (w, h) = img.dimensions();
-    let row = |y| (0..w).map(|x| u64::from(img.get_pixel(x, y)[0])).sum::<u64>();
+    let row = |y| {
+        (0..w)
+            .map(|x| u64::from(img.get_pixel(x, y)[0]))
+            .sum::<u64>()
+    };
     assert!(row(h - 1) > row(0), "near (the bottom) is brighter");
     img.dimensions()
 }
@@ -121,7 +125,10 @@ fn depth_preview_on_comfyui_is_one_greyscale_png_in_r2_for_no_credits() {
     // No prompt and no seed: the map depends on the image alone.
     assert_eq!(result["params"], json!({}), "{result}");
     assert_eq!(result["seed"], Value::Null);
-    assert_eq!(result["metrics"]["credits"]["charged"], 0, "PREVIEW_CREDITS = 0");
+    assert_eq!(
+        result["metrics"]["credits"]["charged"], 0,
+        "PREVIEW_CREDITS = 0"
+    );
     assert!(result.get("depth_image").is_none(), "{result}");
     // DepthAnythingV2Preprocessor(resolution 512): short side 512, as the sim's graph
     // computes the real node's size.
@@ -154,7 +161,11 @@ fn depth_preview_of_the_same_bytes_is_answered_once_per_account() {
     assert_eq!(again["request_id"], id.as_str(), "{again}");
     let result = finish(&again, Some("rich"));
     greyscale_png(&result);
-    assert_eq!(upstream_previews(&png), 1, "the second preview reached a provider");
+    assert_eq!(
+        upstream_previews(&png),
+        1,
+        "the second preview reached a provider"
+    );
 
     // Another account is told nothing of the first: a job of its own.
     let other = preview(&png, "other");
@@ -179,7 +190,12 @@ fn depth_preview_of_the_same_bytes_is_answered_once_per_account() {
 #[ignore = "needs the running stack: cargo xtask test"]
 fn depth_preview_refuses_a_prompt_by_name() {
     let png = fresh_png("preview prompt", 64, 64);
-    let a = post("depth-anything-v2", &png, &[("prompt", "a barn")], Some("rich"));
+    let a = post(
+        "depth-anything-v2",
+        &png,
+        &[("prompt", "a barn")],
+        Some("rich"),
+    );
     assert_eq!(a.status, 400, "{}", a.text);
     assert_eq!(a.json()["fields"][0]["field"], "prompt", "{}", a.text);
 }
@@ -250,7 +266,12 @@ fn share_control_depth_shows_the_depth_map_and_not_the_photo() {
     let map_url = pv["output"].as_str().unwrap().to_owned();
 
     // A generation from the same bytes by the same account knows its depth map.
-    let sub = post("flux-depth-pro", &photo, &[("prompt", "a barn")], Some("rich"));
+    let sub = post(
+        "flux-depth-pro",
+        &photo,
+        &[("prompt", "a barn")],
+        Some("rich"),
+    );
     assert_eq!(sub.status, 200, "{}", sub.text);
     let sub = sub.json();
     let id = sub["request_id"].as_str().unwrap().to_owned();
@@ -277,7 +298,10 @@ fn share_control_depth_shows_the_depth_map_and_not_the_photo() {
     let public = read(&id, None);
     assert_eq!(public["share_control"], "depth");
     assert_eq!(public["depth_image"], map_url.as_str(), "{public}");
-    assert!(public.get("control_image").is_none(), "the photo stays private: {public}");
+    assert!(
+        public.get("control_image").is_none(),
+        "the photo stays private: {public}"
+    );
     let map = get(&map_url);
     assert_eq!(map.status, 200);
     assert_eq!(map.header("content-type"), Some("image/png"));

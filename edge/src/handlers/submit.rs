@@ -542,6 +542,31 @@ mod tests {
     }
 
     #[test]
+    fn a_depth_map_control_no_ready_provider_can_take_is_a_400_naming_control_type() {
+        let depth = |format| {
+            params(json!({"prompt": "x", "control_type": "depth", "output_format": format}))
+        };
+        let cfg = config(vec![Kind::named("segmind"), Kind::named("comfyui")]);
+        assert_eq!(
+            candidates(&cfg, Model::FluxDepthDev, &depth("png"), &INFO).unwrap(),
+            vec!["comfyui"],
+            "segmind always estimates"
+        );
+        let cfg = config(vec![Kind::named("segmind")]);
+        let err = candidates(&cfg, Model::FluxDepthDev, &depth("png"), &INFO).unwrap_err();
+        assert_eq!(err.code(), parallax_api::ErrorCode::BadRequest);
+        let body = err.body();
+        let fields = body.fields.unwrap();
+        assert_eq!(fields.len(), 1);
+        assert_eq!(fields[0].field, "control_type");
+        assert!(
+            fields[0].message.contains("segmind"),
+            "{}",
+            fields[0].message
+        );
+    }
+
+    #[test]
     fn the_fingerprint_binds_model_params_image_and_webhook() {
         let p = params(json!({"prompt": "x"}));
         let img = Given::Bytes(b"img".to_vec());
