@@ -49,6 +49,7 @@ fn expected(p: &Plan) -> Vec<Vec<u8>> {
         size: None,
         control: Some(image::load_from_memory(&bytes).unwrap()),
         control_hash: render::fnv1a(&[&bytes]),
+        depth: false,
     };
     render::render_all(&spec)
         .into_iter()

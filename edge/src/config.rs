@@ -123,9 +123,12 @@ impl Config {
                     "PROVIDERS_{}",
                     m.slug().replace('-', "_").to_ascii_uppercase()
                 );
+                // Segmind serves the FLUX models; the depth preview needs a
+                // ComfyUI server (or another Parallax) named in its own var.
+                let default = if m.is_preview() { "comfyui" } else { "segmind" };
                 (
                     m,
-                    parse_route(text(env, &var).as_deref().unwrap_or("segmind")),
+                    parse_route(text(env, &var).as_deref().unwrap_or(default)),
                 )
             })
             .collect();

@@ -22,6 +22,7 @@ pub mod input;
 pub mod media_limit;
 pub mod meter;
 pub mod objects;
+pub mod preview_cache;
 pub mod providers;
 pub mod refusal_log;
 pub mod router;

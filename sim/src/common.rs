@@ -162,6 +162,14 @@ async fn fetch(sim: &Sim, url: &str) -> Result<(u16, Vec<u8>), String> {
     Ok((status, body.to_vec()))
 }
 
+/// What the sim counts a depth preview under (it has no prompt): the model and the
+/// SHA-256 of the control image's bytes, so a test can ask how often the same image
+/// was previewed upstream (`GET /debug/submissions`).
+pub fn preview_label(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("depth-anything-v2:{}", hex::encode(Sha256::digest(bytes)))
+}
+
 /// What a submit asks for, protocol-neutral.
 #[derive(Debug)]
 pub struct Ask {

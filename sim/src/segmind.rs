@@ -18,7 +18,8 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::common::{
-    Ask, control_image, create_job, error, has_header, metrics, num, output_urls, read_fields, text,
+    Ask, control_image, create_job, error, has_header, metrics, num, output_urls, preview_label,
+    read_fields, text,
 };
 use crate::gates;
 use crate::jobs::{Job, Phase};
@@ -76,9 +77,12 @@ async fn submit(
     if let Some(job) = replayed {
         return accepted(&sim, scope, &job.id);
     }
+    // A Parallax upstream also serves the depth preview (no prompt, one PNG map).
+    let preview = scope == "parallax" && model == "depth-anything-v2";
     let dev = match model.as_str() {
         "flux-depth-pro" => false,
         "flux-depth-dev" => true,
+        _ if preview => false,
         _ => return error(StatusCode::NOT_FOUND, format!("Model {model} not found")),
     };
     let fields = match read_fields(req).await {
@@ -86,7 +90,7 @@ async fn submit(
         Err(resp) => return resp,
     };
     let prompt = text(&fields, "prompt").unwrap_or_default();
-    if prompt.trim().is_empty() {
+    if prompt.trim().is_empty() && !preview {
         return error(StatusCode::BAD_REQUEST, "prompt is required");
     }
     if let Some(fault) = sim.submit_fault(scope, &prompt).await {
@@ -107,8 +111,15 @@ async fn submit(
         (true, Some("0.25")) => Some(0.25),
         _ => Some(1.0),
     };
+    let image = control_image(&sim, scope, &prompt, text(&fields, "control_image")).await;
+    let prompt = match (&image, preview) {
+        (Ok(bytes), true) => preview_label(bytes),
+        _ => prompt,
+    };
     let ask = Ask {
-        model: if dev {
+        model: if preview {
+            "depth-anything-v2"
+        } else if dev {
             "flux-depth-dev"
         } else {
             "flux-depth-pro"
@@ -119,14 +130,17 @@ async fn submit(
         } else {
             1
         },
-        format: text(&fields, "output_format")
-            .and_then(|f| Format::parse(&f))
-            .unwrap_or(if dev { Format::Webp } else { Format::Jpg }),
+        format: match text(&fields, "output_format").and_then(|f| Format::parse(&f)) {
+            _ if preview => Format::Png,
+            Some(f) => f,
+            None if dev => Format::Webp,
+            None => Format::Jpg,
+        },
         quality: num(&fields, "output_quality")
             .unwrap_or(90.0)
             .clamp(1.0, 100.0) as u8,
         megapixels,
-        image: control_image(&sim, scope, &prompt, text(&fields, "control_image")).await,
+        image,
         prompt,
     };
     // Like Segmind, a well-formed but unusable body is accepted and fails later.

@@ -1,6 +1,7 @@
 //! `cargo xtask comfyui-check --url http://gpu-box:8188 [--key KEY]`: asks a running
 //! ComfyUI's `GET /object_info` whether every node class and model file Parallax's
-//! FLUX.1 Depth [dev] workflow needs is there (both save variants: PNG and WebP), and
+//! FLUX.1 Depth [dev] workflow needs is there (both save variants: PNG and WebP) —
+//! and the depth preview's (`comfyui_depth_preview.json`, its nodes as `preview/<id>`) —, and
 //! says what to install where. It also catches a server whose nodes changed under the
 //! workflow (a newly required input, a combo value no longer offered), which is how a
 //! ComfyUI update broke every job in Dec 2025 (`resolution_steps`).
@@ -34,17 +35,32 @@ fn model_folder(class: &str, input: &str) -> Option<&'static str> {
     }
 }
 
-/// The workflow as the edge sends it, both save variants merged: the PNG graph plus the
-/// WebP save (`RebatchImages` → `SaveAnimatedWEBP`) under extra ids.
-pub fn workflow() -> Result<Value> {
-    let path = root().join("edge/src/providers/comfyui_flux_depth_dev.json");
+fn read_graph(name: &str) -> Result<Value> {
+    let path = root().join("edge/src/providers").join(name);
     let text =
         std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let mut g: Value = serde_json::from_str(&text).map_err(|e| format!("{e}"))?;
+    Ok(serde_json::from_str(&text).map_err(|e| format!("{e}"))?)
+}
+
+/// The workflows as the edge sends them, merged: the PNG graph plus the WebP save
+/// (`RebatchImages` → `SaveAnimatedWEBP`) under extra ids, and the depth preview's
+/// graph with its ids (and links) prefixed `preview/`.
+pub fn workflow() -> Result<Value> {
+    let mut g = read_graph("comfyui_flux_depth_dev.json")?;
     g["16"] =
         json!({"class_type": "RebatchImages", "inputs": {"images": ["13", 0], "batch_size": 1}});
     g["17"] = json!({"class_type": "SaveAnimatedWEBP", "inputs": {"images": ["16", 0],
         "filename_prefix": "parallax", "fps": 6.0, "lossless": false, "quality": 80, "method": "default"}});
+    let preview = read_graph("comfyui_depth_preview.json")?;
+    for (id, node) in preview.as_object().into_iter().flatten() {
+        let mut node = node.clone();
+        for input in node["inputs"].as_object_mut().into_iter().flatten() {
+            if let Some([Value::String(from), slot]) = input.1.as_array().map(Vec::as_slice) {
+                *input.1 = json!([format!("preview/{from}"), slot]);
+            }
+        }
+        g[format!("preview/{id}")] = node;
+    }
     Ok(g)
 }
 
@@ -187,13 +203,30 @@ mod tests {
         info["UNETLoader"]["input"]["required"]["unet_name"][0] = json!(["flux1-dev.safetensors"]);
         info["KSampler"]["input"]["required"]["sigma_shift"] = json!(["FLOAT", {"min": 0.0}]);
         let found = problems(&info, &workflow().unwrap());
-        assert_eq!(found.len(), 3, "{found:#?}");
+        assert_eq!(found.len(), 4, "{found:#?}");
         assert!(found[0].contains("UNETLoader") && found[0].contains("models/diffusion_models/"));
         assert!(
             found[1].contains("DepthAnythingV2Preprocessor")
                 && found[1].contains("comfyui_controlnet_aux")
         );
         assert!(found[2].contains("sigma_shift"));
+        // The depth preview needs the same pack.
+        assert!(
+            found[3].starts_with("node preview/6: class DepthAnythingV2Preprocessor"),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn the_preview_graph_is_checked_with_its_own_links() {
+        let g = workflow().unwrap();
+        assert_eq!(g["preview/6"]["inputs"]["image"], json!(["preview/4", 0]));
+        assert_eq!(g["preview/14"]["inputs"]["images"], json!(["preview/6", 0]));
+        let mut info = sim_info();
+        info["DepthAnythingV2Preprocessor"]["input"]["optional"]["ckpt_name"][0] =
+            json!(["depth_anything_v2_vits.pth"]);
+        let found = problems(&info, &g);
+        assert_eq!(found.len(), 2, "main and preview: {found:#?}");
     }
 
     #[test]

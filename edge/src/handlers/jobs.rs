@@ -173,27 +173,45 @@ pub fn owner_control_link(
 
 /// The result body as `claim` may read it: its owner's carries a signed link to the
 /// control image, anyone else's only when the owner chose to show the photo on the
-/// share page.
+/// share page; likewise the depth map (`depth_image`), shown to anyone when the owner
+/// chose the photo or the depth map.
 pub fn result_view(
     cfg: &Config,
     claim: &Claim<'_>,
     job: &JobRecord,
     origin: &str,
 ) -> parallax_api::JobResult {
+    use parallax_api::ShareControl;
     let mut result = job.result(origin);
+    let public_depth = matches!(job.share_control, ShareControl::Depth | ShareControl::Photo);
+    result.depth_image = if job.model.is_preview() {
+        None
+    } else if job.params.control_is_depth() {
+        // The control image is the depth map: its signed link.
+        match public_depth {
+            true => cfg.control_link_secret.as_ref().map(|secret| {
+                let now = worker::Date::now().as_millis() / 1000;
+                crate::control_link::owner_link(secret, origin, &job.id, now)
+            }),
+            false => owner_control_link(cfg, claim, job, origin),
+        }
+    } else {
+        job.depth_from
+            .as_ref()
+            .filter(|_| public_depth || owns(cfg, claim, job))
+            .map(|path| format!("{origin}{path}"))
+    };
     result.control_image = match job.share_control {
-        parallax_api::ShareControl::Photo => cfg.control_link_secret.as_ref().map(|secret| {
+        ShareControl::Photo => cfg.control_link_secret.as_ref().map(|secret| {
             let now = worker::Date::now().as_millis() / 1000;
             crate::control_link::owner_link(secret, origin, &job.id, now)
         }),
-        parallax_api::ShareControl::None | parallax_api::ShareControl::Depth => {
-            owner_control_link(cfg, claim, job, origin)
-        }
+        ShareControl::None | ShareControl::Depth => owner_control_link(cfg, claim, job, origin),
     };
     result
 }
 
-/// `POST /v2/requests/{id}/share` (`{"share_control": "none" | "photo"}`): what the
+/// `POST /v2/requests/{id}/share` (`{"share_control": "none" | "photo" | "depth"}`): what the
 /// job's share page shows beside the result, stored with the job. Only its owner may
 /// ([`owns`]).
 pub async fn share_job(
@@ -210,7 +228,7 @@ pub async fn share_job(
     let body: parallax_api::ShareRequest = serde_json::from_slice(&bytes).map_err(|e| {
         EdgeError::field(
             "share_control",
-            format!("must be {{\"share_control\": \"none\" | \"photo\"}} ({e})"),
+            format!("must be {{\"share_control\": \"none\" | \"photo\" | \"depth\"}} ({e})"),
         )
     })?;
     let choice = body.share_control;

@@ -47,8 +47,22 @@ pub const CARD: (&str, u32, u32) = ("/icon-512.png", 512, 512);
 
 /// The tags (and a no-script summary) for a job, with absolute URLs on `origin`.
 pub fn head_tags(job: &JobRecord, origin: &str) -> (String, String) {
-    let title = format!("“{}” — Parallax", shorten(job.params.prompt(), 80));
+    // A depth preview has no prompt: it is named by what it is.
+    let caption = if job.model.is_preview() {
+        "A depth map (near = bright)".to_owned()
+    } else {
+        job.params.prompt().to_owned()
+    };
+    let title = if job.model.is_preview() {
+        format!("{caption} — Parallax")
+    } else {
+        format!("“{}” — Parallax", shorten(&caption, 80))
+    };
     let description = match job.status {
+        JobStatus::Completed if job.model.is_preview() => format!(
+            "The depth map {} estimated of a control image: what FLUX.1 Depth keeps of it.",
+            job.model.title()
+        ),
         JobStatus::Completed => format!(
             "Made with {}{} from a control image's depth. Open to compare, download or remix.",
             job.model.title(),
@@ -79,7 +93,7 @@ pub fn head_tags(job: &JobRecord, origin: &str) -> (String, String) {
         d = e(&description),
         u = e(&url),
         i = e(&image),
-        alt = e(&shorten(job.params.prompt(), 200)),
+        alt = e(&shorten(&caption, 200)),
     );
     if width > 0 && height > 0 {
         tags.push_str(&format!(
@@ -95,9 +109,9 @@ pub fn head_tags(job: &JobRecord, origin: &str) -> (String, String) {
     ));
     let noscript = format!(
         "<noscript><main class=\"share-static\"><h1>{}</h1><img src=\"{}\" alt=\"{}\"><p>{}</p></main></noscript>",
-        e(job.params.prompt()),
+        e(&caption),
         e(&image),
-        e(&shorten(job.params.prompt(), 200)),
+        e(&shorten(&caption, 200)),
         e(&description)
     );
     (tags, noscript)

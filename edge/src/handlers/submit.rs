@@ -167,8 +167,30 @@ pub async fn create_job(
     }
     let mut submission = body::obtain(validated, cfg.remote_images).await?;
 
+    // The same account's earlier preview of these bytes (keyed accounts only, see
+    // `preview_cache.rs`): a preview is answered with it, nothing charged or sent
+    // upstream; a generation job shows its map as `depth_image`.
+    let digest = crate::preview_cache::digest(&submission.image);
+    let earlier = match caller.keyed {
+        true => crate::preview_cache::find(env, &caller.account, &digest).await,
+        false => None,
+    };
+    if model.is_preview()
+        && let Some(done) = &earlier
+    {
+        return Ok(done.id.clone());
+    }
+    let depth_from = earlier
+        .filter(|p| p.status == JobStatus::Completed && !submission.params.control_is_depth())
+        .and_then(|p| {
+            p.outputs
+                .first()
+                .map(|o| keys::output_path(&p.id, 0, &o.ext))
+        });
+
     let random = random_bytes()?;
-    if submission.params.seed().is_none() {
+    // A depth preview is deterministic: it takes no seed.
+    if submission.params.seed().is_none() && !model.is_preview() {
         let seed = u32::from_le_bytes([random[0], random[5], random[10], random[15]]);
         submission.params.set_seed(seed);
     }
@@ -199,6 +221,7 @@ pub async fn create_job(
         candidates,
     );
     record.asked_model = (served != model).then_some(model);
+    record.depth_from = depth_from.filter(|_| !model.is_preview());
     let started = match start(env, &record, submission.image, request.webhook).await {
         Ok(()) => Started::Yes,
         // The start's answer may have been lost after the runner took the job: ask it.
@@ -236,6 +259,11 @@ pub async fn create_job(
         // The job runs and is charged; only a retry within the pending minute gets 409,
         // after it a retry would make a second job.
         worker::console_error!("job {id}: idempotency key not confirmed: {e}");
+    }
+    if model.is_preview() && caller.keyed {
+        // Kept as long as the job may be (its deadline, then its retention).
+        let ttl = cfg.job_deadline_secs + cfg.retention_secs;
+        crate::preview_cache::remember(env, &caller.account, &digest, &id, ttl).await;
     }
     Ok(id)
 }
@@ -510,6 +538,31 @@ mod tests {
             .unwrap(),
             vec!["segmind"],
             "comfyui writes no jpg"
+        );
+    }
+
+    #[test]
+    fn a_depth_map_control_no_ready_provider_can_take_is_a_400_naming_control_type() {
+        let depth = |format| {
+            params(json!({"prompt": "x", "control_type": "depth", "output_format": format}))
+        };
+        let cfg = config(vec![Kind::named("segmind"), Kind::named("comfyui")]);
+        assert_eq!(
+            candidates(&cfg, Model::FluxDepthDev, &depth("png"), &INFO).unwrap(),
+            vec!["comfyui"],
+            "segmind always estimates"
+        );
+        let cfg = config(vec![Kind::named("segmind")]);
+        let err = candidates(&cfg, Model::FluxDepthDev, &depth("png"), &INFO).unwrap_err();
+        assert_eq!(err.code(), parallax_api::ErrorCode::BadRequest);
+        let body = err.body();
+        let fields = body.fields.unwrap();
+        assert_eq!(fields.len(), 1);
+        assert_eq!(fields[0].field, "control_type");
+        assert!(
+            fields[0].message.contains("segmind"),
+            "{}",
+            fields[0].message
         );
     }
 

@@ -47,6 +47,12 @@ pub fn api_key(hash: &str) -> String {
     format!("apikey:{hash}")
 }
 
+/// KV: an account's depth preview of an image (`preview_cache.rs`), by the SHA-256 of
+/// the account's name and of the image's bytes; its value is the preview's job id.
+pub fn preview_cache(account_hash: &str, image_digest: &str) -> String {
+    format!("preview:{account_hash}:{image_digest}")
+}
+
 /// Public path of a job's control image on this edge.
 pub fn control_path(id: &RequestId) -> String {
     format!("/results/{id}/control")

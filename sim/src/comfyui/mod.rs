@@ -46,7 +46,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use crate::common::{Ask, create_job_as, error};
+use crate::common::{Ask, create_job_as, error, preview_label};
 use crate::jobs::{Job, Phase};
 use crate::state::Shared;
 use parallax_sim::render::Format;
@@ -416,14 +416,6 @@ async fn queue_prompt(State(comfy): State<Arc<Comfy>>, Json(body): Json<Value>) 
         return lost;
     }
     Json(json!({"prompt_id": job.id, "number": number, "node_errors": {}})).into_response()
-}
-
-/// What the sim counts a depth preview under (it has no prompt): the model and the
-/// SHA-256 of the control image's bytes, so a test can ask how often the same image
-/// was previewed upstream (`GET /debug/submissions`).
-pub fn preview_label(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    format!("depth-anything-v2:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 /// A queue item as server.py lists it: `[number, prompt_id, prompt, extra_data,

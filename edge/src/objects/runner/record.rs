@@ -136,6 +136,11 @@ pub struct JobRecord {
     /// What its share page shows beside the result (its owner's choice).
     #[serde(default)]
     pub share_control: parallax_api::ShareControl,
+    /// A generation job's depth map, when the same account previewed the same control
+    /// image before submitting it: that preview's output path on this edge
+    /// (`/results/{preview id}/0.png`; `preview_cache.rs`). `JobResult::depth_image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth_from: Option<String>,
 }
 
 /// What a verified upstream callback does to a job (`JobRecord::take_hook`).
@@ -370,6 +375,7 @@ impl JobRecord {
             asked_model: None,
             hooks: 0,
             share_control: parallax_api::ShareControl::None,
+            depth_from: None,
         }
     }
 
