@@ -100,17 +100,18 @@ for (const [name, options] of [['desktop', DESKTOP], ['phone', PHONE]]) {
     const map = await greyscale(page, src);
     assert.ok(map.grey, 'a greyscale map');
     assert.ok(map.range > 20, `with depth in it (grey levels span ${map.range})`);
+    await shot(page, `shown-${name}`);
     // Beside the image: side by side, not below it.
     const photo = await page.locator('.drop .preview').boundingBox();
     const depth = await page.getByTestId('depth-map').boundingBox();
-    assert.ok(Math.abs(photo.y - depth.y) < photo.height / 2 && depth.x > photo.x, 'beside the photo');
+    assert.ok(Math.abs(photo.y - depth.y) < photo.height / 2 && depth.x > photo.x,
+      `beside the photo: ${JSON.stringify({ photo, depth })}`);
     const download = page.getByTestId('depth-download');
     assert.equal(await download.getAttribute('href'), src);
     assert.match(await download.getAttribute('download'), /\.png$/);
     assert.equal(await page.getByTestId('control-is-depth').isChecked(), false);
     assert.equal(await noHorizontalScroll(page), true);
     await assertAccessible(page, `the studio with a depth map (${name})`);
-    await shot(page, `shown-${name}`);
     assert.deepEqual(errors, []);
     await context.close();
   });
