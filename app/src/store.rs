@@ -312,6 +312,7 @@ impl JobStore {
         let mut next = Job::from_result(&r, &job.response_url, now);
         next.expected_secs = job.expected_secs;
         next.owner_token = job.owner_token.clone();
+        next.preview_depth = job.preview_depth.clone();
         if let Some(current) = self.get(&job.id) {
             next.finished_ms = current.finished_ms.or(next.finished_ms);
         }

@@ -17,8 +17,9 @@ const PREVIEW = /\/v2\/depth-anything-v2$/;
 
 /// The studio in a fresh profile, recording script errors and every preview submit's
 /// answer (`request_id`s, in order).
-async function open(options) {
+async function open(options, withKey) {
   const context = await browser.newContext(options);
+  if (withKey) await context.addInitScript((k) => localStorage.setItem('parallax.key', k), withKey);
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
@@ -51,10 +52,11 @@ async function depthShown(page, timeout = 60_000) {
   return img.getAttribute('src');
 }
 
-/// Whether the image at `src` (same origin) is greyscale, and its size.
-async function greyscale(page, src) {
-  return page.evaluate(async (url) => {
-    const bmp = await createImageBitmap(await (await fetch(url)).blob());
+/// Whether the image `selector` shows is greyscale, its size and its range of grey
+/// levels (read from the element: the page's CSP lets no script fetch a blob: URL).
+async function greyscale(page, selector) {
+  return page.evaluate(async (sel) => {
+    const bmp = await createImageBitmap(document.querySelector(sel));
     const c = new OffscreenCanvas(bmp.width, bmp.height);
     const g = c.getContext('2d');
     g.drawImage(bmp, 0, 0);
@@ -68,7 +70,7 @@ async function greyscale(page, src) {
       hi = Math.max(hi, d[i]);
     }
     return { grey, width: bmp.width, height: bmp.height, range: hi - lo };
-  }, src);
+  }, selector);
 }
 
 /// Submits the form with `prompt`; returns the new card and its request id.
@@ -97,7 +99,7 @@ for (const [name, options] of [['desktop', DESKTOP], ['phone', PHONE]]) {
     const src = await depthShown(page);
     assert.equal(previews.length, 1, 'one preview job');
     assert.match(src, new RegExp(previews[0]), 'the depth map is that preview job\'s output');
-    const map = await greyscale(page, src);
+    const map = await greyscale(page, '[data-testid=depth-map]');
     assert.ok(map.grey, 'a greyscale map');
     assert.ok(map.range > 20, `with depth in it (grey levels span ${map.range})`);
     await shot(page, `shown-${name}`);
@@ -194,14 +196,19 @@ for (const [name, options] of [['desktop', DESKTOP], ['phone', PHONE]]) {
     const { context, page, errors } = await open(options);
     await pickSample(page, 1);
     const src = await depthShown(page);
+    const photo = await page.locator('.drop .preview').getAttribute('src');
     await page.getByTestId('depth-use').click();
-    await page.getByText(/Will upload \d+×\d+ JPEG/).waitFor();
     const toggle = page.getByTestId('control-is-depth');
     assert.equal(await toggle.isChecked(), true, 'marked as a depth map');
-    // No preview of a depth map: the image alone.
+    // The depth map becomes the control image (fetched and prepared like any image);
+    // no preview of a depth map: the image alone.
+    await page.waitForFunction((old) => {
+      const img = document.querySelector('.drop .preview');
+      return img && img.getAttribute('src') !== old && img.complete && img.naturalWidth > 0;
+    }, photo);
+    await page.getByText(/Will upload \d+×\d+ JPEG/).waitFor();
     await page.getByTestId('depth').waitFor({ state: 'detached' });
-    const preview = await page.locator('.drop .preview').getAttribute('src');
-    assert.ok((await greyscale(page, preview)).grey, 'the control image is now the (greyscale) depth map');
+    assert.ok((await greyscale(page, '.drop .preview')).grey, 'the control image is now the (greyscale) depth map');
     await shot(page, `use-as-control-${name}`);
     const { card, id } = await generate(page, `a coffee cup of jade, from its depth map (${name})`);
     assert.equal(await waitForEnd(page), 'Done');
@@ -263,8 +270,12 @@ for (const [name, options] of [['desktop', DESKTOP], ['phone', PHONE]]) {
   });
 }
 
+/// A key of the test stack (`PARALLAX_TEST_KEYS`): the API keeps a keyed account's
+/// previews by image hash, and so knows a job's depth map.
+const key = () => Object.fromEntries((process.env.PARALLAX_TEST_KEYS ?? '').split(',').map((p) => p.split('=')))['rich'];
+
 test('the owner shows the depth map instead of the photo on the share page', async () => {
-  const { context, page, errors } = await open(DESKTOP);
+  const { context, page, errors } = await open(DESKTOP, key());
   await pickSample(page, 3);
   const depth = await depthShown(page);
   const { card, id } = await generate(page, 'an astronaut carved in wood, shared by depth');

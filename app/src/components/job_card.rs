@@ -234,7 +234,8 @@ pub fn JobCard(
                             get().map(|j| {
                             let what = format!("image {} of “{}”", n + 1, short(&j.prompt));
                             let alt = format!("Generated: {}", j.prompt);
-                            let (control, depth) = result_layers(&j.params, j.control_image.as_ref(), j.depth_image.as_ref());
+                            let depth = j.depth_image.as_ref().or(j.preview_depth.as_ref());
+                            let (control, depth) = result_layers(&j.params, j.control_image.as_ref(), depth);
                             let image = view! { <CompareLayers control=control depth=depth output=url.clone() label=alt /> };
                             let link = share_url(&j.id);
                             let link2 = link.clone();
@@ -276,7 +277,8 @@ pub fn JobCard(
                         on:click=move |_| { if let Some(j) = get() { actions.remix.run(j) } }>"Remix"</button>
                     <a class="button" href=move || with(&|j| format!("/r/{}", j.id)) data-testid="job-page"
                         aria-label=move || format!("Share page of “{}”", short(&prompt()))>"Share page"</a>
-                    <ShareChoice id=share_select.clone() shared=Signal::derive(shared) set=Callback::new(set_shared) />
+                    <ShareChoice id=share_select.clone() shared=Signal::derive(shared) set=Callback::new(set_shared)
+                        depth_known=Signal::derive(move || job.with(|j| j.as_ref().is_some_and(|j| j.depth_image.is_some()))) />
                 </div>
             </Show>
         </article>

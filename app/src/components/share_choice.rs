@@ -13,6 +13,8 @@ pub fn ShareChoice(
     shared: Signal<ShareControl>,
     /// Sends a new choice.
     set: Callback<ShareControl>,
+    /// Whether the server knows the job's depth map (only then can the page show it).
+    depth_known: Signal<bool>,
 ) -> impl IntoView {
     let value = move || match shared.get() {
         ShareControl::None => "none",
@@ -30,7 +32,9 @@ pub fn ShareChoice(
                 })>
                 <option value="none" selected=move || value() == "none">"the result only"</option>
                 <option value="photo" selected=move || value() == "photo">"my photo too"</option>
-                <option value="depth" selected=move || value() == "depth">"the depth map, not my photo"</option>
+                <Show when=move || depth_known.get() || value() == "depth">
+                    <option value="depth" selected=move || value() == "depth">"the depth map, not my photo"</option>
+                </Show>
             </select>
         </div>
     }

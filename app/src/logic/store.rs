@@ -51,6 +51,11 @@ pub struct Job {
     /// `JobResult::depth_image`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depth_image: Option<String>,
+    /// The depth map this browser previewed for the job's control image before
+    /// submitting it (the server knows it only for keyed accounts): what the card
+    /// compares with when the server gives no `depth_image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_depth: Option<String>,
     #[serde(default)]
     pub expires_at: Option<u64>,
     #[serde(default)]
@@ -99,6 +104,7 @@ impl Job {
             outputs: Vec::new(),
             control_image: None,
             depth_image: None,
+            preview_depth: None,
             expires_at: None,
             error: None,
             response_url: response_url.to_owned(),
@@ -126,6 +132,7 @@ impl Job {
             outputs: r.images.iter().map(|i| i.url.clone()).collect(),
             control_image: r.control_image.clone(),
             depth_image: r.depth_image.clone(),
+            preview_depth: None,
             expires_at: r.expires_at,
             error: r.error.clone(),
             response_url: response_url.to_owned(),
@@ -241,6 +248,10 @@ pub fn upsert(list: &mut Vec<Job>, incoming: Job) -> bool {
             let expected = existing.expected_secs.or(incoming.expected_secs);
             // Only the submitting tab learned it; no later state may drop it.
             let token = existing.owner_token.take().or(incoming.owner_token.clone());
+            let depth = existing
+                .preview_depth
+                .take()
+                .or(incoming.preview_depth.clone());
             let mut changed = false;
             if incoming.newer_than(existing) {
                 *existing = incoming;
@@ -248,6 +259,7 @@ pub fn upsert(list: &mut Vec<Job>, incoming: Job) -> bool {
             }
             existing.expected_secs = expected;
             existing.owner_token = token;
+            existing.preview_depth = depth;
             if existing.created_ms != created {
                 existing.created_ms = created;
                 changed = true;
@@ -706,15 +718,18 @@ mod tests {
             1.0,
         );
         mine.owner_token = Some("t".into());
+        mine.preview_depth = Some("/results/p/0.png".into());
         let mut list = vec![mine.clone()];
         let mut done = mine.clone();
         done.owner_token = None;
+        done.preview_depth = None;
         done.status = JobStatus::Completed;
         done.has_result = true;
         done.updated_ms = 5.0;
         assert!(upsert(&mut list, done));
         assert_eq!(list[0].status, JobStatus::Completed);
         assert_eq!(list[0].owner_token.as_deref(), Some("t"));
+        assert_eq!(list[0].preview_depth.as_deref(), Some("/results/p/0.png"));
     }
 
     #[test]

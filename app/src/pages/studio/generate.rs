@@ -7,9 +7,10 @@ use leptos::task::spawn_local;
 use parallax_api::Params;
 use web_sys::FormData;
 
-use super::state::{Control, Studio, idempotency_key};
+use super::state::{CONTROL_TYPE, Control, Studio, idempotency_key};
 use super::{DEFAULT_EXPECTED_SECS, focus, scroll_to_newest_job};
 use crate::client;
+use crate::logic::depth::DepthShown;
 use crate::logic::eta;
 use crate::logic::store::Job;
 use crate::session;
@@ -87,6 +88,11 @@ impl Studio {
         });
         scroll_to_newest_job();
         let expected = eta::expected(&session::durations(model), DEFAULT_EXPECTED_SECS);
+        // The depth map beside the photo now (none when the photo is itself one).
+        let preview_depth = match self.depth.shown.get_untracked() {
+            DepthShown::Ready(url) if state.get(CONTROL_TYPE) != "depth" => Some(url),
+            _ => None,
+        };
         let idem = idempotency_key();
         spawn_local(async move {
             match client::submit(model, &data, &idem).await {
@@ -105,6 +111,7 @@ impl Studio {
                         expected,
                     );
                     job.owner_token = s.owner_token;
+                    job.preview_depth = preview_depth;
                     store.submitted(job);
                     store.pending.update(|p| p.retain(|p| p.key != key));
                 }
