@@ -8,14 +8,14 @@
 //   uploads.
 // - `depth`: pick → depth map shown in the studio (the app's `parallax:depth` measure,
 //   from the pick to the depth map's image loaded), on the sim: three new images
-//   (each a preview job upstream), then the last one picked again (kept by the API by
-//   the image's hash: no upstream preview); with the image's own preparation
+//   (each a preview job upstream), then the last one picked again (with an access key:
+//   the API keeps a keyed account's previews by the image's hash, no upstream preview); with the image's own preparation
 //   (`parallax:prepare`), so the preview's added latency is the difference.
-// Usage: node bench/web.mjs <base url> <12 MP jpeg>; prints one JSON object.
+// Usage: node bench/web.mjs <base url> <12 MP jpeg> <access key>; prints one JSON object.
 import { gzipSync } from 'node:zlib';
 import { chromium } from 'playwright-core';
 
-const [base, photo] = process.argv.slice(2);
+const [base, photo, key] = process.argv.slice(2);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM_BIN ?? '/usr/bin/chromium',
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
@@ -110,6 +110,8 @@ async function newImage(page) {
 
 async function depth() {
   const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  // With a key: the API keeps a keyed account's previews by the image's hash.
+  await context.addInitScript((k) => localStorage.setItem('parallax.key', k), key);
   const page = await context.newPage();
   await page.goto(base + '/');
   await page.getByTestId('generate').waitFor();

@@ -15,6 +15,10 @@ after(async () => { await browser?.close(); });
 
 const PREVIEW = /\/v2\/depth-anything-v2$/;
 
+/// Lets a held-back request go on; by then the page may have reloaded or closed, and
+/// the request with it.
+const letThrough = (route) => route.continue().catch(() => {});
+
 /// The studio in a fresh profile, recording script errors and every preview submit's
 /// answer (`request_id`s, in order).
 async function open(options, withKey) {
@@ -90,7 +94,7 @@ for (const [name, options] of [['desktop', DESKTOP], ['phone', PHONE]]) {
     // Hold the preview's submit a moment, so the spinner is certainly seen.
     let release;
     const held = new Promise((r) => { release = r; });
-    await page.route(PREVIEW, async (route) => { await held; await route.continue(); });
+    await page.route(PREVIEW, async (route) => { await held; await letThrough(route); });
     await page.getByTestId('sample').nth(0).click();
     await page.getByTestId('depth-computing').waitFor();
     await assertAccessible(page, `the studio computing a depth map (${name})`);
@@ -127,7 +131,7 @@ test('desktop: an answer for an older pick never shows beside a newer image', as
   let first = true;
   await page.route(PREVIEW, async (route) => {
     if (first) { first = false; await held; }
-    await route.continue();
+    await letThrough(route);
   });
   await page.getByTestId('sample').nth(0).click();
   await page.getByTestId('depth-computing').waitFor();
@@ -174,7 +178,7 @@ test('desktop: Generate never waits for the preview, and a reload mid-preview sh
   const { context, page, errors } = await open(DESKTOP);
   let release;
   const held = new Promise((r) => { release = r; });
-  await page.route(PREVIEW, async (route) => { await held; await route.continue(); });
+  await page.route(PREVIEW, async (route) => { await held; await letThrough(route); });
   await pickSample(page, 3);
   await page.getByTestId('depth-computing').waitFor();
   const { id } = await generate(page, 'an astronaut in marble, preview still computing');

@@ -140,7 +140,7 @@ pub fn run(only: Option<&str>) -> Result {
     }
     if wanted("playground") {
         println!("\n3. Playground");
-        playground(&mut report, &stack.base_url, &dir)?;
+        playground(&mut report, &stack.base_url, &edge.key, &dir)?;
         lighthouse(&mut report, &stack.base_url, &dir)?;
     }
     drop(stack);
@@ -705,12 +705,12 @@ fn node_json(script: &str, args: &[&str]) -> Result<Value> {
         .ok_or_else(|| format!("{script} printed no JSON: {text}"))
 }
 
-fn playground(report: &mut Report, base: &str, dir: &Path) -> Result {
+fn playground(report: &mut Report, base: &str, key: &str, dir: &Path) -> Result {
     const S: &str = "Playground";
     let photo = dir.join("photo-12mp.jpg");
     let jpeg = photos::twelve_megapixels()?;
     fs::write(&photo, &jpeg).map_err(|e| e.to_string())?;
-    let measured = node_json("web.mjs", &[base, &photo.display().to_string()])?;
+    let measured = node_json("web.mjs", &[base, &photo.display().to_string(), key])?;
     let files = measured["weight"].as_array().cloned().unwrap_or_default();
     let (mut code, mut all) = (0.0, 0.0);
     for f in &files {
@@ -780,7 +780,7 @@ fn playground(report: &mut Report, base: &str, dir: &Path) -> Result {
     );
     report.push(
         S,
-        "depth preview: the same image picked again (kept by its hash)",
+        "depth preview: the same image picked again (a keyed account's, kept by its hash)",
         num(&depth["again"], "shown_ms"),
         "ms",
         None,

@@ -54,7 +54,8 @@ pub fn CompareLayers(
     let slider = move || {
         let photo = control.clone().unwrap_or_default();
         let depth = depth.clone().unwrap_or_default();
-        let (before, after, before_label, after_label, testid) = match chosen.get() {
+        let pair = chosen.get();
+        let (before, after, before_label, after_label, testid) = match pair {
             Layers::PhotoResult => (
                 photo,
                 output.clone(),
@@ -80,6 +81,7 @@ pub fn CompareLayers(
         view! {
             <CompareSlider before=before after=after label=after_label before_label=before_label
                 after_testid=testid position=position />
+            <p class="help compare-caption" data-testid="compare-caption">{pair.caption()}</p>
         }
     };
     view! { {choices} {slider} }.into_any()

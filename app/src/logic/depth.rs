@@ -63,6 +63,17 @@ impl Picks {
     }
 }
 
+/// Time between status reads of a preview job `age_ms` old: every 500 ms while it is
+/// young (a preview takes a second or two), then as a job's. Plain reads, not held:
+/// the jobs' held reads have the page's connections to spare ([`super::poll::MAX_HELD`]).
+pub fn read_interval_ms(age_ms: f64) -> f64 {
+    if age_ms < 5_000.0 {
+        500.0
+    } else {
+        super::poll::interval_ms(age_ms)
+    }
+}
+
 /// Why a preview's submit was refused, in a few words (`status` is the HTTP status,
 /// `code` the API's error code, `message` the client's line for the error).
 pub fn refused_reason(status: u16, code: Option<ErrorCode>, message: &str) -> String {
@@ -120,6 +131,15 @@ impl Layers {
             Self::PhotoResult => "photo-result",
             Self::DepthResult => "depth-result",
             Self::PhotoDepth => "photo-depth",
+        }
+    }
+
+    /// Which side is which, under the slider.
+    pub fn caption(self) -> &'static str {
+        match self {
+            Self::PhotoResult => "Left: the photo. Right: the result.",
+            Self::DepthResult => "Left: the depth map (near is bright). Right: the result.",
+            Self::PhotoDepth => "Left: the photo. Right: its depth map (near is bright).",
         }
     }
 
@@ -214,6 +234,14 @@ mod tests {
         p.start();
         p.new_pick();
         assert!(!p.has_preview());
+    }
+
+    #[test]
+    fn a_young_preview_is_read_twice_a_second_then_as_a_job() {
+        assert_eq!(read_interval_ms(0.0), 500.0);
+        assert_eq!(read_interval_ms(4_999.0), 500.0);
+        assert_eq!(read_interval_ms(10_000.0), 2_000.0);
+        assert_eq!(read_interval_ms(60_000.0), 3_000.0);
     }
 
     #[test]

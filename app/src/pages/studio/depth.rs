@@ -1,6 +1,7 @@
 //! The control image's depth preview: as soon as an image is ready, a preview job
 //! (`POST /v2/depth-anything-v2` with the control image, submitted like a generation)
-//! is read until it ends, and its depth map shown beside the image. It never blocks
+//! is read until it ends (plain status reads, twice a second while young: held reads
+//! are the jobs'), and its depth map shown beside the image. It never blocks
 //! Generate. An answer for an older pick is dropped ([`Picks`]); the stale job itself
 //! is left to finish, not canceled: the API keeps previews by the image's hash, so the
 //! user picking that image again gets it without another upstream preview. The same
@@ -8,14 +9,13 @@
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use parallax_api::wait::Seen;
-use parallax_api::{JobStatus, Model, StatusWait};
+use parallax_api::{JobStatus, Model};
 use web_sys::FormData;
 
 use super::state::{Control, idempotency_key};
 use crate::client::{self, ClientError};
-use crate::logic::depth::{DepthShown, Picks, failed_reason, refused_reason};
-use crate::logic::poll::{self, Read};
+use crate::logic::depth::{DepthShown, Picks, failed_reason, read_interval_ms, refused_reason};
+use crate::logic::poll::Read;
 
 /// The User Timing names of pick → depth shown, read by `cargo xtask bench`.
 pub const PICK_MARK: &str = "parallax:pick";
@@ -116,17 +116,20 @@ async fn compute(data: FormData, depth: DepthPreview, pick: u64) -> Option<Depth
         Ok(s) => s,
         Err(e) => return Some(DepthShown::Unavailable(refused(&e))),
     };
-    let wait = StatusWait {
-        secs: poll::WAIT_SECS,
-        seen: Seen::parse("QUEUED,PROCESSING"),
-    };
+    let started = js_sys::Date::now();
     let mut status = s.status;
     let mut failures = 0;
+    // After a failed read: the server's Retry-After, else a second.
+    let mut backoff_ms: Option<f64> = None;
     while !status.is_terminal() {
+        let wait = backoff_ms
+            .take()
+            .unwrap_or_else(|| read_interval_ms(js_sys::Date::now() - started));
+        client::sleep(wait as i32).await;
         if depth.stale(pick) {
             return None;
         }
-        match client::status_held(&s.status_url, &wait).await {
+        match client::status(&s.status_url).await {
             Ok(answer) => {
                 failures = 0;
                 status = answer.status;
@@ -141,8 +144,7 @@ async fn compute(data: FormData, depth: DepthPreview, pick: u64) -> Option<Depth
                 _ if failures >= MAX_FAILURES => return Some(DepthShown::Unavailable(refused(&e))),
                 _ => {
                     failures += 1;
-                    let wait = e.retry_after_ms().unwrap_or(1_000.0).min(5_000.0);
-                    client::sleep(wait as i32).await;
+                    backoff_ms = Some(e.retry_after_ms().unwrap_or(1_000.0).min(5_000.0));
                 }
             },
         }
