@@ -26,9 +26,13 @@
 //! UNVERIFIED: fal's accepted range of `guidance_scale` for this endpoint, and the
 //! exact body of a failed request's result (treated as an error status).
 //! `control_type: depth` is refused (the default of [`Adapter::takes_depth_maps`]):
-//! flux-lora-depth estimates the depth of `image_url` itself, and no switch to skip
-//! that is documented for it (UNVERIFIED whether one exists; fal's other endpoint
-//! `flux-control-lora-depth` has `preprocess_depth`, not used here).
+//! flux-lora-depth estimates the depth of `image_url` itself and has no switch to skip
+//! it (fal-js @381105e `libs/client/src/types/endpoints.ts`: `FluxLoraDepthInput =
+//! FluxLoraCannyInput`, whose fields are prompt, image_url, image_size, loras,
+//! num_images, num_inference_steps, guidance_scale, seed, output_format,
+//! enable_safety_checker, acceleration, sync_mode). fal's depth preview endpoint
+//! `fal-ai/image-preprocessors/depth-anything/v2` (same file: input `{image_url}`,
+//! output `{image: {url, …}}`) is not wired yet.
 
 use parallax_api::{FieldError, Model, Params, RequestId};
 use serde_json::{Value, json};
