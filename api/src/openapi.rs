@@ -381,7 +381,7 @@ pub fn document(origin: &str) -> Value {
         "info": {
             "title": "Parallax API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Depth-aware image generation with FLUX.1 Depth, compatible with Segmind's v1 (sync) and v2 (async) APIs. Authenticate with the x-api-key header."
+            "description": "Depth-aware image generation with FLUX.1 Depth, compatible with Segmind's v1 (sync) and v2 (async) APIs. Authenticate with the x-api-key header. depth-anything-v2 is the depth preview: control_image in, one greyscale PNG depth map out (near = bright), as a job like the others; a keyed account's second preview of the same image bytes answers its first job's request_id. control_type depth on the FLUX models sends a depth map of your own (e.g. a preview) as the control image."
         },
         "servers": [{"url": origin}],
         "security": [{"ApiKey": []}, {}],
@@ -538,6 +538,25 @@ mod tests {
         let form_steps =
             &doc["components"]["schemas"]["FluxDepthDevForm"]["properties"]["num_outputs"];
         assert!(form_steps["anyOf"].is_array(), "form values may be strings");
+    }
+
+    #[test]
+    fn the_preview_takes_only_an_image_and_the_generators_a_control_type() {
+        let doc = document("");
+        let preview = &doc["components"]["schemas"]["DepthAnythingV2Input"];
+        assert_eq!(preview["required"], json!(["control_image"]));
+        assert_eq!(preview["additionalProperties"], false);
+        assert_eq!(preview["properties"].as_object().unwrap().len(), 1);
+        assert!(doc["paths"]["/v2/depth-anything-v2"]["post"].is_object());
+        for name in ["FluxDepthProInput", "FluxDepthDevInput"] {
+            let ct = &doc["components"]["schemas"][name]["properties"]["control_type"];
+            assert_eq!(ct["enum"], json!(["image", "depth"]), "{name}");
+            assert_eq!(ct["default"], "image");
+        }
+        let share = &doc["paths"]["/v2/requests/{request_id}/share"]["post"]["requestBody"]["content"]
+            ["application/json"]["schema"]["properties"]["share_control"];
+        assert_eq!(share["enum"], json!(["none", "photo", "depth"]));
+        assert!(doc["components"]["schemas"]["JobResult"]["properties"]["depth_image"].is_object());
     }
 
     #[test]

@@ -165,7 +165,7 @@ pub struct JobResult {
     /// control image itself (a short-lived signed link, as `control_image`); with
     /// `control_type: image` it is the output of the same account's depth preview of
     /// the same control image bytes, when one was made before the job was submitted
-    /// (`/v2/requests/{preview id}/outputs/0.png`). Given to the owner, and to anyone
+    /// (`/results/{preview id}/0.png`). Given to the owner, and to anyone
     /// when the owner chose `share_control` `depth` or `photo`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depth_image: Option<String>,

@@ -2,10 +2,10 @@
 //! `POST /v2/depth-anything-v2` is a job like any other, answered with one greyscale
 //! PNG in R2 by every provider that offers it (the sim's ComfyUI runs the shipped
 //! preview graph through its node-schema validation; a Parallax upstream takes what
-//! ComfyUI cannot); the same account's second preview of the same bytes is answered
-//! with the first job and reaches no provider; `control_type: depth` goes only where
-//! the estimator can be skipped; and the share page may show the depth map instead of
-//! the photo.
+//! ComfyUI cannot, fal's depth preprocessor what both fail); the same account's second
+//! preview of the same bytes is answered with the first job and reaches no provider;
+//! `control_type: depth` goes only where the estimator can be skipped; and the share
+//! page may show the depth map instead of the photo.
 
 use std::time::Duration;
 
@@ -38,6 +38,34 @@ fn fresh_png(label: &str, w: u32, h: u32) -> Vec<u8> {
 /// What the sim counts a preview of `png` under (`sim::common::preview_label`).
 fn label(png: &[u8]) -> String {
     format!("depth-anything-v2:{:x}", sha2::Sha256::digest(png))
+}
+
+/// `png` with a `tEXt` chunk keyed `sim` after its header: where a preview, which has
+/// no prompt, carries the sim's fault markers. What the sim counts it under.
+fn with_markers(png: &[u8], markers: &str) -> (Vec<u8>, String) {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    let data = [b"sim\0".as_slice(), markers.as_bytes()].concat();
+    let mut chunk = (data.len() as u32).to_be_bytes().to_vec();
+    let typed = [b"tEXt".as_slice(), &data].concat();
+    chunk.extend_from_slice(&typed);
+    chunk.extend_from_slice(&crc32(&typed).to_be_bytes());
+    // Signature (8) + IHDR (4 + 4 + 13 + 4).
+    let out = [&png[..33], &chunk, &png[33..]].concat();
+    let counted = format!("{} {markers}", label(&out));
+    (out, counted)
 }
 
 fn upstream_previews(png: &[u8]) -> u64 {
@@ -145,6 +173,21 @@ fn depth_preview_goes_to_a_parallax_upstream_where_comfyui_cannot_take_the_image
     assert_eq!(result["metrics"]["provider"], "parallax", "{result}");
     greyscale_png(&result);
     assert_eq!(upstream_previews(&png), 1);
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn depth_preview_goes_to_fals_preprocessor_when_the_others_fail() {
+    // The route is comfyui, parallax, fal: the first two answer 503 to this image.
+    let (png, counted) = with_markers(
+        &fresh_png("preview fal", 200, 150),
+        "[sim:comfyui:503!] [sim:parallax:503!]",
+    );
+    let result = finish(&preview(&png, "rich"), Some("rich"));
+    assert_eq!(result["metrics"]["provider"], "fal", "{result}");
+    assert_eq!(result["params"], json!({}));
+    greyscale_png(&result);
+    assert_eq!(sim_submissions()[counted.as_str()], 1);
 }
 
 #[test]

@@ -277,7 +277,7 @@ pub async fn submit(
     before_send: impl AsyncFn() -> Result<(), UpstreamError>,
 ) -> Result<Submitted, UpstreamError> {
     let mut sub = send_submit(provider, job, control, callback, timeout_ms, before_send).await?;
-    if own_urls(provider, &mut sub) {
+    if own_urls(provider, job.model, &mut sub) {
         worker::console_warn!(
             "{} named a URL off its own hosts for job {}; its documented path on the base is used",
             provider.kind.name(),
@@ -313,10 +313,11 @@ pub fn trusts(provider: &Provider, url: &str) -> bool {
 /// key ([`trusts`]) by the provider's documented path for the job on the configured
 /// base, so the job is still polled (and canceled) where the key belongs: the job
 /// was accepted, and failing over would pay for it twice. Whether any was replaced.
-fn own_urls(provider: &Provider, sub: &mut Submitted) -> bool {
-    let Some((status, result, cancel)) = provider
-        .kind
-        .documented_urls(&provider.base_url, &sub.upstream_id)
+fn own_urls(provider: &Provider, model: Model, sub: &mut Submitted) -> bool {
+    let Some((status, result, cancel)) =
+        provider
+            .kind
+            .documented_urls(model, &provider.base_url, &sub.upstream_id)
     else {
         // Built from the base already.
         return false;
@@ -705,7 +706,7 @@ mod tests {
             cancel_url: Some("http://api.replicate.com/v1/predictions/p1/cancel".into()),
             backstop_ms: None,
         };
-        assert!(own_urls(&replicate, &mut sub));
+        assert!(own_urls(&replicate, Model::FluxDepthDev, &mut sub));
         assert_eq!(
             sub.status_url,
             "https://api.replicate.com/v1/predictions/p1"
@@ -730,7 +731,7 @@ mod tests {
             cancel_url: None,
             backstop_ms: None,
         };
-        assert!(own_urls(&bfl, &mut sub));
+        assert!(own_urls(&bfl, Model::FluxDepthPro, &mut sub));
         assert_eq!(sub.status_url, "https://api.us1.bfl.ai/v1/get_result?id=t1");
         assert_eq!(sub.result_url, "https://api.bfl.ai/v1/get_result?id=t1");
     }

@@ -164,10 +164,38 @@ async fn fetch(sim: &Sim, url: &str) -> Result<(u16, Vec<u8>), String> {
 
 /// What the sim counts a depth preview under (it has no prompt): the model and the
 /// SHA-256 of the control image's bytes, so a test can ask how often the same image
-/// was previewed upstream (`GET /debug/submissions`).
+/// was previewed upstream (`GET /debug/submissions`). A PNG's `tEXt` chunk keyed
+/// `sim` is appended: with no prompt to carry them, that is where a preview's fault
+/// markers (`[sim:comfyui:503!]`) ride.
 pub fn preview_label(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    format!("depth-anything-v2:{}", hex::encode(Sha256::digest(bytes)))
+    let label = format!("depth-anything-v2:{}", hex::encode(Sha256::digest(bytes)));
+    match png_text(bytes, b"sim") {
+        Some(markers) => format!("{label} {markers}"),
+        None => label,
+    }
+}
+
+/// The text of a PNG's first `tEXt` chunk with `keyword`.
+fn png_text(bytes: &[u8], keyword: &[u8]) -> Option<String> {
+    let mut at = 8;
+    if bytes.get(..8)? != b"\x89PNG\r\n\x1a\n" {
+        return None;
+    }
+    while at + 8 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().ok()?) as usize;
+        let kind = &bytes[at + 4..at + 8];
+        let data = bytes.get(at + 8..at + 8 + len)?;
+        if kind == b"tEXt"
+            && let Some(text) = data
+                .strip_prefix(keyword)
+                .and_then(|d| d.strip_prefix(b"\0"))
+        {
+            return Some(String::from_utf8_lossy(text).into_owned());
+        }
+        at += 12 + len;
+    }
+    None
 }
 
 /// What a submit asks for, protocol-neutral.

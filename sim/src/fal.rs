@@ -15,6 +15,13 @@
 //! - `PUT …/requests/{id}/cancel` answers 202 `{"status": "CANCELLATION_REQUESTED"}`, 400
 //!   `{"status": "ALREADY_COMPLETED"}` or 404 `{"status": "NOT_FOUND"}`.
 //!
+//! - The depth preview, `POST /fal-ai/image-preprocessors/depth-anything/v2` with
+//!   `{image_url}` (fal-js `endpoints.ts`: `ImagePreprocessorsDepthAnythingV2Input =
+//!   ZoeInput`), answers the same queue shapes on the owner/alias root
+//!   `fal-ai/image-preprocessors` (fal-js `queue.ts` drops the endpoint's path), and
+//!   its result is `{image: {url, width, height, content_type}}` (`…Output =
+//!   HEDOutput`): the sim's pseudo-depth map, the control image's size.
+//!
 //! A `fal_webhook=<url>` query parameter on the submit gets the outcome POSTed there,
 //! signed (`hooks`); `GET /.well-known/jwks.json` serves the signing key.
 //!
@@ -30,17 +37,31 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use crate::common::{Ask, control_image, create_job_as, num, output_urls, text};
+use crate::common::{Ask, control_image, create_job_as, num, output_urls, preview_label, text};
 use crate::hooks::{self, Target};
 use crate::jobs::{Job, Phase};
 use crate::state::Shared;
 use parallax_sim::render::Format;
 
 const APP: &str = "fal-ai/flux-lora-depth";
+const PREVIEW_ROOT: &str = "fal-ai/image-preprocessors";
+
+/// The owner/alias root of `job`'s queue URLs.
+fn root_of(job: &Job) -> &'static str {
+    if job.model == "depth-anything-v2" {
+        PREVIEW_ROOT
+    } else {
+        APP
+    }
+}
 
 pub fn router() -> Router<Shared> {
     Router::new()
         .route("/.well-known/jwks.json", get(hooks::fal_jwks))
+        .route(
+            "/fal-ai/image-preprocessors/depth-anything/v2",
+            post(submit_preview),
+        )
         .route("/{owner}/{app}", post(submit))
         .route("/{owner}/{app}/requests/{id}/status", get(status))
         .route("/{owner}/{app}/requests/{id}", get(result))
@@ -143,6 +164,61 @@ async fn submit(
     .into_response()
 }
 
+/// The depth preview: `image_url` in, one map out.
+async fn submit_preview(
+    State(sim): State<Shared>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !authorized(&headers) {
+        return unauthorized();
+    }
+    let Ok(Value::Object(input)) = serde_json::from_slice::<Value>(&body) else {
+        return detail(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!("Body must be a JSON object"),
+        );
+    };
+    let Some(url) = text(&input, "image_url") else {
+        return detail(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!([{"loc": ["body", "image_url"], "msg": "field required", "type": "value_error.missing"}]),
+        );
+    };
+    let image = control_image(&sim, "fal", "", Some(url)).await;
+    let label = image.as_ref().map(|b| preview_label(b)).unwrap_or_default();
+    if let Some(fault) = sim.submit_fault("fal", &label).await {
+        return fault;
+    }
+    let ask = Ask {
+        model: "depth-anything-v2",
+        seed: 0,
+        count: 1,
+        format: Format::Png,
+        quality: 90,
+        megapixels: None,
+        image,
+        prompt: label,
+    };
+    let job = create_job_as(&sim, ask, None, None);
+    if let Some(url) = query.get("fal_webhook") {
+        let shown = sim.clone();
+        hooks::schedule(
+            &sim.hooks,
+            job.clone(),
+            Target::Fal { url: url.clone() },
+            move |job| webhook_body(&shown, job),
+        );
+    }
+    let root = format!("{}/fal/{PREVIEW_ROOT}/requests/{}", sim.base, job.id);
+    Json(json!({
+        "status": "IN_QUEUE", "request_id": job.id, "queue_position": 0,
+        "response_url": root, "status_url": format!("{root}/status"), "cancel_url": format!("{root}/cancel")
+    }))
+    .into_response()
+}
+
 fn job_or_404(
     sim: &Shared,
     headers: &HeaderMap,
@@ -168,7 +244,7 @@ async fn status(
         Ok(j) => j,
         Err(r) => return r,
     };
-    let root = format!("{}/fal/{APP}/requests/{id}", sim.base);
+    let root = format!("{}/fal/{}/requests/{id}", sim.base, root_of(&job));
     let canceled = job.canceled.load(std::sync::atomic::Ordering::Relaxed);
     let body = match sim.jobs.phase(&job) {
         Phase::Queued => json!({"status": "IN_QUEUE", "queue_position": 0, "response_url": root}),
@@ -219,6 +295,9 @@ fn output(sim: &Shared, job: &Job) -> Value {
             json!({"url": url, "width": w, "height": h, "content_type": o.format.content_type()})
         })
         .collect();
+    if job.model == "depth-anything-v2" {
+        return json!({"image": images.first().cloned().unwrap_or(Value::Null)});
+    }
     let mut body = Map::new();
     body.insert("has_nsfw_concepts".into(), json!(vec![false; images.len()]));
     body.insert("images".into(), Value::Array(images));

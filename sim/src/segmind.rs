@@ -93,6 +93,15 @@ async fn submit(
     if prompt.trim().is_empty() && !preview {
         return error(StatusCode::BAD_REQUEST, "prompt is required");
     }
+    // A preview is named (and its faults read) by its image (`preview_label`).
+    let early = match preview {
+        true => Some(control_image(&sim, scope, &prompt, text(&fields, "control_image")).await),
+        false => None,
+    };
+    let prompt = match &early {
+        Some(Ok(bytes)) => preview_label(bytes),
+        _ => prompt,
+    };
     if let Some(fault) = sim.submit_fault(scope, &prompt).await {
         return fault;
     }
@@ -111,10 +120,9 @@ async fn submit(
         (true, Some("0.25")) => Some(0.25),
         _ => Some(1.0),
     };
-    let image = control_image(&sim, scope, &prompt, text(&fields, "control_image")).await;
-    let prompt = match (&image, preview) {
-        (Ok(bytes), true) => preview_label(bytes),
-        _ => prompt,
+    let image = match early {
+        Some(image) => image,
+        None => control_image(&sim, scope, &prompt, text(&fields, "control_image")).await,
     };
     let ask = Ask {
         model: if preview {

@@ -39,7 +39,7 @@ fn read_graph(name: &str) -> Result<Value> {
     let path = root().join("edge/src/providers").join(name);
     let text =
         std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    Ok(serde_json::from_str(&text).map_err(|e| format!("{e}"))?)
+    serde_json::from_str(&text).map_err(|e| e.to_string())
 }
 
 /// The workflows as the edge sends them, merged: the PNG graph plus the WebP save

@@ -84,10 +84,11 @@ pub async fn read_job_request(
     })
 }
 
-/// The cheapest job any model can be (what [`Caller::precheck`] asks for when the
-/// model is not known before the body, as in the Eachlabs API).
+/// The cheapest job any generating model can be (what [`Caller::precheck`] asks for
+/// when the model is not known before the body, as in the Eachlabs API, which serves
+/// no depth preview: a free preview must not let a broke account's body be read).
 pub fn cheapest_job(cfg: &Config) -> u64 {
-    Model::ALL
+    Model::GENERATORS
         .iter()
         .map(|m| cfg.cost(*m, 1))
         .min()

@@ -209,7 +209,12 @@ impl Adapter for Bfl {
         parse_submit(resp)
     }
 
-    fn documented_urls(&self, base: &str, id: &str) -> Option<(String, String, Option<String>)> {
+    fn documented_urls(
+        &self,
+        _model: Model,
+        base: &str,
+        id: &str,
+    ) -> Option<(String, String, Option<String>)> {
         let poll = format!("{base}/v1/get_result?id={id}");
         Some((poll.clone(), poll, None))
     }

@@ -408,7 +408,12 @@ impl Adapter for ComfyUi {
     }
 
     /// Built from the base already ([`submitted`]).
-    fn documented_urls(&self, _base: &str, _id: &str) -> Option<(String, String, Option<String>)> {
+    fn documented_urls(
+        &self,
+        _model: Model,
+        _base: &str,
+        _id: &str,
+    ) -> Option<(String, String, Option<String>)> {
         None
     }
 

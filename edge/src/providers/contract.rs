@@ -142,10 +142,15 @@ pub trait Adapter: Sync {
         resp: &UpstreamResponse,
     ) -> Result<Submitted, UpstreamError>;
 
-    /// Its documented URLs for upstream job `id` on `base` — status, result and
-    /// cancel — used where an answer named a URL off its trusted hosts. `None` where
-    /// the adapter builds every URL from the base itself.
-    fn documented_urls(&self, base: &str, id: &str) -> Option<(String, String, Option<String>)>;
+    /// Its documented URLs for upstream job `id` of `model` on `base` — status,
+    /// result and cancel — used where an answer named a URL off its trusted hosts.
+    /// `None` where the adapter builds every URL from the base itself.
+    fn documented_urls(
+        &self,
+        model: Model,
+        base: &str,
+        id: &str,
+    ) -> Option<(String, String, Option<String>)>;
 
     /// Where a submitted job is.
     fn poll<'a>(

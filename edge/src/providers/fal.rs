@@ -26,9 +26,20 @@
 //! UNVERIFIED: fal's accepted range of `guidance_scale` for this endpoint, and the
 //! exact body of a failed request's result (treated as an error status).
 //! `control_type: depth` is refused (the default of [`Adapter::takes_depth_maps`]):
-//! flux-lora-depth estimates the depth of `image_url` itself, and no switch to skip
-//! that is documented for it (UNVERIFIED whether one exists; fal's other endpoint
-//! `flux-control-lora-depth` has `preprocess_depth`, not used here).
+//! flux-lora-depth estimates the depth of `image_url` itself and has no switch to skip
+//! it (fal-js @381105e `libs/client/src/types/endpoints.ts`: `FluxLoraDepthInput =
+//! FluxLoraCannyInput`, whose fields are prompt, image_url, image_size, loras,
+//! num_images, num_inference_steps, guidance_scale, seed, output_format,
+//! enable_safety_checker, acceleration, sync_mode).
+//!
+//! The depth preview (`depth-anything-v2`) is `fal-ai/image-preprocessors/depth-anything/v2`
+//! on the same queue (same file: `ImagePreprocessorsDepthAnythingV2Input = ZoeInput`,
+//! `{image_url}`; `…Output = HEDOutput`, `{image: Image}`, one image). Its status,
+//! result and cancel URLs are on the endpoint's owner/alias, `fal-ai/image-preprocessors`
+//! (fal-js `queue.ts` builds them from `parseEndpointId`'s owner and alias, the path
+//! dropped). UNVERIFIED: the map's exact encoding (fal's preprocessors are documented
+//! as returning the processed image; assumed greyscale, near = bright, as Depth
+//! Anything V2's relative depth is).
 
 use parallax_api::{FieldError, Model, Params, RequestId};
 use serde_json::{Value, json};
@@ -49,6 +60,18 @@ use crate::input::image::ImageInfo;
 
 /// The endpoint (owner/app) on fal's queue.
 pub const APP: &str = "fal-ai/flux-lora-depth";
+/// The depth preview's endpoint, and the owner/alias its queue URLs are on.
+pub const PREVIEW_APP: &str = "fal-ai/image-preprocessors/depth-anything/v2";
+const PREVIEW_ROOT: &str = "fal-ai/image-preprocessors";
+
+/// Where `model`'s queue URLs are (owner/alias).
+fn queue_root(model: Model) -> &'static str {
+    if model.is_preview() {
+        PREVIEW_ROOT
+    } else {
+        APP
+    }
+}
 
 fn headers(cfg: &Provider) -> Vec<(&'static str, String)> {
     cfg.api_key
@@ -147,6 +170,23 @@ pub fn build_submit(
     )
 }
 
+/// The depth preview's submit: `{image_url}` alone, to [`PREVIEW_APP`].
+pub fn build_preview(
+    cfg: &Provider,
+    control: &ControlImage,
+    media_type: &str,
+    callback: Option<&Callback>,
+) -> UpstreamRequest {
+    let query = callback
+        .map(|cb| format!("?fal_webhook={}", form_urlencoded(&cb.url)))
+        .unwrap_or_default();
+    UpstreamRequest::post_json(
+        format!("{}/{PREVIEW_APP}{query}", cfg.base_url),
+        headers(cfg),
+        &json!({"image_url": control.url_or_data_url(media_type)}),
+    )
+}
+
 /// `value` percent-encoded for a query string (everything but unreserved characters).
 fn form_urlencoded(value: &str) -> String {
     value
@@ -206,13 +246,15 @@ pub fn parse_status(resp: &UpstreamResponse) -> Result<UpstreamState, UpstreamEr
     }
 }
 
-/// The output's image URLs.
+/// The output's image URLs: `images` (flux-lora-depth), or the preprocessor's one
+/// `image`.
 pub fn parse_result(resp: &UpstreamResponse) -> Result<UpstreamState, UpstreamError> {
     let v = success_json("fal", resp)?;
     let urls: Vec<String> = v["images"]
         .as_array()
         .into_iter()
         .flatten()
+        .chain(v.get("image"))
         .filter_map(|i| i["url"].as_str().map(str::to_owned))
         .collect();
     if urls.is_empty() {
@@ -326,11 +368,14 @@ impl Adapter for Fal {
     }
 
     fn serves(&self, model: Model) -> bool {
-        model == Model::FluxDepthDev
+        matches!(model, Model::FluxDepthDev | Model::DepthAnythingV2)
     }
 
-    fn check(&self, _model: Model, params: &Params, _input: &ImageInfo) -> Result<(), FieldError> {
-        check(params)
+    fn check(&self, model: Model, params: &Params, _input: &ImageInfo) -> Result<(), FieldError> {
+        match model.is_preview() {
+            true => Ok(()),
+            false => check(params),
+        }
     }
 
     fn build_submit(
@@ -341,6 +386,14 @@ impl Adapter for Fal {
         callback: Option<&Callback>,
         _prepared: &str,
     ) -> Result<UpstreamRequest, UpstreamError> {
+        if job.model.is_preview() {
+            return Ok(build_preview(
+                provider,
+                control,
+                job.input.format.media_type(),
+                callback,
+            ));
+        }
         Ok(build_submit(
             provider,
             job.params,
@@ -360,11 +413,17 @@ impl Adapter for Fal {
         parse_submit(resp)
     }
 
-    fn documented_urls(&self, base: &str, id: &str) -> Option<(String, String, Option<String>)> {
+    fn documented_urls(
+        &self,
+        model: Model,
+        base: &str,
+        id: &str,
+    ) -> Option<(String, String, Option<String>)> {
+        let root = queue_root(model);
         Some((
-            format!("{base}/{APP}/requests/{id}/status"),
-            format!("{base}/{APP}/requests/{id}"),
-            Some(format!("{base}/{APP}/requests/{id}/cancel")),
+            format!("{base}/{root}/requests/{id}/status"),
+            format!("{base}/{root}/requests/{id}"),
+            Some(format!("{base}/{root}/requests/{id}/cancel")),
         ))
     }
 
@@ -487,6 +546,48 @@ mod tests {
             base_url: "https://queue.fal.run".into(),
             api_key: Some(crate::secret::Secret::new("fal-key")),
         }
+    }
+
+    #[test]
+    fn the_preview_sends_the_image_alone_and_takes_the_one_image_back() {
+        let req = build_preview(
+            &cfg(),
+            &ControlImage::Link("https://px.example/results/x/control?sig=s".into()),
+            "image/png",
+            None,
+        );
+        assert_eq!(
+            req.url,
+            "https://queue.fal.run/fal-ai/image-preprocessors/depth-anything/v2"
+        );
+        let body: Value = serde_json::from_slice(req.body.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            body,
+            json!({"image_url": "https://px.example/results/x/control?sig=s"})
+        );
+        assert_eq!(
+            parse_result(&test_response(
+                200,
+                json!({"image": {"url": "https://v3.fal.media/d.png", "content_type": "image/png"}})
+            ))
+            .unwrap(),
+            UpstreamState::Completed(vec!["https://v3.fal.media/d.png".into()])
+        );
+        let (status, result, cancel) = Fal
+            .documented_urls(Model::DepthAnythingV2, "https://queue.fal.run", "r1")
+            .unwrap();
+        assert_eq!(
+            status,
+            "https://queue.fal.run/fal-ai/image-preprocessors/requests/r1/status"
+        );
+        assert_eq!(
+            result,
+            "https://queue.fal.run/fal-ai/image-preprocessors/requests/r1"
+        );
+        assert_eq!(
+            cancel.unwrap(),
+            "https://queue.fal.run/fal-ai/image-preprocessors/requests/r1/cancel"
+        );
     }
 
     #[test]

@@ -90,7 +90,12 @@ impl Adapter for ParallaxUpstream {
         true
     }
 
-    fn documented_urls(&self, base: &str, id: &str) -> Option<(String, String, Option<String>)> {
+    fn documented_urls(
+        &self,
+        _model: Model,
+        base: &str,
+        id: &str,
+    ) -> Option<(String, String, Option<String>)> {
         Some(segmind::documented_urls(base, id))
     }
 

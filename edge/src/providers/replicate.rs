@@ -239,7 +239,12 @@ impl Adapter for Replicate {
         parse_prediction_urls(resp)
     }
 
-    fn documented_urls(&self, base: &str, id: &str) -> Option<(String, String, Option<String>)> {
+    fn documented_urls(
+        &self,
+        _model: Model,
+        base: &str,
+        id: &str,
+    ) -> Option<(String, String, Option<String>)> {
         let get = format!("{base}/v1/predictions/{id}");
         Some((
             get.clone(),

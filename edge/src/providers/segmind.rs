@@ -268,7 +268,12 @@ impl Adapter for Segmind {
         parse_submit(provider, resp)
     }
 
-    fn documented_urls(&self, base: &str, id: &str) -> Option<(String, String, Option<String>)> {
+    fn documented_urls(
+        &self,
+        _model: Model,
+        base: &str,
+        id: &str,
+    ) -> Option<(String, String, Option<String>)> {
         Some(documented_urls(base, id))
     }
 

@@ -324,10 +324,23 @@ async fn queue_prompt(State(comfy): State<Arc<Comfy>>, Json(body): Json<Value>) 
         .and_then(|(_, i)| i.get("text").and_then(Value::as_str))
         .unwrap_or_default()
         .to_owned();
+    let files = comfy.uploads().clone();
+    let (load_name, bytes) = nodes
+        .values()
+        .find(|(class, _)| class == "LoadImage")
+        .and_then(|(_, i)| i.get("image").and_then(Value::as_str))
+        .and_then(|n| Some((n.to_owned(), files.get(n)?.clone())))
+        .unwrap_or_default();
+    // A graph that estimates depth and samples nothing is the depth preview: its
+    // output is the map itself ([`preview_label`] names the job).
+    let preview = nodes.values().all(|(class, _)| class != "KSampler")
+        && nodes
+            .values()
+            .any(|(class, _)| class == "DepthAnythingV2Preprocessor");
+    let text = if preview { preview_label(&bytes) } else { text };
     if let Some(fault) = sim.submit_fault("comfyui", &text).await {
         return fault;
     }
-    let files = comfy.uploads().clone();
     let names: HashSet<String> = files.keys().cloned().collect();
     let outputs = match validate::validate_prompt(graph, &names) {
         Ok(outputs) => outputs,
@@ -353,22 +366,9 @@ async fn queue_prompt(State(comfy): State<Arc<Comfy>>, Json(body): Json<Value>) 
     // `(number, prompt_id, …)` tuples and nothing checks the id is new). A minted id
     // is unique: it carries the number.
     let id = id.unwrap_or_else(|| format!("00000000-0000-4000-8000-{number:012x}"));
-    let (load_name, bytes) = nodes
-        .values()
-        .find(|(class, _)| class == "LoadImage")
-        .and_then(|(_, i)| i.get("image").and_then(Value::as_str))
-        .and_then(|n| Some((n.to_owned(), files.get(n)?.clone())))
-        .unwrap_or_default();
     let loaded = image::load_from_memory(&bytes)
         .map(|i| (i.width(), i.height()))
         .unwrap_or((0, 0));
-    // A graph that estimates depth and samples nothing is the depth preview: its
-    // output is the map itself ([`preview_label`] names the job).
-    let preview = nodes.values().all(|(class, _)| class != "KSampler")
-        && nodes
-            .values()
-            .any(|(class, _)| class == "DepthAnythingV2Preprocessor");
-    let text = if preview { preview_label(&bytes) } else { text };
     let saved = graph::saved_files(&nodes, &outputs, loaded);
     let first = saved.first();
     let quality = nodes

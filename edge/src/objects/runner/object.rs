@@ -462,7 +462,7 @@ impl JobRunner {
             return Ok(false);
         };
         let Some((status_url, result_url, cancel_url)) =
-            p.kind.documented_urls(&p.base_url, upstream_id)
+            p.kind.documented_urls(job.model, &p.base_url, upstream_id)
         else {
             return Ok(false);
         };
