@@ -156,6 +156,23 @@ test('desktop: an answer for an older pick never shows beside a newer image', as
   await context.close();
 });
 
+test('phone: an image picked again shows its depth map at once, with no second preview job', async () => {
+  const { context, page, errors, previews } = await open(PHONE);
+  const sent = [];
+  page.on('request', (r) => { if (r.method() === 'POST' && PREVIEW.test(new URL(r.url()).pathname)) sent.push(r.url()); });
+  await pickSample(page, 0);
+  const first = await depthShown(page);
+  await pickSample(page, 1);
+  const second = await depthShown(page);
+  assert.notEqual(first, second);
+  await pickSample(page, 0);
+  assert.equal(await depthShown(page), first, 'the first image\'s map again');
+  assert.equal(sent.length, 2, `previews sent: ${sent.length}`);
+  assert.equal(previews.length, 2);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
 test('phone: a preview that cannot be computed leaves the image alone with a reason, and Generate works', async () => {
   const { context, page, errors } = await open(PHONE);
   // Every preview submit is lost on the way (the network drops it).

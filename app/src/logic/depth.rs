@@ -74,6 +74,46 @@ pub fn read_interval_ms(age_ms: f64) -> f64 {
     }
 }
 
+/// The key a depth map is remembered under in this tab: a 64-bit FNV-1a hash of the
+/// image's bytes (or of the URL the server fetches). Not a security boundary: a
+/// collision would show another image's map, at odds of 2⁻⁶⁴ per pair.
+pub fn image_key(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The depth maps this tab has seen, by [`image_key`], newest last; at most [`KEPT`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seen(Vec<(u64, String)>);
+
+/// Depth maps remembered per tab.
+pub const KEPT: usize = 32;
+
+impl Seen {
+    pub fn get(&self, key: u64) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, u)| u.as_str())
+    }
+
+    pub fn put(&mut self, key: u64, url: String) {
+        self.0.retain(|(k, _)| *k != key);
+        self.0.push((key, url));
+        if self.0.len() > KEPT {
+            self.0.remove(0);
+        }
+    }
+
+    /// Forgets a map that no longer loads (expired); whether it was remembered.
+    pub fn forget(&mut self, url: &str) -> bool {
+        let before = self.0.len();
+        self.0.retain(|(_, u)| u != url);
+        self.0.len() != before
+    }
+}
+
 /// Why a preview's submit was refused, in a few words (`status` is the HTTP status,
 /// `code` the API's error code, `message` the client's line for the error).
 pub fn refused_reason(status: u16, code: Option<ErrorCode>, message: &str) -> String {
@@ -242,6 +282,29 @@ mod tests {
         assert_eq!(read_interval_ms(4_999.0), 500.0);
         assert_eq!(read_interval_ms(10_000.0), 2_000.0);
         assert_eq!(read_interval_ms(60_000.0), 3_000.0);
+    }
+
+    #[test]
+    fn the_same_bytes_find_their_map_and_the_oldest_is_dropped() {
+        assert_eq!(image_key(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(
+            image_key(b"a"),
+            0xaf63_dc4c_8601_ec8c,
+            "FNV-1a's published value"
+        );
+        assert_ne!(image_key(b"photo one"), image_key(b"photo two"));
+        let mut seen = Seen::default();
+        seen.put(1, "/results/a/0.png".into());
+        assert_eq!(seen.get(1), Some("/results/a/0.png"));
+        assert_eq!(seen.get(2), None);
+        for k in 2..=(KEPT as u64 + 1) {
+            seen.put(k, format!("/results/{k}/0.png"));
+        }
+        assert_eq!(seen.get(1), None, "the oldest went");
+        assert!(seen.get(2).is_some());
+        assert!(seen.forget("/results/2/0.png"));
+        assert_eq!(seen.get(2), None);
+        assert!(!seen.forget("/results/2/0.png"));
     }
 
     #[test]

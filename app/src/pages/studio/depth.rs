@@ -3,9 +3,10 @@
 //! is read until it ends (plain status reads, twice a second while young: held reads
 //! are the jobs'), and its depth map shown beside the image. It never blocks
 //! Generate. An answer for an older pick is dropped ([`Picks`]); the stale job itself
-//! is left to finish, not canceled: the API keeps previews by the image's hash, so the
-//! user picking that image again gets it without another upstream preview. The same
-//! image prepared again for another size keeps its preview.
+//! is left to finish, not canceled: its map is remembered by the image's hash in this
+//! tab ([`Seen`]), so picking that image again shows it with no request at all (the API
+//! also keeps a keyed account's previews by hash; an anonymous caller's it does not).
+//! The same image prepared again for another size keeps its preview.
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -14,7 +15,9 @@ use web_sys::FormData;
 
 use super::state::{Control, idempotency_key};
 use crate::client::{self, ClientError};
-use crate::logic::depth::{DepthShown, Picks, failed_reason, read_interval_ms, refused_reason};
+use crate::logic::depth::{
+    DepthShown, Picks, Seen, failed_reason, image_key, read_interval_ms, refused_reason,
+};
 use crate::logic::poll::Read;
 
 /// The User Timing names of pick → depth shown, read by `cargo xtask bench`.
@@ -29,6 +32,10 @@ const MAX_FAILURES: u32 = 5;
 pub struct DepthPreview {
     pub shown: RwSignal<DepthShown>,
     picks: StoredValue<Picks>,
+    seen: StoredValue<Seen>,
+    /// The pick being previewed and its image's key: its map is remembered once it
+    /// has loaded.
+    keyed: StoredValue<Option<(u64, u64)>>,
 }
 
 impl DepthPreview {
@@ -36,6 +43,8 @@ impl DepthPreview {
         Self {
             shown: RwSignal::new(DepthShown::Off),
             picks: StoredValue::new(Picks::default()),
+            seen: StoredValue::new(Seen::default()),
+            keyed: StoredValue::new(None),
         }
     }
 
@@ -81,10 +90,17 @@ impl DepthPreview {
             }
             Ok(data)
         });
+        let control = control.clone();
         spawn_local(async move {
-            let shown = match data {
-                Ok(data) => compute(data, self, pick).await,
-                Err(_) => Some(DepthShown::Unavailable(
+            let key = key_of(&control).await;
+            if let Some(k) = key {
+                self.keyed.set_value(Some((pick, k)));
+            }
+            let known = key.and_then(|k| self.seen.with_value(|s| s.get(k).map(str::to_owned)));
+            let shown = match (known, data) {
+                (Some(url), _) => Some(DepthShown::Ready(url)),
+                (None, Ok(data)) => compute(data, self, pick).await,
+                (None, Err(_)) => Some(DepthShown::Unavailable(
                     "No depth preview: this browser could not send the image.".into(),
                 )),
             };
@@ -96,12 +112,33 @@ impl DepthPreview {
         });
     }
 
+    /// The depth map shown does not load: one remembered from earlier has expired, so
+    /// the image is previewed again; a fresh one (never remembered) is not retried.
+    pub fn failed_to_load(self, url: &str, control: Option<Control>) {
+        let remembered = self.seen.try_update_value(|s| s.forget(url)) == Some(true);
+        match control {
+            Some(c) if remembered => {
+                self.picks.update_value(Picks::drop_preview);
+                self.preview(&c);
+            }
+            _ => self.shown.set(DepthShown::Unavailable(
+                "No depth preview: the depth map could not be loaded.".into(),
+            )),
+        }
+    }
+
     fn stale(self, pick: u64) -> bool {
         self.picks.try_with_value(|p| p.is_current(pick)) != Some(true)
     }
 
-    /// Records pick → depth shown (the depth map's image has loaded).
-    pub fn measure_shown() {
+    /// The depth map's image has loaded: remembered for its image, and pick → depth
+    /// shown recorded.
+    pub fn loaded(self, url: &str) {
+        if let Some(Some((pick, key))) = self.keyed.try_get_value()
+            && !self.stale(pick)
+        {
+            self.seen.update_value(|s| s.put(key, url.to_owned()));
+        }
         if let Some(perf) = window().performance() {
             perf.clear_measures_with_measure_name(DEPTH_MEASURE);
             let _ = perf.measure_with_start_mark(DEPTH_MEASURE, PICK_MARK);
@@ -164,6 +201,19 @@ async fn compute(data: FormData, depth: DepthPreview, pick: u64) -> Option<Depth
                 ),
         ),
         Err(e) => Some(DepthShown::Unavailable(refused(&e))),
+    }
+}
+
+/// The image's key in [`Seen`]: its bytes' hash (the URL's, for one the server fetches).
+async fn key_of(control: &Control) -> Option<u64> {
+    match control {
+        Control::Url(u) => Some(image_key(u.as_bytes())),
+        Control::Prepared(p) => {
+            let buffer = wasm_bindgen_futures::JsFuture::from(p.blob.array_buffer())
+                .await
+                .ok()?;
+            Some(image_key(&js_sys::Uint8Array::new(&buffer).to_vec()))
+        }
     }
 }
 

@@ -4,7 +4,6 @@
 
 use leptos::prelude::*;
 
-use super::depth::DepthPreview;
 use super::state::Studio;
 use crate::logic::depth::{DepthShown, download_name};
 
@@ -34,12 +33,15 @@ pub(super) fn DepthPanel() -> impl IntoView {
         .into_any(),
         DepthShown::Ready(url) => {
             let use_url = url.clone();
+            let gone = url.clone();
+            let loaded = url.clone();
             let name = download_name(studio.depth.pick());
             view! {
                 <div class="depth" data-testid="depth">
                     <img class="depth-img" src=url.clone() data-testid="depth-map"
                         alt="Depth map of the control image: near is bright, far is dark"
-                        on:load=move |_| DepthPreview::measure_shown() />
+                        on:load=move |_| studio.depth.loaded(&loaded)
+                        on:error=move |_| studio.depth.failed_to_load(&gone, studio.control.get_untracked()) />
                     <div class="depth-actions">
                         <button type="button" class="button small" data-testid="depth-use"
                             on:click=move |_| studio.use_depth_map(use_url.clone())>"Use as control"</button>
