@@ -15,8 +15,12 @@ pub fn CompareSlider(
     /// Accessible description of the generated image.
     label: String,
     /// What the image left of the handle is ("Control image", "Depth map").
-    #[prop(default = "Control image".into(), into)]
-    before_label: String,
+    #[prop(default = "Control image")]
+    before_label: &'static str,
+    /// The same in a sentence ("control image"; written out: `str::to_lowercase` would
+    /// link Unicode's case tables into the wasm).
+    #[prop(default = "control image")]
+    before_name: &'static str,
     /// The test id of the image right of the handle.
     #[prop(default = "job-output")]
     after_testid: &'static str,
@@ -27,8 +31,7 @@ pub fn CompareSlider(
 ) -> impl IntoView {
     // Whole percents (u32): formatting them needs no float formatting code in the wasm.
     let position = position.unwrap_or_else(|| RwSignal::new(50_u32));
-    let range_label = format!("Compare with the {}", before_label.to_lowercase());
-    let range_text = before_label.clone();
+    let range_label = format!("Compare with the {before_name}");
     // Pointer (mouse, pen, touch) anywhere on the image moves the handle there.
     let follow = move |ev: web_sys::PointerEvent, pressed: bool| {
         if !pressed || ev.button() > 0 {
@@ -60,7 +63,7 @@ pub fn CompareSlider(
         </div>
         <input class="compare-range" type="range" min="0" max="100" step="1"
                 aria-label=range_label
-                aria-valuetext=move || format!("{}% {} shown", position.get(), range_text.to_lowercase())
+                aria-valuetext=move || format!("{}% {before_name} shown", position.get())
                 data-testid="compare-range"
                 prop:value=move || position.get().to_string()
                 on:input=move |ev| {

@@ -55,31 +55,31 @@ pub fn CompareLayers(
         let photo = control.clone().unwrap_or_default();
         let depth = depth.clone().unwrap_or_default();
         let pair = chosen.get();
-        let (before, after, before_label, after_label, testid) = match pair {
+        let (before, after, (before_label, before_name), after_label, testid) = match pair {
             Layers::PhotoResult => (
                 photo,
                 output.clone(),
-                "Control image",
+                ("Control image", "control image"),
                 label.clone(),
                 output_testid,
             ),
             Layers::DepthResult => (
                 depth,
                 output.clone(),
-                "Depth map",
+                ("Depth map", "depth map"),
                 label.clone(),
                 output_testid,
             ),
             Layers::PhotoDepth => (
                 photo,
                 depth,
-                "Control image",
+                ("Control image", "control image"),
                 "Depth map of the control image: near is bright".to_owned(),
                 "compare-depth",
             ),
         };
         view! {
-            <CompareSlider before=before after=after label=after_label before_label=before_label
+            <CompareSlider before=before after=after label=after_label before_label=before_label before_name=before_name
                 after_testid=testid position=position />
             <p class="help compare-caption" data-testid="compare-caption">{pair.caption()}</p>
         }
