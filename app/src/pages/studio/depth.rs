@@ -156,13 +156,17 @@ async fn compute(data: FormData, depth: DepthPreview, pick: u64) -> Option<Depth
     let started = js_sys::Date::now();
     let mut status = s.status;
     let mut failures = 0;
-    // After a failed read: the server's Retry-After, else a second.
-    let mut backoff_ms: Option<f64> = None;
+    // The first read at once: a preview the API already had (a keyed account's, of the
+    // same bytes) is answered with its finished job. After a failed read: the server's
+    // Retry-After, else a second.
+    let mut backoff_ms: Option<f64> = Some(0.0);
     while !status.is_terminal() {
         let wait = backoff_ms
             .take()
             .unwrap_or_else(|| read_interval_ms(js_sys::Date::now() - started));
-        client::sleep(wait as i32).await;
+        if wait > 0.0 {
+            client::sleep(wait as i32).await;
+        }
         if depth.stale(pick) {
             return None;
         }
