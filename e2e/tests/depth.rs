@@ -367,3 +367,40 @@ fn share_control_depth_shows_the_depth_map_and_not_the_photo() {
     assert_eq!(share("none").status, 200);
     assert!(read(&id, None).get("depth_image").is_none());
 }
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn depth_preview_on_the_sync_api_answers_the_png_and_eachlabs_names_the_model_it_refuses() {
+    // Segmind's v1 (sync) API: the map's bytes, as any first image.
+    let png = fresh_png("preview sync", 160, 120);
+    let a = send_repeatable(|| {
+        client()
+            .post(format!("{}/v1/depth-anything-v2", base()))
+            .header("x-api-key", test_key("rich"))
+            .multipart(
+                Form::new().part(
+                    "control_image",
+                    Part::bytes(png.clone())
+                        .file_name("c.png")
+                        .mime_str("image/png")
+                        .unwrap(),
+                ),
+            )
+    });
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.header("content-type"), Some("image/png"));
+    assert!(a.header("x-request-id").is_some());
+
+    // The Eachlabs API serves the FLUX models only: the preview is a 400 naming `model`.
+    let e = Answer::from(
+        client()
+            .post(format!("{}/v1/prediction/", base()))
+            .header("X-API-Key", test_key("rich"))
+            .json(&json!({"model": "depth-anything-v2", "version": "0.0.1",
+                          "input": {"control_image": "https://example.com/a.png"}}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(e.status, 400, "{}", e.text);
+    assert!(e.text.contains("model"), "{}", e.text);
+}

@@ -90,4 +90,27 @@ mod tests {
         assert!(!k.contains("0123abcd"));
         assert_ne!(k, key("key:other", &d));
     }
+
+    #[test]
+    fn only_the_accounts_own_live_preview_answers() {
+        let mut p = crate::objects::runner::tests::job();
+        p.model = parallax_api::Model::DepthAnythingV2;
+        assert!(
+            usable(&p, "key:abc"),
+            "queued or running: the same job answers"
+        );
+        assert!(!usable(&p, "key:other"), "another account's is never used");
+        p.status = JobStatus::Completed;
+        assert!(usable(&p, "key:abc"));
+        p.deleted = true;
+        assert!(!usable(&p, "key:abc"));
+        p.deleted = false;
+        p.status = JobStatus::Failed;
+        assert!(
+            !usable(&p, "key:abc"),
+            "a failed preview is previewed again"
+        );
+        let generation = crate::objects::runner::tests::job();
+        assert!(!usable(&generation, "key:abc"), "only a preview job");
+    }
 }

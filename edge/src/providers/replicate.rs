@@ -5,6 +5,13 @@
 //! `control_type: depth` is refused (the default of [`Adapter::takes_depth_maps`]):
 //! black-forest-labs/flux-depth-dev and -pro take only `control_image` and estimate
 //! its depth themselves (https://replicate.com/black-forest-labs/flux-depth-dev/api).
+//! The depth preview is not served here yet: the candidate is the community model
+//! chenxwh/depth-anything-v2 (its cog source, chenxwh/Depth-Anything-V2 @1e31a20
+//! `predict.py`: input `image`, `model_size` Small|Base|Large, default Large; output
+//! `{color_depth, grey_depth}`, `grey_depth` a one-channel PNG of the min-max
+//! normalised relative depth, near = bright), but a community model is run by a
+//! pinned version id (`POST /v1/predictions {"version": …}`), which Parallax does not
+//! know yet.
 
 use parallax_api::{FieldError, Model, Params, RequestId};
 use serde_json::{Map, Value, json};
