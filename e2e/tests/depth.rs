@@ -2,7 +2,8 @@
 //! `POST /v2/depth-anything-v2` is a job like any other, answered with one greyscale
 //! PNG in R2 by every provider that offers it (the sim's ComfyUI runs the shipped
 //! preview graph through its node-schema validation; a Parallax upstream takes what
-//! ComfyUI cannot, fal's depth preprocessor what both fail); the same account's second
+//! ComfyUI cannot, fal's depth preprocessor what both fail, Replicate's community
+//! depth-anything-v2 what all three fail); the same account's second
 //! preview of the same bytes is answered with the first job and reaches no provider;
 //! `control_type: depth` goes only where the estimator can be skipped; and the share
 //! page may show the depth map instead of the photo.
@@ -187,6 +188,22 @@ fn depth_preview_goes_to_fals_preprocessor_when_the_others_fail() {
     assert_eq!(result["metrics"]["provider"], "fal", "{result}");
     assert_eq!(result["params"], json!({}));
     greyscale_png(&result);
+    assert_eq!(sim_submissions()[counted.as_str()], 1);
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn depth_preview_goes_to_replicates_community_model_when_the_others_fail() {
+    // The route is comfyui, parallax, fal, replicate: the first three answer 503.
+    let (png, counted) = with_markers(
+        &fresh_png("preview replicate", 180, 240),
+        "[sim:comfyui:503!] [sim:parallax:503!] [sim:fal:503!]",
+    );
+    let result = finish(&preview(&png, "rich"), Some("rich"));
+    assert_eq!(result["metrics"]["provider"], "replicate", "{result}");
+    assert_eq!(result["status"], "COMPLETED", "{result}");
+    let (w, h) = greyscale_png(&result);
+    assert_eq!((w, h), (180, 240), "the map has the photo's size");
     assert_eq!(sim_submissions()[counted.as_str()], 1);
 }
 

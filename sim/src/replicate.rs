@@ -6,6 +6,14 @@
 //! `POST /v1/predictions/{id}/cancel` cancels. A `webhook` on the create call gets the
 //! prediction POSTed when it ends (`hooks`); `GET /v1/webhooks/default/secret` answers
 //! the account's signing secret.
+//!
+//! The depth preview is the community model chenxwh/depth-anything-v2, created by
+//! version: `POST /v1/predictions {"version", "input": {"image", "model_size"}}`
+//! (https://replicate.com/docs/reference/http#predictions.create; its cog
+//! `predict.py`: `model_size` Small|Base|Large). It succeeds with `output: {color_depth,
+//! grey_depth}`; the sim renders only the grey map and names it for both (it has no
+//! colour map to draw; Parallax keeps `grey_depth`). An unknown version is 422, as
+//! Replicate answers "Invalid version or not permitted".
 
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -14,7 +22,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use crate::common::{Ask, control_image, create_job, num, output_urls, read_fields, text};
+use crate::common::{
+    Ask, control_image, create_job, num, output_urls, preview_label, read_fields, text,
+};
 use crate::hooks::{self, Target};
 use crate::jobs::{Job, Phase};
 use crate::state::Shared;
@@ -26,6 +36,7 @@ pub fn router() -> Router<Shared> {
             "/v1/models/black-forest-labs/{model}/predictions",
             post(create),
         )
+        .route("/v1/predictions", post(create_preview))
         .route("/v1/predictions/{id}", get(get_prediction))
         .route("/v1/predictions/{id}/cancel", post(cancel))
         .route(
@@ -143,7 +154,77 @@ async fn create(State(sim): State<Shared>, Path(model): Path<String>, req: Reque
         image: control_image(&sim, "replicate", &prompt, text(&input, "control_image")).await,
         prompt,
     };
-    let job = create_job(&sim, ask);
+    created(&sim, create_job(&sim, ask), &body, &input).await
+}
+
+/// chenxwh/depth-anything-v2's version (the one public clients pin).
+const PREVIEW_VERSION: &str = "b239ea33cff32bb7abb5db39ffe9a09c14cbc2894331d1ef66fe096eed88ebd4";
+
+/// `POST /v1/predictions` by version: only the depth preview's is known here.
+async fn create_preview(State(sim): State<Shared>, req: Request) -> Response {
+    if !authorized(req.headers()) {
+        return unauthenticated();
+    }
+    let body = match read_fields(req).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let version = body.get("version").and_then(Value::as_str).unwrap_or("");
+    if version.rsplit(':').next() != Some(PREVIEW_VERSION) {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid version or not permitted",
+            "The specified version does not exist (or perhaps you don't have permission to use it?)",
+        );
+    }
+    let Some(Value::Object(input)) = body.get("input").cloned() else {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Input validation failed",
+            "- input: input is required",
+        );
+    };
+    if text(&input, "model_size").is_some_and(|m| !["Small", "Base", "Large"].contains(&m.as_str()))
+    {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Input validation failed",
+            "- input.model_size: model_size must be one of the following: \"Small\", \"Base\", \"Large\"",
+        );
+    }
+    let Some(url) = text(&input, "image") else {
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Input validation failed",
+            "- input: image is required",
+        );
+    };
+    let image = control_image(&sim, "replicate", "", Some(url)).await;
+    let label = image.as_ref().map(|b| preview_label(b)).unwrap_or_default();
+    if let Some(fault) = sim.submit_fault("replicate", &label).await {
+        return fault;
+    }
+    let ask = Ask {
+        model: "depth-anything-v2",
+        seed: 0,
+        count: 1,
+        format: Format::Png,
+        quality: 90,
+        megapixels: None,
+        image,
+        prompt: label,
+    };
+    created(&sim, create_job(&sim, ask), &body, &input).await
+}
+
+/// A created prediction's answer (201), its webhook scheduled.
+async fn created(
+    sim: &Shared,
+    job: std::sync::Arc<Job>,
+    body: &Map<String, Value>,
+    input: &Map<String, Value>,
+) -> Response {
+    let sim = sim.clone();
     // `webhook` (+ `webhook_events_filter`): the prediction is POSTed there when it
     // ends, unless the filter leaves `completed` out.
     let completed = body
@@ -164,12 +245,13 @@ async fn create(State(sim): State<Shared>, Path(model): Path<String>, req: Reque
         );
     }
     crate::gates::hold_job(&sim.gates, "replicate", "submit", &job).await;
-    (StatusCode::CREATED, Json(prediction(&sim, &job, &input))).into_response()
+    (StatusCode::CREATED, Json(prediction(&sim, &job, input))).into_response()
 }
 
 /// The prediction object, as `GET` answers it (and the webhook carries it).
 fn prediction(sim: &Shared, job: &Job, input: &Map<String, Value>) -> Value {
     let dev = job.model == "flux-depth-dev";
+    let preview = job.model == "depth-anything-v2";
     let base = format!("{}/replicate/v1/predictions/{}", sim.base, job.id);
     let phase = sim.jobs.phase(job);
     let never_started =
@@ -184,7 +266,9 @@ fn prediction(sim: &Shared, job: &Job, input: &Map<String, Value>) -> Value {
         Phase::Processing => ("processing", Value::Null, Value::Null),
         Phase::Completed => {
             let urls = output_urls(sim, job);
-            let output = if dev {
+            let output = if preview {
+                json!({"color_depth": urls.first(), "grey_depth": urls.first()})
+            } else if dev {
                 json!(urls)
             } else {
                 json!(urls.first())
@@ -205,8 +289,8 @@ fn prediction(sim: &Shared, job: &Job, input: &Map<String, Value>) -> Value {
     };
     json!({
         "id": job.id,
-        "model": format!("black-forest-labs/{}", job.model),
-        "version": "hidden",
+        "model": if preview { "chenxwh/depth-anything-v2".to_owned() } else { format!("black-forest-labs/{}", job.model) },
+        "version": if preview { PREVIEW_VERSION } else { "hidden" },
         "input": input,
         "output": output,
         "error": error,

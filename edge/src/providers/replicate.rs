@@ -5,13 +5,16 @@
 //! `control_type: depth` is refused (the default of [`Adapter::takes_depth_maps`]):
 //! black-forest-labs/flux-depth-dev and -pro take only `control_image` and estimate
 //! its depth themselves (https://replicate.com/black-forest-labs/flux-depth-dev/api).
-//! The depth preview is not served here yet: the candidate is the community model
-//! chenxwh/depth-anything-v2 (its cog source, chenxwh/Depth-Anything-V2 @1e31a20
-//! `predict.py`: input `image`, `model_size` Small|Base|Large, default Large; output
-//! `{color_depth, grey_depth}`, `grey_depth` a one-channel PNG of the min-max
-//! normalised relative depth, near = bright), but a community model is run by a
-//! pinned version id (`POST /v1/predictions {"version": …}`), which Parallax does not
-//! know yet.
+//! The depth preview runs the community model chenxwh/depth-anything-v2, which, being a
+//! community model, is created by its version id: `POST /v1/predictions {"version",
+//! "input"}` (https://replicate.com/docs/reference/http#predictions.create). Its cog
+//! source (chenxwh/Depth-Anything-V2 @1e31a20 `predict.py`): input `image`,
+//! `model_size` Small|Base|Large (default Large); output `{color_depth, grey_depth}`,
+//! `grey_depth` a one-channel PNG of the min-max normalised relative depth, near =
+//! bright — the one Parallax keeps. The version is [`PREVIEW_VERSION`], the one public
+//! clients pin (e.g. `replicate.run("chenxwh/depth-anything-v2:b239ea33…", {input:
+//! {image, model_size: "Large"}})`, found in several public repositories).
+//! UNVERIFIED: that this version still runs (no live call is possible here).
 
 use parallax_api::{FieldError, Model, Params, RequestId};
 use serde_json::{Map, Value, json};
@@ -25,6 +28,10 @@ use super::{
 };
 use crate::hooks::{self, Callback, Hooks};
 use crate::input::image::ImageInfo;
+
+/// chenxwh/depth-anything-v2's version (see the module's notes).
+pub const PREVIEW_VERSION: &str =
+    "b239ea33cff32bb7abb5db39ffe9a09c14cbc2894331d1ef66fe096eed88ebd4";
 
 /// Input names per model; ours are Replicate's own for both models.
 const PRO_INPUTS: &[&str] = &[
@@ -81,7 +88,7 @@ pub fn build_submit(
     let names = match model {
         Model::FluxDepthPro => PRO_INPUTS,
         Model::FluxDepthDev => DEV_INPUTS,
-        Model::DepthAnythingV2 => &[],
+        Model::DepthAnythingV2 => return build_preview(cfg, control, media_type, callback),
     };
     let mut input = Map::new();
     for name in names {
@@ -106,6 +113,28 @@ pub fn build_submit(
             cfg.base_url,
             model.slug()
         ),
+        headers(cfg),
+        &body,
+    )
+}
+
+/// The depth preview's create call: the version, the `image` and the largest model.
+fn build_preview(
+    cfg: &Provider,
+    control: &ControlImage,
+    media_type: &str,
+    callback: Option<&Callback>,
+) -> UpstreamRequest {
+    let mut body = json!({
+        "version": PREVIEW_VERSION,
+        "input": {"image": control.url_or_data_url(media_type), "model_size": "Large"},
+    });
+    if let Some(cb) = callback {
+        body["webhook"] = json!(cb.url);
+        body["webhook_events_filter"] = json!(["completed"]);
+    }
+    UpstreamRequest::post_json(
+        format!("{}/v1/predictions", cfg.base_url),
         headers(cfg),
         &body,
     )
@@ -160,6 +189,13 @@ pub fn parse_state(resp: &UpstreamResponse) -> Result<UpstreamState, UpstreamErr
                     .iter()
                     .filter_map(|i| i.as_str().map(str::to_owned))
                     .collect(),
+                // The depth preview's `{color_depth, grey_depth}`: the grey map.
+                Value::Object(o) => o
+                    .get("grey_depth")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .into_iter()
+                    .collect(),
                 _ => Vec::new(),
             };
             if outputs.is_empty() {
@@ -211,8 +247,8 @@ impl Adapter for Replicate {
         link.starts_with("https://") || link.starts_with("http://")
     }
 
-    fn serves(&self, model: Model) -> bool {
-        !model.is_preview()
+    fn serves(&self, _model: Model) -> bool {
+        true
     }
 
     fn check(&self, model: Model, params: &Params, _input: &ImageInfo) -> Result<(), FieldError> {
@@ -408,6 +444,35 @@ mod tests {
         let body: Value = serde_json::from_slice(req.body.as_deref().unwrap()).unwrap();
         assert_eq!(body["webhook"], cb.url);
         assert_eq!(body["webhook_events_filter"], json!(["completed"]));
+    }
+
+    #[test]
+    fn the_preview_runs_the_pinned_community_version_and_keeps_the_grey_map() {
+        let req = build_submit(
+            &cfg(),
+            Model::DepthAnythingV2,
+            &Params::default(),
+            &ControlImage::Link("https://px.example/results/x/control?sig=s".into()),
+            "image/jpeg",
+            None,
+        );
+        assert_eq!(req.url, "https://api.replicate.com/v1/predictions");
+        let body: Value = serde_json::from_slice(req.body.as_deref().unwrap()).unwrap();
+        assert_eq!(body["version"], PREVIEW_VERSION);
+        assert_eq!(
+            body["input"],
+            json!({"image": "https://px.example/results/x/control?sig=s", "model_size": "Large"})
+        );
+        let done = resp(
+            200,
+            json!({"id": "p", "status": "succeeded", "output": {
+                "color_depth": "https://replicate.delivery/c.png",
+                "grey_depth": "https://replicate.delivery/g.png"}}),
+        );
+        assert_eq!(
+            parse_state(&done).unwrap(),
+            UpstreamState::Completed(vec!["https://replicate.delivery/g.png".into()])
+        );
     }
 
     #[test]
