@@ -322,15 +322,32 @@ async fn serve(
             }
         }
     }
+    let (served, c, mapped) = fall_back(cfg, model, to, own, params, input)?;
+    if let Some(mapped) = mapped {
+        *params = mapped;
+    }
+    Ok((served, c))
+}
+
+/// The fallback's choice once no provider of `model`'s own (`own`) is healthy: `to`'s
+/// candidates with the parameters mapped (carried back), or else `model`'s own answer
+/// (a 400 naming the parameter neither model's providers can take, e.g. `control_type:
+/// depth`, a 502 when none is ready). A mapped request is never served with
+/// something the caller asked for dropped: the mapping carries `control_type`.
+fn fall_back(
+    cfg: &Config,
+    model: Model,
+    to: Model,
+    own: EdgeResult<Vec<String>>,
+    params: &parallax_api::Params,
+    input: &crate::input::image::ImageInfo,
+) -> EdgeResult<(Model, Vec<String>, Option<parallax_api::Params>)> {
     let Some(mapped) = crate::fallback::dev_params(params) else {
-        return own.map(|c| (model, c));
+        return own.map(|c| (model, c, None));
     };
     match candidates(cfg, to, &mapped, input) {
-        Ok(c) => {
-            *params = mapped;
-            Ok((to, c))
-        }
-        Err(_) => own.map(|c| (model, c)),
+        Ok(c) => Ok((to, c, Some(mapped))),
+        Err(_) => own.map(|c| (model, c, None)),
     }
 }
 
@@ -564,6 +581,56 @@ mod tests {
             fields[0].message.contains("segmind"),
             "{}",
             fields[0].message
+        );
+    }
+
+    fn routed(pro: Vec<Kind>, dev: Vec<Kind>) -> Config {
+        let mut cfg = config(dev);
+        cfg.routes.push((Model::FluxDepthPro, pro));
+        cfg.fallbacks = vec![(Model::FluxDepthPro, Model::FluxDepthDev)];
+        cfg
+    }
+
+    fn pro_params(fields: serde_json::Value) -> parallax_api::Params {
+        parallax_api::validate(Model::FluxDepthPro, fields.as_object().unwrap(), true)
+            .unwrap()
+            .params
+    }
+
+    fn fall_back_for(cfg: &Config, p: &parallax_api::Params) -> EdgeResult<(Model, Vec<String>)> {
+        let own = candidates(cfg, Model::FluxDepthPro, p, &INFO);
+        fall_back(cfg, Model::FluxDepthPro, Model::FluxDepthDev, own, p, &INFO).map(
+            |(m, c, mapped)| {
+                if let Some(mapped) = mapped {
+                    assert_eq!(mapped.control_is_depth(), p.control_is_depth());
+                }
+                (m, c)
+            },
+        )
+    }
+
+    #[test]
+    fn the_fallback_keeps_a_depth_map_control_or_refuses_it_naming_control_type() {
+        let depth =
+            pro_params(json!({"prompt": "x", "control_type": "depth", "output_format": "png"}));
+        // Pro's segmind cannot take a depth map; dev's comfyui can: served as dev, still
+        // a depth map (not re-estimated from it).
+        let cfg = routed(vec![Kind::named("segmind")], vec![Kind::named("comfyui")]);
+        assert_eq!(
+            fall_back_for(&cfg, &depth).unwrap(),
+            (Model::FluxDepthDev, vec!["comfyui".to_owned()])
+        );
+        // Dev's only provider always estimates: the 400 naming control_type, not a dev
+        // job that estimates the depth of a depth map.
+        let cfg = routed(vec![Kind::named("segmind")], vec![Kind::named("segmind")]);
+        let err = fall_back_for(&cfg, &depth).unwrap_err();
+        assert_eq!(err.code(), parallax_api::ErrorCode::BadRequest);
+        assert_eq!(err.body().fields.unwrap()[0].field, "control_type");
+        // A photo control falls back as before.
+        let photo = pro_params(json!({"prompt": "x"}));
+        assert_eq!(
+            fall_back_for(&cfg, &photo).unwrap(),
+            (Model::FluxDepthDev, vec!["segmind".to_owned()])
         );
     }
 
