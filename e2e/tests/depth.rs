@@ -370,6 +370,37 @@ fn share_control_depth_shows_the_depth_map_and_not_the_photo() {
 
 #[test]
 #[ignore = "needs the running stack: cargo xtask test"]
+fn share_choices_on_a_preview_are_refused_so_it_is_no_image_host() {
+    let photo = fresh_png("share preview", 200, 150);
+    let sub = preview(&photo, "rich");
+    let id = sub["request_id"].as_str().unwrap().to_owned();
+    finish(&sub, Some("rich"));
+    for choice in ["photo", "depth", "none"] {
+        let a = send_repeatable(|| {
+            client()
+                .post(format!("{}/v2/requests/{id}/share", base()))
+                .header("x-api-key", test_key("rich"))
+                .json(&json!({"share_control": choice}))
+        });
+        assert_eq!(a.status, 400, "{choice}: {}", a.text);
+        let body = a.json();
+        assert_eq!(body["fields"][0]["field"], "share_control", "{body}");
+        assert!(
+            body["fields"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("preview"),
+            "{body}"
+        );
+    }
+    // Nothing was stored: anyone's read shows no link to the uploaded image.
+    let public = read(&id, None);
+    assert!(public.get("share_control").is_none(), "{public}");
+    assert!(public.get("control_image").is_none(), "{public}");
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
 fn depth_preview_on_the_sync_api_answers_the_png_and_eachlabs_names_the_model_it_refuses() {
     // Segmind's v1 (sync) API: the map's bytes, as any first image.
     let png = fresh_png("preview sync", 160, 120);
