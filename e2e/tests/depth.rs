@@ -370,6 +370,35 @@ fn share_control_depth_shows_the_depth_map_and_not_the_photo() {
 
 #[test]
 #[ignore = "needs the running stack: cargo xtask test"]
+fn a_previews_photo_is_deleted_once_it_ends_and_its_map_stays() {
+    let photo = fresh_png("preview input dropped", 220, 160);
+    let sub = preview(&photo, "rich");
+    let id = sub["request_id"].as_str().unwrap().to_owned();
+    // While it runs, its owner's read links the photo (the sim takes 1.5 s).
+    let running = read(&id, Some("rich"));
+    let link = running["control_image"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no control link while running: {running}"))
+        .to_owned();
+    let result = finish(&sub, Some("rich"));
+    greyscale_png(&result);
+    assert!(
+        result.get("control_image").is_none(),
+        "an ended preview links no photo: {result}"
+    );
+    // The photo is gone from R2 (for its owner too); the map stays.
+    parallax_e2e::eventually(
+        "the preview's photo to be deleted",
+        Duration::from_secs(20),
+        || (get(&link).status == 404).then_some(()),
+    );
+    let map = get(result["output"].as_str().unwrap());
+    assert_eq!(map.status, 200);
+    assert_eq!(map.header("content-type"), Some("image/png"));
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
 fn share_choices_on_a_preview_are_refused_so_it_is_no_image_host() {
     let photo = fresh_png("share preview", 200, 150);
     let sub = preview(&photo, "rich");

@@ -207,6 +207,10 @@ pub fn result_view(
             .filter(|_| public_depth || owns(cfg, claim, job))
             .map(|path| format!("{origin}{path}"))
     };
+    // A preview's control image is deleted once it has ended (`Outbox::drop_input`).
+    if job.model.is_preview() && job.status.is_terminal() {
+        return result;
+    }
     result.control_image = match share_control {
         ShareControl::Photo => cfg.control_link_secret.as_ref().map(|secret| {
             let now = worker::Date::now().as_millis() / 1000;
