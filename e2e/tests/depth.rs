@@ -399,6 +399,31 @@ fn a_previews_photo_is_deleted_once_it_ends_and_its_map_stays() {
 
 #[test]
 #[ignore = "needs the running stack: cargo xtask test"]
+fn a_free_preview_is_refused_to_an_account_that_could_not_pay_for_a_generation() {
+    let photo = fresh_png("preview broke", 120, 90);
+    let generation = post(
+        "flux-depth-dev",
+        &photo,
+        &[("prompt", "a barn")],
+        Some("broke"),
+    );
+    let a = post("depth-anything-v2", &photo, &[], Some("broke"));
+    assert_eq!(a.status, generation.status, "as a generation: {}", a.text);
+    assert_eq!(a.json()["code"], "insufficient_credits", "{}", a.text);
+    assert_eq!(upstream_previews(&photo), 0);
+
+    // An account that can pay is still charged nothing (PREVIEW_CREDITS = 0), and its
+    // second preview of the same bytes is the first job, reaching no provider.
+    let first = preview(&photo, "rich");
+    let result = finish(&first, Some("rich"));
+    assert_eq!(result["metrics"]["credits"]["charged"], 0, "{result}");
+    let again = preview(&photo, "rich");
+    assert_eq!(again["request_id"], first["request_id"]);
+    assert_eq!(upstream_previews(&photo), 1);
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
 fn share_choices_on_a_preview_are_refused_so_it_is_no_image_host() {
     let photo = fresh_png("share preview", 200, 150);
     let sub = preview(&photo, "rich");

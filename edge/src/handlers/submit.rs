@@ -95,9 +95,18 @@ pub fn cheapest_job(cfg: &Config) -> u64 {
         .unwrap_or(0)
 }
 
-/// The cheapest one-image job a request for `model` can become: its own price, or the
-/// operator's fallback model's when one is set (a pro request may be served by dev).
+/// What the precheck asks a request for `model` to be able to pay: the cheapest
+/// one-image job it can become (its own price, or the operator's fallback model's when
+/// one is set: a pro request may be served by dev). A depth preview is offered only to
+/// an account that could afford the cheapest generating job ([`cheapest_job`]), though
+/// it is charged `PREVIEW_CREDITS` (0 by default): else free previews would lift the
+/// credit limit, and a broke account or an anonymous caller past its allowance could
+/// fill the shared GPU queue. (An earlier preview of the same bytes is still answered
+/// without charging: the precheck reserves nothing.)
 pub fn cheapest_for(cfg: &Config, model: Model) -> u64 {
+    if model.is_preview() {
+        return cheapest_job(cfg).max(cfg.cost(model, 1));
+    }
     cfg.fallbacks
         .iter()
         .filter(|(from, _)| *from == model)
@@ -632,6 +641,20 @@ mod tests {
             fall_back_for(&cfg, &photo).unwrap(),
             (Model::FluxDepthDev, vec!["segmind".to_owned()])
         );
+    }
+
+    #[test]
+    fn a_preview_is_prechecked_against_the_cheapest_generating_job() {
+        let mut cfg = config(vec![]);
+        assert_eq!(cfg.cost(Model::DepthAnythingV2, 1), 0);
+        assert_eq!(cheapest_for(&cfg, Model::DepthAnythingV2), 2, "dev's price");
+        assert_eq!(cheapest_for(&cfg, Model::FluxDepthDev), 2);
+        assert_eq!(cheapest_for(&cfg, Model::FluxDepthPro), 5);
+        cfg.fallbacks = vec![(Model::FluxDepthPro, Model::FluxDepthDev)];
+        assert_eq!(cheapest_for(&cfg, Model::FluxDepthPro), 2);
+        // A preview priced above a generation asks for its own price.
+        cfg.credits_preview = 9;
+        assert_eq!(cheapest_for(&cfg, Model::DepthAnythingV2), 9);
     }
 
     #[test]
