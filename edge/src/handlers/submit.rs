@@ -375,10 +375,15 @@ fn candidates(
         .copied()
         .collect();
     if ready.is_empty() {
-        return Err(EdgeError::UpstreamFailed(format!(
-            "No provider is configured for {}",
-            model.slug()
-        )));
+        // The status every model answers without a provider; the preview's names what
+        // is missing (a deployment without ComfyUI, or another Parallax, computes none).
+        return Err(EdgeError::UpstreamFailed(match model.is_preview() {
+            true => format!(
+                "No provider computes depth previews here: {} has no configured provider",
+                model.slug()
+            ),
+            false => format!("No provider is configured for {}", model.slug()),
+        }));
     }
     let mut refusals = Vec::new();
     let mut able = Vec::new();
@@ -741,5 +746,34 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(none.code(), parallax_api::ErrorCode::UpstreamFailed);
+        assert_eq!(
+            none.body().error,
+            "No provider is configured for flux-depth-dev"
+        );
+    }
+
+    #[test]
+    fn a_preview_without_a_provider_says_no_provider_computes_depth_previews_here() {
+        // Production's default route for the preview is comfyui, which has no default
+        // base URL: nothing is ready.
+        let mut cfg = config(vec![]);
+        cfg.providers.retain(|p| p.kind != Kind::named("comfyui"));
+        cfg.routes
+            .push((Model::DepthAnythingV2, vec![Kind::named("comfyui")]));
+        let err = candidates(
+            &cfg,
+            Model::DepthAnythingV2,
+            &parallax_api::Params::default(),
+            &INFO,
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), parallax_api::ErrorCode::UpstreamFailed);
+        assert!(
+            err.body()
+                .error
+                .contains("No provider computes depth previews here"),
+            "{}",
+            err.body().error
+        );
     }
 }
