@@ -355,7 +355,7 @@ pub fn document(origin: &str) -> Value {
     paths.insert(
         "/v2/requests/{request_id}/share".into(),
         json!({"post": {"operationId": "share_request",
-                        "summary": "What the job's share page shows beside the result: none (the default), the control photo, or the depth map the job was made from instead of the photo (its owner only)",
+                        "summary": "What the job's share page shows beside the result: none (the default), the control photo, or the depth map the job was made from instead of the photo (its owner only; on a depth-anything-v2 preview a 400 naming share_control: a preview has no share page, its map is shared through the job made from it)",
                         "parameters": [request_id_param()],
                         "requestBody": {"required": true, "content": {"application/json": {"schema": {
                             "type": "object", "required": ["share_control"], "additionalProperties": false,

@@ -386,6 +386,91 @@ fn share_control_depth_shows_the_depth_map_and_not_the_photo() {
 
 #[test]
 #[ignore = "needs the running stack: cargo xtask test"]
+fn a_previews_photo_is_deleted_once_it_ends_and_its_map_stays() {
+    let photo = fresh_png("preview input dropped", 220, 160);
+    let sub = preview(&photo, "rich");
+    let id = sub["request_id"].as_str().unwrap().to_owned();
+    // While it runs, its owner's read links the photo (the sim takes 1.5 s).
+    let running = read(&id, Some("rich"));
+    let link = running["control_image"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no control link while running: {running}"))
+        .to_owned();
+    let result = finish(&sub, Some("rich"));
+    greyscale_png(&result);
+    assert!(
+        result.get("control_image").is_none(),
+        "an ended preview links no photo: {result}"
+    );
+    // The photo is gone from R2 (for its owner too); the map stays.
+    parallax_e2e::eventually(
+        "the preview's photo to be deleted",
+        Duration::from_secs(20),
+        || (get(&link).status == 404).then_some(()),
+    );
+    let map = get(result["output"].as_str().unwrap());
+    assert_eq!(map.status, 200);
+    assert_eq!(map.header("content-type"), Some("image/png"));
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn a_free_preview_is_refused_to_an_account_that_could_not_pay_for_a_generation() {
+    let photo = fresh_png("preview broke", 120, 90);
+    let generation = post(
+        "flux-depth-dev",
+        &photo,
+        &[("prompt", "a barn")],
+        Some("broke"),
+    );
+    let a = post("depth-anything-v2", &photo, &[], Some("broke"));
+    assert_eq!(a.status, generation.status, "as a generation: {}", a.text);
+    assert_eq!(a.json()["code"], "insufficient_credits", "{}", a.text);
+    assert_eq!(upstream_previews(&photo), 0);
+
+    // An account that can pay is still charged nothing (PREVIEW_CREDITS = 0), and its
+    // second preview of the same bytes is the first job, reaching no provider.
+    let first = preview(&photo, "rich");
+    let result = finish(&first, Some("rich"));
+    assert_eq!(result["metrics"]["credits"]["charged"], 0, "{result}");
+    let again = preview(&photo, "rich");
+    assert_eq!(again["request_id"], first["request_id"]);
+    assert_eq!(upstream_previews(&photo), 1);
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn share_choices_on_a_preview_are_refused_so_it_is_no_image_host() {
+    let photo = fresh_png("share preview", 200, 150);
+    let sub = preview(&photo, "rich");
+    let id = sub["request_id"].as_str().unwrap().to_owned();
+    finish(&sub, Some("rich"));
+    for choice in ["photo", "depth", "none"] {
+        let a = send_repeatable(|| {
+            client()
+                .post(format!("{}/v2/requests/{id}/share", base()))
+                .header("x-api-key", test_key("rich"))
+                .json(&json!({"share_control": choice}))
+        });
+        assert_eq!(a.status, 400, "{choice}: {}", a.text);
+        let body = a.json();
+        assert_eq!(body["fields"][0]["field"], "share_control", "{body}");
+        assert!(
+            body["fields"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("preview"),
+            "{body}"
+        );
+    }
+    // Nothing was stored: anyone's read shows no link to the uploaded image.
+    let public = read(&id, None);
+    assert!(public.get("share_control").is_none(), "{public}");
+    assert!(public.get("control_image").is_none(), "{public}");
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
 fn depth_preview_on_the_sync_api_answers_the_png_and_eachlabs_names_the_model_it_refuses() {
     // Segmind's v1 (sync) API: the map's bytes, as any first image.
     let png = fresh_png("preview sync", 160, 120);

@@ -142,10 +142,10 @@ impl Config {
                     m.slug().replace('-', "_").to_ascii_uppercase()
                 );
                 let to = text(env, &var)?;
-                match Model::ALL.into_iter().find(|t| t.slug() == to && *t != m) {
-                    Some(t) => Some((m, t)),
-                    None => {
-                        worker::console_warn!("{var}: unknown model `{to}`");
+                match fallback_target(m, &to) {
+                    Ok(t) => Some((m, t)),
+                    Err(why) => {
+                        worker::console_warn!("{var}: {why}; ignored");
                         None
                     }
                 }
@@ -261,6 +261,24 @@ impl Config {
     }
 }
 
+/// The model `FALLBACK_{from}` = `to` names, if it may serve `from`: a generating
+/// model other than `from`. The depth preview is neither a fallback target (it makes
+/// a depth map, not the asked image) nor falls back (its `FALLBACK_DEPTH_ANYTHING_V2`
+/// is refused: a generation is not a preview).
+pub fn fallback_target(from: Model, to: &str) -> Result<Model, String> {
+    if from.is_preview() {
+        return Err(format!("{} has no fallback", from.slug()));
+    }
+    match Model::from_slug(to) {
+        None => Err(format!("unknown model `{to}`")),
+        Some(t) if t == from => Err(format!("`{to}` is the model itself")),
+        Some(t) if t.is_preview() => Err(format!(
+            "`{to}` is the depth preview, not a generating model"
+        )),
+        Some(t) => Ok(t),
+    }
+}
+
 /// `"segmind, replicate"` → the known provider kinds, in order, without repeats.
 pub fn parse_route(list: &str) -> Vec<Kind> {
     let mut out = Vec::new();
@@ -293,6 +311,28 @@ mod tests {
             ]
         );
         assert!(parse_route("").is_empty());
+    }
+
+    #[test]
+    fn a_fallback_is_a_generating_model_other_than_itself() {
+        assert_eq!(
+            fallback_target(Model::FluxDepthPro, "flux-depth-dev"),
+            Ok(Model::FluxDepthDev)
+        );
+        assert_eq!(
+            fallback_target(Model::FluxDepthDev, "flux-depth-pro"),
+            Ok(Model::FluxDepthPro)
+        );
+        for (from, to) in [
+            (Model::FluxDepthPro, "depth-anything-v2"),
+            (Model::FluxDepthDev, "depth-anything-v2"),
+            (Model::FluxDepthPro, "flux-depth-pro"),
+            (Model::FluxDepthPro, "flux-depth-max"),
+            (Model::DepthAnythingV2, "flux-depth-dev"),
+            (Model::DepthAnythingV2, "flux-depth-pro"),
+        ] {
+            assert!(fallback_target(from, to).is_err(), "{from:?} → {to}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! | `steps` 15..50 | `num_inference_steps` | dev's range 1..50 holds pro's |
 //! | `guidance` 1..50 | `guidance` | the same FLUX guidance; dev's range 0..100 holds it |
 //! | `output_format` | same | dev writes jpg, png and webp |
+//! | `control_type` | same | a depth map sent as the control image stays one: dev is routed only to providers that take it, or the request is the 400 naming `control_type` |
 //! | `safety_tolerance` 1..6 | `disable_safety_checker: false` | dev has only an on/off checker: always on, the strictest reading |
 //! | `prompt_upsampling` | dropped | dev has no equivalent |
 //! | | `num_outputs: 1`, `megapixels: "1"` | what pro gives |
@@ -30,6 +31,7 @@ pub fn dev_params(pro: &Params) -> Option<Params> {
         ("steps", "num_inference_steps"),
         ("guidance", "guidance"),
         ("output_format", "output_format"),
+        ("control_type", "control_type"),
     ] {
         if let Some(v) = pro.get(from) {
             fields.insert(to.into(), v.clone());
@@ -70,5 +72,39 @@ mod tests {
         assert_eq!(dev.get("disable_safety_checker"), Some(&json!(false)));
         assert_eq!(dev.get("prompt_upsampling"), None);
         assert_eq!(dev.get("safety_tolerance"), None);
+        assert!(!dev.control_is_depth());
+    }
+
+    #[test]
+    fn a_depth_map_control_stays_a_depth_map_on_dev() {
+        let pro = parallax_api::validate(
+            Model::FluxDepthPro,
+            json!({"prompt": "a barn", "control_type": "depth"})
+                .as_object()
+                .unwrap(),
+            true,
+        )
+        .unwrap()
+        .params;
+        assert!(dev_params(&pro).unwrap().control_is_depth());
+    }
+
+    #[test]
+    fn every_pro_parameter_is_mapped_or_named_as_dropped() {
+        // A new pro parameter must be decided on here (and in the table above).
+        let decided = [
+            "prompt",
+            "control_image",
+            "control_type",
+            "steps",
+            "guidance",
+            "output_format",
+            "safety_tolerance",
+            "prompt_upsampling",
+            "seed",
+        ];
+        for spec in Model::FluxDepthPro.params() {
+            assert!(decided.contains(&spec.name), "{} is not mapped", spec.name);
+        }
     }
 }

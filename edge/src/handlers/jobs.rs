@@ -183,7 +183,13 @@ pub fn result_view(
 ) -> parallax_api::JobResult {
     use parallax_api::ShareControl;
     let mut result = job.result(origin);
-    let public_depth = matches!(job.share_control, ShareControl::Depth | ShareControl::Photo);
+    // A preview shares nothing ([`share_refusal`]), whatever a record says.
+    let share_control = match job.model.is_preview() {
+        true => ShareControl::None,
+        false => job.share_control,
+    };
+    result.share_control = share_control;
+    let public_depth = matches!(share_control, ShareControl::Depth | ShareControl::Photo);
     result.depth_image = if job.model.is_preview() {
         None
     } else if job.params.control_is_depth() {
@@ -201,7 +207,11 @@ pub fn result_view(
             .filter(|_| public_depth || owns(cfg, claim, job))
             .map(|path| format!("{origin}{path}"))
     };
-    result.control_image = match job.share_control {
+    // A preview's control image is deleted once it has ended (`Outbox::drop_input`).
+    if job.model.is_preview() && job.status.is_terminal() {
+        return result;
+    }
+    result.control_image = match share_control {
         ShareControl::Photo => cfg.control_link_secret.as_ref().map(|secret| {
             let now = worker::Date::now().as_millis() / 1000;
             crate::control_link::owner_link(secret, origin, &job.id, now)
@@ -211,9 +221,22 @@ pub fn result_view(
     result
 }
 
+/// Why a share choice on a depth preview is refused: a preview has no share page of its
+/// own (else a free preview of any uploaded image, shared as `photo`, would be a signed
+/// public link to it for the whole retention). Its map is shared through the job made
+/// from it (`share_control: depth` there).
+pub const PREVIEW_NOT_SHARED: &str = "a depth preview has no share page of its own: its depth map is shared through the job made from it (share_control \"depth\" on that job)";
+
+/// The refusal of any share choice on a job of `model` ([`PREVIEW_NOT_SHARED`]).
+pub fn share_refusal(model: parallax_api::Model) -> Option<EdgeError> {
+    model
+        .is_preview()
+        .then(|| EdgeError::field("share_control", PREVIEW_NOT_SHARED))
+}
+
 /// `POST /v2/requests/{id}/share` (`{"share_control": "none" | "photo" | "depth"}`): what the
 /// job's share page shows beside the result, stored with the job. Only its owner may
-/// ([`owns`]).
+/// ([`owns`]); a depth preview's is refused ([`share_refusal`]).
 pub async fn share_job(
     mut req: Request,
     env: &Env,
@@ -221,6 +244,9 @@ pub async fn share_job(
     raw_id: &str,
 ) -> EdgeResult<Response> {
     let job = owned(&req, env, caller, raw_id).await?;
+    if let Some(refused) = share_refusal(job.model) {
+        return Err(refused);
+    }
     // Not `req.json()`: workers-rs reads it through serde-wasm-bindgen, which looks up a
     // struct's fields by name and so never sees an unknown one (`deny_unknown_fields`
     // would not hold); serde_json over the bytes refuses them, as the schema says.
@@ -551,4 +577,27 @@ pub async fn list_jobs(req: &Request, env: &Env, caller: &Caller) -> EdgeResult<
         &json!({"requests": requests, "next_cursor": next_cursor}),
         200,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use parallax_api::Model;
+
+    use super::*;
+
+    #[test]
+    fn a_share_choice_on_a_preview_is_a_400_naming_share_control_and_why() {
+        let refused = share_refusal(Model::DepthAnythingV2).expect("refused");
+        assert_eq!(refused.code(), parallax_api::ErrorCode::BadRequest);
+        let fields = refused.body().fields.unwrap();
+        assert_eq!(fields[0].field, "share_control");
+        assert!(
+            fields[0].message.contains("preview"),
+            "{}",
+            fields[0].message
+        );
+        for m in Model::GENERATORS {
+            assert!(share_refusal(m).is_none(), "{m:?}");
+        }
+    }
 }

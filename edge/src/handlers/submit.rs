@@ -95,9 +95,18 @@ pub fn cheapest_job(cfg: &Config) -> u64 {
         .unwrap_or(0)
 }
 
-/// The cheapest one-image job a request for `model` can become: its own price, or the
-/// operator's fallback model's when one is set (a pro request may be served by dev).
+/// What the precheck asks a request for `model` to be able to pay: the cheapest
+/// one-image job it can become (its own price, or the operator's fallback model's when
+/// one is set: a pro request may be served by dev). A depth preview is offered only to
+/// an account that could afford the cheapest generating job ([`cheapest_job`]), though
+/// it is charged `PREVIEW_CREDITS` (0 by default): else free previews would lift the
+/// credit limit, and a broke account or an anonymous caller past its allowance could
+/// fill the shared GPU queue. (An earlier preview of the same bytes is still answered
+/// without charging: the precheck reserves nothing.)
 pub fn cheapest_for(cfg: &Config, model: Model) -> u64 {
+    if model.is_preview() {
+        return cheapest_job(cfg).max(cfg.cost(model, 1));
+    }
     cfg.fallbacks
         .iter()
         .filter(|(from, _)| *from == model)
@@ -322,15 +331,32 @@ async fn serve(
             }
         }
     }
+    let (served, c, mapped) = fall_back(cfg, model, to, own, params, input)?;
+    if let Some(mapped) = mapped {
+        *params = mapped;
+    }
+    Ok((served, c))
+}
+
+/// The fallback's choice once no provider of `model`'s own (`own`) is healthy: `to`'s
+/// candidates with the parameters mapped (carried back), or else `model`'s own answer
+/// (a 400 naming the parameter neither model's providers can take, e.g. `control_type:
+/// depth`, a 502 when none is ready). A mapped request is never served with
+/// something the caller asked for dropped: the mapping carries `control_type`.
+fn fall_back(
+    cfg: &Config,
+    model: Model,
+    to: Model,
+    own: EdgeResult<Vec<String>>,
+    params: &parallax_api::Params,
+    input: &crate::input::image::ImageInfo,
+) -> EdgeResult<(Model, Vec<String>, Option<parallax_api::Params>)> {
     let Some(mapped) = crate::fallback::dev_params(params) else {
-        return own.map(|c| (model, c));
+        return own.map(|c| (model, c, None));
     };
     match candidates(cfg, to, &mapped, input) {
-        Ok(c) => {
-            *params = mapped;
-            Ok((to, c))
-        }
-        Err(_) => own.map(|c| (model, c)),
+        Ok(c) => Ok((to, c, Some(mapped))),
+        Err(_) => own.map(|c| (model, c, None)),
     }
 }
 
@@ -349,10 +375,15 @@ fn candidates(
         .copied()
         .collect();
     if ready.is_empty() {
-        return Err(EdgeError::UpstreamFailed(format!(
-            "No provider is configured for {}",
-            model.slug()
-        )));
+        // The status every model answers without a provider; the preview's names what
+        // is missing (a deployment without ComfyUI, or another Parallax, computes none).
+        return Err(EdgeError::UpstreamFailed(match model.is_preview() {
+            true => format!(
+                "No provider computes depth previews here: {} has no configured provider",
+                model.slug()
+            ),
+            false => format!("No provider is configured for {}", model.slug()),
+        }));
     }
     let mut refusals = Vec::new();
     let mut able = Vec::new();
@@ -567,6 +598,70 @@ mod tests {
         );
     }
 
+    fn routed(pro: Vec<Kind>, dev: Vec<Kind>) -> Config {
+        let mut cfg = config(dev);
+        cfg.routes.push((Model::FluxDepthPro, pro));
+        cfg.fallbacks = vec![(Model::FluxDepthPro, Model::FluxDepthDev)];
+        cfg
+    }
+
+    fn pro_params(fields: serde_json::Value) -> parallax_api::Params {
+        parallax_api::validate(Model::FluxDepthPro, fields.as_object().unwrap(), true)
+            .unwrap()
+            .params
+    }
+
+    fn fall_back_for(cfg: &Config, p: &parallax_api::Params) -> EdgeResult<(Model, Vec<String>)> {
+        let own = candidates(cfg, Model::FluxDepthPro, p, &INFO);
+        fall_back(cfg, Model::FluxDepthPro, Model::FluxDepthDev, own, p, &INFO).map(
+            |(m, c, mapped)| {
+                if let Some(mapped) = mapped {
+                    assert_eq!(mapped.control_is_depth(), p.control_is_depth());
+                }
+                (m, c)
+            },
+        )
+    }
+
+    #[test]
+    fn the_fallback_keeps_a_depth_map_control_or_refuses_it_naming_control_type() {
+        let depth =
+            pro_params(json!({"prompt": "x", "control_type": "depth", "output_format": "png"}));
+        // Pro's segmind cannot take a depth map; dev's comfyui can: served as dev, still
+        // a depth map (not re-estimated from it).
+        let cfg = routed(vec![Kind::named("segmind")], vec![Kind::named("comfyui")]);
+        assert_eq!(
+            fall_back_for(&cfg, &depth).unwrap(),
+            (Model::FluxDepthDev, vec!["comfyui".to_owned()])
+        );
+        // Dev's only provider always estimates: the 400 naming control_type, not a dev
+        // job that estimates the depth of a depth map.
+        let cfg = routed(vec![Kind::named("segmind")], vec![Kind::named("segmind")]);
+        let err = fall_back_for(&cfg, &depth).unwrap_err();
+        assert_eq!(err.code(), parallax_api::ErrorCode::BadRequest);
+        assert_eq!(err.body().fields.unwrap()[0].field, "control_type");
+        // A photo control falls back as before.
+        let photo = pro_params(json!({"prompt": "x"}));
+        assert_eq!(
+            fall_back_for(&cfg, &photo).unwrap(),
+            (Model::FluxDepthDev, vec!["segmind".to_owned()])
+        );
+    }
+
+    #[test]
+    fn a_preview_is_prechecked_against_the_cheapest_generating_job() {
+        let mut cfg = config(vec![]);
+        assert_eq!(cfg.cost(Model::DepthAnythingV2, 1), 0);
+        assert_eq!(cheapest_for(&cfg, Model::DepthAnythingV2), 2, "dev's price");
+        assert_eq!(cheapest_for(&cfg, Model::FluxDepthDev), 2);
+        assert_eq!(cheapest_for(&cfg, Model::FluxDepthPro), 5);
+        cfg.fallbacks = vec![(Model::FluxDepthPro, Model::FluxDepthDev)];
+        assert_eq!(cheapest_for(&cfg, Model::FluxDepthPro), 2);
+        // A preview priced above a generation asks for its own price.
+        cfg.credits_preview = 9;
+        assert_eq!(cheapest_for(&cfg, Model::DepthAnythingV2), 9);
+    }
+
     #[test]
     fn the_fingerprint_binds_model_params_image_and_webhook() {
         let p = params(json!({"prompt": "x"}));
@@ -651,5 +746,34 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(none.code(), parallax_api::ErrorCode::UpstreamFailed);
+        assert_eq!(
+            none.body().error,
+            "No provider is configured for flux-depth-dev"
+        );
+    }
+
+    #[test]
+    fn a_preview_without_a_provider_says_no_provider_computes_depth_previews_here() {
+        // Production's default route for the preview is comfyui, which has no default
+        // base URL: nothing is ready.
+        let mut cfg = config(vec![]);
+        cfg.providers.retain(|p| p.kind != Kind::named("comfyui"));
+        cfg.routes
+            .push((Model::DepthAnythingV2, vec![Kind::named("comfyui")]));
+        let err = candidates(
+            &cfg,
+            Model::DepthAnythingV2,
+            &parallax_api::Params::default(),
+            &INFO,
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), parallax_api::ErrorCode::UpstreamFailed);
+        assert!(
+            err.body()
+                .error
+                .contains("No provider computes depth previews here"),
+            "{}",
+            err.body().error
+        );
     }
 }

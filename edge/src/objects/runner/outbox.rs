@@ -73,6 +73,24 @@ impl JobRunner {
                 .await?;
                 acted = true;
             }
+            if job.input_drop_ready(now) {
+                // Idempotent: deleting a missing key succeeds; a crash before the
+                // acknowledgement deletes it again.
+                let dropped = match self.env.bucket(bindings::MEDIA) {
+                    Ok(bucket) => bucket.delete(keys::input(&job.id)).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = &dropped {
+                    worker::console_warn!("job {}: dropping its control image failed: {e}", job.id);
+                }
+                self.update(|j| match (&dropped, j.outbox.drop_input.as_mut()) {
+                    (Ok(()), _) => j.outbox.drop_input = None,
+                    (Err(_), Some(r)) => r.failed(now_ms(), jitter()),
+                    (Err(_), None) => {}
+                })
+                .await?;
+                acted = true;
+            }
             if !acted {
                 break;
             }

@@ -228,6 +228,11 @@ pub struct Outbox {
     /// Delete everything (R2 and this object's storage): deleted, or retention over.
     #[serde(default)]
     pub purge: Option<Retry>,
+    /// Delete the control image (`keys::input`) of a depth preview once it has ended
+    /// ([`JobRecord::input_drop_ready`]): the picked photo is not kept for the
+    /// retention under a preview the user may never generate from; its map stays.
+    #[serde(default)]
+    pub drop_input: Option<Retry>,
     /// A job that ended while a submit attempt was out (`JobRecord::submitting`): if
     /// that attempt's outcome is not recorded by then, it was lost with the object,
     /// and the alarm looks it up (or decides it as spent) at this time, with backoff.
@@ -443,6 +448,22 @@ impl JobRecord {
         self.finished_ms = Some(now_ms);
         self.next_step_ms = None;
         self.expires_ms = Some(now_ms + self.ownership.retention_secs * 1000);
+        if self.model.is_preview() {
+            self.outbox.drop_input.get_or_insert(Retry::now(now_ms));
+        }
+    }
+
+    /// Whether nothing can need the control image again: the job has ended and no
+    /// submit attempt is out or being resolved (a lookup may replay the submit).
+    fn input_unneeded(&self) -> bool {
+        self.status.is_terminal()
+            && self.submitting.is_none()
+            && self.outbox.resolve_submit.is_none()
+    }
+
+    /// Whether a preview's control image may be deleted now (`Outbox::drop_input`).
+    pub fn input_drop_ready(&self, now_ms: u64) -> bool {
+        self.outbox.drop_input.is_some_and(|r| r.is_due(now_ms)) && self.input_unneeded()
     }
 
     /// Whether the retention period is over.
@@ -521,6 +542,12 @@ impl JobRecord {
             .purge
             .filter(|_| self.nothing_owed())
             .map(|p| p.next_ms);
+        // Like the purge, the input's deletion counts only once nothing needs it.
+        let drop_input = self
+            .outbox
+            .drop_input
+            .filter(|_| self.input_unneeded())
+            .map(|r| r.next_ms);
         // A lost submit of a record from before `resolve_submit`: at once.
         let lost = (self.status.is_terminal()
             && self.submitting.is_some()
@@ -528,10 +555,17 @@ impl JobRecord {
         .then_some(self.finished_ms.unwrap_or(0));
         // Retention's end counts until the purge is ordered (then the purge does).
         let expiry = self.expires_ms.filter(|_| self.outbox.purge.is_none());
-        [step, self.outbox.next_due_ms(), purge, lost, expiry]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            step,
+            self.outbox.next_due_ms(),
+            purge,
+            drop_input,
+            lost,
+            expiry,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Whether the alarm chain looks broken: something was due long ago.

@@ -1150,3 +1150,56 @@ fn every_end_has_its_settlement_reason() {
     canceled.cancel(1_001_000);
     assert_eq!(canceled.settlement(), Settlement::Canceled);
 }
+
+/// A depth preview's record, as `job()` but for the preview model.
+fn preview_job() -> JobRecord {
+    let mut j = job();
+    j.model = Model::DepthAnythingV2;
+    j.params = Params::default();
+    j.ownership.charged = 0;
+    j
+}
+
+#[test]
+fn a_previews_control_image_is_dropped_once_it_ends_and_a_generations_is_kept() {
+    let out = StoredOutput {
+        ext: "png".into(),
+        content_type: "image/png".into(),
+        bytes: 10,
+        width: 64,
+        height: 48,
+    };
+    let mut p = preview_job();
+    p.mark_processing(1_000_500);
+    assert!(p.outbox.drop_input.is_none(), "not while it runs");
+    p.complete(vec![out.clone()], 1_002_500);
+    assert!(p.input_drop_ready(1_002_500));
+    assert_eq!(p.next_due_ms(), Some(1_002_500), "due at once");
+    assert_eq!(p.outputs.len(), 1, "the map stays");
+
+    // A failed preview too; but not while a submit attempt is out or being resolved
+    // (a lookup may replay it), and then not scheduled either.
+    let mut f = preview_job();
+    f.submitting = Some(Attempt {
+        n: 1,
+        provider: "comfyui".into(),
+        started_ms: 1_000_100,
+        ambiguous: false,
+    });
+    f.fail(FailureKind::Timeout, "deadline", 1_003_000);
+    assert!(f.outbox.drop_input.is_some());
+    assert!(!f.input_drop_ready(1_003_000));
+    f.outbox.refund = None;
+    assert!(
+        f.next_due_ms().is_some_and(|t| t > 1_003_000),
+        "{:?}",
+        f.next_due_ms()
+    );
+
+    // A generation keeps its control image for the retention (its share page, the
+    // owner's link).
+    assert!(completed(1).outbox.drop_input.is_none());
+    let mut g = job();
+    g.fail(FailureKind::Upstream, "x", 1_003_000);
+    assert!(g.outbox.drop_input.is_none());
+}
