@@ -22,7 +22,7 @@ use crate::components::no_jobs::NoJobs;
 use crate::components::param_field::ParamField;
 use crate::components::snippets_panel::SnippetsPanel;
 use crate::image::{self};
-use crate::logic::form::target_megapixels;
+use crate::logic::form::{self, target_megapixels};
 use crate::logic::store::Job;
 use crate::store::use_store;
 
@@ -61,11 +61,13 @@ pub fn StudioPage() -> impl IntoView {
     let query = use_query_map();
     let navigate = use_navigate();
 
-    // The URL's model wins over the form's (a shared or reloaded link).
+    // The URL's model wins over the form's (a shared or reloaded link); one the
+    // studio cannot generate with (the depth preview's) is the default model instead.
     Effect::new(move || {
         let wanted = query
             .with(|q| q.get("model"))
-            .and_then(|m| Model::from_slug(&m));
+            .and_then(|m| Model::from_slug(&m))
+            .map(form::generator);
         if let Some(m) = wanted
             && form.with_untracked(|f| f.model) != m
         {
