@@ -118,17 +118,20 @@ impl Seen {
 /// `code` the API's error code, `message` the client's line for the error).
 pub fn refused_reason(status: u16, code: Option<ErrorCode>, message: &str) -> String {
     match (status, code) {
-        // An edge without the preview model, or without a provider that computes it.
-        (404, _) | (501 | 503, _) | (_, Some(ErrorCode::NotFound)) => {
+        // An edge without the preview model, or without a provider that computes it
+        // (502 from an edge with none configured).
+        (404, _) | (501..=503, _) | (_, Some(ErrorCode::NotFound)) => {
             "No depth preview: no provider here can compute depth maps.".into()
         }
         (429, _) | (_, Some(ErrorCode::RateLimited)) => {
             "No depth preview right now: too many requests.".into()
         }
-        (_, Some(ErrorCode::InsufficientCredits)) => {
-            "No depth preview: not enough credits for one.".into()
+        // An account that could not afford a generation is refused previews too.
+        (402, _) | (_, Some(ErrorCode::InsufficientCredits)) => {
+            "No depth preview: not enough credits.".into()
         }
         (0, _) => "No depth preview: the server could not be reached.".into(),
+        (500..=599, _) => "No depth preview: the server could not compute one.".into(),
         _ => format!("No depth preview: {message}"),
     }
 }
@@ -311,6 +314,21 @@ mod tests {
     fn reasons_are_short_and_say_what_happened() {
         assert!(refused_reason(404, None, "x").contains("no provider"));
         assert!(refused_reason(503, None, "x").contains("no provider"));
+        assert!(refused_reason(502, Some(ErrorCode::UpstreamFailed), "x").contains("no provider"));
+        assert_eq!(
+            refused_reason(504, Some(ErrorCode::UpstreamTimeout), "a long raw line"),
+            "No depth preview: the server could not compute one."
+        );
+        for status in [402, 406] {
+            assert_eq!(
+                refused_reason(status, Some(ErrorCode::InsufficientCredits), "raw"),
+                "No depth preview: not enough credits."
+            );
+        }
+        assert_eq!(
+            refused_reason(402, None, "raw"),
+            "No depth preview: not enough credits."
+        );
         assert!(refused_reason(0, None, "x").contains("reached"));
         assert!(refused_reason(429, Some(ErrorCode::RateLimited), "x").contains("too many"));
         assert_eq!(
