@@ -84,23 +84,56 @@ pub fn image_key(bytes: &[u8]) -> u64 {
 }
 
 /// The depth maps this tab has seen, by [`image_key`], newest last; at most [`KEPT`].
+/// Each keeps the preview job that made it, when this tab made it: an anonymous job's
+/// `owner_token` is the only way to delete it later.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Seen(Vec<(u64, String)>);
+pub struct Seen(Vec<Remembered>);
+
+/// One remembered depth map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Remembered {
+    key: u64,
+    url: String,
+    job: Option<PreviewJob>,
+}
+
+/// A preview job this tab submitted: enough to delete it (`DELETE response_url`, with
+/// `x-owner-token` when it was anonymous).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviewJob {
+    pub response_url: String,
+    pub owner_token: Option<String>,
+}
 
 /// Depth maps remembered per tab.
 pub const KEPT: usize = 32;
 
 impl Seen {
     pub fn get(&self, key: u64) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, u)| u.as_str())
+        self.0.iter().find(|r| r.key == key).map(|r| r.url.as_str())
     }
 
-    pub fn put(&mut self, key: u64, url: String) {
-        self.0.retain(|(k, _)| *k != key);
-        self.0.push((key, url));
+    /// The preview job that made the map remembered for `key`, if this tab made it.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "kept so a preview can be deleted; no control deletes one yet"
+        )
+    )]
+    pub fn job(&self, key: u64) -> Option<&PreviewJob> {
+        self.0.iter().find(|r| r.key == key)?.job.as_ref()
+    }
+
+    /// Remembers `url` for `key`; the same map seen again (`job` `None`) keeps its job.
+    pub fn put(&mut self, key: u64, url: String, job: Option<PreviewJob>) {
+        let old = self
+            .0
+            .iter()
+            .position(|r| r.key == key)
+            .map(|i| self.0.remove(i));
+        let job = job.or_else(|| old.filter(|o| o.url == url).and_then(|o| o.job));
+        self.0.push(Remembered { key, url, job });
         if self.0.len() > KEPT {
             self.0.remove(0);
         }
@@ -109,7 +142,7 @@ impl Seen {
     /// Forgets a map that no longer loads (expired); whether it was remembered.
     pub fn forget(&mut self, url: &str) -> bool {
         let before = self.0.len();
-        self.0.retain(|(_, u)| u != url);
+        self.0.retain(|r| r.url != url);
         self.0.len() != before
     }
 }
@@ -297,11 +330,21 @@ mod tests {
         );
         assert_ne!(image_key(b"photo one"), image_key(b"photo two"));
         let mut seen = Seen::default();
-        seen.put(1, "/results/a/0.png".into());
+        let job = PreviewJob {
+            response_url: "/v2/requests/a".into(),
+            owner_token: Some("tok".into()),
+        };
+        seen.put(1, "/results/a/0.png".into(), Some(job.clone()));
         assert_eq!(seen.get(1), Some("/results/a/0.png"));
+        seen.put(1, "/results/a/0.png".into(), None);
+        assert_eq!(
+            seen.job(1),
+            Some(&job),
+            "seen again, its owner token is kept"
+        );
         assert_eq!(seen.get(2), None);
         for k in 2..=(KEPT as u64 + 1) {
-            seen.put(k, format!("/results/{k}/0.png"));
+            seen.put(k, format!("/results/{k}/0.png"), None);
         }
         assert_eq!(seen.get(1), None, "the oldest went");
         assert!(seen.get(2).is_some());
