@@ -258,6 +258,12 @@ for (const [name, options] of [['desktop', DESKTOP], ['phone', PHONE]]) {
     assert.equal(result.params.control_type, 'depth', 'sent as a depth map');
     assert.ok(src, 'from the preview');
     if (name === 'desktop') await strangerRemixes(id);
+    // Its owner's Remix brings the depth map back, marked a depth map once it is the
+    // control image.
+    await card.getByTestId('job-remix').click();
+    await page.waitForFunction(() => document.querySelector('[data-testid=control-is-depth]')?.checked);
+    await page.getByText(/Will upload \d+×\d+ JPEG/).waitFor();
+    assert.ok((await greyscale(page, '.drop .preview')).grey, 'the depth map is the control image again');
     // A new pick is a photo again, and is previewed.
     await pickSample(page, 0);
     assert.equal(await toggle.isChecked(), false, 'a new pick is a photo again');
