@@ -212,6 +212,25 @@ test('desktop: Generate never waits for the preview, and a reload mid-preview sh
   await context.close();
 });
 
+/// A stranger remixes the depth job `id`: its depth map is not theirs, so their own
+/// photo stays a photo (`control_type: image`), previewed.
+async function strangerRemixes(id) {
+  const { context, page, errors } = await open(DESKTOP);
+  await pickSample(page, 2);
+  const before = await depthShown(page);
+  // The studio's own navigation to `/?remix=` (as from a share page's Remix).
+  await page.evaluate((rid) => {
+    history.pushState(null, '', `/?remix=${rid}`);
+    dispatchEvent(new PopStateEvent('popstate'));
+  }, id);
+  await page.getByTestId('prompt').and(page.locator(':not(:placeholder-shown)')).waitFor();
+  assert.match(await page.getByTestId('prompt').inputValue(), /coffee cup of jade/);
+  assert.equal(await page.getByTestId('control-is-depth').isChecked(), false, 'the stranger\'s photo is a photo');
+  assert.equal(await depthShown(page), before, 'its preview stays beside it');
+  assert.deepEqual(errors, []);
+  await context.close();
+}
+
 for (const [name, options] of [['desktop', DESKTOP], ['phone', PHONE]]) {
   test(`${name}: "Use as control" makes the depth map the next control image with control_type depth`, async () => {
     const { context, page, errors } = await open(options);
@@ -220,7 +239,8 @@ for (const [name, options] of [['desktop', DESKTOP], ['phone', PHONE]]) {
     const photo = await page.locator('.drop .preview').getAttribute('src');
     await page.getByTestId('depth-use').click();
     const toggle = page.getByTestId('control-is-depth');
-    assert.equal(await toggle.isChecked(), true, 'marked as a depth map');
+    // Marked as a depth map once it is the control image, not before.
+    await page.waitForFunction(() => document.querySelector('[data-testid=control-is-depth]')?.checked);
     // The depth map becomes the control image (fetched and prepared like any image);
     // no preview of a depth map: the image alone.
     await page.waitForFunction((old) => {
@@ -237,6 +257,13 @@ for (const [name, options] of [['desktop', DESKTOP], ['phone', PHONE]]) {
     const result = await (await fetch(`${base}/v2/requests/${id}`)).json();
     assert.equal(result.params.control_type, 'depth', 'sent as a depth map');
     assert.ok(src, 'from the preview');
+    if (name === 'desktop') await strangerRemixes(id);
+    // Its owner's Remix brings the depth map back, marked a depth map once it is the
+    // control image.
+    await card.getByTestId('job-remix').click();
+    await page.waitForFunction(() => document.querySelector('[data-testid=control-is-depth]')?.checked);
+    await page.getByText(/Will upload \d+×\d+ JPEG/).waitFor();
+    assert.ok((await greyscale(page, '.drop .preview')).grey, 'the depth map is the control image again');
     // A new pick is a photo again, and is previewed.
     await pickSample(page, 0);
     assert.equal(await toggle.isChecked(), false, 'a new pick is a photo again');
@@ -335,5 +362,56 @@ test('the owner shows the depth map instead of the photo on the share page', asy
   await share.screenshot({ path: path.join(shots, 'depth-share-photo-phone.png'), fullPage: true });
   assert.deepEqual(errors, []);
   await stranger.close();
+  await context.close();
+});
+
+test('desktop: a depth map that cannot be fetched for "Use as control" leaves the photo, sent as a photo', async () => {
+  const { context, page, errors } = await open(DESKTOP);
+  await pickSample(page, 1);
+  const src = await depthShown(page);
+  const photo = await page.locator('.drop .preview').getAttribute('src');
+  // The depth map's fetch (to become the control image) fails.
+  await page.route((u) => u.href === new URL(src, base).href, (route) => route.abort('internetdisconnected'));
+  await page.getByTestId('depth-use').click();
+  await page.getByTestId('image-error').filter({ hasText: /depth map/ }).waitFor();
+  assert.match(await page.getByTestId('image-error').textContent(), /the photo stays, sent as a photo/);
+  assert.equal(await page.getByTestId('control-is-depth').isChecked(), false, 'not marked as a depth map');
+  assert.equal(await page.locator('.drop .preview').getAttribute('src'), photo, 'the photo is still the control image');
+  const { id } = await generate(page, 'a coffee cup of jade, the depth map never came');
+  assert.equal(await waitForEnd(page), 'Done');
+  const result = await (await fetch(`${base}/v2/requests/${id}`)).json();
+  assert.equal(result.params.control_type, 'image', 'sent as a photo');
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('desktop: a preview refused with 502 or 402 reads as a short reason, and Generate stays', async () => {
+  const { context, page, errors } = await open(DESKTOP);
+  const refuse = (status, code, error) => page.route(PREVIEW, (route) => route.fulfill({
+    status, contentType: 'application/json', body: JSON.stringify({ error, code }),
+  }));
+  await refuse(502, 'upstream_failed', 'no provider is configured for depth-anything-v2 (a raw server line)');
+  await pickSample(page, 0);
+  const reason = page.getByTestId('depth-unavailable');
+  await reason.waitFor({ timeout: 30_000 });
+  assert.equal(await reason.textContent(), 'No depth preview: no provider here can compute depth maps.');
+  await page.unrouteAll();
+  await refuse(402, 'insufficient_credits', 'Insufficient credits: 0 left (a raw server line)');
+  await pickSample(page, 1);
+  await reason.filter({ hasText: 'credits' }).waitFor({ timeout: 30_000 });
+  assert.equal(await reason.textContent(), 'No depth preview: not enough credits.');
+  assert.equal(await page.getByTestId('generate').isEnabled(), true, 'Generate is not held back');
+  assert.equal(await page.locator('.drop .preview').count(), 1, 'the photo alone');
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('the preview model is never the studio\'s: /?model=depth-anything-v2 checks a generator', async () => {
+  const context = await browser.newContext(DESKTOP);
+  const page = await context.newPage();
+  await visit(page, base + '/?model=depth-anything-v2');
+  await page.getByTestId('generate').waitFor({ timeout: 60_000 });
+  await page.waitForFunction(() => [...document.querySelectorAll('input[name=model]')].some((r) => r.checked));
+  assert.equal(await page.getByTestId('model-flux-depth-pro').isChecked(), true, 'the default model');
   await context.close();
 });

@@ -84,23 +84,56 @@ pub fn image_key(bytes: &[u8]) -> u64 {
 }
 
 /// The depth maps this tab has seen, by [`image_key`], newest last; at most [`KEPT`].
+/// Each keeps the preview job that made it, when this tab made it: an anonymous job's
+/// `owner_token` is the only way to delete it later.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Seen(Vec<(u64, String)>);
+pub struct Seen(Vec<Remembered>);
+
+/// One remembered depth map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Remembered {
+    key: u64,
+    url: String,
+    job: Option<PreviewJob>,
+}
+
+/// A preview job this tab submitted: enough to delete it (`DELETE response_url`, with
+/// `x-owner-token` when it was anonymous).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviewJob {
+    pub response_url: String,
+    pub owner_token: Option<String>,
+}
 
 /// Depth maps remembered per tab.
 pub const KEPT: usize = 32;
 
 impl Seen {
     pub fn get(&self, key: u64) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, u)| u.as_str())
+        self.0.iter().find(|r| r.key == key).map(|r| r.url.as_str())
     }
 
-    pub fn put(&mut self, key: u64, url: String) {
-        self.0.retain(|(k, _)| *k != key);
-        self.0.push((key, url));
+    /// The preview job that made the map remembered for `key`, if this tab made it.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "kept so a preview can be deleted; no control deletes one yet"
+        )
+    )]
+    pub fn job(&self, key: u64) -> Option<&PreviewJob> {
+        self.0.iter().find(|r| r.key == key)?.job.as_ref()
+    }
+
+    /// Remembers `url` for `key`; the same map seen again (`job` `None`) keeps its job.
+    pub fn put(&mut self, key: u64, url: String, job: Option<PreviewJob>) {
+        let old = self
+            .0
+            .iter()
+            .position(|r| r.key == key)
+            .map(|i| self.0.remove(i));
+        let job = job.or_else(|| old.filter(|o| o.url == url).and_then(|o| o.job));
+        self.0.push(Remembered { key, url, job });
         if self.0.len() > KEPT {
             self.0.remove(0);
         }
@@ -109,7 +142,7 @@ impl Seen {
     /// Forgets a map that no longer loads (expired); whether it was remembered.
     pub fn forget(&mut self, url: &str) -> bool {
         let before = self.0.len();
-        self.0.retain(|(_, u)| u != url);
+        self.0.retain(|r| r.url != url);
         self.0.len() != before
     }
 }
@@ -118,17 +151,20 @@ impl Seen {
 /// `code` the API's error code, `message` the client's line for the error).
 pub fn refused_reason(status: u16, code: Option<ErrorCode>, message: &str) -> String {
     match (status, code) {
-        // An edge without the preview model, or without a provider that computes it.
-        (404, _) | (501 | 503, _) | (_, Some(ErrorCode::NotFound)) => {
+        // An edge without the preview model, or without a provider that computes it
+        // (502 from an edge with none configured).
+        (404, _) | (501..=503, _) | (_, Some(ErrorCode::NotFound)) => {
             "No depth preview: no provider here can compute depth maps.".into()
         }
         (429, _) | (_, Some(ErrorCode::RateLimited)) => {
             "No depth preview right now: too many requests.".into()
         }
-        (_, Some(ErrorCode::InsufficientCredits)) => {
-            "No depth preview: not enough credits for one.".into()
+        // An account that could not afford a generation is refused previews too.
+        (402, _) | (_, Some(ErrorCode::InsufficientCredits)) => {
+            "No depth preview: not enough credits.".into()
         }
         (0, _) => "No depth preview: the server could not be reached.".into(),
+        (500..=599, _) => "No depth preview: the server could not compute one.".into(),
         _ => format!("No depth preview: {message}"),
     }
 }
@@ -294,11 +330,21 @@ mod tests {
         );
         assert_ne!(image_key(b"photo one"), image_key(b"photo two"));
         let mut seen = Seen::default();
-        seen.put(1, "/results/a/0.png".into());
+        let job = PreviewJob {
+            response_url: "/v2/requests/a".into(),
+            owner_token: Some("tok".into()),
+        };
+        seen.put(1, "/results/a/0.png".into(), Some(job.clone()));
         assert_eq!(seen.get(1), Some("/results/a/0.png"));
+        seen.put(1, "/results/a/0.png".into(), None);
+        assert_eq!(
+            seen.job(1),
+            Some(&job),
+            "seen again, its owner token is kept"
+        );
         assert_eq!(seen.get(2), None);
         for k in 2..=(KEPT as u64 + 1) {
-            seen.put(k, format!("/results/{k}/0.png"));
+            seen.put(k, format!("/results/{k}/0.png"), None);
         }
         assert_eq!(seen.get(1), None, "the oldest went");
         assert!(seen.get(2).is_some());
@@ -311,6 +357,21 @@ mod tests {
     fn reasons_are_short_and_say_what_happened() {
         assert!(refused_reason(404, None, "x").contains("no provider"));
         assert!(refused_reason(503, None, "x").contains("no provider"));
+        assert!(refused_reason(502, Some(ErrorCode::UpstreamFailed), "x").contains("no provider"));
+        assert_eq!(
+            refused_reason(504, Some(ErrorCode::UpstreamTimeout), "a long raw line"),
+            "No depth preview: the server could not compute one."
+        );
+        for status in [402, 406] {
+            assert_eq!(
+                refused_reason(status, Some(ErrorCode::InsufficientCredits), "raw"),
+                "No depth preview: not enough credits."
+            );
+        }
+        assert_eq!(
+            refused_reason(402, None, "raw"),
+            "No depth preview: not enough credits."
+        );
         assert!(refused_reason(0, None, "x").contains("reached"));
         assert!(refused_reason(429, Some(ErrorCode::RateLimited), "x").contains("too many"));
         assert_eq!(

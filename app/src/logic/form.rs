@@ -41,6 +41,20 @@ pub fn default_text(spec: &ParamSpec) -> String {
         .unwrap_or_default()
 }
 
+/// The model the studio starts with.
+pub const DEFAULT_MODEL: Model = Model::FluxDepthPro;
+
+/// `model` if the studio can generate with it, else [`DEFAULT_MODEL`]: the depth
+/// preview's model (or any other non-generator) is never the form's, from a URL, a
+/// remix or a saved form.
+pub fn generator(model: Model) -> Model {
+    if Model::GENERATORS.contains(&model) {
+        model
+    } else {
+        DEFAULT_MODEL
+    }
+}
+
 impl FormState {
     pub fn new(model: Model) -> Self {
         let values = model
@@ -56,8 +70,10 @@ impl FormState {
         }
     }
 
-    /// Switches model, keeping what both models share (prompt, seed, guidance…).
+    /// Switches model, keeping what both models share (prompt, seed, guidance…); a
+    /// model the studio cannot generate with is [`DEFAULT_MODEL`] instead.
     pub fn switch_model(&mut self, model: Model) {
+        let model = generator(model);
         let mut next = Self::new(model);
         for (name, value) in &mut next.values {
             if let Some(old) = self.values.get(name) {
@@ -180,7 +196,7 @@ pub fn decode(text: &str) -> Option<(FormState, Option<ImageSource>)> {
     if saved.version != SAVED_VERSION {
         return None;
     }
-    let mut form = FormState::new(Model::from_slug(&saved.model)?);
+    let mut form = FormState::new(generator(Model::from_slug(&saved.model)?));
     for (name, value) in saved.values {
         form.set(&name, value);
     }
@@ -209,6 +225,16 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn the_preview_model_is_never_the_forms() {
+        let mut f = FormState::new(Model::FluxDepthDev);
+        f.switch_model(Model::DepthAnythingV2);
+        assert_eq!(f.model, DEFAULT_MODEL);
+        f.load(Model::DepthAnythingV2, &Params::default());
+        assert_eq!(f.model, DEFAULT_MODEL);
+        assert_eq!(generator(Model::FluxDepthDev), Model::FluxDepthDev);
+    }
 
     #[test]
     fn a_new_form_holds_the_catalog_defaults() {

@@ -22,7 +22,7 @@ use crate::components::no_jobs::NoJobs;
 use crate::components::param_field::ParamField;
 use crate::components::snippets_panel::SnippetsPanel;
 use crate::image::{self};
-use crate::logic::form::target_megapixels;
+use crate::logic::form::{self, target_megapixels};
 use crate::logic::store::Job;
 use crate::store::use_store;
 
@@ -61,11 +61,13 @@ pub fn StudioPage() -> impl IntoView {
     let query = use_query_map();
     let navigate = use_navigate();
 
-    // The URL's model wins over the form's (a shared or reloaded link).
+    // The URL's model wins over the form's (a shared or reloaded link); one the
+    // studio cannot generate with (the depth preview's) is the default model instead.
     Effect::new(move || {
         let wanted = query
             .with(|q| q.get("model"))
-            .and_then(|m| Model::from_slug(&m));
+            .and_then(|m| Model::from_slug(&m))
+            .map(form::generator);
         if let Some(m) = wanted
             && form.with_untracked(|f| f.model) != m
         {
@@ -76,10 +78,8 @@ pub fn StudioPage() -> impl IntoView {
     let megapixels = Memo::new(move |_| form.with(target_megapixels));
     Effect::new(move |prev: Option<f64>| {
         let mp = megapixels.get();
-        if prev.is_some_and(|p| p != mp)
-            && let Some(blob) = studio.source.get_untracked()
-        {
-            studio.prepare(blob);
+        if prev.is_some_and(|p| p != mp) {
+            studio.prepare_again();
         }
         mp
     });
@@ -110,12 +110,7 @@ pub fn StudioPage() -> impl IntoView {
 
     let actions = CardActions {
         remix: Callback::new(move |job: Job| {
-            // The image first: a new pick resets a depth marking "Use as control" made,
-            // and the job's own `control_type` then comes with its parameters.
-            if let Some(url) = job.control_image.clone() {
-                studio.load_url(url);
-            }
-            form.update(|f| f.load(job.model, &job.params));
+            studio.remix(job.model, &job.params, job.control_image.clone());
             scroll_to_form();
         }),
         use_as_control: Callback::new(move |url: String| {
@@ -141,10 +136,7 @@ pub fn StudioPage() -> impl IntoView {
             match client::result_retried(&format!("/v2/requests/{id}")).await {
                 Ok(r) => {
                     // Only the job's owner gets its photo; anyone else brings their own.
-                    if let Some(url) = r.control_image.clone() {
-                        studio.load_url(url);
-                    }
-                    form.update(|f| f.load(r.model, &r.params));
+                    studio.remix(r.model, &r.params, r.control_image.clone());
                 }
                 Err(e) => form_error.set(Some(format!("Could not load that job: {}", e.message()))),
             }

@@ -4,7 +4,8 @@
 //! are the jobs'), and its depth map shown beside the image. It never blocks
 //! Generate. An answer for an older pick is dropped ([`Picks`]); the stale job itself
 //! is left to finish, not canceled: its map is remembered by the image's hash in this
-//! tab ([`Seen`]), so picking that image again shows it with no request at all (the API
+//! tab ([`Seen`], with the job's owner token, so an anonymous preview can still be
+//! deleted), so picking that image again shows it with no request at all (the API
 //! also keeps a keyed account's previews by hash; an anonymous caller's it does not).
 //! The same image prepared again for another size keeps its preview.
 
@@ -16,7 +17,7 @@ use web_sys::FormData;
 use super::state::{Control, idempotency_key};
 use crate::client::{self, ClientError};
 use crate::logic::depth::{
-    DepthShown, Picks, Seen, failed_reason, image_key, read_interval_ms, refused_reason,
+    DepthShown, Picks, PreviewJob, Seen, failed_reason, image_key, read_interval_ms, refused_reason,
 };
 use crate::logic::poll::Read;
 
@@ -36,6 +37,9 @@ pub struct DepthPreview {
     /// The pick being previewed and its image's key: its map is remembered once it
     /// has loaded.
     keyed: StoredValue<Option<(u64, u64)>>,
+    /// The pick's preview job, remembered with its map (an anonymous job's owner token
+    /// is what deletes it).
+    job: StoredValue<Option<(u64, PreviewJob)>>,
 }
 
 impl DepthPreview {
@@ -45,6 +49,7 @@ impl DepthPreview {
             picks: StoredValue::new(Picks::default()),
             seen: StoredValue::new(Seen::default()),
             keyed: StoredValue::new(None),
+            job: StoredValue::new(None),
         }
     }
 
@@ -137,7 +142,15 @@ impl DepthPreview {
         if let Some(Some((pick, key))) = self.keyed.try_get_value()
             && !self.stale(pick)
         {
-            self.seen.update_value(|s| s.put(key, url.to_owned()));
+            let job = self
+                .job
+                .try_with_value(|j| {
+                    j.as_ref()
+                        .filter(|(p, _)| *p == pick)
+                        .map(|(_, j)| j.clone())
+                })
+                .flatten();
+            self.seen.update_value(|s| s.put(key, url.to_owned(), job));
         }
         if let Some(perf) = window().performance() {
             perf.clear_measures_with_measure_name(DEPTH_MEASURE);
@@ -153,6 +166,13 @@ async fn compute(data: FormData, depth: DepthPreview, pick: u64) -> Option<Depth
         Ok(s) => s,
         Err(e) => return Some(DepthShown::Unavailable(refused(&e))),
     };
+    depth.job.set_value(Some((
+        pick,
+        PreviewJob {
+            response_url: s.response_url.clone(),
+            owner_token: s.owner_token.clone(),
+        },
+    )));
     let started = js_sys::Date::now();
     let mut status = s.status;
     let mut failures = 0;

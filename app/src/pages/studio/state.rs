@@ -3,7 +3,7 @@
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use parallax_api::Model;
+use parallax_api::{Model, Params};
 use web_sys::Blob;
 
 use super::depth::DepthPreview;
@@ -40,9 +40,13 @@ pub struct Studio {
     pub(super) remixed: StoredValue<Option<String>>,
     /// The control image's depth map, beside it.
     pub(super) depth: DepthPreview,
-    /// Whether `control_type: depth` was set by "Use as control" (a new pick then
-    /// sets it back), not ticked by the user.
+    /// Whether `control_type: depth` was set by "Use as control" or a remix's depth
+    /// map (a new pick then sets it back), not ticked by the user.
     pub(super) auto_depth: StoredValue<bool>,
+    /// Whether `source` is a depth map ("Use as control", a remix's): marked
+    /// `control_type: depth` once it is the control image, not before (until then the
+    /// control image is still the one before, a photo).
+    source_is_depth: StoredValue<bool>,
 }
 
 impl Studio {
@@ -51,7 +55,7 @@ impl Studio {
     pub fn provide() {
         let (saved, image) = session::load(form::SAVED_KEY)
             .and_then(|text| form::decode(&text))
-            .unwrap_or_else(|| (FormState::new(Model::FluxDepthPro), None));
+            .unwrap_or_else(|| (FormState::new(form::DEFAULT_MODEL), None));
         let studio = Self {
             form: RwSignal::new(saved),
             control: RwSignal::new(None),
@@ -67,6 +71,7 @@ impl Studio {
             remixed: StoredValue::new(None),
             depth: DepthPreview::new(),
             auto_depth: StoredValue::new(false),
+            source_is_depth: StoredValue::new(false),
         };
         provide_context(studio);
         // A remix link brings its own image; otherwise the saved one comes back.
@@ -118,9 +123,22 @@ impl Studio {
 
     /// Prepares `blob` (upright, downscaled, JPEG) for the size the form asks for now.
     pub(super) fn prepare(self, blob: Blob) {
+        self.prepare_as(blob, false);
+    }
+
+    /// Prepares the picked image again (for another size), a depth map still one.
+    pub(super) fn prepare_again(self) {
+        if let Some(blob) = self.source.get_untracked() {
+            self.prepare_as(blob, self.source_is_depth.get_value());
+        }
+    }
+
+    /// [`Self::prepare`]; `as_depth`: `blob` is a depth map.
+    fn prepare_as(self, blob: Blob, as_depth: bool) {
         self.image_error.set(None);
         self.preparing.set(true);
         self.source.set(Some(blob.clone()));
+        self.source_is_depth.set_value(as_depth);
         let token = self.prep_token.get_value() + 1;
         self.prep_token.set_value(token);
         let megapixels = self.form.with_untracked(target_megapixels);
@@ -133,8 +151,13 @@ impl Studio {
                 Ok(p) => {
                     self.set_preview(web_sys::Url::create_object_url_with_blob(&p.blob).ok());
                     self.control.set(Some(Control::Prepared(p)));
+                    if as_depth {
+                        self.auto_depth.set_value(true);
+                        self.form.update(|f| f.set(CONTROL_TYPE, "depth".into()));
+                    }
                     self.refresh_depth();
                 }
+                Err(e) if as_depth => self.depth_map_failed(&e),
                 Err(e) => self.image_error.set(Some(e)),
             }
             self.preparing.set(false);
@@ -150,14 +173,30 @@ impl Studio {
     /// Fetches and prepares `url`; a failure is shown when `loud` (a restored image
     /// that is gone, e.g. a purged output, is just not restored).
     pub(super) fn fetch(self, url: String, loud: bool) {
+        self.fetch_as(url, loud, false);
+    }
+
+    /// [`Self::fetch`]; `as_depth`: the image is a depth map, marked `control_type:
+    /// depth` once it has become the control image. Should it fail, the control image
+    /// stays what it was, a photo (`control_type: image`), and the user is told why.
+    pub(super) fn fetch_as(self, url: String, loud: bool, as_depth: bool) {
         self.begin_pick();
         self.image_error.set(None);
         self.preparing.set(true);
+        let pick = self.depth.pick();
         spawn_local(async move {
-            match client::blob(&url).await {
+            let fetched = client::blob(&url).await;
+            if self.depth.pick() != pick {
+                return; // a newer pick took over
+            }
+            match fetched {
                 Ok(blob) => {
                     self.origin.set(Some(ImageSource::Fetched(url)));
-                    self.prepare(blob);
+                    self.prepare_as(blob, as_depth);
+                }
+                Err(e) if as_depth => {
+                    self.preparing.set(false);
+                    self.depth_map_failed(&e.message());
                 }
                 Err(e) => {
                     self.preparing.set(false);
@@ -202,6 +241,7 @@ impl Studio {
     /// The toggle "This image is already a depth map".
     pub(super) fn mark_depth_map(self, on: bool) {
         self.auto_depth.set_value(false);
+        self.source_is_depth.set_value(on);
         let value = if on { "depth" } else { "image" };
         self.form.update(|f| f.set(CONTROL_TYPE, value.into()));
         self.refresh_depth();
@@ -210,9 +250,33 @@ impl Studio {
     /// "Use as control": the depth map becomes the next job's control image, marked
     /// as a depth map.
     pub(super) fn use_depth_map(self, url: String) {
-        self.load_url(url);
-        self.auto_depth.set_value(true);
-        self.form.update(|f| f.set(CONTROL_TYPE, "depth".into()));
+        self.fetch_as(url, true, true);
+    }
+
+    /// A depth map could not become the control image: the photo stays, sent as a
+    /// photo, with its own preview again.
+    fn depth_map_failed(self, why: &str) {
+        self.auto_depth.set_value(false);
+        self.form.update(|f| f.set(CONTROL_TYPE, "image".into()));
+        self.image_error.set(Some(format!(
+            "Could not use the depth map as the control image ({why}); the photo stays, sent as a photo."
+        )));
+        self.refresh_depth();
+    }
+
+    /// Remix: the job's model (a generator; another is the default model) and
+    /// parameters, and its control image when it comes with the job. A depth map is
+    /// marked `control_type: depth` only once it is the control image; without one (a
+    /// stranger's remix) the image already here is a photo, and is previewed.
+    pub(super) fn remix(self, model: Model, params: &Params, control_image: Option<String>) {
+        self.form.update(|f| f.load(model, params));
+        let depth = self.form.with_untracked(|f| f.get(CONTROL_TYPE) == "depth");
+        self.auto_depth.set_value(false);
+        self.form.update(|f| f.set(CONTROL_TYPE, "image".into()));
+        match control_image {
+            Some(url) => self.fetch_as(url, true, depth),
+            None => self.refresh_depth(),
+        }
     }
 }
 
