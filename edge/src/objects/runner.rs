@@ -1,12 +1,13 @@
 //! The `JobRunner` Durable Object, one per job: its record ([`JobRecord`]) and the
 //! pure rules of its life, split by concern — the record and its lifecycle
 //! (`record.rs`), submit attempts and failover (`submits.rs`), charges, refunds and
-//! the outbox (`charges.rs`), the polling schedule (`schedule.rs`) and the wire view
+//! the outbox (`charges.rs`, `effects.rs`), the polling schedule (`schedule.rs`) and the wire view
 //! (`view.rs`), all tested natively (`tests.rs`).
 
 mod charges;
 pub mod client;
 pub mod eachlabs;
+mod effects;
 mod object;
 mod outbox;
 pub mod protocol;
