@@ -6,6 +6,7 @@
 
 mod charges;
 pub mod client;
+mod depth;
 pub mod eachlabs;
 mod object;
 mod outbox;

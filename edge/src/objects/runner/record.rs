@@ -137,8 +137,8 @@ pub struct JobRecord {
     #[serde(default)]
     pub share_control: parallax_api::ShareControl,
     /// A generation job's depth map, when the same account previewed the same control
-    /// image before submitting it: that preview's output path on this edge
-    /// (`/results/{preview id}/0.png`; `preview_cache.rs`). `JobResult::depth_image`.
+    /// image first: its output path (`preview_cache.rs`) until the job completes, then
+    /// the job's own copy (`depth.rs`; `None` if none). `JobResult::depth_image`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depth_from: Option<String>,
 }
