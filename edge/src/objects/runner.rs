@@ -4,6 +4,7 @@
 //! the outbox (`charges.rs`), the polling schedule (`schedule.rs`) and the wire view
 //! (`view.rs`), all tested natively (`tests.rs`).
 
+mod callbacks;
 mod charges;
 pub mod client;
 mod depth;
@@ -19,6 +20,7 @@ mod submits;
 pub(crate) mod tests;
 mod view;
 
+pub use callbacks::HookVerdict;
 pub use object::JobRunner;
 pub use record::*;
 pub use schedule::*;
