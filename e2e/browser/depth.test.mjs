@@ -342,7 +342,9 @@ test('the owner shows the depth map instead of the photo on the share page', asy
   await visit(share, `${base}/r/${id}`);
   await share.getByTestId('compare-range').first().waitFor();
   const before = await share.locator('.compare-before').first().getAttribute('src');
-  assert.equal(new URL(before).pathname, new URL(depth, base).pathname, 'the depth map, beside the result');
+  // The job's own copy of the map the studio showed (never the preview's URL).
+  assert.equal(new URL(before).pathname, `/results/${id}/depth.png`, 'the depth map, beside the result');
+  assert.notEqual(new URL(depth, base).pathname, `/results/${id}/depth.png`, 'the studio showed the preview\'s');
   assert.equal(await share.getByTestId('compare-layers').count(), 0, 'no photo to choose');
   assert.equal(await share.locator('.compare-range').getAttribute('aria-label'), 'Compare with the depth map');
   assert.ok(!seen.some((u) => /\/control/.test(u)), 'the photo is never fetched');

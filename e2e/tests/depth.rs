@@ -322,9 +322,10 @@ fn control_type_depth_runs_only_where_the_estimator_can_be_skipped() {
 fn share_control_depth_shows_the_depth_map_and_not_the_photo() {
     let photo = fresh_png("share depth", 300, 200);
     let pv = finish(&preview(&photo, "rich"), Some("rich"));
-    let map_url = pv["output"].as_str().unwrap().to_owned();
+    let pv_id = pv["request_id"].as_str().unwrap().to_owned();
 
-    // A generation from the same bytes by the same account knows its depth map.
+    // A generation from the same bytes by the same account knows its depth map: its
+    // own copy, under its own id, never the preview's.
     let sub = post(
         "flux-depth-pro",
         &photo,
@@ -335,13 +336,20 @@ fn share_control_depth_shows_the_depth_map_and_not_the_photo() {
     let sub = sub.json();
     let id = sub["request_id"].as_str().unwrap().to_owned();
     let owner = finish(&sub, Some("rich"));
-    assert_eq!(owner["depth_image"], map_url.as_str(), "{owner}");
+    let map_url = format!("{}/results/{id}/depth.png", base());
+    let owners = owner["depth_image"].as_str().expect("depth_image");
+    assert!(owners.starts_with(&map_url), "{owner}");
+    assert!(!owners.contains(&pv_id), "{owner}");
     assert!(owner["control_image"].is_string(), "{owner}");
+    assert_eq!(keyed_get(owners, "rich").status, 200);
 
-    // Anyone else: neither, until the owner chooses.
+    // Anyone else: neither, until the owner chooses; the map's URL refuses them.
     let public = read(&id, None);
     assert!(public.get("depth_image").is_none(), "{public}");
     assert!(public.get("control_image").is_none(), "{public}");
+    let refused = get(&map_url);
+    assert!(matches!(refused.status, 403 | 404), "{}", refused.status);
+    assert!(matches!(keyed_get(&map_url, "other").status, 403 | 404));
 
     let share = |choice: &str| {
         send_repeatable(|| {
@@ -382,6 +390,69 @@ fn share_control_depth_shows_the_depth_map_and_not_the_photo() {
     );
     assert_eq!(share("none").status, 200);
     assert!(read(&id, None).get("depth_image").is_none());
+    // Sharing no more is revoking: the map's URL refuses anyone but the owner again.
+    assert!(matches!(get(&map_url).status, 403 | 404));
+    assert_eq!(keyed_get(&map_url, "rich").status, 200);
+}
+
+fn keyed_get(url: &str, key: &str) -> Answer {
+    Answer::from(
+        client()
+            .get(url)
+            .header("x-api-key", test_key(key))
+            .send()
+            .unwrap(),
+    )
+}
+
+fn delete(id: &str, key: &str) {
+    let url = format!("{}/v2/requests/{id}", base());
+    let deleted = send_repeatable(|| client().delete(&url).header("x-api-key", test_key(key)));
+    assert_eq!(deleted.status, 200, "{}", deleted.text);
+}
+
+#[test]
+#[ignore = "needs the running stack: cargo xtask test"]
+fn a_generations_depth_map_is_its_own_outliving_the_preview_and_gone_with_it() {
+    let photo = fresh_png("own depth map", 260, 180);
+    let pv = finish(&preview(&photo, "rich"), Some("rich"));
+    let pv_id = pv["request_id"].as_str().unwrap().to_owned();
+    let sub = post(
+        "flux-depth-pro",
+        &photo,
+        &[("prompt", "a mill")],
+        Some("rich"),
+    );
+    assert_eq!(sub.status, 200, "{}", sub.text);
+    let sub = sub.json();
+    let id = sub["request_id"].as_str().unwrap().to_owned();
+    finish(&sub, Some("rich"));
+    let shared = send_repeatable(|| {
+        client()
+            .post(format!("{}/v2/requests/{id}/share", base()))
+            .header("x-api-key", test_key("rich"))
+            .json(&json!({"share_control": "depth"}))
+    });
+    assert_eq!(shared.status, 200, "{}", shared.text);
+    let map_url = format!("{}/results/{id}/depth.png", base());
+    assert_eq!(read(&id, None)["depth_image"], map_url.as_str());
+    let map = get(&map_url);
+    assert_eq!(map.status, 200);
+    assert_eq!(map.header("content-type"), Some("image/png"));
+
+    // The preview deleted: the generation's map still loads.
+    delete(&pv_id, "rich");
+    assert_eq!(
+        get(&format!("{}/results/{pv_id}/0.png", base())).status,
+        404
+    );
+    assert_eq!(get(&map_url).status, 200);
+    assert_eq!(read(&id, None)["depth_image"], map_url.as_str());
+
+    // The generation deleted: its map goes with it.
+    delete(&id, "rich");
+    assert_eq!(get(&map_url).status, 404);
+    assert_eq!(keyed_get(&map_url, "rich").status, 404);
 }
 
 #[test]

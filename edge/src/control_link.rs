@@ -105,6 +105,18 @@ pub fn owner_link(secret: &Secret, origin: &str, id: &RequestId, now: u64) -> St
     link_on(origin, secret, id, exp)
 }
 
+/// The owner's link to job `id`'s own depth map (`/results/{id}/depth.png`) on
+/// `origin`, made at `now`: the same signature as [`owner_link`]'s (one job, one
+/// expiry), which `handlers/results.rs` accepts for either image, both the owner's.
+pub fn owner_depth_link(secret: &Secret, origin: &str, id: &RequestId, now: u64) -> String {
+    let exp = (now + OWNER_LINK_SECS).div_ceil(900) * 900;
+    format!(
+        "{origin}{}?exp={exp}&sig={}",
+        keys::depth_path(id),
+        sign(secret, id, exp)
+    )
+}
+
 /// Checks a request's `exp` and `sig` for job `id` at `now` (unix seconds). The
 /// signature is compared in constant time, and checked before the expiry so that a
 /// forged link learns nothing about time.

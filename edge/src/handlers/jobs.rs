@@ -202,10 +202,19 @@ pub fn result_view(
             false => owner_control_link(cfg, claim, job, origin),
         }
     } else {
-        job.depth_from
-            .as_ref()
-            .filter(|_| public_depth || owns(cfg, claim, job))
-            .map(|path| format!("{origin}{path}"))
+        // Only its own copy (`objects/runner/depth.rs`), never the preview's; the
+        // owner's own view, unshared, is a signed link (`handlers/results.rs`).
+        let own = crate::storage::keys::depth_path(&job.id);
+        let mine = || owns(cfg, claim, job);
+        let now = worker::Date::now().as_millis() / 1000;
+        let link = |s| crate::control_link::owner_depth_link(s, origin, &job.id, now);
+        match job.depth_from.as_deref() == Some(own.as_str()) {
+            true if public_depth || (mine() && cfg.control_link_secret.is_none()) => {
+                Some(format!("{origin}{own}"))
+            }
+            true if mine() => cfg.control_link_secret.as_ref().map(link),
+            _ => None,
+        }
     };
     // A preview's control image is deleted once it has ended (`Outbox::drop_input`).
     if job.model.is_preview() && job.status.is_terminal() {

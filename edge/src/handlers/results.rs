@@ -2,7 +2,8 @@
 //! `GET /results/{id}/control`, the control image: a person's photo, private to the
 //! job's owner. It opens through a signed link (`?exp=…&sig=…`, see
 //! `control_link.rs`: the owner's reads and the providers get one) or with the owner's
-//! API key, never cached by anyone but that browser, and is gone with the job.
+//! API key, never cached by anyone but that browser, and is gone with the job; and
+//! `GET /results/{id}/depth.png`, the job's own depth map ([`get_depth`]).
 
 use parallax_api::RequestId;
 use worker::{Env, Headers, Request, Response};
@@ -44,6 +45,9 @@ pub async fn get_output(req: &Request, env: &Env, id: &str, file: &str) -> EdgeR
     if file == "control" {
         return get_control(req, env, &id).await;
     }
+    if file == "depth.png" {
+        return get_depth(req, env, &id).await;
+    }
     let (n, format) = parse_file(file).ok_or_else(not_found)?;
     let key = keys::output(&id, n, format.ext());
     let name = format!("parallax-{id}-{n}.{}", format.ext());
@@ -74,6 +78,38 @@ async fn get_control(req: &Request, env: &Env, id: &RequestId) -> EdgeResult<Res
         }
     }
     serve_image(req, env, &keys::input(id), &name, PRIVATE).await
+}
+
+/// A generation job's own depth map (`objects/runner/depth.rs`): to anyone while its
+/// owner shares it (`share_control` `depth` or `photo`, as `depth_image` in the result
+/// view), otherwise only to its owner, through a signed link (the control image's:
+/// one job, one expiry; both are the owner's) or with the owner's API key; 403 to
+/// anyone else, 404 once the job is gone. Since the owner may stop sharing it, no
+/// cache may keep it without asking again (`private, no-cache`, revalidated by ETag).
+async fn get_depth(req: &Request, env: &Env, id: &RequestId) -> EdgeResult<Response> {
+    let name = format!("parallax-{id}-depth.png");
+    if !signed_link(req, env, id)? {
+        use parallax_api::ShareControl;
+        let cfg = Config::from_env(env);
+        let job = crate::objects::runner::client::load(env, id.as_str()).await?;
+        let shared = !job.model.is_preview()
+            && matches!(job.share_control, ShareControl::Depth | ShareControl::Photo);
+        if !shared {
+            let caller = accounts::identify_for_read(req, env, &cfg)
+                .await?
+                .filter(|c| c.keyed);
+            let claim = jobs::Claim {
+                caller: caller.as_ref(),
+                token: None,
+            };
+            if !jobs::owns(&cfg, &claim, &job) {
+                return Err(EdgeError::Forbidden(
+                    "This depth map is not shared: it opens through its owner's signed link or with the owner's API key".into(),
+                ));
+            }
+        }
+    }
+    serve_image(req, env, &keys::depth_map(id), &name, "private, no-cache").await
 }
 
 /// Whether this control image request comes through a signed link: `false` without

@@ -4,8 +4,10 @@
 //! the outbox (`charges.rs`, `effects.rs`), the polling schedule (`schedule.rs`) and the wire view
 //! (`view.rs`), all tested natively (`tests.rs`).
 
+mod callbacks;
 mod charges;
 pub mod client;
+mod depth;
 pub mod eachlabs;
 mod effects;
 mod object;
@@ -19,6 +21,7 @@ mod submits;
 pub(crate) mod tests;
 mod view;
 
+pub use callbacks::HookVerdict;
 pub use object::JobRunner;
 pub use record::*;
 pub use schedule::*;

@@ -12,6 +12,13 @@ pub fn output(id: &RequestId, n: usize, ext: &str) -> String {
     format!("results/{id}/{n}.{ext}")
 }
 
+/// R2: a generation job's own copy of the depth map its account previewed of its
+/// control image (`objects/runner/depth.rs`), under its outputs prefix so it goes with
+/// them.
+pub fn depth_map(id: &RequestId) -> String {
+    format!("results/{id}/depth.png")
+}
+
 /// R2: an image uploaded with `POST /api/assets` (1min.ai's asset API), by its random
 /// id. This is also the path callers give back as `imageUrl`.
 pub fn asset(id: &str, ext: &str) -> String {
@@ -68,6 +75,11 @@ pub fn output_path(id: &RequestId, n: usize, ext: &str) -> String {
     format!("/results/{id}/{n}.{ext}")
 }
 
+/// Public path of a generation job's own depth map ([`depth_map`]) on this edge.
+pub fn depth_path(id: &RequestId) -> String {
+    format!("/{}", depth_map(id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +97,7 @@ mod tests {
             format!("/{}", output(&id, 0, "jpg"))
         );
         assert!(output(&id, 3, "png").starts_with(&outputs_prefix(&id)));
+        assert!(depth_map(&id).starts_with(&outputs_prefix(&id)));
+        assert_eq!(depth_path(&id), format!("/{}", depth_map(&id)));
     }
 }

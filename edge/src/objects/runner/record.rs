@@ -6,7 +6,6 @@ use parallax_api::{JobStatus, Model, Params, RequestId};
 use serde::{Deserialize, Serialize};
 
 pub use super::effects::*;
-use super::schedule::*;
 use crate::input::image::ImageInfo;
 use crate::providers::Submitted;
 
@@ -138,23 +137,10 @@ pub struct JobRecord {
     #[serde(default)]
     pub share_control: parallax_api::ShareControl,
     /// A generation job's depth map, when the same account previewed the same control
-    /// image before submitting it: that preview's output path on this edge
-    /// (`/results/{preview id}/0.png`; `preview_cache.rs`). `JobResult::depth_image`.
+    /// image first: its output path (`preview_cache.rs`) until the job completes, then
+    /// the job's own copy (`depth.rs`; `None` if none). `JobResult::depth_image`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depth_from: Option<String>,
-}
-
-/// What a verified upstream callback does to a job (`JobRecord::take_hook`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HookVerdict {
-    /// It runs on that upstream job: poll it now, to confirm.
-    Poll,
-    /// Its submit's outcome is not recorded yet: the poll after it comes at once.
-    Noted,
-    /// Already finished: a late callback changes nothing.
-    Finished,
-    /// About an upstream job this one no longer runs on (failed over, superseded).
-    Ignored,
 }
 
 /// One upstream submit, recorded before it is sent.
@@ -475,50 +461,5 @@ impl JobRecord {
             || self
                 .next_due_ms()
                 .is_some_and(|d| now_ms > d.saturating_add(STUCK_AFTER_MS))
-    }
-
-    /// A verified upstream callback from `provider` about `upstream_id` (when its body
-    /// names one). It is never trusted as a result: a job running on that upstream job
-    /// is polled now (the runner confirms, then proceeds as its alarm would).
-    pub fn take_hook(
-        &mut self,
-        provider: &str,
-        upstream_id: Option<&str>,
-        now_ms: u64,
-    ) -> HookVerdict {
-        if self.status.is_terminal() {
-            return HookVerdict::Finished;
-        }
-        if provider != self.provider {
-            return HookVerdict::Ignored;
-        }
-        // Callbacks beyond a few make no more looks: a provider sends one (plus
-        // retries, which are replays), and whoever could forge more must not be able
-        // to make us poll the upstream at will.
-        if self.hooks >= MAX_HOOK_WAKES {
-            return HookVerdict::Ignored;
-        }
-        match &self.upstream {
-            Some(sub) if upstream_id.is_some_and(|u| u != sub.upstream_id) => HookVerdict::Ignored,
-            Some(_) => {
-                self.hooks = self.hooks.saturating_add(1);
-                self.next_step_ms = Some(self.next_step_ms.map_or(now_ms, |t| t.min(now_ms)));
-                HookVerdict::Poll
-            }
-            // Never step now: that would send the submit again.
-            None => {
-                self.hooks = self.hooks.saturating_add(1);
-                HookVerdict::Noted
-            }
-        }
-    }
-
-    /// After a step that began when `hooks_before` callbacks had been taken: if one
-    /// came meanwhile (its wake may have been overwritten by the step's own
-    /// schedule), a running job looks again now.
-    pub fn recheck_if_hooked(&mut self, hooks_before: u32, now_ms: u64) {
-        if self.hooks > hooks_before && !self.status.is_terminal() && self.upstream.is_some() {
-            self.next_step_ms = Some(now_ms);
-        }
     }
 }

@@ -419,6 +419,8 @@ impl JobRunner {
             (Ok(UpstreamState::Completed(urls)), Ok(p)) if !urls.is_empty() => {
                 match self.store_outputs(p, job, &id, &urls).await? {
                     Some(Ok(outputs)) => {
+                        // Before COMPLETED: the job's own copy of its depth map.
+                        let depth = self.copy_depth_map(job, &id).await?;
                         let applied = self
                             .update(|j| {
                                 if j.owns_outputs_of(&id) && !j.runs_on(&id) {
@@ -430,6 +432,9 @@ impl JobRunner {
                                     let finish = j.submitted_ms.and_then(|s| {
                                         finish_times::window(s, j.last_running_ms, looked)
                                     });
+                                    if let Some(copied) = depth {
+                                        j.depth_from = super::depth::own_depth(&j.id, copied);
+                                    }
                                     j.complete(outputs, now_ms());
                                     Ok(finish)
                                 } else {

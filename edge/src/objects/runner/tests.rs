@@ -2,6 +2,7 @@
 
 use parallax_api::{ErrorCode, JobStatus, Model, OutputImage, Params, RequestId, Settlement};
 
+use super::HookVerdict;
 use super::record::*;
 use super::schedule::*;
 use crate::input::image::ImageInfo;
