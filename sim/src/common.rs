@@ -162,6 +162,27 @@ async fn fetch(sim: &Sim, url: &str) -> Result<(u16, Vec<u8>), String> {
     Ok((status, body.to_vec()))
 }
 
+/// A depth preview's ask from its image URL (fal's and Replicate's previews): the
+/// image fetched, counted under [`preview_label`], its fault markers applied (`Err`:
+/// the fault's answer).
+pub async fn preview_ask(sim: &Sim, scope: &str, url: String) -> Result<Ask, Response> {
+    let image = control_image(sim, scope, "", Some(url)).await;
+    let label = image.as_ref().map(|b| preview_label(b)).unwrap_or_default();
+    if let Some(fault) = sim.submit_fault(scope, &label).await {
+        return Err(fault);
+    }
+    Ok(Ask {
+        model: "depth-anything-v2",
+        seed: 0,
+        count: 1,
+        format: Format::Png,
+        quality: 90,
+        megapixels: None,
+        image,
+        prompt: label,
+    })
+}
+
 /// What the sim counts a depth preview under (it has no prompt): the model and the
 /// SHA-256 of the control image's bytes, so a test can ask how often the same image
 /// was previewed upstream (`GET /debug/submissions`). A PNG's `tEXt` chunk keyed

@@ -37,7 +37,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use crate::common::{Ask, control_image, create_job_as, num, output_urls, preview_label, text};
+use crate::common::{Ask, control_image, create_job_as, num, output_urls, preview_ask, text};
 use crate::hooks::{self, Target};
 use crate::jobs::{Job, Phase};
 use crate::state::Shared;
@@ -186,20 +186,9 @@ async fn submit_preview(
             json!([{"loc": ["body", "image_url"], "msg": "field required", "type": "value_error.missing"}]),
         );
     };
-    let image = control_image(&sim, "fal", "", Some(url)).await;
-    let label = image.as_ref().map(|b| preview_label(b)).unwrap_or_default();
-    if let Some(fault) = sim.submit_fault("fal", &label).await {
-        return fault;
-    }
-    let ask = Ask {
-        model: "depth-anything-v2",
-        seed: 0,
-        count: 1,
-        format: Format::Png,
-        quality: 90,
-        megapixels: None,
-        image,
-        prompt: label,
+    let ask = match preview_ask(&sim, "fal", url).await {
+        Ok(ask) => ask,
+        Err(fault) => return fault,
     };
     let job = create_job_as(&sim, ask, None, None);
     if let Some(url) = query.get("fal_webhook") {

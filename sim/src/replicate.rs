@@ -23,7 +23,7 @@ use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
 use crate::common::{
-    Ask, control_image, create_job, num, output_urls, preview_label, read_fields, text,
+    Ask, control_image, create_job, num, output_urls, preview_ask, read_fields, text,
 };
 use crate::hooks::{self, Target};
 use crate::jobs::{Job, Phase};
@@ -199,20 +199,9 @@ async fn create_preview(State(sim): State<Shared>, req: Request) -> Response {
             "- input: image is required",
         );
     };
-    let image = control_image(&sim, "replicate", "", Some(url)).await;
-    let label = image.as_ref().map(|b| preview_label(b)).unwrap_or_default();
-    if let Some(fault) = sim.submit_fault("replicate", &label).await {
-        return fault;
-    }
-    let ask = Ask {
-        model: "depth-anything-v2",
-        seed: 0,
-        count: 1,
-        format: Format::Png,
-        quality: 90,
-        megapixels: None,
-        image,
-        prompt: label,
+    let ask = match preview_ask(&sim, "replicate", url).await {
+        Ok(ask) => ask,
+        Err(fault) => return fault,
     };
     created(&sim, create_job(&sim, ask), &body, &input).await
 }
